@@ -1,0 +1,1 @@
+"""tokenmill's versioned data model: Arrow schemas of shards and rejects, ledger layout, report SQL."""

@@ -1,0 +1,65 @@
+"""Versioned Arrow schemas of everything tokenmill writes: token shards, rejects, and their metadata."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+TOKENMILL_VERSION = "0.1.0"
+
+# Object layout under an output URL.
+SHARDS_DIR = "shards"
+REJECTS_DIR = "rejects"
+LEDGER_DIR = "ledger"
+RUNS_DIR = "runs"
+SIDECAR_DIR = "sidecar"  # per-shard side tables (e.g. dynamic-merge batch vocabularies)
+
+SHARD_SUFFIX = ".arrow"
+
+
+def token_type(vocab_size: int) -> pa.DataType:
+    """uint16 ids when the vocabulary fits, else uint32."""
+    return pa.uint16() if vocab_size <= 65536 else pa.uint32()
+
+
+def shard_schema(
+    vocab_size: int,
+    *,
+    with_offsets: bool = False,
+    with_batch_id: bool = False,
+    metadata: dict[str, str] | None = None,
+) -> pa.Schema:
+    """Schema v1 of a token shard: one row per document."""
+    fields = [
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("source", pa.dictionary(pa.int32(), pa.string())),
+        pa.field("lang", pa.dictionary(pa.int32(), pa.string())),
+        pa.field("tokens", pa.list_(pa.field("item", token_type(vocab_size), nullable=False)), nullable=False),
+        pa.field("n_tokens", pa.int32(), nullable=False),
+        pa.field("n_bytes", pa.int64(), nullable=False),
+        pa.field("n_chars", pa.int64(), nullable=False),
+        pa.field("n_words", pa.int32(), nullable=False),
+        pa.field("n_continued_words", pa.int32()),
+    ]
+    if with_offsets:
+        fields.append(pa.field("token_offsets", pa.list_(pa.field("item", pa.uint32(), nullable=False))))
+    if with_batch_id:
+        fields.append(pa.field("batch_id", pa.int64()))
+    meta = {"tokenmill.schema_version": str(SCHEMA_VERSION), "tokenmill.version": TOKENMILL_VERSION}
+    meta.update(metadata or {})
+    return pa.schema(fields, metadata=meta)
+
+
+REJECTS_SCHEMA = pa.schema(
+    [
+        pa.field("source", pa.string(), nullable=False),  # the input file's URL
+        pa.field("offset", pa.int64()),  # byte offset of the record in the (decompressed) file
+        pa.field("line", pa.int64()),  # 1-based line number when known, else null
+        pa.field("row", pa.int64()),  # row index for Parquet inputs
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("raw", pa.binary(), nullable=False),  # first bytes of the raw record
+    ],
+    metadata={"tokenmill.schema_version": str(SCHEMA_VERSION)},
+)
+
+REJECT_RAW_BYTES = 256

@@ -1,0 +1,1 @@
+"""tokenmill: tokenizers_impl."""
