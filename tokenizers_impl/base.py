@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
+import pyarrow as pa
 
 
 class TokenizerError(ValueError):
@@ -38,6 +40,16 @@ class Tokenizer(Protocol):
     def save(self, url: str, storage_options: dict | None = None) -> None: ...
 
 
+@dataclass
+class EncodedBatch:
+    """What the engine writes for one batch of documents."""
+
+    flat: np.ndarray  # uint32 ids of all documents, concatenated
+    offsets: np.ndarray  # int64, len(texts) + 1: document i is flat[offsets[i]:offsets[i + 1]]
+    columns: dict[str, pa.Array] = field(default_factory=dict)  # extra per-document shard columns
+    sidecar: pa.Table | None = None  # rows appended to the shard's sidecar table (schema: sidecar_schema)
+
+
 class TokenizerBase:
     """Shared behaviour: flat encoding, byte tables and EOS lookup built on the protocol methods."""
 
@@ -45,6 +57,17 @@ class TokenizerBase:
     lossless: bool = True
     eos_id: int | None = None
     _byte_lengths: np.ndarray | None = None
+    # Extra per-document shard columns this tokenizer adds (name -> Arrow type), and the schema of its
+    # per-shard sidecar table, if any (written under <output>/sidecar/ and listed in the ledger).
+    shard_columns: ClassVar[dict[str, pa.DataType]] = {}
+    sidecar_schema: ClassVar[pa.Schema | None] = None
+    # Documents per engine batch this tokenizer needs (None: the job's batch_docs decides).
+    preferred_batch_docs: int | None = None
+
+    def encode_for_shard(self, texts: Sequence[str], batch_index: int) -> EncodedBatch:
+        """Encode one engine batch (batch_index counts batches within a work unit, from 0)."""
+        flat, offsets = self.encode_batch_flat(texts)
+        return EncodedBatch(flat, offsets)
 
     def encode_batch_flat(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Encode texts into one flat uint32 id buffer plus int64 offsets (len(texts) + 1)."""
