@@ -161,4 +161,5 @@ def _ensure_builtin() -> None:
 _BUILTIN_MODULES = (
     "tokenizers_impl.bpe",
     "tokenizers_impl.sentencepiece_impl",
+    "tokenizers_impl.lib",
 )
