@@ -89,6 +89,7 @@ class DocBatch:
     sources: list[str | None] = field(default_factory=list)
     langs: list[str | None] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
+    byte_lengths: list[int] = field(default_factory=list)  # UTF-8 bytes of each text
     nbytes: int = 0
     blank: int = 0  # blank lines skipped (not records)
 
@@ -285,6 +286,7 @@ class UnitReader:
         b.texts.append(text)
         b.sources.append(source if isinstance(source, str) else self.default_source)
         b.langs.append(lang if isinstance(lang, str) else None)
+        b.byte_lengths.append(nbytes)
         b.nbytes += nbytes
 
     def _fallback_id(self, offset: int) -> str:

@@ -26,14 +26,16 @@ def shard_schema(
     vocab_size: int,
     *,
     with_offsets: bool = False,
-    with_batch_id: bool = False,
+    extra_fields: dict[str, pa.DataType] | None = None,
     metadata: dict[str, str] | None = None,
 ) -> pa.Schema:
     """Schema v1 of a token shard: one row per document."""
     fields = [
         pa.field("doc_id", pa.string(), nullable=False),
-        pa.field("source", pa.dictionary(pa.int32(), pa.string())),
-        pa.field("lang", pa.dictionary(pa.int32(), pa.string())),
+        # Plain strings, not dictionaries: an Arrow IPC *file* cannot replace a dictionary between
+        # record batches, and buffering a whole unit to build one would break bounded memory.
+        pa.field("source", pa.string()),
+        pa.field("lang", pa.string()),
         pa.field("tokens", pa.list_(pa.field("item", token_type(vocab_size), nullable=False)), nullable=False),
         pa.field("n_tokens", pa.int32(), nullable=False),
         pa.field("n_bytes", pa.int64(), nullable=False),
@@ -43,8 +45,8 @@ def shard_schema(
     ]
     if with_offsets:
         fields.append(pa.field("token_offsets", pa.list_(pa.field("item", pa.uint32(), nullable=False))))
-    if with_batch_id:
-        fields.append(pa.field("batch_id", pa.int64()))
+    for name, dtype in (extra_fields or {}).items():  # plugin columns, e.g. dynamic merge's batch_id
+        fields.append(pa.field(name, dtype))
     meta = {"tokenmill.schema_version": str(SCHEMA_VERSION), "tokenmill.version": TOKENMILL_VERSION}
     meta.update(metadata or {})
     return pa.schema(fields, metadata=meta)

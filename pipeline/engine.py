@@ -1,0 +1,167 @@
+"""The streaming engine: plan units, skip committed ones, and run the rest through a bounded pool of
+Ray tokenizer actors (one tokenizer load per actor), with a progress bar and a run summary."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import uuid
+from typing import Any
+
+import ray
+from tqdm import tqdm
+
+from pipeline.config import JobConfig
+from pipeline.ledger import check_manifest, committed_entries, committed_unit_ids, write_run_summary
+from pipeline.sources import WorkUnit, plan_units
+from pipeline.storage import Output, redact
+from pipeline.tokenize_unit import UnitTask, process_unit
+from schemas.shards import LEDGER_DIR, REJECTS_DIR, SCHEMA_VERSION, SHARDS_DIR, SIDECAR_DIR
+from tokenizers_impl import load_tokenizer
+
+log = logging.getLogger("tokenmill")
+
+# One thread per actor: N single-threaded actors beat one multi-threaded tokenizer on few cores.
+WORKER_ENV = {"RAYON_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+
+
+@ray.remote
+class TokenizeWorker:
+    """A Ray actor holding one loaded tokenizer; processes whole units, one at a time."""
+
+    def __init__(self, spec: str, tokenizer_options: dict, output_url: str, task: UnitTask):
+        self.tokenizer = load_tokenizer(spec, storage_options=task.storage_options, **tokenizer_options)
+        self.output = Output(output_url, task.storage_options)
+        self.task = task
+
+    def process(self, unit: dict[str, Any]) -> dict[str, Any]:
+        entry = process_unit(WorkUnit.from_dict(unit), self.tokenizer, self.task, self.output)
+        return {k: entry[k] for k in ("unit_id", "docs_read", "documents", "rejected", "tokens", "bytes")} | {
+            "already_committed": entry.get("already_committed", False)}
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def init_ray(address: str | None = None) -> None:
+    """Connect to RAY_ADDRESS/--ray-address if given, else start a local Ray (dashboard off)."""
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
+    else:
+        ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
+
+
+def reset_output(output: Output) -> None:
+    for rel in (LEDGER_DIR, SHARDS_DIR, REJECTS_DIR, SIDECAR_DIR, "job.json"):
+        output.remove(rel, recursive=True)
+
+
+def prepare(cfg: JobConfig) -> tuple[Any, Output, UnitTask, dict[str, Any]]:
+    """Load the tokenizer once on the driver (validates it), open the output, check the manifest."""
+    tokenizer = load_tokenizer(cfg.tokenizer.spec, storage_options=cfg.storage_options,
+                               **cfg.tokenizer.options)
+    config_hash = cfg.config_hash(tokenizer.fingerprint)
+    output = Output(cfg.output, cfg.storage_options)
+    if cfg.overwrite:
+        reset_output(output)
+    manifest = {
+        "config_hash": config_hash,
+        "tokenizer": tokenizer.describe(),
+        "tokenizer_spec": cfg.tokenizer.model_dump(),
+        "options": cfg.output_options(),
+        "inputs": cfg.input,
+        "schema_version": SCHEMA_VERSION,
+    }
+    check_manifest(output, manifest)
+    task = UnitTask(cfg.read_options(), config_hash, cfg.token_offsets, cfg.word_stats,
+                    cfg.storage_options)
+    return tokenizer, output, task, manifest
+
+
+def run_job(cfg: JobConfig) -> dict[str, Any]:
+    """Run (or resume) a tokenization job; returns the run summary (also written under runs/)."""
+    started = time.time()
+    tokenizer, output, task, manifest = prepare(cfg)
+    units = plan_units(cfg.input, cfg.read_options(), cfg.storage_options)
+    done = committed_unit_ids(output, task.config_hash)
+    todo = [u for u in units if u.unit_id not in done]
+    log.info("%d units planned, %d already committed, %d to run", len(units), len(units) - len(todo), len(todo))
+    this_run = {"units": 0, "documents": 0, "tokens": 0, "bytes": 0, "rejected": 0}
+    n_actors = 0
+    if todo:
+        init_ray(cfg.ray_address)
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        n_actors = max(1, min(cfg.actors or cpus, len(todo)))
+        this_run = _dispatch(cfg, todo, task, n_actors)
+    entries = committed_entries(output, task.config_hash)
+    elapsed = time.time() - started
+    totals = {k: sum(e[k] for e in entries) for k in ("docs_read", "documents", "rejected", "tokens", "bytes")}
+    summary = {
+        "run_nonce": uuid.uuid4().hex[:6],
+        "output": output.url,
+        "config_hash": task.config_hash,
+        "tokenizer": manifest["tokenizer"],
+        "encoder": getattr(tokenizer, "encoder", tokenizer.kind),
+        "storage_options": redact(cfg.storage_options),
+        "units_planned": len(units),
+        "units_skipped": len(units) - len(todo),
+        "units_run": this_run["units"],
+        "units_committed": len(entries),
+        "actors": n_actors,
+        "this_run": this_run,
+        **totals,
+        "seconds": round(elapsed, 3),
+        "mb_per_s": round(this_run["bytes"] / 1e6 / elapsed, 3) if elapsed else 0.0,
+        "tokens_per_s": round(this_run["tokens"] / elapsed, 1) if elapsed else 0.0,
+        "complete": len(entries) == len(units),
+    }
+    summary["summary_path"] = write_run_summary(output, summary)
+    return summary
+
+
+def _dispatch(cfg: JobConfig, todo: list[WorkUnit], task: UnitTask, n_actors: int) -> dict[str, int]:
+    options = dict(num_cpus=cfg.actor_cpus, max_restarts=-1, max_task_retries=-1,
+                   runtime_env={"env_vars": WORKER_ENV})
+    actors = [TokenizeWorker.options(**options).remote(cfg.tokenizer.spec, cfg.tokenizer.options,
+                                                        cfg.output, task) for _ in range(n_actors)]
+    per_actor = max(1, (cfg.max_in_flight or 2 * n_actors) // n_actors)
+    pending: dict[ray.ObjectRef, int] = {}
+    load = [0] * n_actors
+    queue = list(reversed(todo))
+    stats = {"units": 0, "documents": 0, "tokens": 0, "bytes": 0, "rejected": 0}
+    t0 = time.time()
+    bar = tqdm(total=len(todo), unit="unit", disable=not cfg.progress, file=sys.stderr,
+               dynamic_ncols=True, desc="tokenize")
+    try:
+        while queue or pending:
+            for i in range(n_actors):
+                while queue and load[i] < per_actor:
+                    ref = actors[i].process.remote(queue.pop().describe())
+                    pending[ref] = i
+                    load[i] += 1
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                load[pending.pop(ref)] -= 1
+                result = ray.get(ref)
+                stats["units"] += 1
+                for key in ("documents", "tokens", "bytes", "rejected"):
+                    stats[key] += result[key]
+                rate = stats["bytes"] / 1e6 / max(time.time() - t0, 1e-9)
+                bar.set_postfix(docs=stats["documents"], tokens=stats["tokens"], MBps=f"{rate:.2f}",
+                                refresh=False)
+                bar.update(1)
+                if cfg.stop_after_units and stats["units"] >= cfg.stop_after_units:
+                    bar.close()
+                    sys.stderr.flush()
+                    os._exit(3)  # test hook: simulate a driver crash right after a commit
+    finally:
+        bar.close()
+        for actor in actors:
+            ray.kill(actor)
+    return stats
