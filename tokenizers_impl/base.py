@@ -162,4 +162,5 @@ _BUILTIN_MODULES = (
     "tokenizers_impl.bpe",
     "tokenizers_impl.sentencepiece_impl",
     "tokenizers_impl.lib",
+    "tokenizers_impl.dynamic_merge",
 )
