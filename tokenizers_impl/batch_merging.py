@@ -116,7 +116,9 @@ class MergeResult:
     ids: list[np.ndarray] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.ids = [self.flat[s:e] for s, e in zip(self.offsets[:-1], self.offsets[1:], strict=True)]
+        self.ids = [
+            self.flat[s:e] for s, e in zip(self.offsets[:-1], self.offsets[1:], strict=True)
+        ]
 
     @property
     def relative_reduction(self) -> float:

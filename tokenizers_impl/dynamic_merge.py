@@ -84,9 +84,13 @@ class DynamicMergeTokenizer(TokenizerBase):
         if not isinstance(max_merges, int) or isinstance(max_merges, bool) or max_merges < 0:
             raise TokenizerError(f"max_merges must be an integer >= 0, got {max_merges!r}")
         if boundary not in BOUNDARY_PATTERNS:
-            raise TokenizerError(f"boundary must be one of {sorted(BOUNDARY_PATTERNS)}, got {boundary!r}")
+            raise TokenizerError(
+                f"boundary must be one of {sorted(BOUNDARY_PATTERNS)}, got {boundary!r}"
+            )
         if target_reduction is not None and not 0 <= target_reduction <= 100:
-            raise TokenizerError(f"target_reduction must be a percent in [0, 100], got {target_reduction!r}")
+            raise TokenizerError(
+                f"target_reduction must be a percent in [0, 100], got {target_reduction!r}"
+            )
         if not isinstance(batch_docs, int) or batch_docs < 1:
             raise TokenizerError(f"batch_docs must be a positive integer, got {batch_docs!r}")
         self.base = base
@@ -116,14 +120,18 @@ class DynamicMergeTokenizer(TokenizerBase):
         return {"base": self.base_spec, **config} if with_base else config
 
     @classmethod
-    def load(cls, path: str, storage_options: dict | None = None, **options: Any) -> DynamicMergeTokenizer:
+    def load(
+        cls, path: str, storage_options: dict | None = None, **options: Any
+    ) -> DynamicMergeTokenizer:
         """Load from a small JSON or YAML config: {"base": "bpe:tok.json", "max_merges": 50, ...}.
 
         A relative base path is resolved against the config file's folder."""
         try:
             config = yaml.safe_load(read_file(path, storage_options, limit=1 << 20).decode("utf-8"))
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise TokenizerError(f"dynamic_merge config {path!r} is not valid JSON/YAML: {exc}") from exc
+            raise TokenizerError(
+                f"dynamic_merge config {path!r} is not valid JSON/YAML: {exc}"
+            ) from exc
         if not isinstance(config, dict):
             raise TokenizerError(f"dynamic_merge config {path!r} must be a mapping")
         config = {**config, **options}
@@ -175,12 +183,16 @@ class DynamicMergeTokenizer(TokenizerBase):
             boundaries.append(pretoken_starts(text, self._pattern))
         return BaseBatch(flat, offsets, lengths, boundaries, mergeable)
 
-    def merge_batch(self, texts: Sequence[str], max_merges: int | None | str = "config") -> MergeResult:
+    def merge_batch(
+        self, texts: Sequence[str], max_merges: int | None | str = "config"
+    ) -> MergeResult:
         """Base-tokenize and merge one batch. `max_merges` overrides the configured limit (None: until
         word level); with `target_reduction` set, merging also stops once it is reached."""
         return self.merge_base_batch(self.base_batch(texts), max_merges)
 
-    def merge_base_batch(self, batch: BaseBatch, max_merges: int | None | str = "config") -> MergeResult:
+    def merge_base_batch(
+        self, batch: BaseBatch, max_merges: int | None | str = "config"
+    ) -> MergeResult:
         limit = self.max_merges if max_merges == "config" else max_merges
         target_length = None
         if self.target_reduction is not None:
@@ -201,7 +213,10 @@ class DynamicMergeTokenizer(TokenizerBase):
         result = self.merge_batch(texts)
         batch_id = pa.array(np.full(len(texts), batch_index, dtype=np.int64), pa.int64())
         return EncodedBatch(
-            result.flat, result.offsets, {"batch_id": batch_id}, self.sidecar_rows(result, batch_index)
+            result.flat,
+            result.offsets,
+            {"batch_id": batch_id},
+            self.sidecar_rows(result, batch_index),
         )
 
     def sidecar_rows(self, result: MergeResult, batch_id: int) -> pa.Table:
