@@ -1,0 +1,136 @@
+-- Tokenization-efficiency analytics over committed tokenmill outputs (DuckDB), version 1.
+--
+-- pipeline/analytics.py registers the raw relations and then runs every section below in order:
+--   _outputs   one row per (output, tokenizer fingerprint): dataset_id, output, tokenizer (label),
+--              tokenizer_kind, tokenizer_name, tokenizer_fingerprint, vocab_size, base_vocab_size
+--   _shards    every committed shard row: dataset_id, unit_id, doc_id, source, lang,
+--              tokens UINTEGER[], n_tokens, n_bytes, n_chars, n_words, n_continued_words,
+--              token_offsets UINTEGER[] (NULL when not written), plus plugin columns (batch_id, ...)
+--   _ledger, _rejects, _runs, _merge_batches   ledger entries, reject rows, run summaries and
+--              dynamic-merge batch statistics (empty when no output has them)
+-- Placeholders (replaced by Python with quoted identifiers only): {keys}, {d_keys}, {join_u},
+-- {join_n}, {unigram}. Values (baseline tokenizer, Renyi alpha) are DuckDB variables, never text.
+
+-- name: views
+CREATE OR REPLACE VIEW documents AS
+SELECT o.output, o.tokenizer, o.tokenizer_kind, o.tokenizer_name, o.tokenizer_fingerprint,
+       o.vocab_size, s.* EXCLUDE (tokens, token_offsets)
+FROM _shards s JOIN _outputs o USING (dataset_id);
+
+CREATE OR REPLACE VIEW tokens AS
+SELECT o.output, o.tokenizer,
+       s.* EXCLUDE (tokens, token_offsets, n_tokens, n_bytes, n_chars, n_words, n_continued_words),
+       unnest(s.tokens) AS token_id,
+       unnest(range(len(s.tokens))) AS position
+FROM _shards s JOIN _outputs o USING (dataset_id);
+
+CREATE OR REPLACE VIEW units AS SELECT * FROM _ledger;
+CREATE OR REPLACE VIEW rejects AS SELECT * FROM _rejects;
+CREATE OR REPLACE VIEW runs AS SELECT * FROM _runs;
+
+CREATE OR REPLACE VIEW merge_batches AS
+SELECT o.output, o.tokenizer, m.* EXCLUDE (dataset_id),
+       100.0 * (m.l0 - m.lm) / nullif(m.l0 - m.lword, 0) AS reduction_pct,
+       100.0 * (m.l0 - m.lm) / nullif(m.l0, 0) AS absolute_reduction_pct
+FROM _merge_batches m JOIN _outputs o USING (dataset_id);
+
+-- Token counts per (dataset, source, language, token id): the unigram model of each group.
+CREATE OR REPLACE VIEW unigram_counts AS
+SELECT dataset_id, source, lang, token_id, count(*) AS n
+FROM (SELECT dataset_id, source, lang, unnest(tokens) AS token_id FROM _shards)
+GROUP BY ALL;
+
+-- name: metrics
+-- One row per tokenizer x {keys}. Definitions: docs/analytics.md and ALGORITHMS.md section 5.
+WITH docs AS (
+    SELECT tokenizer{keys},
+           count(*) AS documents,
+           sum(n_bytes)::BIGINT AS bytes,
+           sum(n_chars)::BIGINT AS chars,
+           sum(n_words)::BIGINT AS words,
+           sum(n_tokens)::BIGINT AS tokens,
+           sum(n_continued_words)::BIGINT AS continued_words,
+           (sum(n_words) FILTER (WHERE n_continued_words IS NOT NULL))::BIGINT AS words_split_known,
+           quantile_cont(n_tokens, 0.5) AS p50_tokens,
+           quantile_cont(n_tokens, 0.9) AS p90_tokens,
+           quantile_cont(n_tokens, 0.99) AS p99_tokens,
+           max(n_tokens)::BIGINT AS max_tokens
+    FROM documents
+    GROUP BY ALL
+),
+counts AS (
+    SELECT o.tokenizer{keys}, u.token_id, sum(u.n)::DOUBLE AS n
+    FROM {unigram} u JOIN _outputs o USING (dataset_id)
+    GROUP BY ALL
+),
+probs AS (
+    SELECT *, n / sum(n) OVER (PARTITION BY tokenizer{keys}) AS p FROM counts
+),
+unigram AS (
+    SELECT tokenizer{keys},
+           count(*) AS types,
+           -sum(p * ln(p)) AS entropy,
+           ln(sum(pow(p, coalesce(getvariable('renyi_alpha'), 2.5)::DOUBLE))) /
+               (1 - coalesce(getvariable('renyi_alpha'), 2.5)::DOUBLE) AS renyi_entropy,
+           -sum(n * log2(p)) AS unigram_bits
+    FROM probs
+    GROUP BY ALL
+),
+vocab AS (
+    SELECT tokenizer, max(vocab_size) AS vocab_size FROM _outputs GROUP BY ALL
+),
+base AS (
+    SELECT doc_id, any_value(n_tokens) AS base_tokens
+    FROM documents
+    WHERE tokenizer = getvariable('baseline')
+    GROUP BY doc_id
+),
+nsl AS (
+    SELECT d.tokenizer{d_keys},
+           count(*) AS baseline_documents,
+           sum(d.n_tokens)::DOUBLE / nullif(sum(b.base_tokens), 0) AS normalized_length
+    FROM documents d JOIN base b USING (doc_id)
+    GROUP BY ALL
+)
+SELECT d.tokenizer{d_keys},
+       d.documents, d.bytes, d.chars, d.words, d.tokens,
+       d.tokens / nullif(d.words, 0) AS fertility,
+       d.continued_words / nullif(d.words_split_known, 0) AS continued_word_share,
+       d.bytes / nullif(d.tokens, 0) AS bytes_per_token,
+       d.chars / nullif(d.tokens, 0) AS chars_per_token,
+       n.normalized_length,
+       n.baseline_documents,
+       v.vocab_size,
+       u.types,
+       u.entropy / ln(v.vocab_size) AS shannon_efficiency,
+       u.entropy / nullif(ln(u.types), 0) AS shannon_efficiency_observed,
+       u.renyi_entropy / ln(v.vocab_size) AS renyi_efficiency,
+       u.renyi_entropy / nullif(ln(u.types), 0) AS renyi_efficiency_observed,
+       u.unigram_bits / nullif(d.bytes, 0) AS bits_per_byte,
+       u.types / v.vocab_size AS vocab_share,
+       u.types * 1e6 / nullif(d.tokens, 0) AS types_per_million,
+       d.p50_tokens, d.p90_tokens, d.p99_tokens, d.max_tokens
+FROM docs d
+JOIN vocab v USING (tokenizer)
+LEFT JOIN unigram u ON u.tokenizer = d.tokenizer{join_u}
+LEFT JOIN nsl n ON n.tokenizer = d.tokenizer{join_n}
+ORDER BY d.tokenizer{d_keys}
+
+-- name: merge_summary
+SELECT output, tokenizer,
+       count(*) AS batches,
+       sum(l0)::BIGINT AS l0, sum(lm)::BIGINT AS lm, sum(lword)::BIGINT AS lword,
+       100.0 * (sum(l0) - sum(lm)) / nullif(sum(l0) - sum(lword), 0) AS reduction_pct,
+       100.0 * (sum(l0) - sum(lm)) / nullif(sum(l0), 0) AS absolute_reduction_pct
+FROM merge_batches
+GROUP BY ALL
+ORDER BY tokenizer, output
+
+-- name: length_histogram
+-- Document lengths in tokens, in power-of-two bins: bin b holds lengths in [2^b, 2^(b+1)).
+SELECT tokenizer, lang,
+       CASE WHEN n_tokens = 0 THEN -1 ELSE floor(log2(n_tokens))::INTEGER END AS bin,
+       count(*) AS documents
+FROM documents
+GROUP BY ALL
+ORDER BY tokenizer, lang, bin
