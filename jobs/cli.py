@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from pipeline.config import ConfigError, load_config
+from pipeline.lease import LeaseError
 from pipeline.ledger import LedgerError
 from pipeline.sources import InputError
 from pipeline.storage import StorageError, parse_storage_options
@@ -20,7 +21,8 @@ from tokenizers_impl.base import TokenizerError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_GLOB = str(REPO_ROOT / "data" / "sample" / "*.jsonl")
-USER_ERRORS = (ConfigError, InputError, LedgerError, TokenizerError, StorageError, ValueError)
+USER_ERRORS = (ConfigError, InputError, LedgerError, LeaseError, TokenizerError, StorageError,
+               ValueError)
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -50,6 +52,8 @@ def run_options(func):
         click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML job config (flags win)"),
         storage_option_flag,
         click.option("--overwrite", is_flag=True, default=None, help="discard committed output and redo everything"),
+        click.option("--repair", is_flag=True, default=None,
+                     help="verify committed units first and re-run the ones whose files are bad"),
         click.option("--format", "format_", type=click.Choice(["auto", "jsonl", "text", "parquet"]), default=None),
         click.option("--text-mode", type=click.Choice(["line", "file"]), default=None,
                      help="text inputs: one document per line or per file"),

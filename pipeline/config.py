@@ -65,6 +65,7 @@ class JobConfig(BaseModel):
     storage_options: dict[str, Any] = Field(default_factory=dict)
     overwrite: bool = False
     repair: bool = False
+    lease_seconds: float = Field(60.0, gt=0)  # output lease expiry; refreshed every quarter of it
     ray_address: str | None = None
     progress: bool = True
     # fault-injection hook for tests: stop the driver after N committed units (never set by users)

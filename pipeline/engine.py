@@ -14,7 +14,9 @@ import ray
 from tqdm import tqdm
 
 from pipeline.config import JobConfig
+from pipeline.lease import OutputLease
 from pipeline.ledger import check_manifest, committed_entries, committed_unit_ids, write_run_summary
+from pipeline.repair import uncommit_bad_units
 from pipeline.sources import WorkUnit, plan_units
 from pipeline.storage import Output, redact
 from pipeline.tokenize_unit import UnitTask, process_unit
@@ -85,9 +87,18 @@ def prepare(cfg: JobConfig) -> tuple[Any, Output, UnitTask, dict[str, Any]]:
 
 
 def run_job(cfg: JobConfig) -> dict[str, Any]:
-    """Run (or resume) a tokenization job; returns the run summary (also written under runs/)."""
+    """Run (or resume) a tokenization job; returns the run summary (also written under runs/).
+
+    The whole run holds the output's lease (pipeline/lease.py): a second driver on the same output
+    refuses with LeaseError instead of interleaving its writes."""
+    with OutputLease(Output(cfg.output, cfg.storage_options), ttl_s=cfg.lease_seconds) as lease:
+        return _run_leased(cfg, lease)
+
+
+def _run_leased(cfg: JobConfig, lease: OutputLease) -> dict[str, Any]:
     started = time.time()
     tokenizer, output, task, manifest = prepare(cfg)
+    repaired = uncommit_bad_units(output) if cfg.repair else []
     units = plan_units(cfg.input, cfg.read_options(), cfg.storage_options)
     done = committed_unit_ids(output, task.config_hash)
     todo = [u for u in units if u.unit_id not in done]
@@ -99,6 +110,7 @@ def run_job(cfg: JobConfig) -> dict[str, Any]:
         cpus = int(ray.cluster_resources().get("CPU", 1))
         n_actors = max(1, min(cfg.actors or cpus, len(todo)))
         this_run = _dispatch(cfg, todo, task, n_actors)
+    lease.check()
     entries = committed_entries(output, task.config_hash)
     elapsed = time.time() - started
     totals = {k: sum(e[k] for e in entries) for k in ("docs_read", "documents", "rejected", "tokens", "bytes")}
@@ -114,6 +126,7 @@ def run_job(cfg: JobConfig) -> dict[str, Any]:
         "units_run": this_run["units"],
         "units_committed": len(entries),
         "actors": n_actors,
+        "repaired": repaired,
         "this_run": this_run,
         **totals,
         "seconds": round(elapsed, 3),
