@@ -290,7 +290,7 @@ def report_tables(con: duckdb.DuckDBPyConnection) -> dict[str, pa.Table]:
 def summary_table(urls: str | Iterable[str], storage_options: dict[str, Any] | None = None,
                   baseline: str | None = None) -> str:
     """The per-tokenizer x language metrics table as readable text (what `tokenmill report` prints)."""
-    from pipeline.analytics_report import format_table, SUMMARY_COLUMNS
+    from pipeline.analytics_report import SUMMARY_COLUMNS, format_table
 
     con = connect(urls, storage_options, baseline=baseline)
     try:
