@@ -195,6 +195,13 @@ def _aligned_bounds(fs: Any, path: str, size: int, unit_bytes: int) -> list[int]
 
 def _open_unit(unit: WorkUnit, storage_options: dict | None):
     fs, path = url_to_fs(unit.url, storage_options)
+    if unit.compression == "zstd":
+        # Not fsspec's zstandard stream_reader: it returns EOF silently when the input is truncated
+        # (a cut at a line end would lose documents unnoticed). Arrow's stream reads every frame,
+        # bounds its output per read, and raises OSError("Truncated compressed stream").
+        import pyarrow as pa
+
+        return pa.CompressedInputStream(fs.open(path, "rb"), "zstd")
     return fs.open(path, "rb", compression=unit.compression)
 
 
