@@ -1,0 +1,162 @@
+"""Trainer-side shard access: the ledger's committed shards of one output, memory-mapped locally
+(remote shards are first copied into a local cache directory), exposed as zero-copy numpy views."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.ledger import committed_entries, read_manifest
+from pipeline.shards import file_checksum
+from pipeline.storage import Output
+
+OPEN_SHARDS = 16  # shards kept mapped per process (a few shuffle groups' worth)
+
+
+class LoaderError(RuntimeError):
+    """Committed output that the loader cannot read as asked (names the output and shard)."""
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """One committed shard as the ledger lists it."""
+
+    rel: str
+    documents: int
+    tokens: int
+    checksum: str | None
+
+    @property
+    def stream_tokens(self) -> int:
+        """Tokens this shard adds to a packed stream: its documents plus one EOS after each."""
+        return self.tokens + self.documents
+
+
+@dataclass
+class ShardTokens:
+    """Token ids of one mapped shard: per document, a buffer index, a start offset and a length.
+
+    `buffers` are zero-copy numpy views of the shard's flat token buffers (one per record batch).
+    """
+
+    buffers: list[np.ndarray]
+    doc_buffer: np.ndarray
+    doc_start: np.ndarray
+    doc_len: np.ndarray
+    mapped: Any  # the pa.MemoryMappedFile (kept open while the views are used)
+
+
+def read_ledger(url: str, storage_options: dict[str, Any] | None = None) -> tuple[list[ShardInfo], dict]:
+    """The committed shards of an output (ledger order) and its tokenizer description."""
+    output = Output(url, storage_options)
+    entries = committed_entries(output)
+    if not entries:
+        raise LoaderError(f"output {url} has no committed shards (ledger/ is empty)")
+    fingerprints = {e["tokenizer"]["fingerprint"] for e in entries}
+    if len(fingerprints) > 1:
+        raise LoaderError(f"output {url} mixes tokenizers {sorted(fingerprints)}")
+    tokenizer = dict(entries[0]["tokenizer"])
+    if tokenizer.get("eos_id") is None:
+        manifest = read_manifest(output) or {}
+        tokenizer["eos_id"] = manifest.get("tokenizer", {}).get("eos_id")
+    shards = [ShardInfo(e["shard"], int(e["documents"]), int(e["tokens"]), e.get("shard_checksum"))
+              for e in entries]
+    return shards, tokenizer
+
+
+def default_cache_dir(url: str) -> str:
+    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+    return os.path.join(tempfile.gettempdir(), "tokenmill-loader-cache", digest)
+
+
+class ShardStore:
+    """Opens shards of one output in the current process.
+
+    Holds only the URL and options when pickled or forked: the fsspec filesystem is created lazily
+    in the process that reads (an s3fs object must never cross into DataLoader workers).
+    """
+
+    def __init__(self, url: str, storage_options: dict[str, Any] | None = None,
+                 cache_dir: str | None = None):
+        self.url = url.rstrip("/")
+        self.storage_options = dict(storage_options or {})
+        self.cache_dir = cache_dir or default_cache_dir(self.url)
+        self._pid: int | None = None
+        self._output: Output | None = None
+        self._open: OrderedDict[str, ShardTokens] = OrderedDict()
+
+    def __getstate__(self) -> dict:
+        return {"url": self.url, "storage_options": self.storage_options, "cache_dir": self.cache_dir}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["url"], state["storage_options"], state["cache_dir"])
+
+    def _fresh(self) -> Output:
+        if self._pid != os.getpid():  # first use here, or a forked child: rebuild everything
+            self._pid = os.getpid()
+            self._output = Output(self.url, self.storage_options)
+            self._open = OrderedDict()
+        assert self._output is not None
+        return self._output
+
+    def local_path(self, shard: ShardInfo) -> str:
+        """A local file holding the shard: the shard itself, or its verified copy in the cache."""
+        output = self._fresh()
+        if output.local:
+            return output.path(shard.rel)
+        dest = os.path.join(self.cache_dir, shard.rel.replace("/", "__"))
+        if os.path.exists(dest):
+            return dest
+        os.makedirs(self.cache_dir, exist_ok=True)
+        tmp = f"{dest}.tmp-{uuid.uuid4().hex}"
+        try:
+            output.fs.get_file(output.path(shard.rel), tmp)
+            if shard.checksum and file_checksum(tmp) != shard.checksum:
+                raise LoaderError(f"{self.url}/{shard.rel}: checksum differs from the ledger's")
+            os.replace(tmp, dest)  # atomic: concurrent workers may both fetch, one copy wins
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        return dest
+
+    def tokens(self, shard: ShardInfo) -> ShardTokens:
+        self._fresh()
+        found = self._open.get(shard.rel)
+        if found is not None:
+            self._open.move_to_end(shard.rel)
+            return found
+        opened = map_shard(self.local_path(shard), shard, self.url)
+        self._open[shard.rel] = opened
+        while len(self._open) > OPEN_SHARDS:
+            self._open.popitem(last=False)
+        return opened
+
+
+def map_shard(path: str, shard: ShardInfo, url: str) -> ShardTokens:
+    """Memory-map a shard and index its documents without copying any token."""
+    mapped = pa.memory_map(path, "r")
+    reader = pa.ipc.open_file(mapped)
+    buffers, doc_buffer, doc_start, doc_len = [], [], [], []
+    for i in range(reader.num_record_batches):
+        column = reader.get_batch(i).column("tokens")
+        offsets = column.offsets.to_numpy().astype(np.int64)
+        buffers.append(column.values.to_numpy(zero_copy_only=True))
+        doc_buffer.append(np.full(len(column), i, dtype=np.int32))
+        doc_start.append(offsets[:-1])
+        doc_len.append(np.diff(offsets))
+    if not buffers:  # a shard of a unit whose documents were all rejected
+        doc_buffer, doc_start, doc_len = [np.zeros(0, np.int32)], [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    lengths = np.concatenate(doc_len)
+    if len(lengths) != shard.documents or int(lengths.sum()) != shard.tokens:
+        raise LoaderError(f"{url}/{shard.rel}: {len(lengths)} documents / {int(lengths.sum())} "
+                          f"tokens, ledger says {shard.documents} / {shard.tokens}")
+    return ShardTokens(buffers, np.concatenate(doc_buffer), np.concatenate(doc_start), lengths,
+                       mapped)
