@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import posixpath
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -23,6 +25,7 @@ FORMATS_BY_SUFFIX = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".
                      ".text": "text", ".parquet": "parquet", ".pq": "parquet"}
 READ_BLOCK = 1 << 20
 BOM = b"\xef\xbb\xbf"
+log = logging.getLogger("tokenmill")
 
 
 class InputError(ValueError):
@@ -126,14 +129,26 @@ def expand_inputs(inputs: list[str], storage_options: dict | None) -> list[tuple
             try:
                 matches = {path: with_retries(lambda fs=fs, path=path: fs.info(path), f"stat {pattern}")}
             except FileNotFoundError as exc:
-                raise InputError(f"input {pattern!r} does not exist") from exc
+                looping = protocol in ("file", "local") and os.path.islink(path)
+                what = "is a broken or looping symlink" if looping else "does not exist"
+                raise InputError(f"input {pattern!r} {what}") from exc
         files = {p: info for p, info in matches.items() if info.get("type") == "file"}
+        skipped = [f"{p} ({_not_a_file(info)})" for p, info in sorted(matches.items()) if p not in files]
+        if skipped:
+            log.warning("input %r: skipping what is not a regular file: %s", pattern, ", ".join(skipped))
         if not files:
-            raise InputError(f"input {pattern!r} matches no files")
+            extra = f" (skipped: {', '.join(skipped)})" if skipped else ""
+            raise InputError(f"input {pattern!r} matches no files{extra}")
         for p, info in files.items():
             url = p if protocol in ("file", "local") else f"{protocol}://{p}"
             found[url] = (fs, p, info)
     return [found[k] for k in sorted(found)]
+
+
+def _not_a_file(info: dict) -> str:
+    if info.get("islink") and info.get("type") != "directory":
+        return "a broken or looping symlink"
+    return "a directory" if info.get("type") == "directory" else f"type {info.get('type')}"
 
 
 def plan_units(inputs: list[str], opts: ReadOptions, storage_options: dict | None = None) -> list[WorkUnit]:
