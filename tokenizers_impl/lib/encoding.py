@@ -8,6 +8,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+MAX_MEMO = 1 << 21  # decided (chunk, next chunk) races kept before the memo is cleared
+MAX_WIDTH = 5  # longest run of greedy chunks (c1 included) a memo entry covers
+SHORT = 48  # texts with fewer greedy chunks take the plain Python loop
+
 
 def trie_pattern(units: Sequence[str]) -> str:
     """A regex whose match at a position is the longest unit there (a nested, greedy trie).
@@ -36,75 +40,279 @@ def trie_pattern(units: Sequence[str]) -> str:
     return f"{body}|." if body else "."
 
 
-def longest_proper_prefix(units: Sequence[str]) -> dict[str, str]:
-    """unit -> its longest proper prefix that is itself a unit (the c2 of a match on the unit)."""
-    known = set(units)
-    second: dict[str, str] = {}
+def build_trie(units: Sequence[str]) -> dict:
+    trie: dict = {}
     for unit in units:
-        for k in range(len(unit) - 1, 0, -1):
-            if unit[:k] in known:
-                second[unit] = unit[:k]
-                break
-    return second
+        node = trie
+        for ch in unit:
+            node = node.setdefault(ch, {})
+        node[""] = unit
+    return trie
+
+
+def longest_in(trie: dict, text: str, pos: int) -> str | None:
+    """The longest unit at `pos` if text[pos:] decides it, None if the text beyond could extend it."""
+    node, longest, k, n = trie, None, pos, len(text)
+    while k < n and text[k] in node:
+        node = node[text[k]]
+        k += 1
+        longest = node.get("", longest)
+    if k == n and len(node) > ("" in node):
+        return None
+    return longest or text[pos]
+
+
+def longest_at_end(trie: dict, text: str, pos: int) -> str:
+    """The longest unit at `pos` when the text ends within the trie walk."""
+    node, longest = trie, None
+    for ch in text[pos:]:
+        node = node[ch]
+        longest = node.get("", longest)
+    return longest or text[pos]
+
+
+def race_plans(trie: dict, units: Sequence[str]) -> dict[str, tuple[list[str], int]]:
+    """For each unit c1 whose race is not decided by c1 alone: the c2 branch's chunks that lie
+    inside c1 and the offset where that branch continues.
+
+    A match inside c1 is fixed by c1 alone when its trie walk ends within c1. Units without a
+    shorter prefix (no c2), and units whose c2 branch exactly tiles c1 (so it has at least 2 chunks
+    against 1 and loses), never race and get no plan.
+    """
+    plans: dict[str, tuple[list[str], int]] = {}
+    for unit in units:
+        c2 = None
+        node = trie
+        for ch in unit[:-1]:
+            node = node[ch]
+            c2 = node.get("", c2)
+        if c2 is None:
+            continue
+        chunks, q = [c2], len(c2)
+        while q < len(unit):
+            chunk = longest_in(trie, unit, q)
+            if chunk is None:
+                break  # the match could run past c1: decided by the text that follows
+            chunks.append(chunk)
+            q += len(chunk)
+        if q < len(unit):
+            plans[unit] = (chunks, q)
+    return plans
 
 
 class LiBEncoder:
-    """Encodes text with a fixed ordered lexicon; unknown characters become byte-fallback ids."""
+    """Encodes text with a fixed ordered lexicon; unknown characters become byte-fallback ids.
+
+    Two exact paths give the same chunks. `segment` walks the greedy chunks in Python and runs
+    each race. `encode` (long texts without unknown characters) looks races up in a memo keyed by
+    the pair (chunk id, next chunk id) with numpy, since most races are decided by those two chunks
+    alone, and runs only the undecided ones; the walk over race starts is a tight Python loop.
+    """
 
     def __init__(self, units: Sequence[str], byte_base: int):
+        self.units = list(units)
         self.rank = {unit: i for i, unit in enumerate(units)}
-        self.second = longest_proper_prefix(units)
+        self.trie = build_trie(units)
+        self.plans = race_plans(self.trie, units)
         self.unknown_rank = len(units)
         self.byte_base = byte_base
         self.pattern = re.compile(trie_pattern(units), re.DOTALL)
+        self.racing = np.zeros(len(units) + 1, dtype=bool)
+        self.racing[[self.rank[u] for u in self.plans]] = True
+        self._memo_keys = np.zeros(0, dtype=np.int64)  # sorted pair keys id * (n + 1) + next id
+        self._memo_codes = np.zeros(0, dtype=np.int64)
+        self._recent: dict[int, int] = {}  # pair key -> code, not yet merged into the arrays
+        self._b_wins: list[tuple[np.ndarray, int]] = []  # (ids emitted, greedy chunks replaced)
+        self._windows: dict[tuple[int, ...], int] = {}  # codes of races that pairs leave open
 
+    # -- the plain path -------------------------------------------------------------------------
     def segment(self, text: str) -> list[str]:
         """The chunks of `text`: greedy path, replaced by the c2 branch where that branch wins."""
         chunks = self.pattern.findall(text)
-        second, rank, match = self.second.get, self.rank, self.pattern.match
-        unknown = self.unknown_rank
+        plan_of = self.plans.get
         out: list[str] = []
-        emit = out.append
-        extend = out.extend
         i, m, pos = 0, len(chunks), 0
         while i < m:
             c1 = chunks[i]
-            c2 = second(c1)
-            if c2 is None:
-                emit(c1)
+            if plan_of(c1) is None:
+                out.append(c1)
                 pos += len(c1)
                 i += 1
                 continue
-            end_a, end_b, j, b = pos + len(c1), pos + len(c2), i, [c2]
-            while end_a != end_b:
-                if end_a < end_b:
-                    j += 1
-                    end_a += len(chunks[j])
-                else:
-                    unit = match(text, end_b).group()
-                    b.append(unit)
-                    end_b += len(unit)
-            n_a = j - i + 1
-            if n_a < len(b):
-                extend(chunks[i:j + 1])
-            elif n_a > len(b):
-                extend(b)
-            else:
-                a = chunks[i:j + 1]
-                sum_a = sum(rank.get(u, unknown) for u in a)
-                sum_b = sum(rank.get(u, unknown) for u in b)
-                extend(b if sum_a > sum_b else a)
-            pos = end_a
-            i = j + 1
+            emitted, i, pos = self._race(text, chunks, i, pos)
+            out.extend(emitted)
         return out
 
+    def _race(self, text: str, chunks: list[str], i: int, pos: int) -> tuple[list[str], int, int]:
+        """Race at greedy chunk i (at char pos): (chunks emitted, next chunk index, next pos)."""
+        c1 = chunks[i]
+        b_start, q = self.plans[c1]
+        b = b_start[:]
+        end_a, end_b, j = pos + len(c1), pos + q, i
+        trie = self.trie
+        while end_a != end_b:
+            if end_a < end_b:
+                j += 1
+                end_a += len(chunks[j])
+            else:
+                unit = longest_in(trie, text, end_b) or longest_at_end(trie, text, end_b)
+                b.append(unit)
+                end_b += len(unit)
+        return self._better(chunks[i:j + 1], b), j + 1, end_a
+
+    def _better(self, a: list[str], b: list[str]) -> list[str]:
+        if len(a) != len(b):
+            return a if len(a) < len(b) else b
+        rank, unknown = self.rank, self.unknown_rank
+        sum_a = sum(rank.get(u, unknown) for u in a)
+        return b if sum_a > sum(rank.get(u, unknown) for u in b) else a
+
+    # -- the memo path --------------------------------------------------------------------------
     def encode(self, text: str) -> np.ndarray:
-        chunks = self.segment(text)
+        chunks = self.pattern.findall(text)
+        if len(chunks) < SHORT:
+            return np.array(self._ids_with_fallback(self.segment(text)), dtype=np.uint32)
         try:
-            return np.fromiter(map(self.rank.__getitem__, chunks), dtype=np.uint32,
-                               count=len(chunks))
-        except KeyError:
-            return np.array(self._ids_with_fallback(chunks), dtype=np.uint32)
+            ids = np.fromiter(map(self.rank.__getitem__, chunks), dtype=np.int64,
+                              count=len(chunks))
+        except KeyError:  # unknown character k-th chunk: id -(k + 1) until the byte fallback
+            get = self.rank.get
+            ids = np.array([get(c, -k - 1) for k, c in enumerate(chunks)], dtype=np.int64)
+            return self._expand_unknown(self._encode_ids(text, chunks, ids), chunks)
+        return self._encode_ids(text, chunks, ids).astype(np.uint32)
+
+    def _expand_unknown(self, ids: np.ndarray, chunks: list[str]) -> np.ndarray:
+        out: list[int] = []
+        base = self.byte_base
+        for i in ids.tolist():
+            if i >= 0:
+                out.append(i)
+            else:
+                out.extend(base + b for b in chunks[-i - 1].encode("utf-8", "surrogatepass"))
+        return np.array(out, dtype=np.uint32)
+
+    def _encode_ids(self, text: str, chunks: list[str], ids: np.ndarray) -> np.ndarray:
+        m = len(ids)
+        codes = np.ones(m, dtype=np.int64)  # >0: keep that many greedy chunks; 0: race; <0: b wins
+        racing = self.racing[np.maximum(ids, -1)]  # unknown (negative) ids never race
+        starts = np.flatnonzero(racing[:-1])
+        codes[starts] = self._lookup(ids[starts], ids[starts + 1])
+        if racing[-1]:
+            codes[-1] = 0
+        code_list, id_list, windows = codes.tolist(), ids.tolist(), self._windows
+        pieces: list[np.ndarray] = []
+        char_starts = None
+        i = kept_from = 0
+        while i < m:
+            code = code_list[i]
+            if code > 0:
+                i += code
+                continue
+            width = 3
+            while code == 0 and width <= MAX_WIDTH and i + width <= m:
+                window = tuple(id_list[i:i + width])
+                if min(window) < 0:
+                    break
+                code = windows.get(window)
+                if code is None:
+                    if len(windows) >= MAX_MEMO:
+                        windows.clear()
+                    code = windows[window] = self._decide(chunks[i], chunks[i + 1:i + width])
+                width += 1
+            if code > 0:
+                i += code
+                continue
+            if code < 0:
+                b_ids, replaced = self._b_wins[-code - 1]
+                pieces.append(ids[kept_from:i])
+                pieces.append(b_ids)
+                i += replaced
+                kept_from = i
+                continue
+            if char_starts is None:
+                char_starts = np.zeros(m + 1, dtype=np.int64)
+                np.cumsum(np.fromiter(map(len, chunks), dtype=np.int64, count=m),
+                          out=char_starts[1:])
+                char_starts = char_starts.tolist()
+            emitted, j, _ = self._race(text, chunks, i, char_starts[i])
+            if len(emitted) != j - i or emitted != chunks[i:j]:
+                pieces.append(ids[kept_from:i])
+                pieces.append(np.array(self._ids_with_fallback(emitted), dtype=np.int64))
+                kept_from = j
+            i = j
+        pieces.append(ids[kept_from:])
+        return np.concatenate(pieces)
+
+    def _lookup(self, first: np.ndarray, following: np.ndarray) -> np.ndarray:
+        """Memo codes for the races at (first, following) pairs, deciding unseen pairs now."""
+        keys = first * (self.unknown_rank + 1) + following
+        keys[following < 0] = -1  # an unknown next chunk: never memoised, the race runs
+        memo_keys = self._memo_keys
+        if len(memo_keys):
+            at = np.minimum(np.searchsorted(memo_keys, keys), len(memo_keys) - 1)
+            found = memo_keys[at] == keys
+            codes = np.where(found, self._memo_codes[at], 0)
+            missing = np.flatnonzero(~found)
+        else:
+            codes = np.zeros(len(keys), dtype=np.int64)
+            missing = np.arange(len(keys))
+        if len(missing):
+            recent, units = self._recent, self.units
+            fill = []
+            for key, a, b in zip(keys[missing].tolist(), first[missing].tolist(),
+                                 following[missing].tolist(), strict=True):
+                if key < 0:
+                    fill.append(0)
+                    continue
+                code = recent.get(key)
+                if code is None:
+                    code = recent[key] = self._decide(units[a], [units[b]])
+                fill.append(code)
+            codes[missing] = fill
+            if len(recent) > max(4096, len(memo_keys) // 4):
+                self._merge_recent()
+        return codes
+
+    def _merge_recent(self) -> None:
+        if len(self._memo_keys) + len(self._recent) > MAX_MEMO:
+            self._memo_keys = np.zeros(0, dtype=np.int64)
+            self._memo_codes = np.zeros(0, dtype=np.int64)
+            self._recent.clear()
+            self._b_wins.clear()
+            self._windows.clear()
+            return
+        keys = np.concatenate([self._memo_keys, np.fromiter(self._recent, dtype=np.int64)])
+        codes = np.concatenate([self._memo_codes,
+                                np.fromiter(self._recent.values(), dtype=np.int64)])
+        order = np.argsort(keys, kind="stable")
+        self._memo_keys, self._memo_codes = keys[order], codes[order]
+        self._recent.clear()
+
+    def _decide(self, c1: str, following: list[str]) -> int:
+        """Memo code of the race at c1 followed by the greedy chunks `following`: 0 when those
+        chunks do not decide it, n > 0 when the greedy branch wins over n chunks, -k - 1 when the c2
+        branch wins (self._b_wins[k] holds its ids and the greedy chunks it replaces)."""
+        span = c1 + "".join(following)
+        b_start, end_b = self.plans[c1]
+        b = b_start[:]
+        end_a, n_a = len(c1), 1
+        while end_a != end_b:
+            if end_a < end_b:
+                if n_a > len(following):
+                    return 0
+                end_a += len(following[n_a - 1])
+                n_a += 1
+            else:
+                unit = longest_in(self.trie, span, end_b)
+                if unit is None:
+                    return 0
+                b.append(unit)
+                end_b += len(unit)
+        a = [c1, *following][:n_a]
+        if self._better(a, b) is a:
+            return n_a
+        self._b_wins.append((np.array(self._ids_with_fallback(b), dtype=np.int64), n_a))
+        return -len(self._b_wins)
 
     def _ids_with_fallback(self, chunks: list[str]) -> list[int]:
         ids: list[int] = []
