@@ -223,12 +223,35 @@ def connect(
                    "NULL::BIGINT AS batch_id, "
                    + ", ".join(f"NULL::BIGINT AS {c}" for c in MERGE_STATS) + " WHERE false")
     _union(con, "_merge_batches", merge_branches, empty_merge)
-    sections = sql_sections()
-    con.execute(sections["views"])
-    con.execute(f"CREATE OR REPLACE VIEW metrics AS {metrics_sql(('source', 'lang'))}")
-    con.execute(f"CREATE OR REPLACE VIEW metrics_by_lang AS {metrics_sql(('lang',))}")
+    create_views(con)
     set_parameters(con, alpha=alpha, baseline=baseline)
     return con
+
+
+RAW_RELATIONS = ("_outputs", "_shards", "_ledger", "_runs", "_rejects", "_merge_batches")
+
+
+def create_views(con: duckdb.DuckDBPyConnection) -> None:
+    """The public views over the raw relations (RAW_RELATIONS) of the current database."""
+    con.execute(sql_sections()["views"])
+    con.execute(f"CREATE OR REPLACE VIEW metrics AS {metrics_sql(('source', 'lang'))}")
+    con.execute(f"CREATE OR REPLACE VIEW metrics_by_lang AS {metrics_sql(('lang',))}")
+
+
+def export_database(urls: str | Iterable[str], path: str,
+                    storage_options: dict[str, Any] | None = None) -> str:
+    """Copy the outputs' rows (token lists included) into a DuckDB database file with the same
+    views, for the DuckDB CLI (`duckdb PATH`) or any DuckDB client; returns PATH."""
+    con = connect(urls, storage_options)
+    try:
+        con.execute(f"ATTACH '{path.replace(chr(39), chr(39) * 2)}' AS export_db")
+        for name in RAW_RELATIONS:
+            con.execute(f"CREATE OR REPLACE TABLE export_db.{name} AS SELECT * FROM {name}")
+        con.execute("USE export_db")
+        create_views(con)
+    finally:
+        con.close()
+    return path
 
 
 def tokenizers(con: duckdb.DuckDBPyConnection) -> list[str]:

@@ -1,0 +1,297 @@
+"""Analytics: DuckDB views over committed outputs, every metric exactly on hand-made shards, reports
+with charts over local and s3:// outputs, `compare` through the engine, and quoting of odd names."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pytest
+from click.testing import CliRunner
+
+from jobs.cli import main as cli
+from pipeline.analytics import AnalyticsError, connect, metrics_sql, query, set_parameters
+from pipeline.analytics_report import build_report, render
+from pipeline.shards import ShardWriter, token_column
+from schemas.shards import shard_schema
+
+from .conftest import LANGS
+
+INJECTION = "x'; DROP TABLE documents; --"
+ODD_NAME = 'b"\'; DROP VIEW documents; --'
+
+
+def write_output(root: Path, name: str, vocab_size: int, docs: list[dict], sidecar: pa.Table | None = None,
+                 batch_ids: list[int] | None = None) -> str:
+    """A committed output with one shard holding `docs` (known tokens and counts) and its ledger."""
+    import numpy as np
+
+    tok = {"kind": "test", "name": name, "fingerprint": f"fp-{name}", "vocab_size": vocab_size}
+    meta = {f"tokenmill.tokenizer.{k}": str(v) for k, v in tok.items()}
+    extra = {"batch_id": pa.int64()} if batch_ids is not None else None
+    schema = shard_schema(vocab_size, extra_fields=extra, metadata=meta)
+    (root / "shards").mkdir(parents=True)
+    (root / "ledger").mkdir()
+    flat = np.array([t for d in docs for t in d["tokens"]], dtype=np.int64)
+    offsets = np.cumsum([0] + [len(d["tokens"]) for d in docs])
+    cont = [d.get("cont") for d in docs]
+    columns = {
+        "doc_id": pa.array([d["id"] for d in docs]), "source": pa.array([d["source"] for d in docs]),
+        "lang": pa.array([d["lang"] for d in docs]), "tokens": token_column(flat, offsets, vocab_size),
+        "n_tokens": pa.array([len(d["tokens"]) for d in docs], pa.int32()),
+        "n_bytes": pa.array([d["bytes"] for d in docs], pa.int64()),
+        "n_chars": pa.array([d["chars"] for d in docs], pa.int64()),
+        "n_words": pa.array([d["words"] for d in docs], pa.int32()),
+        "n_continued_words": pa.array(cont, pa.int32()),
+    }
+    if batch_ids is not None:
+        columns["batch_id"] = pa.array(batch_ids, pa.int64())
+    writer = ShardWriter(str(root / "shards" / "u1.arrow"), schema)
+    writer.write(columns)
+    writer.close()
+    entry = {"unit_id": "u1", "unit": {"url": "mem://corpus", "start": 0}, "shard": "shards/u1.arrow",
+             "rejects": None, "sidecar": None, "docs_read": len(docs), "documents": len(docs),
+             "rejected": 0, "tokens": int(offsets[-1]), "bytes": sum(d["bytes"] for d in docs),
+             "tokenizer": tok, "config_hash": "c0ffee"}
+    if sidecar is not None:
+        (root / "sidecar").mkdir()
+        with pa.OSFile(str(root / "sidecar" / "u1.arrow"), "wb") as sink, \
+                pa.ipc.new_file(sink, sidecar.schema) as w:
+            w.write_table(sidecar)
+        entry["sidecar"] = "sidecar/u1.arrow"
+    (root / "ledger" / "u1.json").write_text(json.dumps(entry))
+    return str(root)
+
+
+def doc(id_, source, lang, tokens, nbytes, chars, words, cont):
+    return {"id": id_, "source": source, "lang": lang, "tokens": tokens, "bytes": nbytes,
+            "chars": chars, "words": words, "cont": cont}
+
+
+@pytest.fixture(scope="module")
+def two_tokenizers(tmp_path_factory):
+    """The same four documents under tokenizer A (vocab 8, uint16 ids) and B (vocab 70000, uint32)."""
+    root = tmp_path_factory.mktemp("fixed")
+    a = write_output(root / "a", "A", 8, [
+        doc("d1", "web", "en", [1, 2, 1, 3], 12, 12, 3, 1),
+        doc("d2", "web", "en", [1, 1], 6, 6, 2, 0),
+        doc("d3", INJECTION, "de", [4, 5, 6], 10, 9, 2, None),
+        doc("d4", "news", "en", [2], 2, 2, 1, 0),
+    ])
+    b = write_output(root / "b", ODD_NAME, 70000, [
+        doc("d1", "web", "en", [65536, 7], 12, 12, 3, 0),
+        doc("d2", "web", "en", [9], 6, 6, 2, 0),
+        doc("d3", INJECTION, "de", [100, 100], 10, 9, 2, None),
+        doc("d4", "news", "en", [7, 7], 2, 2, 1, 1),
+    ])
+    return a, b
+
+
+def rows_by_group(table: pa.Table, keys: tuple[str, ...]) -> dict[tuple, dict]:
+    return {tuple(r[k] for k in ("tokenizer", *keys)): r for r in table.to_pylist()}
+
+
+def entropy(counts):
+    n = sum(counts)
+    return -sum(c / n * math.log(c / n) for c in counts)
+
+
+def renyi(counts, a):
+    n = sum(counts)
+    return math.log(sum((c / n) ** a for c in counts)) / (1 - a)
+
+
+def test_renyi_reference_stream_gives_the_published_efficiencies(tmp_path):
+    # "pick @@ed pick @@l @@ed pick @@les": pick=1, @@ed=2, @@l=3, @@les=4
+    url = write_output(tmp_path / "ref", "ref", 10, [doc("r", "s", "en", [1, 2, 1, 3, 2, 1, 4], 29, 29, 3, 2)])
+    row = query(connect(url), "SELECT * FROM metrics").to_pylist()[0]
+    assert row["renyi_efficiency_observed"] == pytest.approx(0.826506, abs=1e-6)
+    assert row["shannon_efficiency_observed"] == pytest.approx(0.921185, abs=1e-6)
+    assert row["types"] == 4 and row["vocab_size"] == 10
+    assert row["renyi_efficiency"] == pytest.approx(renyi([3, 2, 1, 1], 2.5) / math.log(10))
+    assert row["shannon_efficiency"] == pytest.approx(entropy([3, 2, 1, 1]) / math.log(10))
+    con = connect(url, alpha=3.0)
+    row3 = query(con, "SELECT * FROM metrics").to_pylist()[0]
+    assert row3["renyi_efficiency_observed"] == pytest.approx(renyi([3, 2, 1, 1], 3.0) / math.log(4))
+
+
+def test_every_metric_per_tokenizer_source_and_language_matches_hand_computation(two_tokenizers):
+    con = connect(list(two_tokenizers), baseline="A")
+    got = rows_by_group(query(con, "SELECT * FROM metrics"), ("source", "lang"))
+    assert len(got) == 6
+    a = got[("A", "web", "en")]
+    assert (a["documents"], a["bytes"], a["chars"], a["words"], a["tokens"]) == (2, 18, 18, 5, 6)
+    assert a["fertility"] == pytest.approx(6 / 5)
+    assert a["continued_word_share"] == pytest.approx(1 / 5)
+    assert (a["bytes_per_token"], a["chars_per_token"]) == (3.0, 3.0)
+    assert a["normalized_length"] == 1.0 and a["baseline_documents"] == 2
+    assert (a["vocab_size"], a["types"]) == (8, 3)
+    assert a["shannon_efficiency"] == pytest.approx(entropy([4, 1, 1]) / math.log(8))
+    assert a["shannon_efficiency_observed"] == pytest.approx(entropy([4, 1, 1]) / math.log(3))
+    assert a["renyi_efficiency"] == pytest.approx(renyi([4, 1, 1], 2.5) / math.log(8))
+    assert a["renyi_efficiency_observed"] == pytest.approx(renyi([4, 1, 1], 2.5) / math.log(3))
+    assert a["bits_per_byte"] == pytest.approx((4 * math.log2(6 / 4) + 2 * math.log2(6)) / 18)
+    assert a["vocab_share"] == pytest.approx(3 / 8)
+    assert a["types_per_million"] == pytest.approx(3 / 6 * 1e6)
+    assert (a["p50_tokens"], a["p90_tokens"], a["p99_tokens"], a["max_tokens"]) == \
+        pytest.approx((3.0, 3.8, 3.98, 4))
+
+    b = got[(ODD_NAME, "web", "en")]
+    assert (b["tokens"], b["types"], b["vocab_size"]) == (3, 3, 70000)
+    assert b["normalized_length"] == pytest.approx(3 / 6)
+    assert b["fertility"] == pytest.approx(3 / 5) and b["continued_word_share"] == 0
+    assert b["shannon_efficiency_observed"] == pytest.approx(1.0)
+    assert b["renyi_efficiency_observed"] == pytest.approx(1.0)
+    assert b["shannon_efficiency"] == pytest.approx(math.log(3) / math.log(70000))
+    assert b["bits_per_byte"] == pytest.approx(3 * math.log2(3) / 18)
+
+    odd_a = got[("A", INJECTION, "de")]  # n_continued_words unknown (null) for every document
+    assert odd_a["continued_word_share"] is None
+    assert odd_a["bytes_per_token"] == pytest.approx(10 / 3) and odd_a["chars_per_token"] == 3.0
+    odd_b = got[(ODD_NAME, INJECTION, "de")]  # one token type: observed |V| = 1 has no log
+    assert odd_b["types"] == 1 and odd_b["shannon_efficiency"] == 0.0
+    assert odd_b["shannon_efficiency_observed"] is None and odd_b["bits_per_byte"] == 0.0
+    assert odd_b["normalized_length"] == pytest.approx(2 / 3)
+
+
+def test_language_rollup_pools_sources_and_the_baseline_can_change(two_tokenizers):
+    con = connect(list(two_tokenizers))
+    got = rows_by_group(query(con, "SELECT * FROM metrics_by_lang"), ("lang",))
+    a_en = got[("A", "en")]  # d1, d2, d4: token counts 1->4, 2->2, 3->1
+    assert (a_en["documents"], a_en["tokens"], a_en["words"], a_en["types"]) == (3, 7, 6, 3)
+    assert a_en["shannon_efficiency"] == pytest.approx(entropy([4, 2, 1]) / math.log(8))
+    assert a_en["normalized_length"] is None  # no baseline chosen
+    set_parameters(con, baseline=ODD_NAME)
+    got = rows_by_group(query(con, "SELECT * FROM metrics_by_lang"), ("lang",))
+    assert got[("A", "en")]["normalized_length"] == pytest.approx(7 / 5)
+    assert got[(ODD_NAME, "en")]["normalized_length"] == 1.0
+
+
+def test_names_with_quotes_are_plain_strings_never_sql(two_tokenizers):
+    con = connect(list(two_tokenizers), baseline=ODD_NAME)
+    assert con.execute("SELECT count(*) FROM documents WHERE source = ?", [INJECTION]).fetchone() == (2,)
+    with pytest.raises(AnalyticsError, match="not in these outputs"):
+        set_parameters(con, baseline="A'; DROP VIEW documents; --")
+    with pytest.raises(AnalyticsError, match="cannot group"):
+        metrics_sql(("source; DROP VIEW documents",))
+    assert con.execute("SELECT count(*) FROM documents").fetchone() == (8,)
+    result = CliRunner().invoke(cli, ["sql", *two_tokenizers, "--format", "json",
+                                      "SELECT DISTINCT source FROM documents ORDER BY source"])
+    assert result.exit_code == 0, result.output
+    assert [r["source"] for r in json.loads(result.output)] == ["news", "web", INJECTION]
+
+
+def test_views_expose_documents_tokens_units_rejects_runs_lazily(two_tokenizers):
+    con = connect(list(two_tokenizers))
+    assert con.execute("SELECT count(*), sum(n_tokens) FROM documents").fetchone() == (8, 17)
+    assert con.execute("SELECT count(*) FROM tokens").fetchone() == (17,)
+    assert con.execute("SELECT list(token_id ORDER BY position) FROM tokens WHERE doc_id = 'd1' "
+                       "AND tokenizer = 'A'").fetchone() == ([1, 2, 1, 3],)
+    assert con.execute("SELECT max(token_id) FROM tokens").fetchone() == (65536,)  # uint16+uint32
+    assert con.execute("SELECT count(*), sum(tokens) FROM units").fetchone() == (2, 17)
+    assert con.execute("SELECT count(*) FROM rejects").fetchone() == (0,)
+    assert con.execute("SELECT count(*) FROM runs").fetchone() == (0,)
+    assert con.execute("SELECT count(*) FROM merge_batches").fetchone() == (0,)
+
+
+def test_dynamic_merge_batch_statistics_come_from_the_sidecar(tmp_path):
+    sidecar = pa.table({
+        "batch_id": [0, 0, 1], "new_id": pa.array([None, 8, None], pa.uint32()),
+        "base_ids": pa.array([None, [1, 2], None], pa.list_(pa.uint32())),
+        "l0": [10, None, 6], "lm": [7, None, 6], "lword": [4, None, 3],
+        "n_docs": [1, None, 1], "n_merges": [1, None, 0]})
+    url = write_output(tmp_path / "dm", "dm", 9, [
+        doc("d1", "s", "en", [8, 8, 3], 9, 9, 2, 1), doc("d2", "s", "en", [1, 2], 5, 5, 1, 1)],
+        sidecar=sidecar, batch_ids=[0, 1])
+    con = connect(url)
+    rows = con.execute("SELECT batch_id, l0, lm, lword, reduction_pct, absolute_reduction_pct "
+                       "FROM merge_batches ORDER BY batch_id").fetchall()
+    assert rows == [(0, 10, 7, 4, 50.0, 30.0), (1, 6, 6, 3, 0.0, 0.0)]
+    assert con.execute("SELECT list(batch_id ORDER BY doc_id) FROM documents").fetchone() == ([0, 1],)
+    merge = build_report(url, charts=False).tables["merge"].to_pylist()[0]
+    assert (merge["l0"], merge["lm"], merge["lword"]) == (16, 13, 7)
+    assert merge["reduction_pct"] == pytest.approx(100 * 3 / 9)
+
+
+def test_empty_or_missing_output_is_a_clear_error(tmp_path):
+    with pytest.raises(AnalyticsError, match="no committed units"):
+        connect(str(tmp_path / "nothing"))
+
+
+@pytest.fixture(scope="module")
+def compared(ray_session, tmp_path_factory, sample_dir, bpe_path, sp_path):
+    """`tokenmill compare` with BPE and SentencePiece over the sample corpus."""
+    out = tmp_path_factory.mktemp("compare") / "cmp"
+    result = CliRunner().invoke(cli, [
+        "compare", "--input", str(sample_dir / "*.jsonl"), "--tokenizer", f"bpe:{bpe_path}",
+        "--tokenizer", f"sentencepiece:{sp_path}", "--output", str(out), "--format", "json",
+        "--no-progress"])
+    assert result.exit_code == 0, result.output
+    return out, json.loads(result.stdout)
+
+
+def test_compare_gives_one_row_per_tokenizer_and_language(compared):
+    out, report = compared
+    rows = report["by_lang"]
+    assert sorted((r["tokenizer"], r["lang"]) for r in rows) == sorted(
+        (t, lang) for t in ("bpe-8k.json", "sp-4k.model") for lang in LANGS)
+    assert report["baseline"] == "bpe-8k.json"
+    for row in rows:
+        assert row["documents"] > 0 and row["tokens"] > 0 and row["words"] > 0
+        assert row["bytes_per_token"] == pytest.approx(row["bytes"] / row["tokens"])
+        if row["tokenizer"] == "bpe-8k.json":
+            assert row["normalized_length"] == 1.0
+        else:
+            assert 0.3 < row["normalized_length"] < 3
+    assert sorted(p.name for p in out.iterdir()) == ["0-bpe-bpe-8k", "1-sentencepiece-sp-4k", "report"]
+
+
+def test_html_report_of_a_local_output_embeds_its_charts(compared, tmp_path):
+    out, _ = compared
+    result = CliRunner().invoke(cli, ["report", str(out / "0-bpe-bpe-8k"), str(out / "1-sentencepiece-sp-4k"),
+                                      "--baseline", "sp-4k.model", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert "Per tokenizer x language" in result.stdout and "sp-4k.model" in result.stdout
+    page = (tmp_path / "r" / "report.html").read_text()
+    images = page.count("src='data:image/png;base64,")
+    assert images == 3
+    first = page.split("data:image/png;base64,", 1)[1].split("'", 1)[0]
+    assert base64.b64decode(first)[:8] == b"\x89PNG\r\n\x1a\n"
+    markdown = (tmp_path / "r" / "report.md").read_text()
+    for chart in ("bytes_per_token.png", "length_histogram.png", "vocab_use.png"):
+        assert f"]({chart})" in markdown and (tmp_path / "r" / chart).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_over_an_s3_output_matches_the_local_one(compared, s3):
+    out, report = compared
+    s3.create_bucket("analytics")
+    fs = s3.filesystem()
+    local = out / "1-sentencepiece-sp-4k"
+    for path in sorted(local.rglob("*")):
+        if path.is_file():
+            fs.put_file(str(path), f"analytics/sp/{path.relative_to(local)}")
+    remote = build_report("s3://analytics/sp", s3.storage_options, charts=False)
+    assert remote.tables["by_lang"].to_pylist() == [
+        {**r, "normalized_length": None, "baseline_documents": None}
+        for r in report["by_lang"] if r["tokenizer"] == "sp-4k.model"]
+    assert json.loads(render(remote, "json"))["outputs"] == ["s3://analytics/sp"]
+    runner = CliRunner()
+    opts = [x for k, v in s3.storage_options.items() for x in ("--storage-option", f"{k}={json.dumps(v)}")]
+    result = runner.invoke(cli, ["report", "s3://analytics/sp", *opts, "--format", "markdown",
+                                 "--out", "s3://analytics/report"])
+    assert result.exit_code == 0, result.output
+    assert fs.cat_file("analytics/report/report.html").count(b"data:image/png;base64,") == 3
+
+
+def test_views_open_from_a_plain_duckdb_database_file(two_tokenizers, tmp_path):
+    from pipeline.analytics import export_database
+
+    path = export_database(list(two_tokenizers), str(tmp_path / "tm.duckdb"))
+    con = duckdb.connect(path, read_only=True)
+    assert con.execute("SELECT count(*) FROM tokens").fetchall() == [(17,)]
+    got = rows_by_group(con.sql("SELECT * FROM metrics").to_arrow_table(), ("source", "lang"))
+    assert got[("A", "web", "en")]["types"] == 3
