@@ -27,6 +27,10 @@ from tokenizers_impl.base import TokenizerBase, fingerprint_of
 
 EOT = "<eot>"  # end-of-text key of every next-byte distribution
 NO_BYTE = -1  # "the token ends here" in the byte-at-depth arrays
+# Continuations tried after a string to find the encodings of it that can be followed by more text
+# (pre-tokenizers look ahead: GPT-2's regex splits "\n\n" as one token at the end of a text but as
+# "\n", "\n" before a letter). One per character class a pre-tokenizer tells apart.
+PROBES = ("a", "0", ".", "中", "\u4dc0")
 
 
 class ZeroProbabilityPrefix(ValueError):
@@ -93,6 +97,7 @@ class TokenTrie:
         self.matrix = np.full((len(usable), self.max_len + 1), NO_BYTE, dtype=np.int16)
         for row, i in enumerate(usable):
             self.matrix[row, : len(table[i])] = np.frombuffer(table[i], dtype=np.uint8)
+        self.lengths = np.array([len(b) for b in table], dtype=np.int64)
         self.first_byte = np.full(vocab, NO_BYTE, dtype=np.int16)
         self.first_byte[self.ids] = self.matrix[:, 0]
 
@@ -147,6 +152,7 @@ class ByteCodec:
         self._cache_size = cache_size
         self._own = getattr(tokenizer, "encode_bytes", None)
         self._tiktoken = getattr(tokenizer, "_tiktoken", None)
+        self._heads: dict[bytes, tuple[tuple[int, ...], ...]] = {}
 
     def encode(self, data: bytes) -> tuple[int, ...] | None:
         """enc(data), or None when this tokenizer cannot encode these bytes (not UTF-8)."""
@@ -162,9 +168,58 @@ class ByteCodec:
         """enc of many byte strings with one batched tokenizer call (results not cached)."""
         return self._encode_many(items)
 
+    def heads(self, data: bytes) -> tuple[tuple[int, ...], ...]:
+        """The prefix-canonical encodings of `data`: enc(data) and every token prefix of
+        enc(data + probe) that decodes to exactly `data` (enc(data) first)."""
+        hit = self._heads.get(data)
+        if hit is None:
+            hit = self._heads_many([data])[0]
+            self._heads[data] = hit
+            if len(self._heads) > self._cache_size:
+                self._heads.pop(next(iter(self._heads)))
+        return hit
+
+    def _heads_many(self, items: Sequence[bytes]) -> list[tuple[tuple[int, ...], ...]]:
+        probes = [p.encode("utf-8") for p in PROBES]
+        texts, owner = [], []
+        for k, data in enumerate(items):
+            texts.append(data)
+            owner.append(k)
+            for completed in _completions(data):
+                texts += [completed] + [completed + p for p in probes]
+                owner += [k] * (len(probes) + 1)
+        found: list[dict[tuple[int, ...], None]] = [{} for _ in items]
+        lengths = self.trie.lengths
+        for k, ids in zip(owner, self._encode_many(texts), strict=True):
+            if ids is None:
+                continue
+            ends = np.cumsum(lengths[list(ids)]) if ids else np.zeros(0, dtype=np.int64)
+            cut = int(np.searchsorted(ends, len(items[k])))
+            if len(items[k]) == 0:
+                found[k][()] = None
+            elif cut < len(ids) and ends[cut] == len(items[k]):
+                found[k][ids[: cut + 1]] = None
+        return [tuple(f) for f in found]
+
+    def allowed_next(self, context: tuple[int, ...], ids: list[int]) -> np.ndarray:
+        """For each token u of `ids`: is context + [u] a prefix-canonical encoding?"""
+        head = self.decode(context)
+        table = self.trie.table
+        items = [head + table[u] for u in ids]
+        keep = np.array(
+            [e == (*context, u) for e, u in zip(self._encode_many(items), ids, strict=True)],
+            dtype=bool,
+        )
+        rest = np.flatnonzero(~keep)
+        if len(rest):
+            heads = self._heads_many([items[r] for r in rest])
+            for r, options in zip(rest.tolist(), heads, strict=True):
+                keep[r] = (*context, ids[r]) in options
+        return keep
+
     def _encode_many(self, items: Sequence[bytes]) -> list[tuple[int, ...] | None]:
         if self._own is not None:
-            return [tuple(int(i) for i in self._own(data)) for data in items]
+            return [self._own_encode(data) for data in items]
         out: list[tuple[int, ...] | None] = [None] * len(items)
         texts, where = [], []
         for k, data in enumerate(items):
@@ -179,6 +234,12 @@ class ByteCodec:
                 out[k] = tuple(ids.tolist())
         return out
 
+    def _own_encode(self, data: bytes) -> tuple[int, ...] | None:
+        try:
+            return tuple(int(i) for i in self._own(data))
+        except ValueError:  # bytes outside the tokenizer's alphabet
+            return None
+
     def _remember(self, data: bytes, result: tuple[int, ...] | None) -> None:
         self._cache[data] = result
         if len(self._cache) > self._cache_size:
@@ -187,6 +248,28 @@ class ByteCodec:
     def decode(self, ids: Sequence[int]) -> bytes:
         table = self.trie.table
         return b"".join(table[i] for i in ids)
+
+
+def _completions(data: bytes) -> list[bytes]:
+    """`data` itself when it is UTF-8; when it ends inside a character, that character completed
+    with the lowest and the highest continuation bytes; else nothing."""
+    try:
+        data.decode("utf-8")
+        return [data]
+    except UnicodeDecodeError as exc:
+        if exc.end != len(data) or exc.reason != "unexpected end of data":
+            return []
+        lead = data[exc.start]
+        need = (2 if lead < 0xE0 else 3 if lead < 0xF0 else 4) - (len(data) - exc.start)
+        return [c for c in (data + b"\x80" * need, data + b"\xbf" * need) if _is_utf8(c)]
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 _CODECS: dict[int, tuple[Any, ByteCodec]] = {}
@@ -214,7 +297,9 @@ def _split_points(c: ByteCodec, x: bytes) -> list[int]:
 
 
 def cover_encodings(tokenizer: Any, x: bytes, index: str = "trie") -> list[tuple[int, ...]]:
-    """All canonical cover encodings of `x`: enc(x[:i]) + [t] with t starting with x[i:].
+    """All canonical cover encodings of `x`: h + [t] with h an encoding of x[:i] that more text
+    can follow (see `ByteCodec.heads`), t a token starting with x[i:], and enc(dec(h + [t])) equal
+    to h + [t].
 
     Split points range over the last `max token length` bytes (a cover's last token holds x[i:]);
     this contains the split points of x's last pre-token for every plugin, with no pre-tokenizer
@@ -226,11 +311,9 @@ def cover_encodings(tokenizer: Any, x: bytes, index: str = "trie") -> list[tuple
     lookup = (c.trie if index == "trie" else c.scan).lookup
     candidates: list[tuple[int, ...]] = []
     for i in _split_points(c, x):
-        head = c.encode(x[:i])
-        if head is None:
-            continue
         ids, _ = lookup(x[i:])
-        candidates.extend(head + (int(u),) for u in ids)
+        for head in c.heads(x[:i]):
+            candidates.extend(head + (int(u),) for u in ids)
     encoded = c.encode_many([c.decode(t) for t in candidates])
     return sorted(t for t, e in zip(candidates, encoded, strict=True) if e == t)
 
@@ -273,12 +356,14 @@ class CachedModel:
 
 
 class CanonicalModel(CachedModel):
-    """`model` conditioned on canonical token sequences: the next token t is kept only when
-    context + [t] is canonical (end-of-text always is), and the row is renormalised.
+    """`model` conditioned on prefix-canonical token sequences: the next token t is kept only when
+    context + [t] is one of the encodings of its bytes that more text can follow
+    (`ByteCodec.heads`); end-of-text is always kept; the row is renormalised.
 
     The byte-token lemma assumes the model puts no mass on non-canonical encodings; wrapped this way
     any model satisfies it exactly, so next-byte distributions chain exactly (P(xb) = P(x) P(b|x)).
-    Costs one batched encode of `vocab_size` candidate strings per new context (cached).
+    Costs one batched encode of `vocab_size` candidate strings per new context, plus the probes for
+    the candidates that are not canonical as they stand (cached per context).
     """
 
     def __init__(self, model: Callable, tokenizer: Any, maxsize: int = 4096):
@@ -287,14 +372,11 @@ class CanonicalModel(CachedModel):
 
     def compute(self, contexts: list[tuple[int, ...]]) -> np.ndarray:
         rows = super().compute(contexts)
-        trie, vocab = self.codec.trie, len(self.codec.trie.table)
+        ids = self.codec.trie.ids.tolist()
         for row, context in zip(rows, contexts, strict=True):
-            head = self.codec.decode(context)
-            ids = trie.ids.tolist()
-            encoded = self.codec.encode_many([head + trie.table[u] for u in ids])
-            keep = np.zeros(vocab + 1, dtype=bool)
-            keep[vocab] = True
-            keep[[u for u, e in zip(ids, encoded, strict=True) if e == (*context, u)]] = True
+            keep = np.zeros(len(row), dtype=bool)
+            keep[-1] = True
+            keep[ids] = self.codec.allowed_next(context, ids)
             row[~keep] = -np.inf
             row -= _logsumexp(row)
         return rows
@@ -355,11 +437,12 @@ def _common_prefix(seqs: Sequence[tuple[int, ...]]) -> tuple[int, ...]:
 
 
 class ByteState:
-    """Next-byte distribution after a byte prefix, updated byte by byte.
+    """Next-byte distribution after a byte prefix x, updated byte by byte.
 
-    Holds the cover groups (split point i, enc(x[:i])) whose tokens can still contain x[i:], plus
-    enc(x). `advance(b)` keeps the groups whose tokens continue with b and adds enc(x) + [tokens
-    starting with b]; the result equals building the state from scratch for x + b.
+    Holds the cover groups (split point i, an encoding h of x[:i] that text can follow) whose
+    tokens can still contain x[i:], and the encodings of x itself (`ByteCodec.heads`).
+    `advance(b)` keeps the groups whose tokens continue with b and adds (|x|, h) for every encoding
+    h of x; the result equals building the state from scratch for x + b.
     """
 
     def __init__(
@@ -375,27 +458,26 @@ class ByteState:
         self.prefix = bytes(prefix)
         self.groups: list[tuple[int, tuple[int, ...]]] = []
         for i in _split_points(self.codec, self.prefix):
-            head = self.codec.encode(self.prefix[:i])
-            if head is not None and len(self.index.lookup(self.prefix[i:])[0]):
-                self.groups.append((i, head))
-        self.exact = self.codec.encode(self.prefix)
-        anchor = _common_prefix([h for _, h in self.groups] + [self.exact or ()])
+            if len(self.index.lookup(self.prefix[i:])[0]):
+                self.groups += [(i, h) for h in self.codec.heads(self.prefix[:i])]
+        self.exact = self.codec.heads(self.prefix)
+        anchor = _common_prefix([h for _, h in self.groups] + list(self.exact) or [()])
         self.scorer = scorer or _Scorer(model, anchor)
-        self._masses: tuple[np.ndarray, float, float] | None = None
+        self._masses: tuple[np.ndarray, float] | None = None
 
     def advance(self, byte: int) -> None:
         """Append one byte (0-255) to the prefix."""
         x = self.prefix + bytes([byte])
         groups = [(i, h) for i, h in self.groups if len(self.index.lookup(x[i:])[0])]
-        if self.exact is not None and len(self.index.lookup(bytes([byte]))[0]):
-            groups.append((len(self.prefix), self.exact))
-        self.prefix, self.groups, self.exact = x, groups, self.codec.encode(x)
+        if len(self.index.lookup(bytes([byte]))[0]):
+            groups += [(len(self.prefix), h) for h in self.exact]
+        self.prefix, self.groups, self.exact = x, groups, self.codec.heads(x)
         self._masses = None
 
-    def _compute(self) -> tuple[np.ndarray, float, float]:
-        """(unnormalised masses of the 257 outcomes, log shift, log P(prefix) - shift)."""
+    def _compute(self) -> tuple[np.ndarray, float]:
+        """(masses of the 257 outcomes scaled by exp(-shift), log P(prefix) from the covers)."""
         logs, bins, cover_logs = [], [], []
-        x, trie = self.prefix, self.codec.trie
+        x, trie, exact = self.prefix, self.codec.trie, set(self.exact)
         for i, head in self.groups:
             ids, after = self.index.lookup(x[i:])
             row = self.scorer.row(head)
@@ -405,25 +487,21 @@ class ByteState:
             logs.append(values)
             bins.append(after[longer].astype(np.int64))
             cover_logs.append(values)
-            for u in ids[~longer].tolist():  # tokens ending exactly at |x|: only enc(x) counts
-                if head + (u,) == self.exact:
-                    cover_logs.append(np.array([base + row[u]]))
-        if self.exact is not None:
-            base = self.scorer.logq(self.exact)
-            row = self.scorer.row(self.exact)
-            if not self.prefix:
-                cover_logs.append(np.array([base]))
-            logs.append(base + row[trie.ids])
-            bins.append(trie.first_byte[trie.ids].astype(np.int64))
-            logs.append(np.array([base + row[-1]]))
-            bins.append(np.array([256]))
+            ending = [u for u in ids[~longer].tolist() if head + (u,) in exact]
+            cover_logs.append(base + row[ending])  # covers ending exactly at |x|
+        for head in self.exact:  # each continues with any token, or ends the text
+            base = self.scorer.logq(head)
+            row = self.scorer.row(head)
+            logs += [base + row[trie.ids], np.array([base + row[-1]])]
+            bins += [trie.first_byte[trie.ids].astype(np.int64), np.array([256])]
+        if not x:
+            cover_logs.append(np.zeros(1))
         values = np.concatenate(logs) if logs else np.zeros(0)
         shift = float(np.max(values)) if len(values) else -np.inf
         if shift == -np.inf:
-            raise ZeroProbabilityPrefix(self.prefix)
+            raise ZeroProbabilityPrefix(x)
         masses = np.bincount(np.concatenate(bins), weights=np.exp(values - shift), minlength=257)
-        log_prefix = _logsumexp(np.concatenate(cover_logs)) if cover_logs else -np.inf
-        return masses, shift, log_prefix
+        return masses, _logsumexp(np.concatenate(cover_logs))
 
     def distribution(self) -> dict[int | str, float]:
         """P(next byte | prefix) for bytes 0..255 and `EOT`; sums to 1."""
@@ -439,7 +517,7 @@ class ByteState:
         """log P(prefix) by the lemma, relative to the scorer's anchor (absolute when anchor = ())."""
         if self._masses is None:
             self._masses = self._compute()
-        return self._masses[2]
+        return self._masses[1]
 
 
 def next_byte_distribution(
@@ -465,9 +543,9 @@ def log_byte_prob(tokenizer: Any, model: Callable, x: bytes, end: bool = False) 
     """log of `byte_prob` (-inf for probability zero)."""
     state = ByteState(tokenizer, model, x, scorer=_Scorer(model, ()))
     if end:
-        if state.exact is None:
-            return -math.inf
-        return state.scorer.logq(state.exact) + float(state.scorer.row(state.exact)[-1])
+        scorer = state.scorer
+        ends = [scorer.logq(h) + float(scorer.row(h)[-1]) for h in state.exact]
+        return _logsumexp(np.array(ends)) if ends else -math.inf
     try:
         return state.log_prefix_probability()
     except ZeroProbabilityPrefix:

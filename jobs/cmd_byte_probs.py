@@ -1,0 +1,64 @@
+"""`tokenmill byte-probs`: exact next-byte probabilities after a prompt, beside naive prompting
+and token healing."""
+
+from __future__ import annotations
+
+import click
+
+from tokenizers_impl.base import load_tokenizer
+from tokenizers_impl.byte_token import (
+    EOT,
+    CanonicalModel,
+    ZeroProbabilityPrefix,
+    naive_next_byte_distribution,
+    next_byte_distribution,
+    token_healing_distribution,
+)
+from tokenizers_impl.ngram_model import NgramModel
+
+
+def byte_label(key: int | str) -> str:
+    if key == EOT:
+        return EOT
+    char = bytes([key]).decode("latin-1")
+    return repr(char) if 0x20 <= key < 0x7F else f"0x{key:02x}"
+
+
+@click.command("byte-probs")
+@click.option(
+    "--model",
+    "model_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="n-gram token model (.npz from train-ngram)",
+)
+@click.option("--tokenizer", required=True, metavar="KIND:PATH")
+@click.option("--prompt", required=True, help="prompt text (UTF-8)")
+@click.option("--top", type=click.IntRange(1, 257), default=10, show_default=True)
+@click.option(
+    "--canonical/--raw",
+    default=True,
+    show_default=True,
+    help="condition the model on canonical encodings (exact) or use it as is",
+)
+def command(model_path: str, tokenizer: str, prompt: str, top: int, canonical: bool) -> None:
+    """Print the top next bytes after PROMPT by the byte-token lemma, naive prompting and healing."""
+    tok = load_tokenizer(tokenizer)
+    model = NgramModel.load(model_path)
+    if model.vocab_size != tok.vocab_size:
+        raise click.ClickException(
+            f"model vocabulary {model.vocab_size} != tokenizer vocabulary {tok.vocab_size}"
+        )
+    token_model = CanonicalModel(model, tok) if canonical else model
+    data = prompt.encode("utf-8")
+    try:
+        exact = next_byte_distribution(tok, token_model, data)
+        naive = naive_next_byte_distribution(tok, token_model, data)
+        healed = token_healing_distribution(tok, token_model, data)
+    except ZeroProbabilityPrefix as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{'next byte':>10}  {'exact':>9}  {'naive':>9}  {'healing':>9}")
+    for key in sorted(exact, key=lambda k: -exact[k])[:top]:
+        click.echo(
+            f"{byte_label(key):>10}  {exact[key]:9.6f}  {naive[key]:9.6f}  {healed[key]:9.6f}"
+        )
