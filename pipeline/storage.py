@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -20,6 +21,10 @@ T = TypeVar("T")
 # Keys whose values must never be printed (credentials given as storage options).
 SECRET_KEYS = ("key", "secret", "token", "password", "aws_access_key_id", "aws_secret_access_key",
                "aws_session_token", "session_token", "credentials", "sas_token", "account_key")
+
+
+# Local errors that a retry cannot fix (a symlink loop would otherwise be retried for 15 s).
+PERMANENT_ERRNOS = frozenset({errno.ELOOP, errno.ENAMETOOLONG, errno.EROFS})
 
 
 class StorageError(OSError):
@@ -71,6 +76,8 @@ def with_retries(fn: Callable[[], T], what: str, attempts: int = 6, first_delay:
         except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError):
             raise
         except OSError as exc:  # connection refused/reset, 5xx, timeouts surface as OSError in fsspec
+            if exc.errno in PERMANENT_ERRNOS:
+                raise
             if attempt == attempts:
                 raise StorageError(f"{what} failed after {attempts} attempts: {exc}") from exc
             time.sleep(delay)
