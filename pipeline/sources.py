@@ -128,8 +128,10 @@ def expand_inputs(inputs: list[str], storage_options: dict | None) -> list[tuple
         else:
             try:
                 matches = {path: with_retries(lambda fs=fs, path=path: fs.info(path), f"stat {pattern}")}
-            except FileNotFoundError as exc:
+            except (FileNotFoundError, OSError) as exc:
                 looping = protocol in ("file", "local") and os.path.islink(path)
+                if not looping and not isinstance(exc, FileNotFoundError):
+                    raise
                 what = "is a broken or looping symlink" if looping else "does not exist"
                 raise InputError(f"input {pattern!r} {what}") from exc
         files = {p: info for p, info in matches.items() if info.get("type") == "file"}
@@ -220,6 +222,16 @@ def _open_unit(unit: WorkUnit, storage_options: dict | None):
     return fs.open(path, "rb", compression=unit.compression)
 
 
+def _first_bytes(parts: list[bytes], n: int) -> bytes:
+    """The first n bytes of the concatenation of parts, without joining them all."""
+    head = bytearray()
+    for part in parts:
+        head += part[: n - len(head)]
+        if len(head) >= n:
+            break
+    return bytes(head)
+
+
 def iter_lines(stream, start: int, end: int, max_record_bytes: int) -> Iterator[tuple[int, bytes | None, bytes]]:
     """Yield (offset, line or None if too large, head) for each line in [start, end) of a stream.
 
@@ -247,7 +259,7 @@ def iter_lines(stream, start: int, end: int, max_record_bytes: int) -> Iterator[
             if not oversized:
                 if pending_len + len(piece) > max_record_bytes:
                     oversized = True
-                    head = (b"".join(pending) + piece)[:REJECT_RAW_BYTES]
+                    head = _first_bytes([*pending, piece], REJECT_RAW_BYTES)
                     pending, pending_len = [], 0
                 else:
                     pending.append(piece)
