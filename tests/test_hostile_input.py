@@ -1,0 +1,253 @@
+"""Hostile and broken input: every case ends in documents plus rejects with a reason, or in a clear
+error naming the input, never a crash, a hang or memory that grows with the bad record."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import random
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pyarrow as pa
+import pytest
+import zstandard
+
+from pipeline.config import load_config
+from pipeline.engine import run_job
+from pipeline.sources import InputError, ReadOptions, plan_units
+from pipeline.storage import Output
+from pipeline.tokenize_unit import UnitTask, process_unit
+from pipeline.verify import verify_output
+from tokenizers_impl import load_tokenizer
+
+CONFIG_HASH = "hostile000000000"
+
+
+@pytest.fixture(scope="module")
+def tokenizer(bpe_path):
+    return load_tokenizer(f"bpe:{bpe_path}")
+
+
+def tokenize(pattern: str, tokenizer, out: Path, **read) -> tuple[list[dict], list[dict], list[str]]:
+    """Run process_unit (the actor's code, in-process) over every unit of `pattern`.
+
+    Returns (ledger entries, reject rows, shard texts decoded back from the tokens)."""
+    opts = ReadOptions(**read)
+    task = UnitTask(opts, CONFIG_HASH, False, True, {})
+    output = Output(str(out))
+    entries = [process_unit(unit, tokenizer, task, output) for unit in plan_units([pattern], opts)]
+    rejects, texts = [], []
+    for entry in entries:
+        assert entry["docs_read"] == entry["documents"] + entry["rejected"]
+        if entry["rejects"]:
+            rejects.extend(pa.ipc.open_file(str(out / entry["rejects"])).read_all().to_pylist())
+        shard = pa.ipc.open_file(str(out / entry["shard"])).read_all()
+        texts.extend(tokenizer.decode(row) for row in shard["tokens"].to_pylist())
+    assert verify_output(str(out))["ok"]
+    return entries, rejects, texts
+
+
+def lines(*records: bytes) -> bytes:
+    return b"".join(r + b"\n" for r in records)
+
+
+def doc_text(i: int) -> str:
+    """Document i of the synthetic corpus: varied enough that it compresses only about 2x."""
+    rng = random.Random(i)
+    return f"document {i}: " + " ".join(f"{rng.getrandbits(32):x}" for _ in range(60))
+
+
+def corpus(n: int) -> bytes:
+    return lines(*(json.dumps({"id": f"d{i}", "text": doc_text(i)}).encode() for i in range(n)))
+
+
+@pytest.mark.parametrize("codec", ["gzip", "zstd"])
+def test_truncated_compressed_file_keeps_the_documents_before_the_cut_and_rejects_the_rest(
+        tmp_path, tokenizer, codec):
+    raw = corpus(10_000)
+    packed = gzip.compress(raw) if codec == "gzip" else zstandard.ZstdCompressor().compress(raw)
+    path = tmp_path / ("in.jsonl.gz" if codec == "gzip" else "in.jsonl.zst")
+    path.write_bytes(packed[: len(packed) * 2 // 3])
+    entries, rejects, texts = tokenize(str(path), tokenizer, tmp_path / "out")
+    assert len(rejects) == 1
+    reason = rejects[0]["reason"]
+    assert reason.startswith(f"unreadable input after decompressed offset {rejects[0]['offset']}")
+    assert ("Compressed file ended" in reason) if codec == "gzip" else ("Truncated" in reason)
+    # what was read before the cut is a prefix of the corpus, in order, never a partial document
+    assert 0 < len(texts) < 10_000
+    assert texts == [doc_text(i) for i in range(len(texts))]
+
+
+def test_zstd_cut_exactly_at_a_frame_boundary_is_not_silently_short(tmp_path, tokenizer):
+    raw = corpus(2000)
+    half = raw.index(b"\n", len(raw) // 2) + 1
+    frames = [zstandard.ZstdCompressor().compress(part) for part in (raw[:half], raw[half:])]
+    (tmp_path / "whole.jsonl.zst").write_bytes(frames[0] + frames[1])
+    (tmp_path / "cut.jsonl.zst").write_bytes(frames[0] + frames[1][:12])
+    _, rejects, texts = tokenize(str(tmp_path / "whole.jsonl.zst"), tokenizer, tmp_path / "o1")
+    assert rejects == [] and len(texts) == 2000  # every frame of a multi-frame file is read
+    _, rejects, texts = tokenize(str(tmp_path / "cut.jsonl.zst"), tokenizer, tmp_path / "o2")
+    assert len(rejects) == 1 and "Truncated compressed stream" in rejects[0]["reason"]
+
+
+def test_nul_bytes(tmp_path, tokenizer):
+    (tmp_path / "nul.jsonl").write_bytes(lines(
+        b'{"text": "raw \x00 nul"}', b'{"text": "escaped \\u0000 nul"}', b"\x00\x00\x00"))
+    _, rejects, texts = tokenize(str(tmp_path / "nul.jsonl"), tokenizer, tmp_path / "out")
+    assert texts == ["escaped \x00 nul"]
+    assert [(r["line"], r["reason"]) for r in rejects] == [
+        (1, "invalid JSON: Invalid control character at at column 15"),
+        (3, "invalid JSON: Expecting value at column 1")]
+
+
+def test_lone_surrogates_and_overlong_utf8_are_rejected_with_the_position(tmp_path, tokenizer):
+    (tmp_path / "bad.jsonl").write_bytes(lines(
+        b'{"text": "ab\\ud800cd"}',  # a lone surrogate as a JSON escape
+        b'{"text": "\xc0\xaf"}',  # overlong encoding of "/"
+        b'{"text": "\xe0\x80\xaf"}',  # 3-byte overlong
+        b'{"text": "\xed\xa0\x80"}',  # a surrogate encoded as UTF-8 (CESU-8)
+        b'{"text": "fine"}'))
+    _, rejects, texts = tokenize(str(tmp_path / "bad.jsonl"), tokenizer, tmp_path / "out")
+    assert texts == ["fine"]
+    assert [r["reason"] for r in rejects] == [
+        "text has a lone surrogate at character 2 (not encodable as UTF-8)",
+        "invalid UTF-8 at byte 10 of the record",
+        "invalid UTF-8 at byte 10 of the record",
+        "invalid UTF-8 at byte 10 of the record"]
+
+
+def test_bom_and_crlf(tmp_path, tokenizer):
+    (tmp_path / "bom.jsonl").write_bytes(
+        b'\xef\xbb\xbf{"text": "after a BOM"}\r\n{"text": "crlf line"}\r\n'
+        b'\xef\xbb\xbf{"text": "BOM mid-file"}\r\n')
+    (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbfplain text\r\nsecond line\r\n")
+    _, rejects, texts = tokenize(str(tmp_path / "bom.jsonl"), tokenizer, tmp_path / "o1")
+    assert texts == ["after a BOM", "crlf line"]
+    assert [r["line"] for r in rejects] == [3]
+    assert "BOM" in rejects[0]["reason"]
+    _, rejects, texts = tokenize(str(tmp_path / "bom.txt"), tokenizer, tmp_path / "o2")
+    assert texts == ["plain text", "second line"] and rejects == []
+
+
+def test_deeply_nested_json_is_rejected_not_a_recursion_crash(tmp_path, tokenizer):
+    depth = 200_000
+    (tmp_path / "deep.jsonl").write_bytes(lines(
+        b"[" * depth + b"]" * depth,
+        b'{"text": ' + b"[" * depth + b"]" * depth + b"}",
+        b'{"a": ' * depth + b"1" + b"}" * depth,
+        b'{"text": "shallow"}'))
+    t0 = time.perf_counter()
+    _, rejects, texts = tokenize(str(tmp_path / "deep.jsonl"), tokenizer, tmp_path / "out")
+    assert time.perf_counter() - t0 < 30
+    assert texts == ["shallow"]
+    assert [r["reason"] for r in rejects] == ["invalid JSON: nesting too deep"] * 3
+
+
+def test_wrong_types(tmp_path, tokenizer):
+    (tmp_path / "types.jsonl").write_bytes(lines(
+        b'{"text": 1}', b'{"text": null}', b'{"text": ["a"]}', b'{"text": {"x": 1}}', b'"a string"',
+        b"5", b'{"no_text": "x"}', b'{"text": ""}',
+        b'{"text": "ok", "id": {"nested": 1}, "source": 7, "lang": [1]}'))
+    entries, rejects, texts = tokenize(str(tmp_path / "types.jsonl"), tokenizer, tmp_path / "out")
+    assert texts == ["ok"]
+    assert [r["reason"] for r in rejects] == [
+        "text field 'text' is int, expected string", "text field 'text' is NoneType, expected string",
+        "text field 'text' is list, expected string", "text field 'text' is dict, expected string",
+        "record is a JSON str, expected an object", "record is a JSON int, expected an object",
+        "missing text field 'text'", "empty text"]
+    shard = pa.ipc.open_file(str(tmp_path / "out" / entries[0]["shard"])).read_all().to_pylist()
+    assert shard[0]["source"] == "types.jsonl"  # a non-string source falls back to the file name
+    assert len(shard[0]["doc_id"]) == 24  # a non-scalar id falls back to hash(url, offset)
+
+
+def test_empty_file_commits_an_empty_unit(tmp_path, tokenizer):
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    entries, rejects, texts = tokenize(str(tmp_path / "empty.jsonl"), tokenizer, tmp_path / "out")
+    assert [(e["docs_read"], e["documents"], e["rejected"]) for e in entries] == [(0, 0, 0)]
+    assert rejects == [] and texts == []
+
+
+def test_directories_missing_paths_and_symlink_loops_give_clear_errors(tmp_path, caplog):
+    (tmp_path / "dir.jsonl").mkdir()
+    (tmp_path / "good.jsonl").write_bytes(b'{"text": "x"}\n')
+    os.symlink("self.jsonl", tmp_path / "self.jsonl")
+    os.symlink("b.jsonl", tmp_path / "a.jsonl")
+    os.symlink("a.jsonl", tmp_path / "b.jsonl")
+    units = plan_units([str(tmp_path / "*.jsonl")], ReadOptions())
+    assert [u.url for u in units] == [str(tmp_path / "good.jsonl")]
+    assert "dir.jsonl (a directory)" in caplog.text
+    assert "self.jsonl (a broken or looping symlink)" in caplog.text
+    with pytest.raises(InputError, match=r"dir\.jsonl' matches no files \(skipped: .*a directory"):
+        plan_units([str(tmp_path / "dir.jsonl")], ReadOptions())
+    with pytest.raises(InputError, match=r"missing\.jsonl' does not exist"):
+        plan_units([str(tmp_path / "missing.jsonl")], ReadOptions())
+    with pytest.raises(InputError, match=r"self\.jsonl' is a broken or looping symlink"):
+        plan_units([str(tmp_path / "self.jsonl")], ReadOptions())
+    with pytest.raises(InputError, match=r"nothing-\*\.jsonl' matches no files"):
+        plan_units([str(tmp_path / "nothing-*.jsonl")], ReadOptions())
+
+
+class PeakRSS:
+    """Samples this process's RSS every 5 ms in a thread; `growth` is peak minus the start."""
+
+    def __enter__(self) -> PeakRSS:
+        self.proc = psutil.Process()
+        self.start = self.peak = self.proc.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.growth = self.peak - self.start
+
+
+def test_a_200mb_single_line_is_rejected_in_bounded_memory(tmp_path, tokenizer):
+    line_bytes = 200 << 20
+    path = tmp_path / "huge.jsonl"
+    with open(path, "wb") as handle:
+        handle.write(b'{"text": "before"}\n{"text": "')
+        chunk = b"a" * (1 << 20)
+        for _ in range(line_bytes >> 20):
+            handle.write(chunk)
+        handle.write(b'"}\n{"text": "after"}\n')
+    # Memory is bounded by max_record_bytes (the most of one line ever held), not by the line.
+    for limit in (64 << 20, 8 << 20):
+        with PeakRSS() as rss:
+            _, rejects, texts = tokenize(str(path), tokenizer, tmp_path / f"out-{limit}",
+                                         max_record_bytes=limit)
+        assert texts == ["before", "after"]
+        assert [(r["line"], r["offset"]) for r in rejects] == [(2, 19)]
+        assert rejects[0]["reason"] == f"record too large: more than max_record_bytes {limit} bytes"
+        assert rejects[0]["raw"].startswith(b'{"text": "aaaa') and len(rejects[0]["raw"]) == 256
+        assert rss.growth < limit + (16 << 20), f"RSS grew {rss.growth >> 20} MB, limit {limit >> 20} MB"
+    path.unlink()
+
+
+def test_a_hostile_folder_end_to_end_through_ray(ray_session, tmp_path, bpe_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "ok.jsonl").write_bytes(corpus(50))
+    (src / "mixed.jsonl").write_bytes(lines(b'{"text": 1}', b"\x00", b'{"text": "\xc0\xaf"}',
+                                            b'{"text": "good"}', b"[" * 100_000))
+    (src / "cut.jsonl.gz").write_bytes(gzip.compress(corpus(500))[:-200])
+    (src / "empty.jsonl").write_bytes(b"")
+    (src / "sub.jsonl").mkdir()
+    os.symlink("loop.jsonl", src / "loop.jsonl")
+    cfg = load_config(input=[str(src / "*.jsonl*")], output=str(tmp_path / "out"),
+                      tokenizer=f"bpe:{bpe_path}", progress=False)
+    summary = run_job(cfg)
+    assert summary["complete"] and summary["units_committed"] == 4
+    assert summary["docs_read"] == summary["documents"] + summary["rejected"]
+    assert summary["rejected"] == 5  # 4 bad lines of mixed.jsonl + the truncated gzip's tail
+    assert verify_output(str(tmp_path / "out"))["ok"]
