@@ -121,12 +121,13 @@ def register(kind: str, cls: Any) -> None:
 
 
 def registered_kinds() -> list[str]:
-    _ensure_builtin()
+    for kind in _BUILTIN_KINDS:
+        _import_builtin(kind)
     return sorted(_REGISTRY)
 
 
 def tokenizer_class(kind: str) -> Any:
-    _ensure_builtin()
+    _import_builtin(kind)
     if kind not in _REGISTRY:
         raise TokenizerError(f"unknown tokenizer kind {kind!r}; known: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[kind]
@@ -148,19 +149,18 @@ def load_tokenizer(
     return tokenizer_class(kind).load(path, storage_options=storage_options, **options)
 
 
-def _ensure_builtin() -> None:
-    if _REGISTRY.get("bpe") is not None:
-        return
-    import importlib
+def _import_builtin(kind: str) -> None:
+    """Import the module of a built-in kind on first use (a plugin never loads the others)."""
+    if kind not in _REGISTRY and kind in _BUILTIN_KINDS:
+        import importlib
 
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(module)
+        importlib.import_module(_BUILTIN_KINDS[kind])
 
 
-# Each plugin module calls `register(...)` at import; add a new built-in plugin here.
-_BUILTIN_MODULES = (
-    "tokenizers_impl.bpe",
-    "tokenizers_impl.sentencepiece_impl",
-    "tokenizers_impl.lib",
-    "tokenizers_impl.dynamic_merge",
-)
+# Built-in kinds and the module whose import registers each; add a new built-in plugin here.
+_BUILTIN_KINDS = {
+    "bpe": "tokenizers_impl.bpe",
+    "sentencepiece": "tokenizers_impl.sentencepiece_impl",
+    "lib": "tokenizers_impl.lib",
+    "dynamic_merge": "tokenizers_impl.dynamic_merge",
+}
