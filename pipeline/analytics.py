@@ -29,6 +29,8 @@ DEFAULT_ALPHA = 2.5
 GROUP_COLUMNS = ("source", "lang")  # the only columns metrics may be grouped by (besides tokenizer)
 SHARD_COLUMNS = ("doc_id", "source", "lang", "tokens", "n_tokens", "n_bytes", "n_chars", "n_words",
                  "n_continued_words", "token_offsets")
+DOC_CACHE = ("tokenizer", "doc_id", "source", "lang", "n_tokens", "n_bytes", "n_chars", "n_words",
+             "n_continued_words")
 MERGE_STATS = ("l0", "lm", "lword", "n_docs", "n_merges")
 
 
@@ -270,8 +272,10 @@ def set_parameters(con: duckdb.DuckDBPyConnection, *, alpha: float = DEFAULT_ALP
     con.execute("SET VARIABLE baseline = ?", [baseline])
 
 
-def metrics_sql(by: Sequence[str] = GROUP_COLUMNS, unigram: str = "unigram_counts") -> str:
-    """The metrics query grouped by tokenizer and `by` (a subset of GROUP_COLUMNS)."""
+def metrics_sql(by: Sequence[str] = GROUP_COLUMNS, unigram: str = "unigram_counts",
+                documents: str = "documents") -> str:
+    """The metrics query grouped by tokenizer and `by` (a subset of GROUP_COLUMNS), reading token
+    counts from `unigram` and per-document counts from `documents` (views or cached tables)."""
     bad = [c for c in by if c not in GROUP_COLUMNS]
     if bad:
         raise AnalyticsError(f"cannot group metrics by {bad}; choose from {list(GROUP_COLUMNS)}")
@@ -284,6 +288,7 @@ def metrics_sql(by: Sequence[str] = GROUP_COLUMNS, unigram: str = "unigram_count
         "{join_n}": "".join(f" AND n.{quote_ident(c)} IS NOT DISTINCT FROM d.{quote_ident(c)}"
                             for c in by),
         "{unigram}": quote_ident(unigram),
+        "{documents}": quote_ident(documents),
     }
     sql = sql_sections()["metrics"]
     for placeholder, value in replacements.items():
@@ -297,16 +302,21 @@ def query(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
 
 
 def report_tables(con: duckdb.DuckDBPyConnection) -> dict[str, pa.Table]:
-    """Everything a report shows; the token stream is aggregated once (inside DuckDB)."""
+    """Everything a report shows. The shards are scanned twice in all, inside DuckDB: once for the
+    token counts per group and token id, once for the per-document counts (no token lists)."""
     con.execute("CREATE OR REPLACE TEMP TABLE _unigram_cache AS SELECT * FROM unigram_counts")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _documents_cache AS SELECT {', '.join(DOC_CACHE)} "
+                "FROM documents")
     sections = sql_sections()
     tables = {
-        "by_lang": query(con, metrics_sql(("lang",), "_unigram_cache")),
-        "by_source": query(con, metrics_sql(("source", "lang"), "_unigram_cache")),
+        "by_lang": query(con, metrics_sql(("lang",), "_unigram_cache", "_documents_cache")),
+        "by_source": query(con, metrics_sql(("source", "lang"), "_unigram_cache", "_documents_cache")),
         "merge": query(con, sections["merge_summary"]),
-        "length_histogram": query(con, sections["length_histogram"]),
+        "length_histogram": query(con, sections["length_histogram"].replace(
+            "{documents}", "_documents_cache")),
     }
     con.execute("DROP TABLE _unigram_cache")
+    con.execute("DROP TABLE _documents_cache")
     return tables
 
 

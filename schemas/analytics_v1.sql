@@ -9,7 +9,8 @@
 --   _ledger, _rejects, _runs, _merge_batches   ledger entries, reject rows, run summaries and
 --              dynamic-merge batch statistics (empty when no output has them)
 -- Placeholders (replaced by Python with quoted identifiers only): {keys}, {d_keys}, {join_u},
--- {join_n}, {unigram}. Values (baseline tokenizer, Renyi alpha) are DuckDB variables, never text.
+-- {join_n}, {unigram}, {documents}. Values (baseline tokenizer, Renyi alpha) are DuckDB
+-- variables, never text.
 
 -- name: views
 CREATE OR REPLACE VIEW documents AS
@@ -55,7 +56,7 @@ WITH docs AS (
            quantile_cont(n_tokens, 0.9) AS p90_tokens,
            quantile_cont(n_tokens, 0.99) AS p99_tokens,
            max(n_tokens)::BIGINT AS max_tokens
-    FROM documents
+    FROM {documents}
     GROUP BY ALL
 ),
 counts AS (
@@ -81,7 +82,7 @@ vocab AS (
 ),
 base AS (
     SELECT doc_id, any_value(n_tokens) AS base_tokens
-    FROM documents
+    FROM {documents}
     WHERE tokenizer = getvariable('baseline')
     GROUP BY doc_id
 ),
@@ -89,7 +90,7 @@ nsl AS (
     SELECT d.tokenizer{d_keys},
            count(*) AS baseline_documents,
            sum(d.n_tokens)::DOUBLE / nullif(sum(b.base_tokens), 0) AS normalized_length
-    FROM documents d JOIN base b USING (doc_id)
+    FROM {documents} d JOIN base b USING (doc_id)
     GROUP BY ALL
 )
 SELECT d.tokenizer{d_keys},
@@ -131,6 +132,6 @@ ORDER BY tokenizer, output
 SELECT tokenizer, lang,
        CASE WHEN n_tokens = 0 THEN -1 ELSE floor(log2(n_tokens))::INTEGER END AS bin,
        count(*) AS documents
-FROM documents
+FROM {documents}
 GROUP BY ALL
 ORDER BY tokenizer, lang, bin
