@@ -84,12 +84,12 @@ def build_config(config_file: str | None, storage_option: tuple[str, ...], **fla
 @run_options
 def run_cmd(config_file, storage_option, **flags) -> None:
     """Tokenize a corpus into Arrow token shards (resumes a stopped run; --overwrite redoes it)."""
-    from pipeline.engine import run_job
+    from pipeline.engine import UnitFailed, run_job
 
     try:
         cfg = build_config(config_file, storage_option, **flags)
         summary = run_job(cfg)
-    except USER_ERRORS as exc:
+    except (*USER_ERRORS, UnitFailed) as exc:
         fail(str(exc))
     print_run_summary(summary)
 

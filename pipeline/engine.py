@@ -29,6 +29,10 @@ log = logging.getLogger("tokenmill")
 WORKER_ENV = {"RAYON_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
 
 
+class UnitFailed(RuntimeError):
+    """A work unit raised (after the storage retries); names the unit and the cause."""
+
+
 @ray.remote
 class TokenizeWorker:
     """A Ray actor holding one loaded tokenizer; processes whole units, one at a time."""
@@ -145,6 +149,7 @@ def _dispatch(cfg: JobConfig, todo: list[WorkUnit], task: UnitTask, n_actors: in
                                                         cfg.output, task) for _ in range(n_actors)]
     per_actor = max(1, (cfg.max_in_flight or 2 * n_actors) // n_actors)
     pending: dict[ray.ObjectRef, int] = {}
+    unit_of: dict[ray.ObjectRef, WorkUnit] = {}
     load = [0] * n_actors
     queue = list(reversed(todo))
     stats = {"units": 0, "documents": 0, "tokens": 0, "bytes": 0, "rejected": 0}
@@ -155,13 +160,22 @@ def _dispatch(cfg: JobConfig, todo: list[WorkUnit], task: UnitTask, n_actors: in
         while queue or pending:
             for i in range(n_actors):
                 while queue and load[i] < per_actor:
-                    ref = actors[i].process.remote(queue.pop().describe())
+                    unit = queue.pop()
+                    ref = actors[i].process.remote(unit.describe())
                     pending[ref] = i
+                    unit_of[ref] = unit
                     load[i] += 1
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
                 load[pending.pop(ref)] -= 1
-                result = ray.get(ref)
+                unit = unit_of.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayTaskError as exc:
+                    raise UnitFailed(
+                        f"unit {unit.unit_id} ({unit.url} bytes {unit.start}..{unit.end}) failed: "
+                        f"{type(exc.cause).__name__}: {exc.cause}. Committed units are kept; "
+                        f"rerun the same command to resume") from exc.cause
                 stats["units"] += 1
                 for key in ("documents", "tokens", "bytes", "rejected"):
                     stats[key] += result[key]
