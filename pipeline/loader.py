@@ -156,7 +156,7 @@ class TokenDataset(IterableDataset):
     def _start(self, layout: list[int]) -> tuple[int, int, int]:
         """(global start sample, this consumer's first step, sample reported before any yield)."""
         resume = self._resume if self._resume and self._resume["epoch"] == self.epoch else None
-        workers, worker = layout[2], layout[3]
+        worker = layout[3]
         if resume is None:
             return 0, worker, 0
         consumer = resume.get("consumer")
@@ -178,7 +178,9 @@ class TokenDataset(IterableDataset):
         self._progress = self._consumer_state(layout, start, step, sample)
         while (a := start + step * per_step + rank * batch) < end:
             b = min(a + batch, end)
-            item = self._batch(epoch, a, b)
+            item = self.samples(a, b, epoch)
+            if self.batch_size is None:
+                item = {k: v[0] for k, v in item.items()}
             self._progress = self._consumer_state(layout, start, step + workers,
                                                   min(start + (step + 1) * per_step, end))
             yield item
@@ -189,13 +191,15 @@ class TokenDataset(IterableDataset):
                 "seed": self.seed, "seq_len": self.seq_len, "exact": layout[2] == 1,
                 "consumer": {"layout": layout, "start": start, "next_step": next_step}}
 
-    def _batch(self, epoch: int, a: int, b: int) -> dict[str, torch.Tensor]:
+    def samples(self, a: int, b: int, epoch: int | None = None) -> dict[str, torch.Tensor]:
+        """Global samples a .. b-1 of an epoch (default: the current one) as one batch."""
+        epoch = self.epoch if epoch is None else epoch
         streams, mixture = self._sources(epoch)
         window, n = self.seq_len + 1, b - a
         tokens = np.empty((n, window), dtype=np.int64)
         wants_bounds = self.position_ids or self.document_ids
         starts = np.zeros((n, window), dtype=bool) if wants_bounds else None
-        valid = window
+        valid, source = window, None
         if mixture is None:
             got = streams[0].read(a * window, tokens.reshape(-1),
                                   None if starts is None else starts.reshape(-1))
@@ -213,6 +217,7 @@ class TokenDataset(IterableDataset):
                 tokens[rows] = part
                 if starts is not None:
                     starts[rows] = bounds
+            source = torch.from_numpy(sources.astype(np.int64))
         full = torch.from_numpy(tokens)
         item = {"input_ids": full[:, :-1].contiguous(), "labels": full[:, 1:].contiguous()}
         if valid < window:
@@ -227,8 +232,8 @@ class TokenDataset(IterableDataset):
                 item["document_ids"] = torch.from_numpy(np.cumsum(seg, axis=1) - 1)
         if self.return_index:
             item["index"] = torch.arange(a, b)
-        if self.batch_size is None:
-            item = {k: v[0] for k, v in item.items()}
+            if mixture is not None:
+                item["source"] = source
         if self.pin_memory and get_worker_info() is None and torch.cuda.is_available():
             item = {k: v.pin_memory() for k, v in item.items()}
         return item

@@ -1,0 +1,207 @@
+"""TokenDataset: coverage, determinism, exact resume across world sizes, StatefulDataLoader,
+s3:// with workers, mixing, and the Ray Data path, on shards the engine wrote from the sample."""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.loader import IGNORE_INDEX, TokenDataset
+from pipeline.loader_shards import LoaderError
+from tests.conftest import shard_rows
+
+SEQ = 64
+BATCH = 16
+EOS = 8000  # one past the 8k vocabulary: never inside a document, so the stream splits exactly
+
+
+@pytest.fixture(scope="module")
+def shards_url(tmp_path_factory, ray_session, sample_dir, bpe_path) -> str:
+    """The sample corpus tokenized once by the engine into ~25 small committed shards."""
+    from pipeline.config import load_config
+    from pipeline.engine import run_job
+
+    out = tmp_path_factory.mktemp("loader") / "out"
+    run_job(load_config(input=[str(sample_dir / "*.jsonl")], output=str(out),
+                        tokenizer=f"bpe:{bpe_path}", progress=False, unit_bytes=100_000))
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def documents(shards_url) -> Counter:
+    return Counter(tuple(r["tokens"]) for r in shard_rows(shards_url))
+
+
+def dataset(url: str, **options) -> TokenDataset:
+    options = {"batch_size": BATCH, "eos_id": EOS, "return_index": True, "seed": 7, **options}
+    return TokenDataset(url, SEQ, **options)
+
+
+def windows(batches) -> dict[int, tuple[int, ...]]:
+    """Global sample index -> the whole seq_len + 1 window of every sample in the batches."""
+    found: dict[int, tuple[int, ...]] = {}
+    for batch in batches:
+        full = torch.cat([batch["input_ids"][:, :1], batch["labels"]], dim=1)
+        for index, row in zip(batch["index"].tolist(), full.tolist(), strict=True):
+            assert index not in found, f"sample {index} delivered twice"
+            found[index] = tuple(row)
+    return found
+
+
+def take(loader, n: int | None = None) -> list[dict]:
+    """The first n batches (all if None), pulling no batch beyond them."""
+    return list(itertools.islice(loader, n))
+
+
+def run_ranks(url: str, world: int, workers: int, state: dict | None = None,
+              steps: int | None = None, **options) -> tuple[list[dict], list[TokenDataset]]:
+    batches, datasets = [], []
+    for rank in range(world):
+        ds = dataset(url, rank=rank, world_size=world, **options)
+        if state is not None:
+            ds.load_state_dict(state)
+        batches += take(ds.dataloader(num_workers=workers), steps)
+        datasets.append(ds)
+    return batches, datasets
+
+
+@pytest.fixture(scope="module")
+def reference(shards_url) -> dict[int, tuple[int, ...]]:
+    """The uninterrupted epoch 0 (drop_last=False), read in one process."""
+    return windows(dataset(shards_url, drop_last=False))
+
+
+def test_one_epoch_over_2_ranks_x_2_workers_yields_every_document_token_once(shards_url, documents):
+    batches, datasets = run_ranks(shards_url, world=2, workers=2)
+    found = windows(batches)
+    plan = datasets[0].plan()
+    assert sorted(found) == list(range(plan.num_samples))
+    assert plan.num_samples % (2 * BATCH) == 0
+    stream = np.array([t for i in sorted(found) for t in found[i]])
+    assert len(stream) + plan.dropped_tokens == plan.stream_tokens == sum(
+        (len(d) + 1) * n for d, n in documents.items())
+    parts = np.split(stream, np.flatnonzero(stream == EOS) + 1)
+    seen = Counter(tuple(p[:-1].tolist()) for p in parts[:-1])
+    assert seen + Counter() == seen and not seen - documents  # whole documents, none twice
+    unseen = documents - seen
+    # what was not delivered is exactly the reported tail: the cut document plus those after it
+    assert sum((len(d) + 1) * n for d, n in unseen.items()) == plan.dropped_tokens + len(parts[-1])
+    assert any(d[: len(parts[-1])] == tuple(parts[-1].tolist()) for d in unseen)
+
+
+def test_global_sample_sequence_does_not_depend_on_world_size_or_workers(shards_url, reference):
+    batches, _ = run_ranks(shards_url, world=3, workers=2, drop_last=False)
+    assert windows(batches) == reference
+
+
+def test_same_seed_and_epoch_give_the_same_batches_another_epoch_another_order(shards_url):
+    first, again, other = (dataset(shards_url) for _ in range(3))
+    other.set_epoch(1)
+    a, b, c = take(first, 20), take(again, 20), take(other, 20)
+    assert all(torch.equal(x["input_ids"], y["input_ids"]) for x, y in zip(a, b, strict=True))
+    assert not all(torch.equal(x["input_ids"], y["input_ids"]) for x, y in zip(a, c, strict=True))
+    assert dataset(shards_url).plan().stream_tokens == other.plan(1).stream_tokens
+
+
+def test_resume_with_same_then_other_world_sizes_twice_sees_each_sample_once(shards_url, reference):
+    first, ds = run_ranks(shards_url, world=2, workers=2, steps=5, drop_last=False)
+    state = ds[0].state_dict(steps=5)
+    assert state["sample"] == 5 * 2 * BATCH
+    second, ds = run_ranks(shards_url, world=2, workers=1, state=state, steps=3, drop_last=False)
+    state = ds[0].state_dict(steps=3)
+    third, ds = run_ranks(shards_url, world=3, workers=2, state=state, steps=4, drop_last=False)
+    state = ds[0].state_dict(steps=4)
+    rest, _ = run_ranks(shards_url, world=1, workers=2, state=state, drop_last=False)
+    assert windows(first + second + third + rest) == reference  # windows() rejects repeats
+
+
+def test_stateful_dataloader_state_round_trip_same_and_other_layout(shards_url, reference):
+    loaders = [dataset(shards_url, rank=r, world_size=2, drop_last=False).dataloader(
+        num_workers=2, stateful=True) for r in range(2)]
+    first = [b for loader in loaders for b in take(iter(loader), 3)]
+    states = [loader.state_dict() for loader in loaders]
+    assert TokenDataset.global_state(states)["sample"] == 3 * 2 * BATCH
+
+    resumed = []
+    for rank, state in enumerate(states):  # same layout: each worker resumes its own position
+        loader = dataset(shards_url, rank=rank, world_size=2, drop_last=False).dataloader(
+            num_workers=2, stateful=True)
+        loader.load_state_dict(state)
+        resumed += take(loader)
+    assert windows(first + resumed) == reference
+
+    other = dataset(shards_url, drop_last=False)  # 1 rank, 3 workers, from the global index
+    other.load_state_dict(TokenDataset.global_state(states))
+    assert windows(first + take(other.dataloader(num_workers=3, stateful=True))) == reference
+
+
+def test_worker_state_refuses_another_layout_without_global_state(shards_url):
+    loader = dataset(shards_url).dataloader(num_workers=2, stateful=True)
+    take(iter(loader), 3)
+    worker_state = loader.state_dict()["_snapshot"]["_worker_snapshots"]["worker_0"]
+    other = dataset(shards_url, rank=0, world_size=2)
+    other.load_state_dict(worker_state["dataset_state"])
+    with pytest.raises(LoaderError, match="global_state"):
+        next(iter(other))
+
+
+def test_drop_last_false_pads_the_tail_window_and_masks_its_labels(shards_url, reference):
+    ds = dataset(shards_url, drop_last=False)
+    plan = ds.plan()
+    assert plan.dropped_tokens == 0 and plan.num_samples == len(reference)
+    last = ds.samples(plan.num_samples - 1, plan.num_samples)
+    tail = plan.stream_tokens - (plan.num_samples - 1) * (SEQ + 1)
+    assert (last["labels"][0, tail - 1:] == IGNORE_INDEX).all()
+    assert (last["labels"][0, : tail - 1] != IGNORE_INDEX).all()
+
+
+def test_position_ids_restart_after_each_eos_and_document_ids_count_segments(shards_url):
+    ds = dataset(shards_url, position_ids=True, document_ids=True, seed=3)
+    for batch in take(ds, 30):
+        ids, pos, doc = batch["input_ids"], batch["position_ids"], batch["document_ids"]
+        new_doc = torch.zeros_like(ids, dtype=torch.bool)
+        new_doc[:, 0] = True
+        new_doc[:, 1:] = ids[:, :-1] == EOS
+        assert torch.equal(pos[new_doc], torch.zeros_like(pos[new_doc]))
+        assert torch.equal(pos[:, 1:][~new_doc[:, 1:]], pos[:, :-1][~new_doc[:, 1:]] + 1)
+        assert torch.equal(doc, torch.cumsum(new_doc.long(), dim=1) - 1)
+
+
+def test_mixture_follows_weights_per_block_and_never_repeats_a_document(shards_url, documents):
+    ds = TokenDataset([shards_url, shards_url], SEQ, seed=1, weights=[3, 1], mix_block=8,
+                      batch_size=8, eos_id=EOS, return_index=True)
+    batches = list(ds)
+    assert batches and all(torch.equal(b["source"].sort().values,
+                                       torch.tensor([0] * 6 + [1] * 2)) for b in batches)
+    again = list(TokenDataset([shards_url, shards_url], SEQ, seed=1, weights=[3, 1], mix_block=8,
+                              batch_size=8, eos_id=EOS, return_index=True))
+    assert all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(batches, again, strict=True))
+    for source in (0, 1):
+        rows = [torch.cat([b["input_ids"][:, :1], b["labels"]], 1)[b["source"] == source]
+                for b in batches]
+        stream = torch.cat(rows).reshape(-1).numpy()
+        parts = np.split(stream, np.flatnonzero(stream == EOS) + 1)[1:-1]  # whole ones only
+        seen = Counter(tuple(p[:-1].tolist()) for p in parts)
+        assert not seen - documents
+
+
+def test_reads_s3_output_with_two_dataloader_workers(shards_url, s3, tmp_path, reference):
+    s3.create_bucket("loader")
+    s3.filesystem().put(shards_url, "loader/out", recursive=True)
+    ds = dataset("s3://loader/out", storage_options=s3.storage_options, drop_last=False,
+                 cache_dir=str(tmp_path / "cache"))
+    assert windows(take(ds.dataloader(num_workers=2))) == reference
+    assert len(list((tmp_path / "cache").glob("*.arrow"))) == len(ds.shards[0])
+
+
+def test_ray_dataset_holds_the_same_windows_as_the_loader(shards_url, ray_session, reference):
+    from pipeline.loader_ray import ray_dataset
+
+    ds = ray_dataset(shards_url, SEQ, seed=7, eos_id=EOS, return_index=True, drop_last=False,
+                     samples_per_block=256)
+    found = windows(ds.iter_torch_batches(batch_size=128))
+    assert found == reference
