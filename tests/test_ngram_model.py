@@ -32,14 +32,14 @@ def test_bigram_counts_are_exact():
     model = NgramModel.train([np.array(d) for d in DOCS], vocab_size=6, order=2)
     top = model.orders[-1]
     pairs = {
-        (int(c) - 7 if c >= 7 else int(c), int(w)): int(n)
+        (int(c), int(w)): int(n)
         for c, w, n in zip(
             np.repeat(top.contexts, np.diff(top.starts)), top.words, top.counts, strict=True
         )
     }
-    bos = 7
-    assert pairs[(1, 2)] == 2 and pairs[(2, 3)] == 2 and pairs[(3, 6)] == 1
-    assert sum(n for (c, _), n in pairs.items() if c == bos) == 0  # bos is stored as its id
+    bos, eot = 7, 6
+    assert pairs[(1, 2)] == 2 and pairs[(2, 3)] == 2 and pairs[(3, eot)] == 1
+    assert pairs[(bos, 1)] == 2 and pairs[(bos, 2)] == 1 and pairs[(bos, 4)] == 1
     assert sum(top.counts) == sum(len(d) + 1 for d in DOCS)
 
 
