@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from itertools import repeat
 
 import numpy as np
 
-MAX_MEMO = 1 << 21  # decided (chunk, next chunk) races kept before the memo is cleared
+MAX_MEMO = 1 << 21  # memo entries kept before the memo is cleared
 MAX_WIDTH = 5  # longest run of greedy chunks (c1 included) a memo entry covers
 SHORT = 48  # texts with fewer greedy chunks take the plain Python loop
 
@@ -104,9 +105,11 @@ class LiBEncoder:
     """Encodes text with a fixed ordered lexicon; unknown characters become byte-fallback ids.
 
     Two exact paths give the same chunks. `segment` walks the greedy chunks in Python and runs
-    each race. `encode` (long texts without unknown characters) looks races up in a memo keyed by
-    the pair (chunk id, next chunk id) with numpy, since most races are decided by those two chunks
-    alone, and runs only the undecided ones; the walk over race starts is a tight Python loop.
+    each race. `encode` (long texts) looks each race up in a memo keyed by the window of greedy
+    chunk ids it covers: most races are decided by c1 and the next one or two greedy chunks alone.
+    Windows form a trie (window node = parent node * (n + 1) + next id; a single chunk's node is its
+    id), looked up with numpy one width at a time; only races no window up to MAX_WIDTH decides run
+    in Python, and the walk over race starts is a tight loop over a list of codes.
     """
 
     def __init__(self, units: Sequence[str], byte_base: int):
@@ -119,11 +122,15 @@ class LiBEncoder:
         self.pattern = re.compile(trie_pattern(units), re.DOTALL)
         self.racing = np.zeros(len(units) + 1, dtype=bool)
         self.racing[[self.rank[u] for u in self.plans]] = True
-        self._memo_keys = np.zeros(0, dtype=np.int64)  # sorted pair keys id * (n + 1) + next id
+        self._clear_memo()
+
+    def _clear_memo(self) -> None:
+        self._memo_keys = np.zeros(0, dtype=np.int64)  # sorted window keys
         self._memo_codes = np.zeros(0, dtype=np.int64)
-        self._recent: dict[int, int] = {}  # pair key -> code, not yet merged into the arrays
+        self._memo_nodes = np.zeros(0, dtype=np.int64)
+        self._recent: dict[int, tuple[int, int]] = {}  # key -> (code, node), not yet in the arrays
+        self._next_node = len(self.units) + 1
         self._b_wins: list[tuple[np.ndarray, int]] = []  # (ids emitted, greedy chunks replaced)
-        self._windows: dict[tuple[int, ...], int] = {}  # codes of races that pairs leave open
 
     # -- the plain path -------------------------------------------------------------------------
     def segment(self, text: str) -> list[str]:
@@ -172,14 +179,15 @@ class LiBEncoder:
         chunks = self.pattern.findall(text)
         if len(chunks) < SHORT:
             return np.array(self._ids_with_fallback(self.segment(text)), dtype=np.uint32)
-        try:
-            ids = np.fromiter(map(self.rank.__getitem__, chunks), dtype=np.int64,
-                              count=len(chunks))
-        except KeyError:  # unknown character k-th chunk: id -(k + 1) until the byte fallback
-            get = self.rank.get
-            ids = np.array([get(c, -k - 1) for k, c in enumerate(chunks)], dtype=np.int64)
-            return self._expand_unknown(self._encode_ids(text, chunks, ids), chunks)
-        return self._encode_ids(text, chunks, ids).astype(np.uint32)
+        if self._next_node - self.unknown_rank > MAX_MEMO:
+            self._clear_memo()  # node numbers restart, so every window is decided afresh
+        ids = np.fromiter(map(self.rank.get, chunks, repeat(-1)), dtype=np.int64,
+                          count=len(chunks))
+        unknown = np.flatnonzero(ids < 0)
+        if not len(unknown):
+            return self._encode_ids(text, chunks, ids).astype(np.uint32)
+        ids[unknown] = -unknown - 1  # unknown k-th chunk: id -(k + 1) until the byte fallback
+        return self._expand_unknown(self._encode_ids(text, chunks, ids), chunks)
 
     def _expand_unknown(self, ids: np.ndarray, chunks: list[str]) -> np.ndarray:
         out: list[int] = []
@@ -195,30 +203,14 @@ class LiBEncoder:
         m = len(ids)
         codes = np.ones(m, dtype=np.int64)  # >0: keep that many greedy chunks; 0: race; <0: b wins
         racing = self.racing[np.maximum(ids, -1)]  # unknown (negative) ids never race
-        starts = np.flatnonzero(racing[:-1])
-        codes[starts] = self._lookup(ids[starts], ids[starts + 1])
-        if racing[-1]:
-            codes[-1] = 0
-        code_list, id_list, windows = codes.tolist(), ids.tolist(), self._windows
+        starts = np.flatnonzero(racing)
+        codes[starts] = self._window_codes(chunks, ids, starts)
+        code_list = codes.tolist()
         pieces: list[np.ndarray] = []
         char_starts = None
         i = kept_from = 0
         while i < m:
             code = code_list[i]
-            if code > 0:
-                i += code
-                continue
-            width = 3
-            while code == 0 and width <= MAX_WIDTH and i + width <= m:
-                window = tuple(id_list[i:i + width])
-                if min(window) < 0:
-                    break
-                code = windows.get(window)
-                if code is None:
-                    if len(windows) >= MAX_MEMO:
-                        windows.clear()
-                    code = windows[window] = self._decide(chunks[i], chunks[i + 1:i + width])
-                width += 1
             if code > 0:
                 i += code
                 continue
@@ -243,50 +235,69 @@ class LiBEncoder:
         pieces.append(ids[kept_from:])
         return np.concatenate(pieces)
 
-    def _lookup(self, first: np.ndarray, following: np.ndarray) -> np.ndarray:
-        """Memo codes for the races at (first, following) pairs, deciding unseen pairs now."""
-        keys = first * (self.unknown_rank + 1) + following
-        keys[following < 0] = -1  # an unknown next chunk: never memoised, the race runs
+    def _window_codes(self, chunks: list[str], ids: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        """Memo codes of the races at `starts` (0 where no window up to MAX_WIDTH decides)."""
+        codes = np.zeros(len(starts), dtype=np.int64)
+        nodes = ids[starts]
+        active = np.arange(len(starts))
+        stride = self.unknown_rank + 1
+        for width in range(2, MAX_WIDTH + 1):
+            last = starts[active] + width - 1
+            inside = last < len(ids)
+            active, last = active[inside], last[inside]
+            following = ids[last]
+            known = following >= 0  # a window holding an unknown character is never memoised
+            active, following = active[known], following[known]
+            if not len(active):
+                break
+            found_codes, found_nodes = self._lookup(nodes[active] * stride + following,
+                                                    chunks, starts[active], width)
+            codes[active] = found_codes
+            nodes[active] = found_nodes
+            active = active[found_codes == 0]
+        return codes
+
+    def _lookup(self, keys: np.ndarray, chunks: list[str], starts: np.ndarray,
+                width: int) -> tuple[np.ndarray, np.ndarray]:
+        """(code, node) of each window key, deciding unseen windows from their chunks now."""
         memo_keys = self._memo_keys
         if len(memo_keys):
             at = np.minimum(np.searchsorted(memo_keys, keys), len(memo_keys) - 1)
             found = memo_keys[at] == keys
             codes = np.where(found, self._memo_codes[at], 0)
+            nodes = np.where(found, self._memo_nodes[at], 0)
             missing = np.flatnonzero(~found)
         else:
             codes = np.zeros(len(keys), dtype=np.int64)
+            nodes = np.zeros(len(keys), dtype=np.int64)
             missing = np.arange(len(keys))
         if len(missing):
-            recent, units = self._recent, self.units
-            fill = []
-            for key, a, b in zip(keys[missing].tolist(), first[missing].tolist(),
-                                 following[missing].tolist(), strict=True):
-                if key < 0:
-                    fill.append(0)
-                    continue
-                code = recent.get(key)
-                if code is None:
-                    code = recent[key] = self._decide(units[a], [units[b]])
-                fill.append(code)
-            codes[missing] = fill
+            recent = self._recent
+            fill_codes, fill_nodes = [], []
+            for key, i in zip(keys[missing].tolist(), starts[missing].tolist(), strict=True):
+                entry = recent.get(key)
+                if entry is None:
+                    entry = recent[key] = (self._decide(chunks[i], chunks[i + 1:i + width]),
+                                           self._next_node)
+                    self._next_node += 1
+                fill_codes.append(entry[0])
+                fill_nodes.append(entry[1])
+            codes[missing] = fill_codes
+            nodes[missing] = fill_nodes
             if len(recent) > max(4096, len(memo_keys) // 4):
                 self._merge_recent()
-        return codes
+        return codes, nodes
 
     def _merge_recent(self) -> None:
-        if len(self._memo_keys) + len(self._recent) > MAX_MEMO:
-            self._memo_keys = np.zeros(0, dtype=np.int64)
-            self._memo_codes = np.zeros(0, dtype=np.int64)
-            self._recent.clear()
-            self._b_wins.clear()
-            self._windows.clear()
-            return
-        keys = np.concatenate([self._memo_keys, np.fromiter(self._recent, dtype=np.int64)])
+        recent = self._recent
+        keys = np.concatenate([self._memo_keys, np.fromiter(recent, dtype=np.int64)])
         codes = np.concatenate([self._memo_codes,
-                                np.fromiter(self._recent.values(), dtype=np.int64)])
+                                np.fromiter((c for c, _ in recent.values()), dtype=np.int64)])
+        nodes = np.concatenate([self._memo_nodes,
+                                np.fromiter((n for _, n in recent.values()), dtype=np.int64)])
         order = np.argsort(keys, kind="stable")
-        self._memo_keys, self._memo_codes = keys[order], codes[order]
-        self._recent.clear()
+        self._memo_keys, self._memo_codes, self._memo_nodes = keys[order], codes[order], nodes[order]
+        recent.clear()
 
     def _decide(self, c1: str, following: list[str]) -> int:
         """Memo code of the race at c1 followed by the greedy chunks `following`: 0 when those

@@ -1,0 +1,155 @@
+"""Benchmark: LiB against byte-level BPE per language on the bench corpus, side by side.
+
+Each language: LiB trains on the first --train-mb of documents, BPE (tokenizers_impl.bpe) trains on
+the same text with LiB's final vocabulary size, and both encode the next --eval-mb (held out).
+Speeds are per core: CPU seconds of this one process (the machine may be shared).
+
+    .venv/bin/python bench/lib_vs_bpe.py --train-mb 2 --eval-mb 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tokenizers_impl.bpe import BPETokenizer  # noqa: E402
+from tokenizers_impl.lib import LiBTokenizer  # noqa: E402
+
+CORPUS = Path("/tmp/tokenmill-bench-corpus/corpus")
+LANGS = ("en", "de", "ru", "zh", "code")
+# The authors' 2023 Python code, default parameters, English sample (quoted in issue 3).
+REFERENCE = {"sentences": 786_000, "chars": 35e6, "train_s": 127.0, "s_per_1k_sentences": 0.16,
+             "units": 16_500, "with_space": 0.64, "encode_mb_s": 1.2, "bytes_per_token": 7.5}
+
+
+def read_split(path: Path, train_bytes: int, eval_bytes: int) -> tuple[list[str], list[str]]:
+    train: list[str] = []
+    held: list[str] = []
+    size = 0
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            text = json.loads(line)["text"]
+            if size < train_bytes:
+                train.append(text)
+            elif size < train_bytes + eval_bytes:
+                held.append(text)
+            else:
+                break
+            size += len(text.encode("utf-8"))
+    return train, held
+
+
+def cpu_timed(fn):
+    started = time.process_time()
+    result = fn()
+    return result, time.process_time() - started
+
+
+def vocabulary_figures(token_bytes: list[bytes]) -> dict[str, float]:
+    """Share of tokens holding a space, and holding a space between two non-space bytes."""
+    real = [t for t in token_bytes if t]
+    with_space = sum(1 for t in real if b" " in t)
+    multiword = sum(1 for t in real if b" " in t.strip())
+    return {"with_space": with_space / len(real), "multiword": multiword / len(real)}
+
+
+def usage_figures(tok, texts: list[str], encoded) -> dict[str, float]:
+    n_tokens = sum(len(ids) for ids in encoded)
+    n_bytes = sum(len(t.encode("utf-8")) for t in texts)
+    n_words = sum(len(t.split()) for t in texts)
+    counts = Counter()
+    for ids in encoded:
+        counts.update(ids.tolist())
+    entropy = -sum(c / n_tokens * math.log(c / n_tokens) for c in counts.values())
+    return {"tokens": n_tokens, "tokens_per_word": n_tokens / max(1, n_words),
+            "bytes_per_token": n_bytes / max(1, n_tokens), "types_used": len(counts),
+            "shannon_eff": entropy / math.log(tok.vocab_size)}
+
+
+def encode_speed(tok, texts: list[str], n_bytes: int) -> tuple[list, float]:
+    encoded, seconds = cpu_timed(lambda: tok.encode_batch(texts))
+    return encoded, n_bytes / 1e6 / seconds
+
+
+def bench_language(lang: str, args) -> dict[str, dict]:
+    train, held = read_split(CORPUS / f"{lang}.jsonl", int(args.train_mb * 1e6),
+                             int(args.eval_mb * 1e6))
+    sentences = sum(len(t.splitlines()) for t in train)
+    train_chars = sum(len(t) for t in train)
+    held_bytes = sum(len(t.encode("utf-8")) for t in held)
+    lib, lib_train_s = cpu_timed(lambda: LiBTokenizer.train(
+        train, vocab_size=args.vocab_cap, progress=args.progress,
+        progress_every=max(1, len(train) // 5)))
+    bpe, bpe_train_s = cpu_timed(lambda: BPETokenizer.train(train, vocab_size=lib.vocab_size))
+    rows: dict[str, dict] = {}
+    for name, tok, train_s in (("lib", lib, lib_train_s), ("bpe", bpe, bpe_train_s)):
+        encoded, mb_s = encode_speed(tok, held, held_bytes)
+        row = {"vocab": tok.vocab_size, "train_s": train_s,
+               "s_per_1k_sent": train_s / max(1, sentences) * 1000, "encode_mb_s": mb_s}
+        if name == "lib":
+            _, row["encode_warm_mb_s"] = encode_speed(tok, held, held_bytes)
+        row.update(vocabulary_figures([tok.token_bytes(i) for i in range(tok.vocab_size)]))
+        row.update(usage_figures(tok, held, encoded))
+        lossless = all(tok.decode_bytes(ids) == t.encode("utf-8")
+                       for ids, t in zip(encoded, held, strict=True))
+        row["lossless"] = lossless
+        rows[name] = row
+    rows["data"] = {"train_docs": len(train), "train_sentences": sentences,
+                    "train_mchars": train_chars / 1e6, "eval_docs": len(held),
+                    "eval_mb": held_bytes / 1e6}
+    return rows
+
+
+FIELDS = [("vocab", "{:.0f}"), ("train_s", "{:.1f}"), ("s_per_1k_sent", "{:.3f}"),
+          ("with_space", "{:.1%}"), ("multiword", "{:.1%}"), ("tokens_per_word", "{:.3f}"),
+          ("bytes_per_token", "{:.2f}"), ("types_used", "{:.0f}"), ("shannon_eff", "{:.3f}"),
+          ("encode_mb_s", "{:.2f}"), ("encode_warm_mb_s", "{:.2f}"), ("lossless", "{}")]
+
+
+def print_language(lang: str, rows: dict[str, dict]) -> None:
+    data = rows["data"]
+    print(f"\n== {lang}: train {data['train_docs']} docs / {data['train_sentences']} lines / "
+          f"{data['train_mchars']:.2f} M chars; encode {data['eval_docs']} held-out docs / "
+          f"{data['eval_mb']:.2f} MB")
+    print(f"{'':18s}{'LiB':>12s}{'BPE':>12s}")
+    for field, fmt in FIELDS:
+        cells = [fmt.format(rows[n][field]) if field in rows[n] else "-" for n in ("lib", "bpe")]
+        print(f"{field:18s}{cells[0]:>12s}{cells[1]:>12s}")
+    ratio = rows["lib"]["encode_warm_mb_s"] / rows["bpe"]["encode_mb_s"]
+    print(f"{'lib/bpe encode':18s}{ratio:>12.2f}x (warm)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train-mb", type=float, default=2.0, help="training text per language")
+    parser.add_argument("--eval-mb", type=float, default=1.0, help="held-out text to encode")
+    parser.add_argument("--langs", default=",".join(LANGS))
+    parser.add_argument("--vocab-cap", type=int, default=None, help="LiB hard vocabulary cap")
+    parser.add_argument("--progress", action="store_true", help="LiB training progress lines")
+    parser.add_argument("--json", type=Path, help="also write all figures to this file")
+    args = parser.parse_args()
+    if not CORPUS.is_dir():
+        sys.exit(f"bench corpus not found at {CORPUS}")
+    results = {}
+    for lang in args.langs.split(","):
+        results[lang] = bench_language(lang, args)
+        print_language(lang, results[lang])
+    ref = REFERENCE
+    print(f"\nreference (authors' 2023 code, en, {ref['sentences']} sentences / "
+          f"{ref['chars'] / 1e6:.0f} M chars): {ref['train_s']:.0f} s = "
+          f"{ref['s_per_1k_sentences']} s per 1k sentences, {ref['units']} units, "
+          f"{ref['with_space']:.0%} with a space, encode {ref['encode_mb_s']} MB/s, "
+          f"{ref['bytes_per_token']} bytes/token")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
