@@ -97,12 +97,21 @@ class TokenTrie:
         self.matrix = np.full((len(usable), self.max_len + 1), NO_BYTE, dtype=np.int16)
         for row, i in enumerate(usable):
             self.matrix[row, : len(table[i])] = np.frombuffer(table[i], dtype=np.uint8)
+        self._ranges: dict[bytes, tuple[int, int]] = {}
         self.lengths = np.array([len(b) for b in table], dtype=np.int64)
         self.first_byte = np.full(vocab, NO_BYTE, dtype=np.int16)
         self.first_byte[self.ids] = self.matrix[:, 0]
 
     def range(self, prefix: bytes) -> tuple[int, int]:
         """[lo, hi) of the sorted tokens whose bytes start with `prefix` (the prefix's subtree)."""
+        hit = self._ranges.get(prefix)
+        if hit is None:
+            if len(self._ranges) > 1 << 16:
+                self._ranges.clear()
+            hit = self._ranges[prefix] = self._walk(prefix)
+        return hit
+
+    def _walk(self, prefix: bytes) -> tuple[int, int]:
         lo, hi = 0, len(self.ids)
         for depth, byte in enumerate(prefix[: self.max_len + 1]):
             column = self.matrix[lo:hi, depth]
@@ -503,15 +512,16 @@ class ByteState:
         masses = np.bincount(np.concatenate(bins), weights=np.exp(values - shift), minlength=257)
         return masses, _logsumexp(np.concatenate(cover_logs))
 
-    def distribution(self) -> dict[int | str, float]:
-        """P(next byte | prefix) for bytes 0..255 and `EOT`; sums to 1."""
+    def probabilities(self) -> np.ndarray:
+        """P(next byte | prefix) as 257 floats: bytes 0..255, then end-of-text; sums to 1."""
         if self._masses is None:
             self._masses = self._compute()
         masses = self._masses[0]
-        probs = masses / masses.sum()
-        out: dict[int | str, float] = {b: float(probs[b]) for b in range(256)}
-        out[EOT] = float(probs[256])
-        return out
+        return masses / masses.sum()
+
+    def distribution(self) -> dict[int | str, float]:
+        """P(next byte | prefix) for bytes 0..255 and `EOT`; sums to 1."""
+        return _as_dict(self.probabilities())
 
     def log_prefix_probability(self) -> float:
         """log P(prefix) by the lemma, relative to the scorer's anchor (absolute when anchor = ())."""
@@ -599,6 +609,12 @@ def token_healing_distribution(
     return {**{b: float(masses[b] / total) for b in range(256)}, EOT: float(masses[256] / total)}
 
 
+def _as_dict(probs: np.ndarray) -> dict[int | str, float]:
+    out: dict[int | str, float] = dict(enumerate(probs[:256].tolist()))
+    out[EOT] = float(probs[256])
+    return out
+
+
 def _group_by_first_byte(trie: TokenTrie, row: np.ndarray) -> dict[int | str, float]:
     shift = float(np.max(row))
     weights = np.exp(row - shift)
@@ -644,11 +660,10 @@ def generate_bytes(
     """
     states = [states] if isinstance(states, ByteState) else list(states)
     rng = rng or np.random.default_rng(0)
-    keys: list[int | str] = [*range(256), EOT]
+    w = np.ones(len(states)) if weights is None else np.asarray(weights, dtype=np.float64)
     out = bytearray()
     for _ in range(max_bytes):
-        dist = _mix([s.distribution() for s in states], weights)
-        probs = np.array([dist[k] for k in keys])
+        probs = sum(wi * s.probabilities() for wi, s in zip(w / w.sum(), states, strict=True))
         choice = int(np.argmax(probs)) if greedy else int(rng.choice(257, p=probs / probs.sum()))
         if choice == 256:
             break
