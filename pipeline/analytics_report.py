@@ -93,8 +93,13 @@ def format_table(table: pa.Table, columns: Sequence[str] = SUMMARY_COLUMNS) -> s
     """An aligned plain-text table."""
     cols, rows = _rows(table, columns)
     widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(cols)]
-    line = lambda cells: "  ".join(  # noqa: E731
-        cell.ljust(w) if i < 3 else cell.rjust(w) for i, (cell, w) in enumerate(zip(cells, widths, strict=True)))
+    numeric = [pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
+               for t in (table.schema.field(c).type for c in cols)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(cell.rjust(w) if num else cell.ljust(w)
+                         for cell, w, num in zip(cells, widths, numeric, strict=True)).rstrip()
+
     return "\n".join([line(cols), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
