@@ -14,10 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tokenizers_impl.base import TokenizerBase, TokenizerError, fingerprint_of, load_tokenizer
-from tokenizers_impl.batch_merging import WORD_PATTERN, expand, merge_batch_ids
+from tokenizers_impl.batch_merging import expand, merge_batch_ids
 from tokenizers_impl.bpe import GPT2_PATTERN, BPETokenizer
 from tokenizers_impl.dynamic_merge import DynamicMergeTokenizer, vocab_from_sidecar
 from tokenizers_impl.dynamic_merge_reference import recount_merges
+from tokenizers_impl.pretokens import WORD_PATTERN, batch_pretoken_starts
 
 LANGS = ("code", "de", "en", "ru", "zh")
 
@@ -72,6 +73,19 @@ def token_byte_spans(tok: DynamicMergeTokenizer, ids, vocab) -> list[tuple[int, 
         spans.append((pos, end))
         pos = end
     return spans
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    texts=st.lists(
+        st.text(alphabet=list("'sdmtlvre Xx1٣\n\t\u00a0\u3000.,中é\u0301😀\r"), max_size=30),
+        max_size=5,
+    )
+)
+def test_vectorised_pre_tokens_match_the_regex_scan(texts):
+    for mode, pattern in (("pretoken", GPT2_PATTERN), ("word", WORD_PATTERN)):
+        got = [starts.tolist() for starts in batch_pretoken_starts(texts, mode)]
+        assert got == [[s for s, _ in pretoken_byte_spans(t, pattern)] for t in texts], mode
 
 
 def test_zero_merges_return_the_base_tokenization(bpe, batches):

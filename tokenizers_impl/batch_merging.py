@@ -21,41 +21,14 @@ pair, which is the order a recount-per-merge implementation uses.
 from __future__ import annotations
 
 import heapq
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import regex
 
-# Word mode: one whitespace-separated word, with at most one leading space (as in GPT-2's pattern,
-# whose runs of whitespace stay separate pre-tokens).
-WORD_PATTERN = r" ?\S+|\s+(?!\S)|\s+"
 _SHIFT = 32
 _LOW = (1 << _SHIFT) - 1
-
-
-def utf8_char_lengths(text: str) -> np.ndarray:
-    """Bytes of each character in UTF-8; a surrogate-escaped raw byte (U+DC80..U+DCFF) counts 1."""
-    cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-    lengths = 1 + (cps >= 0x80).astype(np.int64) + (cps >= 0x800) + (cps >= 0x10000)
-    lengths[(cps >= 0xDC80) & (cps <= 0xDCFF)] = 1
-    return lengths
-
-
-def pretoken_starts(text: str, pattern: regex.Pattern) -> np.ndarray:
-    """Byte offsets (int64, ascending, first 0) where each pre-token of `text` starts."""
-    parts = pattern.findall(text)
-    if not parts:
-        return np.zeros(0, dtype=np.int64)
-    char_starts = np.zeros(len(parts), dtype=np.int64)
-    np.cumsum(np.fromiter(map(len, parts[:-1]), np.int64, len(parts) - 1), out=char_starts[1:])
-    if sum(map(len, parts)) != len(text):
-        raise ValueError("pre-tokenization pattern does not cover the whole text")
-    if text.isascii():
-        return char_starts
-    byte_of_char = np.zeros(len(text) + 1, dtype=np.int64)
-    np.cumsum(utf8_char_lengths(text), out=byte_of_char[1:])
-    return byte_of_char[char_starts]
 
 
 @dataclass
@@ -68,29 +41,30 @@ class BaseBatch:
     boundaries: list[np.ndarray]  # per document: byte offsets where its pre-tokens start
     mergeable: np.ndarray  # bool per token: False for special and empty tokens
 
+    _joins: np.ndarray | None = field(default=None, init=False, repr=False)
+
     def joins(self) -> np.ndarray:
         """joins[p]: base tokens p-1 and p lie in one pre-token (so everything between may merge).
 
-        A pair's bytes stay inside one pre-token iff the segment of its first byte equals the segment
-        of its last byte; within a document that relation is transitive along a sequence, so a merged
-        token never spans two pre-tokens however merges are nested.
+        A pair's bytes stay inside one pre-token iff no pre-token starts after its first byte and at
+        or before its last byte; along a document that relation is transitive, so a merged token
+        never spans two pre-tokens however merges are nested.
         """
-        n = len(self.ids)
-        joins = np.zeros(n, dtype=bool)
-        if n < 2:
-            return joins
-        ends = np.cumsum(self.byte_lengths)
-        starts = ends - self.byte_lengths
-        doc_bytes = np.concatenate([[0], ends])[self.offsets[:-1]]
-        starts_all = np.concatenate(
-            [b + base for b, base in zip(self.boundaries, doc_bytes, strict=True)]
-            or [np.zeros(0, np.int64)]
-        )
-        first = np.searchsorted(starts_all, starts, side="right")
-        last = np.searchsorted(starts_all, ends - 1, side="right")
-        joins[1:] = (first[:-1] == last[1:]) & self.mergeable[:-1] & self.mergeable[1:]
-        joins[self.offsets[:-1][self.offsets[:-1] < n]] = False
-        return joins
+        if self._joins is None:
+            n = len(self.ids)
+            ends = np.cumsum(self.byte_lengths)
+            starts = ends - self.byte_lengths
+            doc_base = np.concatenate([[0], ends])[self.offsets[:-1]]
+            marks = np.zeros(int(ends[-1]) + 1 if n else 1, dtype=np.int32)
+            for boundaries, base in zip(self.boundaries, doc_base, strict=True):
+                marks[boundaries + base] = 1
+            segment = np.cumsum(marks)
+            joins = np.zeros(n, dtype=bool)
+            joins[1:] = segment[starts[:-1]] == segment[ends[1:] - 1]
+            joins[1:] &= self.mergeable[:-1] & self.mergeable[1:]
+            joins[self.offsets[:-1][self.offsets[:-1] < n]] = False
+            self._joins = joins
+        return self._joins
 
     def word_length(self) -> int:
         """Lword: the length at which no valid pair is left (the number of pre-tokens for a base
@@ -142,34 +116,51 @@ def merge_batch_ids(
     n = len(batch.ids)
     joins = batch.joins()
     lword = int(n - joins.sum())
-    ids: list[int] = batch.ids.astype(np.int64).tolist()
+    ids = _int_array(batch.ids)
     nxt_arr = np.arange(1, n + 1, dtype=np.int64)
     nxt_arr[:-1][~joins[1:]] = -1
     if n:
         nxt_arr[-1] = -1
     prv_arr = np.arange(-1, n - 1, dtype=np.int64)
     prv_arr[~joins] = -1
-    nxt: list[int] = nxt_arr.tolist()
-    prv: list[int] = prv_arr.tolist()
+    nxt, prv = _int_array(nxt_arr), _int_array(prv_arr)
 
+    # Initial pairs, grouped: pair k occurs at sorted_heads[bounds[k]:bounds[k + 1]], ascending.
     heads = np.flatnonzero(nxt_arr >= 0)
     keys = (batch.ids[heads].astype(np.int64) << _SHIFT) | batch.ids[heads + 1].astype(np.int64)
     order = np.argsort(keys, kind="stable")
     unique, starts, counts_arr = np.unique(keys[order], return_index=True, return_counts=True)
-    sorted_heads: list[int] = heads[order].tolist()
-    bounds = np.append(starts, len(order)).tolist()
-    occurrences: dict[int, list[int]] = {
-        key: sorted_heads[bounds[k] : bounds[k + 1]] for k, key in enumerate(unique.tolist())
-    }
-    counts: dict[int, int] = dict(zip(unique.tolist(), counts_arr.tolist(), strict=True))
+    sorted_heads = _int_array(heads[order])
+    bounds = _int_array(np.append(starts, len(order)))
+    initial_count = _int_array(counts_arr)
+    group = dict(zip(unique.tolist(), range(len(unique)), strict=True))
+    counts: dict[int, int] = {}  # pairs whose count changed since the start (else initial_count)
+    occurrences: dict[int, list[int]] = {}  # filled on first use (initial pairs) or creation
     first: dict[int, int] = {}
-    heap = [(-c, occurrences[key][0], key) for key, c in counts.items()]
-    heapq.heapify(heap)
+    # Candidates: the initial pairs as one list sorted by (-count, first head), read with a cursor,
+    # plus a heap for pairs pushed later; both hold keys that may be stale (see module docstring).
+    rank = np.lexsort((heads[order][starts], -counts_arr))
+    cold_count = _int_array(counts_arr[rank])
+    cold_head = _int_array(heads[order][starts][rank])
+    cold_key = _int_array(unique[rank])
+    cold = 0
+    heap: list[tuple[int, int, int]] = []
+
+    def count_of(key: int) -> int:
+        c = counts.get(key)
+        return initial_count[group[key]] if c is None else c
+
+    def occurrences_of(key: int) -> list[int]:
+        positions = occurrences.get(key)
+        if positions is None:
+            k = group[key]
+            positions = occurrences[key] = sorted_heads[bounds[k] : bounds[k + 1]].tolist()
+        return positions
 
     def first_head(key: int) -> int:
         """Position of the first current occurrence of `key` (it has at least one)."""
         a, b = key >> _SHIFT, key & _LOW
-        positions = occurrences[key]
+        positions = occurrences_of(key)
         p = first.get(key, 0)
         while True:
             h = positions[p]
@@ -186,9 +177,17 @@ def merge_batch_ids(
     new_id = first_new_id
     limit = float("inf") if max_merges is None else max_merges
     floor = -1 if target_length is None else target_length
-    while heap and len(merges) < limit and length > floor:
-        neg, pos, key = heapq.heappop(heap)
-        c = counts.get(key, 0)
+    while len(merges) < limit and length > floor:
+        if cold < len(cold_key) and (
+            not heap or (-cold_count[cold], cold_head[cold]) < (heap[0][0], heap[0][1])
+        ):
+            neg, pos, key = -cold_count[cold], cold_head[cold], cold_key[cold]
+            cold += 1
+        elif heap:
+            neg, pos, key = heapq.heappop(heap)
+        else:
+            break
+        c = count_of(key)
         if c <= 0:
             continue
         h0 = first_head(key)
@@ -207,7 +206,8 @@ def merge_batch_ids(
             left, right = prv[h], nxt[j]
             if left >= 0:
                 li = ids[left]
-                counts[(li << _SHIFT) | a] -= 1
+                lk = (li << _SHIFT) | a
+                counts[lk] = count_of(lk) - 1
                 nk = (li << _SHIFT) | x
                 if nk in created:
                     counts[nk] += 1
@@ -218,7 +218,8 @@ def merge_batch_ids(
                     occurrences[nk] = [left]
             if right >= 0:
                 ri = ids[right]
-                counts[(b << _SHIFT) | ri] -= 1
+                rk = (b << _SHIFT) | ri
+                counts[rk] = count_of(rk) - 1
                 nk = (x << _SHIFT) | ri
                 if nk in created:
                     counts[nk] += 1
@@ -232,7 +233,8 @@ def merge_batch_ids(
             ids[j] = -1
             nxt[h] = right
             replaced += 1
-        del counts[key], occurrences[key]
+        counts[key] = 0
+        del occurrences[key]
         first.pop(key, None)
         for nk in created:
             if counts[nk] > 0:
@@ -242,7 +244,7 @@ def merge_batch_ids(
         replaced_counts.append(replaced)
         length -= replaced
 
-    merged = np.array(ids, dtype=np.int64)
+    merged = np.frombuffer(ids, dtype=np.int64)
     alive = merged >= 0
     offsets = np.concatenate([[0], np.cumsum(alive)])[batch.offsets].astype(np.int64)
     return MergeResult(
@@ -255,6 +257,13 @@ def merge_batch_ids(
         lm=length,
         lword=lword,
     )
+
+
+def _int_array(values: np.ndarray) -> array:
+    """An int64 array.array copy of a numpy array: list-speed item access without a list of ints."""
+    out = array("q")
+    out.frombytes(np.ascontiguousarray(values, dtype=np.int64).tobytes())
+    return out
 
 
 def expand(ids: Sequence[int] | np.ndarray, vocab: dict[int, tuple[int, ...]]) -> list[int]:

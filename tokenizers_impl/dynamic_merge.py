@@ -15,7 +15,6 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import regex
 import yaml
 
 from tokenizers_impl.base import (
@@ -27,18 +26,11 @@ from tokenizers_impl.base import (
     parse_spec,
     register,
 )
-from tokenizers_impl.batch_merging import (
-    WORD_PATTERN,
-    BaseBatch,
-    MergeResult,
-    expand,
-    merge_batch_ids,
-    pretoken_starts,
-)
-from tokenizers_impl.bpe import GPT2_PATTERN
+from tokenizers_impl.batch_merging import BaseBatch, MergeResult, expand, merge_batch_ids
 from tokenizers_impl.files import read_file, write_file
+from tokenizers_impl.pretokens import batch_pretoken_starts
 
-BOUNDARY_PATTERNS = {"pretoken": GPT2_PATTERN, "word": WORD_PATTERN}
+BOUNDARY_MODES = ("pretoken", "word")
 
 # One table per shard under <output>/sidecar/. Per batch: one statistics row (new_id null) with
 # l0/lm/lword/n_docs/n_merges, then one row per merge (new_id, base_ids, bytes, replaced).
@@ -83,10 +75,8 @@ class DynamicMergeTokenizer(TokenizerBase):
     ):
         if not isinstance(max_merges, int) or isinstance(max_merges, bool) or max_merges < 0:
             raise TokenizerError(f"max_merges must be an integer >= 0, got {max_merges!r}")
-        if boundary not in BOUNDARY_PATTERNS:
-            raise TokenizerError(
-                f"boundary must be one of {sorted(BOUNDARY_PATTERNS)}, got {boundary!r}"
-            )
+        if boundary not in BOUNDARY_MODES:
+            raise TokenizerError(f"boundary must be one of {BOUNDARY_MODES}, got {boundary!r}")
         if target_reduction is not None and not 0 <= target_reduction <= 100:
             raise TokenizerError(
                 f"target_reduction must be a percent in [0, 100], got {target_reduction!r}"
@@ -106,7 +96,6 @@ class DynamicMergeTokenizer(TokenizerBase):
         self.eos_id = getattr(base, "eos_id", None)
         self.lossless = bool(getattr(base, "lossless", True))
         self.fingerprint = fingerprint_of(self.kind, base.fingerprint, self.config(with_base=False))
-        self._pattern = regex.compile(BOUNDARY_PATTERNS[boundary])
         self._unmergeable = self._unmergeable_ids()
 
     # -- configuration --------------------------------------------------------------------------
@@ -175,12 +164,16 @@ class DynamicMergeTokenizer(TokenizerBase):
         flat, offsets = self.base.encode_batch_flat(texts)
         lengths = self.base.token_byte_lengths().astype(np.int64)[flat]
         mergeable = (lengths > 0) & ~np.isin(flat, self._unmergeable)
-        boundaries = []
+        # Boundaries are found on the bytes the base tokens spell; for a lossless base that is the
+        # text itself (checked by byte count), otherwise the decoded bytes, raw bytes escaped.
+        token_bytes = np.concatenate([[0], np.cumsum(lengths)])[offsets]
+        doc_bytes = np.diff(token_bytes)
+        texts = list(texts)
         for d, text in enumerate(texts):
-            s, e = int(offsets[d]), int(offsets[d + 1])
-            if not (self.base.lossless and int(lengths[s:e].sum()) == len(text.encode("utf-8"))):
-                text = self.base.decode_bytes(flat[s:e]).decode("utf-8", "surrogateescape")
-            boundaries.append(pretoken_starts(text, self._pattern))
+            if not self.base.lossless or len(text.encode("utf-8")) != doc_bytes[d]:
+                ids = flat[offsets[d] : offsets[d + 1]]
+                texts[d] = self.base.decode_bytes(ids).decode("utf-8", "surrogateescape")
+        boundaries = batch_pretoken_starts(texts, self.boundary)
         return BaseBatch(flat, offsets, lengths, boundaries, mergeable)
 
     def merge_batch(
