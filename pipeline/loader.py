@@ -85,6 +85,10 @@ class TokenDataset(IterableDataset):
         self._resume: dict[str, Any] | None = None
         self._progress: dict[str, Any] | None = None  # consumer state after the last yield here
         self._built: tuple[int, list[PackedStream], Mixture | None] | None = None
+        self._scratch: np.ndarray | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_scratch": None}
 
     # -- the global sample sequence -------------------------------------------------------------
 
@@ -191,12 +195,18 @@ class TokenDataset(IterableDataset):
                 "seed": self.seed, "seq_len": self.seq_len, "exact": layout[2] == 1,
                 "consumer": {"layout": layout, "start": start, "next_step": next_step}}
 
+    def _staging(self, size: int) -> np.ndarray:
+        """A per-process scratch buffer for windows (outputs are copied out of it)."""
+        if self._scratch is None or len(self._scratch) < size:
+            self._scratch = np.empty(size, dtype=np.int64)
+        return self._scratch[:size]
+
     def samples(self, a: int, b: int, epoch: int | None = None) -> dict[str, torch.Tensor]:
         """Global samples a .. b-1 of an epoch (default: the current one) as one batch."""
         epoch = self.epoch if epoch is None else epoch
         streams, mixture = self._sources(epoch)
         window, n = self.seq_len + 1, b - a
-        tokens = np.empty((n, window), dtype=np.int64)
+        tokens = self._staging(n * window).reshape(n, window)
         wants_bounds = self.position_ids or self.document_ids
         starts = np.zeros((n, window), dtype=bool) if wants_bounds else None
         valid, source = window, None
@@ -218,18 +228,24 @@ class TokenDataset(IterableDataset):
                 if starts is not None:
                     starts[rows] = bounds
             source = torch.from_numpy(sources.astype(np.int64))
-        full = torch.from_numpy(tokens)
-        item = {"input_ids": full[:, :-1].contiguous(), "labels": full[:, 1:].contiguous()}
+        item = {"input_ids": np.ascontiguousarray(tokens[:, :-1]),
+                "labels": np.ascontiguousarray(tokens[:, 1:])}
         if valid < window:
             item["labels"][-1, max(valid - 1, 0):] = IGNORE_INDEX
         if starts is not None:
             seg = starts[:, :-1]
             seg[:, 0] = True
+            first = np.flatnonzero(seg)  # flat index of every segment's first token
+            lengths = np.diff(np.append(first, seg.size))
             if self.position_ids:
-                idx = np.maximum.accumulate(np.where(seg, np.arange(self.seq_len), 0), axis=1)
-                item["position_ids"] = torch.from_numpy(np.arange(self.seq_len) - idx)
+                flat = np.arange(seg.size)
+                flat -= np.repeat(first, lengths)
+                item["position_ids"] = flat.reshape(seg.shape)
             if self.document_ids:
-                item["document_ids"] = torch.from_numpy(np.cumsum(seg, axis=1) - 1)
+                row_first = np.searchsorted(first, first // self.seq_len * self.seq_len)
+                flat = np.repeat(np.arange(len(first)) - row_first, lengths)
+                item["document_ids"] = flat.reshape(seg.shape)
+        item = {k: torch.from_numpy(v) for k, v in item.items()}
         if self.return_index:
             item["index"] = torch.arange(a, b)
             if mixture is not None:

@@ -9,6 +9,7 @@ read without reading the ones before it: group token counts come from the ledger
 
 from __future__ import annotations
 
+import bisect
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -32,6 +33,12 @@ class Group:
     doc_start: np.ndarray
     doc_len: np.ndarray
     ends: np.ndarray  # stream end (exclusive, relative to the group) of each document's EOS
+
+    def __post_init__(self) -> None:  # plain lists: indexing them is far cheaper per document
+        self.buffer_list = self.doc_buffer.tolist()
+        self.start_list = self.doc_start.tolist()
+        self.len_list = self.doc_len.tolist()
+        self.end_list = self.ends.tolist()
 
 
 class PackedStream:
@@ -84,24 +91,27 @@ class PackedStream:
         `doc_starts`, if given, gets True where a document's first token lands.
         """
         pos, filled, want = start, 0, len(out)
+        eos = self.eos_id
         while filled < want and pos < self.total:
             g = int(np.searchsorted(self.group_bounds, pos, side="right")) - 1
             group, base = self._group(g), int(self.group_bounds[g])
+            buffers, doc_buffer, doc_start = group.buffers, group.buffer_list, group.start_list
+            doc_len, ends = group.len_list, group.end_list
             rel = pos - base
-            d = int(np.searchsorted(group.ends, rel, side="right"))
-            while filled < want and d < len(group.ends):
-                end = int(group.ends[d])
-                doc_begin = end - int(group.doc_len[d]) - 1
-                offset = rel - doc_begin  # first position of this doc to copy (EOS is at len)
-                n = min(end - rel, want - filled)
+            d = bisect.bisect_right(ends, rel)
+            n_docs = len(ends)
+            while filled < want and d < n_docs:
+                end, length = ends[d], doc_len[d]
+                offset = rel - (end - length - 1)  # first position of this doc to copy
+                n = end - rel if end - rel < want - filled else want - filled
                 if doc_starts is not None and offset == 0:
                     doc_starts[filled] = True
-                text = min(n, int(group.doc_len[d]) - offset)
+                text = n if n < length - offset else length - offset
                 if text > 0:
-                    at = int(group.doc_start[d]) + offset
-                    out[filled:filled + text] = group.buffers[group.doc_buffer[d]][at:at + text]
-                if n > max(text, 0):
-                    out[filled + n - 1] = self.eos_id
+                    at = doc_start[d] + offset
+                    out[filled:filled + text] = buffers[doc_buffer[d]][at:at + text]
+                if n > text:
+                    out[filled + n - 1] = eos
                 filled += n
                 rel += n
                 d += 1
