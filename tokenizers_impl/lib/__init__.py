@@ -56,8 +56,12 @@ class LiBTokenizer(TokenizerBase):
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int | None = None,
               progress: Progress | bool = False, progress_every: int = 50,
-              sample_sentences: int = 200, name: str = "lib", **hyperparams: Any) -> LiBTokenizer:
+              sample_sentences: int = 200, doc_sentences: int | None = None, name: str = "lib",
+              **hyperparams: Any) -> LiBTokenizer:
         """Learn a lexicon from documents (each split into lines = sentences).
+
+        A LiB "document" (the unit of probation, re-ranking and tail marking) is one input text, or
+        each run of `doc_sentences` lines of it when that is set (1 = every line is a document).
 
         `vocab_size` is a hard cap on the final vocabulary (units + 256 bytes + EOS). Every
         `progress_every` documents, `progress` (a callable, or True for a stderr line) gets the
@@ -65,6 +69,8 @@ class LiBTokenizer(TokenizerBase):
         20th line, up to `sample_sentences`, never trained on).
         """
         params = LiBParams(**hyperparams)
+        if doc_sentences is not None and doc_sentences < 1:
+            raise TokenizerError(f"doc_sentences must be >= 1, not {doc_sentences}")
         max_units = None
         if vocab_size is not None:
             max_units = vocab_size - N_BYTES - 1
@@ -84,9 +90,11 @@ class LiBTokenizer(TokenizerBase):
                     sample.append(line)
                 else:
                     sentences.append(line)
-            trainer.train_document(sentences)
-            if report is not None and trainer.documents % progress_every == 0:
-                report(_progress_record(trainer, sample, started))
+            step = doc_sentences or max(1, len(sentences))
+            for first in range(0, max(1, len(sentences)), step):
+                trainer.train_document(sentences[first:first + step])
+                if report is not None and trainer.documents % progress_every == 0:
+                    report(_progress_record(trainer, sample, started))
         if report is not None and trainer.documents % progress_every != 0:
             report(_progress_record(trainer, sample, started))
         if max_units is not None:

@@ -111,18 +111,30 @@ class LiBTrainer:
     def walk(self, sentence: str) -> None:
         """Steps 1-4 over one sentence: match, propose, evaluate, advance."""
         lex, params, probation, pending = self.lexicon, self.params, self.probation, self.pending
-        matches, max_len, alpha, rand = lex.matches, params.max_unit_len, params.alpha, self.rng.random
+        max_len, alpha, rand = params.max_unit_len, params.alpha, self.rng.random
+        lexicon_matches = lex.matches
+        found: dict[int, tuple[str | None, str | None]] = {}  # matches by position
+
+        def matches(text: str, at: int, longest: int) -> tuple[str | None, str | None]:
+            hit = found.get(at)
+            if hit is None:
+                hit = found[at] = lexicon_matches(text, at, longest)
+            return hit
+
         pos, n, previous = 0, len(sentence), None
         while pos < n:
             c1, c2 = matches(sentence, pos, max_len)
             if c1 is None:  # an unknown character joins the lexicon when first seen
                 c1 = sentence[pos]
                 lex.append(c1)
+                found.clear()
             if previous is not None and rand() < alpha:
                 proposal = previous + c1
                 if len(proposal) <= max_len and proposal not in lex:
                     lex.append(proposal)
                     probation[proposal] = params.tau0
+                    if sentence.find(proposal, pos) >= 0:  # later matches may now differ
+                        found.clear()
             if c2 is not None:
                 a, b, _ = race(matches, sentence, pos, c1, c2, max_len)
                 if first_loses(lex, a, b):
