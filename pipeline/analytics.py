@@ -304,10 +304,15 @@ def query(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
 def report_tables(con: duckdb.DuckDBPyConnection) -> dict[str, pa.Table]:
     """Everything a report shows. The shards are scanned twice in all, inside DuckDB: once for the
     token counts per group and token id, once for the per-document counts (no token lists)."""
-    con.execute("CREATE OR REPLACE TEMP TABLE _unigram_cache AS SELECT * FROM unigram_counts")
+    sections = sql_sections()
+    con.execute(sections["unigram_groups"])
+    distinct = con.execute("SELECT count(*) = count(DISTINCT h) FROM _unigram_groups").fetchall()
+    if distinct == [(True,)]:
+        con.execute(sections["unigram_cache"])
+    else:  # two groups share a 32-bit hash: count by the group columns themselves
+        con.execute("CREATE OR REPLACE TEMP TABLE _unigram_cache AS SELECT * FROM unigram_counts")
     con.execute(f"CREATE OR REPLACE TEMP TABLE _documents_cache AS SELECT {', '.join(DOC_CACHE)} "
                 "FROM documents")
-    sections = sql_sections()
     tables = {
         "by_lang": query(con, metrics_sql(("lang",), "_unigram_cache", "_documents_cache")),
         "by_source": query(con, metrics_sql(("source", "lang"), "_unigram_cache", "_documents_cache")),
@@ -315,8 +320,8 @@ def report_tables(con: duckdb.DuckDBPyConnection) -> dict[str, pa.Table]:
         "length_histogram": query(con, sections["length_histogram"].replace(
             "{documents}", "_documents_cache")),
     }
-    con.execute("DROP TABLE _unigram_cache")
-    con.execute("DROP TABLE _documents_cache")
+    for name in ("_unigram_cache", "_documents_cache", "_unigram_groups"):
+        con.execute(f"DROP TABLE {name}")
     return tables
 
 

@@ -299,3 +299,12 @@ def test_views_open_from_a_plain_duckdb_database_file(two_tokenizers, tmp_path):
     assert con.execute("SELECT count(*) FROM tokens").fetchall() == [(17,)]
     got = rows_by_group(con.sql("SELECT * FROM metrics").to_arrow_table(), ("source", "lang"))
     assert got[("A", "web", "en")]["types"] == 3
+
+
+def test_report_fast_token_count_equals_the_metrics_views(two_tokenizers):
+    from pipeline.analytics import report_tables
+
+    con = connect(list(two_tokenizers), baseline="A")
+    tables = report_tables(con)  # counts keyed by (group hash << 32 | token id)
+    assert tables["by_source"].to_pylist() == query(con, "SELECT * FROM metrics").to_pylist()
+    assert tables["by_lang"].to_pylist() == query(con, "SELECT * FROM metrics_by_lang").to_pylist()
