@@ -1,11 +1,13 @@
-"""Per-document statistics computed beside the tokens, vectorised per batch: bytes, chars, words,
-continued words and per-token byte end offsets.
+"""Per-document statistics computed beside the tokens, vectorised per batch over UTF-8 bytes: bytes,
+chars, words, continued words and per-token byte end offsets.
 
 Words: maximal runs of word characters, where word characters are ASCII letters, digits and '_' and
 every non-ASCII code point outside whitespace, punctuation and symbol blocks; each CJK ideograph
 and each kana counts as one word on its own (as Unicode's default word segmentation, UAX #29,
-separates ideographs without a dictionary). Thai, Lao, Khmer and Myanmar runs count as one word each
-(no dictionary segmentation); this is stated in reports.
+separates ideographs without a dictionary). An apostrophe between word characters ("it's") and a
+'.' or ',' between digits ("3.14", "1,000") stay inside the word. Thai, Lao, Khmer and Myanmar runs
+count as one word each (no dictionary segmentation); reports state this rule.
+A word is continued when at least one token boundary falls strictly inside it.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-_ASCII_WORD = np.zeros(128, dtype=bool)
+# byte classes: 0 = not a word byte, 1 = word byte, 2 = single-character word (CJK)
+_ASCII_CLASS = np.zeros(256, dtype=np.uint8)
 for _c in b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_":
-    _ASCII_WORD[_c] = True
+    _ASCII_CLASS[_c] = 1
 
 # Non-ASCII ranges that are NOT word characters (whitespace, punctuation, symbols, emoji, controls).
 _NON_WORD_RANGES = np.array([
@@ -30,6 +33,7 @@ _SINGLE_RANGES = np.array([
     (0x2E80, 0x2FDF), (0x3040, 0x30FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF),
     (0x20000, 0x3FFFF),
 ], dtype=np.int64)
+_RIGHT_QUOTE = 0x2019
 
 
 def _in_ranges(cps: np.ndarray, ranges: np.ndarray) -> np.ndarray:
@@ -37,10 +41,6 @@ def _in_ranges(cps: np.ndarray, ranges: np.ndarray) -> np.ndarray:
     ok = idx >= 0
     idx = np.maximum(idx, 0)
     return ok & (cps <= ranges[idx, 1])
-
-
-def _utf8_len(cps: np.ndarray) -> np.ndarray:
-    return 1 + (cps >= 0x80).astype(np.int64) + (cps >= 0x800) + (cps >= 0x10000)
 
 
 @dataclass
@@ -52,46 +52,62 @@ class BatchStats:
     token_ends: np.ndarray | None  # uint32 per token: byte end offset within its document
 
 
-def word_spans(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Word (start, end) byte offsets in the joined text, each word's document, and doc byte starts."""
-    joined = "\x00".join(texts)
-    cps = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
-    nbytes = _utf8_len(cps)
-    byte_start = np.zeros(len(cps) + 1, dtype=np.int64)
-    np.cumsum(nbytes, out=byte_start[1:])
-    ascii_mask = cps < 128
-    word = np.where(ascii_mask, _ASCII_WORD[np.where(ascii_mask, cps, 0)], True)
-    non_ascii = ~ascii_mask
-    if non_ascii.any():
-        na = cps[non_ascii]
-        word[non_ascii] = ~_in_ranges(na, _NON_WORD_RANGES)
-        single = np.zeros(len(cps), dtype=bool)
-        single[non_ascii] = _in_ranges(na, _SINGLE_RANGES)
-    else:
-        single = np.zeros(len(cps), dtype=bool)
-    # UAX #29 MidLetter / MidNum: "it's", "3.14" and "1,000" stay one word.
-    word_prev = np.concatenate(([False], word[:-1] & ~single[:-1]))
-    word_next = np.concatenate((word[1:] & ~single[1:], [False]))
-    digit = (cps >= 48) & (cps <= 57)
-    digit_prev = np.concatenate(([False], digit[:-1]))
-    digit_next = np.concatenate((digit[1:], [False]))
-    apostrophe = (cps == 0x27) | (cps == 0x2019)
-    numeric_sep = (cps == 0x2C) | (cps == 0x2E)
-    word |= (apostrophe & word_prev & word_next) | (numeric_sep & digit_prev & digit_next)
-    run = word & ~single
-    prev = np.concatenate(([False], run[:-1]))
-    nxt = np.concatenate((run[1:], [False]))
-    starts_cp = np.flatnonzero((run & ~prev) | single)
-    ends_cp = np.flatnonzero((run & ~nxt) | single) + 1
-    starts = byte_start[starts_cp]
-    ends = byte_start[ends_cp]
-    lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
-    doc_char_start = np.zeros(len(texts), dtype=np.int64)
-    if len(texts) > 1:
-        np.cumsum(lengths[:-1] + 1, out=doc_char_start[1:])
-    doc_byte_start = byte_start[doc_char_start]
-    doc_of_word = np.searchsorted(doc_char_start, starts_cp, side="right") - 1
-    return starts, ends, doc_of_word, doc_byte_start
+def _classify(b: np.ndarray) -> np.ndarray:
+    """Class of every byte of valid UTF-8 (continuation bytes take their character's class)."""
+    cls = _ASCII_CLASS[b]
+    high = b >= 0x80
+    if not high.any():
+        return cls
+    lead_pos = np.flatnonzero(b >= 0xC0)
+    padded = np.concatenate((b, np.zeros(3, dtype=np.uint8))).astype(np.int64)
+    lead = padded[lead_pos]
+    c1, c2, c3 = (padded[lead_pos + k] & 0x3F for k in (1, 2, 3))
+    cp = np.where(lead < 0xE0, ((lead & 0x1F) << 6) | c1,
+                  np.where(lead < 0xF0, ((lead & 0x0F) << 12) | (c1 << 6) | c2,
+                           ((lead & 0x07) << 18) | (c1 << 12) | (c2 << 6) | c3))
+    lead_cls = np.where(_in_ranges(cp, _SINGLE_RANGES), 2,
+                        np.where(_in_ranges(cp, _NON_WORD_RANGES), 0, 1)).astype(np.uint8)
+    # a right single quote between word characters joins them ("it’s")
+    quote = cp == _RIGHT_QUOTE
+    if quote.any():
+        qpos = lead_pos[quote]
+        before = np.where(qpos > 0, cls[np.maximum(qpos - 1, 0)], 0)
+        after_idx = np.minimum(qpos + 3, len(b) - 1)
+        after = np.where(qpos + 3 < len(b), _ASCII_CLASS[b[after_idx]] | (b[after_idx] >= 0xC0), 0)
+        lead_cls[quote] = ((before == 1) & (after > 0)).astype(np.uint8)
+    # continuation bytes take their lead byte's class
+    cls = cls.copy()
+    cls[lead_pos] = lead_cls
+    n = len(b)
+    for k, min_lead in ((1, 0xC0), (2, 0xE0), (3, 0xF0)):
+        sel = (lead >= min_lead) & (lead_pos + k < n)
+        cls[lead_pos[sel] + k] = lead_cls[sel]
+    return cls
+
+
+def word_spans_bytes(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(start, end) byte offsets of every word in a UTF-8 byte array."""
+    cls = _classify(b)
+    word = cls == 1
+    if len(b) > 2:  # ASCII apostrophe between word chars, '.' or ',' between digits
+        digit = (b >= 48) & (b <= 57)
+        mid = np.zeros(len(b), dtype=bool)
+        mid[1:-1] = (((b[1:-1] == 0x27) & word[:-2] & word[2:])
+                     | (((b[1:-1] == 0x2C) | (b[1:-1] == 0x2E)) & digit[:-2] & digit[2:]))
+        word |= mid
+    single_lead = (cls == 2) & (b >= 0xC0)
+    prev = np.concatenate(([False], word[:-1]))
+    nxt = np.concatenate((word[1:], [False]))
+    starts = np.flatnonzero((word & ~prev) | single_lead)
+    run_ends = np.flatnonzero(word & ~nxt) + 1
+    single_pos = np.flatnonzero(single_lead)
+    single_end = single_pos + np.where(b[single_pos] >= 0xF0, 4, np.where(b[single_pos] >= 0xE0, 3, 2))
+    # starts are sorted; merge run ends and single ends in start order
+    is_single = single_lead[starts]
+    ends = np.empty(len(starts), dtype=np.int64)
+    ends[~is_single] = run_ends
+    ends[is_single] = single_end
+    return starts, ends
 
 
 def batch_stats(
@@ -109,34 +125,39 @@ def batch_stats(
     n_chars = np.fromiter((len(t) for t in texts), dtype=np.int64, count=n_docs)
     if n_bytes is None:
         n_bytes = np.fromiter((len(t.encode("utf-8")) for t in texts), dtype=np.int64, count=n_docs)
-    need_ends = want_ends or words
     token_ends = continued = None
     n_words = np.zeros(n_docs, dtype=np.int32)
-    if need_ends:
-        tok_len = token_byte_lengths[flat].astype(np.int64)
-        cum = np.cumsum(tok_len)
-        before = np.concatenate(([0], cum))[offsets[:-1]]  # cumulative bytes before each document
-        doc_of_token = np.repeat(np.arange(n_docs), np.diff(offsets))
-        local_ends = cum - before[doc_of_token]
-        last = offsets[1:] - 1
-        tok_total = np.where(offsets[1:] > offsets[:-1], local_ends[np.maximum(last, 0)], 0)
-        exact = tok_total == n_bytes
-        if want_ends:
-            token_ends = local_ends.astype(np.uint32)
+    if not (want_ends or words):
+        return BatchStats(n_bytes, n_chars, n_words, None, None)
+    doc_of_token = np.repeat(np.arange(n_docs), np.diff(offsets))
+    cum = np.cumsum(token_byte_lengths[flat], dtype=np.int64)
+    before = np.concatenate(([0], cum))[offsets[:-1]]  # token bytes before each document
+    local_ends = cum - before[doc_of_token]
+    if want_ends:
+        token_ends = local_ends.astype(np.uint32)
     if words:
-        starts, ends, doc_of_word, doc_byte_start = word_spans(texts)
+        # documents joined with a one-byte non-word separator
+        joined = np.frombuffer("\x00".join(texts).encode("utf-8"), dtype=np.uint8)
+        doc_start = np.zeros(n_docs, dtype=np.int64)
+        if n_docs > 1:
+            np.cumsum(n_bytes[:-1] + 1, out=doc_start[1:])
+        starts, ends = word_spans_bytes(joined)
+        doc_of_word = np.searchsorted(doc_start, starts, side="right") - 1
         n_words = np.bincount(doc_of_word, minlength=n_docs).astype(np.int32)
-        # global token ends in the joined text (documents separated by one byte)
-        global_ends = local_ends + doc_byte_start[doc_of_token]
-        first = np.searchsorted(global_ends, starts, side="right")
-        last_tok = np.searchsorted(global_ends, ends - 1, side="right")
-        is_cont = (last_tok > first).astype(np.int32)
-        continued = np.bincount(doc_of_word, weights=is_cont, minlength=n_docs).astype(np.int32)
+        cum0 = np.concatenate(([0], cum))
+        exact = (cum0[offsets[1:]] - cum0[offsets[:-1]]) == n_bytes
+        # token boundaries as a cumulative count over bytes: a word is continued when a token ends
+        # strictly inside it
+        boundary = np.zeros(len(joined) + 1, dtype=np.int32)
+        global_ends = local_ends + doc_start[doc_of_token]
+        boundary[np.minimum(global_ends, len(joined))] = 1
+        counts = np.cumsum(boundary, dtype=np.int32)
+        inside = counts[ends - 1] - counts[starts]
+        continued = np.bincount(doc_of_word, weights=inside > 0, minlength=n_docs).astype(np.int32)
         continued = np.where(exact, continued, -1).astype(np.int32)
     return BatchStats(n_bytes, n_chars, n_words, continued, token_ends)
 
 
 def count_words(text: str) -> int:
     """Words in one text under the rule above."""
-    starts, _, _, _ = word_spans([text])
-    return len(starts)
+    return len(word_spans_bytes(np.frombuffer(text.encode("utf-8"), dtype=np.uint8))[0])
