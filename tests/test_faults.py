@@ -119,6 +119,7 @@ def kill_group(proc: subprocess.Popen) -> None:
     proc.wait(timeout=30)
 
 
+@pytest.mark.slow  # starts its own Ray cluster(s) or S3 server
 def test_driver_sigkilled_after_first_commit_then_the_same_command_finishes_the_job(
         tmp_path, big_input, bpe_path, reference):
     out = tmp_path / "out"
@@ -188,6 +189,7 @@ def test_a_second_run_on_a_leased_output_refuses_with_a_clear_message(
     assert run_job(cfg)["complete"]  # released: the next run goes ahead
 
 
+@pytest.mark.slow  # starts its own Ray cluster(s) or S3 server
 def test_two_drivers_started_at_once_one_runs_the_other_refuses(tmp_path, big_input, bpe_path, reference):
     out = tmp_path / "out"
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
@@ -329,6 +331,7 @@ def test_object_storage_outage_mid_run_is_ridden_out_by_retries_with_backoff(
     assert s3_shards(Output(output.url, s3.storage_options)) == reference
 
 
+@pytest.mark.slow  # starts its own Ray cluster(s) or S3 server
 def test_object_storage_server_restarted_mid_run_fails_clearly_and_the_rerun_finishes(
         ray_session, tmp_path, sample_dir, bpe_path):
     """moto keeps its state in memory, so a restart is a server that lost everything: the bucket
@@ -375,6 +378,7 @@ def test_object_storage_server_restarted_mid_run_fails_clearly_and_the_rerun_fin
             outcome = str(exc)
             assert "lost its lease" in outcome
         thread.join()
+        print(f"first run after the restart: {outcome}")
         summary = run_job(cfg("out"))  # the rerun redoes whatever the restart lost
         assert summary["complete"], outcome
         output = Output("s3://restart/out", server.storage_options)
