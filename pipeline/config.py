@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pipeline.sources import ReadOptions
 
+MAX_CONFIG_BYTES = 1 << 20  # a job config is a few lines of YAML; anything bigger is refused unread
+
 
 class ConfigError(ValueError):
     """A bad job configuration; the message names the field."""
@@ -112,9 +114,15 @@ def load_config(path: str | None = None, **overrides: Any) -> JobConfig:
     data: dict[str, Any] = {}
     if path:
         try:
+            size = Path(path).stat().st_size
+            if size > MAX_CONFIG_BYTES:
+                raise ConfigError(f"config file {path!r} is {size} bytes, over the "
+                                  f"{MAX_CONFIG_BYTES}-byte limit")
             loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError as exc:
             raise ConfigError(f"config file {path!r} does not exist") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {path!r} is not UTF-8 text: {exc}") from exc
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {path!r} is not valid YAML: {exc}") from exc
         if not isinstance(loaded, dict):
