@@ -241,7 +241,7 @@ def test_fast_encoding_equals_the_plain_race_walk(mixed_tokenizer, lang):
         assert tok.segment(text) == segment(lexicon, text, 10**6)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=300))
 def test_round_trip_any_unicode_text(en_tokenizer, text):
     ids = en_tokenizer.encode(text)
@@ -251,7 +251,7 @@ def test_round_trip_any_unicode_text(en_tokenizer, text):
 WORDS = ["the ", "function ", "of ", "and ", "return", "Python", " ", "\n", ". ", "data", "é", "字"]
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.one_of(st.sampled_from(WORDS), st.characters(blacklist_categories=("Cs",))),
                 min_size=40, max_size=300))
 def test_long_mixed_texts_round_trip_and_match_the_plain_walk(en_tokenizer, pieces):

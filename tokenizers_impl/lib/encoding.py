@@ -284,7 +284,7 @@ class LiBEncoder:
                 fill_nodes.append(entry[1])
             codes[missing] = fill_codes
             nodes[missing] = fill_nodes
-            if len(recent) > max(4096, len(memo_keys) // 4):
+            if len(recent) > max(1024, len(memo_keys) // 16):
                 self._merge_recent()
         return codes, nodes
 
