@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 import pyarrow as pa
+import torch
 
 from pipeline.loader import TokenDataset
 from pipeline.loader_shards import read_ledger
@@ -60,6 +61,33 @@ def loader_rate(output: str, workers: int, seq_len: int, batch: int, **options) 
             "tokens_per_s": tokens / seconds, "dropped_tokens": ds.plan().dropped_tokens}
 
 
+class EmptyBatches(torch.utils.data.IterableDataset):
+    """Yields zero tensors shaped like the loader's batches: the DataLoader transport floor."""
+
+    def __init__(self, batches: int, batch: int, seq_len: int):
+        super().__init__()
+        self.batches, self.shape = batches, (batch, seq_len)
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        share = info.num_workers if info else 1
+        for _ in range(self.batches // share):
+            yield {"input_ids": torch.zeros(self.shape, dtype=torch.int64),
+                   "labels": torch.zeros(self.shape, dtype=torch.int64)}
+
+
+def transport_floor(workers: int, seq_len: int, batch: int, batches: int = 1000) -> dict:
+    """Tokens/s a DataLoader moves when the dataset does no work at all."""
+    loader = torch.utils.data.DataLoader(EmptyBatches(batches, batch, seq_len), batch_size=None,
+                                         num_workers=workers,
+                                         prefetch_factor=4 if workers else None)
+    t0, tokens = time.perf_counter(), 0
+    for item in loader:
+        tokens += item["input_ids"].numel()
+    seconds = time.perf_counter() - t0
+    return {"workers": workers, "tokens_per_s": tokens / seconds}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", default="/tmp/tokenmill-bench-loader/out")
@@ -82,6 +110,9 @@ def main() -> None:
                         for _ in range(args.repeat)), key=lambda r: r["tokens_per_s"])
             best["options"] = sorted(extra)
             best["vs_ceiling"] = round(best["tokens_per_s"] / ceiling["tokens_per_s"], 3)
+            floor = transport_floor(workers, args.seq_len, args.batch)["tokens_per_s"]
+            best["dataloader_floor_tokens_per_s"] = floor
+            best["vs_floor"] = round(best["tokens_per_s"] / floor, 3)
             result["loader"].append(best)
     print(json.dumps(result, indent=1))
 
