@@ -6,7 +6,8 @@
 `generate` synthesises two committed outputs (two "tokenizers" over the same documents, so the
 normalized length has a baseline) from real distributions: per language, the unigram token
 frequencies and document lengths of the BPE shards of the sample corpus (out/demo/tokens, written by
-`tokenmill demo`); tokenizer B is the same stream with ~15% of adjacent pairs fused into 8000 + k ids.
+`tokenmill demo`); tokenizer B is the same stream with ~15% of adjacent pairs fused into new ids
+(8000 + k).
 `run` times each implementation in its own subprocess and reports wall time and peak RSS.
 """
 
@@ -71,9 +72,19 @@ def write_unit(output: Output, unit: str, tok: dict, columns: list[dict], vocab:
         tokens += int(pc.sum(cols["n_tokens"]).as_py())
         nbytes += int(pc.sum(cols["n_bytes"]).as_py())
     writer.close()
-    entry = {"unit_id": unit, "unit": {"url": f"synthetic://{unit}", "start": 0},
-             "shard": f"shards/{unit}.arrow", "rejects": None, "sidecar": None, "docs_read": docs,
-             "documents": docs, "rejected": 0, "tokens": tokens, "bytes": nbytes, "tokenizer": tok}
+    entry = {
+        "unit_id": unit,
+        "unit": {"url": f"synthetic://{unit}", "start": 0},
+        "shard": f"shards/{unit}.arrow",
+        "rejects": None,
+        "sidecar": None,
+        "docs_read": docs,
+        "documents": docs,
+        "rejected": 0,
+        "tokens": tokens,
+        "bytes": nbytes,
+        "tokenizer": tok,
+    }
     output.write_json(f"ledger/{unit}.json", entry)
 
 
@@ -96,8 +107,10 @@ def generate(out: Path, total_tokens: int, demo: str, seed: int = 0) -> None:
     dists = measured_distributions(demo)
     langs = sorted(dists)
     per_lang = total_tokens // 2 // len(langs)
-    toks = {"A": {"kind": "bpe", "name": "bpe-A", "fingerprint": "bench-A", "vocab_size": 8000},
-            "B": {"kind": "bpe", "name": "bpe-B-fused", "fingerprint": "bench-B", "vocab_size": 40000}}
+    toks = {
+        "A": {"kind": "bpe", "name": "bpe-A", "fingerprint": "bench-A", "vocab_size": 8000},
+        "B": {"kind": "bpe", "name": "bpe-B-fused", "fingerprint": "bench-B", "vocab_size": 40000},
+    }
     outputs = {k: Output(str(out / k)) for k in toks}
     for li, lang in enumerate(langs):
         d = dists[lang]
@@ -118,18 +131,26 @@ def generate(out: Path, total_tokens: int, demo: str, seed: int = 0) -> None:
                 n_chars = np.round(lengths * d["chars"]).astype(np.int64)
                 n_words = np.maximum(1, np.round(lengths * d["words"])).astype(np.int32)
                 flat_b, offsets_b = fuse_pairs(flat, offsets, rng)
-                for key, (fl, off, vocab) in {"A": (flat, offsets, 8000),
-                                              "B": (flat_b, offsets_b, 40000)}.items():
+                for key, (fl, off, vocab) in {
+                    "A": (flat, offsets, 8000),
+                    "B": (flat_b, offsets_b, 40000),
+                }.items():
                     n_tok = np.diff(off).astype(np.int32)
-                    cols[key].append({
-                        "doc_id": pa.array(ids), "source": pa.array(sources),
-                        "lang": pa.array([lang] * DOCS_PER_BATCH),
-                        "tokens": token_column(fl, off, vocab), "n_tokens": pa.array(n_tok),
-                        "n_bytes": pa.array(n_bytes), "n_chars": pa.array(n_chars),
-                        "n_words": pa.array(n_words),
-                        "n_continued_words": pa.array(np.minimum(n_words, n_tok - n_words).clip(0)
-                                                      .astype(np.int32)),
-                    })
+                    cols[key].append(
+                        {
+                            "doc_id": pa.array(ids),
+                            "source": pa.array(sources),
+                            "lang": pa.array([lang] * DOCS_PER_BATCH),
+                            "tokens": token_column(fl, off, vocab),
+                            "n_tokens": pa.array(n_tok),
+                            "n_bytes": pa.array(n_bytes),
+                            "n_chars": pa.array(n_chars),
+                            "n_words": pa.array(n_words),
+                            "n_continued_words": pa.array(
+                                np.minimum(n_words, n_tok - n_words).clip(0).astype(np.int32)
+                            ),
+                        }
+                    )
                 produced += int(offsets[-1])
             for key in toks:
                 write_unit(outputs[key], unit, toks[key], cols[key], toks[key]["vocab_size"])
@@ -140,6 +161,7 @@ def generate(out: Path, total_tokens: int, demo: str, seed: int = 0) -> None:
 
 
 # ---- the baseline: the same metrics with pyarrow + numpy in one process -------------------------
+
 
 def numpy_report(urls: list[str], baseline: str, alpha: float = 2.5) -> dict:
     docs = defaultdict(list)  # (tokenizer, source, lang) -> list of per-batch column dicts
@@ -164,9 +186,19 @@ def numpy_report(urls: list[str], baseline: str, alpha: float = 2.5) -> dict:
                     src, lg = key.split("\x1f")
                     group = (name, src, lg)
                     sel = gid == g
-                    docs[group].append({c: batch.column(c).to_numpy(zero_copy_only=False)[sel]
-                                        for c in ("doc_id", "n_tokens", "n_bytes", "n_chars",
-                                                  "n_words", "n_continued_words")})
+                    docs[group].append(
+                        {
+                            c: batch.column(c).to_numpy(zero_copy_only=False)[sel]
+                            for c in (
+                                "doc_id",
+                                "n_tokens",
+                                "n_bytes",
+                                "n_chars",
+                                "n_words",
+                                "n_continued_words",
+                            )
+                        }
+                    )
                     hist = np.bincount(flat[gid_tok == g], minlength=v)
                     counts[group] = counts[group] + hist if group in counts else hist
     result = {}
@@ -177,7 +209,9 @@ def numpy_report(urls: list[str], baseline: str, alpha: float = 2.5) -> dict:
             merged_docs[key] += parts
             c = counts[(name, src, lg)]
             merged_counts[key] = merged_counts[key] + c if key in merged_counts else c
-        cols = {k: {c: np.concatenate([p[c] for p in v]) for c in v[0]} for k, v in merged_docs.items()}
+        cols = {
+            k: {c: np.concatenate([p[c] for p in v]) for c in v[0]} for k, v in merged_docs.items()
+        }
         base = {}
         for key, col in cols.items():
             if key[0] == baseline:
@@ -190,26 +224,43 @@ def numpy_report(urls: list[str], baseline: str, alpha: float = 2.5) -> dict:
             c = c[c > 0].astype(np.float64)
             p = c / c.sum()
             h = float(-(p * np.log(p)).sum())
-            hr = float(np.log((p ** alpha).sum()) / (1 - alpha))
+            hr = float(np.log((p**alpha).sum()) / (1 - alpha))
             v = vocab[key[0]]
             matched = [(t, base[d]) for d, t in zip(col["doc_id"], n_tok, strict=True) if d in base]
             cont = col["n_continued_words"]
-            rows.append({
-                "group": key, "documents": len(n_tok), "bytes": nbytes, "tokens": tokens,
-                "chars": int(col["n_chars"].sum()), "words": int(words.sum()),
-                "fertility": tokens / words.sum(), "continued_word_share": float(cont.sum() / words.sum()),
-                "bytes_per_token": nbytes / tokens, "chars_per_token": col["n_chars"].sum() / tokens,
-                "normalized_length": (sum(t for t, _ in matched) / sum(b for _, b in matched))
-                if matched else None,
-                "types": len(c), "shannon_efficiency": h / math.log(v),
-                "shannon_efficiency_observed": h / math.log(len(c)),
-                "renyi_efficiency": hr / math.log(v), "renyi_efficiency_observed": hr / math.log(len(c)),
-                "bits_per_byte": float(-(c * np.log2(p)).sum() / nbytes), "vocab_share": len(c) / v,
-                "types_per_million": len(c) * 1e6 / tokens,
-                **dict(zip(("p50_tokens", "p90_tokens", "p99_tokens"),
-                           np.percentile(n_tok, [50, 90, 99]).tolist(), strict=True)),
-                "max_tokens": int(n_tok.max()),
-            })
+            rows.append(
+                {
+                    "group": key,
+                    "documents": len(n_tok),
+                    "bytes": nbytes,
+                    "tokens": tokens,
+                    "chars": int(col["n_chars"].sum()),
+                    "words": int(words.sum()),
+                    "fertility": tokens / words.sum(),
+                    "continued_word_share": float(cont.sum() / words.sum()),
+                    "bytes_per_token": nbytes / tokens,
+                    "chars_per_token": col["n_chars"].sum() / tokens,
+                    "normalized_length": (sum(t for t, _ in matched) / sum(b for _, b in matched))
+                    if matched
+                    else None,
+                    "types": len(c),
+                    "shannon_efficiency": h / math.log(v),
+                    "shannon_efficiency_observed": h / math.log(len(c)),
+                    "renyi_efficiency": hr / math.log(v),
+                    "renyi_efficiency_observed": hr / math.log(len(c)),
+                    "bits_per_byte": float(-(c * np.log2(p)).sum() / nbytes),
+                    "vocab_share": len(c) / v,
+                    "types_per_million": len(c) * 1e6 / tokens,
+                    **dict(
+                        zip(
+                            ("p50_tokens", "p90_tokens", "p99_tokens"),
+                            np.percentile(n_tok, [50, 90, 99]).tolist(),
+                            strict=True,
+                        )
+                    ),
+                    "max_tokens": int(n_tok.max()),
+                }
+            )
         result["by_source" if len(by) == 2 else "by_lang"] = rows
     return result
 
@@ -227,11 +278,23 @@ def child(mode: str, urls: list[str], baseline: str) -> None:
     report = duckdb_report(urls, baseline) if mode == "duckdb" else numpy_report(urls, baseline)
     seconds = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    lang_rows = sorted(report["by_lang"], key=lambda r: str(r.get("group") or (r["tokenizer"], r["lang"])))
-    print(json.dumps({"mode": mode, "seconds": seconds, "peak_rss_mb": rss,
-                      "tokens": sum(r["tokens"] for r in report["by_lang"]),
-                      "check": [[r["tokens"], round(r["shannon_efficiency"], 9),
-                                 round(r["p99_tokens"], 6)] for r in lang_rows]}))
+    lang_rows = sorted(
+        report["by_lang"], key=lambda r: str(r.get("group") or (r["tokenizer"], r["lang"]))
+    )
+    print(
+        json.dumps(
+            {
+                "mode": mode,
+                "seconds": seconds,
+                "peak_rss_mb": rss,
+                "tokens": sum(r["tokens"] for r in report["by_lang"]),
+                "check": [
+                    [r["tokens"], round(r["shannon_efficiency"], 9), round(r["p99_tokens"], 6)]
+                    for r in lang_rows
+                ],
+            }
+        )
+    )
 
 
 def run(out: Path, repeats: int) -> None:
@@ -239,16 +302,25 @@ def run(out: Path, repeats: int) -> None:
     results = defaultdict(list)
     for _ in range(repeats):
         for mode in ("duckdb", "numpy"):
-            proc = subprocess.run([sys.executable, __file__, "child", mode, *urls],
-                                  capture_output=True, text=True, check=True)
+            proc = subprocess.run(
+                [sys.executable, __file__, "child", mode, *urls],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             results[mode].append(json.loads(proc.stdout.strip().splitlines()[-1]))
     best = {m: min(r, key=lambda x: x["seconds"]) for m, r in results.items()}
     assert best["duckdb"]["check"] == best["numpy"]["check"], "the two implementations disagree"
     for mode, r in best.items():
-        print(f"{mode:7s} best of {repeats}: {r['seconds']:.2f} s, peak RSS {r['peak_rss_mb']:.0f} MB, "
-              f"{r['tokens'] / 1e6:.1f}M tokens ({r['tokens'] / r['seconds'] / 1e6:.1f}M tokens/s)")
-    print(f"duckdb speed-up over numpy: {best['numpy']['seconds'] / best['duckdb']['seconds']:.2f}x; "
-          "metrics agree (tokens, Shannon efficiency, p99 per tokenizer x language)")
+        print(
+            f"{mode:7s} best of {repeats}: {r['seconds']:.2f} s, "
+            f"peak RSS {r['peak_rss_mb']:.0f} MB, "
+            f"{r['tokens'] / 1e6:.1f}M tokens ({r['tokens'] / r['seconds'] / 1e6:.1f}M tokens/s)"
+        )
+    print(
+        f"duckdb speed-up over numpy: {best['numpy']['seconds'] / best['duckdb']['seconds']:.2f}x; "
+        "metrics agree (tokens, Shannon efficiency, p99 per tokenizer x language)"
+    )
 
 
 def main() -> None:

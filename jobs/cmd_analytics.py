@@ -1,6 +1,6 @@
-"""`tokenmill report`, `tokenmill compare` and `tokenmill sql`: tokenization-efficiency analytics over
-committed outputs (pipeline/analytics.py), and a batch job that tokenizes one corpus with several
-tokenizers and compares them."""
+"""`tokenmill report`, `tokenmill compare` and `tokenmill sql`: tokenization-efficiency analytics
+over committed outputs (pipeline/analytics.py), and a batch job that tokenizes one corpus with
+several tokenizers and compares them."""
 
 from __future__ import annotations
 
@@ -18,12 +18,23 @@ ERRORS = (*USER_ERRORS, AnalyticsError)
 
 
 def _alpha_flag(func):
-    return click.option("--alpha", type=float, default=DEFAULT_ALPHA, show_default=True,
-                        help="Renyi efficiency order")(func)
+    return click.option(
+        "--alpha",
+        type=float,
+        default=DEFAULT_ALPHA,
+        show_default=True,
+        help="Renyi efficiency order",
+    )(func)
 
 
-def emit_report(urls: list[str], storage: dict[str, Any], baseline: str | None, fmt: str,
-                out: str | None, alpha: float) -> None:
+def emit_report(
+    urls: list[str],
+    storage: dict[str, Any],
+    baseline: str | None,
+    fmt: str,
+    out: str | None,
+    alpha: float,
+) -> None:
     from pipeline.analytics_report import build_report, render, write_report
 
     report = build_report(urls, storage, baseline=baseline, alpha=alpha, charts=bool(out))
@@ -36,9 +47,16 @@ def emit_report(urls: list[str], storage: dict[str, Any], baseline: str | None, 
 @click.command("report")
 @click.argument("urls", nargs=-1, required=True)
 @click.option("--baseline", metavar="NAME", help="tokenizer whose lengths normalize the others")
-@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "html", "json"]),
-              default="table", show_default=True)
-@click.option("--out", metavar="DIR", help="write report.html, report.md, report.json and PNG charts")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "markdown", "html", "json"]),
+    default="table",
+    show_default=True,
+)
+@click.option(
+    "--out", metavar="DIR", help="write report.html, report.md, report.json and PNG charts"
+)
 @_alpha_flag
 @storage_option_flag
 def report_cmd(urls, baseline, fmt, out, alpha, storage_option) -> None:
@@ -58,26 +76,59 @@ def sub_output_name(index: int, spec: str) -> str:
 
 @click.command("compare")
 @click.option("--input", "input_", multiple=True, required=True, metavar="GLOB")
-@click.option("--tokenizer", "tokenizer_specs", multiple=True, required=True, metavar="KIND:PATH",
-              help="repeat for each tokenizer to compare (the first is the default baseline)")
-@click.option("--output", required=True, metavar="URL",
-              help="one sub-output per tokenizer under URL/<index-kind-name>/, report in URL/report/")
+@click.option(
+    "--tokenizer",
+    "tokenizer_specs",
+    multiple=True,
+    required=True,
+    metavar="KIND:PATH",
+    help="repeat for each tokenizer to compare (the first is the default baseline)",
+)
+@click.option(
+    "--output",
+    required=True,
+    metavar="URL",
+    help="one sub-output per tokenizer under URL/<index-kind-name>/, report in URL/report/",
+)
 @click.option("--baseline", metavar="NAME", help="tokenizer name for normalized lengths")
-@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "html", "json"]),
-              default="table", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "markdown", "html", "json"]),
+    default="table",
+    show_default=True,
+)
 @click.option("--out", metavar="DIR", help="report folder (default: URL/report)")
 @click.option("--actors", type=int, default=None)
 @click.option("--overwrite", is_flag=True, default=False, help="redo every sub-output")
 @click.option("--no-progress", is_flag=True, default=False)
 @_alpha_flag
 @storage_option_flag
-def compare_cmd(input_, tokenizer_specs, output, baseline, fmt, out, actors, overwrite, no_progress,
-                alpha, storage_option) -> None:
+def compare_cmd(
+    input_,
+    tokenizer_specs,
+    output,
+    baseline,
+    fmt,
+    out,
+    actors,
+    overwrite,
+    no_progress,
+    alpha,
+    storage_option,
+) -> None:
     """Tokenize the same corpus with several tokenizers (resumable engine jobs) and compare them."""
     try:
         storage = parse_storage_options(storage_option)
-        urls = run_comparison(list(input_), list(tokenizer_specs), output, storage, actors=actors,
-                              overwrite=overwrite, progress=not no_progress)
+        urls = run_comparison(
+            list(input_),
+            list(tokenizer_specs),
+            output,
+            storage,
+            actors=actors,
+            overwrite=overwrite,
+            progress=not no_progress,
+        )
         if baseline is None:
             from pipeline.analytics import connect, tokenizers
 
@@ -89,8 +140,16 @@ def compare_cmd(input_, tokenizer_specs, output, baseline, fmt, out, actors, ove
         fail(str(exc))
 
 
-def run_comparison(inputs: list[str], specs: list[str], output: str, storage: dict[str, Any], *,
-                   actors: int | None = None, overwrite: bool = False, progress: bool = True) -> list[str]:
+def run_comparison(
+    inputs: list[str],
+    specs: list[str],
+    output: str,
+    storage: dict[str, Any],
+    *,
+    actors: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> list[str]:
     """Run (or resume) one engine job per tokenizer; returns the sub-output URLs in spec order."""
     from pipeline.config import load_config
     from pipeline.engine import run_job
@@ -100,11 +159,20 @@ def run_comparison(inputs: list[str], specs: list[str], output: str, storage: di
     urls = []
     for index, spec in enumerate(specs):
         url = f"{output.rstrip('/')}/{sub_output_name(index, spec)}"
-        cfg = load_config(input=inputs, output=url, tokenizer=spec, storage_options=storage,
-                          actors=actors, overwrite=overwrite, progress=progress)
+        cfg = load_config(
+            input=inputs,
+            output=url,
+            tokenizer=spec,
+            storage_options=storage,
+            actors=actors,
+            overwrite=overwrite,
+            progress=progress,
+        )
         summary = run_job(cfg)
-        click.echo(f"{spec}: {summary['documents']} documents, {summary['tokens']} tokens "
-                   f"-> {url}", err=True)
+        click.echo(
+            f"{spec}: {summary['documents']} documents, {summary['tokens']} tokens -> {url}",
+            err=True,
+        )
         urls.append(url)
     return urls
 
@@ -112,8 +180,13 @@ def run_comparison(inputs: list[str], specs: list[str], output: str, storage: di
 @click.command("sql")
 @click.argument("args", nargs=-1, required=True, metavar="URL [URL ...] QUERY")
 @click.option("--baseline", metavar="NAME", help="baseline tokenizer for the metrics views")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
-              show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+)
 @_alpha_flag
 @storage_option_flag
 def sql_cmd(args, baseline, fmt, alpha, storage_option) -> None:
@@ -124,8 +197,9 @@ def sql_cmd(args, baseline, fmt, alpha, storage_option) -> None:
     from pipeline.analytics import connect
 
     try:
-        con = connect(list(args[:-1]), parse_storage_options(storage_option), alpha=alpha,
-                      baseline=baseline)
+        con = connect(
+            list(args[:-1]), parse_storage_options(storage_option), alpha=alpha, baseline=baseline
+        )
         relation = con.sql(args[-1])
     except ERRORS as exc:
         fail(str(exc))

@@ -17,21 +17,60 @@ import pyarrow as pa
 from pipeline import analytics
 from pipeline.storage import Output
 
-SUMMARY_COLUMNS = ("tokenizer", "lang", "documents", "tokens", "bytes_per_token", "chars_per_token",
-                   "fertility", "continued_word_share", "normalized_length", "shannon_efficiency",
-                   "renyi_efficiency", "bits_per_byte", "vocab_share", "p50_tokens", "p99_tokens")
-SOURCE_COLUMNS = ("tokenizer", "source", "lang", "documents", "bytes", "chars", "words", "tokens",
-                  "fertility", "continued_word_share", "bytes_per_token", "chars_per_token",
-                  "normalized_length", "baseline_documents", "vocab_size", "types",
-                  "shannon_efficiency", "shannon_efficiency_observed", "renyi_efficiency",
-                  "renyi_efficiency_observed", "bits_per_byte", "vocab_share", "types_per_million",
-                  "p50_tokens", "p90_tokens", "p99_tokens", "max_tokens")
+SUMMARY_COLUMNS = (
+    "tokenizer",
+    "lang",
+    "documents",
+    "tokens",
+    "bytes_per_token",
+    "chars_per_token",
+    "fertility",
+    "continued_word_share",
+    "normalized_length",
+    "shannon_efficiency",
+    "renyi_efficiency",
+    "bits_per_byte",
+    "vocab_share",
+    "p50_tokens",
+    "p99_tokens",
+)
+SOURCE_COLUMNS = (
+    "tokenizer",
+    "source",
+    "lang",
+    "documents",
+    "bytes",
+    "chars",
+    "words",
+    "tokens",
+    "fertility",
+    "continued_word_share",
+    "bytes_per_token",
+    "chars_per_token",
+    "normalized_length",
+    "baseline_documents",
+    "vocab_size",
+    "types",
+    "shannon_efficiency",
+    "shannon_efficiency_observed",
+    "renyi_efficiency",
+    "renyi_efficiency_observed",
+    "bits_per_byte",
+    "vocab_share",
+    "types_per_million",
+    "p50_tokens",
+    "p90_tokens",
+    "p99_tokens",
+    "max_tokens",
+)
 FORMATS = ("table", "markdown", "html", "json")
 WORD_RULE = (
-    "Words are counted at tokenization time (pipeline/textstats.py): maximal runs of letters, digits "
-    "and '_' (non-ASCII letters included), keeping \"it's\" and \"3.14\" whole; each CJK ideograph and "
-    "kana is one word (as UAX #29 segments ideographs without a dictionary); Thai, Lao, Khmer and "
-    "Myanmar runs count as one word each. A word is continued when its bytes span 2+ tokens.")
+    "Words are counted at tokenization time (pipeline/textstats.py): maximal runs of letters, "
+    'digits and \'_\' (non-ASCII letters included), keeping "it\'s" and "3.14" whole; each CJK '
+    "ideograph and kana is one word (as UAX #29 segments ideographs without a dictionary); Thai, "
+    "Lao, Khmer and Myanmar runs count as one word each. A word is continued when its bytes span "
+    "2+ tokens."
+)
 
 
 @dataclass
@@ -43,9 +82,12 @@ class Report:
     charts: dict[str, bytes] = field(default_factory=dict)
 
     def notes(self) -> list[str]:
-        base = (f"normalized_length = tokens / tokens of baseline {self.baseline!r} on the same "
-                "documents (joined on doc_id)" if self.baseline else
-                "normalized_length: no baseline chosen (--baseline NAME)")
+        base = (
+            f"normalized_length = tokens / tokens of baseline {self.baseline!r} on the same "
+            "documents (joined on doc_id)"
+            if self.baseline
+            else "normalized_length: no baseline chosen (--baseline NAME)"
+        )
         return [
             WORD_RULE,
             f"Shannon and Renyi (alpha = {self.alpha:g}) efficiency: entropy of the unigram token "
@@ -58,9 +100,14 @@ class Report:
         ]
 
 
-def build_report(urls: str | Iterable[str], storage_options: dict[str, Any] | None = None, *,
-                 baseline: str | None = None, alpha: float = analytics.DEFAULT_ALPHA,
-                 charts: bool = True) -> Report:
+def build_report(
+    urls: str | Iterable[str],
+    storage_options: dict[str, Any] | None = None,
+    *,
+    baseline: str | None = None,
+    alpha: float = analytics.DEFAULT_ALPHA,
+    charts: bool = True,
+) -> Report:
     urls = [urls] if isinstance(urls, str) else list(urls)
     con = analytics.connect(urls, storage_options, alpha=alpha, baseline=baseline)
     try:
@@ -92,13 +139,19 @@ def _rows(table: pa.Table, columns: Sequence[str]) -> tuple[list[str], list[list
 def format_table(table: pa.Table, columns: Sequence[str] = SUMMARY_COLUMNS) -> str:
     """An aligned plain-text table."""
     cols, rows = _rows(table, columns)
-    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(cols)]
-    numeric = [pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
-               for t in (table.schema.field(c).type for c in cols)]
+    widths = [
+        max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(cols)
+    ]
+    numeric = [
+        pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
+        for t in (table.schema.field(c).type for c in cols)
+    ]
 
     def line(cells: list[str]) -> str:
-        return "  ".join(cell.rjust(w) if num else cell.ljust(w)
-                         for cell, w, num in zip(cells, widths, numeric, strict=True)).rstrip()
+        return "  ".join(
+            cell.rjust(w) if num else cell.ljust(w)
+            for cell, w, num in zip(cells, widths, numeric, strict=True)
+        ).rstrip()
 
     return "\n".join([line(cols), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
@@ -113,27 +166,45 @@ def markdown_table(table: pa.Table, columns: Sequence[str]) -> str:
 def html_table(table: pa.Table, columns: Sequence[str]) -> str:
     cols, rows = _rows(table, columns)
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(x)}</td>" for x in r) + "</tr>" for r in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(x)}</td>" for x in r) + "</tr>" for r in rows
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-MERGE_COLUMNS = ("tokenizer", "output", "batches", "l0", "lm", "lword", "reduction_pct",
-                 "absolute_reduction_pct")
-SECTIONS = (("by_lang", "Per tokenizer x language", SUMMARY_COLUMNS),
-            ("by_source", "Per tokenizer x source x language", SOURCE_COLUMNS),
-            ("merge", "Dynamic merging (L0 base, Lm merged, Lword word-level lengths)", MERGE_COLUMNS))
-CHART_TITLES = {"bytes_per_token.png": "Bytes per token by language and tokenizer",
-                "length_histogram.png": "Document length histograms (tokens)",
-                "vocab_use.png": "Vocabulary use"}
+MERGE_COLUMNS = (
+    "tokenizer",
+    "output",
+    "batches",
+    "l0",
+    "lm",
+    "lword",
+    "reduction_pct",
+    "absolute_reduction_pct",
+)
+SECTIONS = (
+    ("by_lang", "Per tokenizer x language", SUMMARY_COLUMNS),
+    ("by_source", "Per tokenizer x source x language", SOURCE_COLUMNS),
+    ("merge", "Dynamic merging (L0 base, Lm merged, Lword word-level lengths)", MERGE_COLUMNS),
+)
+CHART_TITLES = {
+    "bytes_per_token.png": "Bytes per token by language and tokenizer",
+    "length_histogram.png": "Document length histograms (tokens)",
+    "vocab_use.png": "Vocabulary use",
+}
 
 
 def render(report: Report, fmt: str) -> str:
     """The report as text in one of FORMATS (charts only in files written by write_report)."""
     sections = [(t, c, report.tables[k]) for k, t, c in SECTIONS if report.tables[k].num_rows]
     if fmt == "json":
-        payload = {"outputs": report.urls, "baseline": report.baseline, "alpha": report.alpha,
-                   "notes": report.notes(),
-                   **{k: report.tables[k].to_pylist() for k, _, _ in SECTIONS}}
+        payload = {
+            "outputs": report.urls,
+            "baseline": report.baseline,
+            "alpha": report.alpha,
+            "notes": report.notes(),
+            **{k: report.tables[k].to_pylist() for k, _, _ in SECTIONS},
+        }
         return json.dumps(payload, indent=1, default=str)
     if fmt == "table":
         parts = [f"== {title} ==\n{format_table(t, cols)}" for title, cols, t in sections]
@@ -149,34 +220,50 @@ def markdown_document(report: Report, sections, chart_links: bool = True) -> str
     parts = ["# Tokenization-efficiency report", "Outputs: " + ", ".join(report.urls)]
     parts += [f"## {title}\n\n{markdown_table(t, cols)}" for title, cols, t in sections]
     if chart_links:
-        parts += [f"## {CHART_TITLES[name]}\n\n![{CHART_TITLES[name]}]({name})" for name in report.charts]
+        parts += [
+            f"## {CHART_TITLES[name]}\n\n![{CHART_TITLES[name]}]({name})" for name in report.charts
+        ]
     parts.append("## Notes\n\n" + "\n".join(f"- {n}" for n in report.notes()))
     return "\n\n".join(parts) + "\n"
 
 
 def html_document(report: Report, sections) -> str:
-    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
-             "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}img{max-width:100%}")
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>tokenmill report</title>"
-             f"<style>{style}</style></head><body><h1>Tokenization-efficiency report</h1>",
-             "<p>Outputs: " + html.escape(", ".join(report.urls)) + "</p>"]
+    style = (
+        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
+        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}img{max-width:100%}"
+    )
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>tokenmill report</title>"
+        f"<style>{style}</style></head><body><h1>Tokenization-efficiency report</h1>",
+        "<p>Outputs: " + html.escape(", ".join(report.urls)) + "</p>",
+    ]
     parts += [f"<h2>{html.escape(title)}</h2>{html_table(t, cols)}" for title, cols, t in sections]
     for name, png in report.charts.items():
         data = base64.b64encode(png).decode("ascii")
-        parts.append(f"<h2>{html.escape(CHART_TITLES[name])}</h2>"
-                     f"<img alt='{html.escape(name)}' src='data:image/png;base64,{data}'>")
-    parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in report.notes())
-                 + "</ul></body></html>")
+        parts.append(
+            f"<h2>{html.escape(CHART_TITLES[name])}</h2>"
+            f"<img alt='{html.escape(name)}' src='data:image/png;base64,{data}'>"
+        )
+    parts.append(
+        "<h2>Notes</h2><ul>"
+        + "".join(f"<li>{html.escape(n)}</li>" for n in report.notes())
+        + "</ul></body></html>"
+    )
     return "\n".join(parts)
 
 
-def write_report(report: Report, out: str, storage_options: dict[str, Any] | None = None) -> list[str]:
+def write_report(
+    report: Report, out: str, storage_options: dict[str, Any] | None = None
+) -> list[str]:
     """Write report.html (charts embedded), report.md + PNG charts beside it, report.json."""
     target = Output(out, storage_options)
     sections = [(t, c, report.tables[k]) for k, t, c in SECTIONS if report.tables[k].num_rows]
-    files = {"report.html": html_document(report, sections).encode(),
-             "report.md": markdown_document(report, sections).encode(),
-             "report.json": render(report, "json").encode(), **report.charts}
+    files = {
+        "report.html": html_document(report, sections).encode(),
+        "report.md": markdown_document(report, sections).encode(),
+        "report.json": render(report, "json").encode(),
+        **report.charts,
+    }
     for name, data in files.items():
         target.write_bytes(name, data)
     return [f"{target.url}/{name}" for name in files]
@@ -219,13 +306,19 @@ def render_charts(tables: dict[str, pa.Table]) -> dict[str, bytes]:
 
     hist = tables["length_histogram"].to_pylist()
     names = sorted({r["tokenizer"] for r in hist})
-    fig, axes = plt.subplots(1, max(len(names), 1), figsize=(4 * max(len(names), 1), 3.5),
-                             squeeze=False, sharey=True)
+    fig, axes = plt.subplots(
+        1, max(len(names), 1), figsize=(4 * max(len(names), 1), 3.5), squeeze=False, sharey=True
+    )
     for ax, name in zip(axes[0], names, strict=False):
         for lang in sorted({str(r["lang"]) for r in hist if r["tokenizer"] == name}):
-            pts = sorted((r["bin"], r["documents"]) for r in hist
-                         if r["tokenizer"] == name and str(r["lang"]) == lang)
-            ax.step([2.0 ** max(b, 0) for b, _ in pts], [n for _, n in pts], where="post", label=lang)
+            pts = sorted(
+                (r["bin"], r["documents"])
+                for r in hist
+                if r["tokenizer"] == name and str(r["lang"]) == lang
+            )
+            ax.step(
+                [2.0 ** max(b, 0) for b, _ in pts], [n for _, n in pts], where="post", label=lang
+            )
         ax.set_xscale("log", base=2)
         ax.set_xlabel("document length (tokens, log2 bins)")
         ax.set_title(name, fontsize=9)

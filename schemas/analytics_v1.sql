@@ -5,7 +5,8 @@
 --              tokenizer_kind, tokenizer_name, tokenizer_fingerprint, vocab_size, base_vocab_size
 --   _shards    every committed shard row: dataset_id, unit_id, doc_id, source, lang,
 --              tokens UINTEGER[], n_tokens, n_bytes, n_chars, n_words, n_continued_words,
---              token_offsets UINTEGER[] (NULL when not written), plus plugin columns (batch_id, ...)
+--              token_offsets UINTEGER[] (NULL when not written), plus plugin columns
+--              (batch_id, ...)
 --   _ledger, _rejects, _runs, _merge_batches   ledger entries, reject rows, run summaries and
 --              dynamic-merge batch statistics (empty when no output has them)
 -- Placeholders (replaced by Python with quoted identifiers only): {keys}, {d_keys}, {join_u},

@@ -22,11 +22,17 @@ from schemas.shards import shard_schema
 from .conftest import LANGS
 
 INJECTION = "x'; DROP TABLE documents; --"
-ODD_NAME = 'b"\'; DROP VIEW documents; --'
+ODD_NAME = "b\"'; DROP VIEW documents; --"
 
 
-def write_output(root: Path, name: str, vocab_size: int, docs: list[dict], sidecar: pa.Table | None = None,
-                 batch_ids: list[int] | None = None) -> str:
+def write_output(
+    root: Path,
+    name: str,
+    vocab_size: int,
+    docs: list[dict],
+    sidecar: pa.Table | None = None,
+    batch_ids: list[int] | None = None,
+) -> str:
     """A committed output with one shard holding `docs` (known tokens and counts) and its ledger."""
     import numpy as np
 
@@ -40,8 +46,10 @@ def write_output(root: Path, name: str, vocab_size: int, docs: list[dict], sidec
     offsets = np.cumsum([0] + [len(d["tokens"]) for d in docs])
     cont = [d.get("cont") for d in docs]
     columns = {
-        "doc_id": pa.array([d["id"] for d in docs]), "source": pa.array([d["source"] for d in docs]),
-        "lang": pa.array([d["lang"] for d in docs]), "tokens": token_column(flat, offsets, vocab_size),
+        "doc_id": pa.array([d["id"] for d in docs]),
+        "source": pa.array([d["source"] for d in docs]),
+        "lang": pa.array([d["lang"] for d in docs]),
+        "tokens": token_column(flat, offsets, vocab_size),
         "n_tokens": pa.array([len(d["tokens"]) for d in docs], pa.int32()),
         "n_bytes": pa.array([d["bytes"] for d in docs], pa.int64()),
         "n_chars": pa.array([d["chars"] for d in docs], pa.int64()),
@@ -53,14 +61,26 @@ def write_output(root: Path, name: str, vocab_size: int, docs: list[dict], sidec
     writer = ShardWriter(str(root / "shards" / "u1.arrow"), schema)
     writer.write(columns)
     writer.close()
-    entry = {"unit_id": "u1", "unit": {"url": "mem://corpus", "start": 0}, "shard": "shards/u1.arrow",
-             "rejects": None, "sidecar": None, "docs_read": len(docs), "documents": len(docs),
-             "rejected": 0, "tokens": int(offsets[-1]), "bytes": sum(d["bytes"] for d in docs),
-             "tokenizer": tok, "config_hash": "c0ffee"}
+    entry = {
+        "unit_id": "u1",
+        "unit": {"url": "mem://corpus", "start": 0},
+        "shard": "shards/u1.arrow",
+        "rejects": None,
+        "sidecar": None,
+        "docs_read": len(docs),
+        "documents": len(docs),
+        "rejected": 0,
+        "tokens": int(offsets[-1]),
+        "bytes": sum(d["bytes"] for d in docs),
+        "tokenizer": tok,
+        "config_hash": "c0ffee",
+    }
     if sidecar is not None:
         (root / "sidecar").mkdir()
-        with pa.OSFile(str(root / "sidecar" / "u1.arrow"), "wb") as sink, \
-                pa.ipc.new_file(sink, sidecar.schema) as w:
+        with (
+            pa.OSFile(str(root / "sidecar" / "u1.arrow"), "wb") as sink,
+            pa.ipc.new_file(sink, sidecar.schema) as w,
+        ):
             w.write_table(sidecar)
         entry["sidecar"] = "sidecar/u1.arrow"
     (root / "ledger" / "u1.json").write_text(json.dumps(entry))
@@ -68,26 +88,44 @@ def write_output(root: Path, name: str, vocab_size: int, docs: list[dict], sidec
 
 
 def doc(id_, source, lang, tokens, nbytes, chars, words, cont):
-    return {"id": id_, "source": source, "lang": lang, "tokens": tokens, "bytes": nbytes,
-            "chars": chars, "words": words, "cont": cont}
+    return {
+        "id": id_,
+        "source": source,
+        "lang": lang,
+        "tokens": tokens,
+        "bytes": nbytes,
+        "chars": chars,
+        "words": words,
+        "cont": cont,
+    }
 
 
 @pytest.fixture(scope="module")
 def two_tokenizers(tmp_path_factory):
-    """The same four documents under tokenizer A (vocab 8, uint16 ids) and B (vocab 70000, uint32)."""
+    """The same four documents under tokenizer A (vocab 8, uint16) and B (vocab 70000, uint32)."""
     root = tmp_path_factory.mktemp("fixed")
-    a = write_output(root / "a", "A", 8, [
-        doc("d1", "web", "en", [1, 2, 1, 3], 12, 12, 3, 1),
-        doc("d2", "web", "en", [1, 1], 6, 6, 2, 0),
-        doc("d3", INJECTION, "de", [4, 5, 6], 10, 9, 2, None),
-        doc("d4", "news", "en", [2], 2, 2, 1, 0),
-    ])
-    b = write_output(root / "b", ODD_NAME, 70000, [
-        doc("d1", "web", "en", [65536, 7], 12, 12, 3, 0),
-        doc("d2", "web", "en", [9], 6, 6, 2, 0),
-        doc("d3", INJECTION, "de", [100, 100], 10, 9, 2, None),
-        doc("d4", "news", "en", [7, 7], 2, 2, 1, 1),
-    ])
+    a = write_output(
+        root / "a",
+        "A",
+        8,
+        [
+            doc("d1", "web", "en", [1, 2, 1, 3], 12, 12, 3, 1),
+            doc("d2", "web", "en", [1, 1], 6, 6, 2, 0),
+            doc("d3", INJECTION, "de", [4, 5, 6], 10, 9, 2, None),
+            doc("d4", "news", "en", [2], 2, 2, 1, 0),
+        ],
+    )
+    b = write_output(
+        root / "b",
+        ODD_NAME,
+        70000,
+        [
+            doc("d1", "web", "en", [65536, 7], 12, 12, 3, 0),
+            doc("d2", "web", "en", [9], 6, 6, 2, 0),
+            doc("d3", INJECTION, "de", [100, 100], 10, 9, 2, None),
+            doc("d4", "news", "en", [7, 7], 2, 2, 1, 1),
+        ],
+    )
     return a, b
 
 
@@ -107,7 +145,9 @@ def renyi(counts, a):
 
 def test_renyi_reference_stream_gives_the_published_efficiencies(tmp_path):
     # "pick @@ed pick @@l @@ed pick @@les": pick=1, @@ed=2, @@l=3, @@les=4
-    url = write_output(tmp_path / "ref", "ref", 10, [doc("r", "s", "en", [1, 2, 1, 3, 2, 1, 4], 29, 29, 3, 2)])
+    url = write_output(
+        tmp_path / "ref", "ref", 10, [doc("r", "s", "en", [1, 2, 1, 3, 2, 1, 4], 29, 29, 3, 2)]
+    )
     row = query(connect(url), "SELECT * FROM metrics").to_pylist()[0]
     assert row["renyi_efficiency_observed"] == pytest.approx(0.826506, abs=1e-6)
     assert row["shannon_efficiency_observed"] == pytest.approx(0.921185, abs=1e-6)
@@ -116,7 +156,9 @@ def test_renyi_reference_stream_gives_the_published_efficiencies(tmp_path):
     assert row["shannon_efficiency"] == pytest.approx(entropy([3, 2, 1, 1]) / math.log(10))
     con = connect(url, alpha=3.0)
     row3 = query(con, "SELECT * FROM metrics").to_pylist()[0]
-    assert row3["renyi_efficiency_observed"] == pytest.approx(renyi([3, 2, 1, 1], 3.0) / math.log(4))
+    assert row3["renyi_efficiency_observed"] == pytest.approx(
+        renyi([3, 2, 1, 1], 3.0) / math.log(4)
+    )
 
 
 def test_every_metric_per_tokenizer_source_and_language_matches_hand_computation(two_tokenizers):
@@ -137,8 +179,9 @@ def test_every_metric_per_tokenizer_source_and_language_matches_hand_computation
     assert a["bits_per_byte"] == pytest.approx((4 * math.log2(6 / 4) + 2 * math.log2(6)) / 18)
     assert a["vocab_share"] == pytest.approx(3 / 8)
     assert a["types_per_million"] == pytest.approx(3 / 6 * 1e6)
-    assert (a["p50_tokens"], a["p90_tokens"], a["p99_tokens"], a["max_tokens"]) == \
-        pytest.approx((3.0, 3.8, 3.98, 4))
+    assert (a["p50_tokens"], a["p90_tokens"], a["p99_tokens"], a["max_tokens"]) == pytest.approx(
+        (3.0, 3.8, 3.98, 4)
+    )
 
     b = got[(ODD_NAME, "web", "en")]
     assert (b["tokens"], b["types"], b["vocab_size"]) == (3, 3, 70000)
@@ -173,14 +216,24 @@ def test_language_rollup_pools_sources_and_the_baseline_can_change(two_tokenizer
 
 def test_names_with_quotes_are_plain_strings_never_sql(two_tokenizers):
     con = connect(list(two_tokenizers), baseline=ODD_NAME)
-    assert con.execute("SELECT count(*) FROM documents WHERE source = ?", [INJECTION]).fetchone() == (2,)
+    assert con.execute(
+        "SELECT count(*) FROM documents WHERE source = ?", [INJECTION]
+    ).fetchone() == (2,)
     with pytest.raises(AnalyticsError, match="not in these outputs"):
         set_parameters(con, baseline="A'; DROP VIEW documents; --")
     with pytest.raises(AnalyticsError, match="cannot group"):
         metrics_sql(("source; DROP VIEW documents",))
     assert con.execute("SELECT count(*) FROM documents").fetchone() == (8,)
-    result = CliRunner().invoke(cli, ["sql", *two_tokenizers, "--format", "json",
-                                      "SELECT DISTINCT source FROM documents ORDER BY source"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "sql",
+            *two_tokenizers,
+            "--format",
+            "json",
+            "SELECT DISTINCT source FROM documents ORDER BY source",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert [r["source"] for r in json.loads(result.output)] == ["news", "web", INJECTION]
 
@@ -189,8 +242,10 @@ def test_views_expose_documents_tokens_units_rejects_runs_lazily(two_tokenizers)
     con = connect(list(two_tokenizers))
     assert con.execute("SELECT count(*), sum(n_tokens) FROM documents").fetchone() == (8, 17)
     assert con.execute("SELECT count(*) FROM tokens").fetchone() == (17,)
-    assert con.execute("SELECT list(token_id ORDER BY position) FROM tokens WHERE doc_id = 'd1' "
-                       "AND tokenizer = 'A'").fetchone() == ([1, 2, 1, 3],)
+    assert con.execute(
+        "SELECT list(token_id ORDER BY position) FROM tokens WHERE doc_id = 'd1' "
+        "AND tokenizer = 'A'"
+    ).fetchone() == ([1, 2, 1, 3],)
     assert con.execute("SELECT max(token_id) FROM tokens").fetchone() == (65536,)  # uint16+uint32
     assert con.execute("SELECT count(*), sum(tokens) FROM units").fetchone() == (2, 17)
     assert con.execute("SELECT count(*) FROM rejects").fetchone() == (0,)
@@ -199,19 +254,35 @@ def test_views_expose_documents_tokens_units_rejects_runs_lazily(two_tokenizers)
 
 
 def test_dynamic_merge_batch_statistics_come_from_the_sidecar(tmp_path):
-    sidecar = pa.table({
-        "batch_id": [0, 0, 1], "new_id": pa.array([None, 8, None], pa.uint32()),
-        "base_ids": pa.array([None, [1, 2], None], pa.list_(pa.uint32())),
-        "l0": [10, None, 6], "lm": [7, None, 6], "lword": [4, None, 3],
-        "n_docs": [1, None, 1], "n_merges": [1, None, 0]})
-    url = write_output(tmp_path / "dm", "dm", 9, [
-        doc("d1", "s", "en", [8, 8, 3], 9, 9, 2, 1), doc("d2", "s", "en", [1, 2], 5, 5, 1, 1)],
-        sidecar=sidecar, batch_ids=[0, 1])
+    sidecar = pa.table(
+        {
+            "batch_id": [0, 0, 1],
+            "new_id": pa.array([None, 8, None], pa.uint32()),
+            "base_ids": pa.array([None, [1, 2], None], pa.list_(pa.uint32())),
+            "l0": [10, None, 6],
+            "lm": [7, None, 6],
+            "lword": [4, None, 3],
+            "n_docs": [1, None, 1],
+            "n_merges": [1, None, 0],
+        }
+    )
+    url = write_output(
+        tmp_path / "dm",
+        "dm",
+        9,
+        [doc("d1", "s", "en", [8, 8, 3], 9, 9, 2, 1), doc("d2", "s", "en", [1, 2], 5, 5, 1, 1)],
+        sidecar=sidecar,
+        batch_ids=[0, 1],
+    )
     con = connect(url)
-    rows = con.execute("SELECT batch_id, l0, lm, lword, reduction_pct, absolute_reduction_pct "
-                       "FROM merge_batches ORDER BY batch_id").fetchall()
+    rows = con.execute(
+        "SELECT batch_id, l0, lm, lword, reduction_pct, absolute_reduction_pct "
+        "FROM merge_batches ORDER BY batch_id"
+    ).fetchall()
     assert rows == [(0, 10, 7, 4, 50.0, 30.0), (1, 6, 6, 3, 0.0, 0.0)]
-    assert con.execute("SELECT list(batch_id ORDER BY doc_id) FROM documents").fetchone() == ([0, 1],)
+    assert con.execute("SELECT list(batch_id ORDER BY doc_id) FROM documents").fetchone() == (
+        [0, 1],
+    )
     merge = build_report(url, charts=False).tables["merge"].to_pylist()[0]
     assert (merge["l0"], merge["lm"], merge["lword"]) == (16, 13, 7)
     assert merge["reduction_pct"] == pytest.approx(100 * 3 / 9)
@@ -226,10 +297,23 @@ def test_empty_or_missing_output_is_a_clear_error(tmp_path):
 def compared(ray_session, tmp_path_factory, sample_dir, bpe_path, sp_path):
     """`tokenmill compare` with BPE and SentencePiece over the sample corpus."""
     out = tmp_path_factory.mktemp("compare") / "cmp"
-    result = CliRunner().invoke(cli, [
-        "compare", "--input", str(sample_dir / "*.jsonl"), "--tokenizer", f"bpe:{bpe_path}",
-        "--tokenizer", f"sentencepiece:{sp_path}", "--output", str(out), "--format", "json",
-        "--no-progress"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "compare",
+            "--input",
+            str(sample_dir / "*.jsonl"),
+            "--tokenizer",
+            f"bpe:{bpe_path}",
+            "--tokenizer",
+            f"sentencepiece:{sp_path}",
+            "--output",
+            str(out),
+            "--format",
+            "json",
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
     return out, json.loads(result.stdout)
 
@@ -238,7 +322,8 @@ def test_compare_gives_one_row_per_tokenizer_and_language(compared):
     out, report = compared
     rows = report["by_lang"]
     assert sorted((r["tokenizer"], r["lang"]) for r in rows) == sorted(
-        (t, lang) for t in ("bpe-8k.json", "sp-4k.model") for lang in LANGS)
+        (t, lang) for t in ("bpe-8k.json", "sp-4k.model") for lang in LANGS
+    )
     assert report["baseline"] == "bpe-8k.json"
     for row in rows:
         assert row["documents"] > 0 and row["tokens"] > 0 and row["words"] > 0
@@ -247,13 +332,27 @@ def test_compare_gives_one_row_per_tokenizer_and_language(compared):
             assert row["normalized_length"] == 1.0
         else:
             assert 0.3 < row["normalized_length"] < 3
-    assert sorted(p.name for p in out.iterdir()) == ["0-bpe-bpe-8k", "1-sentencepiece-sp-4k", "report"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "0-bpe-bpe-8k",
+        "1-sentencepiece-sp-4k",
+        "report",
+    ]
 
 
 def test_html_report_of_a_local_output_embeds_its_charts(compared, tmp_path):
     out, _ = compared
-    result = CliRunner().invoke(cli, ["report", str(out / "0-bpe-bpe-8k"), str(out / "1-sentencepiece-sp-4k"),
-                                      "--baseline", "sp-4k.model", "--out", str(tmp_path / "r")])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "report",
+            str(out / "0-bpe-bpe-8k"),
+            str(out / "1-sentencepiece-sp-4k"),
+            "--baseline",
+            "sp-4k.model",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "Per tokenizer x language" in result.stdout and "sp-4k.model" in result.stdout
     page = (tmp_path / "r" / "report.html").read_text()
@@ -275,18 +374,36 @@ def test_report_over_an_s3_output_matches_the_local_one(compared, s3):
         if path.is_file():
             fs.put_file(str(path), f"analytics/sp/{path.relative_to(local)}")
     remote = build_report("s3://analytics/sp", s3.storage_options, charts=False)
-    local_rows = [{**r, "normalized_length": None, "baseline_documents": None}
-                  for r in report["by_lang"] if r["tokenizer"] == "sp-4k.model"]
+    local_rows = [
+        {**r, "normalized_length": None, "baseline_documents": None}
+        for r in report["by_lang"]
+        if r["tokenizer"] == "sp-4k.model"
+    ]
     remote_rows = remote.tables["by_lang"].to_pylist()
     assert [sorted(r) for r in remote_rows] == [sorted(r) for r in local_rows]
     for got, want in zip(remote_rows, local_rows, strict=True):  # float sums may differ in order
-        assert got == {k: pytest.approx(v, rel=1e-12) if isinstance(v, float) else v
-                       for k, v in want.items()}
+        assert got == {
+            k: pytest.approx(v, rel=1e-12) if isinstance(v, float) else v for k, v in want.items()
+        }
     assert json.loads(render(remote, "json"))["outputs"] == ["s3://analytics/sp"]
     runner = CliRunner()
-    opts = [x for k, v in s3.storage_options.items() for x in ("--storage-option", f"{k}={json.dumps(v)}")]
-    result = runner.invoke(cli, ["report", "s3://analytics/sp", *opts, "--format", "markdown",
-                                 "--out", "s3://analytics/report"])
+    opts = [
+        x
+        for k, v in s3.storage_options.items()
+        for x in ("--storage-option", f"{k}={json.dumps(v)}")
+    ]
+    result = runner.invoke(
+        cli,
+        [
+            "report",
+            "s3://analytics/sp",
+            *opts,
+            "--format",
+            "markdown",
+            "--out",
+            "s3://analytics/report",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert fs.cat_file("analytics/report/report.html").count(b"data:image/png;base64,") == 3
 
@@ -310,4 +427,5 @@ def test_report_fast_token_count_equals_the_metrics_views(two_tokenizers):
         want = query(con, f"SELECT * FROM {view}").to_pylist()  # summation order may differ
         assert tables[key].to_pylist() == [
             {k: pytest.approx(v, rel=1e-12) if isinstance(v, float) else v for k, v in row.items()}
-            for row in want]
+            for row in want
+        ]
