@@ -120,7 +120,7 @@ class Lexicon:
             return keys[0] - GAP
         if rank >= len(keys):
             return keys[-1] + GAP
-        low, high = keys.islice(rank - 1, rank + 1)  # one positional lookup for both neighbours
+        low, high = keys[rank - 1], keys[rank]
         if high - low < 2:
             return None
         return (low + high) // 2
