@@ -261,6 +261,10 @@ def test_loads_from_a_config_file_and_saves_it_back(bpe_path, tmp_path):
     assert again.fingerprint == tok.fingerprint
     other = DynamicMergeTokenizer(tok.base, max_merges=8, boundary="word")
     assert other.fingerprint != tok.fingerprint
+    other.save(str(tmp_path / "sub" / "other.json"))  # no base spec: the base is saved beside it
+    assert load_tokenizer(f"dynamic_merge:{tmp_path / 'sub' / 'other.json'}").fingerprint == (
+        other.fingerprint
+    )
     config.write_text(json.dumps({"base": "bpe:base.json", "max_merge": 7}))
     with pytest.raises(TokenizerError, match="max_merge"):
         load_tokenizer(f"dynamic_merge:{config}")
