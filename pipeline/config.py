@@ -47,7 +47,8 @@ class JobConfig(BaseModel):
     input: list[str]
     output: str
     tokenizer: TokenizerSpec
-    format: Literal["auto", "jsonl", "text", "parquet"] = "auto"
+    format: Literal["auto", "jsonl", "text", "parquet", "shards"] = "auto"
+    source_tokenizer: str | None = None  # format "shards": the tokenizer that wrote the input
     text_mode: Literal["line", "file"] = "line"
     text_field: str = "text"
     id_field: str = "id"
@@ -93,7 +94,7 @@ class JobConfig(BaseModel):
             id_field=self.id_field, source_field=self.source_field, lang_field=self.lang_field,
             unit_bytes=self.unit_bytes, max_doc_bytes=self.max_doc_bytes,
             max_record_bytes=self.max_record_bytes, batch_docs=self.batch_docs,
-            batch_bytes=self.batch_bytes,
+            batch_bytes=self.batch_bytes, source_tokenizer=self.source_tokenizer or "",
         )
 
     def output_options(self) -> dict[str, Any]:

@@ -47,6 +47,7 @@ class ReadOptions:
     max_record_bytes: int = 64 << 20  # raw bytes of one input line/record (JSON escapes included)
     batch_docs: int = 256
     batch_bytes: int = 4 << 20
+    source_tokenizer: str = ""  # format "shards": KIND:PATH of the tokenizer that wrote the input
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,10 @@ def _not_a_file(info: dict) -> str:
 
 def plan_units(inputs: list[str], opts: ReadOptions, storage_options: dict | None = None) -> list[WorkUnit]:
     """Split every input file into WorkUnits (deterministic order: by URL, then offset)."""
+    if opts.format == "shards":
+        from pipeline.shard_source import plan_shard_units
+
+        return plan_shard_units(inputs, storage_options)
     units: list[WorkUnit] = []
     for fs, path, info in expand_inputs(inputs, storage_options):
         url = _url_of(fs, path)
@@ -294,6 +299,9 @@ class UnitReader:
         self._batch = DocBatch()
 
     def __iter__(self) -> Iterator[DocBatch]:
+        if self.unit.fmt == "shards":
+            yield from self._shards()
+            return
         if self.unit.fmt == "parquet":
             yield from self._parquet()
             return
@@ -439,6 +447,33 @@ class UnitReader:
                     self._reject(0, 1, None, reason, data)
                 else:
                     self._accept(hashlib.sha256(unit.url.encode()).hexdigest()[:24], text, nbytes, None, None)
+        yield self._take()
+
+    def _shards(self) -> Iterator[DocBatch]:
+        """Documents of a committed shard, decoded to their exact bytes by the source tokenizer."""
+        import pyarrow as pa
+
+        from pipeline.shard_source import decoder_for
+
+        tokenizer = decoder_for(self.opts.source_tokenizer, self.storage_options)
+        fs, path = url_to_fs(self.unit.url, self.storage_options)
+        reader = pa.ipc.open_file(pa.BufferReader(with_retries(lambda: fs.cat_file(path), f"read {path}")))
+        row = 0
+        for i in range(reader.num_record_batches):
+            rb = reader.get_batch(i)
+            ids, sources, langs = (rb.column(n).to_pylist() for n in ("doc_id", "source", "lang"))
+            tokens = rb.column("tokens")
+            for j in range(rb.num_rows):
+                raw = tokenizer.decode_bytes(tokens[j].values.to_numpy(zero_copy_only=False))
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    self._reject(None, None, row, f"tokens decode to invalid UTF-8 at byte {exc.start}", raw)
+                else:
+                    self._accept(ids[j], text, len(raw), sources[j], langs[j])
+                row += 1
+                if self._full():
+                    yield self._take()
         yield self._take()
 
     def _parquet(self) -> Iterator[DocBatch]:

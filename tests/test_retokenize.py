@@ -1,0 +1,69 @@
+"""Re-tokenization through bytes and per-token byte offsets in shards (issue: byte-token conversion)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from click.testing import CliRunner
+
+from jobs.cli import main as cli
+from pipeline.config import load_config
+from pipeline.engine import run_job
+from tokenizers_impl import load_tokenizer
+from tokenizers_impl.byte_token import byte_span_to_tokens, token_end_offsets, tokens_to_byte_span
+
+from .conftest import shard_rows
+
+
+def _cli_json(args):
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output.strip().splitlines()[-1])
+
+
+def test_bpe_to_sentencepiece_to_bpe_keeps_every_byte(ray_session, tmp_path, sample_dir, bpe_path, sp_path):
+    first = tmp_path / "bpe"
+    run_job(load_config(input=[str(sample_dir / "*.jsonl")], output=str(first), tokenizer=f"bpe:{bpe_path}",
+                        unit_bytes=150_000, progress=False))
+    bpe, sp = load_tokenizer(f"bpe:{bpe_path}"), load_tokenizer(f"sentencepiece:{sp_path}")
+    original = {r["doc_id"]: r for r in shard_rows(str(first))}
+
+    mid = _cli_json(["retokenize", "--input", str(first), "--output", str(tmp_path / "sp"),
+                     "--tokenizer", f"sentencepiece:{sp_path}", "--no-progress"])
+    assert mid["documents"] == len(original) and mid["rejected"] == 0
+    assert mid["units_planned"] == len({r["doc_id"] for r in original.values()}) or mid["units_planned"] > 5
+    for row in shard_rows(str(tmp_path / "sp")):
+        before = original[row["doc_id"]]
+        assert sp.decode_bytes(row["tokens"]) == bpe.decode_bytes(before["tokens"])
+        assert (row["source"], row["lang"], row["n_bytes"]) == (before["source"], before["lang"], before["n_bytes"])
+
+    back = _cli_json(["retokenize", "--input", str(tmp_path / "sp"), "--output", str(tmp_path / "back"),
+                      "--tokenizer", f"bpe:{bpe_path}", "--no-progress"])
+    assert back["documents"] == len(original)
+    for row in shard_rows(str(tmp_path / "back")):
+        assert row["tokens"] == original[row["doc_id"]]["tokens"]
+
+    again = _cli_json(["retokenize", "--input", str(tmp_path / "sp"), "--output", str(tmp_path / "back"),
+                       "--tokenizer", f"bpe:{bpe_path}", "--no-progress"])
+    assert again["units_run"] == 0 and again["units_skipped"] == back["units_planned"]
+
+
+def test_token_offsets_column_maps_byte_spans_to_tokens(ray_session, tmp_path, sample_dir, sp_path,
+                                                        sample_records):
+    out = tmp_path / "offsets"
+    run_job(load_config(input=[str(sample_dir / "*.jsonl")], output=str(out), tokenizer=f"sentencepiece:{sp_path}",
+                        token_offsets=True, progress=False))
+    tok = load_tokenizer(f"sentencepiece:{sp_path}")
+    texts = {r["id"]: r["text"].encode("utf-8") for recs in sample_records.values() for r in recs}
+    for row in shard_rows(str(out)):
+        offsets = np.array(row["token_offsets"], dtype=np.uint32)
+        assert np.array_equal(offsets, token_end_offsets(tok, row["tokens"]))
+        data = texts[row["doc_id"]]
+        assert offsets[-1] == len(data) == row["n_bytes"]
+        # a byte span in the middle maps to the tokens covering it and back to an enclosing span
+        a, b = len(data) // 3, len(data) // 3 + 7
+        i, j = byte_span_to_tokens(offsets, a, b)
+        lo, hi = tokens_to_byte_span(offsets, i, j)
+        assert lo <= a and b <= hi
+        assert data[lo:hi] == tok.decode_bytes(row["tokens"][i:j])
