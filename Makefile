@@ -7,7 +7,7 @@ export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 export RAY_DISABLE_IMPORT_WARNING ?= 1
 
-.PHONY: setup demo test test-slow lint format bench-env clean
+.PHONY: setup demo test test-slow lint format bench-corpus bench-env bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,24 @@ lint: setup
 format: setup
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+# Benchmarks (not tests): a ~160 MB corpus from Debian packages, and a separate venv for peers.
+BENCH_CORPUS := $(or $(TMPDIR),/tmp)/tokenmill-bench-corpus/corpus
+bench-corpus:
+	test -f $(BENCH_CORPUS)/en.jsonl || (apt-get update -qq && bash bench/build_corpus.sh)
+
+.venv-bench/.installed: pyproject.toml
+	$(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/pip install -q --upgrade pip
+	.venv-bench/bin/pip install -q torch==2.13.0
+	.venv-bench/bin/pip install -q -e '.[dev]' 'datatrove[io]'
+	.venv-bench/bin/pip check
+	touch $@
+
+bench-env: .venv-bench/.installed
+
+bench: setup bench-env bench-corpus
+	$(PY) bench/pipeline_throughput.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
