@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import tempfile
@@ -116,15 +117,19 @@ class ShardStore:
         if os.path.exists(dest):
             return dest
         os.makedirs(self.cache_dir, exist_ok=True)
-        tmp = f"{dest}.tmp-{uuid.uuid4().hex}"
-        try:
-            output.fs.get_file(output.path(shard.rel), tmp)
-            if shard.checksum and file_checksum(tmp) != shard.checksum:
-                raise LoaderError(f"{self.url}/{shard.rel}: checksum differs from the ledger's")
-            os.replace(tmp, dest)  # atomic: concurrent workers may both fetch, one copy wins
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        with open(f"{dest}.lock", "wb") as lock:  # one download per shard per machine
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if os.path.exists(dest):
+                return dest
+            tmp = f"{dest}.tmp-{uuid.uuid4().hex}"
+            try:
+                output.fs.get_file(output.path(shard.rel), tmp)
+                if shard.checksum and file_checksum(tmp) != shard.checksum:
+                    raise LoaderError(f"{self.url}/{shard.rel}: checksum differs from the ledger's")
+                os.replace(tmp, dest)
+            finally:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
         return dest
 
     def tokens(self, shard: ShardInfo) -> ShardTokens:

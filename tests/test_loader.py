@@ -200,10 +200,11 @@ def test_reads_s3_output_with_two_dataloader_workers(shards_url, s3, tmp_path, r
     assert len(list((tmp_path / "cache").glob("*.arrow"))) == len(ds.shards[0])
 
 
+@pytest.mark.slow  # Ray Data's task start-up costs about a minute on the shared 2-core machine
 def test_ray_dataset_holds_the_same_windows_as_the_loader(shards_url, ray_session, reference):
     from pipeline.loader_ray import ray_dataset
 
     ds = ray_dataset(shards_url, SEQ, seed=7, eos_id=EOS, return_index=True, drop_last=False,
-                     samples_per_block=1024)
+                     samples_per_block=4096)
     found = windows(ds.iter_torch_batches(batch_size=128))
     assert found == reference
