@@ -125,23 +125,25 @@ def merge_batch_ids(
     prv_arr[~joins] = -1
     nxt, prv = _int_array(nxt_arr), _int_array(prv_arr)
 
-    # Initial pairs, grouped: pair k occurs at sorted_heads[bounds[k]:bounds[k + 1]], ascending.
+    # Initial pairs, grouped: pair k occurs at grouped_heads[bounds[k]:bounds[k + 1]] (unordered).
     heads = np.flatnonzero(nxt_arr >= 0)
     keys = (batch.ids[heads].astype(np.int64) << _SHIFT) | batch.ids[heads + 1].astype(np.int64)
-    order = np.argsort(keys, kind="stable")
+    order = np.argsort(keys)
     unique, starts, counts_arr = np.unique(keys[order], return_index=True, return_counts=True)
-    sorted_heads = _int_array(heads[order])
+    grouped = heads[order]
+    first_heads = np.minimum.reduceat(grouped, starts) if len(starts) else starts
+    grouped_heads = _int_array(grouped)
     bounds = _int_array(np.append(starts, len(order)))
     initial_count = _int_array(counts_arr)
     group = dict(zip(unique.tolist(), range(len(unique)), strict=True))
     counts: dict[int, int] = {}  # pairs whose count changed since the start (else initial_count)
-    occurrences: dict[int, list[int]] = {}  # filled on first use (initial pairs) or creation
+    occurrences: dict[int, list[int]] = {}  # ascending; filled on first use or at creation
     first: dict[int, int] = {}
     # Candidates: the initial pairs as one list sorted by (-count, first head), read with a cursor,
     # plus a heap for pairs pushed later; both hold keys that may be stale (see module docstring).
-    rank = np.lexsort((heads[order][starts], -counts_arr))
+    rank = np.lexsort((first_heads, -counts_arr))
     cold_count = _int_array(counts_arr[rank])
-    cold_head = _int_array(heads[order][starts][rank])
+    cold_head = _int_array(first_heads[rank])
     cold_key = _int_array(unique[rank])
     cold = 0
     heap: list[tuple[int, int, int]] = []
@@ -154,7 +156,7 @@ def merge_batch_ids(
         positions = occurrences.get(key)
         if positions is None:
             k = group[key]
-            positions = occurrences[key] = sorted_heads[bounds[k] : bounds[k + 1]].tolist()
+            positions = occurrences[key] = sorted(grouped_heads[bounds[k] : bounds[k + 1]])
         return positions
 
     def first_head(key: int) -> int:
@@ -207,7 +209,8 @@ def merge_batch_ids(
             if left >= 0:
                 li = ids[left]
                 lk = (li << _SHIFT) | a
-                counts[lk] = count_of(lk) - 1
+                seen = counts.get(lk)
+                counts[lk] = (initial_count[group[lk]] if seen is None else seen) - 1
                 nk = (li << _SHIFT) | x
                 if nk in created:
                     counts[nk] += 1
@@ -219,7 +222,8 @@ def merge_batch_ids(
             if right >= 0:
                 ri = ids[right]
                 rk = (b << _SHIFT) | ri
-                counts[rk] = count_of(rk) - 1
+                seen = counts.get(rk)
+                counts[rk] = (initial_count[group[rk]] if seen is None else seen) - 1
                 nk = (x << _SHIFT) | ri
                 if nk in created:
                     counts[nk] += 1
