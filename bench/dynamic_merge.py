@@ -130,9 +130,12 @@ def main() -> None:
     parser.add_argument("--chars", type=int, default=2000)
     parser.add_argument("--docs", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--skip-oracle", action="store_true")
+    parser.add_argument(
+        "--parts", default="reductions,throughput,oracle", help="comma-separated parts to run"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
 
     samples = [
         json.loads(line)["text"]
@@ -160,7 +163,7 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|")
     report["reductions"] = {}
-    for lang in LANGS:
+    for lang in LANGS if "reductions" in parts else ():
         for batch_docs in (32, 1024):
             row = reductions(tok, texts[lang], batch_docs)
             report["reductions"][f"{lang}/{batch_docs}"] = row
@@ -175,7 +178,7 @@ def main() -> None:
 
     print("\n| lang | batch | base MB/s | base+50 merges MB/s | ratio |\n|---|---|---|---|---|")
     report["throughput"] = {}
-    for lang in LANGS:
+    for lang in LANGS if "throughput" in parts else ():
         for batch_docs in (32, 1024):
             row = throughput(tok, texts[lang], batch_docs, 50)
             report["throughput"][f"{lang}/{batch_docs}"] = row
@@ -185,7 +188,7 @@ def main() -> None:
                 flush=True,
             )
 
-    if not args.skip_oracle:
+    if "oracle" in parts:
         row = oracle_speed(tok, texts["en"], 200)
         report["oracle_200"] = row
         print(
