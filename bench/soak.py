@@ -67,10 +67,10 @@ class Sampler(threading.Thread):
         self.peak_by_pid: dict[int, tuple[str, int]] = {}
         self.peak_total = 0
         self.samples = 0
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while not self._halt.wait(self.interval):
             try:
                 procs = [self.root, *self.root.children(recursive=True)]
             except psutil.NoSuchProcess:
@@ -90,7 +90,7 @@ class Sampler(threading.Thread):
             self.samples += 1
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join()
 
 

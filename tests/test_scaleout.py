@@ -54,7 +54,8 @@ class TwoNodeCluster:
 
     def _start(self, *args: str) -> None:
         log = open(Path(self.temp_dir) / f"node{len(self.procs)}.log", "wb")  # noqa: SIM115
-        self.procs.append(subprocess.Popen([str(BIN / "ray"), "start", "--block", *args, *node_flags()],
+        argv = [str(BIN / "ray"), "start", "--block", "--node-ip-address=127.0.0.1", *args, *node_flags()]
+        self.procs.append(subprocess.Popen(argv,
                                            env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                            start_new_session=True))
 
