@@ -109,27 +109,57 @@ def main() -> None:
             break
         time.sleep(5)
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-    inputs = (make_slice(args.corpus, args.out / "slice", args.slice_mb) if args.slice_mb
-              else sorted(args.corpus.glob("*.jsonl")))
+    inputs = (
+        make_slice(args.corpus, args.out / "slice", args.slice_mb)
+        if args.slice_mb
+        else sorted(args.corpus.glob("*.jsonl"))
+    )
     input_mb = sum(p.stat().st_size for p in inputs) / 1e6
     tokenizer = args.tokenizer
     if tokenizer is None:
         tok_path = args.out / "bpe-32k.json"
         if not tok_path.exists():
-            subprocess.run([str(BIN / "tokenmill"), "train-tokenizer", "--kind", "bpe", "--input",
-                            str(inputs[0].parent / "*.jsonl"), "--vocab-size", "32000",
-                            "--max-docs", "20000", "--output", str(tok_path)],
-                           check=True, env=env, stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [
+                    str(BIN / "tokenmill"),
+                    "train-tokenizer",
+                    "--kind",
+                    "bpe",
+                    "--input",
+                    str(inputs[0].parent / "*.jsonl"),
+                    "--vocab-size",
+                    "32000",
+                    "--max-docs",
+                    "20000",
+                    "--output",
+                    str(tok_path),
+                ],
+                check=True,
+                env=env,
+                stdout=subprocess.DEVNULL,
+            )
         tokenizer = f"bpe:{tok_path}"
     rows = []
     for n in range(1, args.passes + 1):
         output = args.out / f"pass{n}"
-        argv = [str(BIN / "tokenmill"), "run", "--input", str(inputs[0].parent / "*.jsonl"),
-                "--output", str(output), "--tokenizer", tokenizer, "--actors", str(args.actors),
-                "--overwrite", "--no-progress"]
+        argv = [
+            str(BIN / "tokenmill"),
+            "run",
+            "--input",
+            str(inputs[0].parent / "*.jsonl"),
+            "--output",
+            str(output),
+            "--tokenizer",
+            tokenizer,
+            "--actors",
+            str(args.actors),
+            "--overwrite",
+            "--no-progress",
+        ]
         t0 = time.time()
-        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+        proc = subprocess.Popen(
+            argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         sampler = Sampler(proc.pid)
         sampler.start()
         stdout, stderr = proc.communicate()
@@ -137,25 +167,40 @@ def main() -> None:
         if proc.returncode != 0:
             raise SystemExit(f"pass {n} failed: {stderr[-2000:]}")
         summary = json.loads(stdout)
-        workers = [rss for name, rss in sampler.peak_by_pid.values() if name == "ray::TokenizeWorker"]
+        workers = [
+            rss for name, rss in sampler.peak_by_pid.values() if name == "ray::TokenizeWorker"
+        ]
         row = {
-            "pass": n, "seconds": round(time.time() - t0, 1), "mb_per_s": summary["mb_per_s"],
-            "documents": summary["documents"], "tokens": summary["tokens"],
+            "pass": n,
+            "seconds": round(time.time() - t0, 1),
+            "mb_per_s": summary["mb_per_s"],
+            "documents": summary["documents"],
+            "tokens": summary["tokens"],
             "peak_total_mb": round(sampler.peak_total / 2**20, 1),
             "peak_driver_mb": round(sampler.peak_by_role["driver"] / 2**20, 1),
             "peak_worker_mb": [round(w / 2**20, 1) for w in sorted(workers)],
-            "peak_by_role_mb": {k: round(v / 2**20, 1) for k, v in sorted(sampler.peak_by_role.items())},
-            "processes": len(sampler.peak_by_pid), "samples": sampler.samples,
+            "peak_by_role_mb": {
+                k: round(v / 2**20, 1) for k, v in sorted(sampler.peak_by_role.items())
+            },
+            "processes": len(sampler.peak_by_pid),
+            "samples": sampler.samples,
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
     totals = [r["peak_total_mb"] for r in rows]
-    report = {"input_mb": round(input_mb, 1), "input_files": [str(p) for p in inputs],
-              "tokenizer": tokenizer, "actors": args.actors, "passes": rows,
-              "peak_total_spread_mb": round(max(totals) - min(totals), 1)}
+    report = {
+        "input_mb": round(input_mb, 1),
+        "input_files": [str(p) for p in inputs],
+        "tokenizer": tokenizer,
+        "actors": args.actors,
+        "passes": rows,
+        "peak_total_spread_mb": round(max(totals) - min(totals), 1),
+    }
     (args.out / "soak.json").write_text(json.dumps(report, indent=1))
-    print(f"input {input_mb:.1f} MB x {args.passes} passes; peak total RSS per pass (MB): {totals}; "
-          f"spread {report['peak_total_spread_mb']} MB; report {args.out / 'soak.json'}")
+    print(
+        f"input {input_mb:.1f} MB x {args.passes} passes; peak total RSS per pass (MB): {totals}; "
+        f"spread {report['peak_total_spread_mb']} MB; report {args.out / 'soak.json'}"
+    )
 
 
 if __name__ == "__main__":

@@ -73,15 +73,24 @@ class OutputLease:
     def _document(self) -> dict[str, Any]:
         now = time.time()
         pid = os.getpid()
-        return {"owner": self.owner, "host": socket.gethostname(), "pid": pid,
-                "pid_started": _process_start(pid), "heartbeat_at": now,
-                "expires_at": now + self.ttl_s, "ttl_s": self.ttl_s, "token": uuid.uuid4().hex}
+        return {
+            "owner": self.owner,
+            "host": socket.gethostname(),
+            "pid": pid,
+            "pid_started": _process_start(pid),
+            "heartbeat_at": now,
+            "expires_at": now + self.ttl_s,
+            "ttl_s": self.ttl_s,
+            "token": uuid.uuid4().hex,
+        }
 
     def _describe(self, lease: dict[str, Any]) -> str:
         left = float(lease.get("expires_at", 0)) - time.time()
-        return (f"output {self.output.url} is leased by another run (owner {lease.get('owner')}, "
-                f"host {lease.get('host')}, pid {lease.get('pid')}, lease expires in {left:.0f} s); "
-                f"wait for it to finish, or delete {self.output.url}/{LEASE_NAME} if that run is gone")
+        return (
+            f"output {self.output.url} is leased by another run (owner {lease.get('owner')}, "
+            f"host {lease.get('host')}, pid {lease.get('pid')}, lease expires in {left:.0f} s); "
+            f"wait for it to finish, or delete {self.output.url}/{LEASE_NAME} if that run is gone"
+        )
 
     # -- store primitives: read, create-if-absent, compare-and-swap, delete ---------------------
     def _read(self) -> tuple[dict[str, Any] | None, str | None]:
@@ -115,6 +124,7 @@ class OutputLease:
             return self._put_local(doc, data, expect)
         fs = self.output.fs
         kwargs: dict[str, Any] = {"mode": "create"} if expect is None else {"IfMatch": expect}
+
         def attempt() -> Any:
             try:
                 return fs.pipe_file(self._path, data, **kwargs)
@@ -184,8 +194,13 @@ class OutputLease:
                 continue  # released between our create and our read: try again
             if not is_stale(current):
                 raise LeaseError(self._describe(current))
-            log.warning("taking over a stale lease of %s (owner %s, host %s, pid %s)", self.output.url,
-                        current.get("owner"), current.get("host"), current.get("pid"))
+            log.warning(
+                "taking over a stale lease of %s (owner %s, host %s, pid %s)",
+                self.output.url,
+                current.get("owner"),
+                current.get("host"),
+                current.get("pid"),
+            )
             if self._put(self._document(), version):
                 break
         else:

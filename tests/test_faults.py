@@ -83,7 +83,8 @@ def tokenizer_processes(busy: bool = True) -> list[psutil.Process]:
 
 
 def test_tokenizer_actor_sigkilled_mid_unit_is_restarted_and_the_unit_redone(
-        ray_session, tmp_path, big_input, bpe_path, reference):
+    ray_session, tmp_path, big_input, bpe_path, reference
+):
     killed: list[int] = []
 
     def killer() -> None:
@@ -107,9 +108,22 @@ def test_tokenizer_actor_sigkilled_mid_unit_is_restarted_and_the_unit_redone(
 
 
 def cli_run(inputs: str, output, bpe_path: str, *extra: str) -> list[str]:
-    return [TOKENMILL, "run", "--input", inputs, "--output", str(output), "--tokenizer",
-            f"bpe:{bpe_path}", "--unit-bytes", str(UNIT_BYTES), "--actors", "2", "--no-progress",
-            *extra]
+    return [
+        TOKENMILL,
+        "run",
+        "--input",
+        inputs,
+        "--output",
+        str(output),
+        "--tokenizer",
+        f"bpe:{bpe_path}",
+        "--unit-bytes",
+        str(UNIT_BYTES),
+        "--actors",
+        "2",
+        "--no-progress",
+        *extra,
+    ]
 
 
 def kill_group(proc: subprocess.Popen) -> None:
@@ -121,11 +135,18 @@ def kill_group(proc: subprocess.Popen) -> None:
 
 @pytest.mark.slow  # starts its own Ray cluster(s) or S3 server
 def test_driver_sigkilled_after_first_commit_then_the_same_command_finishes_the_job(
-        tmp_path, big_input, bpe_path, reference):
+    tmp_path, big_input, bpe_path, reference
+):
     out = tmp_path / "out"
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    proc = subprocess.Popen(cli_run(big_input, out, bpe_path), cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        cli_run(big_input, out, bpe_path),
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     deadline = time.time() + 180
     while time.time() < deadline and not list((out / "ledger").glob("*.json")):
         assert proc.poll() is None, proc.stderr.read().decode()
@@ -136,8 +157,14 @@ def test_driver_sigkilled_after_first_commit_then_the_same_command_finishes_the_
     committed = len(list((out / "ledger").glob("*.json")))
     assert 1 <= committed < len(reference)
     assert (out / LEASE_NAME).exists()  # the dead driver's lease is left behind
-    rerun = subprocess.run(cli_run(big_input, out, bpe_path), cwd=REPO, env=env,
-                           capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run(
+        cli_run(big_input, out, bpe_path),
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert rerun.returncode == 0, rerun.stderr
     summary = json.loads(rerun.stdout)
     assert summary["units_skipped"] >= committed and summary["complete"]
@@ -147,7 +174,8 @@ def test_driver_sigkilled_after_first_commit_then_the_same_command_finishes_the_
 
 
 def test_a_shard_deleted_or_corrupted_after_commit_is_named_by_verify_and_repair_rewrites_it(
-        ray_session, tmp_path, bpe_path, sample_dir):
+    ray_session, tmp_path, bpe_path, sample_dir
+):
     out = tmp_path / "out"
     cfg = config(str(sample_dir / "*.jsonl"), out, f"bpe:{bpe_path}", unit_bytes=200_000)
     run_job(cfg)
@@ -175,26 +203,51 @@ def test_a_shard_deleted_or_corrupted_after_commit_is_named_by_verify_and_repair
 
 
 def test_a_second_run_on_a_leased_output_refuses_with_a_clear_message(
-        ray_session, tmp_path, bpe_path, sample_dir):
+    ray_session, tmp_path, bpe_path, sample_dir
+):
     out = tmp_path / "out"
     cfg = config(str(sample_dir / "*.jsonl"), out, f"bpe:{bpe_path}")
     with OutputLease(Output(str(out)), ttl_s=30) as other:
-        with pytest.raises(LeaseError, match=rf"output {out} is leased by another run \(owner "
-                                             rf"{other.owner}, host .*, pid {os.getpid()}"):
+        with pytest.raises(
+            LeaseError,
+            match=rf"output {out} is leased by another run \(owner "
+            rf"{other.owner}, host .*, pid {os.getpid()}",
+        ):
             run_job(cfg)
-        result = CliRunner().invoke(cli, ["run", "--input", str(sample_dir / "*.jsonl"),
-                                          "--output", str(out), "--tokenizer", f"bpe:{bpe_path}"])
+        result = CliRunner().invoke(
+            cli,
+            [
+                "run",
+                "--input",
+                str(sample_dir / "*.jsonl"),
+                "--output",
+                str(out),
+                "--tokenizer",
+                f"bpe:{bpe_path}",
+            ],
+        )
         assert result.exit_code == 2 and "is leased by another run" in result.output
         assert not (out / "ledger").exists()  # refused before writing anything
     assert run_job(cfg)["complete"]  # released: the next run goes ahead
 
 
 @pytest.mark.slow  # starts its own Ray cluster(s) or S3 server
-def test_two_drivers_started_at_once_one_runs_the_other_refuses(tmp_path, big_input, bpe_path, reference):
+def test_two_drivers_started_at_once_one_runs_the_other_refuses(
+    tmp_path, big_input, bpe_path, reference
+):
     out = tmp_path / "out"
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    procs = [subprocess.Popen(cli_run(big_input, out, bpe_path), cwd=REPO, env=env, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            cli_run(big_input, out, bpe_path),
+            cwd=REPO,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
     results = [(p.wait(timeout=300), p.stdout.read(), p.stderr.read()) for p in procs]
     codes = sorted(code for code, _, _ in results)
     assert codes == [0, 2], results
@@ -288,8 +341,16 @@ class FlakyProxy:
 
 def s3_reference(s3, inputs: str, bpe_path: str, prefix: str, **kw) -> dict[str, bytes]:
     out = f"s3://faults/{prefix}"
-    summary = run_job(config(inputs, out, f"bpe:{bpe_path}", storage_options=s3.storage_options,
-                             unit_bytes=100_000, **kw))
+    summary = run_job(
+        config(
+            inputs,
+            out,
+            f"bpe:{bpe_path}",
+            storage_options=s3.storage_options,
+            unit_bytes=100_000,
+            **kw,
+        )
+    )
     assert summary["complete"]
     output = Output(out, s3.storage_options)
     return {e["shard"]: output.read_bytes(e["shard"]) for e in committed_entries(output)}
@@ -300,7 +361,8 @@ def s3_shards(output: Output) -> dict[str, bytes]:
 
 
 def test_object_storage_outage_mid_run_is_ridden_out_by_retries_with_backoff(
-        ray_session, s3, s3_sample, bpe_path):
+    ray_session, s3, s3_sample, bpe_path
+):
     s3.create_bucket("faults")
     reference = s3_reference(s3, s3_sample, bpe_path, "outage-ref")
     proxy = FlakyProxy(s3.port)
@@ -320,8 +382,15 @@ def test_object_storage_outage_mid_run_is_ridden_out_by_retries_with_backoff(
     thread = threading.Thread(target=cut_when_first_unit_commits, daemon=True)
     thread.start()
     try:
-        summary = run_job(config(s3_sample, "s3://faults/outage", f"bpe:{bpe_path}",
-                                 storage_options=options, unit_bytes=100_000))
+        summary = run_job(
+            config(
+                s3_sample,
+                "s3://faults/outage",
+                f"bpe:{bpe_path}",
+                storage_options=options,
+                unit_bytes=100_000,
+            )
+        )
     finally:
         thread.join()
         proxy.close()
@@ -333,7 +402,8 @@ def test_object_storage_outage_mid_run_is_ridden_out_by_retries_with_backoff(
 
 @pytest.mark.slow  # starts its own Ray cluster(s) or S3 server
 def test_object_storage_server_restarted_mid_run_fails_clearly_and_the_rerun_finishes(
-        ray_session, tmp_path, sample_dir, bpe_path):
+    ray_session, tmp_path, sample_dir, bpe_path
+):
     """moto keeps its state in memory, so a restart is a server that lost everything: the bucket
     and the inputs are put back (as a durable store would have kept them); what the run had
     committed is gone with the old process."""
@@ -349,8 +419,14 @@ def test_object_storage_server_restarted_mid_run_fails_clearly_and_the_rerun_fin
     inputs = "s3://restart/in/*.jsonl"
 
     def cfg(prefix: str, **kw):
-        return config(inputs, f"s3://restart/{prefix}", f"bpe:{bpe_path}",
-                      storage_options=server.storage_options, unit_bytes=100_000, **kw)
+        return config(
+            inputs,
+            f"s3://restart/{prefix}",
+            f"bpe:{bpe_path}",
+            storage_options=server.storage_options,
+            unit_bytes=100_000,
+            **kw,
+        )
 
     try:
         run_job(cfg("ref"))

@@ -32,7 +32,9 @@ def tokenizer(bpe_path):
     return load_tokenizer(f"bpe:{bpe_path}")
 
 
-def tokenize(pattern: str, tokenizer, out: Path, **read) -> tuple[list[dict], list[dict], list[str]]:
+def tokenize(
+    pattern: str, tokenizer, out: Path, **read
+) -> tuple[list[dict], list[dict], list[str]]:
     """Run process_unit (the actor's code, in-process) over every unit of `pattern`.
 
     Returns (ledger entries, reject rows, shard texts decoded back from the tokens)."""
@@ -67,7 +69,8 @@ def corpus(n: int) -> bytes:
 
 @pytest.mark.parametrize("codec", ["gzip", "zstd"])
 def test_truncated_compressed_file_keeps_the_documents_before_the_cut_and_rejects_the_rest(
-        tmp_path, tokenizer, codec):
+    tmp_path, tokenizer, codec
+):
     raw = corpus(10_000)
     packed = gzip.compress(raw) if codec == "gzip" else zstandard.ZstdCompressor().compress(raw)
     path = tmp_path / ("in.jsonl.gz" if codec == "gzip" else "in.jsonl.zst")
@@ -95,35 +98,42 @@ def test_zstd_cut_exactly_at_a_frame_boundary_is_not_silently_short(tmp_path, to
 
 
 def test_nul_bytes(tmp_path, tokenizer):
-    (tmp_path / "nul.jsonl").write_bytes(lines(
-        b'{"text": "raw \x00 nul"}', b'{"text": "escaped \\u0000 nul"}', b"\x00\x00\x00"))
+    (tmp_path / "nul.jsonl").write_bytes(
+        lines(b'{"text": "raw \x00 nul"}', b'{"text": "escaped \\u0000 nul"}', b"\x00\x00\x00")
+    )
     _, rejects, texts = tokenize(str(tmp_path / "nul.jsonl"), tokenizer, tmp_path / "out")
     assert texts == ["escaped \x00 nul"]
     assert [(r["line"], r["reason"]) for r in rejects] == [
         (1, "invalid JSON: Invalid control character at at column 15"),
-        (3, "invalid JSON: Expecting value at column 1")]
+        (3, "invalid JSON: Expecting value at column 1"),
+    ]
 
 
 def test_lone_surrogates_and_overlong_utf8_are_rejected_with_the_position(tmp_path, tokenizer):
-    (tmp_path / "bad.jsonl").write_bytes(lines(
-        b'{"text": "ab\\ud800cd"}',  # a lone surrogate as a JSON escape
-        b'{"text": "\xc0\xaf"}',  # overlong encoding of "/"
-        b'{"text": "\xe0\x80\xaf"}',  # 3-byte overlong
-        b'{"text": "\xed\xa0\x80"}',  # a surrogate encoded as UTF-8 (CESU-8)
-        b'{"text": "fine"}'))
+    (tmp_path / "bad.jsonl").write_bytes(
+        lines(
+            b'{"text": "ab\\ud800cd"}',  # a lone surrogate as a JSON escape
+            b'{"text": "\xc0\xaf"}',  # overlong encoding of "/"
+            b'{"text": "\xe0\x80\xaf"}',  # 3-byte overlong
+            b'{"text": "\xed\xa0\x80"}',  # a surrogate encoded as UTF-8 (CESU-8)
+            b'{"text": "fine"}',
+        )
+    )
     _, rejects, texts = tokenize(str(tmp_path / "bad.jsonl"), tokenizer, tmp_path / "out")
     assert texts == ["fine"]
     assert [r["reason"] for r in rejects] == [
         "text has a lone surrogate at character 2 (not encodable as UTF-8)",
         "invalid UTF-8 at byte 10 of the record",
         "invalid UTF-8 at byte 10 of the record",
-        "invalid UTF-8 at byte 10 of the record"]
+        "invalid UTF-8 at byte 10 of the record",
+    ]
 
 
 def test_bom_and_crlf(tmp_path, tokenizer):
     (tmp_path / "bom.jsonl").write_bytes(
         b'\xef\xbb\xbf{"text": "after a BOM"}\r\n{"text": "crlf line"}\r\n'
-        b'\xef\xbb\xbf{"text": "BOM mid-file"}\r\n')
+        b'\xef\xbb\xbf{"text": "BOM mid-file"}\r\n'
+    )
     (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbfplain text\r\nsecond line\r\n")
     _, rejects, texts = tokenize(str(tmp_path / "bom.jsonl"), tokenizer, tmp_path / "o1")
     assert texts == ["after a BOM", "crlf line"]
@@ -135,11 +145,14 @@ def test_bom_and_crlf(tmp_path, tokenizer):
 
 def test_deeply_nested_json_is_rejected_not_a_recursion_crash(tmp_path, tokenizer):
     depth = 200_000
-    (tmp_path / "deep.jsonl").write_bytes(lines(
-        b"[" * depth + b"]" * depth,
-        b'{"text": ' + b"[" * depth + b"]" * depth + b"}",
-        b'{"a": ' * depth + b"1" + b"}" * depth,
-        b'{"text": "shallow"}'))
+    (tmp_path / "deep.jsonl").write_bytes(
+        lines(
+            b"[" * depth + b"]" * depth,
+            b'{"text": ' + b"[" * depth + b"]" * depth + b"}",
+            b'{"a": ' * depth + b"1" + b"}" * depth,
+            b'{"text": "shallow"}',
+        )
+    )
     t0 = time.perf_counter()
     _, rejects, texts = tokenize(str(tmp_path / "deep.jsonl"), tokenizer, tmp_path / "out")
     assert time.perf_counter() - t0 < 30
@@ -148,17 +161,31 @@ def test_deeply_nested_json_is_rejected_not_a_recursion_crash(tmp_path, tokenize
 
 
 def test_wrong_types(tmp_path, tokenizer):
-    (tmp_path / "types.jsonl").write_bytes(lines(
-        b'{"text": 1}', b'{"text": null}', b'{"text": ["a"]}', b'{"text": {"x": 1}}', b'"a string"',
-        b"5", b'{"no_text": "x"}', b'{"text": ""}',
-        b'{"text": "ok", "id": {"nested": 1}, "source": 7, "lang": [1]}'))
+    (tmp_path / "types.jsonl").write_bytes(
+        lines(
+            b'{"text": 1}',
+            b'{"text": null}',
+            b'{"text": ["a"]}',
+            b'{"text": {"x": 1}}',
+            b'"a string"',
+            b"5",
+            b'{"no_text": "x"}',
+            b'{"text": ""}',
+            b'{"text": "ok", "id": {"nested": 1}, "source": 7, "lang": [1]}',
+        )
+    )
     entries, rejects, texts = tokenize(str(tmp_path / "types.jsonl"), tokenizer, tmp_path / "out")
     assert texts == ["ok"]
     assert [r["reason"] for r in rejects] == [
-        "text field 'text' is int, expected string", "text field 'text' is NoneType, expected string",
-        "text field 'text' is list, expected string", "text field 'text' is dict, expected string",
-        "record is a JSON str, expected an object", "record is a JSON int, expected an object",
-        "missing text field 'text'", "empty text"]
+        "text field 'text' is int, expected string",
+        "text field 'text' is NoneType, expected string",
+        "text field 'text' is list, expected string",
+        "text field 'text' is dict, expected string",
+        "record is a JSON str, expected an object",
+        "record is a JSON int, expected an object",
+        "missing text field 'text'",
+        "empty text",
+    ]
     shard = pa.ipc.open_file(str(tmp_path / "out" / entries[0]["shard"])).read_all().to_pylist()
     assert shard[0]["source"] == "types.jsonl"  # a non-string source falls back to the file name
     assert len(shard[0]["doc_id"]) == 24  # a non-scalar id falls back to hash(url, offset)
@@ -224,13 +251,16 @@ def test_a_200mb_single_line_is_rejected_in_bounded_memory(tmp_path, tokenizer):
     # Memory is bounded by max_record_bytes (the most of one line ever held), not by the line.
     for limit in (64 << 20, 8 << 20):
         with PeakRSS() as rss:
-            _, rejects, texts = tokenize(str(path), tokenizer, tmp_path / f"out-{limit}",
-                                         max_record_bytes=limit)
+            _, rejects, texts = tokenize(
+                str(path), tokenizer, tmp_path / f"out-{limit}", max_record_bytes=limit
+            )
         assert texts == ["before", "after"]
         assert [(r["line"], r["offset"]) for r in rejects] == [(2, 19)]
         assert rejects[0]["reason"] == f"record too large: more than max_record_bytes {limit} bytes"
         assert rejects[0]["raw"].startswith(b'{"text": "aaaa') and len(rejects[0]["raw"]) == 256
-        assert rss.growth < limit + (16 << 20), f"RSS grew {rss.growth >> 20} MB, limit {limit >> 20} MB"
+        assert rss.growth < limit + (16 << 20), (
+            f"RSS grew {rss.growth >> 20} MB, limit {limit >> 20} MB"
+        )
     path.unlink()
 
 
@@ -238,14 +268,19 @@ def test_a_hostile_folder_end_to_end_through_ray(ray_session, tmp_path, bpe_path
     src = tmp_path / "in"
     src.mkdir()
     (src / "ok.jsonl").write_bytes(corpus(50))
-    (src / "mixed.jsonl").write_bytes(lines(b'{"text": 1}', b"\x00", b'{"text": "\xc0\xaf"}',
-                                            b'{"text": "good"}', b"[" * 100_000))
+    (src / "mixed.jsonl").write_bytes(
+        lines(b'{"text": 1}', b"\x00", b'{"text": "\xc0\xaf"}', b'{"text": "good"}', b"[" * 100_000)
+    )
     (src / "cut.jsonl.gz").write_bytes(gzip.compress(corpus(500))[:-200])
     (src / "empty.jsonl").write_bytes(b"")
     (src / "sub.jsonl").mkdir()
     os.symlink("loop.jsonl", src / "loop.jsonl")
-    cfg = load_config(input=[str(src / "*.jsonl*")], output=str(tmp_path / "out"),
-                      tokenizer=f"bpe:{bpe_path}", progress=False)
+    cfg = load_config(
+        input=[str(src / "*.jsonl*")],
+        output=str(tmp_path / "out"),
+        tokenizer=f"bpe:{bpe_path}",
+        progress=False,
+    )
     summary = run_job(cfg)
     assert summary["complete"] and summary["units_committed"] == 4
     assert summary["docs_read"] == summary["documents"] + summary["rejected"]

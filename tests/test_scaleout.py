@@ -22,8 +22,14 @@ from pipeline.verify import verify_output
 from .conftest import REPO, shard_files
 
 BIN = Path(sys.executable).parent
-PORT_FLAGS = ("--node-manager-port", "--object-manager-port", "--metrics-export-port",
-              "--dashboard-agent-grpc-port", "--dashboard-agent-listen-port", "--runtime-env-agent-port")
+PORT_FLAGS = (
+    "--node-manager-port",
+    "--object-manager-port",
+    "--metrics-export-port",
+    "--dashboard-agent-grpc-port",
+    "--dashboard-agent-listen-port",
+    "--runtime-env-agent-port",
+)
 
 
 def free_ports(n: int) -> list[int]:
@@ -38,7 +44,9 @@ def free_ports(n: int) -> list[int]:
 
 def node_flags() -> list[str]:
     """Explicit free ports, so this cluster never collides with the test session's local Ray."""
-    return [f"{flag}={port}" for flag, port in zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True)]
+    return [
+        f"{flag}={port}" for flag, port in zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True)
+    ]
 
 
 class TwoNodeCluster:
@@ -54,31 +62,54 @@ class TwoNodeCluster:
 
     def _start(self, *args: str) -> None:
         log = open(Path(self.temp_dir) / f"node{len(self.procs)}.log", "wb")  # noqa: SIM115
-        argv = [str(BIN / "ray"), "start", "--block", "--node-ip-address=127.0.0.1", *args, *node_flags()]
-        self.procs.append(subprocess.Popen(argv,
-                                           env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                           start_new_session=True))
+        argv = [
+            str(BIN / "ray"),
+            "start",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            *args,
+            *node_flags(),
+        ]
+        self.procs.append(
+            subprocess.Popen(
+                argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        )
 
     def start(self) -> TwoNodeCluster:
-        self._start("--head", f"--port={self.gcs_port}", "--num-cpus=1", "--include-dashboard=true",
-                    "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
-                    f"--ray-client-server-port={self.client_port}", f"--temp-dir={self.temp_dir}")
+        self._start(
+            "--head",
+            f"--port={self.gcs_port}",
+            "--num-cpus=1",
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={self.dashboard_port}",
+            f"--ray-client-server-port={self.client_port}",
+            f"--temp-dir={self.temp_dir}",
+        )
         self._wait(lambda: self._status().count("node_") >= 1, "head node")
         self._start(f"--address=127.0.0.1:{self.gcs_port}", "--num-cpus=1")
         self._wait(lambda: self._status().count("node_") >= 2, "second node")
         return self
 
     def _status(self) -> str:
-        proc = subprocess.run([str(BIN / "ray"), "status", f"--address=127.0.0.1:{self.gcs_port}"],
-                              env=self.env, capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            [str(BIN / "ray"), "status", f"--address=127.0.0.1:{self.gcs_port}"],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         return proc.stdout if proc.returncode == 0 else ""
 
     def _wait(self, ready, what: str, timeout: float = 120) -> None:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if any(p.poll() is not None for p in self.procs):
-                raise RuntimeError(f"ray start exited while waiting for the {what}: "
-                                   + (Path(self.temp_dir) / f"node{len(self.procs) - 1}.log").read_text())
+                raise RuntimeError(
+                    f"ray start exited while waiting for the {what}: "
+                    + (Path(self.temp_dir) / f"node{len(self.procs) - 1}.log").read_text()
+                )
             if ready():
                 return
             time.sleep(1)
@@ -86,9 +117,22 @@ class TwoNodeCluster:
 
     def submit(self, *entry: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [str(BIN / "ray"), "job", "submit", f"--address=http://127.0.0.1:{self.dashboard_port}",
-             "--working-dir", ".", "--", *entry],
-            cwd=REPO, env=self.env, capture_output=True, text=True, timeout=600)
+            [
+                str(BIN / "ray"),
+                "job",
+                "submit",
+                f"--address=http://127.0.0.1:{self.dashboard_port}",
+                "--working-dir",
+                ".",
+                "--",
+                *entry,
+            ],
+            cwd=REPO,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
@@ -106,17 +150,38 @@ class TwoNodeCluster:
 
 @pytest.mark.slow
 def test_ray_job_submit_on_a_two_node_cluster_matches_the_single_node_run(
-        ray_session, tmp_path, sample_dir, bpe_path):
+    ray_session, tmp_path, sample_dir, bpe_path
+):
     inputs = str(sample_dir / "*.jsonl")
     single = tmp_path / "single"
-    run_job(load_config(input=[inputs], output=str(single), tokenizer=f"bpe:{bpe_path}",
-                        unit_bytes=200_000, actors=2, progress=False))
+    run_job(
+        load_config(
+            input=[inputs],
+            output=str(single),
+            tokenizer=f"bpe:{bpe_path}",
+            unit_bytes=200_000,
+            actors=2,
+            progress=False,
+        )
+    )
     cluster = TwoNodeCluster().start()
     try:
-        result = cluster.submit(sys.executable, "-m", "jobs.tokenize", "--input", inputs,
-                                "--output", str(tmp_path / "cluster"), "--tokenizer",
-                                f"bpe:{bpe_path}", "--unit-bytes", "200000", "--actors", "2",
-                                "--no-progress")
+        result = cluster.submit(
+            sys.executable,
+            "-m",
+            "jobs.tokenize",
+            "--input",
+            inputs,
+            "--output",
+            str(tmp_path / "cluster"),
+            "--tokenizer",
+            f"bpe:{bpe_path}",
+            "--unit-bytes",
+            "200000",
+            "--actors",
+            "2",
+            "--no-progress",
+        )
         nodes = cluster._status().count("node_")
     finally:
         cluster.stop()

@@ -27,11 +27,18 @@ from .conftest import REPO
 
 PACKAGES = ("pipeline", "jobs", "tokenizers_impl", "schemas", "infra", "bench")
 UNSAFE = [
-    (re.compile(r"^\s*(import|from)\s+(c?pickle|dill|cloudpickle|joblib|marshal|shelve)\b", re.M),
-     "imports a pickle-family module"),
+    (
+        re.compile(
+            r"^\s*(import|from)\s+(c?pickle|dill|cloudpickle|joblib|marshal|shelve)\b", re.M
+        ),
+        "imports a pickle-family module",
+    ),
     (re.compile(r"\b(c?pickle|dill|cloudpickle|joblib|marshal)\.loads?\("), "unpickles"),
     (re.compile(r"allow_pickle\s*=\s*True"), "allow_pickle=True"),
-    (re.compile(r"torch\.load\((?![^)]*weights_only\s*=\s*True)"), "torch.load without weights_only"),
+    (
+        re.compile(r"torch\.load\((?![^)]*weights_only\s*=\s*True)"),
+        "torch.load without weights_only",
+    ),
     (re.compile(r"yaml\.(unsafe_)?load\((?![^)]*SafeLoader)"), "yaml.load without SafeLoader"),
     (re.compile(r"\beval\(|\bexec\("), "eval/exec"),
 ]
@@ -42,7 +49,9 @@ def test_no_pickle_or_other_code_executing_loaders_in_the_package_source():
     for package in PACKAGES:
         for path in sorted((REPO / package).rglob("*.py")):
             code = "\n".join(line.split("#", 1)[0] for line in path.read_text().splitlines())
-            offences += [f"{path.relative_to(REPO)}: {what}" for rx, what in UNSAFE if rx.search(code)]
+            offences += [
+                f"{path.relative_to(REPO)}: {what}" for rx, what in UNSAFE if rx.search(code)
+            ]
     assert offences == []
 
 
@@ -85,9 +94,14 @@ def test_config_files_are_schema_checked_size_limited_and_safe_yaml(tmp_path, bp
     cases = {
         "unknown field": (base + "shell: rm -rf /\n", r"shell: Extra inputs are not permitted"),
         "wrong type": (base + "unit_bytes: lots\n", r"unit_bytes: Input should be a valid integer"),
-        "negative": (base + "max_doc_bytes: -1\n", r"max_doc_bytes: Input should be greater than 0"),
-        "python tag": (base + "x: !!python/object/apply:os.system ['touch pwned']\n",
-                       r"is not valid YAML"),
+        "negative": (
+            base + "max_doc_bytes: -1\n",
+            r"max_doc_bytes: Input should be greater than 0",
+        ),
+        "python tag": (
+            base + "x: !!python/object/apply:os.system ['touch pwned']\n",
+            r"is not valid YAML",
+        ),
         "not a mapping": ("- a\n- b\n", r"must hold a mapping"),
     }
     for name, (text, message) in cases.items():
@@ -102,7 +116,9 @@ def test_config_files_are_schema_checked_size_limited_and_safe_yaml(tmp_path, bp
         load_config(str(huge))
 
 
-@pytest.mark.parametrize("rel", ["../x", "../../etc/x", "shards/../../x", "/etc/passwd", "a/../../b"])
+@pytest.mark.parametrize(
+    "rel", ["../x", "../../etc/x", "shards/../../x", "/etc/passwd", "a/../../b"]
+)
 def test_output_paths_cannot_leave_the_prefix(tmp_path, rel):
     with pytest.raises(ValueError, match="outside the output prefix"):
         Output(str(tmp_path)).path(rel)
@@ -111,12 +127,28 @@ def test_output_paths_cannot_leave_the_prefix(tmp_path, rel):
 def test_hostile_document_ids_and_sources_never_become_paths(ray_session, tmp_path, bpe_path):
     root = tmp_path / "sandbox"
     (root / "in").mkdir(parents=True)
-    hostile = ["../../etc/x", "/etc/passwd", "..", "a/../../../b", "C:\\\\x", "\u202e../evil", "%2e%2e/x"]
-    (root / "in" / "ids.jsonl").write_text("".join(
-        json.dumps({"id": h, "source": h, "lang": h, "text": f"text {i}"}) + "\n"
-        for i, h in enumerate(hostile)))
-    cfg = load_config(input=[str(root / "in" / "*.jsonl")], output=str(root / "out"),
-                      tokenizer=f"bpe:{bpe_path}", unit_bytes=64, progress=False)
+    hostile = [
+        "../../etc/x",
+        "/etc/passwd",
+        "..",
+        "a/../../../b",
+        "C:\\\\x",
+        "\u202e../evil",
+        "%2e%2e/x",
+    ]
+    (root / "in" / "ids.jsonl").write_text(
+        "".join(
+            json.dumps({"id": h, "source": h, "lang": h, "text": f"text {i}"}) + "\n"
+            for i, h in enumerate(hostile)
+        )
+    )
+    cfg = load_config(
+        input=[str(root / "in" / "*.jsonl")],
+        output=str(root / "out"),
+        tokenizer=f"bpe:{bpe_path}",
+        unit_bytes=64,
+        progress=False,
+    )
     for unit in plan_units(cfg.input, ReadOptions(unit_bytes=64)):
         names = UnitNames.of(unit.unit_id, "0123456789abcdef")
         assert re.fullmatch(r"shards/[0-9a-f]{24}\.[0-9a-f]{12}\.arrow", names.shard)
@@ -126,8 +158,11 @@ def test_hostile_document_ids_and_sources_never_become_paths(ray_session, tmp_pa
     assert all(w.startswith(("in/", "out/")) for w in written), written
     outside = [p for p in tmp_path.iterdir() if p.name != "sandbox"]
     assert outside == []
-    assert all(re.fullmatch(r"out/(shards|ledger)/[0-9a-f]{24}\.[0-9a-f]{12}\.(arrow|json)", w)
-               for w in written if w.startswith(("out/shards", "out/ledger")))
+    assert all(
+        re.fullmatch(r"out/(shards|ledger)/[0-9a-f]{24}\.[0-9a-f]{12}\.(arrow|json)", w)
+        for w in written
+        if w.startswith(("out/shards", "out/ledger"))
+    )
 
 
 CANARY_KEY = "AKIACANARY7TOKENMILL"
@@ -141,20 +176,65 @@ def test_credentials_never_appear_in_outputs_logs_or_errors(s3, s3_sample, bpe_p
     and the driver's Ray session logs are searched for them."""
     s3.create_bucket("secrets")
     ray_tmp = tempfile.mkdtemp(prefix="tmr", dir="/tmp")  # short: Ray's socket paths must fit
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": ray_tmp,
-           "AWS_SECRET_ACCESS_KEY": CANARY_ENV_SECRET, "AWS_ACCESS_KEY_ID": CANARY_KEY}
-    opts = ["--storage-option", f"endpoint_url={s3.endpoint}", "--storage-option", f"key={CANARY_KEY}",
-            "--storage-option", f"secret={CANARY_SECRET}"]
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_TMPDIR": ray_tmp,
+        "AWS_SECRET_ACCESS_KEY": CANARY_ENV_SECRET,
+        "AWS_ACCESS_KEY_ID": CANARY_KEY,
+    }
+    opts = [
+        "--storage-option",
+        f"endpoint_url={s3.endpoint}",
+        "--storage-option",
+        f"key={CANARY_KEY}",
+        "--storage-option",
+        f"secret={CANARY_SECRET}",
+    ]
     tokenmill = str(Path(sys.executable).parent / "tokenmill")
     runs = [
-        [tokenmill, "-v", "run", "--input", s3_sample, "--output", "s3://secrets/out",
-         "--tokenizer", f"bpe:{bpe_path}", "--actors", "1", "--no-progress", *opts],
+        [
+            tokenmill,
+            "-v",
+            "run",
+            "--input",
+            s3_sample,
+            "--output",
+            "s3://secrets/out",
+            "--tokenizer",
+            f"bpe:{bpe_path}",
+            "--actors",
+            "1",
+            "--no-progress",
+            *opts,
+        ],
         [tokenmill, "-v", "verify", "s3://secrets/out", *opts],
-        [tokenmill, "run", "--input", "s3://secrets/missing/*.jsonl", "--output", "s3://secrets/o2",
-         "--tokenizer", f"bpe:{bpe_path}", *opts],
-        [tokenmill, "run", "--input", s3_sample, "--output", "s3://no-such-bucket-x/out",
-         "--tokenizer", f"bpe:{bpe_path}", *opts[:2], "--storage-option", f"key={CANARY_KEY}",
-         "--storage-option", f"secret={CANARY_SECRET}"],
+        [
+            tokenmill,
+            "run",
+            "--input",
+            "s3://secrets/missing/*.jsonl",
+            "--output",
+            "s3://secrets/o2",
+            "--tokenizer",
+            f"bpe:{bpe_path}",
+            *opts,
+        ],
+        [
+            tokenmill,
+            "run",
+            "--input",
+            s3_sample,
+            "--output",
+            "s3://no-such-bucket-x/out",
+            "--tokenizer",
+            f"bpe:{bpe_path}",
+            *opts[:2],
+            "--storage-option",
+            f"key={CANARY_KEY}",
+            "--storage-option",
+            f"secret={CANARY_SECRET}",
+        ],
     ]
     texts = []
     codes = []
@@ -179,4 +259,8 @@ def test_credentials_never_appear_in_outputs_logs_or_errors(s3, s3_sample, bpe_p
         assert [k for k, v in blobs.items() if secret.encode() in v] == []
         assert [t for t in texts if secret in t] == []
     summary = json.loads(texts[0])
-    assert summary["storage_options"] == {"endpoint_url": s3.endpoint, "key": "***", "secret": "***"}
+    assert summary["storage_options"] == {
+        "endpoint_url": s3.endpoint,
+        "key": "***",
+        "secret": "***",
+    }
