@@ -64,7 +64,7 @@ class Sampler(threading.Thread):
         self.root = psutil.Process(root)
         self.interval = interval
         self.peak_by_role: dict[str, int] = defaultdict(int)
-        self.peak_by_pid: dict[int, tuple[str, int]] = {}
+        self.peak_by_pid: dict[int, tuple[frozenset[str], int]] = {}  # roles seen, peak RSS
         self.peak_total = 0
         self.samples = 0
         self._halt = threading.Event()
@@ -84,8 +84,8 @@ class Sampler(threading.Thread):
                 name = "driver" if proc.pid == self.root.pid else role(proc)
                 total += rss
                 self.peak_by_role[name] = max(self.peak_by_role[name], rss)
-                prev = self.peak_by_pid.get(proc.pid, (name, 0))[1]
-                self.peak_by_pid[proc.pid] = (name, max(prev, rss))
+                roles, prev = self.peak_by_pid.get(proc.pid, (frozenset(), 0))
+                self.peak_by_pid[proc.pid] = (roles | {name}, max(prev, rss))
             self.peak_total = max(self.peak_total, total)
             self.samples += 1
 
@@ -168,7 +168,7 @@ def main() -> None:
             raise SystemExit(f"pass {n} failed: {stderr[-2000:]}")
         summary = json.loads(stdout)
         workers = [
-            rss for name, rss in sampler.peak_by_pid.values() if name == "ray::TokenizeWorker"
+            rss for roles, rss in sampler.peak_by_pid.values() if "ray::TokenizeWorker" in roles
         ]
         row = {
             "pass": n,
