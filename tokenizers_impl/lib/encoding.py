@@ -9,6 +9,8 @@ from itertools import repeat
 
 import numpy as np
 
+MAX_CACHED = 1 << 20  # cached matches kept before the cache is cleared
+
 
 def trie_pattern(units: Sequence[str]) -> str:
     """A regex whose match at a position is the longest unit there (a nested, greedy trie).
@@ -108,6 +110,8 @@ class LiBEncoder:
         self.unknown_rank = len(units)
         self.byte_base = byte_base
         self.pattern = re.compile(trie_pattern(units), re.DOTALL)
+        self.max_len = max(map(len, units), default=1)
+        self._longest: dict[str, str] = {}  # text[p:p + max_len] -> longest unit at p
 
     def segment(self, text: str) -> list[str]:
         """The chunks of `text`: greedy path, replaced by the c2 branch where that branch wins."""
@@ -132,13 +136,21 @@ class LiBEncoder:
         b_start, q = self.plans[c1]
         b = b_start[:]
         end_a, end_b, j = pos + len(c1), pos + q, i
-        trie = self.trie
+        trie, longest, max_len = self.trie, self._longest, self.max_len
         while end_a != end_b:
             if end_a < end_b:
                 j += 1
                 end_a += len(chunks[j])
             else:
-                unit = longest_in(trie, text, end_b) or longest_at_end(trie, text, end_b)
+                # The longest unit at a position depends only on the next max_len characters
+                # (fewer where the text ends), so those characters key a cache of matches.
+                window = text[end_b:end_b + max_len]
+                unit = longest.get(window)
+                if unit is None:
+                    if len(longest) >= MAX_CACHED:
+                        longest.clear()
+                    unit = longest[window] = (longest_in(trie, window, 0)
+                                              or longest_at_end(trie, window, 0))
                 b.append(unit)
                 end_b += len(unit)
         return self._better(chunks[i:j + 1], b), j + 1, end_a
