@@ -40,8 +40,11 @@ def train_loop(config: dict) -> None:
         loss.backward()
         optimizer.step()
         tokens += batch["input_ids"].numel()
-    ray.train.report({"loss": float(loss), "tokens": tokens,
-                      "tokens_per_s": tokens / (time.perf_counter() - t0)})
+    metrics = {"rank": ray.train.get_context().get_world_rank(), "steps": step,
+               "loss": round(float(loss), 4), "tokens": tokens,
+               "tokens_per_s": round(tokens / (time.perf_counter() - t0))}
+    print(json.dumps(metrics), flush=True)  # Train V2 keeps metrics only with checkpoints
+    ray.train.report(metrics)
 
 
 def main() -> None:
@@ -59,7 +62,9 @@ def main() -> None:
     from ray.train.torch import TorchTrainer
 
     if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=False,
+        # logical CPUs >= 4: Train workers, the controller and Ray Data's read tasks must all fit
+        # (on 2 cores, whole-CPU requests leave the read tasks waiting forever)
+        ray.init(num_cpus=max(os.cpu_count() or 1, 4), include_dashboard=False,
                  runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled"}})
     windows = ray_dataset(args.shards, args.seq_len, position_ids=True, samples_per_block=256)
     from pipeline.loader_shards import read_ledger
@@ -75,7 +80,7 @@ def main() -> None:
         datasets={"train": windows},
     )
     result = trainer.fit()
-    print(json.dumps({"metrics": result.metrics, "error": str(result.error) if result.error else None}))
+    print(json.dumps({"error": str(result.error) if result.error else None}))
 
 
 if __name__ == "__main__":
