@@ -28,6 +28,7 @@ from tokenizers_impl.batch_merging import merge_batch_ids  # noqa: E402
 from tokenizers_impl.bpe import GPT2_PATTERN, BPETokenizer  # noqa: E402
 from tokenizers_impl.dynamic_merge import DynamicMergeTokenizer  # noqa: E402
 from tokenizers_impl.dynamic_merge_reference import recount_merges  # noqa: E402
+from tokenizers_impl.pretokens import WORD_PATTERN  # noqa: E402
 
 LANGS = ("code", "de", "en", "ru", "zh")
 MERGES = (10, 50, 200)
@@ -44,11 +45,12 @@ def load_chunks(corpus: Path, lang: str, chars: int, n: int, seed: int) -> list[
 
 
 def crossing_tokens(tok: DynamicMergeTokenizer, result, texts: list[str]) -> int:
-    """Merged tokens whose bytes span two GPT-2 pre-tokens, checked independently with `regex`."""
+    """Merged tokens whose bytes span two pre-tokens (or words), checked independently with `regex`."""
+    pattern = WORD_PATTERN if tok.boundary == "word" else GPT2_PATTERN
     crossings = 0
     for ids, text in zip(result.ids, texts, strict=True):
         starts, pos = set(), 0
-        for part in regex.findall(GPT2_PATTERN, text):
+        for part in regex.findall(pattern, text):
             starts.add(pos)
             pos += len(part.encode("utf-8"))
         pos = 0
@@ -134,6 +136,7 @@ def main() -> None:
     parser.add_argument(
         "--parts", default="reductions,throughput,oracle", help="comma-separated parts to run"
     )
+    parser.add_argument("--boundary", choices=("pretoken", "word"), default="pretoken")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     parts = set(args.parts.split(","))
@@ -144,7 +147,7 @@ def main() -> None:
         for line in path.open(encoding="utf-8")
     ]
     base = BPETokenizer.train(samples, vocab_size=8000)
-    tok = DynamicMergeTokenizer(base, max_merges=50, boundary="pretoken")
+    tok = DynamicMergeTokenizer(base, max_merges=50, boundary=args.boundary)
     texts = {
         lang: load_chunks(args.corpus, lang, args.chars, args.docs, args.seed) for lang in LANGS
     }
@@ -157,7 +160,10 @@ def main() -> None:
         }
     }
 
-    print(f"# dynamic merge bench: {args.docs} docs x {args.chars} chars per language\n")
+    print(
+        f"# dynamic merge bench: {args.docs} docs x {args.chars} chars per language, "
+        f"boundary={args.boundary}\n"
+    )
     print(
         "| lang | batch | L0 | Lword | merges to sat./batch | rel% @10/50/200/sat "
         "| abs% @10/50/200/sat | sat. s | crossings |"
