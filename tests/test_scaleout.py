@@ -3,13 +3,10 @@ writes the same shard bytes as a single-node run."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,130 +19,81 @@ from pipeline.verify import verify_output
 from .conftest import REPO, shard_files
 
 BIN = Path(sys.executable).parent
-PORT_FLAGS = (
-    "--node-manager-port",
-    "--object-manager-port",
-    "--metrics-export-port",
-    "--dashboard-agent-grpc-port",
-    "--dashboard-agent-listen-port",
-    "--runtime-env-agent-port",
-)
 
 
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def node_flags() -> list[str]:
-    """Explicit free ports, so this cluster never collides with the test session's local Ray."""
-    return [
-        f"{flag}={port}" for flag, port in zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True)
-    ]
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 class TwoNodeCluster:
-    """`ray start --head` plus `ray start --address`, each with --block in its own process group,
-    so teardown stops exactly these processes (never `ray stop`, which would stop every cluster)."""
+    """Two Ray nodes (a head with the dashboard/job API and one worker node, 1 CPU each) on this
+    machine via ray.cluster_utils.Cluster, which runs each node's processes separately and stops
+    exactly them on shutdown (never `ray stop`, which would stop every cluster on the machine)."""
 
     def __init__(self):
-        self.gcs_port, self.dashboard_port, self.client_port = free_ports(3)
-        self.temp_dir = tempfile.mkdtemp(prefix="tms", dir="/tmp")
+        self.dashboard_port = free_port()
         self.env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
         self.env.pop("RAY_ADDRESS", None)
-        self.procs: list[subprocess.Popen] = []
-
-    def _start(self, *args: str) -> None:
-        log = open(Path(self.temp_dir) / f"node{len(self.procs)}.log", "wb")  # noqa: SIM115
-        argv = [
-            str(BIN / "ray"),
-            "start",
-            "--block",
-            "--node-ip-address=127.0.0.1",
-            *args,
-            *node_flags(),
-        ]
-        self.procs.append(
-            subprocess.Popen(
-                argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        )
+        self.cluster = None
 
     def start(self) -> TwoNodeCluster:
-        self._start(
-            "--head",
-            f"--port={self.gcs_port}",
-            "--num-cpus=1",
-            "--include-dashboard=true",
-            "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={self.dashboard_port}",
-            f"--ray-client-server-port={self.client_port}",
-            f"--temp-dir={self.temp_dir}",
+        from ray.cluster_utils import Cluster
+
+        self.cluster = Cluster(
+            initialize_head=True,
+            connect=False,
+            head_node_args={
+                "num_cpus": 1,
+                "include_dashboard": True,
+                "dashboard_host": "127.0.0.1",
+                "dashboard_port": self.dashboard_port,
+                "dashboard_agent_listen_port": free_port(),
+            },
         )
-        self._wait(lambda: self._status().count("node_") >= 1, "head node")
-        self._start(f"--address=127.0.0.1:{self.gcs_port}", "--num-cpus=1")
-        self._wait(lambda: self._status().count("node_") >= 2, "second node")
+        # every node's agent on its own port: the default 52365 is taken by any other local Ray
+        self.cluster.add_node(num_cpus=1, dashboard_agent_listen_port=free_port())
+        self.cluster.wait_for_nodes(timeout=180)
+        deadline = time.time() + 120
+        while self.nodes() < 2 and time.time() < deadline:
+            time.sleep(2)
         return self
 
-    def _status(self) -> str:
+    def nodes(self) -> int:
         proc = subprocess.run(
-            [str(BIN / "ray"), "status", f"--address=127.0.0.1:{self.gcs_port}"],
+            [str(BIN / "ray"), "status", f"--address={self.cluster.address}"],
             env=self.env,
             capture_output=True,
             text=True,
             timeout=60,
         )
-        return proc.stdout if proc.returncode == 0 else ""
-
-    def _wait(self, ready, what: str, timeout: float = 120) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if any(p.poll() is not None for p in self.procs):
-                raise RuntimeError(
-                    f"ray start exited while waiting for the {what}: "
-                    + (Path(self.temp_dir) / f"node{len(self.procs) - 1}.log").read_text()
-                )
-            if ready():
-                return
-            time.sleep(1)
-        raise TimeoutError(f"the {what} did not come up")
+        return proc.stdout.split("Pending:")[0].count(" node_") if proc.returncode == 0 else 0
 
     def submit(self, *entry: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [
-                str(BIN / "ray"),
-                "job",
-                "submit",
-                f"--address=http://127.0.0.1:{self.dashboard_port}",
-                "--working-dir",
-                ".",
-                "--",
-                *entry,
-            ],
-            cwd=REPO,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        """`ray job submit`, retried while the head's job agent is still registering."""
+        argv = [
+            str(BIN / "ray"),
+            "job",
+            "submit",
+            f"--address=http://127.0.0.1:{self.dashboard_port}",
+            "--working-dir",
+            ".",
+            "--",
+            *entry,
+        ]
+        deadline = time.time() + 180
+        while True:
+            proc = subprocess.run(
+                argv, cwd=REPO, env=self.env, capture_output=True, text=True, timeout=600
+            )
+            if "No available agent" not in proc.stderr + proc.stdout or time.time() > deadline:
+                return proc
+            time.sleep(5)
 
     def stop(self) -> None:
-        for proc in reversed(self.procs):
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, sig)
-                try:
-                    proc.wait(timeout=20)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)  # workers left in the group
+        if self.cluster is not None:
+            self.cluster.shutdown()
 
 
 @pytest.mark.slow
@@ -182,7 +130,7 @@ def test_ray_job_submit_on_a_two_node_cluster_matches_the_single_node_run(
             "2",
             "--no-progress",
         )
-        nodes = cluster._status().count("node_")
+        nodes = cluster.nodes()
     finally:
         cluster.stop()
     assert result.returncode == 0, result.stdout + result.stderr
