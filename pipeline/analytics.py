@@ -276,7 +276,7 @@ def connect(
         raise AnalyticsError("at least one output URL is required")
     con = duckdb.connect(database)
     outputs, ledger_rows, runs_rows = [], [], []
-    shard_branches, reject_branches, merge_branches = [], [], []
+    shard_branches, reject_branches, merge_branches, unigram_branches = [], [], [], []
     pending: list[tuple[Output, list[dict[str, Any]]]] = []
     for url in urls:
         output = Output(url, storage_options)
@@ -317,6 +317,15 @@ def connect(
             reject_branches.append(
                 f"SELECT {index} AS dataset_id, * FROM {quote_ident(f'_rejects_{index}')}"
             )
+        if all(e.get("unigrams") for e in group):  # counted at tokenization time
+            con.register(
+                f"_unigrams_{index}",
+                ledger_dataset(output, [(e["unit_id"], e["unigrams"]) for e in group], fs),
+            )
+            unigram_branches.append(
+                f"SELECT {index} AS dataset_id, source, lang, token_id, count "
+                f"FROM {quote_ident(f'_unigrams_{index}')}"
+            )
         sidecars = [(e["unit_id"], e["sidecar"]) for e in group if e.get("sidecar")]
         if sidecars:
             sidecar = ledger_dataset(output, sidecars, fs)
@@ -348,8 +357,23 @@ def connect(
     )
     _union(con, "_merge_batches", merge_branches, empty_merge)
     create_views(con)
+    if len(unigram_branches) == len(pending):
+        # every unit carries its token counts: the unigram views never unnest the token lists
+        _union(con, "_unigrams", unigram_branches, "")
+        con.execute(
+            "CREATE OR REPLACE VIEW unigram_counts AS SELECT dataset_id, source, lang, token_id, "
+            "sum(count)::BIGINT AS n FROM _unigrams GROUP BY ALL"
+        )
     set_parameters(con, alpha=alpha, baseline=baseline)
     return con
+
+
+def has_precounted_unigrams(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether every unit of the connected outputs carries its token counts (unigrams/)."""
+    found = con.execute(
+        "SELECT count(*) FROM duckdb_views() WHERE view_name = '_unigrams'"
+    ).fetchall()
+    return found == [(1,)]
 
 
 RAW_RELATIONS = ("_outputs", "_shards", "_ledger", "_runs", "_rejects", "_merge_batches")
@@ -439,7 +463,9 @@ def report_tables(con: duckdb.DuckDBPyConnection) -> dict[str, pa.Table]:
     sections = sql_sections()
     con.execute(sections["unigram_groups"])
     distinct = con.execute("SELECT count(*) = count(DISTINCT h) FROM _unigram_groups").fetchall()
-    if distinct == [(True,)]:
+    if has_precounted_unigrams(con):
+        con.execute("CREATE OR REPLACE TEMP TABLE _unigram_cache AS SELECT * FROM unigram_counts")
+    elif distinct == [(True,)]:
         con.execute(sections["unigram_cache"])
     else:  # two groups share a 32-bit hash: count by the group columns themselves
         con.execute("CREATE OR REPLACE TEMP TABLE _unigram_cache AS SELECT * FROM unigram_counts")

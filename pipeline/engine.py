@@ -20,7 +20,14 @@ from pipeline.repair import uncommit_bad_units
 from pipeline.sources import WorkUnit, plan_units
 from pipeline.storage import Output, redact
 from pipeline.tokenize_unit import UnitTask, process_unit
-from schemas.shards import LEDGER_DIR, REJECTS_DIR, SCHEMA_VERSION, SHARDS_DIR, SIDECAR_DIR
+from schemas.shards import (
+    LEDGER_DIR,
+    REJECTS_DIR,
+    SCHEMA_VERSION,
+    SHARDS_DIR,
+    SIDECAR_DIR,
+    UNIGRAMS_DIR,
+)
 from tokenizers_impl import load_tokenizer
 
 log = logging.getLogger("tokenmill")
@@ -59,12 +66,13 @@ def init_ray(address: str | None = None) -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     if address:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
-    else:
-        ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
+    else:  # a fresh local cluster: never attach silently to some other cluster found on this machine
+        ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING,
+                 log_to_driver=True)
 
 
 def reset_output(output: Output) -> None:
-    for rel in (LEDGER_DIR, SHARDS_DIR, REJECTS_DIR, SIDECAR_DIR, "job.json"):
+    for rel in (LEDGER_DIR, SHARDS_DIR, REJECTS_DIR, SIDECAR_DIR, UNIGRAMS_DIR, "job.json"):
         output.remove(rel, recursive=True)
 
 

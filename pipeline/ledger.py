@@ -40,6 +40,10 @@ class UnitNames:
         return f"sidecar/{self.stem}.arrow"
 
     @property
+    def unigrams(self) -> str:
+        return f"unigrams/{self.stem}.arrow"
+
+    @property
     def ledger(self) -> str:
         return f"{LEDGER_DIR}/{self.stem}.json"
 

@@ -15,6 +15,7 @@ from pipeline.shards import ShardWriter, file_checksum, list_array, token_column
 from pipeline.sources import DocBatch, ReadOptions, UnitReader, WorkUnit
 from pipeline.storage import Output
 from pipeline.textstats import batch_stats
+from pipeline.unigrams import UnigramCounter
 from schemas.shards import REJECTS_SCHEMA, SCHEMA_VERSION, TOKENMILL_VERSION, shard_schema
 
 
@@ -91,7 +92,9 @@ def process_unit(unit: WorkUnit, tokenizer: Any, task: UnitTask, output: Output)
               "words": 0, "blank_lines": 0}
     timings = {"read_s": 0.0, "tokenize_s": 0.0, "stats_s": 0.0, "write_s": 0.0}
     sidecar_writer = sidecar_sink = None
-    with output.spool() as shard_tmp, output.spool() as rejects_tmp, output.spool() as sidecar_tmp:
+    unigrams = UnigramCounter(tokenizer.vocab_size)
+    with output.spool() as shard_tmp, output.spool() as rejects_tmp, output.spool() as sidecar_tmp, \
+            output.spool() as unigrams_tmp:
         writer = ShardWriter(shard_tmp, schema)
         rejects = _RejectsWriter(rejects_tmp)
         batch_index = 0
@@ -135,6 +138,7 @@ def process_unit(unit: WorkUnit, tokenizer: Any, task: UnitTask, output: Output)
             if task.token_offsets:
                 columns["token_offsets"] = list_array(stats.token_ends, encoded.offsets, pa.uint32())
             writer.write(columns)
+            unigrams.add(encoded.flat, encoded.offsets, batch.sources, batch.langs)
             if encoded.sidecar is not None and encoded.sidecar.num_rows:
                 if sidecar_writer is None:
                     sidecar_sink = pa.OSFile(sidecar_tmp, "wb")
@@ -153,6 +157,7 @@ def process_unit(unit: WorkUnit, tokenizer: Any, task: UnitTask, output: Output)
         if sidecar_writer is not None:
             sidecar_writer.close()
             sidecar_sink.close()
+        unigrams.write(unigrams_tmp)
         entry = {
             "unit_id": unit.unit_id,
             "unit": unit.describe(),
@@ -163,6 +168,8 @@ def process_unit(unit: WorkUnit, tokenizer: Any, task: UnitTask, output: Output)
             "rejects_checksum": file_checksum(rejects_tmp) if has_rejects else None,
             "sidecar": names.sidecar if sidecar_writer is not None else None,
             "sidecar_checksum": file_checksum(sidecar_tmp) if sidecar_writer is not None else None,
+            "unigrams": names.unigrams,
+            "unigrams_checksum": file_checksum(unigrams_tmp),
             **counts,
             "batches": batch_index,
             "tokenizer": describe,
@@ -176,6 +183,7 @@ def process_unit(unit: WorkUnit, tokenizer: Any, task: UnitTask, output: Output)
             output.commit_file(rejects_tmp, names.rejects)
         if sidecar_writer is not None:
             output.commit_file(sidecar_tmp, names.sidecar)
+        output.commit_file(unigrams_tmp, names.unigrams)
         timings["write_s"] += time.perf_counter() - t_commit
         timings["total_s"] = time.perf_counter() - t0
         entry["timings"] = {k: round(v, 4) for k, v in timings.items()}

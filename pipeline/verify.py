@@ -76,7 +76,7 @@ def _check_entry(output: Output, entry: dict[str, Any]) -> list[str]:
         problems.append(f"shard {entry['shard']} bytes {n_bytes} != ledger {entry['bytes']}")
     if entry["docs_read"] != entry["documents"] + entry["rejected"]:
         problems.append(f"ledger accounting: read {entry['docs_read']} != {entry['documents']} + {entry['rejected']}")
-    for key in ("rejects", "sidecar"):
+    for key in ("rejects", "sidecar", "unigrams"):
         if entry.get(key):
             problems.extend(_check_side_file(output, entry, key))
     return problems
@@ -93,4 +93,8 @@ def _check_side_file(output: Output, entry: dict[str, Any], key: str) -> list[st
         rows = pa.ipc.open_file(pa.BufferReader(data)).read_all().num_rows
         if rows != entry["rejected"]:
             return [f"rejects {entry[key]} has {rows} rows, ledger says {entry['rejected']}"]
+    if key == "unigrams":
+        counted = pc.sum(pa.ipc.open_file(pa.BufferReader(data)).read_all()["count"]).as_py() or 0
+        if counted != entry["tokens"]:
+            return [f"unigrams {entry[key]} count {counted} tokens, ledger says {entry['tokens']}"]
     return []

@@ -13,6 +13,7 @@ REJECTS_DIR = "rejects"
 LEDGER_DIR = "ledger"
 RUNS_DIR = "runs"
 SIDECAR_DIR = "sidecar"  # per-shard side tables (e.g. dynamic-merge batch vocabularies)
+UNIGRAMS_DIR = "unigrams"  # per-shard token counts per (source, lang, token id), for reports
 
 SHARD_SUFFIX = ".arrow"
 
