@@ -112,8 +112,9 @@ def test_ray_job_submit_on_a_two_node_cluster_matches_the_single_node_run(
             progress=False,
         )
     )
-    cluster = TwoNodeCluster().start()
+    cluster = TwoNodeCluster()
     try:
+        cluster.start()
         result = cluster.submit(
             sys.executable,
             "-m",
