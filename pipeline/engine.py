@@ -131,7 +131,7 @@ def _run_leased(cfg: JobConfig, lease: OutputLease) -> dict[str, Any]:
         "output": output.url,
         "config_hash": task.config_hash,
         "tokenizer": manifest["tokenizer"],
-        "encoder": getattr(tokenizer, "encoder", tokenizer.kind),
+        "encoder": str(manifest["tokenizer"].get("encoder") or tokenizer.kind),
         "storage_options": redact(cfg.storage_options),
         "units_planned": len(units),
         "units_skipped": len(units) - len(todo),

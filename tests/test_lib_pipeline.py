@@ -1,0 +1,34 @@
+"""LiB end to end: `tokenmill train-tokenizer --kind lib`, then `tokenmill run --tokenizer lib:PATH`."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from jobs.cli import main as cli
+from tokenizers_impl import load_tokenizer
+
+from .conftest import LANGS, shard_rows
+
+
+def test_lib_trains_from_the_cli_and_its_shards_decode_to_the_input(ray_session, tmp_path, sample_dir,
+                                                                    sample_records):
+    path = tmp_path / "lib.json"
+    result = CliRunner().invoke(cli, ["train-tokenizer", "--kind", "lib", "--input", str(sample_dir / "*.jsonl"),
+                                      "--vocab-size", "6000", "--max-docs", "40", "--output", str(path)])
+    assert result.exit_code == 0, result.output
+    described = json.loads(result.output.strip().splitlines()[-1])
+    assert described["kind"] == "lib" and described["vocab_size"] <= 6000
+    result = CliRunner().invoke(cli, ["run", "--input", str(sample_dir / "*.jsonl"), "--output", str(tmp_path / "out"),
+                                      "--tokenizer", f"lib:{path}", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    tok = load_tokenizer(f"lib:{path}")
+    expected = {r["id"]: r["text"] for lang in LANGS for r in sample_records[lang]}
+    rows = shard_rows(str(tmp_path / "out"))
+    assert len(rows) == len(expected)
+    for row in rows:
+        assert tok.decode_bytes(row["tokens"]) == expected[row["doc_id"]].encode("utf-8")
+    # multi-word units (a space inside, not only at the start) are used in the shards
+    multi = {i for i in range(tok.vocab_size) if b" " in tok.token_bytes(i).strip(b" ")}
+    assert any(t in multi for row in rows for t in row["tokens"])
