@@ -83,6 +83,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="per delivery measurement")
     args = parser.parse_args()
     device = pick_device(args.device)
+    if device.type == "cpu":  # fallback: keep the run short, the figures are for plumbing only
+        args.steps, args.seq_len = min(args.steps, 3), min(args.seq_len, 256)
+        args.batch, args.seconds = min(args.batch, 4), min(args.seconds, 3.0)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="tokenmill-gpu-check-") as workdir:
         shards = args.shards or build_shards(workdir)
