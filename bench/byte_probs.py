@@ -76,9 +76,47 @@ def bench_vocab(texts: list[str], vocab: int, n_bytes: int) -> dict:
     }
 
 
-def offsets_throughput_cost() -> None:
-    """Byte offsets' cost on `tokenmill run` throughput: to be added with the engine's option."""
-    raise NotImplementedError("measured by the lead once the token_offsets run option lands")
+def offsets_throughput_cost(corpus: str, mb: float, vocab: int, repeats: int = 3) -> dict:
+    """Byte offsets' cost on run throughput: the work one tokenizer actor does per unit
+    (read -> tokenize -> stats -> shard -> commit), with and without the token_offsets column,
+    alternated and best of `repeats` (in-process, so Ray start-up noise stays out)."""
+    import shutil
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from pipeline.config import load_config
+    from pipeline.sources import plan_units
+    from pipeline.storage import Output
+    from pipeline.tokenize_unit import UnitTask, process_unit
+    from tokenizers_impl.bpe import BPETokenizer
+
+    work = Path(tempfile.mkdtemp(prefix="tm-offsets-"))
+    texts = corpus_slice(corpus, mb)
+    with open(work / "slice.jsonl", "w", encoding="utf-8") as handle:
+        for text in texts:
+            handle.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
+    tok = BPETokenizer.train(texts[: len(texts) // 2], vocab_size=vocab)
+    tok.save(str(work / "tok.json"))
+    best = {False: float("inf"), True: float("inf")}
+    nbytes = 0
+    for _ in range(repeats):
+        for offsets in (False, True):
+            out = work / f"out-{offsets}"
+            shutil.rmtree(out, ignore_errors=True)
+            cfg = load_config(input=[str(work / "slice.jsonl")], output=str(out),
+                              tokenizer=f"bpe:{work / 'tok.json'}", token_offsets=offsets)
+            task = UnitTask(cfg.read_options(), cfg.config_hash(tok.fingerprint), offsets,
+                            cfg.word_stats, {})
+            t0 = time.perf_counter()
+            entries = [process_unit(u, tok, task, Output(str(out)))
+                       for u in plan_units(cfg.input, cfg.read_options())]
+            best[offsets] = min(best[offsets], time.perf_counter() - t0)
+            nbytes = sum(e["bytes"] for e in entries)
+    shutil.rmtree(work, ignore_errors=True)
+    return {"mb": nbytes / 1e6, "mb_s_without": nbytes / 1e6 / best[False],
+            "mb_s_with_offsets": nbytes / 1e6 / best[True],
+            "offsets_cost_pct": 100 * (best[True] - best[False]) / best[False]}
 
 
 def main() -> None:
@@ -87,7 +125,12 @@ def main() -> None:
     parser.add_argument("--mb", type=float, default=4.0, help="corpus slice in MiB")
     parser.add_argument("--bytes", type=int, default=24, help="bytes generated per prompt")
     parser.add_argument("--vocab", type=int, nargs="+", default=[8000, 32000])
+    parser.add_argument("--offsets-cost", action="store_true",
+                        help="measure the token_offsets column's cost on unit throughput instead")
     args = parser.parse_args()
+    if args.offsets_cost:
+        print(json.dumps(offsets_throughput_cost(args.corpus, args.mb, args.vocab[-1])))
+        return
     texts = corpus_slice(args.corpus, args.mb)
     print(f"corpus slice: {len(texts)} documents, {sum(map(len, texts)) / 1e6:.1f}M characters")
     for vocab in args.vocab:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -176,10 +177,5 @@ class Output:
             elif os.path.exists(full):
                 os.remove(full)
             return
-        try:
+        with contextlib.suppress(FileNotFoundError):
             with_retries(lambda: self.fs.rm(full, recursive=recursive), f"remove {rel}")
-        except FileNotFoundError:
-            pass
-
-    def open_read(self, rel: str):
-        return self.fs.open(self.path(rel), "rb")

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tokenizers_impl import TokenizerBase, TokenizerError, load_tokenizer, register, registered_kinds
+from tokenizers_impl import (
+    TokenizerBase,
+    TokenizerError,
+    load_tokenizer,
+    register,
+    registered_kinds,
+)
 from tokenizers_impl.bpe import BPETokenizer
 from tokenizers_impl.sentencepiece_impl import SentencePieceTokenizer
 
