@@ -68,6 +68,28 @@ def is_local(fs: fsspec.AbstractFileSystem) -> bool:
     return isinstance(fs, LocalFileSystem)
 
 
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    """Network errors that object-storage clients raise without wrapping them in OSError."""
+    errors: list[type[BaseException]] = [OSError, TimeoutError]
+    try:
+        from botocore import exceptions as boto
+
+        errors += [boto.EndpointConnectionError, boto.ConnectionClosedError, boto.ReadTimeoutError,
+                   boto.ConnectTimeoutError]
+    except ImportError:
+        pass
+    try:
+        import aiohttp
+
+        errors.append(aiohttp.ClientConnectionError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+TRANSIENT_ERRORS = _transient_errors()
+
+
 def with_retries(fn: Callable[[], T], what: str, attempts: int = 6, first_delay: float = 0.5) -> T:
     """Run a storage operation, retrying transient OS/network errors with exponential backoff."""
     delay = first_delay
@@ -76,8 +98,8 @@ def with_retries(fn: Callable[[], T], what: str, attempts: int = 6, first_delay:
             return fn()
         except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError):
             raise
-        except OSError as exc:  # connection refused/reset, 5xx, timeouts surface as OSError in fsspec
-            if exc.errno in PERMANENT_ERRNOS:
+        except TRANSIENT_ERRORS as exc:  # refused/reset connections, 5xx, timeouts
+            if getattr(exc, "errno", None) in PERMANENT_ERRNOS:
                 raise
             if attempt == attempts:
                 raise StorageError(f"{what} failed after {attempts} attempts: {exc}") from exc
