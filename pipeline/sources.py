@@ -135,6 +135,7 @@ def expand_inputs(inputs: list[str], storage_options: dict | None) -> list[tuple
                     raise
                 what = "is a broken or looping symlink" if looping else "does not exist"
                 raise InputError(f"input {pattern!r} {what}") from exc
+        matches = {p: _follow_link(fs, p, info) for p, info in matches.items()}
         files = {p: info for p, info in matches.items() if info.get("type") == "file"}
         skipped = [f"{p} ({_not_a_file(info)})" for p, info in sorted(matches.items()) if p not in files]
         if skipped:
@@ -146,6 +147,17 @@ def expand_inputs(inputs: list[str], storage_options: dict | None) -> list[tuple
             url = p if protocol in ("file", "local") else f"{protocol}://{p}"
             found[url] = (fs, p, info)
     return [found[k] for k in sorted(found)]
+
+
+def _follow_link(fs: Any, path: str, info: dict) -> dict:
+    """Listings describe a symlink itself; a link to a regular file is that file."""
+    if not info.get("islink") or info.get("type") == "file":
+        return info
+    try:
+        target = fs.info(path)
+    except OSError:
+        return info  # broken or looping: reported as skipped
+    return {**target, "islink": True}
 
 
 def _not_a_file(info: dict) -> str:

@@ -146,3 +146,12 @@ def test_records_without_ids_get_stable_ids_from_url_and_offset(tmp_path):
     b, _, _ = read_all(plan_units([str(path)], ReadOptions()), ReadOptions())
     assert [d[0] for d in a] == [d[0] for d in b]
     assert len({d[0] for d in a}) == 2
+
+
+def test_symlinks_to_files_are_inputs_like_the_files(tmp_path, sample_dir, sample_records):
+    (tmp_path / "link.jsonl").symlink_to(sample_dir / "ru.jsonl")
+    opts = ReadOptions()
+    units = plan_units([str(tmp_path / "*.jsonl")], opts)
+    assert [u.url for u in units] == [str(tmp_path / "link.jsonl")]
+    docs, rejects, _ = read_all(units, opts)
+    assert rejects == [] and [d[1] for d in docs] == [r["text"] for r in sample_records["ru"]]
