@@ -45,6 +45,9 @@ class TokenizeWorker:
     """A Ray actor holding one loaded tokenizer; processes whole units, one at a time."""
 
     def __init__(self, spec: str, tokenizer_options: dict, output_url: str, task: UnitTask):
+        # Set before the tokenizer libraries start their thread pools. (Not a runtime_env: that
+        # would start dedicated worker processes instead of reusing Ray's prestarted ones.)
+        os.environ.update(WORKER_ENV)
         self.tokenizer = load_tokenizer(spec, storage_options=task.storage_options, **tokenizer_options)
         self.output = Output(output_url, task.storage_options)
         self.task = task
@@ -151,8 +154,7 @@ def _run_leased(cfg: JobConfig, lease: OutputLease) -> dict[str, Any]:
 
 
 def _dispatch(cfg: JobConfig, todo: list[WorkUnit], task: UnitTask, n_actors: int) -> dict[str, int]:
-    options = dict(num_cpus=cfg.actor_cpus, max_restarts=-1, max_task_retries=-1,
-                   runtime_env={"env_vars": WORKER_ENV})
+    options = dict(num_cpus=cfg.actor_cpus, max_restarts=-1, max_task_retries=-1)
     actors = [TokenizeWorker.options(**options).remote(cfg.tokenizer.spec, cfg.tokenizer.options,
                                                         cfg.output, task) for _ in range(n_actors)]
     per_actor = max(1, (cfg.max_in_flight or 2 * n_actors) // n_actors)
