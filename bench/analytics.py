@@ -71,8 +71,12 @@ def write_unit(output: Output, unit: str, tok: dict, columns: list[dict], vocab:
     for cols in columns:
         writer.write(cols)
         lists = cols["tokens"]
-        unigrams.add(lists.values.to_numpy(zero_copy_only=False).astype(np.int64),
-                     lists.offsets.to_numpy(), cols["source"].to_pylist(), cols["lang"].to_pylist())
+        unigrams.add(
+            lists.values.to_numpy(zero_copy_only=False).astype(np.int64),
+            lists.offsets.to_numpy(),
+            cols["source"].to_pylist(),
+            cols["lang"].to_pylist(),
+        )
         docs += len(cols["doc_id"])
         tokens += int(pc.sum(cols["n_tokens"]).as_py())
         nbytes += int(pc.sum(cols["n_bytes"]).as_py())

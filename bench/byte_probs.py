@@ -104,19 +104,29 @@ def offsets_throughput_cost(corpus: str, mb: float, vocab: int, repeats: int = 3
         for offsets in (False, True):
             out = work / f"out-{offsets}"
             shutil.rmtree(out, ignore_errors=True)
-            cfg = load_config(input=[str(work / "slice.jsonl")], output=str(out),
-                              tokenizer=f"bpe:{work / 'tok.json'}", token_offsets=offsets)
-            task = UnitTask(cfg.read_options(), cfg.config_hash(tok.fingerprint), offsets,
-                            cfg.word_stats, {})
+            cfg = load_config(
+                input=[str(work / "slice.jsonl")],
+                output=str(out),
+                tokenizer=f"bpe:{work / 'tok.json'}",
+                token_offsets=offsets,
+            )
+            task = UnitTask(
+                cfg.read_options(), cfg.config_hash(tok.fingerprint), offsets, cfg.word_stats, {}
+            )
             t0 = time.perf_counter()
-            entries = [process_unit(u, tok, task, Output(str(out)))
-                       for u in plan_units(cfg.input, cfg.read_options())]
+            entries = [
+                process_unit(u, tok, task, Output(str(out)))
+                for u in plan_units(cfg.input, cfg.read_options())
+            ]
             best[offsets] = min(best[offsets], time.perf_counter() - t0)
             nbytes = sum(e["bytes"] for e in entries)
     shutil.rmtree(work, ignore_errors=True)
-    return {"mb": nbytes / 1e6, "mb_s_without": nbytes / 1e6 / best[False],
-            "mb_s_with_offsets": nbytes / 1e6 / best[True],
-            "offsets_cost_pct": 100 * (best[True] - best[False]) / best[False]}
+    return {
+        "mb": nbytes / 1e6,
+        "mb_s_without": nbytes / 1e6 / best[False],
+        "mb_s_with_offsets": nbytes / 1e6 / best[True],
+        "offsets_cost_pct": 100 * (best[True] - best[False]) / best[False],
+    }
 
 
 def main() -> None:
@@ -125,8 +135,11 @@ def main() -> None:
     parser.add_argument("--mb", type=float, default=4.0, help="corpus slice in MiB")
     parser.add_argument("--bytes", type=int, default=24, help="bytes generated per prompt")
     parser.add_argument("--vocab", type=int, nargs="+", default=[8000, 32000])
-    parser.add_argument("--offsets-cost", action="store_true",
-                        help="measure the token_offsets column's cost on unit throughput instead")
+    parser.add_argument(
+        "--offsets-cost",
+        action="store_true",
+        help="measure the token_offsets column's cost on unit throughput instead",
+    )
     args = parser.parse_args()
     if args.offsets_cost:
         print(json.dumps(offsets_throughput_cost(args.corpus, args.mb, args.vocab[-1])))

@@ -37,25 +37,35 @@ def build_shards(workdir: str) -> str:
     from tests.conftest import read_jsonl
     from tokenizers_impl.bpe import BPETokenizer
 
-    texts = [r["text"] for p in sorted((REPO / "data" / "sample").glob("*.jsonl"))
-             for r in read_jsonl(p)]
+    texts = [
+        r["text"] for p in sorted((REPO / "data" / "sample").glob("*.jsonl")) for r in read_jsonl(p)
+    ]
     tok = os.path.join(workdir, "bpe-8k.json")
     BPETokenizer.train(texts, vocab_size=8000).save(tok)
     out = os.path.join(workdir, "out")
     ray.init(num_cpus=min(os.cpu_count() or 2, 8), include_dashboard=False, log_to_driver=False)
     try:
-        run_job(load_config(input=[str(REPO / "data" / "sample" / "*.jsonl")], output=out,
-                            tokenizer=f"bpe:{tok}", progress=False, unit_bytes=200_000))
+        run_job(
+            load_config(
+                input=[str(REPO / "data" / "sample" / "*.jsonl")],
+                output=out,
+                tokenizer=f"bpe:{tok}",
+                progress=False,
+                unit_bytes=200_000,
+            )
+        )
     finally:
         ray.shutdown()
     return out
 
 
-def delivery_rate(shards: str, device: torch.device, workers: int, seq_len: int, batch: int,
-                  seconds: float) -> dict:
+def delivery_rate(
+    shards: str, device: torch.device, workers: int, seq_len: int, batch: int, seconds: float
+) -> dict:
     """Batches copied to the device as fast as the loader gives them (no model)."""
-    ds = TokenDataset(shards, seq_len, batch_size=batch, position_ids=True,
-                      pin_memory=device.type == "cuda")
+    ds = TokenDataset(
+        shards, seq_len, batch_size=batch, position_ids=True, pin_memory=device.type == "cuda"
+    )
     tokens, epoch, t0 = 0, 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         ds.set_epoch(epoch)
@@ -69,8 +79,12 @@ def delivery_rate(shards: str, device: torch.device, workers: int, seq_len: int,
     if device.type == "cuda":
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - t0
-    return {"workers": workers, "tokens": tokens, "seconds": round(elapsed, 3),
-            "tokens_per_s": round(tokens / elapsed)}
+    return {
+        "workers": workers,
+        "tokens": tokens,
+        "seconds": round(elapsed, 3),
+        "tokens_per_s": round(tokens / elapsed),
+    }
 
 
 def main() -> None:
@@ -90,17 +104,34 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tokenmill-gpu-check-") as workdir:
         shards = args.shards or build_shards(workdir)
         built_s = time.perf_counter() - t0
-        result = {"device": str(device),
-                  "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-                  "torch": torch.__version__, "cpus": os.cpu_count(), "shards": args.shards,
-                  "build_s": round(built_s, 1), "delivery": [], "training": []}
+        result = {
+            "device": str(device),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "torch": torch.__version__,
+            "cpus": os.cpu_count(),
+            "shards": args.shards,
+            "build_s": round(built_s, 1),
+            "delivery": [],
+            "training": [],
+        }
         for workers in (0, 2):
-            result["delivery"].append(delivery_rate(shards, device, workers, args.seq_len,
-                                                    args.batch, args.seconds))
+            result["delivery"].append(
+                delivery_rate(shards, device, workers, args.seq_len, args.batch, args.seconds)
+            )
         for workers in (0, 2):
-            result["training"].append(train(
-                shards, steps=args.steps, seq_len=args.seq_len, batch=args.batch,
-                workers=workers, device=str(device), dim=256, layers=4, log=False))
+            result["training"].append(
+                train(
+                    shards,
+                    steps=args.steps,
+                    seq_len=args.seq_len,
+                    batch=args.batch,
+                    workers=workers,
+                    device=str(device),
+                    dim=256,
+                    layers=4,
+                    log=False,
+                )
+            )
     result["total_s"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(result, indent=1))
 

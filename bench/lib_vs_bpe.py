@@ -26,8 +26,16 @@ from tokenizers_impl.lib import LiBTokenizer  # noqa: E402
 CORPUS = Path("/tmp/tokenmill-bench-corpus/corpus")
 LANGS = ("en", "de", "ru", "zh", "code")
 # The authors' 2023 Python code, default parameters, English sample (quoted in issue 3).
-REFERENCE = {"sentences": 786_000, "chars": 35e6, "train_s": 127.0, "s_per_1k_sentences": 0.16,
-             "units": 16_500, "with_space": 0.64, "encode_mb_s": 1.2, "bytes_per_token": 7.5}
+REFERENCE = {
+    "sentences": 786_000,
+    "chars": 35e6,
+    "train_s": 127.0,
+    "s_per_1k_sentences": 0.16,
+    "units": 16_500,
+    "with_space": 0.64,
+    "encode_mb_s": 1.2,
+    "bytes_per_token": 7.5,
+}
 
 
 def read_split(path: Path, train_bytes: int, eval_bytes: int) -> tuple[list[str], list[str]]:
@@ -69,9 +77,13 @@ def usage_figures(tok, texts: list[str], encoded) -> dict[str, float]:
     for ids in encoded:
         counts.update(ids.tolist())
     entropy = -sum(c / n_tokens * math.log(c / n_tokens) for c in counts.values())
-    return {"tokens": n_tokens, "tokens_per_word": n_tokens / max(1, n_words),
-            "bytes_per_token": n_bytes / max(1, n_tokens), "types_used": len(counts),
-            "shannon_eff": entropy / math.log(tok.vocab_size)}
+    return {
+        "tokens": n_tokens,
+        "tokens_per_word": n_tokens / max(1, n_words),
+        "bytes_per_token": n_bytes / max(1, n_tokens),
+        "types_used": len(counts),
+        "shannon_eff": entropy / math.log(tok.vocab_size),
+    }
 
 
 def encode_speed(tok, texts: list[str]) -> tuple[list, float, float]:
@@ -85,45 +97,72 @@ def encode_speed(tok, texts: list[str]) -> tuple[list, float, float]:
 
 
 def bench_language(lang: str, args) -> dict[str, dict]:
-    train, held = read_split(CORPUS / f"{lang}.jsonl", int(args.train_mb * 1e6),
-                             int(args.eval_mb * 1e6))
+    train, held = read_split(
+        CORPUS / f"{lang}.jsonl", int(args.train_mb * 1e6), int(args.eval_mb * 1e6)
+    )
     sentences = sum(len(t.splitlines()) for t in train)
     train_chars = sum(len(t) for t in train)
     held_bytes = sum(len(t.encode("utf-8")) for t in held)
     random.Random(0).shuffle(held)  # both halves from all sources
-    lib, lib_train_s = cpu_timed(lambda: LiBTokenizer.train(
-        train, vocab_size=args.vocab_cap, progress=args.progress,
-        progress_every=max(1, len(train) // 5)))
+    lib, lib_train_s = cpu_timed(
+        lambda: LiBTokenizer.train(
+            train,
+            vocab_size=args.vocab_cap,
+            progress=args.progress,
+            progress_every=max(1, len(train) // 5),
+        )
+    )
     bpe, bpe_train_s = cpu_timed(lambda: BPETokenizer.train(train, vocab_size=lib.vocab_size))
     rows: dict[str, dict] = {}
     for name, tok, train_s in (("lib", lib, lib_train_s), ("bpe", bpe, bpe_train_s)):
         encoded, mb_s, second_half_mb_s = encode_speed(tok, held)
-        row = {"vocab": tok.vocab_size, "train_s": train_s,
-               "s_per_1k_sent": train_s / max(1, sentences) * 1000, "encode_mb_s": mb_s,
-               "encode_2nd_half_mb_s": second_half_mb_s}
+        row = {
+            "vocab": tok.vocab_size,
+            "train_s": train_s,
+            "s_per_1k_sent": train_s / max(1, sentences) * 1000,
+            "encode_mb_s": mb_s,
+            "encode_2nd_half_mb_s": second_half_mb_s,
+        }
         row.update(vocabulary_figures([tok.token_bytes(i) for i in range(tok.vocab_size)]))
         row.update(usage_figures(tok, held, encoded))
-        lossless = all(tok.decode_bytes(ids) == t.encode("utf-8")
-                       for ids, t in zip(encoded, held, strict=True))
+        lossless = all(
+            tok.decode_bytes(ids) == t.encode("utf-8") for ids, t in zip(encoded, held, strict=True)
+        )
         row["lossless"] = lossless
         rows[name] = row
-    rows["data"] = {"train_docs": len(train), "train_sentences": sentences,
-                    "train_mchars": train_chars / 1e6, "eval_docs": len(held),
-                    "eval_mb": held_bytes / 1e6}
+    rows["data"] = {
+        "train_docs": len(train),
+        "train_sentences": sentences,
+        "train_mchars": train_chars / 1e6,
+        "eval_docs": len(held),
+        "eval_mb": held_bytes / 1e6,
+    }
     return rows
 
 
-FIELDS = [("vocab", "{:.0f}"), ("train_s", "{:.1f}"), ("s_per_1k_sent", "{:.3f}"),
-          ("with_space", "{:.1%}"), ("multiword", "{:.1%}"), ("tokens_per_word", "{:.3f}"),
-          ("bytes_per_token", "{:.2f}"), ("types_used", "{:.0f}"), ("shannon_eff", "{:.3f}"),
-          ("encode_mb_s", "{:.2f}"), ("encode_2nd_half_mb_s", "{:.2f}"), ("lossless", "{}")]
+FIELDS = [
+    ("vocab", "{:.0f}"),
+    ("train_s", "{:.1f}"),
+    ("s_per_1k_sent", "{:.3f}"),
+    ("with_space", "{:.1%}"),
+    ("multiword", "{:.1%}"),
+    ("tokens_per_word", "{:.3f}"),
+    ("bytes_per_token", "{:.2f}"),
+    ("types_used", "{:.0f}"),
+    ("shannon_eff", "{:.3f}"),
+    ("encode_mb_s", "{:.2f}"),
+    ("encode_2nd_half_mb_s", "{:.2f}"),
+    ("lossless", "{}"),
+]
 
 
 def print_language(lang: str, rows: dict[str, dict]) -> None:
     data = rows["data"]
-    print(f"\n== {lang}: train {data['train_docs']} docs / {data['train_sentences']} lines / "
-          f"{data['train_mchars']:.2f} M chars; encode {data['eval_docs']} held-out docs / "
-          f"{data['eval_mb']:.2f} MB")
+    print(
+        f"\n== {lang}: train {data['train_docs']} docs / {data['train_sentences']} lines / "
+        f"{data['train_mchars']:.2f} M chars; encode {data['eval_docs']} held-out docs / "
+        f"{data['eval_mb']:.2f} MB"
+    )
     print(f"{'':18s}{'LiB':>12s}{'BPE':>12s}")
     for field, fmt in FIELDS:
         cells = [fmt.format(rows[n][field]) if field in rows[n] else "-" for n in ("lib", "bpe")]
@@ -148,11 +187,13 @@ def main() -> None:
         results[lang] = bench_language(lang, args)
         print_language(lang, results[lang])
     ref = REFERENCE
-    print(f"\nreference (authors' 2023 code, en, {ref['sentences']} sentences / "
-          f"{ref['chars'] / 1e6:.0f} M chars): {ref['train_s']:.0f} s = "
-          f"{ref['s_per_1k_sentences']} s per 1k sentences, {ref['units']} units, "
-          f"{ref['with_space']:.0%} with a space, encode {ref['encode_mb_s']} MB/s, "
-          f"{ref['bytes_per_token']} bytes/token")
+    print(
+        f"\nreference (authors' 2023 code, en, {ref['sentences']} sentences / "
+        f"{ref['chars'] / 1e6:.0f} M chars): {ref['train_s']:.0f} s = "
+        f"{ref['s_per_1k_sentences']} s per 1k sentences, {ref['units']} units, "
+        f"{ref['with_space']:.0%} with a space, encode {ref['encode_mb_s']} MB/s, "
+        f"{ref['bytes_per_token']} bytes/token"
+    )
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

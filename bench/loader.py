@@ -57,8 +57,13 @@ def loader_rate(output: str, workers: int, seq_len: int, batch: int, **options) 
         tokens += item["input_ids"].numel()
         checksum ^= int(item["labels"][0, -1])
     seconds = time.perf_counter() - t0
-    return {"workers": workers, "tokens": tokens, "seconds": round(seconds, 3),
-            "tokens_per_s": tokens / seconds, "dropped_tokens": ds.plan().dropped_tokens}
+    return {
+        "workers": workers,
+        "tokens": tokens,
+        "seconds": round(seconds, 3),
+        "tokens_per_s": tokens / seconds,
+        "dropped_tokens": ds.plan().dropped_tokens,
+    }
 
 
 class EmptyBatches(torch.utils.data.IterableDataset):
@@ -72,15 +77,20 @@ class EmptyBatches(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()
         share = info.num_workers if info else 1
         for _ in range(self.batches // share):
-            yield {"input_ids": torch.zeros(self.shape, dtype=torch.int64),
-                   "labels": torch.zeros(self.shape, dtype=torch.int64)}
+            yield {
+                "input_ids": torch.zeros(self.shape, dtype=torch.int64),
+                "labels": torch.zeros(self.shape, dtype=torch.int64),
+            }
 
 
 def transport_floor(workers: int, seq_len: int, batch: int, batches: int = 1000) -> dict:
     """Tokens/s a DataLoader moves when the dataset does no work at all."""
-    loader = torch.utils.data.DataLoader(EmptyBatches(batches, batch, seq_len), batch_size=None,
-                                         num_workers=workers,
-                                         prefetch_factor=4 if workers else None)
+    loader = torch.utils.data.DataLoader(
+        EmptyBatches(batches, batch, seq_len),
+        batch_size=None,
+        num_workers=workers,
+        prefetch_factor=4 if workers else None,
+    )
     t0, tokens = time.perf_counter(), 0
     for item in loader:
         tokens += item["input_ids"].numel()
@@ -100,14 +110,26 @@ def main() -> None:
     args = parser.parse_args()
     ensure_output(args.output, args.input, args.tokenizer)
     numpy_ceiling(args.output)  # warm the page cache so every contender reads from memory
-    ceiling = max((numpy_ceiling(args.output) for _ in range(args.repeat)),
-                  key=lambda r: r["tokens_per_s"])
-    result = {"output": args.output, "seq_len": args.seq_len, "batch": args.batch,
-              "cpus": os.cpu_count(), "ceiling_numpy": ceiling, "loader": []}
+    ceiling = max(
+        (numpy_ceiling(args.output) for _ in range(args.repeat)), key=lambda r: r["tokens_per_s"]
+    )
+    result = {
+        "output": args.output,
+        "seq_len": args.seq_len,
+        "batch": args.batch,
+        "cpus": os.cpu_count(),
+        "ceiling_numpy": ceiling,
+        "loader": [],
+    }
     for workers in args.workers:
         for extra in ({}, {"position_ids": True, "document_ids": True}):
-            best = max((loader_rate(args.output, workers, args.seq_len, args.batch, **extra)
-                        for _ in range(args.repeat)), key=lambda r: r["tokens_per_s"])
+            best = max(
+                (
+                    loader_rate(args.output, workers, args.seq_len, args.batch, **extra)
+                    for _ in range(args.repeat)
+                ),
+                key=lambda r: r["tokens_per_s"],
+            )
             best["options"] = sorted(extra)
             best["vs_ceiling"] = round(best["tokens_per_s"] / ceiling["tokens_per_s"], 3)
             floor = transport_floor(workers, args.seq_len, args.batch)["tokens_per_s"]

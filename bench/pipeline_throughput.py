@@ -28,7 +28,9 @@ from bench.proctree import run_measured  # noqa: E402
 CORPUS = Path(os.environ.get("TMPDIR", "/tmp")) / "tokenmill-bench-corpus" / "corpus"
 
 
-def prepare(corpus: Path, langs: list[str], work: Path, part_mb: int, scales: list[int]) -> dict[int, Path]:
+def prepare(
+    corpus: Path, langs: list[str], work: Path, part_mb: int, scales: list[int]
+) -> dict[int, Path]:
     """Split the corpus into ~part_mb files; scale k = k symlinked copies under other names."""
     base = work / "x1"
     if not base.exists():
@@ -77,7 +79,10 @@ def train_tokenizer(dirs: dict[int, Path], work: Path, vocab: int, train_mb: int
 
         t0 = time.perf_counter()
         BPETokenizer.train(texts(), vocab_size=vocab).save(str(path))
-        print(f"trained {vocab}-token BPE on {train_mb} MB in {time.perf_counter() - t0:.0f} s", flush=True)
+        print(
+            f"trained {vocab}-token BPE on {train_mb} MB in {time.perf_counter() - t0:.0f} s",
+            flush=True,
+        )
     return path
 
 
@@ -107,15 +112,24 @@ def raw_encoder(engine: str, tok_path: Path, files: list[str], cores: int) -> di
     """Better of: one process using all cores, one single-threaded process per core."""
     results = {}
     ctx = mp.get_context("spawn")
-    for label, procs, threads in ((f"1 process x {cores} threads", 1, cores),
-                                  (f"{cores} processes x 1 thread", cores, 1)):
+    for label, procs, threads in (
+        (f"1 process x {cores} threads", 1, cores),
+        (f"{cores} processes x 1 thread", cores, 1),
+    ):
         barrier = ctx.Manager().Barrier(procs)
         chunks = [files[i::procs] for i in range(procs)]
         with ctx.Pool(procs) as pool:
-            out = pool.map(_encode_worker, [(engine, str(tok_path), c, threads, barrier) for c in chunks])
+            out = pool.map(
+                _encode_worker, [(engine, str(tok_path), c, threads, barrier) for c in chunks]
+            )
         nbytes, tokens = sum(o[0] for o in out), sum(o[1] for o in out)
         wall = max(o[2] for o in out)
-        results[label] = {"mb_s": nbytes / 1e6 / wall, "tokens_s": tokens / wall, "bytes": nbytes, "tokens": tokens}
+        results[label] = {
+            "mb_s": nbytes / 1e6 / wall,
+            "tokens_s": tokens / wall,
+            "bytes": nbytes,
+            "tokens": tokens,
+        }
         print(f"  {engine:9s} {label:24s} {results[label]['mb_s']:7.2f} MB/s", flush=True)
     best = max(results, key=lambda k: results[k]["mb_s"])
     return {**results[best], "config": best, "all": results}
@@ -124,13 +138,29 @@ def raw_encoder(engine: str, tok_path: Path, files: list[str], cores: int) -> di
 def tokenmill_run(data: Path, out: Path, tok_path: Path, extra: list[str]) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-    cmd = [str(REPO / ".venv/bin/tokenmill"), "run", "--input", f"{data}/*.jsonl", "--output", str(out),
-           "--tokenizer", f"bpe:{tok_path}", "--no-progress", *extra]
+    cmd = [
+        str(REPO / ".venv/bin/tokenmill"),
+        "run",
+        "--input",
+        f"{data}/*.jsonl",
+        "--output",
+        str(out),
+        "--tokenizer",
+        f"bpe:{tok_path}",
+        "--no-progress",
+        *extra,
+    ]
     wall, peak, stdout = run_measured(cmd, env=env)
     summary = json.loads(stdout.strip().splitlines()[-1])
-    return {"mb_s": summary["bytes"] / 1e6 / wall, "tokens_s": summary["tokens"] / wall, "seconds": wall,
-            "peak_rss_mb": peak / 2**20, "bytes": summary["bytes"], "tokens": summary["tokens"],
-            "engine_seconds": summary["seconds"]}
+    return {
+        "mb_s": summary["bytes"] / 1e6 / wall,
+        "tokens_s": summary["tokens"] / wall,
+        "seconds": wall,
+        "peak_rss_mb": peak / 2**20,
+        "bytes": summary["bytes"],
+        "tokens": summary["tokens"],
+        "engine_seconds": summary["seconds"],
+    }
 
 
 def datatrove_run(data: Path, out: Path, tok_path: Path, cores: int, nbytes: int) -> dict | None:
@@ -140,15 +170,29 @@ def datatrove_run(data: Path, out: Path, tok_path: Path, cores: int, nbytes: int
         return None
     shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(f"{out}-logs", ignore_errors=True)
-    cmd = [str(python), str(REPO / "bench/datatrove_tokenize.py"), str(data), str(out), str(tok_path), str(cores)]
+    cmd = [
+        str(python),
+        str(REPO / "bench/datatrove_tokenize.py"),
+        str(data),
+        str(out),
+        str(tok_path),
+        str(cores),
+    ]
     wall, peak, _ = run_measured(cmd, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
     tokens = sum(f.stat().st_size for f in Path(out).glob("*.ds")) // 2
-    return {"mb_s": nbytes / 1e6 / wall, "tokens_s": tokens / wall, "seconds": wall, "peak_rss_mb": peak / 2**20,
-            "tokens": tokens}
+    return {
+        "mb_s": nbytes / 1e6 / wall,
+        "tokens_s": tokens / wall,
+        "seconds": wall,
+        "peak_rss_mb": peak / 2**20,
+        "tokens": tokens,
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--corpus", type=Path, default=CORPUS)
     parser.add_argument("--langs", default="en,de")
     parser.add_argument("--work", type=Path, default=Path("/tmp/tm-bench-throughput"))
@@ -165,7 +209,10 @@ def main() -> None:
     tok_path = train_tokenizer(dirs, args.work, args.vocab, args.train_mb)
     files = sorted(str(f) for f in dirs[1].glob("*.jsonl"))
     size_mb = sum(os.path.getsize(f) for f in files) / 1e6
-    print(f"corpus 1x: {len(files)} files, {size_mb:.0f} MB JSONL ({args.langs}); {args.cores} cores", flush=True)
+    print(
+        f"corpus 1x: {len(files)} files, {size_mb:.0f} MB JSONL ({args.langs}); {args.cores} cores",
+        flush=True,
+    )
     res: dict = {"corpus_mb": size_mb, "cores": args.cores, "vocab": args.vocab}
     print("(a) ceiling and (d) tokenizers, no I/O:", flush=True)
     res["a"] = raw_encoder("tiktoken", tok_path, files, args.cores)
@@ -173,15 +220,22 @@ def main() -> None:
     for k in scales:
         print(f"(b) tokenmill run, {k}x:", flush=True)
         res[f"b{k}"] = tokenmill_run(dirs[k], args.work / f"out-tm-{k}", tok_path, [])
-        print(f"  {res[f'b{k}']['mb_s']:.2f} MB/s, {res[f'b{k}']['seconds']:.1f} s, "
-              f"peak RSS {res[f'b{k}']['peak_rss_mb']:.0f} MB", flush=True)
+        print(
+            f"  {res[f'b{k}']['mb_s']:.2f} MB/s, {res[f'b{k}']['seconds']:.1f} s, "
+            f"peak RSS {res[f'b{k}']['peak_rss_mb']:.0f} MB",
+            flush=True,
+        )
         if not args.skip_datatrove:
             print(f"(c) datatrove, {k}x:", flush=True)
-            res[f"c{k}"] = datatrove_run(dirs[k], args.work / f"out-dt-{k}", tok_path, args.cores,
-                                         res[f"b{k}"]["bytes"])
+            res[f"c{k}"] = datatrove_run(
+                dirs[k], args.work / f"out-dt-{k}", tok_path, args.cores, res[f"b{k}"]["bytes"]
+            )
             if res[f"c{k}"]:
-                print(f"  {res[f'c{k}']['mb_s']:.2f} MB/s, {res[f'c{k}']['seconds']:.1f} s, "
-                      f"peak RSS {res[f'c{k}']['peak_rss_mb']:.0f} MB", flush=True)
+                print(
+                    f"  {res[f'c{k}']['mb_s']:.2f} MB/s, {res[f'c{k}']['seconds']:.1f} s, "
+                    f"peak RSS {res[f'c{k}']['peak_rss_mb']:.0f} MB",
+                    flush=True,
+                )
     report(res, scales)
     if args.json:
         args.json.write_text(json.dumps(res, indent=1))
@@ -191,21 +245,33 @@ def report(res: dict, scales: list[int]) -> None:
     a, d, b = res["a"], res["d"], res["b1"]
     print("\n| run | MB/s | tokens/s | peak RSS MB |\n|---|---|---|---|")
     print(f"| (a) tiktoken ceiling ({a['config']}) | {a['mb_s']:.2f} | {a['tokens_s']:.0f} | - |")
-    print(f"| (d) tokenizers encode_batch_fast ({d['config']}) | {d['mb_s']:.2f} | {d['tokens_s']:.0f} | - |")
+    print(
+        f"| (d) tokenizers encode_batch_fast ({d['config']}) | {d['mb_s']:.2f} | {d['tokens_s']:.0f} | - |"
+    )
     for k in scales:
         bk, ck = res[f"b{k}"], res.get(f"c{k}")
-        print(f"| (b) tokenmill run {k}x | {bk['mb_s']:.2f} | {bk['tokens_s']:.0f} | {bk['peak_rss_mb']:.0f} |")
+        print(
+            f"| (b) tokenmill run {k}x | {bk['mb_s']:.2f} | {bk['tokens_s']:.0f} | {bk['peak_rss_mb']:.0f} |"
+        )
         if ck:
-            print(f"| (c) datatrove {k}x | {ck['mb_s']:.2f} | {ck['tokens_s']:.0f} | {ck['peak_rss_mb']:.0f} |")
+            print(
+                f"| (c) datatrove {k}x | {ck['mb_s']:.2f} | {ck['tokens_s']:.0f} | {ck['peak_rss_mb']:.0f} |"
+            )
     print(f"\nb/a = {b['mb_s'] / a['mb_s']:.2f}   b/d = {b['mb_s'] / d['mb_s']:.2f}", end="")
     if res.get("c1"):
         print(f"   b/c = {b['mb_s'] / res['c1']['mb_s']:.2f}", end="")
     print()
     if len(scales) > 1:
         k = max(scales)
-        print(f"tokenmill peak RSS {k}x / 1x = {res[f'b{k}']['peak_rss_mb'] / b['peak_rss_mb']:.2f}", end="")
+        print(
+            f"tokenmill peak RSS {k}x / 1x = {res[f'b{k}']['peak_rss_mb'] / b['peak_rss_mb']:.2f}",
+            end="",
+        )
         if res.get(f"c{k}") and res.get("c1"):
-            print(f"   datatrove {k}x / 1x = {res[f'c{k}']['peak_rss_mb'] / res['c1']['peak_rss_mb']:.2f}", end="")
+            print(
+                f"   datatrove {k}x / 1x = {res[f'c{k}']['peak_rss_mb'] / res['c1']['peak_rss_mb']:.2f}",
+                end="",
+            )
         print()
 
 

@@ -46,10 +46,14 @@ class PeakRSS:
         self._thread.join()
 
 
-def run_measured(cmd: list[str], env: dict | None = None, cwd: str | None = None) -> tuple[float, int, str]:
+def run_measured(
+    cmd: list[str], env: dict | None = None, cwd: str | None = None
+) -> tuple[float, int, str]:
     """Run a command to completion; (wall seconds, peak RSS bytes of its tree, stdout)."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     with PeakRSS(proc.pid) as peak:
         out, err = proc.communicate()
     wall = time.perf_counter() - start

@@ -40,14 +40,20 @@ class S3Server:
         return {"endpoint_url": self.endpoint, "key": LOCAL_KEY, "secret": LOCAL_SECRET}
 
     def env(self) -> dict[str, str]:
-        return {"AWS_ACCESS_KEY_ID": LOCAL_KEY, "AWS_SECRET_ACCESS_KEY": LOCAL_SECRET,
-                "AWS_DEFAULT_REGION": "us-east-1"}
+        return {
+            "AWS_ACCESS_KEY_ID": LOCAL_KEY,
+            "AWS_SECRET_ACCESS_KEY": LOCAL_SECRET,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
 
     def start(self) -> S3Server:
         exe = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
-        self.proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(self.port)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [exe, "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         deadline = time.time() + 30
         while time.time() < deadline:
             try:
@@ -68,15 +74,24 @@ class S3Server:
     def filesystem(self):
         import s3fs
 
-        return s3fs.S3FileSystem(client_kwargs={"endpoint_url": self.endpoint, "region_name": "us-east-1"},
-                                 key=LOCAL_KEY, secret=LOCAL_SECRET, skip_instance_cache=True)
+        return s3fs.S3FileSystem(
+            client_kwargs={"endpoint_url": self.endpoint, "region_name": "us-east-1"},
+            key=LOCAL_KEY,
+            secret=LOCAL_SECRET,
+            skip_instance_cache=True,
+        )
 
     def create_bucket(self, name: str) -> None:
         """Buckets are created explicitly (s3fs's mkdir with us-east-1 fails on moto)."""
         import boto3
 
-        boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=LOCAL_KEY,
-                     aws_secret_access_key=LOCAL_SECRET, region_name="us-east-1").create_bucket(Bucket=name)
+        boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=LOCAL_KEY,
+            aws_secret_access_key=LOCAL_SECRET,
+            region_name="us-east-1",
+        ).create_bucket(Bucket=name)
 
     def __enter__(self) -> S3Server:
         return self.start()
@@ -93,9 +108,12 @@ def main() -> None:
     server = S3Server(args.port).start()
     for bucket in args.bucket:
         server.create_bucket(bucket)
-    print(f"S3 server on {server.endpoint} (key {LOCAL_KEY}); storage options: "
-          f"--storage-option endpoint_url={server.endpoint} --storage-option key={LOCAL_KEY} "
-          f"--storage-option secret=...", flush=True)
+    print(
+        f"S3 server on {server.endpoint} (key {LOCAL_KEY}); storage options: "
+        f"--storage-option endpoint_url={server.endpoint} --storage-option key={LOCAL_KEY} "
+        f"--storage-option secret=...",
+        flush=True,
+    )
     try:
         server.proc.wait()
     except KeyboardInterrupt:

@@ -21,8 +21,15 @@ from tokenizers_impl.base import TokenizerError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_GLOB = str(REPO_ROOT / "data" / "sample" / "*.jsonl")
-USER_ERRORS = (ConfigError, InputError, LedgerError, LeaseError, TokenizerError, StorageError,
-               ValueError)
+USER_ERRORS = (
+    ConfigError,
+    InputError,
+    LedgerError,
+    LeaseError,
+    TokenizerError,
+    StorageError,
+    ValueError,
+)
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -31,37 +38,88 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def storage_option_flag(func):
-    return click.option("--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE",
-                        help="fsspec storage option (repeatable), e.g. endpoint_url=http://127.0.0.1:9000")(func)
+    return click.option(
+        "--storage-option",
+        "storage_option",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="fsspec storage option (repeatable), e.g. endpoint_url=http://127.0.0.1:9000",
+    )(func)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="log progress details")
 def main(verbose: bool) -> None:
     """tokenmill: corpora in, exactly-once Arrow token shards out."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
 
 
 def run_options(func):
     options = [
-        click.option("--input", "input_", multiple=True, metavar="GLOB", help="input path/URL/glob (repeatable)"),
+        click.option(
+            "--input",
+            "input_",
+            multiple=True,
+            metavar="GLOB",
+            help="input path/URL/glob (repeatable)",
+        ),
         click.option("--output", metavar="URL", help="output prefix (local folder or s3://...)"),
-        click.option("--tokenizer", metavar="KIND:PATH", help="e.g. bpe:tokenizer.json, sentencepiece:m.model, lib:lex.json"),
+        click.option(
+            "--tokenizer",
+            metavar="KIND:PATH",
+            help="e.g. bpe:tokenizer.json, sentencepiece:m.model, lib:lex.json",
+        ),
         click.option("--actors", type=int, help="tokenizer actors (default: the cluster's CPUs)"),
-        click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML job config (flags win)"),
+        click.option(
+            "--config",
+            "config_file",
+            type=click.Path(dir_okay=False),
+            help="YAML job config (flags win)",
+        ),
         storage_option_flag,
-        click.option("--overwrite", is_flag=True, default=None, help="discard committed output and redo everything"),
-        click.option("--repair", is_flag=True, default=None,
-                     help="verify committed units first and re-run the ones whose files are bad"),
-        click.option("--format", "format_", type=click.Choice(["auto", "jsonl", "text", "parquet"]), default=None),
-        click.option("--text-mode", type=click.Choice(["line", "file"]), default=None,
-                     help="text inputs: one document per line or per file"),
-        click.option("--text-field", default=None), click.option("--id-field", default=None),
-        click.option("--unit-bytes", type=int, default=None, help="work unit size for uncompressed files"),
-        click.option("--max-doc-bytes", type=int, default=None, help="larger documents are rejected"),
-        click.option("--token-offsets", is_flag=True, default=None, help="store each token's byte end offset"),
-        click.option("--ray-address", default=None, help="existing Ray cluster (default: RAY_ADDRESS or local)"),
+        click.option(
+            "--overwrite",
+            is_flag=True,
+            default=None,
+            help="discard committed output and redo everything",
+        ),
+        click.option(
+            "--repair",
+            is_flag=True,
+            default=None,
+            help="verify committed units first and re-run the ones whose files are bad",
+        ),
+        click.option(
+            "--format",
+            "format_",
+            type=click.Choice(["auto", "jsonl", "text", "parquet"]),
+            default=None,
+        ),
+        click.option(
+            "--text-mode",
+            type=click.Choice(["line", "file"]),
+            default=None,
+            help="text inputs: one document per line or per file",
+        ),
+        click.option("--text-field", default=None),
+        click.option("--id-field", default=None),
+        click.option(
+            "--unit-bytes", type=int, default=None, help="work unit size for uncompressed files"
+        ),
+        click.option(
+            "--max-doc-bytes", type=int, default=None, help="larger documents are rejected"
+        ),
+        click.option(
+            "--token-offsets", is_flag=True, default=None, help="store each token's byte end offset"
+        ),
+        click.option(
+            "--ray-address",
+            default=None,
+            help="existing Ray cluster (default: RAY_ADDRESS or local)",
+        ),
         click.option("--no-progress", is_flag=True, default=False),
     ]
     for option in reversed(options):
@@ -100,9 +158,14 @@ def print_run_summary(summary: dict[str, Any]) -> None:
         f"({summary['units_skipped']} resumed): {summary['documents']} documents, "
         f"{summary['tokens']} tokens, {summary['rejected']} rejected; this run "
         f"{summary['mb_per_s']} MB/s, {summary['tokens_per_s']:.0f} tokens/s with "
-        f"{summary['actors']} actors, encoder {summary['encoder']}", err=True)
-    click.echo(f"shards: {summary['output']}/shards  ledger: {summary['output']}/ledger  "
-               f"summary: {summary['output']}/{summary['summary_path']}", err=True)
+        f"{summary['actors']} actors, encoder {summary['encoder']}",
+        err=True,
+    )
+    click.echo(
+        f"shards: {summary['output']}/shards  ledger: {summary['output']}/ledger  "
+        f"summary: {summary['output']}/{summary['summary_path']}",
+        err=True,
+    )
     click.echo(json.dumps({k: v for k, v in summary.items() if k != "run_nonce"}, sort_keys=True))
 
 
@@ -128,20 +191,31 @@ def verify_cmd(url: str, storage_option: tuple[str, ...]) -> None:
 @click.option("--input", "input_", multiple=True, required=True, metavar="GLOB")
 @click.option("--vocab-size", type=int, required=True)
 @click.option("--output", required=True, metavar="PATH")
-@click.option("--model-type", type=click.Choice(["bpe", "unigram"]), default="bpe",
-              help="sentencepiece model type")
+@click.option(
+    "--model-type",
+    type=click.Choice(["bpe", "unigram"]),
+    default="bpe",
+    help="sentencepiece model type",
+)
 @click.option("--max-docs", type=int, default=None, help="train on at most this many documents")
 @click.option("--text-field", default="text")
 @storage_option_flag
-def train_tokenizer_cmd(kind, input_, vocab_size, output, model_type, max_docs, text_field, storage_option):
+def train_tokenizer_cmd(
+    kind, input_, vocab_size, output, model_type, max_docs, text_field, storage_option
+):
     """Train a tokenizer on a corpus (same input formats as `run`) and save it to PATH."""
     from jobs.corpus_text import iter_texts
     from tokenizers_impl.base import tokenizer_class
 
     try:
         storage = parse_storage_options(storage_option)
-        cfg = load_config(input=list(input_), output=output, tokenizer=f"{kind}:{output}",
-                          text_field=text_field, storage_options=storage)
+        cfg = load_config(
+            input=list(input_),
+            output=output,
+            tokenizer=f"{kind}:{output}",
+            text_field=text_field,
+            storage_options=storage,
+        )
         texts = iter_texts(cfg, max_docs=max_docs)
         cls = tokenizer_class(kind)
         extra = {"model_type": model_type} if kind == "sentencepiece" else {}

@@ -9,18 +9,33 @@ from jobs.cli import USER_ERRORS, fail, print_run_summary, storage_option_flag
 
 
 @click.command("retokenize")
-@click.option("--input", "input_", required=True, metavar="URL", help="a committed tokenmill output")
+@click.option(
+    "--input", "input_", required=True, metavar="URL", help="a committed tokenmill output"
+)
 @click.option("--output", required=True, metavar="URL")
 @click.option("--tokenizer", required=True, metavar="KIND:PATH", help="the new tokenizer")
-@click.option("--source-tokenizer", default=None, metavar="KIND:PATH",
-              help="the tokenizer that wrote the input (default: from the input's job.json)")
+@click.option(
+    "--source-tokenizer",
+    default=None,
+    metavar="KIND:PATH",
+    help="the tokenizer that wrote the input (default: from the input's job.json)",
+)
 @click.option("--actors", type=int, default=None)
 @click.option("--token-offsets", is_flag=True, default=None)
 @click.option("--overwrite", is_flag=True, default=None)
 @click.option("--no-progress", is_flag=True, default=False)
 @storage_option_flag
-def command(input_, output, tokenizer, source_tokenizer, actors, token_offsets, overwrite, no_progress,
-            storage_option) -> None:
+def command(
+    input_,
+    output,
+    tokenizer,
+    source_tokenizer,
+    actors,
+    token_offsets,
+    overwrite,
+    no_progress,
+    storage_option,
+) -> None:
     """Re-tokenize committed shards with another tokenizer (nothing lost: bytes are identical)."""
     from pipeline.config import load_config
     from pipeline.engine import run_job
@@ -29,10 +44,18 @@ def command(input_, output, tokenizer, source_tokenizer, actors, token_offsets, 
 
     try:
         storage = parse_storage_options(storage_option)
-        cfg = load_config(input=[input_], output=output, tokenizer=tokenizer, format="shards",
-                          source_tokenizer=source_tokenizer or source_tokenizer_spec(input_, storage),
-                          actors=actors, token_offsets=token_offsets, overwrite=overwrite,
-                          storage_options=storage, progress=not no_progress)
+        cfg = load_config(
+            input=[input_],
+            output=output,
+            tokenizer=tokenizer,
+            format="shards",
+            source_tokenizer=source_tokenizer or source_tokenizer_spec(input_, storage),
+            actors=actors,
+            token_offsets=token_offsets,
+            overwrite=overwrite,
+            storage_options=storage,
+            progress=not no_progress,
+        )
         summary = run_job(cfg)
     except USER_ERRORS as exc:
         fail(str(exc))

@@ -20,15 +20,17 @@ from pipeline.loader import IGNORE_INDEX, TokenDataset
 class TinyLM(nn.Module):
     """Token + position embeddings, a few pre-norm causal transformer layers, a tied head."""
 
-    def __init__(self, vocab_size: int, seq_len: int, dim: int = 128, layers: int = 2,
-                 heads: int = 4):
+    def __init__(
+        self, vocab_size: int, seq_len: int, dim: int = 128, layers: int = 2, heads: int = 4
+    ):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, dim)
         self.position = nn.Embedding(seq_len, dim)
         nn.init.normal_(self.embed.weight, std=0.02)
         nn.init.normal_(self.position.weight, std=0.02)
-        layer = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout=0.0, batch_first=True,
-                                           norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            dim, heads, 4 * dim, dropout=0.0, batch_first=True, norm_first=True
+        )
         self.blocks = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)
 
@@ -45,14 +47,32 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def train(shards: str, *, steps: int = 20, seq_len: int = 256, batch: int = 8, workers: int = 0,
-          device: str = "auto", dim: int = 128, layers: int = 2, lr: float = 3e-3,
-          storage_options: dict | None = None, log: bool = True) -> dict[str, Any]:
+def train(
+    shards: str,
+    *,
+    steps: int = 20,
+    seq_len: int = 256,
+    batch: int = 8,
+    workers: int = 0,
+    device: str = "auto",
+    dim: int = 128,
+    layers: int = 2,
+    lr: float = 3e-3,
+    storage_options: dict | None = None,
+    log: bool = True,
+) -> dict[str, Any]:
     """Train `steps` steps; returns loss and the tokens/s the loader delivered to the model."""
     dev = pick_device(device)
     torch.manual_seed(0)
-    ds = TokenDataset(shards, seq_len, seed=0, batch_size=batch, position_ids=True,
-                      pin_memory=dev.type == "cuda", storage_options=storage_options)
+    ds = TokenDataset(
+        shards,
+        seq_len,
+        seed=0,
+        batch_size=batch,
+        position_ids=True,
+        pin_memory=dev.type == "cuda",
+        storage_options=storage_options,
+    )
     model = TinyLM(int(ds.tokenizer["vocab_size"]), seq_len, dim, layers).to(dev)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     losses: list[float] = []
@@ -67,8 +87,9 @@ def train(shards: str, *, steps: int = 20, seq_len: int = 256, batch: int = 8, w
             labels = item["labels"].to(dev, non_blocking=True)
             positions = item["position_ids"].to(dev, non_blocking=True)
             logits = model(ids, positions)
-            loss = nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(),
-                                               ignore_index=IGNORE_INDEX)
+            loss = nn.functional.cross_entropy(
+                logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -76,17 +97,28 @@ def train(shards: str, *, steps: int = 20, seq_len: int = 256, batch: int = 8, w
             tokens += ids.numel()
             if log and (len(losses) % max(steps // 10, 1) == 0 or len(losses) == 1):
                 rate = tokens / (time.perf_counter() - t0)
-                print(f"step {len(losses):4d}  loss {losses[-1]:.3f}  {rate:,.0f} tokens/s",
-                      flush=True)
+                print(
+                    f"step {len(losses):4d}  loss {losses[-1]:.3f}  {rate:,.0f} tokens/s",
+                    flush=True,
+                )
             if len(losses) == steps:
                 break
             fetched = time.perf_counter()
         epoch += 1
     seconds = time.perf_counter() - t0
-    return {"device": str(dev), "steps": steps, "seq_len": seq_len, "batch": batch,
-            "workers": workers, "tokens": tokens, "seconds": round(seconds, 3),
-            "tokens_per_s": round(tokens / seconds), "loader_wait_s": round(waited, 3),
-            "first_loss": round(losses[0], 4), "last_loss": round(losses[-1], 4)}
+    return {
+        "device": str(dev),
+        "steps": steps,
+        "seq_len": seq_len,
+        "batch": batch,
+        "workers": workers,
+        "tokens": tokens,
+        "seconds": round(seconds, 3),
+        "tokens_per_s": round(tokens / seconds),
+        "loader_wait_s": round(waited, 3),
+        "first_loss": round(losses[0], 4),
+        "last_loss": round(losses[-1], 4),
+    }
 
 
 def main() -> None:
@@ -98,8 +130,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     args = parser.parse_args()
-    stats = train(args.shards, steps=args.steps, seq_len=args.seq_len, batch=args.batch,
-                  workers=args.workers, device=args.device)
+    stats = train(
+        args.shards,
+        steps=args.steps,
+        seq_len=args.seq_len,
+        batch=args.batch,
+        workers=args.workers,
+        device=args.device,
+    )
     print(json.dumps(stats))
 
 

@@ -28,21 +28,27 @@ def train_loop(config: dict) -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     device = ray.train.torch.get_device()
     batches = ray.train.get_dataset_shard("train").iter_torch_batches(
-        batch_size=config["batch"], dtypes=torch.int64, device=device)
+        batch_size=config["batch"], dtypes=torch.int64, device=device
+    )
     t0, tokens, loss = time.perf_counter(), 0, torch.tensor(0.0)
     for step, batch in enumerate(batches):
         if step == config["steps"]:
             break
         logits = model(batch["input_ids"], batch["position_ids"])
-        loss = nn.functional.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(),
-                                           ignore_index=IGNORE_INDEX)
+        loss = nn.functional.cross_entropy(
+            logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE_INDEX
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         tokens += batch["input_ids"].numel()
-    metrics = {"rank": ray.train.get_context().get_world_rank(), "steps": step,
-               "loss": round(float(loss), 4), "tokens": tokens,
-               "tokens_per_s": round(tokens / (time.perf_counter() - t0))}
+    metrics = {
+        "rank": ray.train.get_context().get_world_rank(),
+        "steps": step,
+        "loss": round(float(loss), 4),
+        "tokens": tokens,
+        "tokens_per_s": round(tokens / (time.perf_counter() - t0)),
+    }
     print(json.dumps(metrics), flush=True)  # Train V2 keeps metrics only with checkpoints
     ray.train.report(metrics)
 
@@ -64,18 +70,26 @@ def main() -> None:
     if not ray.is_initialized():
         # logical CPUs >= 4: Train workers, the controller and Ray Data's read tasks must all fit
         # (on 2 cores, whole-CPU requests leave the read tasks waiting forever)
-        ray.init(num_cpus=max(os.cpu_count() or 1, 4), include_dashboard=False,
-                 runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled"}})
+        ray.init(
+            num_cpus=max(os.cpu_count() or 1, 4),
+            include_dashboard=False,
+            runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled"}},
+        )
     windows = ray_dataset(args.shards, args.seq_len, position_ids=True, samples_per_block=256)
     from pipeline.loader_shards import read_ledger
 
     vocab = int(read_ledger(args.shards)[1]["vocab_size"])
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"vocab_size": vocab, "seq_len": args.seq_len, "batch": args.batch,
-                           "steps": args.steps},
-        scaling_config=ScalingConfig(num_workers=args.workers, use_gpu=args.use_gpu,
-                                     resources_per_worker={"CPU": 0.5}),
+        train_loop_config={
+            "vocab_size": vocab,
+            "seq_len": args.seq_len,
+            "batch": args.batch,
+            "steps": args.steps,
+        },
+        scaling_config=ScalingConfig(
+            num_workers=args.workers, use_gpu=args.use_gpu, resources_per_worker={"CPU": 0.5}
+        ),
         run_config=RunConfig(storage_path="/tmp/tokenmill-ray-train", name="train_ray_example"),
         datasets={"train": windows},
     )

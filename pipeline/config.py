@@ -30,7 +30,9 @@ class TokenizerSpec(BaseModel):
         if isinstance(value, str):
             kind, sep, path = value.partition(":")
             if not sep or not kind or not path:
-                raise ValueError(f"tokenizer {value!r} must look like KIND:PATH, e.g. bpe:tokenizer.json")
+                raise ValueError(
+                    f"tokenizer {value!r} must look like KIND:PATH, e.g. bpe:tokenizer.json"
+                )
             return cls(kind=kind, path=path)
         return cls.model_validate(value)
 
@@ -90,11 +92,18 @@ class JobConfig(BaseModel):
 
     def read_options(self) -> ReadOptions:
         return ReadOptions(
-            format=self.format, text_mode=self.text_mode, text_field=self.text_field,
-            id_field=self.id_field, source_field=self.source_field, lang_field=self.lang_field,
-            unit_bytes=self.unit_bytes, max_doc_bytes=self.max_doc_bytes,
-            max_record_bytes=self.max_record_bytes, batch_docs=self.batch_docs,
-            batch_bytes=self.batch_bytes, source_tokenizer=self.source_tokenizer or "",
+            format=self.format,
+            text_mode=self.text_mode,
+            text_field=self.text_field,
+            id_field=self.id_field,
+            source_field=self.source_field,
+            lang_field=self.lang_field,
+            unit_bytes=self.unit_bytes,
+            max_doc_bytes=self.max_doc_bytes,
+            max_record_bytes=self.max_record_bytes,
+            batch_docs=self.batch_docs,
+            batch_bytes=self.batch_bytes,
+            source_tokenizer=self.source_tokenizer or "",
         )
 
     def output_options(self) -> dict[str, Any]:
@@ -106,7 +115,9 @@ class JobConfig(BaseModel):
         }
 
     def config_hash(self, tokenizer_fingerprint: str) -> str:
-        payload = json.dumps({"tokenizer": tokenizer_fingerprint, **self.output_options()}, sort_keys=True)
+        payload = json.dumps(
+            {"tokenizer": tokenizer_fingerprint, **self.output_options()}, sort_keys=True
+        )
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -117,8 +128,9 @@ def load_config(path: str | None = None, **overrides: Any) -> JobConfig:
         try:
             size = Path(path).stat().st_size
             if size > MAX_CONFIG_BYTES:
-                raise ConfigError(f"config file {path!r} is {size} bytes, over the "
-                                  f"{MAX_CONFIG_BYTES}-byte limit")
+                raise ConfigError(
+                    f"config file {path!r} is {size} bytes, over the {MAX_CONFIG_BYTES}-byte limit"
+                )
             loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError as exc:
             raise ConfigError(f"config file {path!r} does not exist") from exc
@@ -134,7 +146,8 @@ def load_config(path: str | None = None, **overrides: Any) -> JobConfig:
         return JobConfig.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(config)'}: {err['msg']}" for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc']) or '(config)'}: {err['msg']}"
+            for err in exc.errors()
         )
         where = f" in {path}" if path else ""
         raise ConfigError(f"invalid job config{where}: {problems}") from exc

@@ -48,14 +48,18 @@ class TokenizeWorker:
         # Set before the tokenizer libraries start their thread pools. (Not a runtime_env: that
         # would start dedicated worker processes instead of reusing Ray's prestarted ones.)
         os.environ.update(WORKER_ENV)
-        self.tokenizer = load_tokenizer(spec, storage_options=task.storage_options, **tokenizer_options)
+        self.tokenizer = load_tokenizer(
+            spec, storage_options=task.storage_options, **tokenizer_options
+        )
         self.output = Output(output_url, task.storage_options)
         self.task = task
 
     def process(self, unit: dict[str, Any]) -> dict[str, Any]:
         entry = process_unit(WorkUnit.from_dict(unit), self.tokenizer, self.task, self.output)
-        return {k: entry[k] for k in ("unit_id", "docs_read", "documents", "rejected", "tokens", "bytes")} | {
-            "already_committed": entry.get("already_committed", False)}
+        return {
+            k: entry[k]
+            for k in ("unit_id", "docs_read", "documents", "rejected", "tokens", "bytes")
+        } | {"already_committed": entry.get("already_committed", False)}
 
     def pid(self) -> int:
         return os.getpid()
@@ -70,8 +74,12 @@ def init_ray(address: str | None = None) -> None:
     if address:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
     else:  # a fresh local cluster: never attach silently to some other cluster found on this machine
-        ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING,
-                 log_to_driver=True)
+        ray.init(
+            address="local",
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            log_to_driver=True,
+        )
 
 
 def reset_output(output: Output) -> None:
@@ -81,8 +89,9 @@ def reset_output(output: Output) -> None:
 
 def prepare(cfg: JobConfig) -> tuple[Any, Output, UnitTask, dict[str, Any]]:
     """Load the tokenizer once on the driver (validates it), open the output, check the manifest."""
-    tokenizer = load_tokenizer(cfg.tokenizer.spec, storage_options=cfg.storage_options,
-                               **cfg.tokenizer.options)
+    tokenizer = load_tokenizer(
+        cfg.tokenizer.spec, storage_options=cfg.storage_options, **cfg.tokenizer.options
+    )
     config_hash = cfg.config_hash(tokenizer.fingerprint)
     output = Output(cfg.output, cfg.storage_options)
     if cfg.overwrite:
@@ -96,8 +105,9 @@ def prepare(cfg: JobConfig) -> tuple[Any, Output, UnitTask, dict[str, Any]]:
         "schema_version": SCHEMA_VERSION,
     }
     check_manifest(output, manifest)
-    task = UnitTask(cfg.read_options(), config_hash, cfg.token_offsets, cfg.word_stats,
-                    cfg.storage_options)
+    task = UnitTask(
+        cfg.read_options(), config_hash, cfg.token_offsets, cfg.word_stats, cfg.storage_options
+    )
     return tokenizer, output, task, manifest
 
 
@@ -117,7 +127,12 @@ def _run_leased(cfg: JobConfig, lease: OutputLease) -> dict[str, Any]:
     units = plan_units(cfg.input, cfg.read_options(), cfg.storage_options)
     done = committed_unit_ids(output, task.config_hash)
     todo = [u for u in units if u.unit_id not in done]
-    log.info("%d units planned, %d already committed, %d to run", len(units), len(units) - len(todo), len(todo))
+    log.info(
+        "%d units planned, %d already committed, %d to run",
+        len(units),
+        len(units) - len(todo),
+        len(todo),
+    )
     this_run = {"units": 0, "documents": 0, "tokens": 0, "bytes": 0, "rejected": 0}
     n_actors = 0
     if todo:
@@ -128,7 +143,10 @@ def _run_leased(cfg: JobConfig, lease: OutputLease) -> dict[str, Any]:
     lease.check()
     entries = committed_entries(output, task.config_hash)
     elapsed = time.time() - started
-    totals = {k: sum(e[k] for e in entries) for k in ("docs_read", "documents", "rejected", "tokens", "bytes")}
+    totals = {
+        k: sum(e[k] for e in entries)
+        for k in ("docs_read", "documents", "rejected", "tokens", "bytes")
+    }
     summary = {
         "run_nonce": uuid.uuid4().hex[:6],
         "output": output.url,
@@ -153,10 +171,16 @@ def _run_leased(cfg: JobConfig, lease: OutputLease) -> dict[str, Any]:
     return summary
 
 
-def _dispatch(cfg: JobConfig, todo: list[WorkUnit], task: UnitTask, n_actors: int) -> dict[str, int]:
+def _dispatch(
+    cfg: JobConfig, todo: list[WorkUnit], task: UnitTask, n_actors: int
+) -> dict[str, int]:
     options = dict(num_cpus=cfg.actor_cpus, max_restarts=-1, max_task_retries=-1)
-    actors = [TokenizeWorker.options(**options).remote(cfg.tokenizer.spec, cfg.tokenizer.options,
-                                                        cfg.output, task) for _ in range(n_actors)]
+    actors = [
+        TokenizeWorker.options(**options).remote(
+            cfg.tokenizer.spec, cfg.tokenizer.options, cfg.output, task
+        )
+        for _ in range(n_actors)
+    ]
     per_actor = max(1, (cfg.max_in_flight or 2 * n_actors) // n_actors)
     pending: dict[ray.ObjectRef, int] = {}
     unit_of: dict[ray.ObjectRef, WorkUnit] = {}
@@ -164,8 +188,14 @@ def _dispatch(cfg: JobConfig, todo: list[WorkUnit], task: UnitTask, n_actors: in
     queue = list(reversed(todo))
     stats = {"units": 0, "documents": 0, "tokens": 0, "bytes": 0, "rejected": 0}
     t0 = time.time()
-    bar = tqdm(total=len(todo), unit="unit", disable=not cfg.progress, file=sys.stderr,
-               dynamic_ncols=True, desc="tokenize")
+    bar = tqdm(
+        total=len(todo),
+        unit="unit",
+        disable=not cfg.progress,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        desc="tokenize",
+    )
     try:
         while queue or pending:
             for i in range(n_actors):
@@ -185,13 +215,18 @@ def _dispatch(cfg: JobConfig, todo: list[WorkUnit], task: UnitTask, n_actors: in
                     raise UnitFailed(
                         f"unit {unit.unit_id} ({unit.url} bytes {unit.start}..{unit.end}) failed: "
                         f"{type(exc.cause).__name__}: {exc.cause}. Committed units are kept; "
-                        f"rerun the same command to resume") from exc.cause
+                        f"rerun the same command to resume"
+                    ) from exc.cause
                 stats["units"] += 1
                 for key in ("documents", "tokens", "bytes", "rejected"):
                     stats[key] += result[key]
                 rate = stats["bytes"] / 1e6 / max(time.time() - t0, 1e-9)
-                bar.set_postfix(docs=stats["documents"], tokens=stats["tokens"], MBps=f"{rate:.2f}",
-                                refresh=False)
+                bar.set_postfix(
+                    docs=stats["documents"],
+                    tokens=stats["tokens"],
+                    MBps=f"{rate:.2f}",
+                    refresh=False,
+                )
                 bar.update(1)
                 if cfg.stop_after_units and stats["units"] >= cfg.stop_after_units:
                     bar.close()

@@ -50,20 +50,39 @@ class TokenDataset(IterableDataset):
     the resume state exact with several workers. Without it, items are single samples [seq_len].
     """
 
-    def __init__(self, url: str | Sequence[str], seq_len: int, seed: int = 0,
-                 rank: int | None = None, world_size: int | None = None, *,
-                 batch_size: int | None = None, weights: Sequence[float] | None = None,
-                 shuffle: bool = True, group_shards: int = 4, eos_id: int | None = None,
-                 pad_id: int | None = None, drop_last: bool = True, position_ids: bool = False,
-                 document_ids: bool = False, return_index: bool = False, pin_memory: bool = False,
-                 storage_options: dict[str, Any] | None = None, cache_dir: str | None = None,
-                 mix_block: int = 64):
+    def __init__(
+        self,
+        url: str | Sequence[str],
+        seq_len: int,
+        seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+        *,
+        batch_size: int | None = None,
+        weights: Sequence[float] | None = None,
+        shuffle: bool = True,
+        group_shards: int = 4,
+        eos_id: int | None = None,
+        pad_id: int | None = None,
+        drop_last: bool = True,
+        position_ids: bool = False,
+        document_ids: bool = False,
+        return_index: bool = False,
+        pin_memory: bool = False,
+        storage_options: dict[str, Any] | None = None,
+        cache_dir: str | None = None,
+        mix_block: int = 64,
+    ):
         super().__init__()
         urls = [url] if isinstance(url, str) else list(url)
         if seq_len < 1 or (batch_size is not None and batch_size < 1):
             raise ValueError(f"seq_len ({seq_len}) and batch_size ({batch_size}) must be >= 1")
-        if (rank is None) != (world_size is None) or (rank is not None and not 0 <= rank < world_size):
-            raise ValueError(f"rank={rank}, world_size={world_size}: give both, 0 <= rank < world_size")
+        if (rank is None) != (world_size is None) or (
+            rank is not None and not 0 <= rank < world_size
+        ):
+            raise ValueError(
+                f"rank={rank}, world_size={world_size}: give both, 0 <= rank < world_size"
+            )
         if weights is not None and len(weights) != len(urls):
             raise ValueError(f"{len(weights)} weights for {len(urls)} outputs")
         self.urls, self.seq_len, self.seed = urls, seq_len, seed
@@ -100,20 +119,36 @@ class TokenDataset(IterableDataset):
 
     def _sources(self, epoch: int) -> tuple[list[PackedStream], Mixture | None]:
         if self._built is None or self._built[0] != epoch:
-            streams = [PackedStream(store, list(shards), eos_id=self.eos_id,
-                                    seed=self._source_seed(i), epoch=epoch, shuffle=self.shuffle,
-                                    group_shards=self.group_shards)
-                       for i, (store, shards) in enumerate(zip(self.stores, self.shards, strict=True))]
+            streams = [
+                PackedStream(
+                    store,
+                    list(shards),
+                    eos_id=self.eos_id,
+                    seed=self._source_seed(i),
+                    epoch=epoch,
+                    shuffle=self.shuffle,
+                    group_shards=self.group_shards,
+                )
+                for i, (store, shards) in enumerate(zip(self.stores, self.shards, strict=True))
+            ]
             mixture = None
             if len(streams) > 1:
-                mixture = Mixture(self.weights, [s.total // (self.seq_len + 1) for s in streams],
-                                  block=self.mix_block, seed=self.seed, epoch=epoch)
+                mixture = Mixture(
+                    self.weights,
+                    [s.total // (self.seq_len + 1) for s in streams],
+                    block=self.mix_block,
+                    seed=self.seed,
+                    epoch=epoch,
+                )
             self._built = (epoch, streams, mixture)
         return self._built[1], self._built[2]
 
     def _source_seed(self, i: int) -> int:
-        return self.seed if len(self.urls) == 1 else int(
-            np.random.SeedSequence([self.seed, i]).generate_state(1)[0])
+        return (
+            self.seed
+            if len(self.urls) == 1
+            else int(np.random.SeedSequence([self.seed, i]).generate_state(1)[0])
+        )
 
     def _world(self) -> tuple[int, int]:
         if self.rank is not None:
@@ -146,8 +181,9 @@ class TokenDataset(IterableDataset):
         full, _, total = self._counts(epoch)
         n = self._end(epoch, 0, per_step)
         covered = min(n * (self.seq_len + 1), total)
-        return EpochPlan(epoch, n, per_step, -(-n // per_step), total,
-                         max(full - n, 0), total - covered)
+        return EpochPlan(
+            epoch, n, per_step, -(-n // per_step), total, max(full - n, 0), total - covered
+        )
 
     # -- iteration -----------------------------------------------------------------------------
 
@@ -170,7 +206,8 @@ class TokenDataset(IterableDataset):
             raise LoaderError(
                 f"state of consumer {consumer['layout']} (world, rank, workers, worker, batch) "
                 f"cannot resume consumer {layout}: combine the workers' states first with "
-                "TokenDataset.global_state(loader.state_dict())")
+                "TokenDataset.global_state(loader.state_dict())"
+            )
         return resume["sample"], worker, resume["sample"]
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
@@ -185,15 +222,22 @@ class TokenDataset(IterableDataset):
             item = self.samples(a, b, epoch)
             if self.batch_size is None:
                 item = {k: v[0] for k, v in item.items()}
-            self._progress = self._consumer_state(layout, start, step + workers,
-                                                  min(start + (step + 1) * per_step, end))
+            self._progress = self._consumer_state(
+                layout, start, step + workers, min(start + (step + 1) * per_step, end)
+            )
             yield item
             step += workers
 
     def _consumer_state(self, layout: list[int], start: int, next_step: int, sample: int) -> dict:
-        return {"version": STATE_VERSION, "epoch": self.epoch, "sample": sample,
-                "seed": self.seed, "seq_len": self.seq_len, "exact": layout[2] == 1,
-                "consumer": {"layout": layout, "start": start, "next_step": next_step}}
+        return {
+            "version": STATE_VERSION,
+            "epoch": self.epoch,
+            "sample": sample,
+            "seed": self.seed,
+            "seq_len": self.seq_len,
+            "exact": layout[2] == 1,
+            "consumer": {"layout": layout, "start": start, "next_step": next_step},
+        }
 
     def _staging(self, size: int) -> np.ndarray:
         """A per-process scratch buffer for windows (outputs are copied out of it)."""
@@ -211,8 +255,9 @@ class TokenDataset(IterableDataset):
         starts = np.zeros((n, window), dtype=bool) if wants_bounds else None
         valid, source = window, None
         if mixture is None:
-            got = streams[0].read(a * window, tokens.reshape(-1),
-                                  None if starts is None else starts.reshape(-1))
+            got = streams[0].read(
+                a * window, tokens.reshape(-1), None if starts is None else starts.reshape(-1)
+            )
             if got < n * window:  # the padded partial window (drop_last=False)
                 tokens.reshape(-1)[got:] = self.pad_id
                 valid = got - (n - 1) * window
@@ -222,16 +267,21 @@ class TokenDataset(IterableDataset):
                 rows = np.flatnonzero(sources == s)
                 part = np.empty((len(rows), window), dtype=np.int64)
                 bounds = None if starts is None else np.zeros((len(rows), window), dtype=bool)
-                streams[s].read(int(local[rows[0]]) * window, part.reshape(-1),
-                                None if bounds is None else bounds.reshape(-1))
+                streams[s].read(
+                    int(local[rows[0]]) * window,
+                    part.reshape(-1),
+                    None if bounds is None else bounds.reshape(-1),
+                )
                 tokens[rows] = part
                 if starts is not None:
                     starts[rows] = bounds
             source = torch.from_numpy(sources.astype(np.int64))
-        item = {"input_ids": np.ascontiguousarray(tokens[:, :-1]),
-                "labels": np.ascontiguousarray(tokens[:, 1:])}
+        item = {
+            "input_ids": np.ascontiguousarray(tokens[:, :-1]),
+            "labels": np.ascontiguousarray(tokens[:, 1:]),
+        }
         if valid < window:
-            item["labels"][-1, max(valid - 1, 0):] = IGNORE_INDEX
+            item["labels"][-1, max(valid - 1, 0) :] = IGNORE_INDEX
         if starts is not None:
             seg = starts[:, :-1]
             seg[:, 0] = True
@@ -266,16 +316,23 @@ class TokenDataset(IterableDataset):
         world, _ = self._world()
         per_step = (self.batch_size or 1) * world
         sample = min(base + (steps or 0) * per_step, self._end(self.epoch, base, per_step))
-        return {"version": STATE_VERSION, "epoch": self.epoch, "sample": sample,
-                "seed": self.seed, "seq_len": self.seq_len, "exact": True}
+        return {
+            "version": STATE_VERSION,
+            "epoch": self.epoch,
+            "sample": sample,
+            "seed": self.seed,
+            "seq_len": self.seq_len,
+            "exact": True,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from a state of `state_dict` or `global_state` (also with another world size
         or worker count when the state is global)."""
         for key in ("seed", "seq_len"):
             if state.get(key) != getattr(self, key):
-                raise LoaderError(f"resume state has {key}={state.get(key)}, "
-                                  f"dataset has {getattr(self, key)}")
+                raise LoaderError(
+                    f"resume state has {key}={state.get(key)}, dataset has {getattr(self, key)}"
+                )
         self.epoch = state["epoch"]
         self._resume = dict(state)
         self._progress = None
@@ -291,12 +348,24 @@ class TokenDataset(IterableDataset):
         first = min(per_rank, key=lambda c: c["sample"])
         if len({(c["epoch"], c["seed"], c["seq_len"]) for c in per_rank}) > 1:
             raise LoaderError("ranks' states disagree on epoch, seed or seq_len")
-        return {"version": STATE_VERSION, "epoch": first["epoch"], "sample": first["sample"],
-                "seed": first["seed"], "seq_len": first["seq_len"], "exact": True}
+        return {
+            "version": STATE_VERSION,
+            "epoch": first["epoch"],
+            "sample": first["sample"],
+            "seed": first["seed"],
+            "seq_len": first["seq_len"],
+            "exact": True,
+        }
 
-    def dataloader(self, num_workers: int = 0, *, stateful: bool = False,
-                   pin_memory: bool | None = None, prefetch_factor: int | None = None,
-                   **kwargs: Any) -> DataLoader:
+    def dataloader(
+        self,
+        num_workers: int = 0,
+        *,
+        stateful: bool = False,
+        pin_memory: bool | None = None,
+        prefetch_factor: int | None = None,
+        **kwargs: Any,
+    ) -> DataLoader:
         """A DataLoader (or torchdata StatefulDataLoader) set up the way this dataset expects."""
         if stateful:
             from torchdata.stateful_dataloader import StatefulDataLoader as loader_class
@@ -306,13 +375,23 @@ class TokenDataset(IterableDataset):
             pin_memory = self.pin_memory and torch.cuda.is_available()
         if num_workers and prefetch_factor is None:
             prefetch_factor = 4
-        return loader_class(self, batch_size=None if self.batch_size else kwargs.pop("batch_size", 1),
-                            num_workers=num_workers, pin_memory=pin_memory,
-                            prefetch_factor=prefetch_factor if num_workers else None, **kwargs)
+        return loader_class(
+            self,
+            batch_size=None if self.batch_size else kwargs.pop("batch_size", 1),
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            prefetch_factor=prefetch_factor if num_workers else None,
+            **kwargs,
+        )
 
     def describe(self) -> dict[str, Any]:
-        return {"urls": self.urls, "seq_len": self.seq_len, "eos_id": self.eos_id,
-                "tokenizer": self.tokenizer, **asdict(self.plan())}
+        return {
+            "urls": self.urls,
+            "seq_len": self.seq_len,
+            "eos_id": self.eos_id,
+            "tokenizer": self.tokenizer,
+            **asdict(self.plan()),
+        }
 
 
 def _consumer_states(state: dict[str, Any]) -> list[dict[str, Any]]:

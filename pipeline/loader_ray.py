@@ -17,13 +17,23 @@ from pipeline.loader import TokenDataset
 
 def read_windows(ranges: dict[str, np.ndarray], dataset: TokenDataset) -> dict[str, np.ndarray]:
     """Ray Data map_batches function: [start, stop) sample ranges -> packed windows."""
-    parts = [dataset.samples(int(a), int(b))
-             for a, b in zip(ranges["start"], ranges["stop"], strict=True)]
+    parts = [
+        dataset.samples(int(a), int(b))
+        for a, b in zip(ranges["start"], ranges["stop"], strict=True)
+    ]
     return {key: np.concatenate([p[key].numpy() for p in parts]) for key in parts[0]}
 
 
-def ray_dataset(url: str | list[str], seq_len: int, *, seed: int = 0, epoch: int = 0,
-                samples_per_block: int = 256, num_cpus: float = 0.5, **options: Any):
+def ray_dataset(
+    url: str | list[str],
+    seq_len: int,
+    *,
+    seed: int = 0,
+    epoch: int = 0,
+    samples_per_block: int = 256,
+    num_cpus: float = 0.5,
+    **options: Any,
+):
     """A ray.data.Dataset of one epoch's windows (columns input_ids, labels, and the optional
     ones TokenDataset takes as options), read by Ray tasks in blocks of `samples_per_block`."""
     import ray.data
@@ -31,7 +41,12 @@ def ray_dataset(url: str | list[str], seq_len: int, *, seed: int = 0, epoch: int
     dataset = TokenDataset(url, seq_len, seed, batch_size=samples_per_block, **options)
     dataset.set_epoch(epoch)
     n = dataset.plan().num_samples
-    ranges = ray.data.from_items([{"start": int(a), "stop": int(min(a + samples_per_block, n))}
-                                  for a in np.arange(0, n, samples_per_block)])
-    return ranges.map_batches(read_windows, fn_kwargs={"dataset": dataset}, batch_size=1,
-                              num_cpus=num_cpus)
+    ranges = ray.data.from_items(
+        [
+            {"start": int(a), "stop": int(min(a + samples_per_block, n))}
+            for a in np.arange(0, n, samples_per_block)
+        ]
+    )
+    return ranges.map_batches(
+        read_windows, fn_kwargs={"dataset": dataset}, batch_size=1, num_cpus=num_cpus
+    )

@@ -55,7 +55,9 @@ class ShardTokens:
     mapped: Any  # the pa.MemoryMappedFile (kept open while the views are used)
 
 
-def read_ledger(url: str, storage_options: dict[str, Any] | None = None) -> tuple[list[ShardInfo], dict]:
+def read_ledger(
+    url: str, storage_options: dict[str, Any] | None = None
+) -> tuple[list[ShardInfo], dict]:
     """The committed shards of an output (ledger order) and its tokenizer description."""
     output = Output(url, storage_options)
     entries = committed_entries(output)
@@ -68,8 +70,10 @@ def read_ledger(url: str, storage_options: dict[str, Any] | None = None) -> tupl
     if tokenizer.get("eos_id") is None:
         manifest = read_manifest(output) or {}
         tokenizer["eos_id"] = manifest.get("tokenizer", {}).get("eos_id")
-    shards = [ShardInfo(e["shard"], int(e["documents"]), int(e["tokens"]), e.get("shard_checksum"))
-              for e in entries]
+    shards = [
+        ShardInfo(e["shard"], int(e["documents"]), int(e["tokens"]), e.get("shard_checksum"))
+        for e in entries
+    ]
     return shards, tokenizer
 
 
@@ -85,8 +89,9 @@ class ShardStore:
     in the process that reads (an s3fs object must never cross into DataLoader workers).
     """
 
-    def __init__(self, url: str, storage_options: dict[str, Any] | None = None,
-                 cache_dir: str | None = None):
+    def __init__(
+        self, url: str, storage_options: dict[str, Any] | None = None, cache_dir: str | None = None
+    ):
         self.url = url.rstrip("/")
         self.storage_options = dict(storage_options or {})
         self.cache_dir = cache_dir or default_cache_dir(self.url)
@@ -95,7 +100,11 @@ class ShardStore:
         self._open: OrderedDict[str, ShardTokens] = OrderedDict()
 
     def __getstate__(self) -> dict:
-        return {"url": self.url, "storage_options": self.storage_options, "cache_dir": self.cache_dir}
+        return {
+            "url": self.url,
+            "storage_options": self.storage_options,
+            "cache_dir": self.cache_dir,
+        }
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["url"], state["storage_options"], state["cache_dir"])
@@ -158,10 +167,17 @@ def map_shard(path: str, shard: ShardInfo, url: str) -> ShardTokens:
         doc_start.append(offsets[:-1])
         doc_len.append(np.diff(offsets))
     if not buffers:  # a shard of a unit whose documents were all rejected
-        doc_buffer, doc_start, doc_len = [np.zeros(0, np.int32)], [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+        doc_buffer, doc_start, doc_len = (
+            [np.zeros(0, np.int32)],
+            [np.zeros(0, np.int64)],
+            [np.zeros(0, np.int64)],
+        )
     lengths = np.concatenate(doc_len)
     if len(lengths) != shard.documents or int(lengths.sum()) != shard.tokens:
-        raise LoaderError(f"{url}/{shard.rel}: {len(lengths)} documents / {int(lengths.sum())} "
-                          f"tokens, ledger says {shard.documents} / {shard.tokens}")
-    return ShardTokens(buffers, np.concatenate(doc_buffer), np.concatenate(doc_start), lengths,
-                       mapped)
+        raise LoaderError(
+            f"{url}/{shard.rel}: {len(lengths)} documents / {int(lengths.sum())} "
+            f"tokens, ledger says {shard.documents} / {shard.tokens}"
+        )
+    return ShardTokens(
+        buffers, np.concatenate(doc_buffer), np.concatenate(doc_start), lengths, mapped
+    )

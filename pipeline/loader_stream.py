@@ -44,14 +44,24 @@ class Group:
 class PackedStream:
     """Reads any range of one epoch's packed stream of one output."""
 
-    def __init__(self, store: ShardStore, shards: list[ShardInfo], *, eos_id: int, seed: int,
-                 epoch: int, shuffle: bool = True, group_shards: int = 4):
+    def __init__(
+        self,
+        store: ShardStore,
+        shards: list[ShardInfo],
+        *,
+        eos_id: int,
+        seed: int,
+        epoch: int,
+        shuffle: bool = True,
+        group_shards: int = 4,
+    ):
         self.store, self.eos_id, self.seed, self.epoch = store, eos_id, seed, epoch
         self.shuffle = shuffle
         n = len(shards)
         order = epoch_rng(seed, epoch).permutation(n) if shuffle else np.arange(n)
-        self.groups = [[shards[j] for j in order[i:i + group_shards]]
-                       for i in range(0, n, group_shards)]
+        self.groups = [
+            [shards[j] for j in order[i : i + group_shards]] for i in range(0, n, group_shards)
+        ]
         sizes = [sum(s.stream_tokens for s in group) for group in self.groups]
         self.group_bounds = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
         self.total = int(self.group_bounds[-1])
@@ -75,11 +85,19 @@ class PackedStream:
             doc_start.append(shard.doc_start)
             doc_len.append(shard.doc_len)
         n_docs = sum(len(x) for x in doc_len)
-        perm = epoch_rng(self.seed, self.epoch, 1, g).permutation(n_docs) if self.shuffle \
+        perm = (
+            epoch_rng(self.seed, self.epoch, 1, g).permutation(n_docs)
+            if self.shuffle
             else np.arange(n_docs)
+        )
         lengths = np.concatenate(doc_len)[perm]
-        group = Group(buffers, np.concatenate(doc_buffer)[perm], np.concatenate(doc_start)[perm],
-                      lengths, np.cumsum(lengths + 1))
+        group = Group(
+            buffers,
+            np.concatenate(doc_buffer)[perm],
+            np.concatenate(doc_start)[perm],
+            lengths,
+            np.cumsum(lengths + 1),
+        )
         self._cache[g] = group
         while len(self._cache) > GROUPS_KEPT:
             self._cache.popitem(last=False)
@@ -109,7 +127,7 @@ class PackedStream:
                 text = n if n < length - offset else length - offset
                 if text > 0:
                     at = doc_start[d] + offset
-                    out[filled:filled + text] = buffers[doc_buffer[d]][at:at + text]
+                    out[filled : filled + text] = buffers[doc_buffer[d]][at : at + text]
                 if n > text:
                     out[filled + n - 1] = eos
                 filled += n
@@ -127,8 +145,9 @@ class Mixture:
     first source runs out of windows, so no window is repeated.
     """
 
-    def __init__(self, weights: list[float], windows: list[int], *, block: int, seed: int,
-                 epoch: int):
+    def __init__(
+        self, weights: list[float], windows: list[int], *, block: int, seed: int, epoch: int
+    ):
         w = np.asarray(weights, dtype=np.float64)
         if len(w) != len(windows) or (w < 0).any() or w.sum() <= 0:
             raise ValueError(f"weights {weights} must be non-negative, one per source, not all 0")
@@ -144,7 +163,8 @@ class Mixture:
     def block_layout(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Source of each sample of block k, and that sample's window index in its source."""
         sources = epoch_rng(self.seed, self.epoch, 2, k).permutation(
-            np.repeat(np.arange(len(self.counts)), self.counts))
+            np.repeat(np.arange(len(self.counts)), self.counts)
+        )
         local = np.empty(self.block, dtype=np.int64)
         for s, count in enumerate(self.counts):
             local[sources == s] = k * count + np.arange(count)

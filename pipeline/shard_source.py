@@ -20,8 +20,17 @@ def plan_shard_units(inputs: list[str], storage_options: dict | None = None) -> 
         if not entries:
             raise InputError(f"input {url!r} has no committed shards (no ledger entries)")
         for entry in entries:
-            units.append(WorkUnit(url=f"{output.url}/{entry['shard']}", fmt="shards", compression=None,
-                                  start=0, end=-1, size=int(entry["bytes"]), etag=entry["shard_checksum"]))
+            units.append(
+                WorkUnit(
+                    url=f"{output.url}/{entry['shard']}",
+                    fmt="shards",
+                    compression=None,
+                    start=0,
+                    end=-1,
+                    size=int(entry["bytes"]),
+                    etag=entry["shard_checksum"],
+                )
+            )
     return units
 
 
@@ -30,7 +39,9 @@ def source_tokenizer_spec(input_url: str, storage_options: dict | None = None) -
     manifest = read_manifest(Output(input_url, storage_options))
     spec = (manifest or {}).get("tokenizer_spec")
     if not spec:
-        raise InputError(f"{input_url!r} has no job manifest naming its tokenizer; pass --source-tokenizer")
+        raise InputError(
+            f"{input_url!r} has no job manifest naming its tokenizer; pass --source-tokenizer"
+        )
     return f"{spec['kind']}:{spec['path']}"
 
 
@@ -49,5 +60,7 @@ def decoder_for(spec: str, storage_options: dict | None) -> Any:
 
     tokenizer = _load(spec, json.dumps(storage_options or {}, sort_keys=True))
     if not tokenizer.lossless:
-        raise InputError(f"source tokenizer {spec!r} is not lossless: its tokens do not give back the text")
+        raise InputError(
+            f"source tokenizer {spec!r} is not lossless: its tokens do not give back the text"
+        )
     return tokenizer

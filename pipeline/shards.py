@@ -47,7 +47,9 @@ class ShardWriter:
         self.tokens = 0
 
     def write(self, columns: dict[str, pa.Array]) -> None:
-        batch = pa.RecordBatch.from_arrays([columns[f.name] for f in self.schema], schema=self.schema)
+        batch = pa.RecordBatch.from_arrays(
+            [columns[f.name] for f in self.schema], schema=self.schema
+        )
         self._writer.write_batch(batch)
         self.rows += batch.num_rows
 

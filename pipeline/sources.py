@@ -21,8 +21,15 @@ from pipeline.storage import url_to_fs, with_retries
 from schemas.shards import REJECT_RAW_BYTES
 
 COMPRESSIONS = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd"}
-FORMATS_BY_SUFFIX = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".txt": "text",
-                     ".text": "text", ".parquet": "parquet", ".pq": "parquet"}
+FORMATS_BY_SUFFIX = {
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".ndjson": "jsonl",
+    ".txt": "text",
+    ".text": "text",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
 READ_BLOCK = 1 << 20
 BOM = b"\xef\xbb\xbf"
 log = logging.getLogger("tokenmill")
@@ -63,8 +70,18 @@ class WorkUnit:
 
     @property
     def unit_id(self) -> str:
-        key = json.dumps([self.url, self.fmt, self.compression, self.start, self.end, self.size,
-                          self.etag, self.whole_file_text])
+        key = json.dumps(
+            [
+                self.url,
+                self.fmt,
+                self.compression,
+                self.start,
+                self.end,
+                self.size,
+                self.etag,
+                self.whole_file_text,
+            ]
+        )
         return hashlib.sha256(key.encode()).hexdigest()[:24]
 
     def describe(self) -> dict[str, Any]:
@@ -115,7 +132,9 @@ def detect(path: str, opts: ReadOptions) -> tuple[str, str | None]:
     for suffix, fmt in FORMATS_BY_SUFFIX.items():
         if name.endswith(suffix):
             return fmt, compression
-    raise InputError(f"cannot tell the format of {path!r} from its name; set format: jsonl|text|parquet")
+    raise InputError(
+        f"cannot tell the format of {path!r} from its name; set format: jsonl|text|parquet"
+    )
 
 
 def expand_inputs(inputs: list[str], storage_options: dict | None) -> list[tuple[Any, str, dict]]:
@@ -125,10 +144,14 @@ def expand_inputs(inputs: list[str], storage_options: dict | None) -> list[tuple
         fs, path = url_to_fs(pattern, storage_options)
         protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
         if any(ch in path for ch in "*?["):
-            matches = with_retries(lambda fs=fs, path=path: fs.glob(path, detail=True), f"glob {pattern}")
+            matches = with_retries(
+                lambda fs=fs, path=path: fs.glob(path, detail=True), f"glob {pattern}"
+            )
         else:
             try:
-                matches = {path: with_retries(lambda fs=fs, path=path: fs.info(path), f"stat {pattern}")}
+                matches = {
+                    path: with_retries(lambda fs=fs, path=path: fs.info(path), f"stat {pattern}")
+                }
             except (FileNotFoundError, OSError) as exc:
                 looping = protocol in ("file", "local") and os.path.islink(path)
                 if not looping and not isinstance(exc, FileNotFoundError):
@@ -137,9 +160,13 @@ def expand_inputs(inputs: list[str], storage_options: dict | None) -> list[tuple
                 raise InputError(f"input {pattern!r} {what}") from exc
         matches = {p: _follow_link(fs, p, info) for p, info in matches.items()}
         files = {p: info for p, info in matches.items() if info.get("type") == "file"}
-        skipped = [f"{p} ({_not_a_file(info)})" for p, info in sorted(matches.items()) if p not in files]
+        skipped = [
+            f"{p} ({_not_a_file(info)})" for p, info in sorted(matches.items()) if p not in files
+        ]
         if skipped:
-            log.warning("input %r: skipping what is not a regular file: %s", pattern, ", ".join(skipped))
+            log.warning(
+                "input %r: skipping what is not a regular file: %s", pattern, ", ".join(skipped)
+            )
         if not files:
             extra = f" (skipped: {', '.join(skipped)})" if skipped else ""
             raise InputError(f"input {pattern!r} matches no files{extra}")
@@ -166,7 +193,9 @@ def _not_a_file(info: dict) -> str:
     return "a directory" if info.get("type") == "directory" else f"type {info.get('type')}"
 
 
-def plan_units(inputs: list[str], opts: ReadOptions, storage_options: dict | None = None) -> list[WorkUnit]:
+def plan_units(
+    inputs: list[str], opts: ReadOptions, storage_options: dict | None = None
+) -> list[WorkUnit]:
     """Split every input file into WorkUnits (deterministic order: by URL, then offset)."""
     if opts.format == "shards":
         from pipeline.shard_source import plan_shard_units
@@ -185,7 +214,10 @@ def plan_units(inputs: list[str], opts: ReadOptions, storage_options: dict | Non
             units.append(WorkUnit(url, fmt, compression, 0, -1, size, etag, whole_text))
         else:
             bounds = _aligned_bounds(fs, path, size, opts.unit_bytes)
-            units.extend(WorkUnit(url, fmt, None, a, b, size, etag) for a, b in zip(bounds, bounds[1:], strict=False))
+            units.extend(
+                WorkUnit(url, fmt, None, a, b, size, etag)
+                for a, b in zip(bounds, bounds[1:], strict=False)
+            )
     return units
 
 
@@ -249,7 +281,9 @@ def _first_bytes(parts: list[bytes], n: int) -> bytes:
     return bytes(head)
 
 
-def iter_lines(stream, start: int, end: int, max_record_bytes: int) -> Iterator[tuple[int, bytes | None, bytes]]:
+def iter_lines(
+    stream, start: int, end: int, max_record_bytes: int
+) -> Iterator[tuple[int, bytes | None, bytes]]:
     """Yield (offset, line or None if too large, head) for each line in [start, end) of a stream.
 
     Lines longer than max_record_bytes are never held whole: they yield None plus their first bytes.
@@ -272,7 +306,7 @@ def iter_lines(stream, start: int, end: int, max_record_bytes: int) -> Iterator[
         view_start = 0
         while True:
             nl = block.find(b"\n", view_start)
-            piece = block[view_start: nl if nl >= 0 else len(block)]
+            piece = block[view_start : nl if nl >= 0 else len(block)]
             if not oversized:
                 if pending_len + len(piece) > max_record_bytes:
                     oversized = True
@@ -331,8 +365,12 @@ class UnitReader:
         batch, self._batch = self._batch, DocBatch()
         return batch
 
-    def _reject(self, offset: int | None, line: int | None, row: int | None, reason: str, raw: bytes) -> None:
-        self._batch.rejects.append(Reject(self.unit.url, offset, line, row, reason, raw[:REJECT_RAW_BYTES]))
+    def _reject(
+        self, offset: int | None, line: int | None, row: int | None, reason: str, raw: bytes
+    ) -> None:
+        self._batch.rejects.append(
+            Reject(self.unit.url, offset, line, row, reason, raw[:REJECT_RAW_BYTES])
+        )
 
     def _accept(self, doc_id: str, text: str, nbytes: int, source: Any, lang: Any) -> None:
         b = self._batch
@@ -357,7 +395,10 @@ class UnitReader:
         except UnicodeEncodeError as exc:
             return f"text has a lone surrogate at character {exc.start} (not encodable as UTF-8)", 0
         if nbytes > self.opts.max_doc_bytes:
-            return f"document too large: {nbytes} bytes > max_doc_bytes {self.opts.max_doc_bytes}", nbytes
+            return (
+                f"document too large: {nbytes} bytes > max_doc_bytes {self.opts.max_doc_bytes}",
+                nbytes,
+            )
         return None, nbytes
 
     # -- formats ----------------------------------------------------------------------------------
@@ -369,7 +410,9 @@ class UnitReader:
             with _open_unit(unit, self.storage_options) as stream:
                 if unit.start:
                     stream.seek(unit.start)
-                for offset, raw, head in iter_lines(stream, unit.start, unit.end, opts.max_record_bytes):
+                for offset, raw, head in iter_lines(
+                    stream, unit.start, unit.end, opts.max_record_bytes
+                ):
                     last_offset = offset
                     self._line(offset, line_no, raw, head)
                     if line_no is not None:
@@ -380,18 +423,28 @@ class UnitReader:
             if isinstance(exc, FileNotFoundError):
                 raise
             where = "decompressed offset" if unit.compression else "offset"
-            self._reject(last_offset, None, None,
-                         f"unreadable input after {where} {last_offset}: {type(exc).__name__}: {exc}", b"")
+            self._reject(
+                last_offset,
+                None,
+                None,
+                f"unreadable input after {where} {last_offset}: {type(exc).__name__}: {exc}",
+                b"",
+            )
         yield self._take()
 
     def _line(self, offset: int, line_no: int | None, raw: bytes | None, head: bytes) -> None:
         opts = self.opts
         if raw is None:
-            self._reject(offset, line_no, None,
-                         f"record too large: more than max_record_bytes {opts.max_record_bytes} bytes", head)
+            self._reject(
+                offset,
+                line_no,
+                None,
+                f"record too large: more than max_record_bytes {opts.max_record_bytes} bytes",
+                head,
+            )
             return
         if offset == 0 and raw.startswith(BOM):
-            raw = raw[len(BOM):]
+            raw = raw[len(BOM) :]
         if raw.endswith(b"\r"):
             raw = raw[:-1]
         if not raw.strip():
@@ -400,7 +453,9 @@ class UnitReader:
         try:
             decoded = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            self._reject(offset, line_no, None, f"invalid UTF-8 at byte {exc.start} of the record", raw)
+            self._reject(
+                offset, line_no, None, f"invalid UTF-8 at byte {exc.start} of the record", raw
+            )
             return
         if self.unit.fmt == "text":
             reason, nbytes = self._check_text(decoded, "text")
@@ -412,25 +467,42 @@ class UnitReader:
         try:
             record = json.loads(decoded)
         except json.JSONDecodeError as exc:
-            self._reject(offset, line_no, None, f"invalid JSON: {exc.msg} at column {exc.colno}", raw)
+            self._reject(
+                offset, line_no, None, f"invalid JSON: {exc.msg} at column {exc.colno}", raw
+            )
             return
         except RecursionError:
             self._reject(offset, line_no, None, "invalid JSON: nesting too deep", raw)
             return
         if not isinstance(record, dict):
-            self._reject(offset, line_no, None, f"record is a JSON {type(record).__name__}, expected an object", raw)
+            self._reject(
+                offset,
+                line_no,
+                None,
+                f"record is a JSON {type(record).__name__}, expected an object",
+                raw,
+            )
             return
         if opts.text_field not in record:
             self._reject(offset, line_no, None, f"missing text field {opts.text_field!r}", raw)
             return
-        reason, nbytes = self._check_text(record[opts.text_field], f"text field {opts.text_field!r}")
+        reason, nbytes = self._check_text(
+            record[opts.text_field], f"text field {opts.text_field!r}"
+        )
         if reason:
             self._reject(offset, line_no, None, reason, raw)
             return
         doc_id = record.get(opts.id_field)
-        doc_id = str(doc_id) if isinstance(doc_id, (str, int)) and not isinstance(doc_id, bool) else None
-        self._accept(doc_id or self._fallback_id(offset), record[opts.text_field], nbytes,
-                     record.get(opts.source_field), record.get(opts.lang_field))
+        doc_id = (
+            str(doc_id) if isinstance(doc_id, (str, int)) and not isinstance(doc_id, bool) else None
+        )
+        self._accept(
+            doc_id or self._fallback_id(offset),
+            record[opts.text_field],
+            nbytes,
+            record.get(opts.source_field),
+            record.get(opts.lang_field),
+        )
 
     def _whole_file(self) -> Iterator[DocBatch]:
         unit, opts = self.unit, self.opts
@@ -445,10 +517,12 @@ class UnitReader:
             yield self._take()
             return
         if len(data) > limit:
-            self._reject(0, 1, None, f"document too large: more than max_doc_bytes {limit} bytes", data)
+            self._reject(
+                0, 1, None, f"document too large: more than max_doc_bytes {limit} bytes", data
+            )
         else:
             if data.startswith(BOM):
-                data = data[len(BOM):]
+                data = data[len(BOM) :]
             try:
                 text = data.decode("utf-8")
             except UnicodeDecodeError as exc:
@@ -458,7 +532,9 @@ class UnitReader:
                 if reason:
                     self._reject(0, 1, None, reason, data)
                 else:
-                    self._accept(hashlib.sha256(unit.url.encode()).hexdigest()[:24], text, nbytes, None, None)
+                    self._accept(
+                        hashlib.sha256(unit.url.encode()).hexdigest()[:24], text, nbytes, None, None
+                    )
         yield self._take()
 
     def _shards(self) -> Iterator[DocBatch]:
@@ -469,7 +545,9 @@ class UnitReader:
 
         tokenizer = decoder_for(self.opts.source_tokenizer, self.storage_options)
         fs, path = url_to_fs(self.unit.url, self.storage_options)
-        reader = pa.ipc.open_file(pa.BufferReader(with_retries(lambda: fs.cat_file(path), f"read {path}")))
+        reader = pa.ipc.open_file(
+            pa.BufferReader(with_retries(lambda: fs.cat_file(path), f"read {path}"))
+        )
         row = 0
         for i in range(reader.num_record_batches):
             rb = reader.get_batch(i)
@@ -480,7 +558,9 @@ class UnitReader:
                 try:
                     text = raw.decode("utf-8")
                 except UnicodeDecodeError as exc:
-                    self._reject(None, None, row, f"tokens decode to invalid UTF-8 at byte {exc.start}", raw)
+                    self._reject(
+                        None, None, row, f"tokens decode to invalid UTF-8 at byte {exc.start}", raw
+                    )
                 else:
                     self._accept(ids[j], text, len(raw), sources[j], langs[j])
                 row += 1
@@ -496,9 +576,15 @@ class UnitReader:
         with fs.open(path, "rb") as handle:
             pf = pq.ParquetFile(handle)
             names = pf.schema_arrow.names
-            wanted = [c for c in (opts.text_field, opts.id_field, opts.source_field, opts.lang_field) if c in names]
+            wanted = [
+                c
+                for c in (opts.text_field, opts.id_field, opts.source_field, opts.lang_field)
+                if c in names
+            ]
             row = sum(pf.metadata.row_group(i).num_rows for i in range(unit.start))
-            for rb in pf.iter_batches(batch_size=opts.batch_docs, row_groups=[unit.start], columns=wanted):
+            for rb in pf.iter_batches(
+                batch_size=opts.batch_docs, row_groups=[unit.start], columns=wanted
+            ):
                 cols = {name: rb.column(name).to_pylist() for name in wanted}
                 for i in range(rb.num_rows):
                     self._parquet_row(row, {k: v[i] for k, v in cols.items()})
@@ -513,11 +599,20 @@ class UnitReader:
         if opts.text_field not in record:
             self._reject(None, None, row, f"missing text field {opts.text_field!r}", raw)
             return
-        reason, nbytes = self._check_text(record[opts.text_field], f"text field {opts.text_field!r}")
+        reason, nbytes = self._check_text(
+            record[opts.text_field], f"text field {opts.text_field!r}"
+        )
         if reason:
             self._reject(None, None, row, reason, raw)
             return
         doc_id = record.get(opts.id_field)
-        doc_id = str(doc_id) if isinstance(doc_id, (str, int)) and not isinstance(doc_id, bool) else None
-        self._accept(doc_id or self._fallback_id(row), record[opts.text_field], nbytes,
-                     record.get(opts.source_field), record.get(opts.lang_field))
+        doc_id = (
+            str(doc_id) if isinstance(doc_id, (str, int)) and not isinstance(doc_id, bool) else None
+        )
+        self._accept(
+            doc_id or self._fallback_id(row),
+            record[opts.text_field],
+            nbytes,
+            record.get(opts.source_field),
+            record.get(opts.lang_field),
+        )

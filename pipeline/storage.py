@@ -20,8 +20,19 @@ from fsspec.implementations.local import LocalFileSystem
 T = TypeVar("T")
 
 # Keys whose values must never be printed (credentials given as storage options).
-SECRET_KEYS = ("key", "secret", "token", "password", "aws_access_key_id", "aws_secret_access_key",
-               "aws_session_token", "session_token", "credentials", "sas_token", "account_key")
+SECRET_KEYS = (
+    "key",
+    "secret",
+    "token",
+    "password",
+    "aws_access_key_id",
+    "aws_secret_access_key",
+    "aws_session_token",
+    "session_token",
+    "credentials",
+    "sas_token",
+    "account_key",
+)
 
 
 # Local errors that a retry cannot fix (a symlink loop would otherwise be retried for 15 s).
@@ -34,6 +45,7 @@ class StorageError(OSError):
 
 def redact(options: dict[str, Any] | None) -> dict[str, Any]:
     """A copy of storage options safe to log: credential values replaced by '***'."""
+
     def _clean(value: Any, key: str) -> Any:
         if any(s in key.lower() for s in SECRET_KEYS):
             return "***"
@@ -58,7 +70,9 @@ def parse_storage_options(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
     return options
 
 
-def url_to_fs(url: str, storage_options: dict[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+def url_to_fs(
+    url: str, storage_options: dict[str, Any] | None = None
+) -> tuple[fsspec.AbstractFileSystem, str]:
     """The filesystem and path for a URL (plain paths are local)."""
     fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
     return fs, path
@@ -74,8 +88,12 @@ def _transient_errors() -> tuple[type[BaseException], ...]:
     try:
         from botocore import exceptions as boto
 
-        errors += [boto.EndpointConnectionError, boto.ConnectionClosedError, boto.ReadTimeoutError,
-                   boto.ConnectTimeoutError]
+        errors += [
+            boto.EndpointConnectionError,
+            boto.ConnectionClosedError,
+            boto.ReadTimeoutError,
+            boto.ConnectTimeoutError,
+        ]
     except ImportError:
         pass
     try:
@@ -142,7 +160,11 @@ class Output:
                 return []
             return sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in entries)
 
-        return [n for n in with_retries(_ls, f"list {rel_dir}") if n.endswith(suffix) and not n.startswith(".")]
+        return [
+            n
+            for n in with_retries(_ls, f"list {rel_dir}")
+            if n.endswith(suffix) and not n.startswith(".")
+        ]
 
     def read_bytes(self, rel: str) -> bytes:
         return with_retries(lambda: self.fs.cat_file(self.path(rel)), f"read {rel}")

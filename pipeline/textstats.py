@@ -23,16 +23,38 @@ for _c in b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_":
     _ASCII_CLASS[_c] = 1
 
 # Non-ASCII ranges that are NOT word characters (whitespace, punctuation, symbols, emoji, controls).
-_NON_WORD_RANGES = np.array([
-    (0x80, 0xBF), (0xD7, 0xD7), (0xF7, 0xF7), (0x1680, 0x1680), (0x2000, 0x2BFF), (0x2E00, 0x2E7F),
-    (0x3000, 0x303F), (0xFE10, 0xFE1F), (0xFE30, 0xFE6F), (0xFEFF, 0xFEFF), (0xFF00, 0xFF0F),
-    (0xFF1A, 0xFF20), (0xFF3B, 0xFF40), (0xFF5B, 0xFF65), (0x1F000, 0x1FAFF),
-], dtype=np.int64)
+_NON_WORD_RANGES = np.array(
+    [
+        (0x80, 0xBF),
+        (0xD7, 0xD7),
+        (0xF7, 0xF7),
+        (0x1680, 0x1680),
+        (0x2000, 0x2BFF),
+        (0x2E00, 0x2E7F),
+        (0x3000, 0x303F),
+        (0xFE10, 0xFE1F),
+        (0xFE30, 0xFE6F),
+        (0xFEFF, 0xFEFF),
+        (0xFF00, 0xFF0F),
+        (0xFF1A, 0xFF20),
+        (0xFF3B, 0xFF40),
+        (0xFF5B, 0xFF65),
+        (0x1F000, 0x1FAFF),
+    ],
+    dtype=np.int64,
+)
 # Ranges whose characters are one word each (ideographs, kana, CJK radicals).
-_SINGLE_RANGES = np.array([
-    (0x2E80, 0x2FDF), (0x3040, 0x30FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF),
-    (0x20000, 0x3FFFF),
-], dtype=np.int64)
+_SINGLE_RANGES = np.array(
+    [
+        (0x2E80, 0x2FDF),
+        (0x3040, 0x30FF),
+        (0x3400, 0x4DBF),
+        (0x4E00, 0x9FFF),
+        (0xF900, 0xFAFF),
+        (0x20000, 0x3FFFF),
+    ],
+    dtype=np.int64,
+)
 _RIGHT_QUOTE = 0x2019
 
 
@@ -62,11 +84,18 @@ def _classify(b: np.ndarray) -> np.ndarray:
     padded = np.concatenate((b, np.zeros(3, dtype=np.uint8))).astype(np.int64)
     lead = padded[lead_pos]
     c1, c2, c3 = (padded[lead_pos + k] & 0x3F for k in (1, 2, 3))
-    cp = np.where(lead < 0xE0, ((lead & 0x1F) << 6) | c1,
-                  np.where(lead < 0xF0, ((lead & 0x0F) << 12) | (c1 << 6) | c2,
-                           ((lead & 0x07) << 18) | (c1 << 12) | (c2 << 6) | c3))
-    lead_cls = np.where(_in_ranges(cp, _SINGLE_RANGES), 2,
-                        np.where(_in_ranges(cp, _NON_WORD_RANGES), 0, 1)).astype(np.uint8)
+    cp = np.where(
+        lead < 0xE0,
+        ((lead & 0x1F) << 6) | c1,
+        np.where(
+            lead < 0xF0,
+            ((lead & 0x0F) << 12) | (c1 << 6) | c2,
+            ((lead & 0x07) << 18) | (c1 << 12) | (c2 << 6) | c3,
+        ),
+    )
+    lead_cls = np.where(
+        _in_ranges(cp, _SINGLE_RANGES), 2, np.where(_in_ranges(cp, _NON_WORD_RANGES), 0, 1)
+    ).astype(np.uint8)
     # a right single quote between word characters joins them ("it’s")
     quote = cp == _RIGHT_QUOTE
     if quote.any():
@@ -92,8 +121,9 @@ def word_spans_bytes(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if len(b) > 2:  # ASCII apostrophe between word chars, '.' or ',' between digits
         digit = (b >= 48) & (b <= 57)
         mid = np.zeros(len(b), dtype=bool)
-        mid[1:-1] = (((b[1:-1] == 0x27) & word[:-2] & word[2:])
-                     | (((b[1:-1] == 0x2C) | (b[1:-1] == 0x2E)) & digit[:-2] & digit[2:]))
+        mid[1:-1] = ((b[1:-1] == 0x27) & word[:-2] & word[2:]) | (
+            ((b[1:-1] == 0x2C) | (b[1:-1] == 0x2E)) & digit[:-2] & digit[2:]
+        )
         word |= mid
     single_lead = (cls == 2) & (b >= 0xC0)
     prev = np.concatenate(([False], word[:-1]))
@@ -101,7 +131,9 @@ def word_spans_bytes(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     starts = np.flatnonzero((word & ~prev) | single_lead)
     run_ends = np.flatnonzero(word & ~nxt) + 1
     single_pos = np.flatnonzero(single_lead)
-    single_end = single_pos + np.where(b[single_pos] >= 0xF0, 4, np.where(b[single_pos] >= 0xE0, 3, 2))
+    single_end = single_pos + np.where(
+        b[single_pos] >= 0xF0, 4, np.where(b[single_pos] >= 0xE0, 3, 2)
+    )
     # starts are sorted; merge run ends and single ends in start order
     is_single = single_lead[starts]
     ends = np.empty(len(starts), dtype=np.int64)

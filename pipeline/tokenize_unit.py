@@ -46,13 +46,19 @@ class _RejectsWriter:
             self._sink = pa.OSFile(self.path, "wb")
             self._writer = pa.ipc.new_file(self._sink, REJECTS_SCHEMA)
         rejects = batch.rejects
-        self._writer.write_batch(pa.record_batch(
-            [pa.array([r.source for r in rejects], pa.string()),
-             pa.array([r.offset for r in rejects], pa.int64()),
-             pa.array([r.line for r in rejects], pa.int64()),
-             pa.array([r.row for r in rejects], pa.int64()),
-             pa.array([r.reason for r in rejects], pa.string()),
-             pa.array([r.raw for r in rejects], pa.binary())], schema=REJECTS_SCHEMA))
+        self._writer.write_batch(
+            pa.record_batch(
+                [
+                    pa.array([r.source for r in rejects], pa.string()),
+                    pa.array([r.offset for r in rejects], pa.int64()),
+                    pa.array([r.line for r in rejects], pa.int64()),
+                    pa.array([r.row for r in rejects], pa.int64()),
+                    pa.array([r.reason for r in rejects], pa.string()),
+                    pa.array([r.raw for r in rejects], pa.binary()),
+                ],
+                schema=REJECTS_SCHEMA,
+            )
+        )
         self.count += len(rejects)
 
     def close(self) -> bool:
@@ -74,7 +80,9 @@ def process_unit(unit: WorkUnit, tokenizer: Any, task: UnitTask, output: Output)
     t0 = time.perf_counter()
     read_opts = task.read
     if getattr(tokenizer, "preferred_batch_docs", None):
-        read_opts = ReadOptions(**{**read_opts.__dict__, "batch_docs": tokenizer.preferred_batch_docs})
+        read_opts = ReadOptions(
+            **{**read_opts.__dict__, "batch_docs": tokenizer.preferred_batch_docs}
+        )
     describe = tokenizer.describe()
     metadata = {
         "tokenmill.tokenizer.kind": str(describe["kind"]),
@@ -85,16 +93,29 @@ def process_unit(unit: WorkUnit, tokenizer: Any, task: UnitTask, output: Output)
         "tokenmill.config_hash": task.config_hash,
     }
     extra = dict(getattr(tokenizer, "shard_columns", {}) or {})
-    schema = shard_schema(tokenizer.vocab_size, with_offsets=task.token_offsets,
-                          extra_fields=extra, metadata=metadata)
+    schema = shard_schema(
+        tokenizer.vocab_size, with_offsets=task.token_offsets, extra_fields=extra, metadata=metadata
+    )
     byte_lengths = tokenizer.token_byte_lengths()
-    counts = {"docs_read": 0, "documents": 0, "rejected": 0, "tokens": 0, "bytes": 0, "chars": 0,
-              "words": 0, "blank_lines": 0}
+    counts = {
+        "docs_read": 0,
+        "documents": 0,
+        "rejected": 0,
+        "tokens": 0,
+        "bytes": 0,
+        "chars": 0,
+        "words": 0,
+        "blank_lines": 0,
+    }
     timings = {"read_s": 0.0, "tokenize_s": 0.0, "stats_s": 0.0, "write_s": 0.0}
     sidecar_writer = sidecar_sink = None
     unigrams = UnigramCounter(tokenizer.vocab_size)
-    with output.spool() as shard_tmp, output.spool() as rejects_tmp, output.spool() as sidecar_tmp, \
-            output.spool() as unigrams_tmp:
+    with (
+        output.spool() as shard_tmp,
+        output.spool() as rejects_tmp,
+        output.spool() as sidecar_tmp,
+        output.spool() as unigrams_tmp,
+    ):
         writer = ShardWriter(shard_tmp, schema)
         rejects = _RejectsWriter(rejects_tmp)
         batch_index = 0
@@ -116,8 +137,15 @@ def process_unit(unit: WorkUnit, tokenizer: Any, task: UnitTask, output: Output)
             t_stats = time.perf_counter()
             timings["tokenize_s"] += t_stats - t_tok
             n_bytes = np.asarray(batch.byte_lengths, dtype=np.int64)
-            stats = batch_stats(batch.texts, encoded.flat, encoded.offsets, byte_lengths,
-                                words=task.word_stats, want_ends=task.token_offsets, n_bytes=n_bytes)
+            stats = batch_stats(
+                batch.texts,
+                encoded.flat,
+                encoded.offsets,
+                byte_lengths,
+                words=task.word_stats,
+                want_ends=task.token_offsets,
+                n_bytes=n_bytes,
+            )
             t_write = time.perf_counter()
             timings["stats_s"] += t_write - t_stats
             n_tokens = np.diff(encoded.offsets).astype(np.int32)
@@ -130,13 +158,17 @@ def process_unit(unit: WorkUnit, tokenizer: Any, task: UnitTask, output: Output)
                 "n_bytes": pa.array(stats.n_bytes),
                 "n_chars": pa.array(stats.n_chars),
                 "n_words": pa.array(stats.n_words),
-                "n_continued_words": (pa.array(stats.n_continued_words, mask=stats.n_continued_words < 0)
-                                      if stats.n_continued_words is not None
-                                      else pa.nulls(len(batch.texts), pa.int32())),
+                "n_continued_words": (
+                    pa.array(stats.n_continued_words, mask=stats.n_continued_words < 0)
+                    if stats.n_continued_words is not None
+                    else pa.nulls(len(batch.texts), pa.int32())
+                ),
                 **encoded.columns,
             }
             if task.token_offsets:
-                columns["token_offsets"] = list_array(stats.token_ends, encoded.offsets, pa.uint32())
+                columns["token_offsets"] = list_array(
+                    stats.token_ends, encoded.offsets, pa.uint32()
+                )
             writer.write(columns)
             unigrams.add(encoded.flat, encoded.offsets, batch.sources, batch.langs)
             if encoded.sidecar is not None and encoded.sidecar.num_rows:

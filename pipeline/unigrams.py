@@ -26,7 +26,9 @@ class UnigramCounter:
         self.vocab_size = vocab_size
         self.groups: dict[tuple[str | None, str | None], np.ndarray] = {}
 
-    def add(self, flat: np.ndarray, offsets: np.ndarray, sources: Sequence, langs: Sequence) -> None:
+    def add(
+        self, flat: np.ndarray, offsets: np.ndarray, sources: Sequence, langs: Sequence
+    ) -> None:
         keys = list(zip(sources, langs, strict=True))
         distinct = list(dict.fromkeys(keys))
         v = self.vocab_size
@@ -36,7 +38,9 @@ class UnigramCounter:
         index = {k: i for i, k in enumerate(distinct)}
         doc_group = np.fromiter((index[k] for k in keys), dtype=np.int64, count=len(keys))
         token_group = np.repeat(doc_group, np.diff(offsets))
-        counts = np.bincount(token_group * v + flat, minlength=len(distinct) * v).reshape(len(distinct), v)
+        counts = np.bincount(token_group * v + flat, minlength=len(distinct) * v).reshape(
+            len(distinct), v
+        )
         for key, i in index.items():
             self._acc(key, counts[i])
 
@@ -53,16 +57,21 @@ class UnigramCounter:
     def table(self) -> pa.Table:
         """Nonzero counts, groups in (source, lang) order, token ids ascending."""
         parts = []
-        for (source, lang) in sorted(self.groups, key=lambda k: (k[0] or "", k[1] or "")):
+        for source, lang in sorted(self.groups, key=lambda k: (k[0] or "", k[1] or "")):
             counts = self.groups[(source, lang)]
             ids = np.flatnonzero(counts)
             n = len(ids)
-            parts.append(pa.table({
-                "source": pa.array([source] * n, pa.string()),
-                "lang": pa.array([lang] * n, pa.string()),
-                "token_id": pa.array(ids.astype(np.uint32)),
-                "count": pa.array(counts[ids]),
-            }, schema=UNIGRAMS_SCHEMA))
+            parts.append(
+                pa.table(
+                    {
+                        "source": pa.array([source] * n, pa.string()),
+                        "lang": pa.array([lang] * n, pa.string()),
+                        "token_id": pa.array(ids.astype(np.uint32)),
+                        "count": pa.array(counts[ids]),
+                    },
+                    schema=UNIGRAMS_SCHEMA,
+                )
+            )
         return pa.concat_tables(parts) if parts else UNIGRAMS_SCHEMA.empty_table()
 
     def write(self, path: str) -> None:

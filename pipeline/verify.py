@@ -60,22 +60,32 @@ def _check_entry(output: Output, entry: dict[str, Any]) -> list[str]:
         return [*problems, f"shard {entry['shard']} is not a readable Arrow IPC file: {exc}"]
     meta = shard_metadata(table)
     if meta.get("tokenmill.schema_version") != str(entry["schema_version"]):
-        problems.append(f"shard {entry['shard']} schema version {meta.get('tokenmill.schema_version')} "
-                        f"!= ledger {entry['schema_version']}")
+        problems.append(
+            f"shard {entry['shard']} schema version {meta.get('tokenmill.schema_version')} "
+            f"!= ledger {entry['schema_version']}"
+        )
     if meta.get("tokenmill.tokenizer.fingerprint") != entry["tokenizer"]["fingerprint"]:
         problems.append(f"shard {entry['shard']} tokenizer fingerprint differs from the ledger")
     if table.num_rows != entry["documents"]:
-        problems.append(f"shard {entry['shard']} has {table.num_rows} rows, ledger says {entry['documents']}")
+        problems.append(
+            f"shard {entry['shard']} has {table.num_rows} rows, ledger says {entry['documents']}"
+        )
     n_tokens = int(pc.sum(table["n_tokens"]).as_py() or 0) if table.num_rows else 0
-    list_tokens = int(pc.sum(pc.list_value_length(table["tokens"])).as_py() or 0) if table.num_rows else 0
+    list_tokens = (
+        int(pc.sum(pc.list_value_length(table["tokens"])).as_py() or 0) if table.num_rows else 0
+    )
     if not n_tokens == list_tokens == entry["tokens"]:
-        problems.append(f"shard {entry['shard']} tokens: n_tokens {n_tokens}, lists {list_tokens}, "
-                        f"ledger {entry['tokens']}")
+        problems.append(
+            f"shard {entry['shard']} tokens: n_tokens {n_tokens}, lists {list_tokens}, "
+            f"ledger {entry['tokens']}"
+        )
     n_bytes = int(pc.sum(table["n_bytes"]).as_py() or 0) if table.num_rows else 0
     if n_bytes != entry["bytes"]:
         problems.append(f"shard {entry['shard']} bytes {n_bytes} != ledger {entry['bytes']}")
     if entry["docs_read"] != entry["documents"] + entry["rejected"]:
-        problems.append(f"ledger accounting: read {entry['docs_read']} != {entry['documents']} + {entry['rejected']}")
+        problems.append(
+            f"ledger accounting: read {entry['docs_read']} != {entry['documents']} + {entry['rejected']}"
+        )
     for key in ("rejects", "sidecar", "unigrams"):
         if entry.get(key):
             problems.extend(_check_side_file(output, entry, key))

@@ -37,7 +37,11 @@ def shard_schema(
         # record batches, and buffering a whole unit to build one would break bounded memory.
         pa.field("source", pa.string()),
         pa.field("lang", pa.string()),
-        pa.field("tokens", pa.list_(pa.field("item", token_type(vocab_size), nullable=False)), nullable=False),
+        pa.field(
+            "tokens",
+            pa.list_(pa.field("item", token_type(vocab_size), nullable=False)),
+            nullable=False,
+        ),
         pa.field("n_tokens", pa.int32(), nullable=False),
         pa.field("n_bytes", pa.int64(), nullable=False),
         pa.field("n_chars", pa.int64(), nullable=False),
@@ -45,8 +49,12 @@ def shard_schema(
         pa.field("n_continued_words", pa.int32()),
     ]
     if with_offsets:
-        fields.append(pa.field("token_offsets", pa.list_(pa.field("item", pa.uint32(), nullable=False))))
-    for name, dtype in (extra_fields or {}).items():  # plugin columns, e.g. dynamic merge's batch_id
+        fields.append(
+            pa.field("token_offsets", pa.list_(pa.field("item", pa.uint32(), nullable=False)))
+        )
+    for name, dtype in (
+        extra_fields or {}
+    ).items():  # plugin columns, e.g. dynamic merge's batch_id
         fields.append(pa.field(name, dtype))
     meta = {"tokenmill.schema_version": str(SCHEMA_VERSION), "tokenmill.version": TOKENMILL_VERSION}
     meta.update(metadata or {})

@@ -12,16 +12,42 @@ from tokenizers_impl import load_tokenizer
 from .conftest import LANGS, shard_rows
 
 
-def test_lib_trains_from_the_cli_and_its_shards_decode_to_the_input(ray_session, tmp_path, sample_dir,
-                                                                    sample_records):
+def test_lib_trains_from_the_cli_and_its_shards_decode_to_the_input(
+    ray_session, tmp_path, sample_dir, sample_records
+):
     path = tmp_path / "lib.json"
-    result = CliRunner().invoke(cli, ["train-tokenizer", "--kind", "lib", "--input", str(sample_dir / "*.jsonl"),
-                                      "--vocab-size", "6000", "--max-docs", "40", "--output", str(path)])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train-tokenizer",
+            "--kind",
+            "lib",
+            "--input",
+            str(sample_dir / "*.jsonl"),
+            "--vocab-size",
+            "6000",
+            "--max-docs",
+            "40",
+            "--output",
+            str(path),
+        ],
+    )
     assert result.exit_code == 0, result.output
     described = json.loads(result.output.strip().splitlines()[-1])
     assert described["kind"] == "lib" and described["vocab_size"] <= 6000
-    result = CliRunner().invoke(cli, ["run", "--input", str(sample_dir / "*.jsonl"), "--output", str(tmp_path / "out"),
-                                      "--tokenizer", f"lib:{path}", "--no-progress"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            "--input",
+            str(sample_dir / "*.jsonl"),
+            "--output",
+            str(tmp_path / "out"),
+            "--tokenizer",
+            f"lib:{path}",
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
     tok = load_tokenizer(f"lib:{path}")
     expected = {r["id"]: r["text"] for lang in LANGS for r in sample_records[lang]}

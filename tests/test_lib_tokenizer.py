@@ -81,16 +81,22 @@ def test_rank_order_decides_segmentation_abc():
 
 def test_fewer_chunks_win_before_ranks():
     # greedy branch [abc, d, e] has 3 chunks, the c2 branch [a, bcde] 2, though bcde ranks last
-    assert LiBTokenizer.from_lexicon(["abc", "a", "b", "c", "d", "e", "bcde"]).segment(
-        "abcde") == ["a", "bcde"]
+    assert LiBTokenizer.from_lexicon(["abc", "a", "b", "c", "d", "e", "bcde"]).segment("abcde") == [
+        "a",
+        "bcde",
+    ]
 
 
 def test_equal_chunk_counts_are_decided_by_the_sum_of_ranks():
     # [abc, d] against [ab, cd]: ranks 5 + 3 = 8 beat 4 + 6 = 10; reordered, 6 + 5 lose to 1 + 0
-    assert LiBTokenizer.from_lexicon(["a", "b", "c", "d", "ab", "abc", "cd"]).segment(
-        "abcd") == ["abc", "d"]
-    assert LiBTokenizer.from_lexicon(["cd", "ab", "a", "b", "c", "d", "abc"]).segment(
-        "abcd") == ["ab", "cd"]
+    assert LiBTokenizer.from_lexicon(["a", "b", "c", "d", "ab", "abc", "cd"]).segment("abcd") == [
+        "abc",
+        "d",
+    ]
+    assert LiBTokenizer.from_lexicon(["cd", "ab", "a", "b", "c", "d", "abc"]).segment("abcd") == [
+        "ab",
+        "cd",
+    ]
 
 
 # -- re-ranking arithmetic -------------------------------------------------------------------------
@@ -172,8 +178,10 @@ def test_unit_used_while_on_probation_is_released_and_kept():
 
 
 def test_tail_units_are_put_on_probation_each_document():
-    trainer = LiBTrainer(LiBParams(alpha=0.0, omega=0.25, tau0=3),
-                         lexicon=CheckedLexicon(["xy", "zw", "uv", "a", "b", "st"]))
+    trainer = LiBTrainer(
+        LiBParams(alpha=0.0, omega=0.25, tau0=3),
+        lexicon=CheckedLexicon(["xy", "zw", "uv", "a", "b", "st"]),
+    )
     trainer.train_document(["a"])
     # ceil(0.25 * 6) = 2 bottom units that are not single characters: st, uv
     assert trainer.probation == {"st": 3, "uv": 3}
@@ -193,8 +201,10 @@ def test_repeated_phrase_forms_multiword_units_and_tokens_per_sentence_fall():
     words = ["red", "green", "blue", "small", "large", "old", "new", "dog", "cat", "bird"]
     docs = []
     for _ in range(120):
-        lines = [f"{rng.choice(words)} {rng.choice(words)} saw the quick brown fox today\n"
-                 for _ in range(10)]
+        lines = [
+            f"{rng.choice(words)} {rng.choice(words)} saw the quick brown fox today\n"
+            for _ in range(10)
+        ]
         docs.append("".join(lines))
     reports: list[dict] = []
     tok = LiBTokenizer.train(docs, progress=reports.append, progress_every=10)
@@ -247,7 +257,9 @@ def test_fast_encoder_segments_like_the_reference_walk(mixed_tokenizer, lang):
         assert tok.encode(text).tolist() == tok.encoder.ids_with_fallback(tok.segment(text))
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=300))
 def test_round_trip_any_unicode_text(en_tokenizer, text):
     ids = en_tokenizer.encode(text)
@@ -257,9 +269,16 @@ def test_round_trip_any_unicode_text(en_tokenizer, text):
 WORDS = ["the ", "function ", "of ", "and ", "return", "Python", " ", "\n", ". ", "data", "é", "字"]
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.one_of(st.sampled_from(WORDS), st.characters(blacklist_categories=("Cs",))),
-                min_size=40, max_size=300))
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.one_of(st.sampled_from(WORDS), st.characters(blacklist_categories=("Cs",))),
+        min_size=40,
+        max_size=300,
+    )
+)
 def test_long_mixed_texts_round_trip_and_segment_like_the_reference(en_tokenizer, pieces):
     text = "".join(pieces)
     ids = en_tokenizer.encode(text)
@@ -302,21 +321,28 @@ def test_save_load_round_trip_keeps_units_and_fingerprint(en_tokenizer, tmp_path
 
 
 def test_fingerprint_depends_on_rank_order():
-    assert (LiBTokenizer.from_lexicon(["ab", "a", "b"]).fingerprint
-            == LiBTokenizer.from_lexicon(["ab", "a", "b"]).fingerprint)
-    assert (LiBTokenizer.from_lexicon(["ab", "a", "b"]).fingerprint
-            != LiBTokenizer.from_lexicon(["a", "ab", "b"]).fingerprint)
+    assert (
+        LiBTokenizer.from_lexicon(["ab", "a", "b"]).fingerprint
+        == LiBTokenizer.from_lexicon(["ab", "a", "b"]).fingerprint
+    )
+    assert (
+        LiBTokenizer.from_lexicon(["ab", "a", "b"]).fingerprint
+        != LiBTokenizer.from_lexicon(["a", "ab", "b"]).fingerprint
+    )
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"version": 99}, "version"),
-    ({"format": "other"}, "format"),
-    ({"units": "abc"}, "units"),
-    ({"units": ["a", "a"]}, "twice"),
-    ({"units": ["a", ""]}, "non-empty"),
-    ({"params": {"alpha": "high"}}, "params"),
-    ({"params": {"beta": 1}}, "params"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"version": 99}, "version"),
+        ({"format": "other"}, "format"),
+        ({"units": "abc"}, "units"),
+        ({"units": ["a", "a"]}, "twice"),
+        ({"units": ["a", ""]}, "non-empty"),
+        ({"params": {"alpha": "high"}}, "params"),
+        ({"params": {"beta": 1}}, "params"),
+    ],
+)
 def test_malformed_files_are_rejected_with_the_problem_named(tmp_path, change, message):
     path = tmp_path / "lib.json"
     LiBTokenizer.from_lexicon(["a", "b"]).save(str(path))

@@ -26,8 +26,15 @@ def shards_url(tmp_path_factory, ray_session, sample_dir, bpe_path) -> str:
     from pipeline.engine import run_job
 
     out = tmp_path_factory.mktemp("loader") / "out"
-    run_job(load_config(input=[str(sample_dir / "*.jsonl")], output=str(out),
-                        tokenizer=f"bpe:{bpe_path}", progress=False, unit_bytes=200_000))
+    run_job(
+        load_config(
+            input=[str(sample_dir / "*.jsonl")],
+            output=str(out),
+            tokenizer=f"bpe:{bpe_path}",
+            progress=False,
+            unit_bytes=200_000,
+        )
+    )
     return str(out)
 
 
@@ -57,8 +64,14 @@ def take(loader, n: int | None = None) -> list[dict]:
     return list(itertools.islice(loader, n))
 
 
-def run_ranks(url: str, world: int, workers: int, state: dict | None = None,
-              steps: int | None = None, **options) -> tuple[list[dict], list[TokenDataset]]:
+def run_ranks(
+    url: str,
+    world: int,
+    workers: int,
+    state: dict | None = None,
+    steps: int | None = None,
+    **options,
+) -> tuple[list[dict], list[TokenDataset]]:
     batches, datasets = [], []
     for rank in range(world):
         ds = dataset(url, rank=rank, world_size=world, **options)
@@ -76,7 +89,8 @@ def reference(shards_url) -> dict[int, tuple[int, ...]]:
 
 
 def test_one_epoch_over_2_ranks_x_2_workers_yields_every_document_token_once(
-        shards_url, documents, reference):
+    shards_url, documents, reference
+):
     batches, datasets = run_ranks(shards_url, world=2, workers=2)
     found = windows(batches)
     plan = datasets[0].plan()
@@ -84,8 +98,11 @@ def test_one_epoch_over_2_ranks_x_2_workers_yields_every_document_token_once(
     assert found == {i: reference[i] for i in found}  # the same global sequence, cut earlier
     assert plan.num_samples % (2 * BATCH) == 0
     stream = np.array([t for i in sorted(found) for t in found[i]])
-    assert len(stream) + plan.dropped_tokens == plan.stream_tokens == sum(
-        (len(d) + 1) * n for d, n in documents.items())
+    assert (
+        len(stream) + plan.dropped_tokens
+        == plan.stream_tokens
+        == sum((len(d) + 1) * n for d, n in documents.items())
+    )
     parts = np.split(stream, np.flatnonzero(stream == EOS) + 1)
     seen = Counter(tuple(p[:-1].tolist()) for p in parts[:-1])
     assert seen + Counter() == seen and not seen - documents  # whole documents, none twice
@@ -122,8 +139,12 @@ def test_resume_with_same_then_other_world_sizes_twice_sees_each_sample_once(sha
 
 
 def test_stateful_dataloader_state_round_trip_same_and_other_layout(shards_url, reference):
-    loaders = [dataset(shards_url, rank=r, world_size=2, drop_last=False).dataloader(
-        num_workers=2, stateful=True) for r in range(2)]
+    loaders = [
+        dataset(shards_url, rank=r, world_size=2, drop_last=False).dataloader(
+            num_workers=2, stateful=True
+        )
+        for r in range(2)
+    ]
     first = [b for loader in loaders for b in take(iter(loader), 3)]
     states = [loader.state_dict() for loader in loaders]
     assert TokenDataset.global_state(states)["sample"] == 3 * 2 * BATCH
@@ -131,7 +152,8 @@ def test_stateful_dataloader_state_round_trip_same_and_other_layout(shards_url, 
     resumed = []
     for rank, state in enumerate(states):  # same layout: each worker resumes its own position
         loader = dataset(shards_url, rank=rank, world_size=2, drop_last=False).dataloader(
-            num_workers=2, stateful=True)
+            num_workers=2, stateful=True
+        )
         loader.load_state_dict(state)
         resumed += take(loader)
     assert windows(first + resumed) == reference
@@ -157,7 +179,7 @@ def test_drop_last_false_pads_the_tail_window_and_masks_its_labels(shards_url, r
     assert plan.dropped_tokens == 0 and plan.num_samples == len(reference)
     last = ds.samples(plan.num_samples - 1, plan.num_samples)
     tail = plan.stream_tokens - (plan.num_samples - 1) * (SEQ + 1)
-    assert (last["labels"][0, tail - 1:] == IGNORE_INDEX).all()
+    assert (last["labels"][0, tail - 1 :] == IGNORE_INDEX).all()
     assert (last["labels"][0, : tail - 1] != IGNORE_INDEX).all()
 
 
@@ -174,17 +196,40 @@ def test_position_ids_restart_after_each_eos_and_document_ids_count_segments(sha
 
 
 def test_mixture_follows_weights_per_block_and_never_repeats_a_document(shards_url, documents):
-    ds = TokenDataset([shards_url, shards_url], SEQ, seed=1, weights=[3, 1], mix_block=8,
-                      batch_size=8, eos_id=EOS, return_index=True)
+    ds = TokenDataset(
+        [shards_url, shards_url],
+        SEQ,
+        seed=1,
+        weights=[3, 1],
+        mix_block=8,
+        batch_size=8,
+        eos_id=EOS,
+        return_index=True,
+    )
     batches = list(ds)
-    assert batches and all(torch.equal(b["source"].sort().values,
-                                       torch.tensor([0] * 6 + [1] * 2)) for b in batches)
-    again = list(TokenDataset([shards_url, shards_url], SEQ, seed=1, weights=[3, 1], mix_block=8,
-                              batch_size=8, eos_id=EOS, return_index=True))
-    assert all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(batches, again, strict=True))
+    assert batches and all(
+        torch.equal(b["source"].sort().values, torch.tensor([0] * 6 + [1] * 2)) for b in batches
+    )
+    again = list(
+        TokenDataset(
+            [shards_url, shards_url],
+            SEQ,
+            seed=1,
+            weights=[3, 1],
+            mix_block=8,
+            batch_size=8,
+            eos_id=EOS,
+            return_index=True,
+        )
+    )
+    assert all(
+        torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(batches, again, strict=True)
+    )
     for source in (0, 1):
-        rows = [torch.cat([b["input_ids"][:, :1], b["labels"]], 1)[b["source"] == source]
-                for b in batches]
+        rows = [
+            torch.cat([b["input_ids"][:, :1], b["labels"]], 1)[b["source"] == source]
+            for b in batches
+        ]
         stream = torch.cat(rows).reshape(-1).numpy()
         parts = np.split(stream, np.flatnonzero(stream == EOS) + 1)[1:-1]  # whole ones only
         seen = Counter(tuple(p[:-1].tolist()) for p in parts)
@@ -194,8 +239,12 @@ def test_mixture_follows_weights_per_block_and_never_repeats_a_document(shards_u
 def test_reads_s3_output_with_two_dataloader_workers(shards_url, s3, tmp_path, reference):
     s3.create_bucket("loader")
     s3.filesystem().put(shards_url, "loader/out", recursive=True)
-    ds = dataset("s3://loader/out", storage_options=s3.storage_options, drop_last=False,
-                 cache_dir=str(tmp_path / "cache"))
+    ds = dataset(
+        "s3://loader/out",
+        storage_options=s3.storage_options,
+        drop_last=False,
+        cache_dir=str(tmp_path / "cache"),
+    )
     assert windows(take(ds.dataloader(num_workers=2))) == reference
     assert len(list((tmp_path / "cache").glob("*.arrow"))) == len(ds.shards[0])
 
@@ -204,7 +253,14 @@ def test_reads_s3_output_with_two_dataloader_workers(shards_url, s3, tmp_path, r
 def test_ray_dataset_holds_the_same_windows_as_the_loader(shards_url, ray_session, reference):
     from pipeline.loader_ray import ray_dataset
 
-    ds = ray_dataset(shards_url, SEQ, seed=7, eos_id=EOS, return_index=True, drop_last=False,
-                     samples_per_block=4096)
+    ds = ray_dataset(
+        shards_url,
+        SEQ,
+        seed=7,
+        eos_id=EOS,
+        return_index=True,
+        drop_last=False,
+        samples_per_block=4096,
+    )
     found = windows(ds.iter_torch_batches(batch_size=128))
     assert found == reference

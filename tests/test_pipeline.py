@@ -25,7 +25,9 @@ from .conftest import LANGS, REPO, shard_files, shard_rows
 
 def job(sample_dir, output, tokenizer, **kw):
     kw.setdefault("progress", False)
-    return load_config(input=[str(sample_dir / "*.jsonl")], output=str(output), tokenizer=tokenizer, **kw)
+    return load_config(
+        input=[str(sample_dir / "*.jsonl")], output=str(output), tokenizer=tokenizer, **kw
+    )
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +38,9 @@ def reference_run(ray_session, tmp_path_factory, sample_dir, bpe_path):
     return out, summary
 
 
-def test_every_document_is_accounted_for_and_decodes_to_its_exact_text(reference_run, sample_records, bpe_path):
+def test_every_document_is_accounted_for_and_decodes_to_its_exact_text(
+    reference_run, sample_records, bpe_path
+):
     out, summary = reference_run
     expected = {r["id"]: r for lang in LANGS for r in sample_records[lang]}
     assert summary["complete"] and summary["units_committed"] == summary["units_planned"] > 5
@@ -69,7 +73,9 @@ def test_shards_carry_schema_v1_metadata_and_compact_token_type(reference_run, b
     assert summary["encoder"] == "tiktoken"
 
 
-def test_one_actor_and_two_actors_write_byte_identical_shards(reference_run, sample_dir, bpe_path, tmp_path):
+def test_one_actor_and_two_actors_write_byte_identical_shards(
+    reference_run, sample_dir, bpe_path, tmp_path
+):
     out, _ = reference_run
     run_job(job(sample_dir, tmp_path / "one", f"bpe:{bpe_path}", actors=1, unit_bytes=100_000))
     assert shard_files(tmp_path / "one") == shard_files(out)
@@ -80,29 +86,56 @@ def test_rerun_skips_committed_units_and_overwrite_redoes_them(reference_run, sa
     again = run_job(job(sample_dir, out, f"bpe:{bpe_path}", actors=2, unit_bytes=100_000))
     assert again["units_skipped"] == first["units_planned"] and again["units_run"] == 0
     before = shard_files(out)
-    redo = run_job(job(sample_dir, out, f"bpe:{bpe_path}", actors=2, unit_bytes=100_000, overwrite=True))
+    redo = run_job(
+        job(sample_dir, out, f"bpe:{bpe_path}", actors=2, unit_bytes=100_000, overwrite=True)
+    )
     assert redo["units_run"] == first["units_planned"]
     assert shard_files(out) == before
 
 
 def test_driver_killed_mid_run_then_rerun_gives_identical_shards_without_duplicates(
-        reference_run, sample_dir, bpe_path, tmp_path):
+    reference_run, sample_dir, bpe_path, tmp_path
+):
     ref_out, _ = reference_run
     out = tmp_path / "crash"
-    cmd = [sys.executable, "-m", "jobs.tokenize", "--input", str(sample_dir / "*.jsonl"), "--output", str(out),
-           "--tokenizer", f"bpe:{bpe_path}", "--actors", "2", "--unit-bytes", "100000", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "jobs.tokenize",
+        "--input",
+        str(sample_dir / "*.jsonl"),
+        "--output",
+        str(out),
+        "--tokenizer",
+        f"bpe:{bpe_path}",
+        "--actors",
+        "2",
+        "--unit-bytes",
+        "100000",
+        "--no-progress",
+    ]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     ledger = out / "ledger"
     deadline = time.time() + 300
-    while time.time() < deadline and not (ledger.exists() and len(list(ledger.glob("*.json"))) >= 2):
+    while time.time() < deadline and not (
+        ledger.exists() and len(list(ledger.glob("*.json"))) >= 2
+    ):
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     _, err = proc.communicate()
     partial = len(list(ledger.glob("*.json")))
     planned = len(shard_files(ref_out))
-    assert 2 <= partial < planned, f"kill landed after {partial}/{planned} units: {err.decode()[-2000:]}"
+    assert 2 <= partial < planned, (
+        f"kill landed after {partial}/{planned} units: {err.decode()[-2000:]}"
+    )
     result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
@@ -116,19 +149,31 @@ def test_driver_killed_mid_run_then_rerun_gives_identical_shards_without_duplica
 def test_bad_input_goes_to_rejects_and_counts_reconcile(ray_session, tmp_path, bpe_path):
     corpus = tmp_path / "in"
     corpus.mkdir()
-    (corpus / "mixed.jsonl").write_bytes(b"\n".join([
-        b'{"id": "a", "text": "Guten Tag"}',
-        b'{"id": "b", "text": "caf\xe9"}',
-        b"{not json",
-        b'{"id": "c"}',
-        b'{"id": "d", "text": ["x"]}',
-        b'{"id": "e", "text": ""}',
-        b'{"id": "f", "text": "' + b"z" * 64 + b'"}',
-        b'{"id": "g", "text": "Hallo"}',
-    ]) + b"\n")
+    (corpus / "mixed.jsonl").write_bytes(
+        b"\n".join(
+            [
+                b'{"id": "a", "text": "Guten Tag"}',
+                b'{"id": "b", "text": "caf\xe9"}',
+                b"{not json",
+                b'{"id": "c"}',
+                b'{"id": "d", "text": ["x"]}',
+                b'{"id": "e", "text": ""}',
+                b'{"id": "f", "text": "' + b"z" * 64 + b'"}',
+                b'{"id": "g", "text": "Hallo"}',
+            ]
+        )
+        + b"\n"
+    )
     out = tmp_path / "out"
-    summary = run_job(load_config(input=[str(corpus / "*.jsonl")], output=str(out), tokenizer=f"bpe:{bpe_path}",
-                                  max_doc_bytes=32, progress=False))
+    summary = run_job(
+        load_config(
+            input=[str(corpus / "*.jsonl")],
+            output=str(out),
+            tokenizer=f"bpe:{bpe_path}",
+            max_doc_bytes=32,
+            progress=False,
+        )
+    )
     assert (summary["docs_read"], summary["documents"], summary["rejected"]) == (8, 2, 6)
     entry = json.loads(next((out / "ledger").glob("*.json")).read_text())
     assert entry["docs_read"] == entry["documents"] + entry["rejected"]
@@ -151,22 +196,40 @@ def test_bad_config_names_the_field_and_exits_before_any_work(tmp_path, bpe_path
     with pytest.raises(ConfigError, match="actors: Input should be greater than 0"):
         load_config(input=["x"], output="o", tokenizer=f"bpe:{bpe_path}", actors=0)
     config = tmp_path / "job.yaml"
-    config.write_text(f"input: ['{sample_dir}/*.jsonl']\noutput: {tmp_path / 'o'}\ntokenizer: bpe:{bpe_path}\n"
-                      "unit_byts: 10\n")
+    config.write_text(
+        f"input: ['{sample_dir}/*.jsonl']\noutput: {tmp_path / 'o'}\ntokenizer: bpe:{bpe_path}\n"
+        "unit_byts: 10\n"
+    )
     result = CliRunner().invoke(cli, ["run", "--config", str(config)])
     assert result.exit_code == 2
     assert "unit_byts: Extra inputs are not permitted" in result.output
     assert not (tmp_path / "o").exists()
-    result = CliRunner().invoke(cli, ["run", "--input", str(sample_dir / "*.jsonl"), "--output", str(tmp_path / "o"),
-                                      "--tokenizer", "bpe"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            "--input",
+            str(sample_dir / "*.jsonl"),
+            "--output",
+            str(tmp_path / "o"),
+            "--tokenizer",
+            "bpe",
+        ],
+    )
     assert result.exit_code == 2 and "tokenizer" in result.output and "KIND:PATH" in result.output
 
 
-def test_config_file_and_flags_are_equivalent_and_flags_win(ray_session, tmp_path, sample_dir, bpe_path):
+def test_config_file_and_flags_are_equivalent_and_flags_win(
+    ray_session, tmp_path, sample_dir, bpe_path
+):
     config = tmp_path / "job.yaml"
-    config.write_text(f"input: ['{sample_dir}/zh.jsonl']\noutput: {tmp_path / 'from-file'}\n"
-                      f"tokenizer: bpe:{bpe_path}\nactors: 1\nprogress: false\n")
-    result = CliRunner().invoke(cli, ["run", "--config", str(config), "--output", str(tmp_path / "flag-wins")])
+    config.write_text(
+        f"input: ['{sample_dir}/zh.jsonl']\noutput: {tmp_path / 'from-file'}\n"
+        f"tokenizer: bpe:{bpe_path}\nactors: 1\nprogress: false\n"
+    )
+    result = CliRunner().invoke(
+        cli, ["run", "--config", str(config), "--output", str(tmp_path / "flag-wins")]
+    )
     assert result.exit_code == 0, result.output
     assert not (tmp_path / "from-file").exists()
     summary = json.loads(result.output.strip().splitlines()[-1])
@@ -176,28 +239,54 @@ def test_config_file_and_flags_are_equivalent_and_flags_win(ray_session, tmp_pat
     assert result.exit_code == 0 and report["documents"] == 72 and report["units"] == 1
 
 
-def test_an_output_refuses_a_second_configuration(ray_session, tmp_path, sample_dir, bpe_path, sp_path):
-    run_job(load_config(input=[str(sample_dir / "ru.jsonl")], output=str(tmp_path / "o"), tokenizer=f"bpe:{bpe_path}",
-                        progress=False))
+def test_an_output_refuses_a_second_configuration(
+    ray_session, tmp_path, sample_dir, bpe_path, sp_path
+):
+    run_job(
+        load_config(
+            input=[str(sample_dir / "ru.jsonl")],
+            output=str(tmp_path / "o"),
+            tokenizer=f"bpe:{bpe_path}",
+            progress=False,
+        )
+    )
     from pipeline.ledger import LedgerError
 
     with pytest.raises(LedgerError, match="another configuration"):
-        run_job(load_config(input=[str(sample_dir / "ru.jsonl")], output=str(tmp_path / "o"),
-                            tokenizer=f"sentencepiece:{sp_path}", progress=False))
+        run_job(
+            load_config(
+                input=[str(sample_dir / "ru.jsonl")],
+                output=str(tmp_path / "o"),
+                tokenizer=f"sentencepiece:{sp_path}",
+                progress=False,
+            )
+        )
 
 
 def test_full_job_from_and_to_s3_then_verify(ray_session, s3, s3_sample, bpe_path, sample_records):
     s3.create_bucket("tokens")
     storage = s3.storage_options
-    summary = run_job(load_config(input=[s3_sample], output="s3://tokens/run1", tokenizer=f"bpe:{bpe_path}",
-                                  storage_options=storage, unit_bytes=200_000, progress=False))
+    summary = run_job(
+        load_config(
+            input=[s3_sample],
+            output="s3://tokens/run1",
+            tokenizer=f"bpe:{bpe_path}",
+            storage_options=storage,
+            unit_bytes=200_000,
+            progress=False,
+        )
+    )
     total = sum(len(v) for v in sample_records.values())
     assert summary["complete"] and summary["documents"] == total
     opts = [f"--storage-option={k}={v}" for k, v in storage.items()]
     result = CliRunner().invoke(cli, ["verify", "s3://tokens/run1", *opts])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output.strip().splitlines()[-1])
-    assert (report["units"], report["documents"], report["rejected"]) == (summary["units_committed"], total, 0)
+    assert (report["units"], report["documents"], report["rejected"]) == (
+        summary["units_committed"],
+        total,
+        0,
+    )
     assert report["tokens"] == summary["tokens"]
     fs = s3.filesystem()
     assert len(fs.ls("tokens/run1/shards")) == summary["units_committed"]
@@ -219,7 +308,9 @@ def test_verify_names_a_corrupted_shard(reference_run, tmp_path):
     assert f"shard {name} checksum mismatch" in result.output
 
 
-def test_sentencepiece_job_decodes_back_to_input(ray_session, tmp_path, sample_dir, sp_path, sample_records):
+def test_sentencepiece_job_decodes_back_to_input(
+    ray_session, tmp_path, sample_dir, sp_path, sample_records
+):
     out = tmp_path / "sp"
     summary = run_job(job(sample_dir, out, f"sentencepiece:{sp_path}"))
     tok = load_tokenizer(f"sentencepiece:{sp_path}")
@@ -231,13 +322,29 @@ def test_sentencepiece_job_decodes_back_to_input(ray_session, tmp_path, sample_d
 
 def test_train_tokenizer_and_demo_commands(ray_session, tmp_path, sample_dir):
     path = tmp_path / "tok.json"
-    result = CliRunner().invoke(cli, ["train-tokenizer", "--kind", "bpe", "--input", str(sample_dir / "*.jsonl"),
-                                      "--vocab-size", "2000", "--output", str(path)])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train-tokenizer",
+            "--kind",
+            "bpe",
+            "--input",
+            str(sample_dir / "*.jsonl"),
+            "--vocab-size",
+            "2000",
+            "--output",
+            str(path),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.output.strip().splitlines()[-1])["vocab_size"] == 2000
     result = CliRunner().invoke(cli, ["demo", "--output", str(tmp_path / "demo")])
     assert result.exit_code == 0, result.output
     final = json.loads(result.output.strip().splitlines()[-1])
-    assert final == {"shards": f"{tmp_path / 'demo'}/tokens/shards", "documents": 363,
-                     "tokens": final["tokens"], "ok": True}
+    assert final == {
+        "shards": f"{tmp_path / 'demo'}/tokens/shards",
+        "documents": 363,
+        "tokens": final["tokens"],
+        "ok": True,
+    }
     assert Path(final["shards"]).is_dir()

@@ -22,38 +22,92 @@ def _cli_json(args):
     return json.loads(result.output.strip().splitlines()[-1])
 
 
-def test_bpe_to_sentencepiece_to_bpe_keeps_every_byte(ray_session, tmp_path, sample_dir, bpe_path, sp_path):
+def test_bpe_to_sentencepiece_to_bpe_keeps_every_byte(
+    ray_session, tmp_path, sample_dir, bpe_path, sp_path
+):
     first = tmp_path / "bpe"
-    run_job(load_config(input=[str(sample_dir / "*.jsonl")], output=str(first), tokenizer=f"bpe:{bpe_path}",
-                        unit_bytes=150_000, progress=False))
+    run_job(
+        load_config(
+            input=[str(sample_dir / "*.jsonl")],
+            output=str(first),
+            tokenizer=f"bpe:{bpe_path}",
+            unit_bytes=150_000,
+            progress=False,
+        )
+    )
     bpe, sp = load_tokenizer(f"bpe:{bpe_path}"), load_tokenizer(f"sentencepiece:{sp_path}")
     original = {r["doc_id"]: r for r in shard_rows(str(first))}
 
-    mid = _cli_json(["retokenize", "--input", str(first), "--output", str(tmp_path / "sp"),
-                     "--tokenizer", f"sentencepiece:{sp_path}", "--no-progress"])
+    mid = _cli_json(
+        [
+            "retokenize",
+            "--input",
+            str(first),
+            "--output",
+            str(tmp_path / "sp"),
+            "--tokenizer",
+            f"sentencepiece:{sp_path}",
+            "--no-progress",
+        ]
+    )
     assert mid["documents"] == len(original) and mid["rejected"] == 0
-    assert mid["units_planned"] == len({r["doc_id"] for r in original.values()}) or mid["units_planned"] > 5
+    assert (
+        mid["units_planned"] == len({r["doc_id"] for r in original.values()})
+        or mid["units_planned"] > 5
+    )
     for row in shard_rows(str(tmp_path / "sp")):
         before = original[row["doc_id"]]
         assert sp.decode_bytes(row["tokens"]) == bpe.decode_bytes(before["tokens"])
-        assert (row["source"], row["lang"], row["n_bytes"]) == (before["source"], before["lang"], before["n_bytes"])
+        assert (row["source"], row["lang"], row["n_bytes"]) == (
+            before["source"],
+            before["lang"],
+            before["n_bytes"],
+        )
 
-    back = _cli_json(["retokenize", "--input", str(tmp_path / "sp"), "--output", str(tmp_path / "back"),
-                      "--tokenizer", f"bpe:{bpe_path}", "--no-progress"])
+    back = _cli_json(
+        [
+            "retokenize",
+            "--input",
+            str(tmp_path / "sp"),
+            "--output",
+            str(tmp_path / "back"),
+            "--tokenizer",
+            f"bpe:{bpe_path}",
+            "--no-progress",
+        ]
+    )
     assert back["documents"] == len(original)
     for row in shard_rows(str(tmp_path / "back")):
         assert row["tokens"] == original[row["doc_id"]]["tokens"]
 
-    again = _cli_json(["retokenize", "--input", str(tmp_path / "sp"), "--output", str(tmp_path / "back"),
-                       "--tokenizer", f"bpe:{bpe_path}", "--no-progress"])
+    again = _cli_json(
+        [
+            "retokenize",
+            "--input",
+            str(tmp_path / "sp"),
+            "--output",
+            str(tmp_path / "back"),
+            "--tokenizer",
+            f"bpe:{bpe_path}",
+            "--no-progress",
+        ]
+    )
     assert again["units_run"] == 0 and again["units_skipped"] == back["units_planned"]
 
 
-def test_token_offsets_column_maps_byte_spans_to_tokens(ray_session, tmp_path, sample_dir, sp_path,
-                                                        sample_records):
+def test_token_offsets_column_maps_byte_spans_to_tokens(
+    ray_session, tmp_path, sample_dir, sp_path, sample_records
+):
     out = tmp_path / "offsets"
-    run_job(load_config(input=[str(sample_dir / "*.jsonl")], output=str(out), tokenizer=f"sentencepiece:{sp_path}",
-                        token_offsets=True, progress=False))
+    run_job(
+        load_config(
+            input=[str(sample_dir / "*.jsonl")],
+            output=str(out),
+            tokenizer=f"sentencepiece:{sp_path}",
+            token_offsets=True,
+            progress=False,
+        )
+    )
     tok = load_tokenizer(f"sentencepiece:{sp_path}")
     texts = {r["id"]: r["text"].encode("utf-8") for recs in sample_records.values() for r in recs}
     for row in shard_rows(str(out)):

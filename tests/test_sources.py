@@ -29,7 +29,7 @@ def test_units_are_newline_aligned_and_cover_every_line_exactly_once(sample_dir,
     assert len(units) > 5
     assert [u.start for u in units[1:]] == [u.end for u in units[:-1]]
     raw = (sample_dir / "en.jsonl").read_bytes()
-    assert all(raw[u.start - 1:u.start] == b"\n" for u in units[1:])
+    assert all(raw[u.start - 1 : u.start] == b"\n" for u in units[1:])
     docs, rejects, _ = read_all(units, opts)
     assert rejects == []
     assert [d[0] for d in docs] == [r["id"] for r in sample_records["en"]]
@@ -45,7 +45,9 @@ def test_unit_ids_are_stable_and_distinct(sample_dir):
 
 
 @pytest.mark.parametrize("suffix", [".jsonl.gz", ".jsonl.zst"])
-def test_compressed_jsonl_is_one_unit_and_reads_identically(tmp_path, sample_dir, sample_records, suffix):
+def test_compressed_jsonl_is_one_unit_and_reads_identically(
+    tmp_path, sample_dir, sample_records, suffix
+):
     raw = (sample_dir / "de.jsonl").read_bytes()
     data = gzip.compress(raw) if suffix.endswith("gz") else zstandard.ZstdCompressor().compress(raw)
     path = tmp_path / f"de{suffix}"
@@ -61,12 +63,17 @@ def test_compressed_jsonl_is_one_unit_and_reads_identically(tmp_path, sample_dir
 def test_text_inputs_one_document_per_line_or_per_file(tmp_path):
     (tmp_path / "a.txt").write_text("first line\n\nsecond line\r\nthird\n", encoding="utf-8")
     (tmp_path / "b.txt").write_text("\ufeffwhole file\nwith two lines\n", encoding="utf-8")
-    per_line, _, blank = read_all(plan_units([str(tmp_path / "a.txt")], ReadOptions()), ReadOptions())
+    per_line, _, blank = read_all(
+        plan_units([str(tmp_path / "a.txt")], ReadOptions()), ReadOptions()
+    )
     assert [d[1] for d in per_line] == ["first line", "second line", "third"]
     assert blank == 1
     opts = ReadOptions(text_mode="file")
     per_file, _, _ = read_all(plan_units([str(tmp_path / "*.txt")], opts), opts)
-    assert [d[1] for d in per_file] == ["first line\n\nsecond line\r\nthird\n", "whole file\nwith two lines\n"]
+    assert [d[1] for d in per_file] == [
+        "first line\n\nsecond line\r\nthird\n",
+        "whole file\nwith two lines\n",
+    ]
     assert [d[2] for d in per_file] == ["a.txt", "b.txt"]
 
 
@@ -80,7 +87,9 @@ def test_parquet_row_groups_are_units_with_configurable_fields(tmp_path):
     docs, rejects, _ = read_all(units, opts)
     assert [(d[0], d[1]) for d in docs] == [("1", "alpha"), ("2", "beta"), ("4", "delta")]
     assert [(r.row, r.reason) for r in rejects] == [
-        (2, "empty text"), (4, "text field 'body' is NoneType, expected string")]
+        (2, "empty text"),
+        (4, "text field 'body' is NoneType, expected string"),
+    ]
 
 
 def test_bad_records_are_rejected_with_reason_file_offset_and_line(tmp_path):

@@ -9,18 +9,21 @@ from pipeline.textstats import batch_stats, count_words
 from tokenizers_impl import load_tokenizer
 
 
-@pytest.mark.parametrize(("text", "words"), [
-    ("Hello, world! it's 42", 4),
-    ("pi is 3.14, 1,000 x.y", 6),
-    ("你好，世界。", 4),  # one word per ideograph, punctuation is no word
-    ("it’s fine", 2),
-    ("Привет, мир", 2),
-    ("abc中文def", 4),
-    ("Grüße aus Köln", 3),
-    ("  \n\t ", 0),
-    ("😀 ok", 1),
-    ("snake_case and CamelCase", 3),
-])
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("Hello, world! it's 42", 4),
+        ("pi is 3.14, 1,000 x.y", 6),
+        ("你好，世界。", 4),  # one word per ideograph, punctuation is no word
+        ("it’s fine", 2),
+        ("Привет, мир", 2),
+        ("abc中文def", 4),
+        ("Grüße aus Köln", 3),
+        ("  \n\t ", 0),
+        ("😀 ok", 1),
+        ("snake_case and CamelCase", 3),
+    ],
+)
 def test_word_counts_follow_the_stated_rule(text, words):
     assert count_words(text) == words
 
@@ -33,11 +36,13 @@ def test_continued_words_count_words_with_a_token_boundary_inside(bpe_path, samp
     from pipeline.textstats import word_spans_bytes
 
     for i, text in enumerate(texts):
-        ids = flat[offsets[i]:offsets[i + 1]]
+        ids = flat[offsets[i] : offsets[i + 1]]
         ends = np.cumsum([len(tok.token_bytes(int(t))) for t in ids])
-        assert np.array_equal(stats.token_ends[offsets[i]:offsets[i + 1]], ends)
+        assert np.array_equal(stats.token_ends[offsets[i] : offsets[i + 1]], ends)
         starts, stops = word_spans_bytes(np.frombuffer(text.encode("utf-8"), dtype=np.uint8))
-        expected = sum(bool(((ends > a) & (ends < b)).any()) for a, b in zip(starts, stops, strict=True))
+        expected = sum(
+            bool(((ends > a) & (ends < b)).any()) for a, b in zip(starts, stops, strict=True)
+        )
         assert stats.n_continued_words[i] == expected
         assert stats.n_words[i] == count_words(text) == len(starts)
         assert stats.n_bytes[i] == len(text.encode("utf-8")) and stats.n_chars[i] == len(text)

@@ -18,14 +18,18 @@ from tokenizers_impl.sentencepiece_impl import SentencePieceTokenizer
 from .conftest import LANGS
 
 
-def test_bpe_uses_tiktoken_and_matches_tokenizers_ids_on_every_sample_language(bpe_path, sample_records):
+def test_bpe_uses_tiktoken_and_matches_tokenizers_ids_on_every_sample_language(
+    bpe_path, sample_records
+):
     tok = load_tokenizer(f"bpe:{bpe_path}")
     assert tok.encoder == "tiktoken"
     for lang in LANGS:
         texts = [r["text"] for r in sample_records[lang]]
         fast = tok.encode_batch(texts)
         reference = tok.encode_reference(texts)
-        mismatched = [i for i, (a, b) in enumerate(zip(fast, reference, strict=True)) if a.tolist() != b]
+        mismatched = [
+            i for i, (a, b) in enumerate(zip(fast, reference, strict=True)) if a.tolist() != b
+        ]
         assert mismatched == [], f"{lang}: tiktoken differs from tokenizers on docs {mismatched}"
         assert all(a.dtype == np.uint32 for a in fast)
 
@@ -59,7 +63,9 @@ def test_bpe_falls_back_to_tokenizers_when_asked_and_gives_same_ids(bpe_path, sa
 
 
 @pytest.mark.parametrize("model_type", ["bpe", "unigram"])
-def test_sentencepiece_trained_lossless_round_trips_every_language(sample_records, sample_texts, model_type):
+def test_sentencepiece_trained_lossless_round_trips_every_language(
+    sample_records, sample_texts, model_type
+):
     tok = SentencePieceTokenizer.train(sample_texts[::3], vocab_size=2000, model_type=model_type)
     assert tok.lossless
     for lang in LANGS:
@@ -77,7 +83,10 @@ def test_tokenizers_load_from_fsspec_urls_with_stable_fingerprints(bpe_path, sp_
         local.save(url)
         remote = load_tokenizer(f"{kind}:{url}")
         assert remote.fingerprint == local.fingerprint
-        assert remote.encode_batch(["Grüße, мир 你好"])[0].tolist() == local.encode_batch(["Grüße, мир 你好"])[0].tolist()
+        assert (
+            remote.encode_batch(["Grüße, мир 你好"])[0].tolist()
+            == local.encode_batch(["Grüße, мир 你好"])[0].tolist()
+        )
     fsspec.filesystem("memory").rm("/tok", recursive=True)
 
 

@@ -10,5 +10,12 @@ from tokenizers_impl.base import (
     registered_kinds,
 )
 
-__all__ = ["EncodedBatch", "Tokenizer", "TokenizerBase", "TokenizerError", "load_tokenizer",
-           "register", "registered_kinds"]
+__all__ = [
+    "EncodedBatch",
+    "Tokenizer",
+    "TokenizerBase",
+    "TokenizerError",
+    "load_tokenizer",
+    "register",
+    "registered_kinds",
+]

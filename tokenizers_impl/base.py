@@ -47,7 +47,9 @@ class EncodedBatch:
     flat: np.ndarray  # uint32 ids of all documents, concatenated
     offsets: np.ndarray  # int64, len(texts) + 1: document i is flat[offsets[i]:offsets[i + 1]]
     columns: dict[str, pa.Array] = field(default_factory=dict)  # extra per-document shard columns
-    sidecar: pa.Table | None = None  # rows appended to the shard's sidecar table (schema: sidecar_schema)
+    sidecar: pa.Table | None = (
+        None  # rows appended to the shard's sidecar table (schema: sidecar_schema)
+    )
 
 
 class TokenizerBase:
@@ -74,7 +76,11 @@ class TokenizerBase:
         arrays = self.encode_batch(texts)
         offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
         np.cumsum([len(a) for a in arrays], out=offsets[1:])
-        flat = np.concatenate(arrays).astype(np.uint32, copy=False) if arrays else np.zeros(0, np.uint32)
+        flat = (
+            np.concatenate(arrays).astype(np.uint32, copy=False)
+            if arrays
+            else np.zeros(0, np.uint32)
+        )
         return flat, offsets
 
     def token_byte_lengths(self) -> np.ndarray:
@@ -129,7 +135,9 @@ def registered_kinds() -> list[str]:
 def tokenizer_class(kind: str) -> Any:
     _import_builtin(kind)
     if kind not in _REGISTRY:
-        raise TokenizerError(f"unknown tokenizer kind {kind!r}; known: {', '.join(sorted(_REGISTRY))}")
+        raise TokenizerError(
+            f"unknown tokenizer kind {kind!r}; known: {', '.join(sorted(_REGISTRY))}"
+        )
     return _REGISTRY[kind]
 
 
@@ -141,9 +149,7 @@ def parse_spec(spec: str) -> tuple[str, str]:
     return kind, path
 
 
-def load_tokenizer(
-    spec: str, storage_options: dict | None = None, **options: Any
-) -> Tokenizer:
+def load_tokenizer(spec: str, storage_options: dict | None = None, **options: Any) -> Tokenizer:
     """Load a tokenizer from "KIND:PATH" (local path or fsspec URL)."""
     kind, path = parse_spec(spec)
     return tokenizer_class(kind).load(path, storage_options=storage_options, **options)

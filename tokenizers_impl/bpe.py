@@ -23,8 +23,11 @@ GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+
 @lru_cache(maxsize=1)
 def _unicode_to_byte() -> dict[str, int]:
     """Inverse of GPT-2's bytes_to_unicode table (visible character -> raw byte)."""
-    visible = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(
-        range(ord("®"), ord("ÿ") + 1))
+    visible = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
     chars = visible[:]
     n = 0
     for b in range(256):
@@ -64,15 +67,24 @@ class BPETokenizer(TokenizerBase):
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int = 32000, min_frequency: int = 2,
-              special_tokens: Sequence[str] = (EOS,), name: str = "bpe") -> BPETokenizer:
+    def train(
+        cls,
+        texts: Iterable[str],
+        vocab_size: int = 32000,
+        min_frequency: int = 2,
+        special_tokens: Sequence[str] = (EOS,),
+        name: str = "bpe",
+    ) -> BPETokenizer:
         hf = HFTokenizer(models.BPE())
         hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
         hf.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                      special_tokens=list(special_tokens),
-                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                      show_progress=False)
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            min_frequency=min_frequency,
+            special_tokens=list(special_tokens),
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
         hf.train_from_iterator(texts, trainer=trainer)
         return cls(hf, name=name)
 
@@ -83,7 +95,11 @@ class BPETokenizer(TokenizerBase):
             hf = HFTokenizer.from_str(data.decode("utf-8"))
         except Exception as exc:  # the library raises its own Exception type for bad files
             raise TokenizerError(f"{path!r} is not a valid tokenizer.json: {exc}") from exc
-        return cls(hf, name=options.get("name") or path.rsplit("/", 1)[-1], use_tiktoken=options.get("use_tiktoken", True))
+        return cls(
+            hf,
+            name=options.get("name") or path.rsplit("/", 1)[-1],
+            use_tiktoken=options.get("use_tiktoken", True),
+        )
 
     def save(self, url: str, storage_options: dict | None = None) -> None:
         write_file(url, self.hf.to_str(pretty=False).encode("utf-8"), storage_options)
@@ -112,7 +128,10 @@ class BPETokenizer(TokenizerBase):
     def _probe_lossless(self) -> bool:
         texts = list(probe_texts())
         encoded = self.hf.encode_batch_fast(texts, add_special_tokens=False)
-        return all(self.decode_bytes(e.ids) == t.encode("utf-8") for e, t in zip(encoded, texts, strict=True))
+        return all(
+            self.decode_bytes(e.ids) == t.encode("utf-8")
+            for e, t in zip(encoded, texts, strict=True)
+        )
 
     def _build_tiktoken(self):
         """A tiktoken Encoding equivalent to this tokenizer, or None when it would not be exact."""
@@ -122,7 +141,11 @@ class BPETokenizer(TokenizerBase):
         if not self.byte_level or cfg.get("normalizer") or cfg["model"].get("type") != "BPE":
             return None
         pre = cfg.get("pre_tokenizer") or {}
-        if pre.get("type") != "ByteLevel" or pre.get("add_prefix_space") or not pre.get("use_regex", True):
+        if (
+            pre.get("type") != "ByteLevel"
+            or pre.get("add_prefix_space")
+            or not pre.get("use_regex", True)
+        ):
             return None
         ranks: dict[bytes, int] = {}
         for i, token_bytes in enumerate(self._bytes):
@@ -131,8 +154,12 @@ class BPETokenizer(TokenizerBase):
         if any(bytes([b]) not in ranks for b in range(256)):
             return None
         try:
-            enc = tiktoken.Encoding(name=f"tokenmill-{self.fingerprint[:8]}", pat_str=GPT2_PATTERN,
-                                    mergeable_ranks=ranks, special_tokens={})
+            enc = tiktoken.Encoding(
+                name=f"tokenmill-{self.fingerprint[:8]}",
+                pat_str=GPT2_PATTERN,
+                mergeable_ranks=ranks,
+                special_tokens={},
+            )
         except Exception:  # tiktoken rejects inconsistent rank tables
             return None
         texts = list(probe_texts())
@@ -144,14 +171,22 @@ class BPETokenizer(TokenizerBase):
     # -- protocol -------------------------------------------------------------------------------
     def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
         if self._tiktoken is not None:
-            return [np.array(ids, dtype=np.uint32) for ids in self._tiktoken.encode_ordinary_batch(list(texts), num_threads=1)]
-        return [np.array(e.ids, dtype=np.uint32) for e in self.hf.encode_batch_fast(list(texts), add_special_tokens=False)]
+            return [
+                np.array(ids, dtype=np.uint32)
+                for ids in self._tiktoken.encode_ordinary_batch(list(texts), num_threads=1)
+            ]
+        return [
+            np.array(e.ids, dtype=np.uint32)
+            for e in self.hf.encode_batch_fast(list(texts), add_special_tokens=False)
+        ]
 
     def encode_batch_flat(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         if self._tiktoken is not None:
             lists = [self._tiktoken.encode_ordinary(t) for t in texts]
         else:
-            lists = [e.ids for e in self.hf.encode_batch_fast(list(texts), add_special_tokens=False)]
+            lists = [
+                e.ids for e in self.hf.encode_batch_fast(list(texts), add_special_tokens=False)
+            ]
         lengths = np.fromiter((len(x) for x in lists), dtype=np.int64, count=len(lists))
         offsets = np.zeros(len(lists) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])

@@ -13,7 +13,9 @@ from tokenizers_impl.base import TokenizerError
 MAX_TOKENIZER_FILE_BYTES = 512 << 20
 
 
-def read_file(url: str, storage_options: dict | None = None, limit: int = MAX_TOKENIZER_FILE_BYTES) -> bytes:
+def read_file(
+    url: str, storage_options: dict | None = None, limit: int = MAX_TOKENIZER_FILE_BYTES
+) -> bytes:
     """Bytes of a tokenizer file; refuses missing files, folders and files over `limit`."""
     fs, path = url_to_fs(url, storage_options)
     try:
@@ -23,7 +25,9 @@ def read_file(url: str, storage_options: dict | None = None, limit: int = MAX_TO
     if info.get("type") != "file":
         raise TokenizerError(f"tokenizer path {url!r} is not a file")
     if int(info.get("size") or 0) > limit:
-        raise TokenizerError(f"tokenizer file {url!r} is {info['size']} bytes, over the {limit}-byte limit")
+        raise TokenizerError(
+            f"tokenizer file {url!r} is {info['size']} bytes, over the {limit}-byte limit"
+        )
     return fs.cat_file(path)
 
 
@@ -46,4 +50,6 @@ def read_json(url: str, storage_options: dict | None = None) -> Any:
 @lru_cache(maxsize=1)
 def probe_texts() -> tuple[str, ...]:
     """Multilingual probe texts used to check fast encoding paths and losslessness at load time."""
-    return tuple(json.loads((Path(__file__).parent / "probe_texts.json").read_text(encoding="utf-8")))
+    return tuple(
+        json.loads((Path(__file__).parent / "probe_texts.json").read_text(encoding="utf-8"))
+    )

@@ -31,8 +31,10 @@ class SentencePieceTokenizer(TokenizerBase):
         eos = self.sp.eos_id()
         self.eos_id = eos if eos >= 0 else None
         texts = list(probe_texts())
-        self.lossless = all(self.decode_bytes(ids) == t.encode("utf-8")
-                            for ids, t in zip(self.sp.encode(texts, out_type=int), texts, strict=True))
+        self.lossless = all(
+            self.decode_bytes(ids) == t.encode("utf-8")
+            for ids, t in zip(self.sp.encode(texts, out_type=int), texts, strict=True)
+        )
 
     def _piece_bytes(self, i: int) -> bytes:
         piece = self.sp.id_to_piece(i)
@@ -43,32 +45,61 @@ class SentencePieceTokenizer(TokenizerBase):
         return piece.replace("▁", " ").encode("utf-8")
 
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int = 32000, model_type: str = "bpe",
-              name: str = "sentencepiece", num_threads: int = 2, **options: Any) -> SentencePieceTokenizer:
+    def train(
+        cls,
+        texts: Iterable[str],
+        vocab_size: int = 32000,
+        model_type: str = "bpe",
+        name: str = "sentencepiece",
+        num_threads: int = 2,
+        **options: Any,
+    ) -> SentencePieceTokenizer:
         """Train a lossless model: identity normalisation, byte fallback, whitespace kept as is."""
         if model_type not in ("bpe", "unigram"):
             raise TokenizerError(f"model_type must be bpe or unigram, not {model_type!r}")
         buffer = io.BytesIO()
         params = dict(
-            vocab_size=vocab_size, model_type=model_type, normalization_rule_name="identity",
-            byte_fallback=True, add_dummy_prefix=False, remove_extra_whitespaces=False,
-            split_digits=True, allow_whitespace_only_pieces=True, character_coverage=0.9995,
-            max_sentence_length=1 << 16, num_threads=num_threads, hard_vocab_limit=False,
-            train_extremely_large_corpus=False, minloglevel=2, unk_id=0, bos_id=-1, eos_id=1, pad_id=-1,
+            vocab_size=vocab_size,
+            model_type=model_type,
+            normalization_rule_name="identity",
+            byte_fallback=True,
+            add_dummy_prefix=False,
+            remove_extra_whitespaces=False,
+            split_digits=True,
+            allow_whitespace_only_pieces=True,
+            character_coverage=0.9995,
+            max_sentence_length=1 << 16,
+            num_threads=num_threads,
+            hard_vocab_limit=False,
+            train_extremely_large_corpus=False,
+            minloglevel=2,
+            unk_id=0,
+            bos_id=-1,
+            eos_id=1,
+            pad_id=-1,
         )
         params.update(options)
-        spm.SentencePieceTrainer.train(sentence_iterator=_split_long(texts), model_writer=buffer, **params)
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=_split_long(texts), model_writer=buffer, **params
+        )
         return cls(buffer.getvalue(), name=name)
 
     @classmethod
-    def load(cls, path: str, storage_options: dict | None = None, **options: Any) -> SentencePieceTokenizer:
-        return cls(read_file(path, storage_options), name=options.get("name") or path.rsplit("/", 1)[-1])
+    def load(
+        cls, path: str, storage_options: dict | None = None, **options: Any
+    ) -> SentencePieceTokenizer:
+        return cls(
+            read_file(path, storage_options), name=options.get("name") or path.rsplit("/", 1)[-1]
+        )
 
     def save(self, url: str, storage_options: dict | None = None) -> None:
         write_file(url, self.proto, storage_options)
 
     def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
-        return [np.array(ids, dtype=np.uint32) for ids in self.sp.encode(list(texts), out_type=int, num_threads=1)]
+        return [
+            np.array(ids, dtype=np.uint32)
+            for ids in self.sp.encode(list(texts), out_type=int, num_threads=1)
+        ]
 
     def encode_batch_flat(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         lists = self.sp.encode(list(texts), out_type=int, num_threads=1)
@@ -93,7 +124,7 @@ def _split_long(texts: Iterable[str], limit: int = 1 << 15) -> Iterable[str]:
     for text in texts:
         for line in text.split("\n"):
             for start in range(0, len(line), limit):
-                yield line[start:start + limit]
+                yield line[start : start + limit]
 
 
 register("sentencepiece", SentencePieceTokenizer)

@@ -43,8 +43,10 @@ class LiBTokenizer(TokenizerBase):
         self._bytes = [u.encode("utf-8", "surrogatepass") for u in self.units]
         self._bytes += [bytes([b]) for b in range(N_BYTES)] + [EOS.encode("utf-8")]
         self.fingerprint = fingerprint_of(
-            self.kind, json.dumps(self.units, ensure_ascii=False).encode("utf-8", "surrogatepass"),
-            {"version": VERSION, "byte_fallback": N_BYTES, "specials": [EOS]})
+            self.kind,
+            json.dumps(self.units, ensure_ascii=False).encode("utf-8", "surrogatepass"),
+            {"version": VERSION, "byte_fallback": N_BYTES, "specials": [EOS]},
+        )
         self.encoder = LiBEncoder(self.units, byte_base=n)
 
     # -- construction ---------------------------------------------------------------------------
@@ -54,10 +56,17 @@ class LiBTokenizer(TokenizerBase):
         return cls(units, LiBParams(**params), name=name)
 
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int | None = None,
-              progress: Progress | bool = False, progress_every: int = 50,
-              sample_sentences: int = 200, doc_sentences: int | None = None, name: str = "lib",
-              **hyperparams: Any) -> LiBTokenizer:
+    def train(
+        cls,
+        texts: Iterable[str],
+        vocab_size: int | None = None,
+        progress: Progress | bool = False,
+        progress_every: int = 50,
+        sample_sentences: int = 200,
+        doc_sentences: int | None = None,
+        name: str = "lib",
+        **hyperparams: Any,
+    ) -> LiBTokenizer:
         """Learn a lexicon from documents (each split into lines = sentences).
 
         A LiB "document" (the unit of probation, re-ranking and tail marking) is one input text, or
@@ -75,8 +84,10 @@ class LiBTokenizer(TokenizerBase):
         if vocab_size is not None:
             max_units = vocab_size - N_BYTES - 1
             if max_units < 1:
-                raise TokenizerError(f"vocab_size {vocab_size} leaves no room beyond the "
-                                     f"{N_BYTES} byte units and EOS")
+                raise TokenizerError(
+                    f"vocab_size {vocab_size} leaves no room beyond the "
+                    f"{N_BYTES} byte units and EOS"
+                )
         trainer = LiBTrainer(params, max_units=max_units)
         report = _reporter(progress)
         sample: list[str] = []
@@ -92,7 +103,7 @@ class LiBTokenizer(TokenizerBase):
                     sentences.append(line)
             step = doc_sentences or max(1, len(sentences))
             for first in range(0, max(1, len(sentences)), step):
-                trainer.train_document(sentences[first:first + step])
+                trainer.train_document(sentences[first : first + step])
                 if report is not None and trainer.documents % progress_every == 0:
                     report(_progress_record(trainer, sample, started))
         if report is not None and trainer.documents % progress_every != 0:
@@ -108,10 +119,19 @@ class LiBTokenizer(TokenizerBase):
         return cls(units, params, name=options.get("name") or path.rsplit("/", 1)[-1])
 
     def save(self, url: str, storage_options: dict | None = None) -> None:
-        document = {"format": FORMAT, "version": VERSION, "params": self.params.to_dict(),
-                    "byte_fallback": N_BYTES, "special_tokens": [EOS], "units": self.units}
-        write_file(url, json.dumps(document, ensure_ascii=False).encode("utf-8", "surrogatepass"),
-                   storage_options)
+        document = {
+            "format": FORMAT,
+            "version": VERSION,
+            "params": self.params.to_dict(),
+            "byte_fallback": N_BYTES,
+            "special_tokens": [EOS],
+            "units": self.units,
+        }
+        write_file(
+            url,
+            json.dumps(document, ensure_ascii=False).encode("utf-8", "surrogatepass"),
+            storage_options,
+        )
 
     # -- protocol -------------------------------------------------------------------------------
     def encode(self, text: str) -> np.ndarray:
@@ -146,10 +166,13 @@ def _reporter(progress: Progress | bool) -> Progress | None:
         return None
 
     def log_line(record: dict[str, Any]) -> None:
-        print(f"lib train: {record['documents']} docs, {record['sentences']} sentences, "
-              f"lexicon {record['lexicon_size']}, {record['tokens_per_sentence']:.2f} tokens/"
-              f"sentence on {record['sample_sentences']} held-back, {record['elapsed_s']:.1f}s",
-              file=sys.stderr, flush=True)
+        print(
+            f"lib train: {record['documents']} docs, {record['sentences']} sentences, "
+            f"lexicon {record['lexicon_size']}, {record['tokens_per_sentence']:.2f} tokens/"
+            f"sentence on {record['sample_sentences']} held-back, {record['elapsed_s']:.1f}s",
+            file=sys.stderr,
+            flush=True,
+        )
 
     return log_line
 
@@ -157,10 +180,15 @@ def _reporter(progress: Progress | bool) -> Progress | None:
 def _progress_record(trainer: LiBTrainer, sample: list[str], started: float) -> dict[str, Any]:
     lexicon, max_len = trainer.lexicon, trainer.params.max_unit_len
     tokens = sum(len(segment(lexicon, s, max_len)) for s in sample)
-    return {"documents": trainer.documents, "sentences": trainer.sentences,
-            "lexicon_size": len(lexicon), "on_probation": len(trainer.probation),
-            "tokens_per_sentence": tokens / len(sample) if sample else float("nan"),
-            "sample_sentences": len(sample), "elapsed_s": time.perf_counter() - started}
+    return {
+        "documents": trainer.documents,
+        "sentences": trainer.sentences,
+        "lexicon_size": len(lexicon),
+        "on_probation": len(trainer.probation),
+        "tokens_per_sentence": tokens / len(sample) if sample else float("nan"),
+        "sample_sentences": len(sample),
+        "elapsed_s": time.perf_counter() - started,
+    }
 
 
 def _check_units(units: Sequence[str]) -> None:
@@ -181,8 +209,10 @@ def _parse_file(data: Any, path: str) -> tuple[list[str], LiBParams]:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise TokenizerError(f"{path!r} is not a LiB tokenizer file (format != {FORMAT!r})")
     if data.get("version") != VERSION:
-        raise TokenizerError(f"{path!r} has LiB file version {data.get('version')!r}; "
-                             f"this build reads version {VERSION}")
+        raise TokenizerError(
+            f"{path!r} has LiB file version {data.get('version')!r}; "
+            f"this build reads version {VERSION}"
+        )
     if data.get("byte_fallback") != N_BYTES or data.get("special_tokens") != [EOS]:
         raise TokenizerError(f"{path!r}: byte_fallback must be {N_BYTES} and special_tokens [EOS]")
     units = data.get("units")

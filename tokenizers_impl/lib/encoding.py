@@ -144,16 +144,17 @@ class LiBEncoder:
             else:
                 # The longest unit at a position depends only on the next max_len characters
                 # (fewer where the text ends), so those characters key a cache of matches.
-                window = text[end_b:end_b + max_len]
+                window = text[end_b : end_b + max_len]
                 unit = longest.get(window)
                 if unit is None:
                     if len(longest) >= MAX_CACHED:
                         longest.clear()
-                    unit = longest[window] = (longest_in(trie, window, 0)
-                                              or longest_at_end(trie, window, 0))
+                    unit = longest[window] = longest_in(trie, window, 0) or longest_at_end(
+                        trie, window, 0
+                    )
                 b.append(unit)
                 end_b += len(unit)
-        return self._better(chunks[i:j + 1], b), j + 1, end_a
+        return self._better(chunks[i : j + 1], b), j + 1, end_a
 
     def _better(self, a: list[str], b: list[str]) -> list[str]:
         if len(a) != len(b):
@@ -164,8 +165,7 @@ class LiBEncoder:
 
     def encode(self, text: str) -> np.ndarray:
         chunks = self.segment(text)
-        ids = np.fromiter(map(self.rank.get, chunks, repeat(-1)), dtype=np.int64,
-                          count=len(chunks))
+        ids = np.fromiter(map(self.rank.get, chunks, repeat(-1)), dtype=np.int64, count=len(chunks))
         if len(ids) and ids.min() < 0:  # unknown characters: their UTF-8 bytes
             return np.array(self.ids_with_fallback(chunks), dtype=np.uint32)
         return ids.astype(np.uint32)

@@ -58,7 +58,7 @@ class Lexicon:
         """Longest and second-longest units that are prefixes of text[pos:pos + max_len]."""
         node = self.trie
         c1 = c2 = None
-        for ch in text[pos:pos + max_len]:
+        for ch in text[pos : pos + max_len]:
             node = node.get(ch)
             if node is None:
                 break
@@ -139,7 +139,9 @@ class Lexicon:
             raise AssertionError("rank order and index hold different units")
         for rank, unit in enumerate(ordered):
             if self.rank(unit) != rank:
-                raise AssertionError(f"index gives rank {self.rank(unit)} for {unit!r} at rank {rank}")
+                raise AssertionError(
+                    f"index gives rank {self.rank(unit)} for {unit!r} at rank {rank}"
+                )
         in_trie: list[str] = []
         stack = [self.trie]
         while stack:

@@ -39,8 +39,9 @@ class LiBParams:
         return asdict(self)
 
 
-def race(matches: Callable, text: str, pos: int, c1: str, c2: str,
-         max_len: int) -> tuple[list[str], list[str], int]:
+def race(
+    matches: Callable, text: str, pos: int, c1: str, c2: str, max_len: int
+) -> tuple[list[str], list[str], int]:
     """Roll a greedy branch starting with c1 and one starting with c2 from `pos` until both end
     at the same position; return both chunk lists and that position. Unknown chars are 1-char chunks."""
     a, b = [c1], [c2]
@@ -92,8 +93,9 @@ def segment(lexicon: Lexicon, text: str, max_len: int) -> list[str]:
 class LiBTrainer:
     """Online lexicon learner: feed documents (lists of sentences) one at a time."""
 
-    def __init__(self, params: LiBParams, max_units: int | None = None,
-                 lexicon: Lexicon | None = None):
+    def __init__(
+        self, params: LiBParams, max_units: int | None = None, lexicon: Lexicon | None = None
+    ):
         self.params = params
         self.max_units = max_units
         self.lexicon = lexicon if lexicon is not None else Lexicon()
