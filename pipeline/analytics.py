@@ -156,6 +156,18 @@ def _union(con: duckdb.DuckDBPyConnection, name: str, branches: list[str], empty
     con.execute(f"CREATE OR REPLACE VIEW {quote_ident(name)} AS {body}")
 
 
+LEDGER_COUNTS = (
+    "docs_read",
+    "documents",
+    "rejected",
+    "tokens",
+    "bytes",
+    "chars",
+    "words",
+    "batches",
+)
+
+
 def _ledger_row(output: Output, index: int, label: str, entry: dict[str, Any]) -> dict[str, Any]:
     tok, unit = entry.get("tokenizer", {}), entry.get("unit", {})
     row = {
@@ -170,16 +182,7 @@ def _ledger_row(output: Output, index: int, label: str, entry: dict[str, Any]) -
     }
     for key in ("unit_id", "shard", "rejects", "sidecar", "config_hash"):
         row[key] = entry.get(key)
-    for key in (
-        "docs_read",
-        "documents",
-        "rejected",
-        "tokens",
-        "bytes",
-        "chars",
-        "words",
-        "batches",
-    ):
+    for key in LEDGER_COUNTS:
         row[key] = entry.get(key)
     return row
 
@@ -199,19 +202,7 @@ LEDGER_SCHEMA = pa.schema(
         ("config_hash", pa.string()),
         ("tokenizer_fingerprint", pa.string()),
     ]
-    + [
-        (k, pa.int64())
-        for k in (
-            "docs_read",
-            "documents",
-            "rejected",
-            "tokens",
-            "bytes",
-            "chars",
-            "words",
-            "batches",
-        )
-    ]
+    + [(k, pa.int64()) for k in LEDGER_COUNTS]
     + [("entry", pa.string())]
 )
 RUNS_SCHEMA = pa.schema(
