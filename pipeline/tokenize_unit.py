@@ -141,7 +141,7 @@ def process_unit(unit: WorkUnit, tokenizer: Any, task: UnitTask, output: Output)
                 batch.texts,
                 encoded.flat,
                 encoded.offsets,
-                byte_lengths,
+                byte_lengths if encoded.byte_lengths is None else encoded.byte_lengths,
                 words=task.word_stats,
                 want_ends=task.token_offsets,
                 n_bytes=n_bytes,

@@ -47,9 +47,10 @@ class EncodedBatch:
     flat: np.ndarray  # uint32 ids of all documents, concatenated
     offsets: np.ndarray  # int64, len(texts) + 1: document i is flat[offsets[i]:offsets[i + 1]]
     columns: dict[str, pa.Array] = field(default_factory=dict)  # extra per-document shard columns
-    sidecar: pa.Table | None = (
-        None  # rows appended to the shard's sidecar table (schema: sidecar_schema)
-    )
+    # rows appended to the shard's sidecar table (schema: sidecar_schema)
+    sidecar: pa.Table | None = None
+    # byte length of every id for this batch, when batch-local ids exist (else token_byte_lengths())
+    byte_lengths: np.ndarray | None = None
 
 
 class TokenizerBase:

@@ -204,13 +204,13 @@ class DynamicMergeTokenizer(TokenizerBase):
 
     def encode_for_shard(self, texts: Sequence[str], batch_index: int) -> EncodedBatch:
         result = self.merge_batch(texts)
-        self._set_merged_lengths(result)
         batch_id = pa.array(np.full(len(texts), batch_index, dtype=np.int64), pa.int64())
         return EncodedBatch(
             result.flat,
             result.offsets,
             {"batch_id": batch_id},
             self.sidecar_rows(result, batch_index),
+            self.batch_byte_lengths(result),
         )
 
     def sidecar_rows(self, result: MergeResult, batch_id: int) -> pa.Table:
@@ -255,21 +255,20 @@ class DynamicMergeTokenizer(TokenizerBase):
         return self.base.token_bytes(token_id)
 
     def token_byte_lengths(self) -> np.ndarray:
-        """Byte length of every id: base ids, then the merged ids of the batch encoded last.
-
-        The engine takes this table once per unit and indexes it with each batch's ids right after
-        `encode_for_shard`, which rewrites the merged part in place for that batch."""
+        """Byte length of every base id; batch-local merged ids (>= base vocab) are 0 here: their
+        lengths come with each batch (`batch_byte_lengths`, EncodedBatch.byte_lengths)."""
         if self._byte_lengths is None:
             table = np.zeros(self.vocab_size, dtype=np.int32)
             table[: self.base_vocab_size] = self.base.token_byte_lengths()
             self._byte_lengths = table
         return self._byte_lengths
 
-    def _set_merged_lengths(self, result: MergeResult) -> None:
-        table = self.token_byte_lengths()
-        table[self.base_vocab_size :] = 0
+    def batch_byte_lengths(self, result: MergeResult) -> np.ndarray:
+        """Byte length of every id for one batch: base ids, then that batch's merged ids."""
+        table = self.token_byte_lengths().copy()
         for new_id, base_ids in result.vocab.items():
             table[new_id] = int(table[list(base_ids)].sum())
+        return table
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "base": self.base.describe(), **self.config(with_base=False)}
