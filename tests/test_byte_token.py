@@ -271,3 +271,17 @@ def test_byte_spans_and_token_spans_map_exactly_in_every_language(which, request
                 assert tokens_to_byte_span(offsets, i + 1, j)[0] > a
                 assert tokens_to_byte_span(offsets, i, j - 1)[1] < b
         assert tokens_to_byte_span(offsets, 0, len(ids)) == (0, len(data))
+
+
+def test_longest_prefix_reference_tokenizer_saves_and_loads_as_plain_json(tmp_path):
+    from tokenizers_impl.base import TokenizerError
+    from tokenizers_impl.byte_token import LongestPrefixTokenizer
+
+    tok = LongestPrefixTokenizer([b"A", b"B", b"AA", b"\xff"])
+    tok.save(str(tmp_path / "lp.json"))
+    loaded = LongestPrefixTokenizer.load(str(tmp_path / "lp.json"))
+    assert loaded.fingerprint == tok.fingerprint
+    assert loaded.encode_bytes(b"AAAB\xff") == [2, 0, 1, 3]
+    (tmp_path / "bad.json").write_text('{"kind": "longest-prefix", "vocab": ["zz"]}')
+    with pytest.raises(TokenizerError, match="bad vocabulary entry"):
+        LongestPrefixTokenizer.load(str(tmp_path / "bad.json"))

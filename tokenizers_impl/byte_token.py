@@ -713,4 +713,24 @@ class LongestPrefixTokenizer(TokenizerBase):
         return self.vocab[token_id]
 
     def save(self, url: str, storage_options: dict | None = None) -> None:
-        raise NotImplementedError("the reference tokenizer lives in memory only")
+        """A plain JSON file: the vocabulary as hex strings, in id order."""
+        import json
+
+        from tokenizers_impl.files import write_file
+
+        payload = {"kind": self.kind, "version": 1, "vocab": [v.hex() for v in self.vocab]}
+        write_file(url, json.dumps(payload).encode(), storage_options)
+
+    @classmethod
+    def load(cls, path: str, storage_options: dict | None = None, **options: Any):
+        from tokenizers_impl.base import TokenizerError
+        from tokenizers_impl.files import read_json
+
+        data = read_json(path, storage_options)
+        vocab = data.get("vocab") if isinstance(data, dict) else None
+        if data.get("kind") != cls.kind or not isinstance(vocab, list) or not vocab:
+            raise TokenizerError(f"{path!r} is not a {cls.kind} vocabulary file")
+        try:
+            return cls([bytes.fromhex(v) for v in vocab], name=options.get("name", cls.kind))
+        except (TypeError, ValueError) as exc:
+            raise TokenizerError(f"{path!r}: bad vocabulary entry: {exc}") from exc
