@@ -27,6 +27,16 @@ def _alpha_flag(func):
     )(func)
 
 
+def _format_flag(func):
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["table", "markdown", "html", "json"]),
+        default="table",
+        show_default=True,
+    )(func)
+
+
 def emit_report(
     urls: list[str],
     storage: dict[str, Any],
@@ -47,13 +57,7 @@ def emit_report(
 @click.command("report")
 @click.argument("urls", nargs=-1, required=True)
 @click.option("--baseline", metavar="NAME", help="tokenizer whose lengths normalize the others")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "markdown", "html", "json"]),
-    default="table",
-    show_default=True,
-)
+@_format_flag
 @click.option(
     "--out", metavar="DIR", help="write report.html, report.md, report.json and PNG charts"
 )
@@ -91,13 +95,7 @@ def sub_output_name(index: int, spec: str) -> str:
     help="one sub-output per tokenizer under URL/<index-kind-name>/, report in URL/report/",
 )
 @click.option("--baseline", metavar="NAME", help="tokenizer name for normalized lengths")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "markdown", "html", "json"]),
-    default="table",
-    show_default=True,
-)
+@_format_flag
 @click.option("--out", metavar="DIR", help="report folder (default: URL/report)")
 @click.option("--actors", type=int, default=None)
 @click.option("--overwrite", is_flag=True, default=False, help="redo every sub-output")

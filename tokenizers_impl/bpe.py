@@ -59,9 +59,14 @@ class BPETokenizer(TokenizerBase):
         self.byte_level = _is_byte_level(config)
         self._bytes = self._byte_table()
         self.eos_id = hf.token_to_id(EOS)
-        self.lossless = self._probe_lossless()
+        probe = list(probe_texts())
+        reference = self.encode_reference(probe)  # encoded once, checked twice
+        self.lossless = all(
+            self.decode_bytes(ids) == t.encode("utf-8")
+            for ids, t in zip(reference, probe, strict=True)
+        )
         self.encoder = "tokenizers"
-        self._tiktoken = self._build_tiktoken() if use_tiktoken else None
+        self._tiktoken = self._build_tiktoken(probe, reference) if use_tiktoken else None
         if self._tiktoken is not None:
             self.encoder = "tiktoken"
 
@@ -125,16 +130,9 @@ class BPETokenizer(TokenizerBase):
                 table.append(_metaspace_bytes(token))
         return table
 
-    def _probe_lossless(self) -> bool:
-        texts = list(probe_texts())
-        encoded = self.hf.encode_batch_fast(texts, add_special_tokens=False)
-        return all(
-            self.decode_bytes(e.ids) == t.encode("utf-8")
-            for e, t in zip(encoded, texts, strict=True)
-        )
-
-    def _build_tiktoken(self):
-        """A tiktoken Encoding equivalent to this tokenizer, or None when it would not be exact."""
+    def _build_tiktoken(self, probe: list[str], reference: list[list[int]]):
+        """A tiktoken Encoding equivalent to this tokenizer, or None when it would not be exact
+        (checked against the `tokenizers` ids of the probe texts)."""
         import tiktoken
 
         cfg = self._config
@@ -162,9 +160,7 @@ class BPETokenizer(TokenizerBase):
             )
         except Exception:  # tiktoken rejects inconsistent rank tables
             return None
-        texts = list(probe_texts())
-        reference = self.hf.encode_batch_fast(texts, add_special_tokens=False)
-        if all(enc.encode_ordinary(t) == r.ids for t, r in zip(texts, reference, strict=True)):
+        if all(enc.encode_ordinary(t) == r for t, r in zip(probe, reference, strict=True)):
             return enc
         return None
 
