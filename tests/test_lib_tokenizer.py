@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from tests.conftest import LANGS, SAMPLE_DIR, read_jsonl
 from tokenizers_impl.base import TokenizerError, load_tokenizer
 from tokenizers_impl.lib import EOS, LiBTokenizer
+from tokenizers_impl.lib.encoding import NumbaLiBEncoder, RegexLiBEncoder
 from tokenizers_impl.lib.lexicon import Lexicon
 from tokenizers_impl.lib.training import LiBParams, LiBTrainer, segment
 
@@ -284,6 +286,77 @@ def test_long_mixed_texts_round_trip_and_segment_like_the_reference(en_tokenizer
     ids = en_tokenizer.encode(text)
     assert en_tokenizer.decode_bytes(ids) == text.encode("utf-8")
     assert en_tokenizer.segment(text) == reference_segment(en_tokenizer, text)
+
+
+# -- the numba encoder against the pure-Python paths ---------------------------------------------------
+BENCH_CORPUS = Path("/tmp/tokenmill-bench-corpus/corpus")
+BENCH_LANGS = ("en", "de", "ru", "zh", "code")
+
+
+def assert_encoders_agree(tok: LiBTokenizer, texts: list[str], reference_chars: int) -> None:
+    """Numba encoder == regex encoder (ids) on every text; == the reference walk (chunks) on the
+    first `reference_chars` characters of each."""
+    assert isinstance(tok.encoder, NumbaLiBEncoder)
+    regex = RegexLiBEncoder(tok.units, tok.byte_base)
+    fast = tok.encode_batch(texts)
+    for text, ids in zip(texts, fast, strict=True):
+        assert ids.dtype == np.uint32
+        assert ids.tolist() == regex.encode(text).tolist()
+        assert tok.decode_bytes(ids) == text.encode("utf-8", "surrogatepass")
+    for text in texts:
+        head = text[:reference_chars]
+        assert tok.segment(head) == reference_segment(tok, head) == regex.segment(head)
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_numba_encoder_equals_the_python_paths_on_sample_text(mixed_tokenizer, lang):
+    assert_encoders_agree(mixed_tokenizer, sample_texts(lang), 4000)
+
+
+def bench_texts(lang: str, n_bytes: int, skip_bytes: int = 0) -> list[str]:
+    texts, size = [], 0
+    with (BENCH_CORPUS / f"{lang}.jsonl").open(encoding="utf-8") as handle:
+        for line in handle:
+            text = json.loads(line)["text"]
+            size += len(text.encode("utf-8"))
+            if size > skip_bytes:
+                texts.append(text)
+            if size >= skip_bytes + n_bytes:
+                break
+    return texts
+
+
+@pytest.mark.skipif(not BENCH_CORPUS.is_dir(), reason="bench corpus not built (make bench-corpus)")
+@pytest.mark.parametrize("lang", BENCH_LANGS)
+def test_numba_encoder_equals_the_python_paths_on_bench_text(lang):
+    """A lexicon trained on the language itself (many races), then unseen text of it."""
+    tok = LiBTokenizer.train(bench_texts(lang, 60_000), sample_sentences=0)
+    assert_encoders_agree(tok, bench_texts(lang, 150_000, skip_bytes=60_000), 2000)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.text(alphabet="ab c", min_size=1, max_size=5), min_size=1, max_size=25, unique=True
+    ),
+    st.text(alphabet="ab cd\U0001f600\ud800", max_size=60),
+)
+def test_numba_encoder_equals_the_reference_on_any_ordered_lexicon(units, text):
+    """Small alphabets make races, ties on chunk counts and unknown characters frequent."""
+    tok = LiBTokenizer.from_lexicon(units)
+    assert tok.segment(text) == segment(Lexicon(units), text, 10**6)
+    ids = tok.encode(text)
+    assert ids.tolist() == RegexLiBEncoder(units, tok.byte_base).encode(text).tolist()
+    assert tok.decode_bytes(ids) == text.encode("utf-8", "surrogatepass")
+
+
+def test_encode_batch_equals_one_by_one_with_empty_texts():
+    tok = LiBTokenizer.from_lexicon(["ab", "bc", "a", "b", "c"])
+    texts = ["", "abc", "", "x\u00e9abc", "bcab", ""]
+    batch = tok.encode_batch(texts)
+    assert [ids.tolist() for ids in batch] == [tok.encode(t).tolist() for t in texts]
+    assert [tok.decode(ids) for ids in batch] == texts
+    assert tok.encode_batch([]) == []
 
 
 def test_unknown_characters_fall_back_to_bytes():

@@ -138,8 +138,7 @@ class LiBTokenizer(TokenizerBase):
         return self.encoder.encode(text)
 
     def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
-        encode = self.encoder.encode
-        return [encode(t) for t in texts]
+        return self.encoder.encode_batch(texts)
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
         return self.decode_bytes(ids).decode("utf-8", errors="replace")

@@ -1,5 +1,11 @@
-"""Fast LiB encoding for a frozen lexicon: the greedy longest-match path comes from one compiled
-trie regex (C speed); Python only runs the two-branch comparison where it can change the result."""
+"""LiB encoding for a frozen lexicon.
+
+`LiBEncoder` (the default) runs the whole segmentation, races included, in a numba kernel
+(kernels.py) over the text's code points. `RegexLiBEncoder` is the pure-Python encoder used when
+numba cannot be imported: the greedy longest-match path comes from one compiled trie regex and
+Python runs the two-branch comparison where it can change the result. The reference walk both are
+tested against is `training.segment` (a live Lexicon, no shortcuts).
+"""
 
 from __future__ import annotations
 
@@ -99,7 +105,7 @@ def race_plans(trie: dict, units: Sequence[str]) -> dict[str, tuple[list[str], i
     return plans
 
 
-class LiBEncoder:
+class RegexLiBEncoder:
     """Encodes text with a fixed ordered lexicon; unknown characters become byte-fallback ids."""
 
     def __init__(self, units: Sequence[str], byte_base: int):
@@ -170,6 +176,9 @@ class LiBEncoder:
             return np.array(self.ids_with_fallback(chunks), dtype=np.uint32)
         return ids.astype(np.uint32)
 
+    def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
+        return [self.encode(t) for t in texts]
+
     def ids_with_fallback(self, chunks: list[str]) -> list[int]:
         ids: list[int] = []
         rank, base = self.rank, self.byte_base
@@ -180,3 +189,67 @@ class LiBEncoder:
             else:
                 ids.append(rank_id)
         return ids
+
+
+def code_points(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+
+
+class NumbaLiBEncoder:
+    """The same segmentation as RegexLiBEncoder, computed by numba kernels over code points."""
+
+    def __init__(self, units: Sequence[str], byte_base: int):
+        from tokenizers_impl.lib import kernels
+
+        self.kernels = kernels
+        self.units = list(units)
+        self.rank = {unit: i for i, unit in enumerate(self.units)}
+        self.byte_base = byte_base
+        lengths = np.fromiter(map(len, self.units), dtype=np.int64, count=len(self.units))
+        unit_ends = np.cumsum(lengths)
+        n_edges = int(unit_ends[-1]) if len(unit_ends) else 0
+        bits = max(4, int(2 * max(1, n_edges) - 1).bit_length())  # load factor <= 1/2
+        self.keys, self.children, self.node_unit = kernels.build_trie(
+            code_points("".join(self.units)), unit_ends, bits
+        )
+        self.shift, self.mask = 64 - bits, (1 << bits) - 1
+
+    def _chunks(
+        self, texts: Sequence[str]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        cps = code_points("".join(texts))
+        doc_ends = np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)))
+        ids, ends, doc_chunks = self.kernels.segment_docs(
+            self.keys, self.children, self.node_unit, self.shift, self.mask,
+            len(self.units), cps, doc_ends,
+        )  # fmt: skip
+        return cps, ids, ends, doc_chunks
+
+    def segment(self, text: str) -> list[str]:
+        _, _, ends, _ = self._chunks([text])
+        bounds = [0, *ends.tolist()]
+        return [text[bounds[i] : bounds[i + 1]] for i in range(len(ends))]
+
+    def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
+        if not texts:
+            return []
+        cps, ids, ends, doc_chunks = self._chunks(texts)
+        if len(ids) and ids.min() < 0:  # unknown characters: their UTF-8 bytes
+            out, out_ends = self.kernels.with_byte_fallback(ids, ends, cps, self.byte_base)
+            bounds = np.concatenate([np.zeros(1, np.int64), out_ends])[doc_chunks]
+        else:
+            out, bounds = ids.astype(np.uint32), doc_chunks
+        return np.split(out, bounds[:-1])
+
+    def encode(self, text: str) -> np.ndarray:
+        return self.encode_batch([text])[0]
+
+    ids_with_fallback = RegexLiBEncoder.ids_with_fallback
+
+
+try:
+    import numba  # noqa: F401
+except ImportError:  # pragma: no cover - numba is a dependency; this keeps a pure-Python path
+    LiBEncoder: type = RegexLiBEncoder
+else:
+    LiBEncoder = NumbaLiBEncoder
