@@ -45,7 +45,9 @@ bench-corpus:
 	$(PYTHON) -m venv .venv-bench
 	.venv-bench/bin/pip install -q --upgrade pip
 	.venv-bench/bin/pip install -q torch==2.13.0
-	.venv-bench/bin/pip install -q -e '.[dev]' 'datatrove[io]'
+	# litdata (loader benchmark) needs torchvision: pinned to the release made for torch 2.13, or pip
+	# would replace the CPU torch with a newer CUDA build (litdata's token path never imports it)
+	.venv-bench/bin/pip install -q -e '.[dev]' 'datatrove[io]' 'litdata==0.2.76' 'torchvision==0.28.0'
 	.venv-bench/bin/pip check
 	touch $@
 
