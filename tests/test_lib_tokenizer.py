@@ -38,6 +38,11 @@ class CheckedLexicon(Lexicon):
         super().move(unit, new_rank)
         self._checked()
 
+    def rerank_all(self, updates, delta):
+        deleted = super().rerank_all(updates, delta)
+        self._checked()
+        return deleted
+
     def _checked(self) -> None:
         self.updates += 1
         self.check()
@@ -136,13 +141,53 @@ def test_single_character_punished_past_tail_is_kept_at_tail():
     assert trainer.lexicon.units() == ["ab", "cd", "ef", "x"]
 
 
-def test_repeated_moves_into_one_gap_renumber_and_keep_views_consistent():
-    lexicon = CheckedLexicon(["a", "b", "c", "d"])
-    for _ in range(60):  # always between the first two units: halves one gap each time
-        lexicon.move("d", 1)
-        lexicon.move("c", 1)
-    assert lexicon.renumberings >= 1
-    assert lexicon.units() == ["a", "c", "d", "b"]
+def test_rank_tree_follows_a_plain_list_through_random_updates():
+    rng = random.Random(7)
+    lexicon, model = CheckedLexicon(), []
+    for step in range(1500):
+        op = rng.random()
+        if op < 0.4 or len(model) < 3:
+            unit = f"u{step}"
+            lexicon.append(unit)
+            model.append(unit)
+        elif op < 0.55:
+            unit = model.pop(rng.randrange(len(model)))
+            lexicon.delete(unit)
+        else:
+            unit = model.pop(rng.randrange(len(model)))
+            rank = rng.randrange(len(model) + 1)
+            model.insert(rank, unit)
+            lexicon.move(unit, rank)
+        assert lexicon.unit_at(len(model) - 1) == model[-1]
+    assert lexicon.units() == model
+    assert list(lexicon.iter_from_tail()) == model[::-1]
+    assert [lexicon.rank(u) for u in model] == list(range(len(model)))
+
+
+def test_rank_tree_stays_shallow_under_many_moves():
+    lexicon = Lexicon(f"u{i}" for i in range(20_000))
+    rng = random.Random(3)
+    for _ in range(20_000):
+        lexicon.move(lexicon.unit_at(rng.randrange(20_000)), rng.randrange(20_000))
+    assert lexicon.depth() <= 4 * 15  # expected about 2 log2(n) ~ 30 for a treap of 20k nodes
+    lexicon.check()
+
+
+def test_batched_reranks_equal_one_at_a_time():
+    """`Lexicon.rerank_all` (one kernel call per document) == `LiBTrainer.rerank` in order."""
+    rng = random.Random(11)
+    units = [f"w{i}" for i in range(150)] + list("abcdefghij")
+    rng.shuffle(units)
+    updates = [(rng.choice([*units, "absent"]), rng.random() < 0.5) for _ in range(3000)]
+    one = LiBTrainer(LiBParams(delta=0.2), lexicon=CheckedLexicon(units))
+    for unit, is_reward in updates:
+        if unit in one.lexicon:
+            one.rerank(unit, is_reward)
+    batched = CheckedLexicon(units)
+    deleted = batched.rerank_all(updates, 0.2)
+    assert batched.units() == one.lexicon.units()
+    assert sorted(deleted) == sorted(set(units) - set(one.lexicon.units()))
+    assert all(len(u) > 1 for u in deleted) and set("abcdefghij") <= set(batched.units())
 
 
 # -- training --------------------------------------------------------------------------------------

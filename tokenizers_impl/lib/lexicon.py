@@ -1,58 +1,71 @@
-"""The LiB lexicon: ordered ranks, a prefix trie and a unit -> rank index, updated together.
+"""The LiB lexicon: ordered ranks, a prefix trie and a unit -> node index, updated together.
 
-Ranks are kept with fractional keys: every unit holds an integer sort key, the keys live in a
-`sortedcontainers.SortedList`, and a unit's rank is the position of its key. A rank move removes the
-key and inserts a fresh one between the keys of its new neighbours, so a move, a rank lookup and
-`unit_at(rank)` each cost O(log n) (SortedList's amortised cost; no list slicing, no list.index).
-Keys start `GAP` apart; when two neighbours have no integer left between them, all keys are
-renumbered in one O(n) pass, which happens about once every log2(GAP) moves into the same gap.
+Ranks live in an implicit treap (ranks.py): every unit is a node of a randomised balanced binary
+tree ordered by position, held in one int32 array and operated on by numba kernels. A unit's rank
+is its in-order position; a move (remove + insert at the new position), a rank lookup and
+`unit_at(rank)` each cost expected O(log n), independent of the distance moved (no list slicing,
+no list.index). `rerank_all` applies a whole document's rewards/punishments in one kernel call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
-from sortedcontainers import SortedList
+import numpy as np
+
+from tokenizers_impl.lib import ranks
+from tokenizers_impl.lib.ranks import ALIVE, FLAGS, LEFT, PARENT, RIGHT, SINGLE, SIZE
 
 END = ""  # trie marker: node[END] is the unit that ends at this node (chars are never "")
-GAP = 1 << 40
 
 
 class Lexicon:
-    """Ordered units (rank 0 = strongest) with a prefix trie and a unit -> sort-key index."""
+    """Ordered units (rank 0 = strongest) with a prefix trie and a unit -> tree-node index."""
 
     def __init__(self, units: Iterable[str] = ()):
-        self._keys = SortedList()
-        self._unit_of_key: dict[int, str] = {}
-        self._key_of: dict[str, int] = {}  # the index: unit -> sort key (rank = position of key)
+        self._tree = np.zeros((5, 1025), dtype=np.int32)
+        self._node_of: dict[str, int] = {}  # the index: unit -> treap node (rank = its position)
+        self._unit_of: list[str | None] = [None]  # node -> unit
+        self._free: list[int] = []  # nodes of deleted units, reused
         self.trie: dict = {}
-        self.renumberings = 0
         for unit in units:
             self.append(unit)
 
     # -- reading ----------------------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self._key_of)
+        return len(self._node_of)
 
     def __contains__(self, unit: str) -> bool:
-        return unit in self._key_of
+        return unit in self._node_of
 
     def __iter__(self) -> Iterator[str]:
-        unit_of = self._unit_of_key
-        return (unit_of[k] for k in self._keys)
+        return iter(self.units())
 
     def units(self) -> list[str]:
-        return list(self)
+        unit_of = self._unit_of
+        return [unit_of[x] for x in ranks.in_order(self._tree).tolist()]  # type: ignore[misc]
 
     def rank(self, unit: str) -> int:
-        return self._keys.bisect_left(self._key_of[unit])
+        return ranks.rank(self._tree, self._node_of[unit])
 
     def unit_at(self, rank: int) -> str:
-        return self._unit_of_key[self._keys[rank]]
+        if not 0 <= rank < len(self):
+            raise IndexError(f"rank {rank} outside 0..{len(self) - 1}")
+        return self._unit_of[ranks.select(self._tree, rank)]  # type: ignore[return-value]
 
     def iter_from_tail(self) -> Iterator[str]:
-        unit_of = self._unit_of_key
-        return (unit_of[k] for k in reversed(self._keys))
+        """Units from the tail; lazy, in growing batches (stop early to pay only for what is read).
+        The lexicon must not change while this is iterated."""
+        unit_of, done, batch = self._unit_of, 0, 64
+        while done < len(self):
+            nodes = ranks.from_tail(self._tree, done, batch).tolist()
+            yield from (unit_of[x] for x in nodes)  # type: ignore[misc]
+            done += len(nodes)
+            batch *= 4
+
+    def depth(self) -> int:
+        """Depth of the rank tree (expected O(log n))."""
+        return ranks.depth(self._tree)
 
     def matches(self, text: str, pos: int, max_len: int) -> tuple[str | None, str | None]:
         """Longest and second-longest units that are prefixes of text[pos:pos + max_len]."""
@@ -72,19 +85,61 @@ class Lexicon:
         """Add a new unit at the tail."""
         if not unit:
             raise ValueError("a lexicon unit must not be empty")
-        if unit in self._key_of:
+        if unit in self._node_of:
             raise ValueError(f"unit {unit!r} is already in the lexicon")
-        key = self._keys[-1] + GAP if self._keys else 0
-        self._set_key(unit, key)
+        if self._free:
+            x = self._free.pop()
+            self._unit_of[x] = unit
+        else:
+            x = len(self._unit_of)
+            self._unit_of.append(unit)
+            if x >= self._tree.shape[1]:
+                grown = np.zeros((5, 2 * self._tree.shape[1]), dtype=np.int32)
+                grown[:, : self._tree.shape[1]] = self._tree
+                self._tree = grown
+        self._tree[FLAGS, x] = ALIVE | (SINGLE if len(unit) == 1 else 0)
+        ranks.insert_at(self._tree, x, len(self._node_of))
+        self._node_of[unit] = x
         node = self.trie
         for ch in unit:
             node = node.setdefault(ch, {})
         node[END] = unit
 
     def delete(self, unit: str) -> None:
-        key = self._key_of.pop(unit)
-        del self._unit_of_key[key]
-        self._keys.remove(key)
+        x = self._node_of[unit]
+        ranks.remove(self._tree, x)
+        self._forget(x)
+
+    def move(self, unit: str, new_rank: int) -> None:
+        """Move a unit so that it ends at `new_rank` (0 <= new_rank < len)."""
+        if not 0 <= new_rank < len(self):
+            raise IndexError(f"rank {new_rank} outside 0..{len(self) - 1}")
+        ranks.move(self._tree, self._node_of[unit], new_rank)
+
+    def rerank_all(self, updates: Sequence[tuple[str, bool]], delta: float) -> list[str]:
+        """Apply (unit, is_reward) in order, each moving its unit floor(rank * delta) + 1 places
+        (rank 0 never moves; units not in the lexicon are skipped); a multi-character unit pushed
+        past the tail is deleted, a single character stays at the tail. Returns the deleted units."""
+        node_of = self._node_of
+        nodes = np.fromiter(
+            (node_of.get(u, 0) for u, _ in updates), dtype=np.int32, count=len(updates)
+        )
+        rewards = np.fromiter((r for _, r in updates), dtype=np.bool_, count=len(updates))
+        doomed = ranks.rerank_all(self._tree, nodes, rewards, float(delta)).tolist()
+        deleted = [self._unit_of[x] for x in doomed]
+        for x in doomed:
+            self._forget(x)
+        return deleted  # type: ignore[return-value]
+
+    # -- internals --------------------------------------------------------------------------------
+    def _forget(self, x: int) -> None:
+        """Drop detached node x's unit from the index and the trie; x is reused later."""
+        unit = self._unit_of[x]
+        assert unit is not None
+        del self._node_of[unit]
+        self._unit_of[x] = None
+        self._tree[FLAGS, x] = 0
+        self._free.append(x)
         path = [self.trie]
         for ch in unit:
             path.append(path[-1][ch])
@@ -94,54 +149,17 @@ class Lexicon:
                 break
             del path[depth - 1][unit[depth - 1]]
 
-    def move(self, unit: str, new_rank: int) -> None:
-        """Move a unit so that it ends at `new_rank` (0 <= new_rank < len)."""
-        old_key = self._key_of[unit]
-        self._keys.remove(old_key)
-        del self._unit_of_key[old_key]
-        key = self._key_between(new_rank)
-        if key is None:
-            self._renumber()
-            key = self._key_between(new_rank)
-        self._set_key(unit, key)
-
-    # -- internals --------------------------------------------------------------------------------
-    def _set_key(self, unit: str, key: int) -> None:
-        self._key_of[unit] = key
-        self._unit_of_key[key] = unit
-        self._keys.add(key)
-
-    def _key_between(self, rank: int) -> int | None:
-        """A free key that would sit at position `rank` of the current keys, or None if none is left."""
-        keys = self._keys
-        if not keys:
-            return 0
-        if rank <= 0:
-            return keys[0] - GAP
-        if rank >= len(keys):
-            return keys[-1] + GAP
-        low, high = keys[rank - 1], keys[rank]
-        if high - low < 2:
-            return None
-        return (low + high) // 2
-
-    def _renumber(self) -> None:
-        self.renumberings += 1
-        units = list(self)
-        self._keys = SortedList(range(0, len(units) * GAP, GAP))
-        self._unit_of_key = {i * GAP: u for i, u in enumerate(units)}
-        self._key_of = {u: i * GAP for i, u in enumerate(units)}
-
     def check(self) -> None:
         """Raise AssertionError unless ranks, trie and index describe the same ordered units."""
         ordered = self.units()
-        if len(ordered) != len(self._key_of) or set(ordered) != set(self._key_of):
+        if len(ordered) != len(self._node_of) or set(ordered) != set(self._node_of):
             raise AssertionError("rank order and index hold different units")
         for rank, unit in enumerate(ordered):
             if self.rank(unit) != rank:
                 raise AssertionError(
                     f"index gives rank {self.rank(unit)} for {unit!r} at rank {rank}"
                 )
+        self._check_tree(ordered)
         in_trie: list[str] = []
         stack = [self.trie]
         while stack:
@@ -155,3 +173,23 @@ class Lexicon:
                     stack.append(child)
         if sorted(in_trie) != sorted(ordered):
             raise AssertionError("the trie and the rank order hold different units")
+
+    def _check_tree(self, ordered: list[str]) -> None:
+        """Subtree sizes, parent links and flags of the treap agree with the index."""
+        tree = self._tree
+        root = int(tree[PARENT, 0])
+        if tree[SIZE, 0] or tree[LEFT, 0] or tree[RIGHT, 0]:
+            raise AssertionError("the rank tree's null node was written to")
+        if (root == 0) != (not ordered) or (root and tree[PARENT, root] != 0):
+            raise AssertionError("the rank tree's root is wrong")
+        for unit in ordered:
+            x = self._node_of[unit]
+            left, right = int(tree[LEFT, x]), int(tree[RIGHT, x])
+            if tree[SIZE, x] != 1 + tree[SIZE, left] + tree[SIZE, right]:
+                raise AssertionError(f"subtree size of {unit!r} is wrong")
+            if any(c and tree[PARENT, c] != x for c in (left, right)):
+                raise AssertionError(f"a child of {unit!r} does not point back to it")
+            if self._unit_of[x] != unit or not tree[FLAGS, x] & ALIVE:
+                raise AssertionError(f"node of {unit!r} is not marked as holding it")
+            if bool(tree[FLAGS, x] & SINGLE) != (len(unit) == 1):
+                raise AssertionError(f"single-character flag of {unit!r} is wrong")

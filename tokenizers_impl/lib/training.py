@@ -160,9 +160,8 @@ class LiBTrainer:
                     lex.delete(unit)
             else:
                 self.probation[unit] = life - 1
-        for unit, is_reward in self.pending:
-            if unit in lex:
-                self.rerank(unit, is_reward)
+        for unit in lex.rerank_all(self.pending, self.params.delta):  # step 6 in one kernel call
+            self.probation.pop(unit, None)
         self.pending.clear()
         self.mark_tail()
         if self.max_units is not None:
