@@ -5,6 +5,11 @@ the same text with LiB's final vocabulary size, and both encode the next --eval-
 Speeds are per core: CPU seconds of this one process (the machine may be shared).
 
     .venv/bin/python bench/lib_vs_bpe.py --train-mb 2 --eval-mb 1
+    .venv/bin/python bench/lib_vs_bpe.py --reference-scale   # LiB only, English, 35 M chars
+
+--reference-scale trains LiB alone on the reference's amount of English (the first 35 M characters
+of en.jsonl, sentences = lines, default parameters) and prints the figures quoted in issue 3 next to
+the reference's.
 """
 
 from __future__ import annotations
@@ -140,6 +145,60 @@ def bench_language(lang: str, args) -> dict[str, dict]:
     return rows
 
 
+def reference_scale(args) -> dict:
+    """LiB on as much English as the reference trained on; its lexicon, speed and compression."""
+    train, held, chars = [], [], 0
+    with (CORPUS / "en.jsonl").open(encoding="utf-8") as handle:
+        for line in handle:
+            text = json.loads(line)["text"]
+            if chars < REFERENCE["chars"]:
+                train.append(text)
+                chars += len(text)
+            elif sum(len(t) for t in held) < args.eval_mb * 1e6:
+                held.append(text)
+            else:
+                break
+    sentences = sum(len(t.splitlines()) for t in train)
+    lib, train_s = cpu_timed(
+        lambda: LiBTokenizer.train(
+            train,
+            vocab_size=args.vocab_cap,
+            progress=args.progress,
+            progress_every=max(1, len(train) // 10),
+            doc_sentences=args.doc_sentences,
+        )
+    )
+    encoded, mb_s, second_half_mb_s = encode_speed(lib, held)
+    row = {
+        "train_sentences": sentences,
+        "train_mchars": chars / 1e6,
+        "train_s": train_s,
+        "s_per_1k_sent": train_s / sentences * 1000,
+        "units": len(lib.units),
+        "encode_mb_s": mb_s,
+        "encode_2nd_half_mb_s": second_half_mb_s,
+    }
+    row.update(vocabulary_figures([u.encode("utf-8") for u in lib.units]))
+    row.update(usage_figures(lib, held, encoded))
+    ref = REFERENCE
+    print(
+        f"LiB on en, {sentences} lines / {chars / 1e6:.1f} M chars, doc_sentences={args.doc_sentences}"
+    )
+    print(f"{'':18s}{'LiB':>12s}{'reference':>12s}")
+    for name, value, ref_value, fmt in (
+        ("train_s", train_s, ref["train_s"], "{:.1f}"),
+        ("s_per_1k_sent", row["s_per_1k_sent"], ref["s_per_1k_sentences"], "{:.3f}"),
+        ("units", row["units"], ref["units"], "{:.0f}"),
+        ("with_space", row["with_space"], ref["with_space"], "{:.1%}"),
+        ("multiword", row["multiword"], None, "{:.1%}"),
+        ("bytes_per_token", row["bytes_per_token"], ref["bytes_per_token"], "{:.2f}"),
+        ("encode_mb_s", mb_s, ref["encode_mb_s"], "{:.2f}"),
+    ):
+        ref_cell = "-" if ref_value is None else fmt.format(ref_value)
+        print(f"{name:18s}{fmt.format(value):>12s}{ref_cell:>12s}")
+    return row
+
+
 FIELDS = [
     ("vocab", "{:.0f}"),
     ("train_s", "{:.1f}"),
@@ -179,9 +238,25 @@ def main() -> None:
     parser.add_argument("--vocab-cap", type=int, default=None, help="LiB hard vocabulary cap")
     parser.add_argument("--progress", action="store_true", help="LiB training progress lines")
     parser.add_argument("--json", type=Path, help="also write all figures to this file")
+    parser.add_argument(
+        "--reference-scale",
+        action="store_true",
+        help="LiB only, on the reference's 35 M characters of English (see the module doc)",
+    )
+    parser.add_argument(
+        "--doc-sentences",
+        type=int,
+        default=None,
+        help="LiB document = N lines (with --reference-scale)",
+    )
     args = parser.parse_args()
     if not CORPUS.is_dir():
         sys.exit(f"bench corpus not found at {CORPUS}")
+    if args.reference_scale:
+        row = reference_scale(args)
+        if args.json:
+            args.json.write_text(json.dumps(row, indent=1))
+        return
     results = {}
     for lang in args.langs.split(","):
         results[lang] = bench_language(lang, args)
