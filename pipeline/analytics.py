@@ -10,12 +10,14 @@ DuckDB: DuckDB pushes column projections into the scan and nothing is materialis
 from __future__ import annotations
 
 import json
+import weakref
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -27,6 +29,9 @@ from schemas.shards import REJECTS_SCHEMA, RUNS_DIR
 
 SQL_FILE = Path(__file__).resolve().parent.parent / "schemas" / "analytics_v1.sql"
 DEFAULT_ALPHA = 2.5
+MAX_ALPHA = 16.0
+# connection -> [(tokenizer label, filesystem, paths of its per-unit token counts)], by connect()
+_UNIT_COUNTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 GROUP_COLUMNS = ("source", "lang")  # the only columns metrics may be grouped by (besides tokenizer)
 SHARD_COLUMNS = (
     "doc_id",
@@ -269,6 +274,7 @@ def connect(
     outputs, ledger_rows, runs_rows = [], [], []
     shard_branches, reject_branches, merge_branches, unigram_branches = [], [], [], []
     pending: list[tuple[Output, list[dict[str, Any]]]] = []
+    unit_counts: list[tuple[str, pafs.FileSystem, list[str]]] = []
     for url in urls:
         output = Output(url, storage_options)
         entries = committed_entries(output)
@@ -309,10 +315,9 @@ def connect(
                 f"SELECT {index} AS dataset_id, * FROM {quote_ident(f'_rejects_{index}')}"
             )
         if all(e.get("unigrams") for e in group):  # counted at tokenization time
-            con.register(
-                f"_unigrams_{index}",
-                ledger_dataset(output, [(e["unit_id"], e["unigrams"]) for e in group], fs),
-            )
+            unigrams = ledger_dataset(output, [(e["unit_id"], e["unigrams"]) for e in group], fs)
+            unit_counts.append((label, fs, [output.path(e["unigrams"]) for e in group]))
+            con.register(f"_unigrams_{index}", unigrams)
             unigram_branches.append(
                 f"SELECT {index} AS dataset_id, source, lang, token_id, count "
                 f"FROM {quote_ident(f'_unigrams_{index}')}"
@@ -351,6 +356,7 @@ def connect(
     if len(unigram_branches) == len(pending):
         # every unit carries its token counts: the unigram views never unnest the token lists
         _union(con, "_unigrams", unigram_branches, "")
+        _UNIT_COUNTS[con] = unit_counts
         con.execute(
             "CREATE OR REPLACE VIEW unigram_counts AS SELECT dataset_id, source, lang, token_id, "
             "sum(count)::BIGINT AS n FROM _unigrams GROUP BY ALL"
@@ -405,8 +411,9 @@ def set_parameters(
     con: duckdb.DuckDBPyConnection, *, alpha: float = DEFAULT_ALPHA, baseline: str | None = None
 ) -> None:
     """Set the Renyi alpha and the baseline tokenizer (by label) used by the metrics views."""
-    if not alpha > 0 or alpha == 1:
-        raise AnalyticsError(f"Renyi alpha must be > 0 and != 1, got {alpha}")
+    if not 0 < alpha <= MAX_ALPHA or alpha == 1:
+        # sum(n ** alpha) over token counts stays finite in doubles up to alpha = 16
+        raise AnalyticsError(f"Renyi alpha must be in (0, {MAX_ALPHA:g}] and != 1, got {alpha}")
     if baseline is not None and baseline not in (names := tokenizers(con)):
         raise AnalyticsError(
             f"baseline tokenizer {baseline!r} is not in these outputs; "
@@ -416,16 +423,37 @@ def set_parameters(
     con.execute("SET VARIABLE baseline = ?", [baseline])
 
 
+def unigram_stats_sql(group: str, counts: str) -> str:
+    """Unigram statistics (types, entropy, renyi_entropy, unigram_bits) per `group` (SQL columns)
+    from `counts` (a relation or parenthesised query with those columns and `n`)."""
+    sql = sql_sections()["unigram_stats"]
+    return sql.replace("{group}", group).replace("{counts}", counts)
+
+
 def metrics_sql(
-    by: Sequence[str] = GROUP_COLUMNS, unigram: str = "unigram_counts", documents: str = "documents"
+    by: Sequence[str] = GROUP_COLUMNS,
+    unigram: str = "unigram_counts",
+    documents: str = "documents",
+    unigram_stats: str | None = None,
 ) -> str:
     """The metrics query grouped by tokenizer and `by` (a subset of GROUP_COLUMNS), reading token
-    counts from `unigram` and per-document counts from `documents` (views or cached tables)."""
+    counts from `unigram` (dataset_id, source, lang, token_id, n) and per-document counts from
+    `documents` (views or cached tables). `unigram_stats` names a relation that already holds the
+    unigram statistics at this grain (see unigram_stats_sql), which spares the token counts."""
     bad = [c for c in by if c not in GROUP_COLUMNS]
     if bad:
         raise AnalyticsError(f"cannot group metrics by {bad}; choose from {list(GROUP_COLUMNS)}")
     keys = "".join(f", {quote_ident(c)}" for c in by)
+    if unigram_stats is None:
+        counts = (
+            f"(SELECT o.tokenizer{keys}, u.token_id, sum(u.n)::DOUBLE AS n "
+            f"FROM {quote_ident(unigram)} u JOIN _outputs o USING (dataset_id) GROUP BY ALL)"
+        )
+        stats_sql = unigram_stats_sql(f"tokenizer{keys}", counts)
+    else:
+        stats_sql = f"SELECT * FROM {quote_ident(unigram_stats)}"
     replacements = {
+        "{unigram_stats}": stats_sql,
         "{keys}": keys,
         "{d_keys}": "".join(f", d.{quote_ident(c)}" for c in by),
         "{join_u}": "".join(
@@ -434,7 +462,6 @@ def metrics_sql(
         "{join_n}": "".join(
             f" AND n.{quote_ident(c)} IS NOT DISTINCT FROM d.{quote_ident(c)}" for c in by
         ),
-        "{unigram}": quote_ident(unigram),
         "{documents}": quote_ident(documents),
     }
     sql = sql_sections()["metrics"]
@@ -448,33 +475,202 @@ def query(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
     return con.sql(sql).to_arrow_table()
 
 
+KEYED_CHUNK_ROWS = 1 << 22  # per-unit count rows gathered in memory before DuckDB folds them in
+TOKEN_MASK = 0xFFFFFFFF
+
+
+def _constant(values: pa.Array, first: Any) -> bool:
+    if first is None:
+        return values.null_count == len(values)
+    return values.null_count == 0 and pc.all(pc.equal(values, first)).as_py()
+
+
+def _keyed_from_unit_counts(
+    con: duckdb.DuckDBPyConnection, sources: list[tuple[str, pafs.FileSystem, list[str]]]
+) -> None:
+    """`_unigram_keyed` (k = group id << 32 | token id, n) and `_unigram_group_names` from the
+    per-unit count files. Grouping 4-tuples with two strings costs DuckDB several times more than
+    one integer key, and the strings repeat within a file, so each file's (source, lang) pairs are
+    numbered here from their dictionaries; rows reach DuckDB in chunks of KEYED_CHUNK_ROWS."""
+    groups: dict[tuple[str, str | None, str | None], int] = {}
+    lang_groups: dict[tuple[str, str | None], int] = {}
+    keys: list[np.ndarray] = []
+    counts: list[np.ndarray] = []
+    pending = flushes = 0
+    con.execute("CREATE OR REPLACE TEMP TABLE _unigram_partial (k UBIGINT, n DOUBLE)")
+
+    def flush() -> None:
+        nonlocal pending, flushes, keys, counts
+        chunk = pa.table({"k": np.concatenate(keys), "count": np.concatenate(counts)})
+        con.register("_unigram_chunk", chunk)
+        con.execute(
+            "INSERT INTO _unigram_partial SELECT k, sum(count)::DOUBLE FROM _unigram_chunk GROUP BY k"
+        )
+        con.unregister("_unigram_chunk")
+        keys, counts, pending, flushes = [], [], 0, flushes + 1
+
+    def group_ids(label: str, source: pa.Array, lang: pa.Array) -> np.ndarray | int:
+        """The group id of every row, or one id when the batch holds a single (source, lang), as
+        the engine writes them (one record batch per group)."""
+        s0, l0 = source[0].as_py(), lang[0].as_py()
+        if _constant(source, s0) and _constant(lang, l0):
+            lang_groups.setdefault((label, l0), len(lang_groups))
+            return groups.setdefault((label, s0, l0), len(groups))
+        src = pc.dictionary_encode(source, null_encoding="encode")
+        lng = pc.dictionary_encode(lang, null_encoding="encode")
+        src_names, lang_names = src.dictionary.to_pylist(), lng.dictionary.to_pylist()
+        for l_name in lang_names:
+            lang_groups.setdefault((label, l_name), len(lang_groups))
+        gid = np.array(
+            [
+                [groups.setdefault((label, a, b), len(groups)) for b in lang_names]
+                for a in src_names
+            ],
+            dtype=np.uint64,
+        ).reshape(len(src_names), len(lang_names))
+        return gid[src.indices.to_numpy(), lng.indices.to_numpy()]
+
+    for label, fs, paths in sources:
+        for path in paths:
+            with fs.open_input_file(path) as handle:
+                reader = pa.ipc.open_file(handle)
+                for i in range(reader.num_record_batches):
+                    batch = reader.get_batch(i)
+                    if not batch.num_rows:
+                        continue
+                    gid = group_ids(label, batch.column("source"), batch.column("lang"))
+                    tokens = batch.column("token_id").to_numpy().astype(np.uint64)
+                    keys.append((np.uint64(gid) << np.uint64(32)) | tokens)
+                    counts.append(batch.column("count").to_numpy())
+                    pending += batch.num_rows
+            if pending >= KEYED_CHUNK_ROWS:
+                flush()
+    if pending or not flushes:
+        if not keys:
+            keys, counts = [np.zeros(0, np.uint64)], [np.zeros(0, np.int64)]
+        flush()
+    if flushes == 1:
+        con.execute("ALTER TABLE _unigram_partial RENAME TO _unigram_keyed")
+    else:
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _unigram_keyed AS "
+            "SELECT k, sum(n) AS n FROM _unigram_partial GROUP BY k"
+        )
+        con.execute("DROP TABLE _unigram_partial")
+    names = pa.table(
+        {
+            "gid": pa.array(list(groups.values()), pa.int64()),
+            "tokenizer": [g[0] for g in groups],
+            "source": [g[1] for g in groups],
+            "lang": [g[2] for g in groups],
+            "lang_gid": pa.array([lang_groups[(g[0], g[2])] for g in groups], pa.int64()),
+        }
+    )
+    con.register("_unigram_names_arrow", names)
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _unigram_group_names AS SELECT * FROM _unigram_names_arrow"
+    )
+    con.unregister("_unigram_names_arrow")
+
+
+def _keyed_from_relation(con: duckdb.DuckDBPyConnection, relation: str) -> None:
+    """`_unigram_keyed` and `_unigram_group_names` from a relation of (dataset_id, source, lang,
+    token_id, n) rows (the shards' token lists, unnested)."""
+    rel = quote_ident(relation)
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _unigram_group_names AS "
+        "SELECT (row_number() OVER (ORDER BY tokenizer, source, lang) - 1)::BIGINT AS gid, "
+        "tokenizer, source, lang, "
+        "(dense_rank() OVER (ORDER BY tokenizer, lang) - 1)::BIGINT AS lang_gid "
+        f"FROM (SELECT DISTINCT o.tokenizer, u.source, u.lang FROM {rel} u "
+        "JOIN _outputs o USING (dataset_id))"
+    )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _unigram_keyed AS "
+        "SELECT (g.gid::UBIGINT << 32) | u.token_id::UBIGINT AS k, sum(u.n)::DOUBLE AS n "
+        f"FROM {rel} u JOIN _outputs o USING (dataset_id) JOIN _unigram_group_names g "
+        "ON g.tokenizer = o.tokenizer AND g.source IS NOT DISTINCT FROM u.source "
+        "AND g.lang IS NOT DISTINCT FROM u.lang GROUP BY ALL"
+    )
+
+
+def _unigram_stats_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """`_unigram_stats_source` and `_unigram_stats_lang` (tokenizer, [source,] lang, types,
+    entropy, renyi_entropy, unigram_bits) from `_unigram_keyed`, grouped on integer keys only."""
+    by_gid = unigram_stats_sql("gid", "(SELECT (k >> 32)::BIGINT AS gid, n FROM _unigram_keyed)")
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _unigram_stats_source AS "
+        "SELECT g.tokenizer, g.source, g.lang, s.* EXCLUDE (gid) "
+        f"FROM ({by_gid}) s JOIN _unigram_group_names g USING (gid)"
+    )
+    lang_counts = (
+        f"(SELECT (g.lang_gid::UBIGINT << 32) | (u.k & {TOKEN_MASK}) AS k2, sum(u.n) AS n "
+        "FROM _unigram_keyed u JOIN _unigram_group_names g ON g.gid = (u.k >> 32)::BIGINT "
+        "GROUP BY k2)"
+    )
+    by_lang = unigram_stats_sql(
+        "lang_gid", f"(SELECT (k2 >> 32)::BIGINT AS lang_gid, n FROM {lang_counts})"
+    )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _unigram_stats_lang AS "
+        "SELECT g.tokenizer, g.lang, s.* EXCLUDE (lang_gid) "
+        f"FROM ({by_lang}) s JOIN (SELECT DISTINCT lang_gid, tokenizer, lang "
+        "FROM _unigram_group_names) g USING (lang_gid)"
+    )
+
+
 def report_tables(con: duckdb.DuckDBPyConnection) -> dict[str, pa.Table]:
-    """Everything a report shows. The shards are scanned twice in all, inside DuckDB: once for the
-    token counts per group and token id, once for the per-document counts (no token lists)."""
+    """Everything a report shows, with each input read once: the token counts per (tokenizer,
+    source, language, token id) are folded into one temporary table keyed by integers (from the
+    per-unit counts the engine wrote at tokenization time when every unit has them, else by
+    unnesting the shards' token lists inside DuckDB), the per-document counts go into another
+    (no token lists), and every metric is grouped from those two."""
     sections = sql_sections()
-    con.execute(sections["unigram_groups"])
-    distinct = con.execute("SELECT count(*) = count(DISTINCT h) FROM _unigram_groups").fetchall()
-    if has_precounted_unigrams(con):
-        con.execute("CREATE OR REPLACE TEMP TABLE _unigram_cache AS SELECT * FROM unigram_counts")
-    elif distinct == [(True,)]:
-        con.execute(sections["unigram_cache"])
-    else:  # two groups share a 32-bit hash: count by the group columns themselves
-        con.execute("CREATE OR REPLACE TEMP TABLE _unigram_cache AS SELECT * FROM unigram_counts")
+    temps = ["_unigram_keyed", "_unigram_group_names", "_unigram_stats_source"]
+    temps += ["_unigram_stats_lang", "_documents_cache"]
+    unit_counts = _UNIT_COUNTS.get(con)
+    if unit_counts is not None and has_precounted_unigrams(con):
+        _keyed_from_unit_counts(con, unit_counts)
+    elif has_precounted_unigrams(con):  # a database file opened without connect()
+        _keyed_from_relation(con, "unigram_counts")
+    else:
+        temps.append("_unigram_groups")
+        con.execute(sections["unigram_groups"])
+        distinct = con.execute(
+            "SELECT count(*) = count(DISTINCT h) FROM _unigram_groups"
+        ).fetchall()
+        if distinct == [(True,)]:  # count by (group hash << 32 | token id): several times faster
+            con.execute(sections["unigram_hashed"])
+            temps.append("_unigram_hashed")
+            _keyed_from_relation(con, "_unigram_hashed")
+        else:  # two groups share a 32-bit hash: count by the group columns themselves
+            _keyed_from_relation(con, "unigram_counts")
+    _unigram_stats_tables(con)
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE _documents_cache AS SELECT {', '.join(DOC_CACHE)} "
         "FROM documents"
     )
     tables = {
-        "by_lang": query(con, metrics_sql(("lang",), "_unigram_cache", "_documents_cache")),
+        "by_lang": query(
+            con,
+            metrics_sql(
+                ("lang",), documents="_documents_cache", unigram_stats="_unigram_stats_lang"
+            ),
+        ),
         "by_source": query(
-            con, metrics_sql(("source", "lang"), "_unigram_cache", "_documents_cache")
+            con,
+            metrics_sql(
+                ("source", "lang"),
+                documents="_documents_cache",
+                unigram_stats="_unigram_stats_source",
+            ),
         ),
         "merge": query(con, sections["merge_summary"]),
         "length_histogram": query(
             con, sections["length_histogram"].replace("{documents}", "_documents_cache")
         ),
     }
-    for name in ("_unigram_cache", "_documents_cache", "_unigram_groups"):
+    for name in temps:
         con.execute(f"DROP TABLE {name}")
     return tables
 

@@ -9,8 +9,9 @@
 --              (batch_id, ...)
 --   _ledger, _rejects, _runs, _merge_batches   ledger entries, reject rows, run summaries and
 --              dynamic-merge batch statistics (empty when no output has them)
--- Placeholders (replaced by Python with quoted identifiers only): {keys}, {d_keys}, {join_u},
--- {join_n}, {unigram}, {documents}. Values (baseline tokenizer, Renyi alpha) are DuckDB
+-- Placeholders (replaced by Python with quoted identifiers or SQL built from them only): {keys},
+-- {d_keys}, {join_u}, {join_n}, {unigram}, {documents}, {unigram_stats}, {group}, {counts}.
+-- Values (baseline tokenizer, Renyi alpha) are DuckDB
 -- variables, never text.
 
 -- name: views
@@ -47,11 +48,11 @@ GROUP BY ALL;
 CREATE OR REPLACE TEMP TABLE _unigram_groups AS
 SELECT DISTINCT dataset_id, source, lang, hash(dataset_id, source, lang) >> 32 AS h FROM _shards;
 
--- name: unigram_cache
--- unigram_counts, materialised for a report. Hashing one integer key (group hash << 32 | token)
+-- name: unigram_hashed
+-- unigram_counts from the shards, for a report whose units carry no counts. Hashing one integer key (group hash << 32 | token)
 -- is several times faster in DuckDB than grouping by the string columns; used only when the
--- group hashes are distinct (checked by the caller), else unigram_counts is copied as is.
-CREATE OR REPLACE TEMP TABLE _unigram_cache AS
+-- group hashes are distinct (checked by the caller), else unigram_counts is read as is.
+CREATE OR REPLACE TEMP TABLE _unigram_hashed AS
 WITH counted AS (
     SELECT k, count(*) AS n
     FROM (SELECT (h << 32) | unnest(tokens)::UBIGINT AS k
@@ -60,6 +61,20 @@ WITH counted AS (
 )
 SELECT g.dataset_id, g.source, g.lang, (c.k & 4294967295)::UINTEGER AS token_id, c.n
 FROM counted c JOIN _unigram_groups g ON g.h = c.k >> 32;
+
+-- name: unigram_stats
+-- Unigram statistics per {group} from token counts n ({counts}: one row per group and token), in
+-- one pass and no window: with N = sum(n) and S = sum(n ln n), the entropy is H = ln N - S / N, the
+-- Renyi entropy H_a = (ln sum(n^a) - a ln N) / (1 - a), the unigram code length (N ln N - S) / ln 2.
+SELECT {group},
+       count(*) AS types,
+       greatest(ln(sum(n)) - sum(n * ln(n)) / sum(n), 0.0) AS entropy,
+       greatest((ln(sum(pow(n, coalesce(getvariable('renyi_alpha'), 2.5)::DOUBLE))) -
+                 coalesce(getvariable('renyi_alpha'), 2.5)::DOUBLE * ln(sum(n))) /
+                (1 - coalesce(getvariable('renyi_alpha'), 2.5)::DOUBLE), 0.0) AS renyi_entropy,
+       greatest(sum(n) * ln(sum(n)) - sum(n * ln(n)), 0.0) / ln(2) AS unigram_bits
+FROM {counts}
+GROUP BY ALL
 
 -- name: metrics
 -- One row per tokenizer x {keys}. Definitions: docs/analytics.md and ALGORITHMS.md section 5.
@@ -79,23 +94,8 @@ WITH docs AS (
     FROM {documents}
     GROUP BY ALL
 ),
-counts AS (
-    SELECT o.tokenizer{keys}, u.token_id, sum(u.n)::DOUBLE AS n
-    FROM {unigram} u JOIN _outputs o USING (dataset_id)
-    GROUP BY ALL
-),
-probs AS (
-    SELECT *, n / sum(n) OVER (PARTITION BY tokenizer{keys}) AS p FROM counts
-),
 unigram AS (
-    SELECT tokenizer{keys},
-           count(*) AS types,
-           -sum(p * ln(p)) AS entropy,
-           ln(sum(pow(p, coalesce(getvariable('renyi_alpha'), 2.5)::DOUBLE))) /
-               (1 - coalesce(getvariable('renyi_alpha'), 2.5)::DOUBLE) AS renyi_entropy,
-           -sum(n * log2(p)) AS unigram_bits
-    FROM probs
-    GROUP BY ALL
+    {unigram_stats}
 ),
 vocab AS (
     SELECT tokenizer, max(vocab_size) AS vocab_size FROM _outputs GROUP BY ALL

@@ -429,3 +429,48 @@ def test_report_fast_token_count_equals_the_metrics_views(two_tokenizers):
             {k: pytest.approx(v, rel=1e-12) if isinstance(v, float) else v for k, v in row.items()}
             for row in want
         ]
+
+
+def test_report_from_unit_token_counts_equals_unnesting_the_shards(compared, tmp_path):
+    """The engine's per-unit counts (unigrams/) and the shards' token lists give the same report."""
+    import shutil
+
+    from pipeline.analytics import has_precounted_unigrams, report_tables
+
+    out, _ = compared
+    urls = sorted(str(p) for p in out.iterdir() if p.name != "report")
+    stripped = []
+    for url in urls:
+        copy = tmp_path / Path(url).name
+        shutil.copytree(url, copy)
+        for entry_path in (copy / "ledger").glob("*.json"):
+            entry = json.loads(entry_path.read_text())
+            entry["unigrams"] = None  # as written before the engine counted tokens per unit
+            entry_path.write_text(json.dumps(entry))
+        stripped.append(str(copy))
+    mixed = []  # the same counts with several (source, lang) groups in one record batch
+    for url in urls:
+        copy = tmp_path / f"mixed-{Path(url).name}"
+        shutil.copytree(url, copy)
+        for path in (copy / "unigrams").glob("*.arrow"):
+            table = pa.ipc.open_file(pa.py_buffer(path.read_bytes())).read_all().combine_chunks()
+            with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as out:
+                out.write_table(table)
+        mixed.append(str(copy))
+    counted, unnested = connect(urls), connect(stripped)
+    assert has_precounted_unigrams(counted) and not has_precounted_unigrams(unnested)
+    want = report_tables(counted)
+    for got in (report_tables(unnested), report_tables(connect(mixed))):
+        for key in ("by_lang", "by_source", "length_histogram"):
+            assert len(want[key]) == len(got[key]) > 0
+            for w, g in zip(want[key].to_pylist(), got[key].to_pylist(), strict=True):
+                assert g == {
+                    k: pytest.approx(v, rel=1e-12) if isinstance(v, float) else v
+                    for k, v in w.items()
+                }
+
+
+@pytest.mark.parametrize("alpha", [0, -1, 1, 16.5, float("nan")])
+def test_renyi_alpha_outside_the_exact_range_is_refused(two_tokenizers, alpha):
+    with pytest.raises(AnalyticsError, match="Renyi alpha must be in"):
+        connect(list(two_tokenizers), alpha=alpha)
