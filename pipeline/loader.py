@@ -11,7 +11,8 @@ are exactly the prefix [0, n * B * R), so a resume point is one number: the glob
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import functools
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ from pipeline.loader_stream import Mixture, PackedStream
 
 STATE_VERSION = 1
 IGNORE_INDEX = -100  # label value of padding (torch's cross_entropy default ignore_index)
+DTYPES = {torch.int64: np.int64, torch.int32: np.int32}
 
 
 @dataclass(frozen=True)
@@ -42,12 +44,18 @@ class EpochPlan:
 class TokenDataset(IterableDataset):
     """Packed token windows from one output (or a weighted mixture of several).
 
-    Yields dicts of int64 tensors: `input_ids` and `labels` (the window shifted by one), plus
-    `position_ids` (restarting at each document) and `document_ids` (segment number within the
-    window, for block-diagonal attention masks) when asked, and `index` (global sample index)
-    when `return_index`. With `batch_size` set, each item is a whole batch [batch_size, seq_len]:
-    use `DataLoader(dataset, batch_size=None)` (or `dataset.dataloader(...)`); that is what makes
-    the resume state exact with several workers. Without it, items are single samples [seq_len].
+    Yields dicts of `dtype` tensors (int64 by default; int32 halves the bytes moved):
+    `input_ids` and `labels` (the window shifted by one), plus `position_ids` (restarting at each
+    document) and `document_ids` (segment number within the window, for block-diagonal attention
+    masks) when asked, and `index` (global sample index, int64) when `return_index`. With
+    `batch_size` set, each item is a whole batch [batch_size, seq_len]: use
+    `DataLoader(dataset, batch_size=None)` (or `dataset.dataloader(...)`); that is what makes the
+    resume state exact with several workers. Without it, items are single samples [seq_len].
+
+    `input_ids` and `labels` are the views `w[:, :-1]` and `w[:, 1:]` of one [batch, seq_len + 1]
+    window tensor `w` (one storage, not contiguous: use `.reshape`/`.flatten`, not `.view`);
+    `position_ids`/`document_ids` share a second block of that storage. The padded labels of a
+    `drop_last=False` tail are the one exception (their own tensor).
     """
 
     def __init__(
@@ -72,6 +80,7 @@ class TokenDataset(IterableDataset):
         storage_options: dict[str, Any] | None = None,
         cache_dir: str | None = None,
         mix_block: int = 64,
+        dtype: torch.dtype | str = torch.int64,
     ):
         super().__init__()
         urls = [url] if isinstance(url, str) else list(url)
@@ -90,6 +99,10 @@ class TokenDataset(IterableDataset):
         self.shuffle, self.group_shards, self.drop_last = shuffle, group_shards, drop_last
         self.position_ids, self.document_ids = position_ids, document_ids
         self.return_index, self.pin_memory, self.mix_block = return_index, pin_memory, mix_block
+        self.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype {dtype}: int64 or int32")
+        self._np_dtype = DTYPES[self.dtype]
         self.stores = [ShardStore(u, storage_options, cache_dir) for u in urls]
         self.shards, tokenizers = zip(*(read_ledger(u, storage_options) for u in urls), strict=True)
         if len({t["fingerprint"] for t in tokenizers}) > 1:
@@ -102,12 +115,12 @@ class TokenDataset(IterableDataset):
         self.weights = list(weights) if weights is not None else [1.0] * len(urls)
         self.epoch = 0
         self._resume: dict[str, Any] | None = None
-        self._progress: dict[str, Any] | None = None  # consumer state after the last yield here
+        # consumer state after the last yield here: (layout, start, next_step, sample), made
+        # into a dict only when asked (state_dict), not for every batch
+        self._progress: tuple | None = None
         self._built: tuple[int, list[PackedStream], Mixture | None] | None = None
-        self._scratch: np.ndarray | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_scratch": None}
+        self._ring: np.ndarray | None = None  # in a DataLoader worker: its shared batch slots
+        self._ring_next = 0
 
     # -- the global sample sequence -------------------------------------------------------------
 
@@ -210,20 +223,29 @@ class TokenDataset(IterableDataset):
             )
         return resume["sample"], worker, resume["sample"]
 
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor] | _Slot]:
         layout = self._layout()
-        world, rank, workers, _, batch = layout
+        world, rank, workers, worker, batch = layout
         epoch, per_step = self.epoch, batch * world
         start, step, sample = self._start(layout)
         end = self._end(epoch, start, per_step)
-        self._progress = self._consumer_state(layout, start, step, sample)
+        ring = self._ring if get_worker_info() is not None else None
+        single = self.batch_size is None
+        self._progress = (layout, start, step, sample)
         while (a := start + step * per_step + rank * batch) < end:
             b = min(a + batch, end)
-            item = self.samples(a, b, epoch)
-            if self.batch_size is None:
-                item = {k: v[0] for k, v in item.items()}
-            self._progress = self._consumer_state(
-                layout, start, step + workers, min(start + (step + 1) * per_step, end)
+            if ring is None:
+                item = self._item(*self._block(a, b, epoch), a, b, single)
+            else:  # a DataLoader worker of dataloader(): fill a shared slot, send its number
+                slot = self._ring_next % len(ring)
+                self._ring_next += 1
+                valid, source = self._fill(a, b, epoch, ring[slot, :, : b - a])
+                item = _Slot(worker, slot, a, b, valid, source)
+            self._progress = (
+                layout,
+                start,
+                step + workers,
+                min(start + (step + 1) * per_step, end),
             )
             yield item
             step += workers
@@ -239,33 +261,35 @@ class TokenDataset(IterableDataset):
             "consumer": {"layout": layout, "start": start, "next_step": next_step},
         }
 
-    def _staging(self, size: int) -> np.ndarray:
-        """A per-process scratch buffer for windows (outputs are copied out of it)."""
-        if self._scratch is None or len(self._scratch) < size:
-            self._scratch = np.empty(size, dtype=np.int64)
-        return self._scratch[:size]
+    def _rows(self) -> int:
+        """Blocks of one batch's storage: the windows, then position and/or document ids."""
+        return 1 + self.position_ids + self.document_ids
 
-    def samples(self, a: int, b: int, epoch: int | None = None) -> dict[str, torch.Tensor]:
-        """Global samples a .. b-1 of an epoch (default: the current one) as one batch."""
-        epoch = self.epoch if epoch is None else epoch
+    def _block(self, a: int, b: int, epoch: int) -> tuple[np.ndarray, int, np.ndarray | None]:
+        block = np.empty((self._rows(), b - a, self.seq_len + 1), dtype=self._np_dtype)
+        return block, *self._fill(a, b, epoch, block)
+
+    def _fill(self, a: int, b: int, epoch: int, block: np.ndarray) -> tuple[int, np.ndarray | None]:
+        """Samples a .. b-1 into block[0] ([n, seq_len + 1] windows) and the requested ids into
+        block[1:] (first seq_len columns). Returns (valid tokens of the last window, the source
+        of each sample when mixing)."""
         streams, mixture = self._sources(epoch)
         window, n = self.seq_len + 1, b - a
-        tokens = self._staging(n * window).reshape(n, window)
+        tokens = block[0]
         wants_bounds = self.position_ids or self.document_ids
         starts = np.zeros((n, window), dtype=bool) if wants_bounds else None
         valid, source = window, None
         if mixture is None:
-            got = streams[0].read(
-                a * window, tokens.reshape(-1), None if starts is None else starts.reshape(-1)
-            )
+            flat = tokens.reshape(-1)  # block[0] is contiguous: a view
+            got = streams[0].read(a * window, flat, None if starts is None else starts.reshape(-1))
             if got < n * window:  # the padded partial window (drop_last=False)
-                tokens.reshape(-1)[got:] = self.pad_id
+                flat[got:] = self.pad_id
                 valid = got - (n - 1) * window
         else:
             sources, local = mixture.locate(a, b)
             for s in np.unique(sources):
-                rows = np.flatnonzero(sources == s)
-                part = np.empty((len(rows), window), dtype=np.int64)
+                rows = np.flatnonzero(sources == s)  # consecutive windows of source s
+                part = np.empty((len(rows), window), dtype=tokens.dtype)
                 bounds = None if starts is None else np.zeros((len(rows), window), dtype=bool)
                 streams[s].read(
                     int(local[rows[0]]) * window,
@@ -275,34 +299,62 @@ class TokenDataset(IterableDataset):
                 tokens[rows] = part
                 if starts is not None:
                     starts[rows] = bounds
-            source = torch.from_numpy(sources.astype(np.int64))
-        item = {
-            "input_ids": np.ascontiguousarray(tokens[:, :-1]),
-            "labels": np.ascontiguousarray(tokens[:, 1:]),
-        }
-        if valid < window:
-            item["labels"][-1, max(valid - 1, 0) :] = IGNORE_INDEX
+            source = sources.astype(np.int64)
         if starts is not None:
             seg = starts[:, :-1]
             seg[:, 0] = True
-            first = np.flatnonzero(seg)  # flat index of every segment's first token
-            lengths = np.diff(np.append(first, seg.size))
-            if self.position_ids:
-                flat = np.arange(seg.size)
-                flat -= np.repeat(first, lengths)
-                item["position_ids"] = flat.reshape(seg.shape)
+            row = 1
+            if self.position_ids:  # distance to the last segment start at or before each token
+                at = np.arange(self.seq_len, dtype=tokens.dtype)
+                last = np.maximum.accumulate(np.where(seg, at, 0), axis=1)
+                np.subtract(at, last, out=block[row, :, :-1])
+                row += 1
             if self.document_ids:
-                row_first = np.searchsorted(first, first // self.seq_len * self.seq_len)
-                flat = np.repeat(np.arange(len(first)) - row_first, lengths)
-                item["document_ids"] = flat.reshape(seg.shape)
-        item = {k: torch.from_numpy(v) for k, v in item.items()}
+                out = block[row, :, :-1]
+                np.cumsum(seg, axis=1, dtype=tokens.dtype, out=out)
+                out -= 1
+        return valid, source
+
+    def _item(
+        self,
+        block: np.ndarray | torch.Tensor,
+        valid: int,
+        source: np.ndarray | None,
+        a: int,
+        b: int,
+        single: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """The batch dict over one [rows, n, seq_len + 1] storage (views, no copy)."""
+        wrap: Callable[[Any], torch.Tensor] = torch.from_numpy
+        if self.pin_memory and get_worker_info() is None and torch.cuda.is_available():
+            block = (wrap(block) if isinstance(block, np.ndarray) else block).pin_memory()
+        if isinstance(block, torch.Tensor):  # pinned: torch views of the one pinned storage
+            wrap = _same
+        # else numpy views wrapped by torch.from_numpy: a third of the cost of torch slicing
+        tokens = block[0]
+        item = {"input_ids": wrap(tokens[:, :-1]), "labels": wrap(tokens[:, 1:])}
+        if valid < self.seq_len + 1:  # padding is masked in labels only: they get their own copy
+            item["labels"] = item["labels"].clone()
+            item["labels"][-1, max(valid - 1, 0) :] = IGNORE_INDEX
+        row = 1
+        if self.position_ids:
+            item["position_ids"] = wrap(block[row, :, :-1])
+            row += 1
+        if self.document_ids:
+            item["document_ids"] = wrap(block[row, :, :-1])
         if self.return_index:
             item["index"] = torch.arange(a, b)
-            if mixture is not None:
-                item["source"] = source
-        if self.pin_memory and get_worker_info() is None and torch.cuda.is_available():
-            item = {k: v.pin_memory() for k, v in item.items()}
+            if source is not None:
+                item["source"] = torch.from_numpy(source)
+        if single:
+            item = {k: v[0] for k, v in item.items()}
         return item
+
+    def samples(self, a: int, b: int, epoch: int | None = None) -> dict[str, torch.Tensor]:
+        """Global samples a .. b-1 of an epoch (default: the current one) as one batch
+        (always batch-shaped, also with batch_size=None)."""
+        epoch = self.epoch if epoch is None else epoch
+        return self._item(*self._block(a, b, epoch), a, b)
 
     # -- resume --------------------------------------------------------------------------------
 
@@ -311,7 +363,7 @@ class TokenDataset(IterableDataset):
         itself) it is that consumer's exact position. With `steps` (batches this rank took since
         the iteration began) it is the global position, right for any DataLoader."""
         if steps is None and self._progress is not None:
-            return dict(self._progress)
+            return self._consumer_state(*self._progress)
         base = self._resume["sample"] if self._resume and self._resume["epoch"] == self.epoch else 0
         world, _ = self._world()
         per_step = (self.batch_size or 1) * world
@@ -364,17 +416,31 @@ class TokenDataset(IterableDataset):
         stateful: bool = False,
         pin_memory: bool | None = None,
         prefetch_factor: int | None = None,
+        shared_slots: bool = True,
         **kwargs: Any,
     ) -> DataLoader:
-        """A DataLoader (or torchdata StatefulDataLoader) set up the way this dataset expects."""
+        """A DataLoader (or torchdata StatefulDataLoader) set up the way this dataset expects.
+
+        With workers (and a dataset batch_size, no persistent workers), `shared_slots` makes the
+        workers write each batch into a ring of shared-memory slots created per iteration and
+        send only the slot number; the loader copies the slot into a fresh tensor in the main
+        process before handing it out (see `_SlotLoader`). Otherwise every batch travels as
+        torch's per-tensor shared-memory segments."""
         if stateful:
-            from torchdata.stateful_dataloader import StatefulDataLoader as loader_class
+            from torchdata.stateful_dataloader import StatefulDataLoader as base
         else:
-            loader_class = DataLoader
+            base = DataLoader
         if pin_memory is None:
             pin_memory = self.pin_memory and torch.cuda.is_available()
         if num_workers and prefetch_factor is None:
             prefetch_factor = 4
+        slots = (
+            shared_slots
+            and num_workers > 0
+            and self.batch_size is not None
+            and not kwargs.get("persistent_workers", False)
+        )
+        loader_class = _slot_loader(base) if slots else base
         return loader_class(
             self,
             batch_size=None if self.batch_size else kwargs.pop("batch_size", 1),
@@ -384,6 +450,22 @@ class TokenDataset(IterableDataset):
             **kwargs,
         )
 
+    # -- shared batch slots (DataLoader workers) ------------------------------------------------
+
+    def _new_ring(self, workers: int, slots: int) -> torch.Tensor:
+        window = self.seq_len + 1
+        shape = (workers, slots, self._rows(), self.batch_size, window)
+        return torch.empty(shape, dtype=self.dtype).share_memory_()
+
+    def _take_slot(self, ring: np.ndarray, slot: _Slot, pin: bool) -> dict[str, torch.Tensor]:
+        """Main process: copy a worker's slot out into a fresh (pinned if asked) tensor."""
+        n = slot.b - slot.a
+        whole = torch.empty((self._rows(), n, self.seq_len + 1), dtype=self.dtype, pin_memory=pin)
+        # numpy's copy: one thread (torch's copy_ of >= 32k elements starts intra-op threads,
+        # which fight the DataLoader workers for the cores: measured 7 ms for a 256 kB batch)
+        np.copyto(whole.numpy(), ring[slot.worker, slot.slot, :, :n])
+        return self._item(whole if pin else whole.numpy(), slot.valid, slot.source, slot.a, slot.b)
+
     def describe(self) -> dict[str, Any]:
         return {
             "urls": self.urls,
@@ -392,6 +474,80 @@ class TokenDataset(IterableDataset):
             "tokenizer": self.tokenizer,
             **asdict(self.plan()),
         }
+
+
+def _same(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+class _Slot:
+    """What a worker sends for one batch written into its shared slot (pickled by value)."""
+
+    __slots__ = ("worker", "slot", "a", "b", "valid", "source")
+
+    def __init__(self, worker, slot, a, b, valid, source):  # noqa: ANN001
+        self.worker, self.slot, self.a, self.b = worker, slot, a, b
+        self.valid, self.source = valid, source
+
+    def __getstate__(self) -> tuple:
+        return self.worker, self.slot, self.a, self.b, self.valid, self.source
+
+    def __setstate__(self, state: tuple) -> None:
+        self.worker, self.slot, self.a, self.b, self.valid, self.source = state
+
+
+def _attach_ring(ring: torch.Tensor, user_init: Callable[[int], None] | None, worker_id: int):
+    """worker_init_fn of a slot loader: this worker's dataset copy writes into its ring row."""
+    dataset = get_worker_info().dataset
+    dataset._ring = ring[worker_id].numpy()
+    dataset._ring_next = 0
+    if user_init is not None:
+        user_init(worker_id)
+
+
+@functools.cache
+def _slot_loader(base: type) -> type:
+    """`base` (DataLoader or StatefulDataLoader) whose workers hand batches over through a ring
+    of shared-memory slots instead of a fresh shared-memory segment per tensor.
+
+    Slot reuse is safe because of how both loaders dispatch work: a worker produces an item only
+    for a task the main process sent it, at most prefetch_factor * num_workers tasks are sent and
+    not yet returned (a task is re-sent only when an item is returned or a worker ends), and a
+    worker's items come back in the order it made them. So while the main process copies item k
+    of a worker, that worker can be writing at most items k+1 .. k + prefetch * workers: with
+    prefetch * workers + 2 slots per worker, item k's slot is not among theirs. A fresh ring is
+    made for every iterator (a stale iterator's workers never share slots with a new one).
+    """
+
+    class SlotLoader(base):
+        def _get_iterator(self):
+            user_init = getattr(self, "_user_worker_init_fn", self.worker_init_fn)
+            self._user_worker_init_fn = user_init
+            ring = self.dataset._new_ring(
+                self.num_workers, self.prefetch_factor * self.num_workers + 2
+            )
+            self.worker_init_fn = functools.partial(_attach_ring, ring, user_init)
+            try:
+                iterator = super()._get_iterator()
+            finally:
+                self.worker_init_fn = user_init
+            iterator._tokenmill_ring = ring
+            return iterator
+
+        def __iter__(self):
+            iterator = super().__iter__()
+            return _take_slots(
+                self.dataset, iterator, self.pin_memory and torch.cuda.is_available()
+            )
+
+    SlotLoader.__name__ = SlotLoader.__qualname__ = f"Slot{base.__name__}"
+    return SlotLoader
+
+
+def _take_slots(dataset: TokenDataset, iterator: Any, pin: bool) -> Iterator[dict]:
+    ring = iterator._tokenmill_ring.numpy()
+    for item in iterator:
+        yield dataset._take_slot(ring, item, pin) if isinstance(item, _Slot) else item
 
 
 def _consumer_states(state: dict[str, Any]) -> list[dict[str, Any]]:

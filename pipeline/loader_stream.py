@@ -64,6 +64,7 @@ class PackedStream:
         ]
         sizes = [sum(s.stream_tokens for s in group) for group in self.groups]
         self.group_bounds = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+        self.bound_list = self.group_bounds.tolist()  # bisect on a list: no numpy call per read
         self.total = int(self.group_bounds[-1])
         self._cache: OrderedDict[int, Group] = OrderedDict()
 
@@ -111,8 +112,8 @@ class PackedStream:
         pos, filled, want = start, 0, len(out)
         eos = self.eos_id
         while filled < want and pos < self.total:
-            g = int(np.searchsorted(self.group_bounds, pos, side="right")) - 1
-            group, base = self._group(g), int(self.group_bounds[g])
+            g = bisect.bisect_right(self.bound_list, pos) - 1
+            group, base = self._group(g), self.bound_list[g]
             buffers, doc_buffer, doc_start = group.buffers, group.buffer_list, group.start_list
             doc_len, ends = group.len_list, group.end_list
             rel = pos - base
