@@ -4,6 +4,7 @@ s3:// with workers, mixing, and the Ray Data path, on shards the engine wrote fr
 from __future__ import annotations
 
 import itertools
+import time
 from collections import Counter
 
 import numpy as np
@@ -171,6 +172,59 @@ def test_worker_state_refuses_another_layout_without_global_state(shards_url):
     other.load_state_dict(worker_state["dataset_state"])
     with pytest.raises(LoaderError, match="global_state"):
         next(iter(other))
+
+
+def same_batches(got: list[dict], expected: list[dict]) -> None:
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected, strict=True):
+        assert g.keys() == e.keys()
+        for key in e:
+            assert g[key].dtype == e[key].dtype and torch.equal(g[key], e[key]), key
+
+
+@pytest.mark.parametrize("stateful", [False, True])
+@pytest.mark.parametrize("prefetch", [1, 4])
+def test_shared_slot_workers_deliver_the_in_process_batches_every_epoch(
+    shards_url, stateful, prefetch
+):
+    """Workers write batches into a reused ring of shared slots: every batch handed out, kept
+    until the end of the epoch, must still equal the batch read in one process (a slot reused
+    too early would change it), also with a slow consumer that lets the workers run ahead."""
+    options = {"position_ids": True, "document_ids": True, "drop_last": False, "seed": 11}
+    ds = dataset(shards_url, **options)
+    loader = ds.dataloader(num_workers=2, prefetch_factor=prefetch, stateful=stateful)
+    assert type(loader).__name__.startswith("Slot")
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        expected = dataset(shards_url, **options)
+        expected.set_epoch(epoch)
+        got = []
+        for i, batch in enumerate(loader):
+            got.append(batch)
+            if epoch == 1 and i % 7 == 0:
+                time.sleep(0.01)  # the workers fill every slot they may while we wait
+        same_batches(got, list(expected))
+        assert got[-1]["labels"][-1, -1] == IGNORE_INDEX  # the padded tail came through too
+
+
+def test_shared_slot_workers_with_a_mixture_and_int32(shards_url):
+    def mixed() -> TokenDataset:
+        return TokenDataset(
+            [shards_url, shards_url],
+            SEQ,
+            seed=2,
+            weights=[1, 2],
+            mix_block=8,
+            batch_size=8,
+            eos_id=EOS,
+            return_index=True,
+            dtype=torch.int32,
+        )
+
+    got = list(mixed().dataloader(num_workers=2, prefetch_factor=2))
+    expected = list(mixed())
+    same_batches(got, expected)
+    assert got[0]["input_ids"].dtype == torch.int32 and got[0]["index"].dtype == torch.int64
 
 
 def test_drop_last_false_pads_the_tail_window_and_masks_its_labels(shards_url, reference):
