@@ -264,9 +264,13 @@ def connect(
     alpha: float = DEFAULT_ALPHA,
     baseline: str | None = None,
     database: str = ":memory:",
+    unit_counts: bool = True,
 ) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the views `documents`, `tokens`, `units`, `rejects`, `runs`,
-    `merge_batches`, `unigram_counts`, `metrics` and `metrics_by_lang` over committed outputs."""
+    `merge_batches`, `unigram_counts`, `metrics` and `metrics_by_lang` over committed outputs.
+
+    Token counts come from the per-unit counts the engine writes (unigrams/) when every unit has
+    them and `unit_counts` is true, else from the shards' token lists (unnested in DuckDB)."""
     urls = [urls] if isinstance(urls, str) else list(urls)
     if not urls:
         raise AnalyticsError("at least one output URL is required")
@@ -274,7 +278,7 @@ def connect(
     outputs, ledger_rows, runs_rows = [], [], []
     shard_branches, reject_branches, merge_branches, unigram_branches = [], [], [], []
     pending: list[tuple[Output, list[dict[str, Any]]]] = []
-    unit_counts: list[tuple[str, pafs.FileSystem, list[str]]] = []
+    counted: list[tuple[str, pafs.FileSystem, list[str]]] = []
     for url in urls:
         output = Output(url, storage_options)
         entries = committed_entries(output)
@@ -314,9 +318,9 @@ def connect(
             reject_branches.append(
                 f"SELECT {index} AS dataset_id, * FROM {quote_ident(f'_rejects_{index}')}"
             )
-        if all(e.get("unigrams") for e in group):  # counted at tokenization time
+        if unit_counts and all(e.get("unigrams") for e in group):  # counted when tokenized
             unigrams = ledger_dataset(output, [(e["unit_id"], e["unigrams"]) for e in group], fs)
-            unit_counts.append((label, fs, [output.path(e["unigrams"]) for e in group]))
+            counted.append((label, fs, [output.path(e["unigrams"]) for e in group]))
             con.register(f"_unigrams_{index}", unigrams)
             unigram_branches.append(
                 f"SELECT {index} AS dataset_id, source, lang, token_id, count "
@@ -356,7 +360,7 @@ def connect(
     if len(unigram_branches) == len(pending):
         # every unit carries its token counts: the unigram views never unnest the token lists
         _union(con, "_unigrams", unigram_branches, "")
-        _UNIT_COUNTS[con] = unit_counts
+        _UNIT_COUNTS[con] = counted
         con.execute(
             "CREATE OR REPLACE VIEW unigram_counts AS SELECT dataset_id, source, lang, token_id, "
             "sum(count)::BIGINT AS n FROM _unigrams GROUP BY ALL"
@@ -628,9 +632,9 @@ def report_tables(con: duckdb.DuckDBPyConnection) -> dict[str, pa.Table]:
     sections = sql_sections()
     temps = ["_unigram_keyed", "_unigram_group_names", "_unigram_stats_source"]
     temps += ["_unigram_stats_lang", "_documents_cache"]
-    unit_counts = _UNIT_COUNTS.get(con)
-    if unit_counts is not None and has_precounted_unigrams(con):
-        _keyed_from_unit_counts(con, unit_counts)
+    counted = _UNIT_COUNTS.get(con)
+    if counted is not None:  # connect() found per-unit counts for every unit
+        _keyed_from_unit_counts(con, counted)
     elif has_precounted_unigrams(con):  # a database file opened without connect()
         _keyed_from_relation(con, "unigram_counts")
     else:
