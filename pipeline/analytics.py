@@ -439,11 +439,14 @@ def metrics_sql(
     unigram: str = "unigram_counts",
     documents: str = "documents",
     unigram_stats: str | None = None,
+    based: str | None = None,
 ) -> str:
     """The metrics query grouped by tokenizer and `by` (a subset of GROUP_COLUMNS), reading token
     counts from `unigram` (dataset_id, source, lang, token_id, n) and per-document counts from
     `documents` (views or cached tables). `unigram_stats` names a relation that already holds the
-    unigram statistics at this grain (see unigram_stats_sql), which spares the token counts."""
+    unigram statistics at this grain (see unigram_stats_sql), which spares the token counts;
+    `based` one that holds the documents with their `base_tokens` (section `based`), which spares
+    the join with the baseline."""
     bad = [c for c in by if c not in GROUP_COLUMNS]
     if bad:
         raise AnalyticsError(f"cannot group metrics by {bad}; choose from {list(GROUP_COLUMNS)}")
@@ -456,15 +459,17 @@ def metrics_sql(
         stats_sql = unigram_stats_sql(f"tokenizer{keys}", counts)
     else:
         stats_sql = f"SELECT * FROM {quote_ident(unigram_stats)}"
+    if based is None:
+        based_sql = sql_sections()["based"].replace("{documents}", quote_ident(documents))
+    else:
+        based_sql = f"SELECT * FROM {quote_ident(based)}"
     replacements = {
+        "{based}": based_sql,
         "{unigram_stats}": stats_sql,
         "{keys}": keys,
         "{d_keys}": "".join(f", d.{quote_ident(c)}" for c in by),
         "{join_u}": "".join(
             f" AND u.{quote_ident(c)} IS NOT DISTINCT FROM d.{quote_ident(c)}" for c in by
-        ),
-        "{join_n}": "".join(
-            f" AND n.{quote_ident(c)} IS NOT DISTINCT FROM d.{quote_ident(c)}" for c in by
         ),
         "{documents}": quote_ident(documents),
     }
@@ -631,7 +636,7 @@ def report_tables(con: duckdb.DuckDBPyConnection) -> dict[str, pa.Table]:
     (no token lists), and every metric is grouped from those two."""
     sections = sql_sections()
     temps = ["_unigram_keyed", "_unigram_group_names", "_unigram_stats_source"]
-    temps += ["_unigram_stats_lang", "_documents_cache"]
+    temps += ["_unigram_stats_lang", "_documents_cache", "_documents_based"]
     counted = _UNIT_COUNTS.get(con)
     if counted is not None:  # connect() found per-unit counts for every unit
         _keyed_from_unit_counts(con, counted)
@@ -654,6 +659,10 @@ def report_tables(con: duckdb.DuckDBPyConnection) -> dict[str, pa.Table]:
         f"CREATE OR REPLACE TEMP TABLE _documents_cache AS SELECT {', '.join(DOC_CACHE)} "
         "FROM documents"
     )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _documents_based AS "
+        + sections["based"].replace("{documents}", "_documents_cache")
+    )
     tables = {
         "by_lang": query(
             con,
@@ -664,9 +673,7 @@ def report_tables(con: duckdb.DuckDBPyConnection) -> dict[str, pa.Table]:
         "by_source": query(
             con,
             metrics_sql(
-                ("source", "lang"),
-                documents="_documents_cache",
-                unigram_stats="_unigram_stats_source",
+                ("source", "lang"), unigram_stats="_unigram_stats_source", based="_documents_based"
             ),
         ),
         "merge": query(con, sections["merge_summary"]),

@@ -10,7 +10,7 @@
 --   _ledger, _rejects, _runs, _merge_batches   ledger entries, reject rows, run summaries and
 --              dynamic-merge batch statistics (empty when no output has them)
 -- Placeholders (replaced by Python with quoted identifiers or SQL built from them only): {keys},
--- {d_keys}, {join_u}, {join_n}, {unigram}, {documents}, {unigram_stats}, {group}, {counts}.
+-- {d_keys}, {join_u}, {documents}, {based}, {unigram_stats}, {group}, {counts}.
 -- Values (baseline tokenizer, Renyi alpha) are DuckDB
 -- variables, never text.
 
@@ -78,7 +78,10 @@ GROUP BY ALL
 
 -- name: metrics
 -- One row per tokenizer x {keys}. Definitions: docs/analytics.md and ALGORITHMS.md section 5.
-WITH docs AS (
+WITH based AS (
+    {based}
+),
+docs AS (
     SELECT tokenizer{keys},
            count(*) AS documents,
            sum(n_bytes)::BIGINT AS bytes,
@@ -87,11 +90,12 @@ WITH docs AS (
            sum(n_tokens)::BIGINT AS tokens,
            sum(n_continued_words)::BIGINT AS continued_words,
            (sum(n_words) FILTER (WHERE n_continued_words IS NOT NULL))::BIGINT AS words_split_known,
-           quantile_cont(n_tokens, 0.5) AS p50_tokens,
-           quantile_cont(n_tokens, 0.9) AS p90_tokens,
-           quantile_cont(n_tokens, 0.99) AS p99_tokens,
-           max(n_tokens)::BIGINT AS max_tokens
-    FROM {documents}
+           quantile_cont(n_tokens, [0.5, 0.9, 0.99]) AS length_quantiles,
+           max(n_tokens)::BIGINT AS max_tokens,
+           nullif(count(base_tokens), 0) AS baseline_documents,
+           (sum(n_tokens) FILTER (WHERE base_tokens IS NOT NULL))::DOUBLE /
+               nullif(sum(base_tokens), 0) AS normalized_length
+    FROM based
     GROUP BY ALL
 ),
 unigram AS (
@@ -99,19 +103,6 @@ unigram AS (
 ),
 vocab AS (
     SELECT tokenizer, max(vocab_size) AS vocab_size FROM _outputs GROUP BY ALL
-),
-base AS (
-    SELECT doc_id, any_value(n_tokens) AS base_tokens
-    FROM {documents}
-    WHERE tokenizer = getvariable('baseline')
-    GROUP BY doc_id
-),
-nsl AS (
-    SELECT d.tokenizer{d_keys},
-           count(*) AS baseline_documents,
-           sum(d.n_tokens)::DOUBLE / nullif(sum(b.base_tokens), 0) AS normalized_length
-    FROM {documents} d JOIN base b USING (doc_id)
-    GROUP BY ALL
 )
 SELECT d.tokenizer{d_keys},
        d.documents, d.bytes, d.chars, d.words, d.tokens,
@@ -119,8 +110,8 @@ SELECT d.tokenizer{d_keys},
        d.continued_words / nullif(d.words_split_known, 0) AS continued_word_share,
        d.bytes / nullif(d.tokens, 0) AS bytes_per_token,
        d.chars / nullif(d.tokens, 0) AS chars_per_token,
-       n.normalized_length,
-       n.baseline_documents,
+       d.normalized_length,
+       d.baseline_documents,
        v.vocab_size,
        u.types,
        u.entropy / ln(v.vocab_size) AS shannon_efficiency,
@@ -130,11 +121,11 @@ SELECT d.tokenizer{d_keys},
        u.unigram_bits / nullif(d.bytes, 0) AS bits_per_byte,
        u.types / v.vocab_size AS vocab_share,
        u.types * 1e6 / nullif(d.tokens, 0) AS types_per_million,
-       d.p50_tokens, d.p90_tokens, d.p99_tokens, d.max_tokens
+       d.length_quantiles[1] AS p50_tokens, d.length_quantiles[2] AS p90_tokens,
+       d.length_quantiles[3] AS p99_tokens, d.max_tokens
 FROM docs d
 JOIN vocab v USING (tokenizer)
 LEFT JOIN unigram u ON u.tokenizer = d.tokenizer{join_u}
-LEFT JOIN nsl n ON n.tokenizer = d.tokenizer{join_n}
 ORDER BY d.tokenizer{d_keys}
 
 -- name: merge_summary
@@ -146,6 +137,17 @@ SELECT output, tokenizer,
 FROM merge_batches
 GROUP BY ALL
 ORDER BY tokenizer, output
+
+-- name: based
+-- Documents with the baseline tokenizer's token count of the same doc_id (NULL where it has none).
+SELECT d.*, b.base_tokens
+FROM {documents} d
+LEFT JOIN (
+    SELECT doc_id, any_value(n_tokens) AS base_tokens
+    FROM {documents}
+    WHERE tokenizer = getvariable('baseline')
+    GROUP BY doc_id
+) b ON b.doc_id = d.doc_id
 
 -- name: length_histogram
 -- Document lengths in tokens, in power-of-two bins: bin b holds lengths in [2^b, 2^(b+1)).
