@@ -25,14 +25,14 @@ LEFT, RIGHT, PARENT, SIZE, FLAGS = 0, 1, 2, 3, 4
 ALIVE, SINGLE = 2, 1
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _priority(x):
     z = (np.uint64(x) + np.uint64(0x9E3779B97F4A7C15)) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(31))) * np.uint64(0x94D049BB133111EB)
     return z ^ (z >> np.uint64(29))
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _pull(tree, x):
     tree[SIZE, x] = 1 + tree[SIZE, tree[LEFT, x]] + tree[SIZE, tree[RIGHT, x]]
 
