@@ -32,6 +32,7 @@ DEFAULT_ALPHA = 2.5
 MAX_ALPHA = 16.0
 # connection -> [(tokenizer label, filesystem, paths of its per-unit token counts)], by connect()
 _UNIT_COUNTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_SHARD_FILES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # the same for the shards
 GROUP_COLUMNS = ("source", "lang")  # the only columns metrics may be grouped by (besides tokenizer)
 SHARD_COLUMNS = (
     "doc_id",
@@ -279,6 +280,7 @@ def connect(
     shard_branches, reject_branches, merge_branches, unigram_branches = [], [], [], []
     pending: list[tuple[Output, list[dict[str, Any]]]] = []
     counted: list[tuple[str, pafs.FileSystem, list[str]]] = []
+    shard_files: list[tuple[str, pafs.FileSystem, list[str]]] = []
     for url in urls:
         output = Output(url, storage_options)
         entries = committed_entries(output)
@@ -310,6 +312,7 @@ def connect(
         ledger_rows += [_ledger_row(output, index, label, e) for e in group]
         fs = arrow_filesystem(output)
         shards = ledger_dataset(output, [(e["unit_id"], e["shard"]) for e in group], fs)
+        shard_files.append((label, fs, [output.path(e["shard"]) for e in group]))
         con.register(f"_shards_{index}", shards)
         shard_branches.append(_shard_branch(index, shards.schema))
         rejects = [(e["unit_id"], e["rejects"]) for e in group if e.get("rejects")]
@@ -365,6 +368,7 @@ def connect(
             "CREATE OR REPLACE VIEW unigram_counts AS SELECT dataset_id, source, lang, token_id, "
             "sum(count)::BIGINT AS n FROM _unigrams GROUP BY ALL"
         )
+    _SHARD_FILES[con] = shard_files
     set_parameters(con, alpha=alpha, baseline=baseline)
     return con
 
@@ -494,13 +498,17 @@ def _constant(values: pa.Array, first: Any) -> bool:
     return values.null_count == 0 and pc.all(pc.equal(values, first)).as_py()
 
 
-def _keyed_from_unit_counts(
-    con: duckdb.DuckDBPyConnection, sources: list[tuple[str, pafs.FileSystem, list[str]]]
+def _keyed_from_files(
+    con: duckdb.DuckDBPyConnection,
+    sources: list[tuple[str, pafs.FileSystem, list[str]]],
+    from_shards: bool = False,
 ) -> None:
     """`_unigram_keyed` (k = group id << 32 | token id, n) and `_unigram_group_names` from the
-    per-unit count files. Grouping 4-tuples with two strings costs DuckDB several times more than
-    one integer key, and the strings repeat within a file, so each file's (source, lang) pairs are
-    numbered here from their dictionaries; rows reach DuckDB in chunks of KEYED_CHUNK_ROWS."""
+    per-unit count files, or (`from_shards`) from the shards' token lists, counted per record
+    batch. Grouping 4-tuples with two strings costs DuckDB several times more than one integer
+    key, and the strings repeat within a file, so each batch's (source, lang) pairs are numbered
+    here from their dictionaries; rows reach DuckDB in chunks of about KEYED_CHUNK_ROWS, which
+    bounds memory, and DuckDB sums them by key."""
     groups: dict[tuple[str, str | None, str | None], int] = {}
     lang_groups: dict[tuple[str, str | None], int] = {}
     keys: list[np.ndarray] = []
@@ -539,6 +547,29 @@ def _keyed_from_unit_counts(
         ).reshape(len(src_names), len(lang_names))
         return gid[src.indices.to_numpy(), lng.indices.to_numpy()]
 
+    def add(gid: np.ndarray | int, tokens: np.ndarray, n: np.ndarray) -> None:
+        nonlocal pending
+        keys.append((np.asarray(gid, dtype=np.uint64) << np.uint64(32)) | tokens.astype(np.uint64))
+        counts.append(n)
+        pending += len(n)
+
+    def count_tokens(gid: np.ndarray | int, lists: pa.Array) -> None:
+        """Token counts of one shard batch, per group, by direct addressing (np.bincount)."""
+        flat = pc.list_flatten(lists).to_numpy().astype(np.int64)
+        if not len(flat):
+            return
+        width = int(flat.max()) + 1
+        if isinstance(gid, int):
+            n = np.bincount(flat, minlength=width)
+            ids = np.flatnonzero(n)
+            add(gid, ids, n[ids])
+            return
+        local, inverse = np.unique(gid, return_inverse=True)
+        lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False)
+        n = np.bincount(np.repeat(inverse, lengths) * width + flat)
+        cells = np.flatnonzero(n)
+        add(local[cells // width], cells % width, n[cells])
+
     for label, fs, paths in sources:
         for path in paths:
             with fs.open_input_file(path) as handle:
@@ -548,10 +579,14 @@ def _keyed_from_unit_counts(
                     if not batch.num_rows:
                         continue
                     gid = group_ids(label, batch.column("source"), batch.column("lang"))
-                    tokens = batch.column("token_id").to_numpy().astype(np.uint64)
-                    keys.append((np.uint64(gid) << np.uint64(32)) | tokens)
-                    counts.append(batch.column("count").to_numpy())
-                    pending += batch.num_rows
+                    if from_shards:
+                        count_tokens(gid, batch.column("tokens"))
+                    else:
+                        add(
+                            gid,
+                            batch.column("token_id").to_numpy(),
+                            batch.column("count").to_numpy(),
+                        )
             if pending >= KEYED_CHUNK_ROWS:
                 flush()
     if pending or not flushes:
@@ -584,7 +619,7 @@ def _keyed_from_unit_counts(
 
 def _keyed_from_relation(con: duckdb.DuckDBPyConnection, relation: str) -> None:
     """`_unigram_keyed` and `_unigram_group_names` from a relation of (dataset_id, source, lang,
-    token_id, n) rows (the shards' token lists, unnested)."""
+    token_id, n) rows (the `unigram_counts` view of a database written by export_database)."""
     rel = quote_ident(relation)
     con.execute(
         "CREATE OR REPLACE TEMP TABLE _unigram_group_names AS "
@@ -631,29 +666,18 @@ def _unigram_stats_tables(con: duckdb.DuckDBPyConnection) -> None:
 def report_tables(con: duckdb.DuckDBPyConnection) -> dict[str, pa.Table]:
     """Everything a report shows, with each input read once: the token counts per (tokenizer,
     source, language, token id) are folded into one temporary table keyed by integers (from the
-    per-unit counts the engine wrote at tokenization time when every unit has them, else by
-    unnesting the shards' token lists inside DuckDB), the per-document counts go into another
-    (no token lists), and every metric is grouped from those two."""
+    per-unit counts the engine wrote at tokenization time when every unit has them, else counted
+    from the shards' token lists batch by batch), the per-document counts go into another (no
+    token lists), and every metric is grouped from those two in DuckDB."""
     sections = sql_sections()
     temps = ["_unigram_keyed", "_unigram_group_names", "_unigram_stats_source"]
     temps += ["_unigram_stats_lang", "_documents_cache", "_documents_based"]
-    counted = _UNIT_COUNTS.get(con)
-    if counted is not None:  # connect() found per-unit counts for every unit
-        _keyed_from_unit_counts(con, counted)
-    elif has_precounted_unigrams(con):  # a database file opened without connect()
+    if con in _UNIT_COUNTS:  # connect() found per-unit counts for every unit
+        _keyed_from_files(con, _UNIT_COUNTS[con])
+    elif con in _SHARD_FILES:
+        _keyed_from_files(con, _SHARD_FILES[con], from_shards=True)
+    else:  # a database file opened without connect(): its own views
         _keyed_from_relation(con, "unigram_counts")
-    else:
-        temps.append("_unigram_groups")
-        con.execute(sections["unigram_groups"])
-        distinct = con.execute(
-            "SELECT count(*) = count(DISTINCT h) FROM _unigram_groups"
-        ).fetchall()
-        if distinct == [(True,)]:  # count by (group hash << 32 | token id): several times faster
-            con.execute(sections["unigram_hashed"])
-            temps.append("_unigram_hashed")
-            _keyed_from_relation(con, "_unigram_hashed")
-        else:  # two groups share a 32-bit hash: count by the group columns themselves
-            _keyed_from_relation(con, "unigram_counts")
     _unigram_stats_tables(con)
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE _documents_cache AS SELECT {', '.join(DOC_CACHE)} "

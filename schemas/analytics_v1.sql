@@ -43,25 +43,6 @@ SELECT dataset_id, source, lang, token_id, count(*) AS n
 FROM (SELECT dataset_id, source, lang, unnest(tokens) AS token_id FROM _shards)
 GROUP BY ALL;
 
--- name: unigram_groups
--- The groups of unigram_counts with a 32-bit hash each (for the fast count below).
-CREATE OR REPLACE TEMP TABLE _unigram_groups AS
-SELECT DISTINCT dataset_id, source, lang, hash(dataset_id, source, lang) >> 32 AS h FROM _shards;
-
--- name: unigram_hashed
--- unigram_counts from the shards, for a report whose units carry no counts. Hashing one integer key (group hash << 32 | token)
--- is several times faster in DuckDB than grouping by the string columns; used only when the
--- group hashes are distinct (checked by the caller), else unigram_counts is read as is.
-CREATE OR REPLACE TEMP TABLE _unigram_hashed AS
-WITH counted AS (
-    SELECT k, count(*) AS n
-    FROM (SELECT (h << 32) | unnest(tokens)::UBIGINT AS k
-          FROM (SELECT hash(dataset_id, source, lang) >> 32 AS h, tokens FROM _shards))
-    GROUP BY k
-)
-SELECT g.dataset_id, g.source, g.lang, (c.k & 4294967295)::UINTEGER AS token_id, c.n
-FROM counted c JOIN _unigram_groups g ON g.h = c.k >> 32;
-
 -- name: unigram_stats
 -- Unigram statistics per {group} from token counts n ({counts}: one row per group and token), in
 -- one pass and no window: with N = sum(n) and S = sum(n ln n), the entropy is H = ln N - S / N, the
