@@ -1,18 +1,30 @@
 """Loader benchmark: tokens/s TokenDataset delivers into a training loop (0 and 2 DataLoader
-workers) against the ceiling of reading the same shards straight into numpy arrays in one process.
+workers) against the ceiling of reading the same shards straight into numpy arrays in one
+process, and against litdata's StreamingDataset + TokensLoader over the same tokens.
 
-    .venv/bin/python -m bench.loader --output /tmp/tokenmill-bench-loader/out \
-        --input '/tmp/tokenmill-bench-corpus/corpus/*.jsonl' --tokenizer bpe:/path/bpe.json
+    .venv-bench/bin/python -m bench.loader --output /tmp/tokenmill-bench-loader/out \
+        [--input '/tmp/tokenmill-bench-corpus/corpus/*.jsonl' --tokenizer bpe:/path/bpe.json]
 
-The output is tokenized by the engine first when it holds no ledger yet (then reused). Prints
-one JSON object. litdata is not a dependency and is not measured here (see docs/loader.md).
+The output is tokenized by the engine first when it holds no ledger yet (then reused). litdata is
+measured when it is importable (the bench environment, `make bench-env`; never the project
+venv): the output's documents, each followed by EOS (exactly the stream TokenDataset packs), are
+converted once into litdata's optimized format under --litdata-cache (per dtype), then read with
+StreamingDataset(item_loader=TokensLoader(block_size=seq_len + 1)) through litdata's
+StreamingDataLoader, unshuffled and shuffled. Nothing is downloaded.
+
+Every figure is the best of --repeat whole epochs (worker start-up included, both sides), each
+batch touched as a training step would (input/label split, one element read). The ceiling is
+every committed shard's token column materialised as the dtype the loaders deliver. Prints a
+table, and writes the JSON with --json.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import shutil
 import time
 
 import numpy as np
@@ -21,6 +33,8 @@ import torch
 
 from pipeline.loader import TokenDataset
 from pipeline.loader_shards import read_ledger
+
+DTYPES = {"int64": torch.int64, "int32": torch.int32}
 
 
 def ensure_output(output: str, inputs: str | None, tokenizer: str | None) -> None:
@@ -35,8 +49,8 @@ def ensure_output(output: str, inputs: str | None, tokenizer: str | None) -> Non
     run_job(load_config(input=[inputs], output=output, tokenizer=tokenizer, progress=False))
 
 
-def numpy_ceiling(output: str) -> dict:
-    """Every committed shard's tokens into int64 numpy arrays, one process, no packing."""
+def numpy_ceiling(output: str, dtype: str) -> dict:
+    """Every committed shard's tokens into numpy arrays of `dtype`, one process, no packing."""
     shards, _ = read_ledger(output)
     t0, tokens = time.perf_counter(), 0
     for shard in shards:
@@ -44,58 +58,131 @@ def numpy_ceiling(output: str) -> dict:
             reader = pa.ipc.open_file(mapped)
             for i in range(reader.num_record_batches):
                 values = reader.get_batch(i).column("tokens").values.to_numpy()
-                tokens += len(values.astype(np.int64))
+                tokens += len(values.astype(dtype))
+    seconds = time.perf_counter() - t0
+    return {"tokens": tokens, "seconds": round(seconds, 4), "tokens_per_s": tokens / seconds}
+
+
+def best(runs: int, measure, *args, **kwargs) -> dict:
+    return max((measure(*args, **kwargs) for _ in range(runs)), key=lambda r: r["tokens_per_s"])
+
+
+def consume(loader, split) -> dict:
+    t0, tokens, checksum = time.perf_counter(), 0, 0
+    for batch in loader:
+        inputs, labels = split(batch)
+        tokens += inputs.numel()
+        checksum ^= int(labels[0, -1])
     seconds = time.perf_counter() - t0
     return {"tokens": tokens, "seconds": round(seconds, 3), "tokens_per_s": tokens / seconds}
 
 
-def loader_rate(output: str, workers: int, seq_len: int, batch: int, **options) -> dict:
-    """A whole epoch through a DataLoader, each batch touched as a training step would."""
+def tokenmill_rate(output: str, workers: int, seq_len: int, batch: int, **options) -> dict:
+    """A whole epoch through ds.dataloader(): what a training loop receives."""
+    slots = options.pop("shared_slots", True)
     ds = TokenDataset(output, seq_len, seed=0, batch_size=batch, **options)
-    t0, tokens, checksum = time.perf_counter(), 0, 0
-    for item in ds.dataloader(num_workers=workers):
-        tokens += item["input_ids"].numel()
-        checksum ^= int(item["labels"][0, -1])
-    seconds = time.perf_counter() - t0
-    return {
-        "workers": workers,
-        "tokens": tokens,
-        "seconds": round(seconds, 3),
-        "tokens_per_s": tokens / seconds,
-        "dropped_tokens": ds.plan().dropped_tokens,
-    }
+    loader = ds.dataloader(num_workers=workers, shared_slots=slots)
+    result = consume(loader, lambda b: (b["input_ids"], b["labels"]))
+    return {**result, "dropped_tokens": ds.plan().dropped_tokens}
 
 
-class EmptyBatches(torch.utils.data.IterableDataset):
-    """Yields zero tensors shaped like the loader's batches: the DataLoader transport floor."""
+# -- litdata -----------------------------------------------------------------------------------
 
-    def __init__(self, batches: int, batch: int, seq_len: int):
+
+def _document_items(shard_path: str, eos_id: int, dtype: str):
+    """litdata optimize fn: one item per document, its tokens then EOS (TokenDataset's stream)."""
+    with pa.memory_map(shard_path, "r") as mapped:
+        reader = pa.ipc.open_file(mapped)
+        for i in range(reader.num_record_batches):
+            column = reader.get_batch(i).column("tokens")
+            offsets = column.offsets.to_numpy()
+            values = column.values.to_numpy()
+            for a, b in zip(offsets[:-1], offsets[1:], strict=True):
+                doc = np.empty(b - a + 1, dtype=dtype)
+                doc[:-1] = values[a:b]
+                doc[-1] = eos_id
+                yield torch.from_numpy(doc)
+
+
+def litdata_dir(output: str, dtype: str, cache: str, chunk_tokens: int) -> str:
+    """The output's tokens in litdata's optimized format (made once per ledger and dtype)."""
+    import functools
+
+    from litdata import TokensLoader, optimize
+
+    shards, tokenizer = read_ledger(output)
+    key = json.dumps([[s.rel, s.checksum] for s in shards] + [dtype, chunk_tokens])
+    path = os.path.join(cache, hashlib.sha256(key.encode()).hexdigest()[:16] + f"-{dtype}")
+    if os.path.exists(os.path.join(path, "index.json")):
+        return path
+    shutil.rmtree(path, ignore_errors=True)
+    optimize(
+        fn=functools.partial(_document_items, eos_id=tokenizer["eos_id"], dtype=dtype),
+        inputs=[os.path.join(output, s.rel) for s in shards],  # ledger order, one worker
+        output_dir=path,
+        chunk_size=chunk_tokens,
+        item_loader=TokensLoader(),
+        num_workers=1,
+        reorder_files=False,
+        verbose=False,
+    )
+    return path
+
+
+def litdata_rate(path: str, workers: int, seq_len: int, batch: int, shuffle: bool) -> dict:
+    from litdata import StreamingDataLoader, StreamingDataset, TokensLoader
+
+    ds = StreamingDataset(
+        path,
+        item_loader=TokensLoader(block_size=seq_len + 1),
+        shuffle=shuffle,
+        drop_last=True,
+        seed=0,
+    )
+    loader = StreamingDataLoader(
+        ds, batch_size=batch, num_workers=workers, prefetch_factor=4 if workers else None
+    )
+    return consume(loader, lambda b: (b[:, :-1], b[:, 1:]))
+
+
+def litdata_available() -> str | None:
+    try:
+        import litdata  # noqa: F401
+    except ImportError as error:
+        return f"litdata not importable ({error}): run from .venv-bench (make bench-env)"
+    return None
+
+
+# -- transport floors --------------------------------------------------------------------------
+
+
+class _Batches(torch.utils.data.IterableDataset):
+    """Yields zero tensors shaped like one batch (or a tiny tuple): no work at all."""
+
+    def __init__(self, batches: int, shape: tuple[int, int] | None):
         super().__init__()
-        self.batches, self.shape = batches, (batch, seq_len)
+        self.batches, self.shape = batches, shape
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
-        share = info.num_workers if info else 1
-        for _ in range(self.batches // share):
-            yield {
-                "input_ids": torch.zeros(self.shape, dtype=torch.int64),
-                "labels": torch.zeros(self.shape, dtype=torch.int64),
-            }
+        for i in range(self.batches // (info.num_workers if info else 1)):
+            yield (i, 0) if self.shape is None else torch.zeros(self.shape, dtype=torch.int64)
 
 
-def transport_floor(workers: int, seq_len: int, batch: int, batches: int = 1000) -> dict:
-    """Tokens/s a DataLoader moves when the dataset does no work at all."""
+def transport_floor(workers: int, shape: tuple[int, int] | None, batches: int = 1000) -> float:
+    """Batches/s a DataLoader moves when the dataset does no work: one [B, seq_len + 1] tensor
+    per batch (torch's shared-memory segment per tensor), or only a small tuple (the
+    per-message cost that shared slots still pay)."""
     loader = torch.utils.data.DataLoader(
-        EmptyBatches(batches, batch, seq_len),
+        _Batches(batches, shape),
         batch_size=None,
         num_workers=workers,
         prefetch_factor=4 if workers else None,
     )
-    t0, tokens = time.perf_counter(), 0
-    for item in loader:
-        tokens += item["input_ids"].numel()
-    seconds = time.perf_counter() - t0
-    return {"workers": workers, "tokens_per_s": tokens / seconds}
+    t0, n = time.perf_counter(), 0
+    for _ in loader:
+        n += 1
+    return n / (time.perf_counter() - t0)
 
 
 def main() -> None:
@@ -103,40 +190,128 @@ def main() -> None:
     parser.add_argument("--output", default="/tmp/tokenmill-bench-loader/out")
     parser.add_argument("--input", default=None)
     parser.add_argument("--tokenizer", default=None)
-    parser.add_argument("--seq-len", type=int, default=2048)
+    parser.add_argument("--seq-lens", type=int, nargs="+", default=[2048, 8192])
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=["int64", "int32"])
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
-    parser.add_argument("--repeat", type=int, default=2, help="best of N runs of each")
+    parser.add_argument("--repeat", type=int, default=3, help="best of N epochs of each")
+    parser.add_argument("--no-litdata", action="store_true")
+    parser.add_argument("--litdata-cache", default="/tmp/tokenmill-bench-loader/litdata")
+    parser.add_argument("--litdata-chunk-tokens", type=int, default=1 << 22)
+    parser.add_argument("--extras", action="store_true", help="also ids, no-slot, floors")
+    parser.add_argument("--json", default=None, help="write the results here too")
     args = parser.parse_args()
     ensure_output(args.output, args.input, args.tokenizer)
-    numpy_ceiling(args.output)  # warm the page cache so every contender reads from memory
-    ceiling = max(
-        (numpy_ceiling(args.output) for _ in range(args.repeat)), key=lambda r: r["tokens_per_s"]
-    )
+    skip = "--no-litdata given" if args.no_litdata else litdata_available()
+    if skip:
+        print(f"litdata: not measured ({skip})")
     result = {
         "output": args.output,
-        "seq_len": args.seq_len,
         "batch": args.batch,
         "cpus": os.cpu_count(),
-        "ceiling_numpy": ceiling,
-        "loader": [],
+        "load_average": os.getloadavg(),
+        "litdata": skip or "measured",
+        "rows": [],
     }
-    for workers in args.workers:
-        for extra in ({}, {"position_ids": True, "document_ids": True}):
-            best = max(
-                (
-                    loader_rate(args.output, workers, args.seq_len, args.batch, **extra)
-                    for _ in range(args.repeat)
-                ),
-                key=lambda r: r["tokens_per_s"],
+    rows = result["rows"]
+    for dtype in args.dtypes:
+        numpy_ceiling(args.output, dtype)  # warm the page cache: every contender reads memory
+        ceiling = best(args.repeat, numpy_ceiling, args.output, dtype)["tokens_per_s"]
+        lit_path = None
+        if not skip:
+            lit_path = litdata_dir(
+                args.output, dtype, args.litdata_cache, args.litdata_chunk_tokens
             )
-            best["options"] = sorted(extra)
-            best["vs_ceiling"] = round(best["tokens_per_s"] / ceiling["tokens_per_s"], 3)
-            floor = transport_floor(workers, args.seq_len, args.batch)["tokens_per_s"]
-            best["dataloader_floor_tokens_per_s"] = floor
-            best["vs_floor"] = round(best["tokens_per_s"] / floor, 3)
-            result["loader"].append(best)
-    print(json.dumps(result, indent=1))
+        for seq_len in args.seq_lens:
+            for workers in args.workers:
+                row = {"seq_len": seq_len, "dtype": dtype, "workers": workers, "ceiling": ceiling}
+                tm = best(
+                    args.repeat,
+                    tokenmill_rate,
+                    args.output,
+                    workers,
+                    seq_len,
+                    args.batch,
+                    dtype=DTYPES[dtype],
+                )
+                row["tokenmill"] = tm["tokens_per_s"]
+                row["tokenmill_tokens"] = tm["tokens"]
+                if lit_path:
+                    for shuffle in (False, True):
+                        lit = best(
+                            args.repeat,
+                            litdata_rate,
+                            lit_path,
+                            workers,
+                            seq_len,
+                            args.batch,
+                            shuffle,
+                        )
+                        row[f"litdata_{'shuffle' if shuffle else 'ordered'}"] = lit["tokens_per_s"]
+                rows.append(row)
+                print(_line(row), flush=True)
+    if args.extras:
+        result["extras"] = extras(args)
+    print(table(rows))
+    if args.extras:
+        for name, value in result["extras"].items():
+            print(f"{name}: {value / 1e6:.1f} M tokens/s")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+
+
+def extras(args: argparse.Namespace) -> dict:
+    """seq_len[0] int64: ids options, the per-tensor worker path, and the DataLoader floors."""
+    seq_len, batch, out = args.seq_lens[0], args.batch, {}
+    for workers in args.workers:
+        out[f"{workers} workers, position_ids + document_ids"] = best(
+            args.repeat,
+            tokenmill_rate,
+            out_dir := args.output,
+            workers,
+            seq_len,
+            batch,
+            position_ids=True,
+            document_ids=True,
+        )["tokens_per_s"]
+        if workers:
+            out[f"{workers} workers, shared_slots=False"] = best(
+                args.repeat, tokenmill_rate, out_dir, workers, seq_len, batch, shared_slots=False
+            )["tokens_per_s"]
+            for name, shape in (("one int64 tensor", (batch, seq_len + 1)), ("a tuple", None)):
+                rate = max(transport_floor(workers, shape) for _ in range(args.repeat))
+                out[f"{workers} workers, DataLoader floor ({name} per batch)"] = (
+                    rate * batch * seq_len
+                )
+    return out
+
+
+def _line(row: dict) -> str:
+    return " ".join(
+        f"{k}={v / 1e6:.1f}M" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
+    )
+
+
+def table(rows: list[dict]) -> str:
+    head = (
+        "| seq_len | dtype | workers | ceiling | tokenmill | vs ceiling "
+        "| litdata ordered | litdata shuffled | tokenmill/litdata (ordered, shuffled) |"
+    )
+    lines = [head, "|" + "---|" * 9]
+    for r in rows:
+        lit_o, lit_s = r.get("litdata_ordered"), r.get("litdata_shuffle")
+        lines.append(
+            f"| {r['seq_len']} | {r['dtype']} | {r['workers']} | {r['ceiling'] / 1e6:.0f} M "
+            f"| {r['tokenmill'] / 1e6:.1f} M | {r['tokenmill'] / r['ceiling']:.2f} "
+            + (
+                f"| {lit_o / 1e6:.1f} M | {lit_s / 1e6:.1f} M "
+                f"| {r['tokenmill'] / lit_o:.2f}, {r['tokenmill'] / lit_s:.2f} |"
+                if lit_o
+                else "| - | - | - |"
+            )
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
