@@ -10,11 +10,22 @@ Speeds are per core: CPU seconds of this one process (the machine may be shared)
 --reference-scale trains LiB alone on the reference's amount of English (the first 35 M characters
 of en.jsonl, sentences = lines, default parameters) and prints the figures quoted in issue 3 next to
 the reference's.
+
+--reference-dir DIR runs the authors' 2023 code (github.com/ray306/LiB: model.py + structures.py,
+fetched by the user into DIR, never part of this project) side by side with LiB on the same English
+lines cut into the same documents (--doc-sentences, default 200 as in its demo.ipynb; --lines to
+take fewer than the 35 M characters; --shuffle-lines to sample sentences at random as the demo
+does), each document read once in the same order, both with their default parameters. Both final
+lexicons encode the same held-out text with LiB's encoder (bytes per token), and the reference's own
+(greedy) segmentation is timed on part of it. Skipped with a message when DIR has no model.py.
+
+    .venv/bin/python bench/lib_vs_bpe.py --reference-dir /tmp/lib-reference --lines 100000
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import random
@@ -166,6 +177,7 @@ def reference_scale(args) -> dict:
             progress=args.progress,
             progress_every=max(1, len(train) // 10),
             doc_sentences=args.doc_sentences,
+            **({} if args.admit_after is None else {"admit_after": args.admit_after}),
         )
     )
     encoded, mb_s, second_half_mb_s = encode_speed(lib, held)
@@ -197,6 +209,136 @@ def reference_scale(args) -> dict:
         ref_cell = "-" if ref_value is None else fmt.format(ref_value)
         print(f"{name:18s}{fmt.format(value):>12s}{ref_cell:>12s}")
     return row
+
+
+def bench_lines(n_lines: int | None, held_chars: float) -> tuple[list[str], list[str]]:
+    """English lines (kept with their endings) from the start of en.jsonl: up to `n_lines` or the
+    reference's 35 M characters; then held-out lines worth `held_chars` characters."""
+    train: list[str] = []
+    held: list[str] = []
+    chars = held_size = 0
+    with (CORPUS / "en.jsonl").open(encoding="utf-8") as handle:
+        for line in handle:
+            for sentence in json.loads(line)["text"].splitlines(keepends=True):
+                full = len(train) >= n_lines if n_lines else chars >= REFERENCE["chars"]
+                if not full:
+                    train.append(sentence)
+                    chars += len(sentence)
+                elif held_size < held_chars:
+                    held.append(sentence)
+                    held_size += len(sentence)
+                else:
+                    return train, held
+    return train, held
+
+
+def load_reference(directory: Path | None):
+    """The authors' model module from `directory`, or None (with the reason printed)."""
+    if directory is None or not (directory / "model.py").is_file():
+        print(f"reference: skipped (no model.py in {directory})")
+        return None
+    sys.path.insert(0, str(directory))
+    try:
+        return importlib.import_module("model")
+    except Exception as exc:  # its own imports (numba, numpy) may be missing
+        print(f"reference: skipped (importing {directory / 'model.py'} failed: {exc!r})")
+        return None
+    finally:
+        sys.path.remove(str(directory))
+
+
+def train_reference(model, documents: list[list[str]], seed: int, progress_every: int):
+    """The reference's own loop body (model.run without its periodic evaluation): init with the
+    characters of the first document, then model.reading(memory, document) per document."""
+    random.seed(seed)  # the reference draws from the global `random`
+    memory = model.TrieList()
+    model.init(memory, documents[0])
+    started = time.perf_counter()
+    for i, document in enumerate(documents, 1):
+        model.reading(memory, document)
+        if progress_every and i % progress_every == 0:
+            print(
+                f"reference: {i} docs, lexicon {len(memory)}, {time.perf_counter() - started:.1f}s",
+                file=sys.stderr,
+                flush=True,
+            )
+    return list(memory.par_list), memory
+
+
+def reference_compare(args) -> dict:
+    """LiB and the authors' code on the same documents, side by side."""
+    model = load_reference(args.reference_dir)
+    lines, held = bench_lines(args.lines, args.eval_mb * 1e6)
+    if args.shuffle_lines:
+        random.Random(args.seed).shuffle(lines)
+    size = args.doc_sentences or 200
+    documents = [lines[i : i + size] for i in range(0, len(lines), size)]
+    chars = sum(map(len, lines))
+    every = max(1, len(documents) // 10) if args.progress else 0
+    hyper = {"seed": args.seed}
+    if args.admit_after is not None:
+        hyper["admit_after"] = args.admit_after
+    lib, lib_s = cpu_timed(
+        lambda: LiBTokenizer.train(
+            ["".join(d) for d in documents],  # one text per document, no held-back sample
+            vocab_size=args.vocab_cap,
+            progress=args.progress,
+            progress_every=every or 1,
+            sample_sentences=0,
+            **hyper,
+        )
+    )
+    columns = {"lib": (lib.units, lib_s, None)}
+    if model is not None:
+        (units, memory), ref_s = cpu_timed(lambda: train_reference(model, documents, 0, every))
+        columns["reference"] = (units, ref_s, memory)
+    held_bytes = sum(len(t.encode("utf-8")) for t in held)
+    rows: dict[str, dict] = {}
+    for name, (units, train_s, memory) in columns.items():
+        tok = lib if name == "lib" else LiBTokenizer.from_lexicon(units)
+        encoded, mb_s, _ = encode_speed(tok, held)
+        row = {
+            "units": len(units),
+            "train_s": train_s,
+            "s_per_1k_sent": train_s / len(lines) * 1000,
+            "us_per_char": train_s / chars * 1e6,
+            "encode_mb_s": mb_s,  # with LiB's encoder, for both lexicons
+        }
+        row.update(vocabulary_figures([u.encode("utf-8", "surrogatepass") for u in units]))
+        row.update(usage_figures(tok, held, encoded))
+        if memory is not None:  # the reference's own segmentation (greedy longest match)
+            part = held[: max(1, len(held) // 4)]
+            chunks, own_s = cpu_timed(
+                lambda m=memory, p=part: model.show_reading(m, p, return_chunks=True)
+            )
+            part_bytes = sum(len(t.encode("utf-8")) for t in part)
+            row["own_encode_mb_s"] = part_bytes / 1e6 / own_s
+            row["own_bytes_per_token"] = part_bytes / len(chunks)
+        rows[name] = row
+    print(
+        f"\n== en: {len(lines)} lines / {chars / 1e6:.2f} M chars in {len(documents)} documents "
+        f"of {size} lines{' (shuffled lines)' if args.shuffle_lines else ''}; held out "
+        f"{len(held)} lines / {held_bytes / 1e6:.2f} MB; LiB params {lib.params.to_dict()}"
+    )
+    names = list(rows)
+    print(f"{'':20s}" + "".join(f"{n:>12s}" for n in names))
+    for field, fmt in (
+        ("units", "{:.0f}"),
+        ("with_space", "{:.1%}"),
+        ("multiword", "{:.1%}"),
+        ("train_s", "{:.1f}"),
+        ("s_per_1k_sent", "{:.3f}"),
+        ("us_per_char", "{:.2f}"),
+        ("bytes_per_token", "{:.2f}"),
+        ("tokens_per_word", "{:.3f}"),
+        ("types_used", "{:.0f}"),
+        ("encode_mb_s", "{:.2f}"),
+        ("own_bytes_per_token", "{:.2f}"),
+        ("own_encode_mb_s", "{:.2f}"),
+    ):
+        cells = [fmt.format(rows[n][field]) if field in rows[n] else "-" for n in names]
+        print(f"{field:20s}" + "".join(f"{c:>12s}" for c in cells))
+    return rows
 
 
 FIELDS = [
@@ -247,11 +389,31 @@ def main() -> None:
         "--doc-sentences",
         type=int,
         default=None,
-        help="LiB document = N lines (with --reference-scale)",
+        help="LiB document = N lines (with --reference-scale; --reference-dir: default 200)",
     )
+    parser.add_argument(
+        "--admit-after",
+        type=int,
+        default=None,
+        help="LiB admit_after (proposals within a document before a unit is added; default 1)",
+    )
+    parser.add_argument(
+        "--reference-dir",
+        type=Path,
+        default=None,
+        help="directory holding the authors' model.py + structures.py: run it side by side",
+    )
+    parser.add_argument("--lines", type=int, default=None, help="--reference-dir: English lines")
+    parser.add_argument("--shuffle-lines", action="store_true", help="--reference-dir: as its demo")
+    parser.add_argument("--seed", type=int, default=0, help="--reference-dir: seed of both")
     args = parser.parse_args()
     if not CORPUS.is_dir():
         sys.exit(f"bench corpus not found at {CORPUS}")
+    if args.reference_dir is not None:
+        rows = reference_compare(args)
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=1))
+        return
     if args.reference_scale:
         row = reference_scale(args)
         if args.json:

@@ -197,11 +197,33 @@ def verify_cmd(url: str, storage_option: tuple[str, ...]) -> None:
     default="bpe",
     help="sentencepiece model type",
 )
+@click.option(
+    "--lib-admit-after",
+    type=click.IntRange(min=1),
+    default=None,
+    help="lib: a proposal becomes a unit the Nth time it is proposed within one document "
+    "(default 1; 2 = the authors' 2023 code)",
+)
+@click.option(
+    "--lib-doc-sentences",
+    type=click.IntRange(min=1),
+    default=None,
+    help="lib: a training document is every N lines (default: one input text)",
+)
 @click.option("--max-docs", type=int, default=None, help="train on at most this many documents")
 @click.option("--text-field", default="text")
 @storage_option_flag
 def train_tokenizer_cmd(
-    kind, input_, vocab_size, output, model_type, max_docs, text_field, storage_option
+    kind,
+    input_,
+    vocab_size,
+    output,
+    model_type,
+    lib_admit_after,
+    lib_doc_sentences,
+    max_docs,
+    text_field,
+    storage_option,
 ):
     """Train a tokenizer on a corpus (same input formats as `run`) and save it to PATH."""
     from jobs.corpus_text import iter_texts
@@ -219,6 +241,10 @@ def train_tokenizer_cmd(
         texts = iter_texts(cfg, max_docs=max_docs)
         cls = tokenizer_class(kind)
         extra = {"model_type": model_type} if kind == "sentencepiece" else {}
+        if kind == "lib":
+            extra = {"doc_sentences": lib_doc_sentences}
+            if lib_admit_after is not None:
+                extra["admit_after"] = lib_admit_after
         tokenizer = cls.train(texts, vocab_size=vocab_size, **extra)
         tokenizer.save(output, storage_options=storage)
     except USER_ERRORS as exc:

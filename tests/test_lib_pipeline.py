@@ -58,3 +58,16 @@ def test_lib_trains_from_the_cli_and_its_shards_decode_to_the_input(
     # multi-word units (a space inside, not only at the start) are used in the shards
     multi = {i for i in range(tok.vocab_size) if b" " in tok.token_bytes(i).strip(b" ")}
     assert any(t in multi for row in rows for t in row["tokens"])
+
+
+def test_lib_training_flags_reach_the_saved_params(tmp_path, sample_dir):
+    path = tmp_path / "lib.json"
+    args = ["train-tokenizer", "--kind", "lib", "--input", str(sample_dir / "en.jsonl")]
+    args += ["--vocab-size", "3000", "--max-docs", "3", "--output", str(path)]
+    result = CliRunner().invoke(cli, [*args, "--lib-admit-after", "2", "--lib-doc-sentences", "20"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads(path.read_text())
+    assert saved["params"]["admit_after"] == 2
+    assert load_tokenizer(f"lib:{path}").params.admit_after == 2
+    result = CliRunner().invoke(cli, [*args, "--lib-admit-after", "0"])
+    assert result.exit_code != 0

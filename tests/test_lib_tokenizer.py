@@ -234,6 +234,44 @@ def test_tail_units_are_put_on_probation_each_document():
     assert trainer.probation == {"st": 3, "uv": 3}
 
 
+def test_admit_after_2_adds_a_proposal_the_second_time_within_one_document():
+    trainer = LiBTrainer(LiBParams(alpha=1.0, admit_after=2), lexicon=CheckedLexicon())
+    trainer.walk("ab")  # a, b added when first seen; "ab" proposed once: not a unit yet
+    assert "ab" not in trainer.lexicon and trainer.proposed == {"ab": 1}
+    trainer.walk("ab")  # proposed again in the same document: appended, on probation
+    assert "ab" in trainer.lexicon and trainer.probation["ab"] == 10
+    assert "ab" not in trainer.proposed
+    trainer.end_document()
+    trainer.train_document(["cd"])  # "cd" proposed once in this document ...
+    trainer.train_document(["cd"])  # ... and once in the next: the count does not carry over
+    assert "cd" not in trainer.lexicon and not trainer.proposed
+    trainer.train_document(["cd", "xcd"])  # twice within one document (the x adds "xc" once)
+    assert "cd" in trainer.lexicon and "xc" not in trainer.lexicon
+
+
+def test_admit_after_1_is_the_default_and_adds_at_once():
+    assert LiBParams().admit_after == 1
+    trainer = LiBTrainer(LiBParams(alpha=1.0), lexicon=CheckedLexicon())
+    trainer.walk("ab")
+    assert "ab" in trainer.lexicon and not trainer.proposed
+
+
+def test_admit_after_is_deterministic_saved_and_shrinks_the_lexicon(tmp_path):
+    docs = sample_texts("en")[:6]
+    first = LiBTokenizer.train(docs, admit_after=2, seed=3)
+    again = LiBTokenizer.train(docs, admit_after=2, seed=3)
+    literal = LiBTokenizer.train(docs, seed=3)
+    assert first.units == again.units and first.fingerprint == again.fingerprint
+    assert len(first.units) < len(literal.units)
+    first.save(str(tmp_path / "lib.json"))
+    loaded = LiBTokenizer.load(str(tmp_path / "lib.json"))
+    assert loaded.params.admit_after == 2 and loaded.units == first.units
+    for text in docs:
+        assert first.decode_bytes(first.encode(text)) == text.encode("utf-8")
+    with pytest.raises(ValueError, match="admit_after"):
+        LiBParams(admit_after=0)
+
+
 def test_same_seed_same_documents_same_lexicon():
     docs = sample_texts("ru")[:3]
     first = LiBTokenizer.train(docs, seed=7)

@@ -21,6 +21,9 @@ class LiBParams:
     delta: float = 0.2  # re-rank rate: a move is floor(rank * delta) + 1 places
     max_unit_len: int = 12  # longest unit, in characters
     seed: int = 0
+    # a proposal becomes a unit the admit_after-th time it is proposed within one document
+    # (1 = at once, as ALGORITHMS.md; 2 = the authors' 2023 code, `memorize()`)
+    admit_after: int = 1
 
     def __post_init__(self) -> None:
         checks = {
@@ -30,6 +33,7 @@ class LiBParams:
             "delta": 0.0 <= self.delta <= 1.0,
             "max_unit_len": isinstance(self.max_unit_len, int) and self.max_unit_len >= 1,
             "seed": isinstance(self.seed, int),
+            "admit_after": isinstance(self.admit_after, int) and self.admit_after >= 1,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -102,6 +106,7 @@ class LiBTrainer:
         self.rng = random.Random(params.seed)
         self.probation: dict[str, int] = {}  # unit -> documents of life left
         self.pending: list[tuple[str, bool]] = []  # (unit, True = reward / False = punishment)
+        self.proposed: dict[str, int] = {}  # proposals not yet admitted, this document: times seen
         self.documents = 0
         self.sentences = 0
 
@@ -114,6 +119,7 @@ class LiBTrainer:
         """Steps 1-4 over one sentence: match, propose, evaluate, advance."""
         lex, params, probation, pending = self.lexicon, self.params, self.probation, self.pending
         max_len, alpha, rand = params.max_unit_len, params.alpha, self.rng.random
+        admit_after, proposed = params.admit_after, self.proposed
         lexicon_matches = lex.matches
         found: dict[int, tuple[str | None, str | None]] = {}  # matches by position
 
@@ -133,10 +139,15 @@ class LiBTrainer:
             if previous is not None and rand() < alpha:
                 proposal = previous + c1
                 if len(proposal) <= max_len and proposal not in lex:
-                    lex.append(proposal)
-                    probation[proposal] = params.tau0
-                    if sentence.find(proposal, pos) >= 0:  # later matches may now differ
-                        found.clear()
+                    seen = proposed.get(proposal, 0) + 1
+                    if seen < admit_after:
+                        proposed[proposal] = seen
+                    else:
+                        proposed.pop(proposal, None)
+                        lex.append(proposal)
+                        probation[proposal] = params.tau0
+                        if sentence.find(proposal, pos) >= 0:  # later matches may now differ
+                            found.clear()
             if c2 is not None:
                 a, b, _ = race(matches, sentence, pos, c1, c2, max_len)
                 if first_loses(lex, a, b):
@@ -153,6 +164,7 @@ class LiBTrainer:
     def end_document(self) -> None:
         """Steps 5-7: probation countdown, re-ranking in order, tail marking; then the hard cap."""
         lex = self.lexicon
+        self.proposed.clear()  # admit_after counts proposals within one document
         for unit, life in list(self.probation.items()):
             if life <= 1:
                 del self.probation[unit]
