@@ -125,6 +125,7 @@ def litdata_dir(output: str, dtype: str, cache: str, chunk_tokens: int) -> str:
         num_workers=1,
         reorder_files=False,
         verbose=False,
+        start_method="fork",  # litdata sets it process-wide: spawn would slow every later worker
     )
     return path
 
@@ -195,6 +196,7 @@ def main() -> None:
     parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=["int64", "int32"])
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--repeat", type=int, default=3, help="best of N epochs of each")
+    parser.add_argument("--litdata-repeat", type=int, default=2, help="best of N for litdata")
     parser.add_argument("--no-litdata", action="store_true")
     parser.add_argument("--litdata-cache", default="/tmp/tokenmill-bench-loader/litdata")
     parser.add_argument("--litdata-chunk-tokens", type=int, default=1 << 22)
@@ -239,7 +241,7 @@ def main() -> None:
                 if lit_path:
                     for shuffle in (False, True):
                         lit = best(
-                            args.repeat,
+                            args.litdata_repeat,
                             litdata_rate,
                             lit_path,
                             workers,

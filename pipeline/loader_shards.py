@@ -154,6 +154,16 @@ class ShardStore:
         return opened
 
 
+def numpy_view(array: pa.Array) -> np.ndarray:
+    """Zero-copy numpy view of a primitive Arrow array without nulls. (Array.to_numpy imports
+    pandas on first use: about half a second in every fresh DataLoader worker, every epoch.)"""
+    if array.null_count:
+        raise LoaderError(f"token array with {array.null_count} nulls")
+    dtype = np.dtype(str(array.type))
+    data = array.buffers()[1]
+    return np.frombuffer(data, dtype=dtype, count=len(array), offset=array.offset * dtype.itemsize)
+
+
 def map_shard(path: str, shard: ShardInfo, url: str) -> ShardTokens:
     """Memory-map a shard and index its documents without copying any token."""
     mapped = pa.memory_map(path, "r")
@@ -161,8 +171,8 @@ def map_shard(path: str, shard: ShardInfo, url: str) -> ShardTokens:
     buffers, doc_buffer, doc_start, doc_len = [], [], [], []
     for i in range(reader.num_record_batches):
         column = reader.get_batch(i).column("tokens")
-        offsets = column.offsets.to_numpy().astype(np.int64)
-        buffers.append(column.values.to_numpy(zero_copy_only=True))
+        offsets = numpy_view(column.offsets).astype(np.int64)
+        buffers.append(numpy_view(column.values))
         doc_buffer.append(np.full(len(column), i, dtype=np.int32))
         doc_start.append(offsets[:-1])
         doc_len.append(np.diff(offsets))
