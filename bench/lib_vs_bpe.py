@@ -177,7 +177,7 @@ def reference_scale(args) -> dict:
             progress=args.progress,
             progress_every=max(1, len(train) // 10),
             doc_sentences=args.doc_sentences,
-            **({} if args.admit_after is None else {"admit_after": args.admit_after}),
+            **lib_hyper(args),
         )
     )
     encoded, mb_s, second_half_mb_s = encode_speed(lib, held)
@@ -209,6 +209,16 @@ def reference_scale(args) -> dict:
         ref_cell = "-" if ref_value is None else fmt.format(ref_value)
         print(f"{name:18s}{fmt.format(value):>12s}{ref_cell:>12s}")
     return row
+
+
+def lib_hyper(args) -> dict:
+    """The LiB hyperparameters given on the command line (the rest keep their defaults)."""
+    hyper: dict = {}
+    if args.admit_after is not None:
+        hyper["admit_after"] = args.admit_after
+    if args.new_on_probation is not None:
+        hyper["new_on_probation"] = args.new_on_probation == "true"
+    return hyper
 
 
 def bench_lines(n_lines: int | None, held_chars: float) -> tuple[list[str], list[str]]:
@@ -275,9 +285,7 @@ def reference_compare(args) -> dict:
     documents = [lines[i : i + size] for i in range(0, len(lines), size)]
     chars = sum(map(len, lines))
     every = max(1, len(documents) // 10) if args.progress else 0
-    hyper = {"seed": args.seed}
-    if args.admit_after is not None:
-        hyper["admit_after"] = args.admit_after
+    hyper = {"seed": args.seed, **lib_hyper(args)}
     lib, lib_s = cpu_timed(
         lambda: LiBTokenizer.train(
             ["".join(d) for d in documents],  # one text per document, no held-back sample
@@ -396,6 +404,12 @@ def main() -> None:
         type=int,
         default=None,
         help="LiB admit_after (proposals within a document before a unit is added; default 1)",
+    )
+    parser.add_argument(
+        "--new-on-probation",
+        choices=("true", "false"),
+        default=None,
+        help="LiB new_on_probation (default true; false = the authors' 2023 code)",
     )
     parser.add_argument(
         "--reference-dir",

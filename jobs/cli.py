@@ -205,6 +205,12 @@ def verify_cmd(url: str, storage_option: tuple[str, ...]) -> None:
     "(default 1; 2 = the authors' 2023 code)",
 )
 @click.option(
+    "--lib-new-on-probation",
+    type=bool,
+    default=None,
+    help="lib: a new unit starts on probation (default true; false = the authors' 2023 code)",
+)
+@click.option(
     "--lib-doc-sentences",
     type=click.IntRange(min=1),
     default=None,
@@ -220,6 +226,7 @@ def train_tokenizer_cmd(
     output,
     model_type,
     lib_admit_after,
+    lib_new_on_probation,
     lib_doc_sentences,
     max_docs,
     text_field,
@@ -245,6 +252,8 @@ def train_tokenizer_cmd(
             extra = {"doc_sentences": lib_doc_sentences}
             if lib_admit_after is not None:
                 extra["admit_after"] = lib_admit_after
+            if lib_new_on_probation is not None:
+                extra["new_on_probation"] = lib_new_on_probation
         tokenizer = cls.train(texts, vocab_size=vocab_size, **extra)
         tokenizer.save(output, storage_options=storage)
     except USER_ERRORS as exc:

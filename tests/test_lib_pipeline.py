@@ -64,10 +64,11 @@ def test_lib_training_flags_reach_the_saved_params(tmp_path, sample_dir):
     path = tmp_path / "lib.json"
     args = ["train-tokenizer", "--kind", "lib", "--input", str(sample_dir / "en.jsonl")]
     args += ["--vocab-size", "3000", "--max-docs", "3", "--output", str(path)]
-    result = CliRunner().invoke(cli, [*args, "--lib-admit-after", "2", "--lib-doc-sentences", "20"])
+    flags = ["--lib-admit-after", "2", "--lib-new-on-probation", "false"]
+    result = CliRunner().invoke(cli, [*args, *flags, "--lib-doc-sentences", "20"])
     assert result.exit_code == 0, result.output
     saved = json.loads(path.read_text())
-    assert saved["params"]["admit_after"] == 2
+    assert saved["params"]["admit_after"] == 2 and saved["params"]["new_on_probation"] is False
     assert load_tokenizer(f"lib:{path}").params.admit_after == 2
     result = CliRunner().invoke(cli, [*args, "--lib-admit-after", "0"])
     assert result.exit_code != 0

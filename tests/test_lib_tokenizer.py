@@ -256,16 +256,29 @@ def test_admit_after_1_is_the_default_and_adds_at_once():
     assert "ab" in trainer.lexicon and not trainer.proposed
 
 
+def test_new_units_off_probation_wait_for_tail_marking():
+    params = LiBParams(alpha=1.0, new_on_probation=False)
+    trainer = LiBTrainer(params, lexicon=CheckedLexicon())
+    trainer.walk("abc")  # a, b, c added when first seen; "ab" and "bc" proposed and appended
+    assert {"ab", "bc"} <= set(trainer.lexicon) and not trainer.probation
+    trainer.end_document()  # ceil(omega * 5) = 1: only the bottom unit goes on probation
+    assert trainer.probation == {"bc": 10}
+    assert LiBParams().new_on_probation is True
+    with pytest.raises(ValueError, match="new_on_probation"):
+        LiBParams(new_on_probation=1)
+
+
 def test_admit_after_is_deterministic_saved_and_shrinks_the_lexicon(tmp_path):
     docs = sample_texts("en")[:6]
-    first = LiBTokenizer.train(docs, admit_after=2, seed=3)
-    again = LiBTokenizer.train(docs, admit_after=2, seed=3)
+    first = LiBTokenizer.train(docs, admit_after=2, new_on_probation=False, seed=3)
+    again = LiBTokenizer.train(docs, admit_after=2, new_on_probation=False, seed=3)
     literal = LiBTokenizer.train(docs, seed=3)
     assert first.units == again.units and first.fingerprint == again.fingerprint
     assert len(first.units) < len(literal.units)
     first.save(str(tmp_path / "lib.json"))
     loaded = LiBTokenizer.load(str(tmp_path / "lib.json"))
-    assert loaded.params.admit_after == 2 and loaded.units == first.units
+    assert loaded.params == first.params and loaded.units == first.units
+    assert loaded.params.admit_after == 2 and loaded.params.new_on_probation is False
     for text in docs:
         assert first.decode_bytes(first.encode(text)) == text.encode("utf-8")
     with pytest.raises(ValueError, match="admit_after"):

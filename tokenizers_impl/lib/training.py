@@ -24,6 +24,9 @@ class LiBParams:
     # a proposal becomes a unit the admit_after-th time it is proposed within one document
     # (1 = at once, as ALGORITHMS.md; 2 = the authors' 2023 code, `memorize()`)
     admit_after: int = 1
+    # an admitted unit starts on probation (life tau0) as ALGORITHMS.md; False = the 2023 code:
+    # it waits at the tail, where only tail marking (omega) puts it on probation
+    new_on_probation: bool = True
 
     def __post_init__(self) -> None:
         checks = {
@@ -34,6 +37,7 @@ class LiBParams:
             "max_unit_len": isinstance(self.max_unit_len, int) and self.max_unit_len >= 1,
             "seed": isinstance(self.seed, int),
             "admit_after": isinstance(self.admit_after, int) and self.admit_after >= 1,
+            "new_on_probation": isinstance(self.new_on_probation, bool),
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -120,6 +124,7 @@ class LiBTrainer:
         lex, params, probation, pending = self.lexicon, self.params, self.probation, self.pending
         max_len, alpha, rand = params.max_unit_len, params.alpha, self.rng.random
         admit_after, proposed = params.admit_after, self.proposed
+        on_probation = params.new_on_probation
         lexicon_matches = lex.matches
         found: dict[int, tuple[str | None, str | None]] = {}  # matches by position
 
@@ -145,7 +150,8 @@ class LiBTrainer:
                     else:
                         proposed.pop(proposal, None)
                         lex.append(proposal)
-                        probation[proposal] = params.tau0
+                        if on_probation:
+                            probation[proposal] = params.tau0
                         if sentence.find(proposal, pos) >= 0:  # later matches may now differ
                             found.clear()
             if c2 is not None:
