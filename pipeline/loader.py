@@ -53,9 +53,10 @@ class TokenDataset(IterableDataset):
     resume state exact with several workers. Without it, items are single samples [seq_len].
 
     `input_ids` and `labels` are the views `w[:, :-1]` and `w[:, 1:]` of one [batch, seq_len + 1]
-    window tensor `w` (one storage, not contiguous: use `.reshape`/`.flatten`, not `.view`);
-    `position_ids`/`document_ids` share a second block of that storage. The padded labels of a
-    `drop_last=False` tail are the one exception (their own tensor).
+    window array `w` (the same memory, each token copied once; not contiguous: use
+    `.reshape`/`.flatten`, not `.view`); `position_ids`/`document_ids` are views of a second block
+    of that array. Exceptions: the padded labels of a `drop_last=False` tail (their own copy), and
+    pinned batches (`pin_memory`: contiguous pinned copies, ready for non_blocking transfer).
     """
 
     def __init__(
@@ -120,6 +121,7 @@ class TokenDataset(IterableDataset):
         self._progress: tuple | None = None
         self._built: tuple[int, list[PackedStream], Mixture | None] | None = None
         self._ring: np.ndarray | None = None  # in a DataLoader worker: its shared batch slots
+        self._arange: np.ndarray | None = None  # 0, 1, ... for position_ids
         self._ring_next = 0
 
     # -- the global sample sequence -------------------------------------------------------------
@@ -301,53 +303,69 @@ class TokenDataset(IterableDataset):
                     starts[rows] = bounds
             source = sources.astype(np.int64)
         if starts is not None:
-            seg = starts[:, :-1]
-            seg[:, 0] = True
-            row = 1
-            if self.position_ids:  # distance to the last segment start at or before each token
-                at = np.arange(self.seq_len, dtype=tokens.dtype)
-                last = np.maximum.accumulate(np.where(seg, at, 0), axis=1)
-                np.subtract(at, last, out=block[row, :, :-1])
-                row += 1
-            if self.document_ids:
-                out = block[row, :, :-1]
-                np.cumsum(seg, axis=1, dtype=tokens.dtype, out=out)
-                out -= 1
+            self._ids(block, starts)
         return valid, source
+
+    def _ids(self, block: np.ndarray, starts: np.ndarray) -> None:
+        """position_ids / document_ids into block[1:] from the document-start marks: one
+        np.repeat over the segments (a handful per batch) instead of scans along every row."""
+        n, window = starts.shape
+        seq_len = window - 1
+        marks = np.flatnonzero(starts).tolist()  # flat positions of document starts (few)
+        cuts = sorted({*range(0, n * window, window), *(m for m in marks if m % window < seq_len)})
+        firsts, segments, segment = [], [], 0
+        for cut in cuts:  # -> segment starts in [n, seq_len] coordinates, segment number in row
+            row, col = divmod(cut, window)
+            segment = 0 if col == 0 else segment + 1
+            firsts.append(row * seq_len + col)
+            segments.append(segment)
+        lengths = [b - a for a, b in zip(firsts, [*firsts[1:], n * seq_len], strict=True)]
+        if self.position_ids:
+            if self._arange is None or len(self._arange) < n * seq_len:
+                self._arange = np.arange(n * seq_len, dtype=np.int64)
+            ramp = self._arange[: n * seq_len].reshape(n, seq_len)
+            start = np.repeat(np.asarray(firsts, dtype=np.int64), lengths).reshape(n, seq_len)
+            np.subtract(ramp, start, out=block[1, :, :-1], casting="unsafe")
+        if self.document_ids:
+            ids = np.repeat(np.asarray(segments, dtype=block.dtype), lengths).reshape(n, seq_len)
+            block[1 + self.position_ids, :, :-1] = ids
 
     def _item(
         self,
-        block: np.ndarray | torch.Tensor,
+        block: np.ndarray,
         valid: int,
         source: np.ndarray | None,
         a: int,
         b: int,
         single: bool = False,
+        pin: bool | None = None,
     ) -> dict[str, torch.Tensor]:
-        """The batch dict over one [rows, n, seq_len + 1] storage (views, no copy)."""
-        wrap: Callable[[Any], torch.Tensor] = torch.from_numpy
-        if self.pin_memory and get_worker_info() is None and torch.cuda.is_available():
-            block = (wrap(block) if isinstance(block, np.ndarray) else block).pin_memory()
-        if isinstance(block, torch.Tensor):  # pinned: torch views of the one pinned storage
-            wrap = _same
-        # else numpy views wrapped by torch.from_numpy: a third of the cost of torch slicing
+        """The batch dict over one [rows, n, seq_len + 1] array: torch.from_numpy of numpy
+        views (no copy; a third of the cost of slicing a tensor), or pinned copies of them."""
         tokens = block[0]
-        item = {"input_ids": wrap(tokens[:, :-1]), "labels": wrap(tokens[:, 1:])}
+        item = {"input_ids": torch.from_numpy(tokens[:, :-1])}
         if valid < self.seq_len + 1:  # padding is masked in labels only: they get their own copy
-            item["labels"] = item["labels"].clone()
-            item["labels"][-1, max(valid - 1, 0) :] = IGNORE_INDEX
+            labels = tokens[:, 1:].copy()
+            labels[-1, max(valid - 1, 0) :] = IGNORE_INDEX
+            item["labels"] = torch.from_numpy(labels)
+        else:
+            item["labels"] = torch.from_numpy(tokens[:, 1:])
         row = 1
         if self.position_ids:
-            item["position_ids"] = wrap(block[row, :, :-1])
+            item["position_ids"] = torch.from_numpy(block[row, :, :-1])
             row += 1
         if self.document_ids:
-            item["document_ids"] = wrap(block[row, :, :-1])
+            item["document_ids"] = torch.from_numpy(block[row, :, :-1])
         if self.return_index:
             item["index"] = torch.arange(a, b)
             if source is not None:
                 item["source"] = torch.from_numpy(source)
         if single:
             item = {k: v[0] for k, v in item.items()}
+        if pin is None:
+            pin = self.pin_memory and get_worker_info() is None and torch.cuda.is_available()
+        if pin:  # contiguous pinned copies: what a non_blocking copy to the GPU wants
+            item = {k: v.pin_memory() for k, v in item.items()}
         return item
 
     def samples(self, a: int, b: int, epoch: int | None = None) -> dict[str, torch.Tensor]:
@@ -465,13 +483,17 @@ class TokenDataset(IterableDataset):
         return torch.empty(shape, dtype=self.dtype).share_memory_()
 
     def _take_slot(self, ring: np.ndarray, slot: _Slot, pin: bool) -> dict[str, torch.Tensor]:
-        """Main process: copy a worker's slot out into a fresh (pinned if asked) tensor."""
+        """Main process: copy a worker's slot out (into pinned memory if asked) before the
+        batch is handed out; the slot is free for the worker again from then on."""
         n = slot.b - slot.a
-        whole = torch.empty((self._rows(), n, self.seq_len + 1), dtype=self.dtype, pin_memory=pin)
+        shared = ring[slot.worker, slot.slot, :, :n]
+        if pin:  # pin_memory() copies each view out of the slot
+            return self._item(shared, slot.valid, slot.source, slot.a, slot.b, pin=True)
         # numpy's copy: one thread (torch's copy_ of >= 32k elements starts intra-op threads,
         # which fight the DataLoader workers for the cores: measured 7 ms for a 256 kB batch)
-        np.copyto(whole.numpy(), ring[slot.worker, slot.slot, :, :n])
-        return self._item(whole if pin else whole.numpy(), slot.valid, slot.source, slot.a, slot.b)
+        block = np.empty(shared.shape, dtype=shared.dtype)
+        np.copyto(block, shared)
+        return self._item(block, slot.valid, slot.source, slot.a, slot.b, pin=False)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -495,11 +517,7 @@ class _DirectDataLoader(DataLoader):
 
 def _pinned(items: Iterator[dict[str, torch.Tensor]]) -> Iterator[dict[str, torch.Tensor]]:
     for item in items:
-        yield {k: v.pin_memory() for k, v in item.items()}
-
-
-def _same(x: torch.Tensor) -> torch.Tensor:
-    return x
+        yield {k: v if v.is_pinned() else v.pin_memory() for k, v in item.items()}
 
 
 class _Slot:
