@@ -234,23 +234,25 @@ class TokenDataset(IterableDataset):
         ring = self._ring if get_worker_info() is not None else None
         single = self.batch_size is None
         self._progress = (layout, start, step, sample)
-        while (a := start + step * per_step + rank * batch) < end:
-            b = min(a + batch, end)
+        make, fill = self._item, self._fill  # (locals: this loop runs once per batch)
+        rows, window, dtype = self._rows(), self.seq_len + 1, self._np_dtype
+        a = start + step * per_step + rank * batch
+        while a < end:
+            b = a + batch if a + batch < end else end
             if ring is None:
-                item = self._item(*self._block(a, b, epoch), a, b, single)
+                block = np.empty((rows, b - a, window), dtype=dtype)
+                valid, source = fill(a, b, epoch, block)
+                item = make(block, valid, source, a, b, single)
             else:  # a DataLoader worker of dataloader(): fill a shared slot, send its number
                 slot = self._ring_next % len(ring)
                 self._ring_next += 1
-                valid, source = self._fill(a, b, epoch, ring[slot, :, : b - a])
+                valid, source = fill(a, b, epoch, ring[slot, :, : b - a])
                 item = _Slot(worker, slot, a, b, valid, source)
-            self._progress = (
-                layout,
-                start,
-                step + workers,
-                min(start + (step + 1) * per_step, end),
-            )
+            done = start + (step + 1) * per_step
+            self._progress = (layout, start, step + workers, done if done < end else end)
             yield item
             step += workers
+            a += workers * per_step
 
     def _consumer_state(self, layout: list[int], start: int, next_step: int, sample: int) -> dict:
         return {

@@ -122,19 +122,24 @@ class PackedStream:
             buffers, doc_buffer, doc_start = group.buffers, group.buffer_list, group.start_list
             doc_len, ends = group.len_list, group.end_list
             rel = pos - base
-            stop = min(rel + want - filled, ends[-1])  # group-relative end of this part
+            stop = rel + want - filled
+            if stop > ends[-1]:  # this part ends with the group
+                stop = ends[-1]
             # document d spans [ends[d] - doc_len[d] - 1, ends[d]): its text, then one EOS
             d = bisect.bisect_right(ends, rel)  # the document holding position rel
             last = bisect.bisect_left(ends, stop)  # the document holding position stop - 1
             for k in (d, last) if last > d else (d,):  # partial ends: clip to [rel, stop)
-                first = ends[k] - doc_len[k] - 1
-                lo, hi = max(rel, first) - first, min(stop, ends[k]) - first
-                if min(hi, doc_len[k]) > lo:
+                length, end = doc_len[k], ends[k]
+                first = end - length - 1
+                lo = rel - first if rel > first else 0  # (no min/max calls: this is hot)
+                hi = (stop if stop < end else end) - first
+                text = hi if hi < length else length
+                if text > lo:
                     at = doc_start[k]
-                    add(buffers[doc_buffer[k]][at + lo : at + min(hi, doc_len[k])])
-                if hi > doc_len[k]:
+                    add(buffers[doc_buffer[k]][at + lo : at + text])
+                if hi > length:
                     add(eos)
-                if k == d and last > d:  # whole documents between the two ends
+                if k == d:  # whole documents between the two ends
                     for j in range(d + 1, last):
                         at = doc_start[j]
                         add(buffers[doc_buffer[j]][at : at + doc_len[j]])
