@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, IterableDataset, default_convert, get_worker_info
 
 from pipeline.loader_shards import LoaderError, ShardStore, read_ledger
 from pipeline.loader_stream import Mixture, PackedStream
@@ -441,10 +441,11 @@ class TokenDataset(IterableDataset):
     ) -> DataLoader:
         """A DataLoader (or torchdata StatefulDataLoader) set up the way this dataset expects.
 
-        With workers (and a dataset batch_size, no persistent workers), `shared_slots` makes the
-        workers write each batch into a ring of shared-memory slots created per iteration and
-        send only the slot number; the loader copies the slot into a fresh tensor in the main
-        process before handing it out (see `_SlotLoader`). Otherwise every batch travels as
+        With workers (and a dataset batch_size, no persistent workers or collate_fn),
+        `shared_slots` makes the workers write each batch into a ring of shared-memory slots
+        created per iterator and send only the slot number; the loader copies the slot into a
+        fresh tensor in the main process before handing it out (see `_slot_loader`, and
+        docs/loader.md for why a slot is never reused too early). Otherwise every batch travels as
         torch's per-tensor shared-memory segments. Without workers (plain DataLoader), batches
         come straight from the dataset's iterator: the same items, without the DataLoader's
         per-batch profiler annotation and conversion walk (about 60 us a batch here)."""
@@ -461,10 +462,11 @@ class TokenDataset(IterableDataset):
             and num_workers > 0
             and self.batch_size is not None
             and not kwargs.get("persistent_workers", False)
+            and kwargs.get("collate_fn") in (None, default_convert)  # it would get descriptors
         )
         if slots:
             loader_class = _slot_loader(base)
-        elif num_workers == 0 and not stateful:
+        elif num_workers == 0 and not stateful and self.batch_size is not None:
             loader_class = _DirectDataLoader
         else:
             loader_class = base
@@ -511,7 +513,8 @@ class _DirectDataLoader(DataLoader):
     """DataLoader without workers whose iterator is the dataset's own (batches are built there)."""
 
     def __iter__(self):
-        if self.num_workers or self.persistent_workers:  # changed after construction
+        plain = self.batch_size is None and self.collate_fn is default_convert
+        if self.num_workers or not plain:  # batching or a collate_fn: the DataLoader's job
             return super().__iter__()
         pin = self.pin_memory and torch.cuda.is_available()
         return _pinned(iter(self.dataset)) if pin else iter(self.dataset)

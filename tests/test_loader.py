@@ -227,6 +227,18 @@ def test_shared_slot_workers_with_a_mixture_and_int32(shards_url):
     assert got[0]["input_ids"].dtype == torch.int32 and got[0]["index"].dtype == torch.int64
 
 
+def test_dataloader_leaves_batching_and_collate_fn_to_torch(shards_url, reference):
+    single = dataset(shards_url, batch_size=None, drop_last=False)  # DataLoader batches
+    for workers in (0, 2):
+        batch = next(iter(single.dataloader(num_workers=workers, batch_size=4)))
+        assert batch["input_ids"].shape == (4, SEQ)
+    assert windows([batch]) == {i: reference[i] for i in batch["index"].tolist()}
+    ds = dataset(shards_url)  # a collate_fn sees real batches, never slot descriptors
+    for workers in (0, 2):
+        seen, item = next(iter(ds.dataloader(num_workers=workers, collate_fn=lambda b: ("c", b))))
+        assert seen == "c" and item["input_ids"].shape == (BATCH, SEQ)
+
+
 def test_drop_last_false_pads_the_tail_window_and_masks_its_labels(shards_url, reference):
     ds = dataset(shards_url, drop_last=False)
     plan = ds.plan()
