@@ -490,6 +490,7 @@ def query(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
 
 KEYED_CHUNK_ROWS = 1 << 22  # per-unit count rows gathered in memory before DuckDB folds them in
 TOKEN_MASK = 0xFFFFFFFF
+DENSE_CELLS = 1 << 23  # groups x token ids summed in a dense array (64 MB) rather than hashed
 
 
 def _constant(values: pa.Array, first: Any) -> bool:
@@ -518,11 +519,24 @@ def _keyed_from_files(
 
     def flush() -> None:
         nonlocal pending, flushes, keys, counts
-        chunk = pa.table({"k": np.concatenate(keys), "count": np.concatenate(counts)})
+        k, n = np.concatenate(keys), np.concatenate(counts)
+        gid, token = k >> np.uint64(32), k & np.uint64(TOKEN_MASK)
+        width = int(token.max()) + 1 if len(k) else 1
+        if len(k) and (int(gid.max()) + 1) * width <= DENSE_CELLS:
+            # few groups x a vocabulary: sum by direct addressing, as np.bincount does
+            cell = gid.astype(np.int64) * width + token.astype(np.int64)
+            summed = np.bincount(cell, weights=n)
+            cells = np.flatnonzero(summed)
+            k = (cells // width).astype(np.uint64) << np.uint64(32) | (cells % width).astype(
+                np.uint64
+            )
+            chunk = pa.table({"k": k, "n": summed[cells]})
+            select = "SELECT k, n FROM _unigram_chunk"
+        else:
+            chunk = pa.table({"k": k, "count": n})
+            select = "SELECT k, sum(count)::DOUBLE FROM _unigram_chunk GROUP BY k"
         con.register("_unigram_chunk", chunk)
-        con.execute(
-            "INSERT INTO _unigram_partial SELECT k, sum(count)::DOUBLE FROM _unigram_chunk GROUP BY k"
-        )
+        con.execute(f"INSERT INTO _unigram_partial {select}")
         con.unregister("_unigram_chunk")
         keys, counts, pending, flushes = [], [], 0, flushes + 1
 
