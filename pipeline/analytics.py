@@ -504,8 +504,8 @@ def _keyed_from_files(
     sources: list[tuple[str, pafs.FileSystem, list[str]]],
     from_shards: bool = False,
 ) -> None:
-    """`_unigram_keyed` (k = group id << 32 | token id, n) and `_unigram_group_names` from the
-    per-unit count files, or (`from_shards`) from the shards' token lists, counted per record
+    """`_unigram_keyed` (k = group id << 32 | token id, n), `_unigram_keyed_lang` (the same by
+    tokenizer x language group) and `_unigram_group_names` from the per-unit count files, or (`from_shards`) from the shards' token lists, counted per record
     batch. Grouping 4-tuples with two strings costs DuckDB several times more than one integer
     key, and the strings repeat within a file, so each batch's (source, lang) pairs are numbered
     here from their dictionaries; rows reach DuckDB in chunks of about KEYED_CHUNK_ROWS, which
@@ -515,29 +515,35 @@ def _keyed_from_files(
     keys: list[np.ndarray] = []
     counts: list[np.ndarray] = []
     pending = flushes = 0
-    con.execute("CREATE OR REPLACE TEMP TABLE _unigram_partial (k UBIGINT, n DOUBLE)")
+    for name in ("_unigram_partial", "_unigram_partial_lang"):
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {name} (k UBIGINT, n DOUBLE)")
+
+    def insert(table: str, gid: np.ndarray, token: np.ndarray, n: np.ndarray) -> None:
+        """Rows (gid << 32 | token, n) summed by key into `table`."""
+        width = int(token.max()) + 1 if len(token) else 1
+        if len(token) and (int(gid.max()) + 1) * width <= DENSE_CELLS:
+            # few groups x a vocabulary: sum by direct addressing, as np.bincount does
+            summed = np.bincount(gid.astype(np.int64) * width + token.astype(np.int64), weights=n)
+            cells = np.flatnonzero(summed)
+            high = (cells // width).astype(np.uint64) << np.uint64(32)
+            chunk = pa.table({"k": high | (cells % width).astype(np.uint64), "n": summed[cells]})
+            select = "SELECT k, n FROM _unigram_chunk"
+        else:
+            chunk = pa.table({"k": (gid.astype(np.uint64) << np.uint64(32)) | token, "count": n})
+            select = "SELECT k, sum(count)::DOUBLE FROM _unigram_chunk GROUP BY k"
+        con.register("_unigram_chunk", chunk)
+        con.execute(f"INSERT INTO {table} {select}")
+        con.unregister("_unigram_chunk")
 
     def flush() -> None:
         nonlocal pending, flushes, keys, counts
         k, n = np.concatenate(keys), np.concatenate(counts)
         gid, token = k >> np.uint64(32), k & np.uint64(TOKEN_MASK)
-        width = int(token.max()) + 1 if len(k) else 1
-        if len(k) and (int(gid.max()) + 1) * width <= DENSE_CELLS:
-            # few groups x a vocabulary: sum by direct addressing, as np.bincount does
-            cell = gid.astype(np.int64) * width + token.astype(np.int64)
-            summed = np.bincount(cell, weights=n)
-            cells = np.flatnonzero(summed)
-            k = (cells // width).astype(np.uint64) << np.uint64(32) | (cells % width).astype(
-                np.uint64
-            )
-            chunk = pa.table({"k": k, "n": summed[cells]})
-            select = "SELECT k, n FROM _unigram_chunk"
-        else:
-            chunk = pa.table({"k": k, "count": n})
-            select = "SELECT k, sum(count)::DOUBLE FROM _unigram_chunk GROUP BY k"
-        con.register("_unigram_chunk", chunk)
-        con.execute(f"INSERT INTO _unigram_partial {select}")
-        con.unregister("_unigram_chunk")
+        insert("_unigram_partial", gid, token, n)
+        lang_of = np.array([lang_groups[(g[0], g[2])] for g in groups], dtype=np.uint64)
+        insert(
+            "_unigram_partial_lang", lang_of[gid.astype(np.int64)] if len(gid) else gid, token, n
+        )
         keys, counts, pending, flushes = [], [], 0, flushes + 1
 
     def group_ids(label: str, source: pa.Array, lang: pa.Array) -> np.ndarray | int:
@@ -607,14 +613,18 @@ def _keyed_from_files(
         if not keys:
             keys, counts = [np.zeros(0, np.uint64)], [np.zeros(0, np.int64)]
         flush()
-    if flushes == 1:
-        con.execute("ALTER TABLE _unigram_partial RENAME TO _unigram_keyed")
-    else:
-        con.execute(
-            "CREATE OR REPLACE TEMP TABLE _unigram_keyed AS "
-            "SELECT k, sum(n) AS n FROM _unigram_partial GROUP BY k"
-        )
-        con.execute("DROP TABLE _unigram_partial")
+    for partial, final in (
+        ("_unigram_partial", "_unigram_keyed"),
+        ("_unigram_partial_lang", "_unigram_keyed_lang"),
+    ):
+        if flushes == 1:  # already summed by key
+            con.execute(f"ALTER TABLE {partial} RENAME TO {final}")
+        else:
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {final} AS "
+                f"SELECT k, sum(n) AS n FROM {partial} GROUP BY k"
+            )
+            con.execute(f"DROP TABLE {partial}")
     names = pa.table(
         {
             "gid": pa.array(list(groups.values()), pa.int64()),
@@ -705,24 +715,26 @@ def _keyed_from_relation(con: duckdb.DuckDBPyConnection, relation: str) -> None:
         "ON g.tokenizer = o.tokenizer AND g.source IS NOT DISTINCT FROM u.source "
         "AND g.lang IS NOT DISTINCT FROM u.lang GROUP BY ALL"
     )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _unigram_keyed_lang AS "
+        f"SELECT (g.lang_gid::UBIGINT << 32) | (u.k & {TOKEN_MASK}) AS k, sum(u.n) AS n "
+        "FROM _unigram_keyed u JOIN _unigram_group_names g ON g.gid = (u.k >> 32)::BIGINT "
+        "GROUP BY 1"
+    )
 
 
 def _unigram_stats_tables(con: duckdb.DuckDBPyConnection) -> None:
     """`_unigram_stats_source` and `_unigram_stats_lang` (tokenizer, [source,] lang, types,
-    entropy, renyi_entropy, unigram_bits) from `_unigram_keyed`, grouped on integer keys only."""
+    entropy, renyi_entropy, unigram_bits) from `_unigram_keyed` and `_unigram_keyed_lang`
+    (k = language group id << 32 | token id), grouped on integer keys only."""
     by_gid = unigram_stats_sql("gid", "(SELECT (k >> 32)::BIGINT AS gid, n FROM _unigram_keyed)")
     con.execute(
         "CREATE OR REPLACE TEMP TABLE _unigram_stats_source AS "
         "SELECT g.tokenizer, g.source, g.lang, s.* EXCLUDE (gid) "
         f"FROM ({by_gid}) s JOIN _unigram_group_names g USING (gid)"
     )
-    lang_counts = (
-        f"(SELECT (g.lang_gid::UBIGINT << 32) | (u.k & {TOKEN_MASK}) AS k2, sum(u.n) AS n "
-        "FROM _unigram_keyed u JOIN _unigram_group_names g ON g.gid = (u.k >> 32)::BIGINT "
-        "GROUP BY k2)"
-    )
     by_lang = unigram_stats_sql(
-        "lang_gid", f"(SELECT (k2 >> 32)::BIGINT AS lang_gid, n FROM {lang_counts})"
+        "lang_gid", "(SELECT (k >> 32)::BIGINT AS lang_gid, n FROM _unigram_keyed_lang)"
     )
     con.execute(
         "CREATE OR REPLACE TEMP TABLE _unigram_stats_lang AS "
@@ -739,7 +751,8 @@ def report_tables(con: duckdb.DuckDBPyConnection) -> dict[str, pa.Table]:
     from the shards' token lists batch by batch), the per-document counts go into another (no
     token lists), and every metric is grouped from those two in DuckDB."""
     sections = sql_sections()
-    temps = ["_unigram_keyed", "_unigram_group_names", "_unigram_stats_source"]
+    temps = ["_unigram_keyed", "_unigram_keyed_lang", "_unigram_group_names"]
+    temps += ["_unigram_stats_source"]
     temps += ["_unigram_stats_lang", "_documents_cache", "_documents_based"]
     if con in _UNIT_COUNTS:  # connect() found per-unit counts for every unit
         _keyed_from_files(con, _UNIT_COUNTS[con])

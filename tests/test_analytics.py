@@ -474,3 +474,23 @@ def test_report_from_unit_token_counts_equals_unnesting_the_shards(compared, tmp
 def test_renyi_alpha_outside_the_exact_range_is_refused(two_tokenizers, alpha):
     with pytest.raises(AnalyticsError, match="Renyi alpha must be in"):
         connect(list(two_tokenizers), alpha=alpha)
+
+
+def test_report_is_the_same_with_chunked_and_hashed_counting(compared, monkeypatch):
+    """Many small chunks folded by DuckDB's hash aggregate == one dense chunk (the default)."""
+    import pipeline.analytics as analytics
+
+    out, _ = compared
+    urls = sorted(str(p) for p in out.iterdir() if p.name != "report")
+    want = analytics.report_tables(connect(urls))
+    monkeypatch.setattr(analytics, "KEYED_CHUNK_ROWS", 1000)
+    monkeypatch.setattr(analytics, "DOC_CHUNK_ROWS", 50)
+    monkeypatch.setattr(analytics, "DENSE_CELLS", 0)
+    for unit_counts in (True, False):
+        got = analytics.report_tables(connect(urls, unit_counts=unit_counts))
+        for key in ("by_lang", "by_source", "length_histogram"):
+            for w, g in zip(want[key].to_pylist(), got[key].to_pylist(), strict=True):
+                assert g == {
+                    k: pytest.approx(v, rel=1e-12) if isinstance(v, float) else v
+                    for k, v in w.items()
+                }
