@@ -70,11 +70,14 @@ def build_trie(cps, unit_ends, bits):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def longest(keys, children, node_unit, shift, mask, cps, pos, end):
-    """(rank, length) of the longest unit at `pos` (not past `end`), or (-1, 1) for none."""
+def two_longest(keys, children, node_unit, shift, mask, cps, pos, end):
+    """(c1, l1, c2, l2): rank and length of the longest and of the second-longest unit at `pos`
+    (not past `end`), one trie walk; rank -1 and length 0 where there is none."""
     node = 0
-    best = -1
-    best_len = 1
+    c1 = -1
+    l1 = 0
+    c2 = -1
+    l2 = 0
     k = pos
     while k < end:
         node = child_of(keys, children, shift, mask, node, cps[k])
@@ -83,9 +86,20 @@ def longest(keys, children, node_unit, shift, mask, cps, pos, end):
         k += 1
         u = node_unit[node]
         if u >= 0:
-            best = u
-            best_len = k - pos
-    return best, best_len
+            c2 = c1
+            l2 = l1
+            c1 = u
+            l1 = k - pos
+    return c1, l1, c2, l2
+
+
+@njit(cache=True, nogil=True, inline="always")
+def longest(keys, children, node_unit, shift, mask, cps, pos, end):
+    """(rank, length) of the longest unit at `pos` (not past `end`), or (-1, 1) for none."""
+    c1, l1, _, _ = two_longest(keys, children, node_unit, shift, mask, cps, pos, end)
+    if c1 < 0:
+        return -1, 1
+    return c1, l1
 
 
 @njit(cache=True, nogil=True)
@@ -112,24 +126,7 @@ def segment_docs(keys, children, node_unit, shift, mask, n_units, cps, doc_ends)
         end = doc_ends[d]
         pos = start
         while pos < end:
-            # c1 and c2: one trie walk
-            node = 0
-            c1 = -1
-            l1 = 0
-            c2 = -1
-            l2 = 0
-            k = pos
-            while k < end:
-                node = child_of(keys, children, shift, mask, node, cps[k])
-                if node < 0:
-                    break
-                k += 1
-                u = node_unit[node]
-                if u >= 0:
-                    c2 = c1
-                    l2 = l1
-                    c1 = u
-                    l1 = k - pos
+            c1, l1, c2, l2 = two_longest(keys, children, node_unit, shift, mask, cps, pos, end)
             if c1 < 0:
                 ids[m] = -1
                 ends[m] = pos + 1
