@@ -254,16 +254,20 @@ class TokenDataset(IterableDataset):
             step += workers
             a += workers * per_step
 
-    def _consumer_state(self, layout: list[int], start: int, next_step: int, sample: int) -> dict:
+    def _state(self, sample: int, exact: bool) -> dict[str, Any]:
         return {
             "version": STATE_VERSION,
             "epoch": self.epoch,
             "sample": sample,
             "seed": self.seed,
             "seq_len": self.seq_len,
-            "exact": layout[2] == 1,
-            "consumer": {"layout": layout, "start": start, "next_step": next_step},
+            "exact": exact,
         }
+
+    def _consumer_state(self, layout: list[int], start: int, next_step: int, sample: int) -> dict:
+        state = self._state(sample, exact=layout[2] == 1)
+        state["consumer"] = {"layout": layout, "start": start, "next_step": next_step}
+        return state
 
     def _rows(self) -> int:
         """Blocks of one batch's storage: the windows, then position and/or document ids."""
@@ -388,14 +392,7 @@ class TokenDataset(IterableDataset):
         world, _ = self._world()
         per_step = (self.batch_size or 1) * world
         sample = min(base + (steps or 0) * per_step, self._end(self.epoch, base, per_step))
-        return {
-            "version": STATE_VERSION,
-            "epoch": self.epoch,
-            "sample": sample,
-            "seed": self.seed,
-            "seq_len": self.seq_len,
-            "exact": True,
-        }
+        return self._state(sample, exact=True)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from a state of `state_dict` or `global_state` (also with another world size

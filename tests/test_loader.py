@@ -49,6 +49,12 @@ def dataset(url: str, **options) -> TokenDataset:
     return TokenDataset(url, SEQ, **options)
 
 
+def mixture(url: str, seed: int, weights: list[float], **options) -> TokenDataset:
+    """The output mixed with itself (two sources), blocks of 8 samples, batches of 8."""
+    options = {"mix_block": 8, "batch_size": 8, "eos_id": EOS, "return_index": True, **options}
+    return TokenDataset([url, url], SEQ, seed=seed, weights=weights, **options)
+
+
 def windows(batches) -> dict[int, tuple[int, ...]]:
     """Global sample index -> the whole seq_len + 1 window of every sample in the batches."""
     found: dict[int, tuple[int, ...]] = {}
@@ -208,21 +214,12 @@ def test_shared_slot_workers_deliver_the_in_process_batches_every_epoch(
 
 
 def test_shared_slot_workers_with_a_mixture_and_int32(shards_url):
-    def mixed() -> TokenDataset:
-        return TokenDataset(
-            [shards_url, shards_url],
-            SEQ,
-            seed=2,
-            weights=[1, 2],
-            mix_block=8,
-            batch_size=8,
-            eos_id=EOS,
-            return_index=True,
-            dtype=torch.int32,
+    got = list(
+        mixture(shards_url, 2, [1, 2], dtype=torch.int32).dataloader(
+            num_workers=2, prefetch_factor=2
         )
-
-    got = list(mixed().dataloader(num_workers=2, prefetch_factor=2))
-    expected = list(mixed())
+    )
+    expected = list(mixture(shards_url, 2, [1, 2], dtype=torch.int32))
     same_batches(got, expected)
     assert got[0]["input_ids"].dtype == torch.int32 and got[0]["index"].dtype == torch.int64
 
@@ -262,32 +259,11 @@ def test_position_ids_restart_after_each_eos_and_document_ids_count_segments(sha
 
 
 def test_mixture_follows_weights_per_block_and_never_repeats_a_document(shards_url, documents):
-    ds = TokenDataset(
-        [shards_url, shards_url],
-        SEQ,
-        seed=1,
-        weights=[3, 1],
-        mix_block=8,
-        batch_size=8,
-        eos_id=EOS,
-        return_index=True,
-    )
-    batches = list(ds)
+    batches = list(mixture(shards_url, 1, [3, 1]))
     assert batches and all(
         torch.equal(b["source"].sort().values, torch.tensor([0] * 6 + [1] * 2)) for b in batches
     )
-    again = list(
-        TokenDataset(
-            [shards_url, shards_url],
-            SEQ,
-            seed=1,
-            weights=[3, 1],
-            mix_block=8,
-            batch_size=8,
-            eos_id=EOS,
-            return_index=True,
-        )
-    )
+    again = list(mixture(shards_url, 1, [3, 1]))
     assert all(
         torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(batches, again, strict=True)
     )
