@@ -493,6 +493,24 @@ TOKEN_MASK = 0xFFFFFFFF
 DENSE_CELLS = 1 << 23  # groups x token ids summed in a dense array (64 MB) rather than hashed
 
 
+def _read_columns(
+    fs: pafs.FileSystem, path: str, wanted: Sequence[str]
+) -> tuple[pa.Schema, list[pa.RecordBatch]]:
+    """The record batches of an Arrow IPC file with only the `wanted` columns it has (in that
+    order). Off the local disk only those columns' buffers are read (a remote shard's token lists
+    are not fetched for its per-document columns); locally the file is memory-mapped, so the
+    columns not selected are never touched anyway."""
+    with fs.open_input_file(path) as handle:
+        reader = pa.ipc.open_file(handle)
+        schema = reader.schema
+        cols = [c for c in wanted if c in schema.names]
+        if len(cols) < len(schema.names) and not isinstance(fs, pafs.LocalFileSystem):
+            fields = [schema.get_field_index(c) for c in cols]
+            reader = pa.ipc.open_file(handle, options=pa.ipc.IpcReadOptions(included_fields=fields))
+        batches = [reader.get_batch(i).select(cols) for i in range(reader.num_record_batches)]
+    return pa.schema([schema.field(c) for c in cols]), batches
+
+
 def _constant(values: pa.Array, first: Any) -> bool:
     if first is None:
         return values.null_count == len(values)
@@ -590,23 +608,20 @@ def _keyed_from_files(
         cells = np.flatnonzero(n)
         add(local[cells // width], cells % width, n[cells])
 
+    wanted = (
+        ("source", "lang", "tokens") if from_shards else ("source", "lang", "token_id", "count")
+    )
     for label, fs, paths in sources:
         for path in paths:
-            with fs.open_input_file(path) as handle:
-                reader = pa.ipc.open_file(handle)
-                for i in range(reader.num_record_batches):
-                    batch = reader.get_batch(i)
-                    if not batch.num_rows:
-                        continue
-                    gid = group_ids(label, batch.column("source"), batch.column("lang"))
-                    if from_shards:
-                        count_tokens(gid, batch.column("tokens"))
-                    else:
-                        add(
-                            gid,
-                            batch.column("token_id").to_numpy(),
-                            batch.column("count").to_numpy(),
-                        )
+            _, batches = _read_columns(fs, path, wanted)
+            for batch in batches:
+                if not batch.num_rows:
+                    continue
+                gid = group_ids(label, batch.column("source"), batch.column("lang"))
+                if from_shards:
+                    count_tokens(gid, batch.column("tokens"))
+                else:
+                    add(gid, batch.column("token_id").to_numpy(), batch.column("count").to_numpy())
             if pending >= KEYED_CHUNK_ROWS:
                 flush()
     if pending or not flushes:
@@ -677,17 +692,10 @@ def _documents_from_files(
     wanted = ("doc_id", "source", "lang", *DOC_COUNTS)
     for label, fs, paths in sources:
         for path in paths:
-            with fs.open_input_file(path) as handle:
-                reader = pa.ipc.open_file(handle)
-                cols = [c for c in wanted if c in reader.schema.names]
-                batches = [
-                    reader.get_batch(i).select(cols) for i in range(reader.num_record_batches)
-                ]
-            table = pa.Table.from_batches(
-                batches, pa.schema([reader.schema.field(c) for c in cols])
-            )
+            schema, batches = _read_columns(fs, path, wanted)
+            table = pa.Table.from_batches(batches, schema)
             for name in wanted:
-                if name not in cols:
+                if name not in schema.names:
                     table = table.append_column(name, pa.nulls(table.num_rows, pa.int64()))
             pending.append(table.append_column("tokenizer", pa.repeat(label, table.num_rows)))
             rows += table.num_rows
