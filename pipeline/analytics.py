@@ -13,6 +13,7 @@ import json
 import weakref
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,17 @@ from schemas.shards import REJECTS_SCHEMA, RUNS_DIR
 SQL_FILE = Path(__file__).resolve().parent.parent / "schemas" / "analytics_v1.sql"
 DEFAULT_ALPHA = 2.5
 MAX_ALPHA = 16.0
-# connection -> [(tokenizer label, filesystem, paths of its per-unit token counts)], by connect()
-_UNIT_COUNTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_SHARD_FILES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # the same for the shards
+# [(tokenizer label, filesystem, file paths)]: what a report reads itself, besides the views
+Files = list[tuple[str, pafs.FileSystem, list[str]]]
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    shards: Files
+    unit_counts: Files | None  # the per-unit token counts, when every unit has them
+
+
+_INPUTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # connection -> _Inputs
 GROUP_COLUMNS = ("source", "lang")  # the only columns metrics may be grouped by (besides tokenizer)
 SHARD_COLUMNS = (
     "doc_id",
@@ -279,8 +288,8 @@ def connect(
     outputs, ledger_rows, runs_rows = [], [], []
     shard_branches, reject_branches, merge_branches, unigram_branches = [], [], [], []
     pending: list[tuple[Output, list[dict[str, Any]]]] = []
-    counted: list[tuple[str, pafs.FileSystem, list[str]]] = []
-    shard_files: list[tuple[str, pafs.FileSystem, list[str]]] = []
+    counted: Files = []
+    shard_files: Files = []
     for url in urls:
         output = Output(url, storage_options)
         entries = committed_entries(output)
@@ -363,12 +372,12 @@ def connect(
     if len(unigram_branches) == len(pending):
         # every unit carries its token counts: the unigram views never unnest the token lists
         _union(con, "_unigrams", unigram_branches, "")
-        _UNIT_COUNTS[con] = counted
         con.execute(
             "CREATE OR REPLACE VIEW unigram_counts AS SELECT dataset_id, source, lang, token_id, "
             "sum(count)::BIGINT AS n FROM _unigrams GROUP BY ALL"
         )
-    _SHARD_FILES[con] = shard_files
+    complete = len(unigram_branches) == len(pending)
+    _INPUTS[con] = _Inputs(shards=shard_files, unit_counts=counted if complete else None)
     set_parameters(con, alpha=alpha, baseline=baseline)
     return con
 
@@ -519,7 +528,7 @@ def _constant(values: pa.Array, first: Any) -> bool:
 
 def _keyed_from_files(
     con: duckdb.DuckDBPyConnection,
-    sources: list[tuple[str, pafs.FileSystem, list[str]]],
+    sources: Files,
     from_shards: bool = False,
 ) -> None:
     """`_unigram_keyed` (k = group id << 32 | token id, n), `_unigram_keyed_lang` (the same by
@@ -660,9 +669,7 @@ DOC_CHUNK_ROWS = 1 << 20  # per-document rows gathered in memory before DuckDB c
 DOC_COUNTS = ("n_tokens", "n_bytes", "n_chars", "n_words", "n_continued_words")
 
 
-def _documents_from_files(
-    con: duckdb.DuckDBPyConnection, sources: list[tuple[str, pafs.FileSystem, list[str]]]
-) -> None:
+def _documents_from_files(con: duckdb.DuckDBPyConnection, sources: Files) -> None:
     """`_documents_cache` (DOC_CACHE columns) from the shards, read with pyarrow (the per-document
     columns only; token lists are never touched). The repeating strings reach DuckDB
     dictionary-encoded, which DuckDB ingests several times faster than plain strings, in chunks of
@@ -762,16 +769,17 @@ def report_tables(con: duckdb.DuckDBPyConnection) -> dict[str, pa.Table]:
     temps = ["_unigram_keyed", "_unigram_keyed_lang", "_unigram_group_names"]
     temps += ["_unigram_stats_source"]
     temps += ["_unigram_stats_lang", "_documents_cache", "_documents_based"]
-    if con in _UNIT_COUNTS:  # connect() found per-unit counts for every unit
-        _keyed_from_files(con, _UNIT_COUNTS[con])
-    elif con in _SHARD_FILES:
-        _keyed_from_files(con, _SHARD_FILES[con], from_shards=True)
-    else:  # a database file opened without connect(): its own views
+    inputs = _INPUTS.get(con)
+    if inputs is None:  # a database file opened without connect(): its own views
         _keyed_from_relation(con, "unigram_counts")
+    elif inputs.unit_counts is not None:
+        _keyed_from_files(con, inputs.unit_counts)
+    else:
+        _keyed_from_files(con, inputs.shards, from_shards=True)
     _unigram_stats_tables(con)
-    if con in _SHARD_FILES:
-        _documents_from_files(con, _SHARD_FILES[con])
-    else:  # a database file opened without connect(): its own views
+    if inputs is not None:
+        _documents_from_files(con, inputs.shards)
+    else:
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE _documents_cache AS SELECT {', '.join(DOC_CACHE)} "
             "FROM documents"
