@@ -12,8 +12,10 @@ converted once into litdata's optimized format under --litdata-cache (per dtype)
 StreamingDataset(item_loader=TokensLoader(block_size=seq_len + 1)) through litdata's
 StreamingDataLoader, unshuffled and shuffled. Nothing is downloaded.
 
-Every figure is the best of --repeat whole epochs (worker start-up included, both sides), each
-batch touched as a training step would (input/label split, one element read). The ceiling is
+Every figure is the best of --repeat whole epochs (worker start-up included, both sides) of one
+dataset and loader made once, as a training job makes them (tokenmill: set_epoch(0, 1, ...);
+litdata's loader moves to the next epoch itself), each batch touched as a training step would
+(input/label split, one element read). The ceiling is
 every committed shard's token column materialised as the dtype the loaders deliver, measured
 alternately with each TokenDataset row (same load on both). Without workers the table also gives
 the ratio in CPU time of the one process (robust to other processes on a shared machine).
@@ -24,10 +26,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -70,16 +74,14 @@ def numpy_ceiling(output: str, dtype: str) -> dict:
     }
 
 
-def best(runs: int, measure, *args, **kwargs) -> dict:
-    return max((measure(*args, **kwargs) for _ in range(runs)), key=lambda r: r["tokens_per_s"])
+def best(runs: int, epochs: Iterator[dict]) -> dict:
+    return max(itertools.islice(epochs, runs), key=lambda r: r["tokens_per_s"])
 
 
-def interleaved(
-    runs: int, output: str, dtype: str, measure, /, *args, **kwargs
-) -> tuple[dict, dict]:
-    """Best of `runs` of the ceiling and of `measure`, alternated, so both see the same load
-    (other processes on a shared machine move both figures together)."""
-    pairs = [(numpy_ceiling(output, dtype), measure(*args, **kwargs)) for _ in range(runs)]
+def interleaved(runs: int, output: str, dtype: str, epochs: Iterator[dict]) -> tuple[dict, dict]:
+    """Best of `runs` of the ceiling and of the loader's epochs, alternated, so both see the
+    same load (other processes on a shared machine move both figures together)."""
+    pairs = [(numpy_ceiling(output, dtype), next(epochs)) for _ in range(runs)]
     ceiling = max((p[0] for p in pairs), key=lambda r: r["tokens_per_s"])
     result = max((p[1] for p in pairs), key=lambda r: r["tokens_per_s"])
     for key in ("tokens_per_cpu_s",):  # best CPU figures independently
@@ -105,13 +107,19 @@ def consume(loader, split) -> dict:
     }
 
 
-def tokenmill_rate(output: str, workers: int, seq_len: int, batch: int, **options) -> dict:
-    """A whole epoch through ds.dataloader(): what a training loop receives."""
+def tokenmill_epochs(
+    output: str, workers: int, seq_len: int, batch: int, **options
+) -> Iterator[dict]:
+    """Whole epochs 0, 1, ... through ds.dataloader(): what a training loop receives. The
+    dataset and loader are made once, as a training job makes them (workers start anew each
+    epoch, and that is timed)."""
     slots = options.pop("shared_slots", True)
     ds = TokenDataset(output, seq_len, seed=0, batch_size=batch, **options)
     loader = ds.dataloader(num_workers=workers, shared_slots=slots)
-    result = consume(loader, lambda b: (b["input_ids"], b["labels"]))
-    return {**result, "dropped_tokens": ds.plan().dropped_tokens}
+    for epoch in itertools.count():
+        ds.set_epoch(epoch)
+        result = consume(loader, lambda b: (b["input_ids"], b["labels"]))
+        yield {**result, "dropped_tokens": ds.plan().dropped_tokens}
 
 
 # -- litdata -----------------------------------------------------------------------------------
@@ -158,7 +166,11 @@ def litdata_dir(output: str, dtype: str, cache: str, chunk_tokens: int) -> str:
     return path
 
 
-def litdata_rate(path: str, workers: int, seq_len: int, batch: int, shuffle: bool) -> dict:
+def litdata_epochs(
+    path: str, workers: int, seq_len: int, batch: int, shuffle: bool
+) -> Iterator[dict]:
+    """Whole epochs of one StreamingDataset/StreamingDataLoader (it moves to the next epoch
+    itself on every iteration), made once like tokenmill's."""
     from litdata import StreamingDataLoader, StreamingDataset, TokensLoader
 
     ds = StreamingDataset(
@@ -171,7 +183,8 @@ def litdata_rate(path: str, workers: int, seq_len: int, batch: int, shuffle: boo
     loader = StreamingDataLoader(
         ds, batch_size=batch, num_workers=workers, prefetch_factor=4 if workers else None
     )
-    return consume(loader, lambda b: (b[:, :-1], b[:, 1:]))
+    while True:
+        yield consume(loader, lambda b: (b[:, :-1], b[:, 1:]))
 
 
 def litdata_available() -> str | None:
@@ -257,12 +270,9 @@ def main() -> None:
                     args.repeat,
                     args.output,
                     dtype,
-                    tokenmill_rate,
-                    args.output,
-                    workers,
-                    seq_len,
-                    args.batch,
-                    dtype=DTYPES[dtype],
+                    tokenmill_epochs(
+                        args.output, workers, seq_len, args.batch, dtype=DTYPES[dtype]
+                    ),
                 )
                 row = {"seq_len": seq_len, "dtype": dtype, "workers": workers}
                 row["ceiling"] = ceiling["tokens_per_s"]
@@ -275,12 +285,7 @@ def main() -> None:
                     for shuffle in (False, True):
                         lit = best(
                             args.litdata_repeat,
-                            litdata_rate,
-                            lit_path,
-                            workers,
-                            seq_len,
-                            args.batch,
-                            shuffle,
+                            litdata_epochs(lit_path, workers, seq_len, args.batch, shuffle),
                         )
                         row[f"litdata_{'shuffle' if shuffle else 'ordered'}"] = lit["tokens_per_s"]
                 rows.append(row)
@@ -302,17 +307,14 @@ def extras(args: argparse.Namespace) -> dict:
     for workers in args.workers:
         out[f"{workers} workers, position_ids + document_ids"] = best(
             args.repeat,
-            tokenmill_rate,
-            out_dir := args.output,
-            workers,
-            seq_len,
-            batch,
-            position_ids=True,
-            document_ids=True,
+            tokenmill_epochs(
+                args.output, workers, seq_len, batch, position_ids=True, document_ids=True
+            ),
         )["tokens_per_s"]
         if workers:
             out[f"{workers} workers, shared_slots=False"] = best(
-                args.repeat, tokenmill_rate, out_dir, workers, seq_len, batch, shared_slots=False
+                args.repeat,
+                tokenmill_epochs(args.output, workers, seq_len, batch, shared_slots=False),
             )["tokens_per_s"]
             for name, shape in (("one int64 tensor", (batch, seq_len + 1)), ("a tuple", None)):
                 rate = max(transport_floor(workers, shape) for _ in range(args.repeat))

@@ -12,6 +12,7 @@ are exactly the prefix [0, n * B * R), so a resume point is one number: the glob
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -21,7 +22,8 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, default_convert, get_worker_info
 
 from pipeline.loader_shards import LoaderError, ShardStore, read_ledger
-from pipeline.loader_stream import Mixture, PackedStream
+from pipeline.loader_stream import Mixture, PackedStream, warm_gather
+from schemas.shards import token_type
 
 STATE_VERSION = 1
 IGNORE_INDEX = -100  # label value of padding (torch's cross_entropy default ignore_index)
@@ -82,6 +84,7 @@ class TokenDataset(IterableDataset):
         cache_dir: str | None = None,
         mix_block: int = 64,
         dtype: torch.dtype | str = torch.int64,
+        chunk_tokens: int = 1 << 20,
     ):
         super().__init__()
         urls = [url] if isinstance(url, str) else list(url)
@@ -104,6 +107,7 @@ class TokenDataset(IterableDataset):
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype {dtype}: int64 or int32")
         self._np_dtype = DTYPES[self.dtype]
+        self.chunk_tokens = chunk_tokens
         self.stores = [ShardStore(u, storage_options, cache_dir) for u in urls]
         self.shards, tokenizers = zip(*(read_ledger(u, storage_options) for u in urls), strict=True)
         if len({t["fingerprint"] for t in tokenizers}) > 1:
@@ -113,6 +117,9 @@ class TokenDataset(IterableDataset):
         if self.eos_id is None:
             raise LoaderError(f"tokenizer of {urls[0]} has no eos_id; pass eos_id=")
         self.pad_id = self.eos_id if pad_id is None else pad_id
+        self._wire = self._wire_dtype()
+        shard_dtype = np.dtype(token_type(self.tokenizer.get("vocab_size") or 0).to_pandas_dtype())
+        warm_gather({self._np_dtype, self._wire}, shard_dtype, group_shards)
         self.weights = list(weights) if weights is not None else [1.0] * len(urls)
         self.epoch = 0
         self._resume: dict[str, Any] | None = None
@@ -123,6 +130,7 @@ class TokenDataset(IterableDataset):
         self._ring: np.ndarray | None = None  # in a DataLoader worker: its shared batch slots
         self._arange: np.ndarray | None = None  # 0, 1, ... for position_ids
         self._ring_next = 0
+        self._blocks: list[np.ndarray] = []  # chunk arrays this process may refill (_blank)
 
     # -- the global sample sequence -------------------------------------------------------------
 
@@ -211,7 +219,7 @@ class TokenDataset(IterableDataset):
     def _start(self, layout: list[int]) -> tuple[int, int, int]:
         """(global start sample, this consumer's first step, sample reported before any yield)."""
         resume = self._resume if self._resume and self._resume["epoch"] == self.epoch else None
-        worker = layout[3]
+        worker = layout[3] * (layout[5] if len(layout) > 5 else 1)  # steps before its first
         if resume is None:
             return 0, worker, 0
         consumer = resume.get("consumer")
@@ -225,34 +233,77 @@ class TokenDataset(IterableDataset):
             )
         return resume["sample"], worker, resume["sample"]
 
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor] | _Slot]:
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor] | _Bundle]:
         layout = self._layout()
         world, rank, workers, worker, batch = layout
         epoch, per_step = self.epoch, batch * world
+        ring = self._ring if get_worker_info() is not None else None
+        chunk = self._chunk_batches()
+        if ring is not None:  # bundles of `chunk` consecutive steps per worker: part of layout
+            layout.append(chunk)
         start, step, sample = self._start(layout)
         end = self._end(epoch, start, per_step)
-        ring = self._ring if get_worker_info() is not None else None
-        single = self.batch_size is None
         self._progress = (layout, start, step, sample)
-        make, fill = self._item, self._fill  # (locals: this loop runs once per batch)
-        rows, window, dtype = self._rows(), self.seq_len + 1, self._np_dtype
-        a = start + step * per_step + rank * batch
-        while a < end:
-            b = a + batch if a + batch < end else end
-            if ring is None:
-                block = np.empty((rows, b - a, window), dtype=dtype)
-                valid, source = fill(a, b, epoch, block)
-                item = make(block, valid, source, a, b, single)
-            else:  # a DataLoader worker of dataloader(): fill a shared slot, send its number
-                slot = self._ring_next % len(ring)
-                self._ring_next += 1
-                valid, source = fill(a, b, epoch, ring[slot, :, : b - a])
-                item = _Slot(worker, slot, a, b, valid, source)
-            done = start + (step + 1) * per_step
-            self._progress = (layout, start, step + workers, done if done < end else end)
-            yield item
-            step += workers
-            a += workers * per_step
+        if ring is not None:
+            yield from self._bundles(ring, layout, start, step, end)
+            return
+        single = self.batch_size is None
+        base = start + rank * batch  # sample a of step s is base + s * per_step
+        while True:  # `chunk` of this consumer's steps at a time: one fill, then views of it
+            ranges = []
+            for s in range(step, step + chunk * workers, workers):
+                a = base + s * per_step
+                if a >= end:
+                    break
+                ranges.append((a, a + batch if a + batch < end else end))
+            if not ranges:
+                return
+            block, valid, source = self._chunk(ranges, epoch, self._np_dtype)
+            for item in self._items(block, ranges, valid, source, single):
+                done = start + (step + 1) * per_step
+                step += workers
+                self._progress = (layout, start, step, done if done < end else end)
+                yield item
+
+    def _bundles(
+        self, ring: np.ndarray, layout: list[int], start: int, step: int, end: int
+    ) -> Iterator[_Bundle]:
+        """A dataloader() worker: bundles of `chunk` consecutive steps (bundle j goes to worker
+        j % workers, the order an in-order DataLoader hands items out), each filled into the next
+        shared slot in the wire dtype; only the slot number and sample ranges are sent."""
+        world, rank, workers, worker, batch, chunk = layout
+        per_step, base = batch * world, start + rank * batch
+        while True:
+            ranges = []
+            for s in range(step, step + chunk):
+                a = base + s * per_step
+                if a >= end:
+                    break
+                ranges.append((a, a + batch if a + batch < end else end))
+            if not ranges:
+                return
+            slot = self._ring_next % len(ring)
+            self._ring_next += 1
+            rows = sum(b - a for a, b in ranges)
+            valid, source = self._fill_ranges(ranges, self.epoch, ring[slot, :, :rows])
+            done = start + (step + len(ranges)) * per_step
+            step += chunk * workers
+            self._progress = (layout, start, step, done if done < end else end)
+            yield _Bundle(worker, slot, ranges, valid, source)
+
+    def _chunk_batches(self) -> int:
+        """Batches (or samples, without batch_size) read in one fill: about chunk_tokens."""
+        return max(1, self.chunk_tokens // ((self.batch_size or 1) * (self.seq_len + 1)))
+
+    def _wire_dtype(self) -> type:
+        """The narrowest dtype holding every value a window block can hold (token ids, EOS,
+        padding, position ids): what workers write into shared slots (the main process widens
+        it to `dtype` while copying the slot out, which is the one conversion it would do anyway)."""
+        vocab = self.tokenizer.get("vocab_size")
+        if vocab is None or min(self.eos_id, self.pad_id) < 0:
+            return self._np_dtype
+        top = max(vocab - 1, self.eos_id, self.pad_id, self.seq_len)
+        return np.uint16 if top <= 0xFFFF else np.uint32 if top <= 0x7FFFFFFF else self._np_dtype
 
     def _state(self, sample: int, exact: bool) -> dict[str, Any]:
         return {
@@ -273,9 +324,42 @@ class TokenDataset(IterableDataset):
         """Blocks of one batch's storage: the windows, then position and/or document ids."""
         return 1 + self.position_ids + self.document_ids
 
-    def _block(self, a: int, b: int, epoch: int) -> tuple[np.ndarray, int, np.ndarray | None]:
-        block = np.empty((self._rows(), b - a, self.seq_len + 1), dtype=self._np_dtype)
-        return block, *self._fill(a, b, epoch, block)
+    def _chunk(
+        self, ranges: list[tuple[int, int]], epoch: int, dtype: type
+    ) -> tuple[np.ndarray, int, np.ndarray | None]:
+        """A fresh [rows, samples, seq_len + 1] block holding the sample ranges, in order."""
+        n = sum(b - a for a, b in ranges)
+        block = self._blank((self._rows(), n, self.seq_len + 1), dtype)
+        return block, *self._fill_ranges(ranges, epoch, block)
+
+    def _blank(self, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+        """An array to fill: a recycled chunk array when nothing references it any more (no
+        batch tensor or view of it is alive: they all hold a reference to it), else a new one.
+        Refilling warm memory avoids the page faults of fresh allocations of this size (about
+        0.45 ns a token here, as much as the copy itself)."""
+        for block in self._blocks:  # references: the list, `block`, getrefcount's argument
+            if sys.getrefcount(block) == 3 and block.shape == shape and block.dtype == dtype:
+                return block
+        block = np.empty(shape, dtype=dtype)
+        if len(self._blocks) < 4:
+            self._blocks.append(block)
+        else:  # replace the oldest entry
+            self._blocks = [*self._blocks[1:], block]
+        return block
+
+    def _fill_ranges(
+        self, ranges: list[tuple[int, int]], epoch: int, block: np.ndarray
+    ) -> tuple[int, np.ndarray | None]:
+        """_fill for several sample ranges placed one after another in block (one read when
+        they follow each other in the stream, as a lone rank's consecutive steps do)."""
+        if all(ranges[i][1] == ranges[i + 1][0] for i in range(len(ranges) - 1)):
+            return self._fill(ranges[0][0], ranges[-1][1], epoch, block)
+        at, sources = 0, []
+        for a, b in ranges:
+            valid, source = self._fill(a, b, epoch, block[:, at : at + b - a])
+            sources.append(source)
+            at += b - a
+        return valid, None if sources[0] is None else np.concatenate(sources)
 
     def _fill(self, a: int, b: int, epoch: int, block: np.ndarray) -> tuple[int, np.ndarray | None]:
         """Samples a .. b-1 into block[0] ([n, seq_len + 1] windows) and the requested ids into
@@ -336,49 +420,63 @@ class TokenDataset(IterableDataset):
             ids = np.repeat(np.asarray(segments, dtype=block.dtype), lengths).reshape(n, seq_len)
             block[1 + self.position_ids, :, :-1] = ids
 
-    def _item(
+    def _items(
         self,
         block: np.ndarray,
+        ranges: list[tuple[int, int]],
         valid: int,
         source: np.ndarray | None,
-        a: int,
-        b: int,
         single: bool = False,
         pin: bool | None = None,
-    ) -> dict[str, torch.Tensor]:
-        """The batch dict over one [rows, n, seq_len + 1] array: torch.from_numpy of numpy
-        views (no copy; a third of the cost of slicing a tensor), or pinned copies of them."""
-        tokens = block[0]
-        item = {"input_ids": torch.from_numpy(tokens[:, :-1])}
-        if valid < self.seq_len + 1:  # padding is masked in labels only: they get their own copy
-            labels = tokens[:, 1:].copy()
-            labels[-1, max(valid - 1, 0) :] = IGNORE_INDEX
-            item["labels"] = torch.from_numpy(labels)
-        else:
-            item["labels"] = torch.from_numpy(tokens[:, 1:])
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """The batch dicts (or samples, `single`) of the sample ranges held by one
+        [rows, samples, seq_len + 1] block: views of it, cut by one torch split per key for the
+        whole block (per batch only a dict is built), or pinned copies of them."""
+        whole = torch.from_numpy(block)
+        tokens = whole[0]
+        parts = {"input_ids": tokens[:, :-1], "labels": tokens[:, 1:]}
         row = 1
         if self.position_ids:
-            item["position_ids"] = torch.from_numpy(block[row, :, :-1])
+            parts["position_ids"] = whole[row, :, :-1]
             row += 1
         if self.document_ids:
-            item["document_ids"] = torch.from_numpy(block[row, :, :-1])
+            parts["document_ids"] = whole[row, :, :-1]
         if self.return_index:
-            item["index"] = torch.arange(a, b)
+            index = [np.arange(a, b) for a, b in ranges]
+            parts["index"] = torch.from_numpy(
+                index[0] if len(index) == 1 else np.concatenate(index)
+            )
             if source is not None:
-                item["source"] = torch.from_numpy(source)
+                parts["source"] = torch.from_numpy(source)
+        sizes = [b - a for a, b in ranges]
         if single:
-            item = {k: v[0] for k, v in item.items()}
+            columns = {k: v.unbind(0) for k, v in parts.items()}
+        elif sizes.count(sizes[0]) == len(sizes):  # equal batches: a reshaped view, unbound
+            columns = {
+                k: v.unflatten(0, (len(sizes), sizes[0])).unbind(0) for k, v in parts.items()
+            }
+        else:
+            columns = {k: v.split(sizes) for k, v in parts.items()}
+        if valid < self.seq_len + 1:  # padding is masked in labels only: the last gets a copy
+            labels = list(columns["labels"])
+            last = labels[-1].clone()
+            (last if single else last[-1])[max(valid - 1, 0) :] = IGNORE_INDEX
+            columns["labels"] = [*labels[:-1], last]
         if pin is None:
             pin = self.pin_memory and get_worker_info() is None and torch.cuda.is_available()
-        if pin:  # contiguous pinned copies: what a non_blocking copy to the GPU wants
-            item = {k: v.pin_memory() for k, v in item.items()}
-        return item
+        keys = list(columns)
+        for values in zip(*columns.values(), strict=True):
+            if pin:  # contiguous pinned copies: what a non_blocking copy to the GPU wants
+                yield {k: v.pin_memory() for k, v in zip(keys, values, strict=True)}
+            else:
+                yield dict(zip(keys, values, strict=True))
 
     def samples(self, a: int, b: int, epoch: int | None = None) -> dict[str, torch.Tensor]:
         """Global samples a .. b-1 of an epoch (default: the current one) as one batch
         (always batch-shaped, also with batch_size=None)."""
         epoch = self.epoch if epoch is None else epoch
-        return self._item(*self._block(a, b, epoch), a, b)
+        block, valid, source = self._chunk([(a, b)], epoch, self._np_dtype)
+        return next(self._items(block, [(a, b)], valid, source))
 
     # -- resume --------------------------------------------------------------------------------
 
@@ -452,8 +550,6 @@ class TokenDataset(IterableDataset):
             base = DataLoader
         if pin_memory is None:
             pin_memory = self.pin_memory and torch.cuda.is_available()
-        if num_workers and prefetch_factor is None:
-            prefetch_factor = 4
         slots = (
             shared_slots
             and num_workers > 0
@@ -461,6 +557,8 @@ class TokenDataset(IterableDataset):
             and not kwargs.get("persistent_workers", False)
             and kwargs.get("collate_fn") in (None, default_convert)  # it would get descriptors
         )
+        if num_workers and prefetch_factor is None:  # items: bundles of batches with slots
+            prefetch_factor = 2 if slots else 4
         if slots:
             loader_class = _slot_loader(base)
         elif num_workers == 0 and not stateful and self.batch_size is not None:
@@ -479,22 +577,28 @@ class TokenDataset(IterableDataset):
     # -- shared batch slots (DataLoader workers) ------------------------------------------------
 
     def _new_ring(self, workers: int, slots: int) -> torch.Tensor:
-        window = self.seq_len + 1
-        shape = (workers, slots, self._rows(), self.batch_size, window)
-        return torch.empty(shape, dtype=self.dtype).share_memory_()
+        """Shared bytes for `slots` bundles per worker, each [rows, chunk * batch, seq_len + 1]
+        of the wire dtype (viewed as such by `_ring_view` on both sides)."""
+        shape = (workers, slots, self._rows(), self._chunk_batches() * self.batch_size)
+        size = int(np.prod(shape)) * (self.seq_len + 1) * np.dtype(self._wire).itemsize
+        return torch.empty(size, dtype=torch.uint8).share_memory_()
 
-    def _take_slot(self, ring: np.ndarray, slot: _Slot, pin: bool) -> dict[str, torch.Tensor]:
-        """Main process: copy a worker's slot out (into pinned memory if asked) before the
-        batch is handed out; the slot is free for the worker again from then on."""
-        n = slot.b - slot.a
-        shared = ring[slot.worker, slot.slot, :, :n]
-        if pin:  # pin_memory() copies each view out of the slot
-            return self._item(shared, slot.valid, slot.source, slot.a, slot.b, pin=True)
-        # numpy's copy: one thread (torch's copy_ of >= 32k elements starts intra-op threads,
-        # which fight the DataLoader workers for the cores: measured 7 ms for a 256 kB batch)
-        block = np.empty(shared.shape, dtype=shared.dtype)
-        np.copyto(block, shared)
-        return self._item(block, slot.valid, slot.source, slot.a, slot.b, pin=False)
+    def _ring_view(self, ring: torch.Tensor, workers: int) -> np.ndarray:
+        window = self.seq_len + 1
+        rows, samples = self._rows(), self._chunk_batches() * self.batch_size
+        return ring.numpy().view(self._wire).reshape(workers, -1, rows, samples, window)
+
+    def _take_bundle(
+        self, ring: np.ndarray, bundle: _Bundle, pin: bool
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """Main process: copy a worker's bundle out of its slot at once, widening the wire dtype
+        to `dtype` (the slot is free for the worker again from then on), then hand out its
+        batches as views of the copy (or pinned copies)."""
+        n = sum(b - a for a, b in bundle.ranges)
+        shared = ring[bundle.worker, bundle.slot, :, :n]
+        block = self._blank(shared.shape, self._np_dtype)
+        np.copyto(block, shared, casting="unsafe")  # numpy's copy: one thread (see docs)
+        return self._items(block, bundle.ranges, bundle.valid, bundle.source, pin=pin)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -522,26 +626,27 @@ def _pinned(items: Iterator[dict[str, torch.Tensor]]) -> Iterator[dict[str, torc
         yield {k: v if v.is_pinned() else v.pin_memory() for k, v in item.items()}
 
 
-class _Slot:
-    """What a worker sends for one batch written into its shared slot (pickled by value)."""
+class _Bundle:
+    """What a worker sends for the batches it wrote into one shared slot (pickled by value)."""
 
-    __slots__ = ("worker", "slot", "a", "b", "valid", "source")
+    __slots__ = ("worker", "slot", "ranges", "valid", "source")
 
-    def __init__(self, worker, slot, a, b, valid, source):  # noqa: ANN001
-        self.worker, self.slot, self.a, self.b = worker, slot, a, b
+    def __init__(self, worker, slot, ranges, valid, source):  # noqa: ANN001
+        self.worker, self.slot, self.ranges = worker, slot, ranges
         self.valid, self.source = valid, source
 
     def __getstate__(self) -> tuple:
-        return self.worker, self.slot, self.a, self.b, self.valid, self.source
+        return self.worker, self.slot, self.ranges, self.valid, self.source
 
     def __setstate__(self, state: tuple) -> None:
-        self.worker, self.slot, self.a, self.b, self.valid, self.source = state
+        self.worker, self.slot, self.ranges, self.valid, self.source = state
 
 
 def _attach_ring(ring: torch.Tensor, user_init: Callable[[int], None] | None, worker_id: int):
     """worker_init_fn of a slot loader: this worker's dataset copy writes into its ring row."""
-    dataset = get_worker_info().dataset
-    dataset._ring = ring[worker_id].numpy()
+    info = get_worker_info()
+    dataset = info.dataset
+    dataset._ring = dataset._ring_view(ring, info.num_workers)[worker_id]
     dataset._ring_next = 0
     if user_init is not None:
         user_init(worker_id)
@@ -549,19 +654,28 @@ def _attach_ring(ring: torch.Tensor, user_init: Callable[[int], None] | None, wo
 
 @functools.cache
 def _slot_loader(base: type) -> type:
-    """`base` (DataLoader or StatefulDataLoader) whose workers hand batches over through a ring
-    of shared-memory slots instead of a fresh shared-memory segment per tensor.
+    """`base` (DataLoader or StatefulDataLoader) whose workers hand batches over in bundles
+    through a ring of shared-memory slots instead of a shared-memory segment per tensor, one
+    DataLoader item (one queue message) per bundle of about chunk_tokens.
 
     Slot reuse is safe because of how both loaders dispatch work: a worker produces an item only
     for a task the main process sent it, at most prefetch_factor * num_workers tasks are sent and
     not yet returned (a task is re-sent only when an item is returned or a worker ends), and a
     worker's items come back in the order it made them. So while the main process copies item k
     of a worker, that worker can be writing at most items k+1 .. k + prefetch * workers: with
-    prefetch * workers + 2 slots per worker, item k's slot is not among theirs. A fresh ring is
-    made for every iterator (a stale iterator's workers never share slots with a new one).
+    prefetch * workers + 2 slots per worker, item k's slot is not among theirs. The main process
+    copies a whole bundle out as soon as it arrives, before handing out any of its batches. A
+    fresh ring is made for every iterator (a stale iterator's workers never share slots with a
+    new one).
+
+    Its resume state is the loader's own: `state_dict()` is the global position after the
+    batches handed out so far (`TokenDataset.state_dict(steps=...)`), which resumes under any
+    world size or worker count; `load_state_dict` takes that or a StatefulDataLoader state.
     """
 
     class SlotLoader(base):
+        _tokenmill_taken = 0  # batches the current iterator has handed out
+
         def _get_iterator(self):
             user_init = getattr(self, "_user_worker_init_fn", self.worker_init_fn)
             self._user_worker_init_fn = user_init
@@ -573,23 +687,30 @@ def _slot_loader(base: type) -> type:
                 iterator = super()._get_iterator()
             finally:
                 self.worker_init_fn = user_init
-            iterator._tokenmill_ring = ring
+            iterator._tokenmill_ring = self.dataset._ring_view(ring, self.num_workers)
             return iterator
 
         def __iter__(self):
-            iterator = super().__iter__()
-            return _take_slots(
-                self.dataset, iterator, self.pin_memory and torch.cuda.is_available()
-            )
+            self._tokenmill_taken = 0
+            return self._take_bundles(super().__iter__())
+
+        def _take_bundles(self, iterator: Any) -> Iterator[dict]:
+            dataset, pin = self.dataset, self.pin_memory and torch.cuda.is_available()
+            ring = iterator._tokenmill_ring
+            for bundle in iterator:
+                for item in dataset._take_bundle(ring, bundle, pin):
+                    self._tokenmill_taken += 1
+                    yield item
+
+        def state_dict(self) -> dict[str, Any]:
+            return self.dataset.state_dict(steps=self._tokenmill_taken)
+
+        def load_state_dict(self, state: dict[str, Any]) -> None:
+            self.dataset.load_state_dict(TokenDataset.global_state(state))
+            self._tokenmill_taken = 0
 
     SlotLoader.__name__ = SlotLoader.__qualname__ = f"Slot{base.__name__}"
     return SlotLoader
-
-
-def _take_slots(dataset: TokenDataset, iterator: Any, pin: bool) -> Iterator[dict]:
-    ring = iterator._tokenmill_ring.numpy()
-    for item in iterator:
-        yield dataset._take_slot(ring, item, pin) if isinstance(item, _Slot) else item
 
 
 def _consumer_states(state: dict[str, Any]) -> list[dict[str, Any]]:

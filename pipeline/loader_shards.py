@@ -43,13 +43,10 @@ class ShardInfo:
 
 @dataclass
 class ShardTokens:
-    """Token ids of one mapped shard: per document, a buffer index, a start offset and a length.
+    """Token ids of one mapped shard: the whole file as one zero-copy numpy array of the token
+    dtype (`data`), and per document its start (an element offset into `data`) and length."""
 
-    `buffers` are zero-copy numpy views of the shard's flat token buffers (one per record batch).
-    """
-
-    buffers: list[np.ndarray]
-    doc_buffer: np.ndarray
+    data: np.ndarray
     doc_start: np.ndarray
     doc_len: np.ndarray
     mapped: Any  # the pa.MemoryMappedFile (kept open while the views are used)
@@ -165,29 +162,28 @@ def numpy_view(array: pa.Array) -> np.ndarray:
 
 
 def map_shard(path: str, shard: ShardInfo, url: str) -> ShardTokens:
-    """Memory-map a shard and index its documents without copying any token."""
+    """Memory-map a shard and index its documents without copying any token: each document is
+    located in the one array that views the whole file (record batches' token buffers lie in
+    the file at offsets aligned to the token size, as Arrow IPC aligns every buffer)."""
     mapped = pa.memory_map(path, "r")
-    reader = pa.ipc.open_file(mapped)
-    buffers, doc_buffer, doc_start, doc_len = [], [], [], []
+    whole = mapped.read_buffer(mapped.size())  # zero-copy: the mapping as one buffer
+    reader = pa.ipc.open_file(whole)  # record batches are slices of `whole`
+    dtype = np.dtype(str(reader.schema.field("tokens").type.value_type))
+    data = np.frombuffer(whole, dtype=dtype, count=whole.size // dtype.itemsize)
+    doc_start, doc_len = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     for i in range(reader.num_record_batches):
         column = reader.get_batch(i).column("tokens")
         offsets = numpy_view(column.offsets).astype(np.int64)
-        buffers.append(numpy_view(column.values))
-        doc_buffer.append(np.full(len(column), i, dtype=np.int32))
-        doc_start.append(offsets[:-1])
+        values = column.values
+        at = values.buffers()[1].address + values.offset * dtype.itemsize - whole.address
+        if at % dtype.itemsize or not 0 <= at <= whole.size - len(values) * dtype.itemsize:
+            raise LoaderError(f"{url}/{shard.rel}: record batch {i} tokens at file offset {at}")
+        doc_start.append(at // dtype.itemsize + offsets[:-1])
         doc_len.append(np.diff(offsets))
-    if not buffers:  # a shard of a unit whose documents were all rejected
-        doc_buffer, doc_start, doc_len = (
-            [np.zeros(0, np.int32)],
-            [np.zeros(0, np.int64)],
-            [np.zeros(0, np.int64)],
-        )
     lengths = np.concatenate(doc_len)
     if len(lengths) != shard.documents or int(lengths.sum()) != shard.tokens:
         raise LoaderError(
             f"{url}/{shard.rel}: {len(lengths)} documents / {int(lengths.sum())} "
             f"tokens, ledger says {shard.documents} / {shard.tokens}"
         )
-    return ShardTokens(
-        buffers, np.concatenate(doc_buffer), np.concatenate(doc_start), lengths, mapped
-    )
+    return ShardTokens(data, np.concatenate(doc_start), lengths, mapped)

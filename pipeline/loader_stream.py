@@ -13,9 +13,11 @@ import bisect
 from collections import OrderedDict
 from dataclasses import dataclass
 
+import numba
 import numpy as np
+from numba import njit
 
-from pipeline.loader_shards import ShardInfo, ShardStore
+from pipeline.loader_shards import LoaderError, ShardInfo, ShardStore
 
 GROUPS_KEPT = 2  # a read may straddle two groups
 
@@ -28,17 +30,51 @@ def epoch_rng(seed: int, epoch: int, *salt: int) -> np.random.Generator:
 class Group:
     """One shuffle group: its documents in stream order (after the permutation)."""
 
-    buffers: list[np.ndarray]
-    doc_buffer: np.ndarray
-    doc_start: np.ndarray
+    files: tuple[np.ndarray, ...]  # each shard's whole file as tokens (padded to group_shards)
+    doc_file: np.ndarray  # which of `files` holds each document
+    doc_start: np.ndarray  # the document's first token in its file array
     doc_len: np.ndarray
     ends: np.ndarray  # stream end (exclusive, relative to the group) of each document's EOS
 
-    def __post_init__(self) -> None:  # plain lists: indexing them is far cheaper per document
-        self.buffer_list = self.doc_buffer.tolist()
-        self.start_list = self.doc_start.tolist()
-        self.len_list = self.doc_len.tolist()
-        self.end_list = self.ends.tolist()
+
+@njit(cache=True, nogil=True)
+def gather(out, filled, files, doc_file, doc_start, doc_len, ends, rel, stop, eos):  # noqa: ANN001, ANN201
+    """Copy group stream positions [rel, stop) into out[filled:], converting to out's dtype;
+    returns the new fill. Document d spans [ends[d] - doc_len[d] - 1, ends[d]): its tokens
+    files[doc_file[d]][doc_start[d]:][:doc_len[d]], then one EOS."""
+    d = np.searchsorted(ends, rel, side="right")  # the document holding position rel
+    pos, o = rel, filled
+    while pos < stop:
+        length, end = doc_len[d], ends[d]
+        first = end - length - 1
+        lo = pos - first
+        hi = (stop if stop < end else end) - first
+        text = hi if hi < length else length
+        if text > lo:
+            tokens = files[doc_file[d]]
+            dst, src = numba.uint64(o), numba.uint64(doc_start[d] + lo)
+            for i in range(numba.uint64(text - lo)):  # unsigned: no wraparound, vectorized
+                out[dst + i] = tokens[src + i]
+            o += text - lo
+        if hi > length:
+            out[o] = eos
+            o += 1
+        pos = first + hi
+        d += 1
+    return o
+
+
+def warm_gather(out_dtypes: set, token_dtype: np.dtype, group_shards: int) -> None:
+    """Compile (or load from numba's disk cache) gather for these dtypes in this process, so
+    that DataLoader workers forked from it start with it (a cold first call costs ~0.5 s)."""
+    files = np.zeros(1, dtype=token_dtype)
+    files.flags.writeable = False  # as the mapped shards are
+    one = np.ones(1, dtype=np.int64)
+    for dtype in out_dtypes:
+        out = np.zeros(2, dtype=dtype)
+        gather(
+            out, 0, (files,) * group_shards, np.zeros(1, np.int32), 0 * one, one, 2 * one, 0, 2, 0
+        )
 
 
 class PackedStream:
@@ -56,7 +92,7 @@ class PackedStream:
         group_shards: int = 4,
     ):
         self.store, self.eos_id, self.seed, self.epoch = store, eos_id, seed, epoch
-        self.shuffle = shuffle
+        self.shuffle, self.group_shards = shuffle, group_shards
         n = len(shards)
         order = epoch_rng(seed, epoch).permutation(n) if shuffle else np.arange(n)
         self.groups = [
@@ -67,7 +103,6 @@ class PackedStream:
         self.bound_list = self.group_bounds.tolist()  # bisect on a list: no numpy call per read
         self.total = int(self.group_bounds[-1])
         self._cache: OrderedDict[int, Group] = OrderedDict()
-        self._eos_piece = np.full(1, eos_id, dtype=np.int64)  # cast into the output by the copy
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -79,13 +114,17 @@ class PackedStream:
         if found is not None:
             return found
         mapped = [self.store.tokens(s) for s in self.groups[g]]
-        buffers: list[np.ndarray] = []
-        doc_buffer, doc_start, doc_len = [], [], []
-        for shard in mapped:
-            doc_buffer.append(shard.doc_buffer + len(buffers))
-            buffers.extend(shard.buffers)
-            doc_start.append(shard.doc_start)
-            doc_len.append(shard.doc_len)
+        dtypes = {m.data.dtype for m in mapped}
+        if len(dtypes) > 1:
+            raise LoaderError(
+                f"{self.store.url}: shards hold tokens of types {sorted(map(str, dtypes))}"
+            )
+        pad = np.zeros(0, dtype=mapped[0].data.dtype)  # the last group may have fewer shards
+        pad.flags.writeable = False  # like the mapped files: one tuple type for numba
+        files = tuple(m.data for m in mapped) + (pad,) * (self.group_shards - len(mapped))
+        doc_file = [np.full(len(m.doc_len), i, dtype=np.int32) for i, m in enumerate(mapped)]
+        doc_start = [m.doc_start for m in mapped]
+        doc_len = [m.doc_len for m in mapped]
         n_docs = sum(len(x) for x in doc_len)
         perm = (
             epoch_rng(self.seed, self.epoch, 1, g).permutation(n_docs)
@@ -94,8 +133,8 @@ class PackedStream:
         )
         lengths = np.concatenate(doc_len)[perm]
         group = Group(
-            buffers,
-            np.concatenate(doc_buffer)[perm],
+            files,
+            np.concatenate(doc_file)[perm],
             np.concatenate(doc_start)[perm],
             lengths,
             np.cumsum(lengths + 1),
@@ -108,50 +147,34 @@ class PackedStream:
     def read(self, start: int, out: np.ndarray, doc_starts: np.ndarray | None = None) -> int:
         """Copy stream[start : start + len(out)] into `out`; returns how many tokens existed.
 
-        `doc_starts`, if given, gets True where a document's first token lands. The pieces
-        (document slices, zero-copy views of the mapped shards, and EOS) are gathered first and
-        copied by one np.concatenate: one C call instead of a numpy assignment per document.
+        `doc_starts`, if given, gets True where a document's first token lands. One compiled
+        `gather` call per group copies every document slice (from zero-copy views of the mapped
+        shards) and EOS: no Python or numpy call per document.
         """
         pos, filled, want = start, 0, len(out)
-        eos = self._eos_piece
-        pieces: list[np.ndarray] = []
-        add = pieces.append
         while filled < want and pos < self.total:
             g = bisect.bisect_right(self.bound_list, pos) - 1
             group, base = self._group(g), self.bound_list[g]
-            buffers, doc_buffer, doc_start = group.buffers, group.buffer_list, group.start_list
-            doc_len, ends = group.len_list, group.end_list
             rel = pos - base
-            stop = rel + want - filled
-            if stop > ends[-1]:  # this part ends with the group
-                stop = ends[-1]
-            # document d spans [ends[d] - doc_len[d] - 1, ends[d]): its text, then one EOS
-            d = bisect.bisect_right(ends, rel)  # the document holding position rel
-            last = bisect.bisect_left(ends, stop)  # the document holding position stop - 1
-            for k in (d, last) if last > d else (d,):  # partial ends: clip to [rel, stop)
-                length, end = doc_len[k], ends[k]
-                first = end - length - 1
-                lo = rel - first if rel > first else 0  # (no min/max calls: this is hot)
-                hi = (stop if stop < end else end) - first
-                text = hi if hi < length else length
-                if text > lo:
-                    at = doc_start[k]
-                    add(buffers[doc_buffer[k]][at + lo : at + text])
-                if hi > length:
-                    add(eos)
-                if k == d:  # whole documents between the two ends
-                    for j in range(d + 1, last):
-                        at = doc_start[j]
-                        add(buffers[doc_buffer[j]][at : at + doc_len[j]])
-                        add(eos)
+            stop = min(rel + want - filled, int(group.ends[-1]))  # this part ends with the group
+            done = gather(
+                out,
+                filled,
+                group.files,
+                group.doc_file,
+                group.doc_start,
+                group.doc_len,
+                group.ends,
+                rel,
+                stop,
+                self.eos_id,
+            )
             if doc_starts is not None:
+                d, last = np.searchsorted(group.ends, [rel, stop], side="right")
                 firsts = group.ends[d : last + 1] - group.doc_len[d : last + 1] - 1
                 firsts = firsts[(firsts >= rel) & (firsts < stop)]
                 doc_starts[filled + firsts - rel] = True
-            filled += stop - rel
-            pos = base + stop
-        if pieces:
-            np.concatenate(pieces, out=out[:filled], casting="unsafe")
+            filled, pos = done, base + stop
         return filled
 
 

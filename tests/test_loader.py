@@ -44,8 +44,18 @@ def documents(shards_url) -> Counter:
     return Counter(tuple(r["tokens"]) for r in shard_rows(shards_url))
 
 
+CHUNK = 3 * BATCH * (SEQ + 1)  # 3 batches per fill / per worker bundle: many of each here
+
+
 def dataset(url: str, **options) -> TokenDataset:
-    options = {"batch_size": BATCH, "eos_id": EOS, "return_index": True, "seed": 7, **options}
+    options = {
+        "batch_size": BATCH,
+        "eos_id": EOS,
+        "return_index": True,
+        "seed": 7,
+        "chunk_tokens": CHUNK,
+        **options,
+    }
     return TokenDataset(url, SEQ, **options)
 
 
@@ -170,8 +180,51 @@ def test_stateful_dataloader_state_round_trip_same_and_other_layout(shards_url, 
     assert windows(first + take(other.dataloader(num_workers=1, stateful=True))) == reference
 
 
+def test_bundled_workers_resume_mid_bundle_under_other_layouts(shards_url, reference):
+    """Workers send bundles of 3 batches: a state taken 5 batches in (inside a bundle) counts
+    batches handed out, not bundles received, so resuming under other layouts, twice, repeats
+    and skips nothing."""
+    loader = dataset(shards_url, drop_last=False).dataloader(num_workers=2, stateful=True)
+    first = take(loader, 5)
+    state = loader.state_dict()
+    assert state["sample"] == 5 * BATCH and TokenDataset.global_state(state) == state
+    ranks = [dataset(shards_url, rank=r, world_size=2, drop_last=False) for r in range(2)]
+    loaders = [ds.dataloader(num_workers=3, stateful=True) for ds in ranks]
+    second = []
+    for loader in loaders:
+        loader.load_state_dict(state)
+        second += take(loader, 4)
+    states = [loader.state_dict() for loader in loaders]
+    assert TokenDataset.global_state(states)["sample"] == 5 * BATCH + 4 * 2 * BATCH
+    last = dataset(shards_url, drop_last=False).dataloader(num_workers=2)
+    last.load_state_dict(TokenDataset.global_state(states))
+    assert windows(first + second + take(last)) == reference
+
+
+def test_chunk_size_changes_no_batch_and_held_batches_keep_their_values(shards_url):
+    """Batches are views of chunk arrays that are refilled once nothing references them: the
+    same batches come out for any chunk size (also per sample), and batches kept while the
+    iteration goes on keep their values."""
+    default = list(dataset(shards_url, chunk_tokens=1 << 20, drop_last=False))
+    for chunk in (1, CHUNK, 5 * (SEQ + 1)):
+        same_batches(list(dataset(shards_url, chunk_tokens=chunk, drop_last=False)), default)
+    singles = list(dataset(shards_url, batch_size=None, chunk_tokens=CHUNK, drop_last=False))
+    same_batches(
+        [
+            {k: torch.stack([s[k] for s in singles[i : i + BATCH]]) for k in singles[0]}
+            for i in range(0, len(singles), BATCH)
+        ],
+        default,
+    )
+    kept = [batch for i, batch in enumerate(dataset(shards_url, drop_last=False)) if i % 4 == 0]
+    same_batches(kept, default[::4])
+
+
 def test_worker_state_refuses_another_layout_without_global_state(shards_url):
-    loader = dataset(shards_url).dataloader(num_workers=2, stateful=True)
+    from torchdata.stateful_dataloader import StatefulDataLoader
+
+    # a StatefulDataLoader of one's own (one batch per item): its state holds worker states
+    loader = StatefulDataLoader(dataset(shards_url), batch_size=None, num_workers=2)
     take(iter(loader), 3)
     worker_state = loader.state_dict()["_snapshot"]["_worker_snapshots"]["worker_0"]
     other = dataset(shards_url, rank=0, world_size=2)
