@@ -114,8 +114,9 @@ def tokenmill_epochs(
     dataset and loader are made once, as a training job makes them (workers start anew each
     epoch, and that is timed)."""
     slots = options.pop("shared_slots", True)
+    persistent = options.pop("persistent", False)
     ds = TokenDataset(output, seq_len, seed=0, batch_size=batch, **options)
-    loader = ds.dataloader(num_workers=workers, shared_slots=slots)
+    loader = ds.dataloader(num_workers=workers, shared_slots=slots, persistent_workers=persistent)
     for epoch in itertools.count():
         ds.set_epoch(epoch)
         result = consume(loader, lambda b: (b["input_ids"], b["labels"]))
@@ -167,7 +168,7 @@ def litdata_dir(output: str, dtype: str, cache: str, chunk_tokens: int) -> str:
 
 
 def litdata_epochs(
-    path: str, workers: int, seq_len: int, batch: int, shuffle: bool
+    path: str, workers: int, seq_len: int, batch: int, shuffle: bool, persistent: bool = False
 ) -> Iterator[dict]:
     """Whole epochs of one StreamingDataset/StreamingDataLoader (it moves to the next epoch
     itself on every iteration), made once like tokenmill's."""
@@ -181,7 +182,11 @@ def litdata_epochs(
         seed=0,
     )
     loader = StreamingDataLoader(
-        ds, batch_size=batch, num_workers=workers, prefetch_factor=4 if workers else None
+        ds,
+        batch_size=batch,
+        num_workers=workers,
+        prefetch_factor=4 if workers else None,
+        persistent_workers=persistent,
     )
     while True:
         yield consume(loader, lambda b: (b[:, :-1], b[:, 1:]))
@@ -235,7 +240,12 @@ def main() -> None:
     parser.add_argument("--seq-lens", type=int, nargs="+", default=[2048, 8192])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=["int64", "int32"])
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument(
+        "--workers",
+        nargs="+",
+        default=["0", "2", "2p"],
+        help="DataLoader workers per row; a trailing p: persistent workers (both loaders)",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="best of N epochs of each")
     parser.add_argument("--litdata-repeat", type=int, default=2, help="best of N for litdata")
     parser.add_argument("--no-litdata", action="store_true")
@@ -265,16 +275,22 @@ def main() -> None:
                 args.output, dtype, args.litdata_cache, args.litdata_chunk_tokens
             )
         for seq_len in args.seq_lens:
-            for workers in args.workers:
+            for spec in args.workers:
+                workers, persistent = int(spec.rstrip("p")), spec.endswith("p")
                 ceiling, tm = interleaved(
                     args.repeat,
                     args.output,
                     dtype,
                     tokenmill_epochs(
-                        args.output, workers, seq_len, args.batch, dtype=DTYPES[dtype]
+                        args.output,
+                        workers,
+                        seq_len,
+                        args.batch,
+                        dtype=DTYPES[dtype],
+                        persistent=persistent,
                     ),
                 )
-                row = {"seq_len": seq_len, "dtype": dtype, "workers": workers}
+                row = {"seq_len": seq_len, "dtype": dtype, "workers": spec}
                 row["ceiling"] = ceiling["tokens_per_s"]
                 row["tokenmill"] = tm["tokens_per_s"]
                 row["tokenmill_tokens"] = tm["tokens"]
@@ -285,7 +301,9 @@ def main() -> None:
                     for shuffle in (False, True):
                         lit = best(
                             args.litdata_repeat,
-                            litdata_epochs(lit_path, workers, seq_len, args.batch, shuffle),
+                            litdata_epochs(
+                                lit_path, workers, seq_len, args.batch, shuffle, persistent
+                            ),
                         )
                         row[f"litdata_{'shuffle' if shuffle else 'ordered'}"] = lit["tokens_per_s"]
                 rows.append(row)
@@ -304,7 +322,7 @@ def main() -> None:
 def extras(args: argparse.Namespace) -> dict:
     """seq_len[0] int64: ids options, the per-tensor worker path, and the DataLoader floors."""
     seq_len, batch, out = args.seq_lens[0], args.batch, {}
-    for workers in args.workers:
+    for workers in sorted({int(spec.rstrip("p")) for spec in args.workers}):
         out[f"{workers} workers, position_ids + document_ids"] = best(
             args.repeat,
             tokenmill_epochs(

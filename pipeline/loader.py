@@ -11,9 +11,8 @@ are exactly the prefix [0, n * B * R), so a resume point is one number: the glob
 
 from __future__ import annotations
 
-import functools
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -22,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, default_convert, get_worker_info
 
 from pipeline.loader_shards import LoaderError, ShardStore, read_ledger
+from pipeline.loader_slots import Bundle, WorkerSlots, slot_loader
 from pipeline.loader_stream import Mixture, PackedStream, warm_gather
 from schemas.shards import token_type
 
@@ -84,7 +84,7 @@ class TokenDataset(IterableDataset):
         cache_dir: str | None = None,
         mix_block: int = 64,
         dtype: torch.dtype | str = torch.int64,
-        chunk_tokens: int = 1 << 20,
+        chunk_tokens: int = 1 << 19,
     ):
         super().__init__()
         urls = [url] if isinstance(url, str) else list(url)
@@ -117,9 +117,8 @@ class TokenDataset(IterableDataset):
         if self.eos_id is None:
             raise LoaderError(f"tokenizer of {urls[0]} has no eos_id; pass eos_id=")
         self.pad_id = self.eos_id if pad_id is None else pad_id
-        self._wire = self._wire_dtype()
         shard_dtype = np.dtype(token_type(self.tokenizer.get("vocab_size") or 0).to_pandas_dtype())
-        warm_gather({self._np_dtype, self._wire}, shard_dtype, group_shards)
+        warm_gather({self._np_dtype}, shard_dtype, group_shards)
         self.weights = list(weights) if weights is not None else [1.0] * len(urls)
         self.epoch = 0
         self._resume: dict[str, Any] | None = None
@@ -127,9 +126,8 @@ class TokenDataset(IterableDataset):
         # into a dict only when asked (state_dict), not for every batch
         self._progress: tuple | None = None
         self._built: tuple[int, list[PackedStream], Mixture | None] | None = None
-        self._ring: np.ndarray | None = None  # in a DataLoader worker: its shared batch slots
+        self._slots: WorkerSlots | None = None  # in a dataloader() worker: its shared slots
         self._arange: np.ndarray | None = None  # 0, 1, ... for position_ids
-        self._ring_next = 0
         self._blocks: list[np.ndarray] = []  # chunk arrays this process may refill (_blank)
 
     # -- the global sample sequence -------------------------------------------------------------
@@ -233,19 +231,22 @@ class TokenDataset(IterableDataset):
             )
         return resume["sample"], worker, resume["sample"]
 
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor] | _Bundle]:
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor] | Bundle]:
+        slots = self._slots if get_worker_info() is not None else None
+        if slots is not None:  # a dataloader() worker: the main process says where to start
+            self.epoch, sample = slots.begin()
+            self._resume = {"epoch": self.epoch, "sample": sample, "exact": True}
         layout = self._layout()
         world, rank, workers, worker, batch = layout
         epoch, per_step = self.epoch, batch * world
-        ring = self._ring if get_worker_info() is not None else None
         chunk = self._chunk_batches()
-        if ring is not None:  # bundles of `chunk` consecutive steps per worker: part of layout
+        if slots is not None:  # bundles of `chunk` consecutive steps per worker: part of layout
             layout.append(chunk)
         start, step, sample = self._start(layout)
         end = self._end(epoch, start, per_step)
         self._progress = (layout, start, step, sample)
-        if ring is not None:
-            yield from self._bundles(ring, layout, start, step, end)
+        if slots is not None:
+            yield from self._bundles(slots, layout, start, step, end)
             return
         single = self.batch_size is None
         base = start + rank * batch  # sample a of step s is base + s * per_step
@@ -266,11 +267,11 @@ class TokenDataset(IterableDataset):
                 yield item
 
     def _bundles(
-        self, ring: np.ndarray, layout: list[int], start: int, step: int, end: int
-    ) -> Iterator[_Bundle]:
+        self, slots: WorkerSlots, layout: list[int], start: int, step: int, end: int
+    ) -> Iterator[Bundle]:
         """A dataloader() worker: bundles of `chunk` consecutive steps (bundle j goes to worker
-        j % workers, the order an in-order DataLoader hands items out), each filled into the next
-        shared slot in the wire dtype; only the slot number and sample ranges are sent."""
+        j % workers, the order an in-order DataLoader hands items out), each filled into a free
+        shared slot, or sent by value when the main process holds every slot of this worker."""
         world, rank, workers, worker, batch, chunk = layout
         per_step, base = batch * world, start + rank * batch
         while True:
@@ -282,28 +283,23 @@ class TokenDataset(IterableDataset):
                 ranges.append((a, a + batch if a + batch < end else end))
             if not ranges:
                 return
-            slot = self._ring_next % len(ring)
-            self._ring_next += 1
-            rows = sum(b - a for a, b in ranges)
-            valid, source = self._fill_ranges(ranges, self.epoch, ring[slot, :, :rows])
+            slot = slots.take()
+            if slot is None:
+                block, valid, source = self._chunk(ranges, self.epoch, self._np_dtype)
+                bundle = Bundle(worker, -1, ranges, valid, source, torch.from_numpy(block))
+            else:
+                rows = sum(b - a for a, b in ranges)
+                block = slots.slots[slot, :, :rows]
+                valid, source = self._fill_ranges(ranges, self.epoch, block)
+                bundle = Bundle(worker, slot, ranges, valid, source)
             done = start + (step + len(ranges)) * per_step
             step += chunk * workers
             self._progress = (layout, start, step, done if done < end else end)
-            yield _Bundle(worker, slot, ranges, valid, source)
+            yield bundle
 
     def _chunk_batches(self) -> int:
         """Batches (or samples, without batch_size) read in one fill: about chunk_tokens."""
         return max(1, self.chunk_tokens // ((self.batch_size or 1) * (self.seq_len + 1)))
-
-    def _wire_dtype(self) -> type:
-        """The narrowest dtype holding every value a window block can hold (token ids, EOS,
-        padding, position ids): what workers write into shared slots (the main process widens
-        it to `dtype` while copying the slot out, which is the one conversion it would do anyway)."""
-        vocab = self.tokenizer.get("vocab_size")
-        if vocab is None or min(self.eos_id, self.pad_id) < 0:
-            return self._np_dtype
-        top = max(vocab - 1, self.eos_id, self.pad_id, self.seq_len)
-        return np.uint16 if top <= 0xFFFF else np.uint32 if top <= 0x7FFFFFFF else self._np_dtype
 
     def _state(self, sample: int, exact: bool) -> dict[str, Any]:
         return {
@@ -536,14 +532,14 @@ class TokenDataset(IterableDataset):
     ) -> DataLoader:
         """A DataLoader (or torchdata StatefulDataLoader) set up the way this dataset expects.
 
-        With workers (and a dataset batch_size, no persistent workers or collate_fn),
-        `shared_slots` makes the workers write each batch into a ring of shared-memory slots
-        created per iterator and send only the slot number; the loader copies the slot into a
-        fresh tensor in the main process before handing it out (see `_slot_loader`, and
-        docs/loader.md for why a slot is never reused too early). Otherwise every batch travels as
-        torch's per-tensor shared-memory segments. Without workers (plain DataLoader), batches
-        come straight from the dataset's iterator: the same items, without the DataLoader's
-        per-batch profiler annotation and conversion walk (about 60 us a batch here)."""
+        With workers (and a dataset batch_size, and no collate_fn), `shared_slots` makes the
+        workers fill bundles of batches (about chunk_tokens) into shared-memory slots and send
+        only slot numbers; batches are handed out as views of the slots, and a slot is reused
+        only once nothing references it (pipeline/loader_slots.py). Persistent workers follow
+        set_epoch and load_state_dict. Otherwise every batch travels as torch's per-tensor
+        shared-memory segments. Without workers (plain DataLoader), batches come straight from
+        the dataset's iterator: the same items, without the DataLoader's per-batch profiler
+        annotation and conversion walk (about 60 us a batch here)."""
         if stateful:
             from torchdata.stateful_dataloader import StatefulDataLoader as base
         else:
@@ -554,13 +550,12 @@ class TokenDataset(IterableDataset):
             shared_slots
             and num_workers > 0
             and self.batch_size is not None
-            and not kwargs.get("persistent_workers", False)
             and kwargs.get("collate_fn") in (None, default_convert)  # it would get descriptors
         )
         if num_workers and prefetch_factor is None:  # items: bundles of batches with slots
             prefetch_factor = 2 if slots else 4
         if slots:
-            loader_class = _slot_loader(base)
+            loader_class = slot_loader(base)
         elif num_workers == 0 and not stateful and self.batch_size is not None:
             loader_class = _DirectDataLoader
         else:
@@ -574,31 +569,21 @@ class TokenDataset(IterableDataset):
             **kwargs,
         )
 
-    # -- shared batch slots (DataLoader workers) ------------------------------------------------
+    # -- shared batch slots (DataLoader workers, see pipeline/loader_slots.py) ------------------
 
-    def _new_ring(self, workers: int, slots: int) -> torch.Tensor:
-        """Shared bytes for `slots` bundles per worker, each [rows, chunk * batch, seq_len + 1]
-        of the wire dtype (viewed as such by `_ring_view` on both sides)."""
-        shape = (workers, slots, self._rows(), self._chunk_batches() * self.batch_size)
-        size = int(np.prod(shape)) * (self.seq_len + 1) * np.dtype(self._wire).itemsize
-        return torch.empty(size, dtype=torch.uint8).share_memory_()
+    def _ring_shape(self, workers: int, slots: int) -> tuple[int, ...]:
+        samples = self._chunk_batches() * self.batch_size
+        return (workers, slots, self._rows(), samples, self.seq_len + 1)
 
-    def _ring_view(self, ring: torch.Tensor, workers: int) -> np.ndarray:
-        window = self.seq_len + 1
-        rows, samples = self._rows(), self._chunk_batches() * self.batch_size
-        return ring.numpy().view(self._wire).reshape(workers, -1, rows, samples, window)
-
-    def _take_bundle(
-        self, ring: np.ndarray, bundle: _Bundle, pin: bool
-    ) -> Iterator[dict[str, torch.Tensor]]:
-        """Main process: copy a worker's bundle out of its slot at once, widening the wire dtype
-        to `dtype` (the slot is free for the worker again from then on), then hand out its
-        batches as views of the copy (or pinned copies)."""
-        n = sum(b - a for a, b in bundle.ranges)
-        shared = ring[bundle.worker, bundle.slot, :, :n]
-        block = self._blank(shared.shape, self._np_dtype)
-        np.copyto(block, shared, casting="unsafe")  # numpy's copy: one thread (see docs)
-        return self._items(block, bundle.ranges, bundle.valid, bundle.source, pin=pin)
+    def _resume_sample(self) -> int:
+        """Where the next iteration of this (main process) dataset starts: a loaded global
+        state of the current epoch, else 0."""
+        resume = self._resume if self._resume and self._resume["epoch"] == self.epoch else None
+        if resume is None:
+            return 0
+        if resume.get("consumer") is not None and not resume.get("exact", False):
+            self._start(self._layout())  # raises: a worker's state needs global_state first
+        return resume["sample"]
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -624,93 +609,6 @@ class _DirectDataLoader(DataLoader):
 def _pinned(items: Iterator[dict[str, torch.Tensor]]) -> Iterator[dict[str, torch.Tensor]]:
     for item in items:
         yield {k: v if v.is_pinned() else v.pin_memory() for k, v in item.items()}
-
-
-class _Bundle:
-    """What a worker sends for the batches it wrote into one shared slot (pickled by value)."""
-
-    __slots__ = ("worker", "slot", "ranges", "valid", "source")
-
-    def __init__(self, worker, slot, ranges, valid, source):  # noqa: ANN001
-        self.worker, self.slot, self.ranges = worker, slot, ranges
-        self.valid, self.source = valid, source
-
-    def __getstate__(self) -> tuple:
-        return self.worker, self.slot, self.ranges, self.valid, self.source
-
-    def __setstate__(self, state: tuple) -> None:
-        self.worker, self.slot, self.ranges, self.valid, self.source = state
-
-
-def _attach_ring(ring: torch.Tensor, user_init: Callable[[int], None] | None, worker_id: int):
-    """worker_init_fn of a slot loader: this worker's dataset copy writes into its ring row."""
-    info = get_worker_info()
-    dataset = info.dataset
-    dataset._ring = dataset._ring_view(ring, info.num_workers)[worker_id]
-    dataset._ring_next = 0
-    if user_init is not None:
-        user_init(worker_id)
-
-
-@functools.cache
-def _slot_loader(base: type) -> type:
-    """`base` (DataLoader or StatefulDataLoader) whose workers hand batches over in bundles
-    through a ring of shared-memory slots instead of a shared-memory segment per tensor, one
-    DataLoader item (one queue message) per bundle of about chunk_tokens.
-
-    Slot reuse is safe because of how both loaders dispatch work: a worker produces an item only
-    for a task the main process sent it, at most prefetch_factor * num_workers tasks are sent and
-    not yet returned (a task is re-sent only when an item is returned or a worker ends), and a
-    worker's items come back in the order it made them. So while the main process copies item k
-    of a worker, that worker can be writing at most items k+1 .. k + prefetch * workers: with
-    prefetch * workers + 2 slots per worker, item k's slot is not among theirs. The main process
-    copies a whole bundle out as soon as it arrives, before handing out any of its batches. A
-    fresh ring is made for every iterator (a stale iterator's workers never share slots with a
-    new one).
-
-    Its resume state is the loader's own: `state_dict()` is the global position after the
-    batches handed out so far (`TokenDataset.state_dict(steps=...)`), which resumes under any
-    world size or worker count; `load_state_dict` takes that or a StatefulDataLoader state.
-    """
-
-    class SlotLoader(base):
-        _tokenmill_taken = 0  # batches the current iterator has handed out
-
-        def _get_iterator(self):
-            user_init = getattr(self, "_user_worker_init_fn", self.worker_init_fn)
-            self._user_worker_init_fn = user_init
-            ring = self.dataset._new_ring(
-                self.num_workers, self.prefetch_factor * self.num_workers + 2
-            )
-            self.worker_init_fn = functools.partial(_attach_ring, ring, user_init)
-            try:
-                iterator = super()._get_iterator()
-            finally:
-                self.worker_init_fn = user_init
-            iterator._tokenmill_ring = self.dataset._ring_view(ring, self.num_workers)
-            return iterator
-
-        def __iter__(self):
-            self._tokenmill_taken = 0
-            return self._take_bundles(super().__iter__())
-
-        def _take_bundles(self, iterator: Any) -> Iterator[dict]:
-            dataset, pin = self.dataset, self.pin_memory and torch.cuda.is_available()
-            ring = iterator._tokenmill_ring
-            for bundle in iterator:
-                for item in dataset._take_bundle(ring, bundle, pin):
-                    self._tokenmill_taken += 1
-                    yield item
-
-        def state_dict(self) -> dict[str, Any]:
-            return self.dataset.state_dict(steps=self._tokenmill_taken)
-
-        def load_state_dict(self, state: dict[str, Any]) -> None:
-            self.dataset.load_state_dict(TokenDataset.global_state(state))
-            self._tokenmill_taken = 0
-
-    SlotLoader.__name__ = SlotLoader.__qualname__ = f"Slot{base.__name__}"
-    return SlotLoader
 
 
 def _consumer_states(state: dict[str, Any]) -> list[dict[str, Any]]:

@@ -241,29 +241,75 @@ def same_batches(got: list[dict], expected: list[dict]) -> None:
             assert g[key].dtype == e[key].dtype and torch.equal(g[key], e[key]), key
 
 
+def slowly(loader):
+    """A slow consumer: a pause every 7 batches lets the workers fill every slot they may."""
+    for i, batch in enumerate(loader):
+        if i % 7 == 0:
+            time.sleep(0.01)
+        yield batch
+
+
+def consume_checking(loader, expected: list[dict], keep_every: int) -> list[tuple[int, dict]]:
+    """Iterate, checking each batch against `expected` as it arrives and keeping every
+    keep_every-th one (the others are dropped, so their slots can be reused)."""
+    kept, n = [], 0
+    for i, batch in enumerate(loader):
+        same_batches([batch], [expected[i]])
+        if i % keep_every == 0:
+            kept.append((i, batch))
+        n += 1
+    assert n == len(expected)
+    return kept
+
+
 @pytest.mark.parametrize("stateful", [False, True])
 @pytest.mark.parametrize("prefetch", [1, 4])
 def test_shared_slot_workers_deliver_the_in_process_batches_every_epoch(
     shards_url, stateful, prefetch
 ):
-    """Workers write batches into a reused ring of shared slots: every batch handed out, kept
-    until the end of the epoch, must still equal the batch read in one process (a slot reused
-    too early would change it), also with a slow consumer that lets the workers run ahead."""
+    """Workers fill bundles into shared slots that are reused once nothing references them:
+    every batch must equal the batch read in one process when it arrives, and the batches kept
+    (their slots stay held) still at the end of the epoch, also with a slow consumer that lets
+    the workers run ahead. A consumer that drops its batches never makes a worker fall back to
+    sending by value; one that keeps many does, and still gets the right batches."""
     options = {"position_ids": True, "document_ids": True, "drop_last": False, "seed": 11}
     ds = dataset(shards_url, **options)
     loader = ds.dataloader(num_workers=2, prefetch_factor=prefetch, stateful=stateful)
     assert type(loader).__name__.startswith("Slot")
-    for epoch in range(3):
+    for epoch, keep_every in ((0, 10**9), (1, 10**9), (2, 4)):
         ds.set_epoch(epoch)
         expected = dataset(shards_url, **options)
         expected.set_epoch(epoch)
-        got = []
-        for i, batch in enumerate(loader):
-            got.append(batch)
-            if epoch == 1 and i % 7 == 0:
-                time.sleep(0.01)  # the workers fill every slot they may while we wait
-        same_batches(got, list(expected))
-        assert got[-1]["labels"][-1, -1] == IGNORE_INDEX  # the padded tail came through too
+        expected = list(expected)
+        kept = consume_checking(slowly(loader) if epoch == 1 else loader, expected, keep_every)
+        same_batches([b for _, b in kept], [expected[i] for i, _ in kept])
+        assert kept[-1][1]["labels"][-1, -1] == IGNORE_INDEX or keep_every > 1
+        bundles = loader.bundles
+        assert bundles["in_slots"] > 0
+        assert (bundles["by_value"] > 0) == (keep_every == 4), bundles
+    assert expected[-1]["labels"][-1, -1] == IGNORE_INDEX  # the padded tail came through too
+
+
+def test_persistent_slot_workers_follow_set_epoch_resume_and_abandoned_iterations(shards_url):
+    options = {"drop_last": False, "seed": 5}
+    ds = dataset(shards_url, **options)
+    loader = ds.dataloader(num_workers=2, persistent_workers=True)
+
+    def expected(epoch: int, start: int = 0) -> list[dict]:
+        reference = dataset(shards_url, **options)
+        reference.set_epoch(epoch)
+        return list(reference)[start // BATCH :]
+
+    consume_checking(loader, expected(0), 10**9)
+    ds.set_epoch(1)
+    assert len(take(loader, 5)) == 5  # abandoned: its unread bundles' slots come back
+    ds.set_epoch(2)
+    consume_checking(loader, expected(2), 3)
+    ds.set_epoch(3)
+    loader.load_state_dict({**loader.state_dict(), "epoch": 3, "sample": 7 * BATCH})
+    consume_checking(loader, expected(3, 7 * BATCH), 10**9)
+    assert loader.state_dict()["sample"] == ds.plan(3).num_samples
+    assert loader.bundles["in_slots"] > 0 and loader.bundles["by_value"] > 0
 
 
 def test_shared_slot_workers_with_a_mixture_and_int32(shards_url):
