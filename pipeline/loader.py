@@ -130,6 +130,12 @@ class TokenDataset(IterableDataset):
         self._arange: np.ndarray | None = None  # 0, 1, ... for position_ids
         self._blocks: list[np.ndarray] = []  # chunk arrays this process may refill (_blank)
 
+    def __getstate__(self) -> dict:
+        """Pickled for spawned DataLoader workers: without this process's arrays and slots."""
+        state = dict(self.__dict__)
+        state.update(_blocks=[], _slots=None, _arange=None)
+        return state
+
     # -- the global sample sequence -------------------------------------------------------------
 
     def set_epoch(self, epoch: int) -> None:

@@ -127,6 +127,11 @@ class MainSlots:
         self.held[(bundle.worker, bundle.slot)] = view
         return view
 
+    def __getstate__(self) -> dict:
+        """What a worker needs (the ring, control block and pipe ends): with the spawn start
+        method this is pickled for each worker (tensors as shared memory, pipes as handles)."""
+        return {"ring": self.ring, "control": self.control, "receivers": self.receivers}
+
     def close(self) -> None:
         for conn in (*self.senders, *self.receivers):
             conn.close()
@@ -136,7 +141,7 @@ def attach(main: MainSlots, user_init: Callable[[int], None] | None, worker_id: 
     """worker_init_fn of a slot loader: this worker's dataset copy fills its row of the ring."""
     info = get_worker_info()
     info.dataset._slots = WorkerSlots(
-        main.slots[worker_id], main.control.numpy(), main.receivers[worker_id]
+        main.ring.numpy()[worker_id], main.control.numpy(), main.receivers[worker_id]
     )
     if user_init is not None:
         user_init(worker_id)

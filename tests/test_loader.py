@@ -312,6 +312,18 @@ def test_persistent_slot_workers_follow_set_epoch_resume_and_abandoned_iteration
     assert loader.bundles["in_slots"] > 0 and loader.bundles["by_value"] > 0
 
 
+def test_shared_slot_workers_started_by_spawn(shards_url):
+    """Spawned workers get the ring, control block and pipes by pickling (not by fork)."""
+    ds = dataset(shards_url, drop_last=False)
+    loader = ds.dataloader(num_workers=2, multiprocessing_context="spawn", persistent_workers=True)
+    for epoch in range(2):
+        ds.set_epoch(epoch)
+        expected = dataset(shards_url, drop_last=False)
+        expected.set_epoch(epoch)
+        consume_checking(loader, list(expected), 10**9)
+    assert loader.bundles["in_slots"] > 0
+
+
 def test_shared_slot_workers_with_a_mixture_and_int32(shards_url):
     got = list(
         mixture(shards_url, 2, [1, 2], dtype=torch.int32).dataloader(
