@@ -85,6 +85,7 @@ class TokenDataset(IterableDataset):
         mix_block: int = 64,
         dtype: torch.dtype | str = torch.int64,
         chunk_tokens: int = 1 << 19,
+        bundle_tokens: int = 1 << 20,
     ):
         super().__init__()
         urls = [url] if isinstance(url, str) else list(url)
@@ -107,7 +108,7 @@ class TokenDataset(IterableDataset):
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype {dtype}: int64 or int32")
         self._np_dtype = DTYPES[self.dtype]
-        self.chunk_tokens = chunk_tokens
+        self.chunk_tokens, self.bundle_tokens = chunk_tokens, bundle_tokens
         self.stores = [ShardStore(u, storage_options, cache_dir) for u in urls]
         self.shards, tokenizers = zip(*(read_ledger(u, storage_options) for u in urls), strict=True)
         if len({t["fingerprint"] for t in tokenizers}) > 1:
@@ -245,7 +246,7 @@ class TokenDataset(IterableDataset):
         layout = self._layout()
         world, rank, workers, worker, batch = layout
         epoch, per_step = self.epoch, batch * world
-        chunk = self._chunk_batches()
+        chunk = self._chunk_batches(self.chunk_tokens if slots is None else self.bundle_tokens)
         if slots is not None:  # bundles of `chunk` consecutive steps per worker: part of layout
             layout.append(chunk)
         start, step, sample = self._start(layout)
@@ -303,9 +304,9 @@ class TokenDataset(IterableDataset):
             self._progress = (layout, start, step, done if done < end else end)
             yield bundle
 
-    def _chunk_batches(self) -> int:
-        """Batches (or samples, without batch_size) read in one fill: about chunk_tokens."""
-        return max(1, self.chunk_tokens // ((self.batch_size or 1) * (self.seq_len + 1)))
+    def _chunk_batches(self, tokens: int) -> int:
+        """Batches (or samples, without batch_size) read in one fill of about `tokens`."""
+        return max(1, tokens // ((self.batch_size or 1) * (self.seq_len + 1)))
 
     def _state(self, sample: int, exact: bool) -> dict[str, Any]:
         return {
@@ -578,7 +579,7 @@ class TokenDataset(IterableDataset):
     # -- shared batch slots (DataLoader workers, see pipeline/loader_slots.py) ------------------
 
     def _ring_shape(self, workers: int, slots: int) -> tuple[int, ...]:
-        samples = self._chunk_batches() * self.batch_size
+        samples = self._chunk_batches(self.bundle_tokens) * self.batch_size
         return (workers, slots, self._rows(), samples, self.seq_len + 1)
 
     def _resume_sample(self) -> int:

@@ -44,7 +44,7 @@ def documents(shards_url) -> Counter:
     return Counter(tuple(r["tokens"]) for r in shard_rows(shards_url))
 
 
-CHUNK = 3 * BATCH * (SEQ + 1)  # 3 batches per fill / per worker bundle: many of each here
+CHUNK = 3 * BATCH * (SEQ + 1)  # 3 batches per fill and per worker bundle: many of each here
 
 
 def dataset(url: str, **options) -> TokenDataset:
@@ -54,6 +54,7 @@ def dataset(url: str, **options) -> TokenDataset:
         "return_index": True,
         "seed": 7,
         "chunk_tokens": CHUNK,
+        "bundle_tokens": CHUNK,
         **options,
     }
     return TokenDataset(url, SEQ, **options)
