@@ -66,10 +66,11 @@ def delivery_rate(
     ds = TokenDataset(
         shards, seq_len, batch_size=batch, position_ids=True, pin_memory=device.type == "cuda"
     )
+    loader = ds.dataloader(num_workers=workers, persistent_workers=workers > 0)
     tokens, epoch, t0 = 0, 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         ds.set_epoch(epoch)
-        for item in ds.dataloader(num_workers=workers):
+        for item in loader:
             for value in item.values():
                 value.to(device, non_blocking=True)
             tokens += item["input_ids"].numel()

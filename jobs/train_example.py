@@ -77,11 +77,13 @@ def train(
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     losses: list[float] = []
     tokens, epoch, waited = 0, 0, 0.0
+    # one loader for the whole run: persistent workers follow set_epoch (shared slots)
+    loader = ds.dataloader(num_workers=workers, persistent_workers=workers > 0)
     t0 = time.perf_counter()
     while len(losses) < steps:
         ds.set_epoch(epoch)
         fetched = time.perf_counter()
-        for item in ds.dataloader(num_workers=workers):
+        for item in loader:
             waited += time.perf_counter() - fetched
             ids = item["input_ids"].to(dev, non_blocking=True)
             labels = item["labels"].to(dev, non_blocking=True)
