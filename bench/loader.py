@@ -232,6 +232,21 @@ def transport_floor(workers: int, shape: tuple[int, int] | None, batches: int = 
     return n / (time.perf_counter() - t0)
 
 
+def epoch_overhead(workers: int, runs: int) -> float:
+    """Seconds of a whole epoch of a DataLoader whose dataset yields one tiny item: what starting
+    and joining non-persistent workers costs every epoch (least of `runs`)."""
+    loader = torch.utils.data.DataLoader(
+        _Batches(workers, None), batch_size=None, num_workers=workers
+    )
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        for _ in loader:
+            pass
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", default="/tmp/tokenmill-bench-loader/out")
@@ -313,7 +328,11 @@ def main() -> None:
     print(table(rows))
     if args.extras:
         for name, value in result["extras"].items():
-            print(f"{name}: {value / 1e6:.1f} M tokens/s")
+            print(
+                f"{name}: {value:.3f}"
+                if name.endswith("(s)")
+                else f"{name}: {value / 1e6:.1f} M tokens/s"
+            )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)
@@ -334,6 +353,9 @@ def extras(args: argparse.Namespace) -> dict:
                 args.repeat,
                 tokenmill_epochs(args.output, workers, seq_len, batch, shared_slots=False),
             )["tokens_per_s"]
+            out[f"{workers} workers, an epoch of nothing (s)"] = epoch_overhead(
+                workers, args.repeat
+            )
             for name, shape in (("one int64 tensor", (batch, seq_len + 1)), ("a tuple", None)):
                 rate = max(transport_floor(workers, shape) for _ in range(args.repeat))
                 out[f"{workers} workers, DataLoader floor ({name} per batch)"] = (
