@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, IterableDataset, default_convert, get_w
 
 from pipeline.loader_shards import LoaderError, ShardStore, read_ledger
 from pipeline.loader_slots import Bundle, WorkerSlots, slot_loader
-from pipeline.loader_stream import Mixture, PackedStream, warm_gather
+from pipeline.loader_stream import Mixture, PackedStream, segment_ids, warm_gather
 from schemas.shards import token_type
 
 STATE_VERSION = 1
@@ -128,13 +128,12 @@ class TokenDataset(IterableDataset):
         self._progress: tuple | None = None
         self._built: tuple[int, list[PackedStream], Mixture | None] | None = None
         self._slots: WorkerSlots | None = None  # in a dataloader() worker: its shared slots
-        self._arange: np.ndarray | None = None  # 0, 1, ... for position_ids
         self._blocks: list[np.ndarray] = []  # chunk arrays this process may refill (_blank)
 
     def __getstate__(self) -> dict:
         """Pickled for spawned DataLoader workers: without this process's arrays and slots."""
         state = dict(self.__dict__)
-        state.update(_blocks=[], _slots=None, _arange=None)
+        state.update(_blocks=[], _slots=None)
         return state
 
     # -- the global sample sequence -------------------------------------------------------------
@@ -396,32 +395,9 @@ class TokenDataset(IterableDataset):
                     starts[rows] = bounds
             source = sources.astype(np.int64)
         if starts is not None:
-            self._ids(block, starts)
+            position = 1 if self.position_ids else -1
+            segment_ids(block, starts, position, 1 + self.position_ids if self.document_ids else -1)
         return valid, source
-
-    def _ids(self, block: np.ndarray, starts: np.ndarray) -> None:
-        """position_ids / document_ids into block[1:] from the document-start marks: one
-        np.repeat over the segments (a handful per batch) instead of scans along every row."""
-        n, window = starts.shape
-        seq_len = window - 1
-        marks = np.flatnonzero(starts).tolist()  # flat positions of document starts (few)
-        cuts = sorted({*range(0, n * window, window), *(m for m in marks if m % window < seq_len)})
-        firsts, segments, segment = [], [], 0
-        for cut in cuts:  # -> segment starts in [n, seq_len] coordinates, segment number in row
-            row, col = divmod(cut, window)
-            segment = 0 if col == 0 else segment + 1
-            firsts.append(row * seq_len + col)
-            segments.append(segment)
-        lengths = [b - a for a, b in zip(firsts, [*firsts[1:], n * seq_len], strict=True)]
-        if self.position_ids:
-            if self._arange is None or len(self._arange) < n * seq_len:
-                self._arange = np.arange(n * seq_len, dtype=np.int64)
-            ramp = self._arange[: n * seq_len].reshape(n, seq_len)
-            start = np.repeat(np.asarray(firsts, dtype=np.int64), lengths).reshape(n, seq_len)
-            np.subtract(ramp, start, out=block[1, :, :-1], casting="unsafe")
-        if self.document_ids:
-            ids = np.repeat(np.asarray(segments, dtype=block.dtype), lengths).reshape(n, seq_len)
-            block[1 + self.position_ids, :, :-1] = ids
 
     def _items(
         self,

@@ -64,8 +64,32 @@ def gather(out, filled, files, doc_file, doc_start, doc_len, ends, rel, stop, eo
     return o
 
 
+@njit(cache=True, nogil=True)
+def segment_ids(block, starts, position_row, document_row):  # noqa: ANN001, ANN201
+    """From the document-start marks of [n, seq_len + 1] windows, write position ids (0 at the
+    row start and at each document start, then counting) into block[position_row] and segment
+    numbers within the row into block[document_row] (rows < 0: not wanted), first seq_len
+    columns. Marks are sparse: each segment is then filled by a loop that vectorises."""
+    n, window = starts.shape
+    for i in range(n):
+        a, segment = 0, 0
+        for j in range(1, window):
+            if j < window - 1 and not starts[i, j]:
+                continue
+            first, length = numba.uint64(a), numba.uint64(j - a)  # segment [a, j)
+            if position_row >= 0:
+                positions = block[position_row, i]
+                for k in range(length):
+                    positions[first + k] = k
+            if document_row >= 0:
+                documents = block[document_row, i]
+                for k in range(length):
+                    documents[first + k] = segment
+            a, segment = j, segment + 1
+
+
 def warm_gather(out_dtypes: set, token_dtype: np.dtype, group_shards: int) -> None:
-    """Compile (or load from numba's disk cache) gather for these dtypes in this process, so
+    """Compile (or load from numba's disk cache) the kernels for these dtypes in this process, so
     that DataLoader workers forked from it start with it (a cold first call costs ~0.5 s)."""
     files = np.zeros(1, dtype=token_dtype)
     files.flags.writeable = False  # as the mapped shards are
@@ -75,6 +99,7 @@ def warm_gather(out_dtypes: set, token_dtype: np.dtype, group_shards: int) -> No
         gather(
             out, 0, (files,) * group_shards, np.zeros(1, np.int32), 0 * one, one, 2 * one, 0, 2, 0
         )
+        segment_ids(np.zeros((2, 1, 2), dtype=dtype), np.zeros((1, 2), dtype=bool), 0, 1)
 
 
 class PackedStream:
