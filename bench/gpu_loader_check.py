@@ -66,7 +66,7 @@ def delivery_rate(
     ds = TokenDataset(
         shards, seq_len, batch_size=batch, position_ids=True, pin_memory=device.type == "cuda"
     )
-    loader = ds.dataloader(num_workers=workers, persistent_workers=workers > 0)
+    loader = ds.dataloader(num_workers=workers)  # persistent workers follow set_epoch
     tokens, epoch, t0 = 0, 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         ds.set_epoch(epoch)

@@ -77,8 +77,8 @@ def train(
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     losses: list[float] = []
     tokens, epoch, waited = 0, 0, 0.0
-    # one loader for the whole run: persistent workers follow set_epoch (shared slots)
-    loader = ds.dataloader(num_workers=workers, persistent_workers=workers > 0)
+    # one loader for the whole run
+    loader = ds.dataloader(num_workers=workers)  # persistent workers follow set_epoch
     t0 = time.perf_counter()
     while len(losses) < steps:
         ds.set_epoch(epoch)

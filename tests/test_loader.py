@@ -263,10 +263,10 @@ def consume_checking(loader, expected: list[dict], keep_every: int) -> list[tupl
     return kept
 
 
-@pytest.mark.parametrize("stateful", [False, True])
+@pytest.mark.parametrize(("stateful", "persistent"), [(False, False), (True, True)])
 @pytest.mark.parametrize("prefetch", [1, 4])
 def test_shared_slot_workers_deliver_the_in_process_batches_every_epoch(
-    shards_url, stateful, prefetch
+    shards_url, stateful, persistent, prefetch
 ):
     """Workers fill bundles into shared slots that are reused once nothing references them:
     every batch must equal the batch read in one process when it arrives, and the batches kept
@@ -275,7 +275,9 @@ def test_shared_slot_workers_deliver_the_in_process_batches_every_epoch(
     sending by value; one that keeps many does, and still gets the right batches."""
     options = {"position_ids": True, "document_ids": True, "drop_last": False, "seed": 11}
     ds = dataset(shards_url, **options)
-    loader = ds.dataloader(num_workers=2, prefetch_factor=prefetch, stateful=stateful)
+    loader = ds.dataloader(
+        num_workers=2, prefetch_factor=prefetch, stateful=stateful, persistent_workers=persistent
+    )
     assert type(loader).__name__.startswith("Slot")
     for epoch, keep_every in ((0, 10**9), (1, 10**9), (2, 4)):
         ds.set_epoch(epoch)
