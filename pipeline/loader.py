@@ -257,12 +257,9 @@ class TokenDataset(IterableDataset):
         single = self.batch_size is None
         base = start + rank * batch  # sample a of step s is base + s * per_step
         while True:  # `chunk` of this consumer's steps at a time: one fill, then views of it
-            ranges = []
-            for s in range(step, step + chunk * workers, workers):
-                a = base + s * per_step
-                if a >= end:
-                    break
-                ranges.append((a, a + batch if a + batch < end else end))
+            ranges = _ranges(
+                range(step, step + chunk * workers, workers), base, per_step, batch, end
+            )
             if not ranges:
                 return
             block, valid, source = self._chunk(ranges, epoch, self._np_dtype)
@@ -281,12 +278,7 @@ class TokenDataset(IterableDataset):
         world, rank, workers, worker, batch, chunk = layout
         per_step, base = batch * world, start + rank * batch
         while True:
-            ranges = []
-            for s in range(step, step + chunk):
-                a = base + s * per_step
-                if a >= end:
-                    break
-                ranges.append((a, a + batch if a + batch < end else end))
+            ranges = _ranges(range(step, step + chunk), base, per_step, batch, end)
             if not ranges:
                 return
             slot = slots.take()
@@ -580,6 +572,18 @@ class TokenDataset(IterableDataset):
             "tokenizer": self.tokenizer,
             **asdict(self.plan()),
         }
+
+
+def _ranges(steps: range, base: int, per_step: int, batch: int, end: int) -> list[tuple[int, int]]:
+    """The sample range [a, b) of each of a consumer's steps (a = base + step * per_step) that
+    starts before `end` (the last one cut at `end`)."""
+    ranges = []
+    for step in steps:
+        a = base + step * per_step
+        if a >= end:
+            break
+        ranges.append((a, a + batch if a + batch < end else end))
+    return ranges
 
 
 class _DirectDataLoader(DataLoader):
