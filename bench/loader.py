@@ -65,6 +65,11 @@ def numpy_ceiling(output: str, dtype: str) -> dict:
             for i in range(reader.num_record_batches):
                 values = reader.get_batch(i).column("tokens").values.to_numpy()
                 tokens += len(values.astype(dtype))
+    return rates(tokens, t0, c0)
+
+
+def rates(tokens: int, t0: float, c0: float) -> dict:
+    """Tokens per wall-clock and per CPU second of this process since (t0, c0)."""
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     return {
         "tokens": tokens,
@@ -84,9 +89,8 @@ def interleaved(runs: int, output: str, dtype: str, epochs: Iterator[dict]) -> t
     pairs = [(numpy_ceiling(output, dtype), next(epochs)) for _ in range(runs)]
     ceiling = max((p[0] for p in pairs), key=lambda r: r["tokens_per_s"])
     result = max((p[1] for p in pairs), key=lambda r: r["tokens_per_s"])
-    for key in ("tokens_per_cpu_s",):  # best CPU figures independently
-        ceiling[key] = max(p[0][key] for p in pairs)
-        result[key] = max(p[1][key] for p in pairs)
+    ceiling["tokens_per_cpu_s"] = max(p[0]["tokens_per_cpu_s"] for p in pairs)  # best of each
+    result["tokens_per_cpu_s"] = max(p[1]["tokens_per_cpu_s"] for p in pairs)
     return ceiling, result
 
 
@@ -98,13 +102,7 @@ def consume(loader, split) -> dict:
         inputs, labels = split(batch)
         tokens += inputs.numel()
         checksum ^= int(labels[0, -1])
-    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-    return {
-        "tokens": tokens,
-        "seconds": round(seconds, 3),
-        "tokens_per_s": tokens / seconds,
-        "tokens_per_cpu_s": tokens / cpu,
-    }
+    return rates(tokens, t0, c0)
 
 
 def tokenmill_epochs(

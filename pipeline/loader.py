@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, IterableDataset, default_convert, get_w
 
 from pipeline.loader_shards import LoaderError, ShardStore, read_ledger
 from pipeline.loader_slots import Bundle, WorkerSlots, slot_loader
-from pipeline.loader_stream import Mixture, PackedStream, segment_ids, warm_gather
+from pipeline.loader_stream import Mixture, PackedStream, segment_ids, warm_kernels
 from schemas.shards import token_type
 
 STATE_VERSION = 1
@@ -54,11 +54,13 @@ class TokenDataset(IterableDataset):
     `DataLoader(dataset, batch_size=None)` (or `dataset.dataloader(...)`); that is what makes the
     resume state exact with several workers. Without it, items are single samples [seq_len].
 
-    `input_ids` and `labels` are the views `w[:, :-1]` and `w[:, 1:]` of one [batch, seq_len + 1]
-    window array `w` (the same memory, each token copied once; not contiguous: use
-    `.reshape`/`.flatten`, not `.view`); `position_ids`/`document_ids` are views of a second block
-    of that array. Exceptions: the padded labels of a `drop_last=False` tail (their own copy), and
-    pinned batches (`pin_memory`: contiguous pinned copies, ready for non_blocking transfer).
+    `input_ids` and `labels` are the views `w[:, :-1]` and `w[:, 1:]` of the batch's rows `w` of
+    one [samples, seq_len + 1] chunk array (about `chunk_tokens`, or `bundle_tokens` in a
+    dataloader() worker's shared slot; each token copied once; not contiguous: use
+    `.reshape`/`.flatten`, not `.view`); `position_ids`/`document_ids` are views of further blocks
+    of that array. A batch kept alive keeps its chunk alive. Exceptions: the padded labels of a
+    `drop_last=False` tail (their own copy), and pinned batches (`pin_memory`: contiguous pinned
+    copies, ready for non_blocking transfer).
     """
 
     def __init__(
@@ -119,7 +121,7 @@ class TokenDataset(IterableDataset):
             raise LoaderError(f"tokenizer of {urls[0]} has no eos_id; pass eos_id=")
         self.pad_id = self.eos_id if pad_id is None else pad_id
         shard_dtype = np.dtype(token_type(self.tokenizer.get("vocab_size") or 0).to_pandas_dtype())
-        warm_gather({self._np_dtype}, shard_dtype, group_shards)
+        warm_kernels(self._np_dtype, shard_dtype, group_shards, ids=position_ids or document_ids)
         self.weights = list(weights) if weights is not None else [1.0] * len(urls)
         self.epoch = 0
         self._resume: dict[str, Any] | None = None

@@ -88,18 +88,17 @@ def segment_ids(block, starts, position_row, document_row):  # noqa: ANN001, ANN
             a, segment = j, segment + 1
 
 
-def warm_gather(out_dtypes: set, token_dtype: np.dtype, group_shards: int) -> None:
-    """Compile (or load from numba's disk cache) the kernels for these dtypes in this process, so
-    that DataLoader workers forked from it start with it (a cold first call costs ~0.5 s)."""
+def warm_kernels(out_dtype: type, token_dtype: np.dtype, group_shards: int, ids: bool) -> None:
+    """Compile (or load from numba's disk cache) the kernels a dataset will call, in this
+    process, so that DataLoader workers forked from it start with them (a cold first call
+    costs ~0.5 s)."""
     files = np.zeros(1, dtype=token_dtype)
     files.flags.writeable = False  # as the mapped shards are
     one = np.ones(1, dtype=np.int64)
-    for dtype in out_dtypes:
-        out = np.zeros(2, dtype=dtype)
-        gather(
-            out, 0, (files,) * group_shards, np.zeros(1, np.int32), 0 * one, one, 2 * one, 0, 2, 0
-        )
-        segment_ids(np.zeros((2, 1, 2), dtype=dtype), np.zeros((1, 2), dtype=bool), 0, 1)
+    out = np.zeros(2, dtype=out_dtype)
+    gather(out, 0, (files,) * group_shards, np.zeros(1, np.int32), 0 * one, one, 2 * one, 0, 2, 0)
+    if ids:
+        segment_ids(np.zeros((2, 1, 2), dtype=out_dtype), np.zeros((1, 2), dtype=bool), 0, 1)
 
 
 class PackedStream:
