@@ -104,7 +104,7 @@ def usage_figures(tok, texts: list[str], encoded) -> dict[str, float]:
 
 def encode_speed(tok, texts: list[str]) -> tuple[list, float, float]:
     """Encode the held-out texts; MB/s per core over all of them and over their second half only
-    (LiB memoises races, so the second half shows the speed once the memo has warmed up)."""
+    (the second half is timed after the first, so any warm-up is excluded from it)."""
     half = len(texts) // 2
     first, first_s = cpu_timed(lambda: tok.encode_batch(texts[:half]))
     second, second_s = cpu_timed(lambda: tok.encode_batch(texts[half:]))
@@ -126,6 +126,7 @@ def bench_language(lang: str, args) -> dict[str, dict]:
             vocab_size=args.vocab_cap,
             progress=args.progress,
             progress_every=max(1, len(train) // 5),
+            **lib_hyper(args),
         )
     )
     bpe, bpe_train_s = cpu_timed(lambda: BPETokenizer.train(train, vocab_size=lib.vocab_size))
@@ -158,15 +159,16 @@ def bench_language(lang: str, args) -> dict[str, dict]:
 
 def reference_scale(args) -> dict:
     """LiB on as much English as the reference trained on; its lexicon, speed and compression."""
-    train, held, chars = [], [], 0
+    train, held, chars, held_chars = [], [], 0, 0
     with (CORPUS / "en.jsonl").open(encoding="utf-8") as handle:
         for line in handle:
             text = json.loads(line)["text"]
             if chars < REFERENCE["chars"]:
                 train.append(text)
                 chars += len(text)
-            elif sum(len(t) for t in held) < args.eval_mb * 1e6:
+            elif held_chars < args.eval_mb * 1e6:
                 held.append(text)
+                held_chars += len(text)
             else:
                 break
     sentences = sum(len(t.splitlines()) for t in train)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
 from pathlib import Path
 
@@ -112,32 +113,55 @@ def make_trainer(n_units: int = 20, **params) -> LiBTrainer:
     return LiBTrainer(LiBParams(**params), lexicon=CheckedLexicon(units))
 
 
+def rerank(trainer: LiBTrainer, unit: str, is_reward: bool) -> None:
+    """One re-rank through the kernel training uses (`Lexicon.rerank_all`)."""
+    trainer.lexicon.rerank_all([(unit, is_reward)], trainer.params.delta)
+
+
+def rerank_one(lexicon: Lexicon, unit: str, is_reward: bool, delta: float) -> None:
+    """The re-rank rule in plain Python, one move at a time (the reference for the kernel):
+    move `unit` floor(rank * delta) + 1 places; a multi-character unit pushed past the tail is
+    deleted, a single character stays at the tail; rank 0 never moves."""
+    rank = lexicon.rank(unit)
+    if rank == 0:
+        return
+    step = math.floor(rank * delta) + 1
+    if is_reward:
+        lexicon.move(unit, max(0, rank - step))
+    elif rank + step < len(lexicon):
+        lexicon.move(unit, rank + step)
+    elif len(unit) == 1:
+        lexicon.move(unit, len(lexicon) - 1)
+    else:
+        lexicon.delete(unit)
+
+
 def test_reward_at_rank_10_with_delta_02_lands_at_rank_7():
     trainer = make_trainer(delta=0.2)
-    trainer.rerank("u10", is_reward=True)
+    rerank(trainer, "u10", is_reward=True)
     assert trainer.lexicon.rank("u10") == 7
     assert trainer.lexicon.units()[6:11] == ["u06", "u10", "u07", "u08", "u09"]
 
 
 def test_punishment_moves_towards_tail_and_past_the_tail_deletes():
     trainer = make_trainer(delta=0.2)
-    trainer.rerank("u10", is_reward=False)  # floor(10 * 0.2) + 1 = 3 places
+    rerank(trainer, "u10", is_reward=False)  # floor(10 * 0.2) + 1 = 3 places
     assert trainer.lexicon.rank("u10") == 13
-    trainer.rerank("u17", is_reward=False)  # 17 + 4 = 21 > 19: past the tail
+    rerank(trainer, "u17", is_reward=False)  # 17 + 4 = 21 > 19: past the tail
     assert "u17" not in trainer.lexicon and len(trainer.lexicon) == 19
 
 
 def test_rank_0_never_moves_and_reward_clamps_at_head():
     trainer = make_trainer(delta=1.0)
-    trainer.rerank("u00", is_reward=False)
+    rerank(trainer, "u00", is_reward=False)
     assert trainer.lexicon.rank("u00") == 0
-    trainer.rerank("u03", is_reward=True)  # 3 - (3 + 1) < 0: clamped at rank 0
+    rerank(trainer, "u03", is_reward=True)  # 3 - (3 + 1) < 0: clamped at rank 0
     assert trainer.lexicon.units()[:2] == ["u03", "u00"]
 
 
 def test_single_character_punished_past_tail_is_kept_at_tail():
     trainer = LiBTrainer(LiBParams(), lexicon=CheckedLexicon(["ab", "cd", "x", "ef"]))
-    trainer.rerank("x", is_reward=False)
+    rerank(trainer, "x", is_reward=False)
     assert trainer.lexicon.units() == ["ab", "cd", "ef", "x"]
 
 
@@ -174,19 +198,19 @@ def test_rank_tree_stays_shallow_under_many_moves():
 
 
 def test_batched_reranks_equal_one_at_a_time():
-    """`Lexicon.rerank_all` (one kernel call per document) == `LiBTrainer.rerank` in order."""
+    """`Lexicon.rerank_all` (one kernel call per document) == the rule applied one at a time."""
     rng = random.Random(11)
     units = [f"w{i}" for i in range(150)] + list("abcdefghij")
     rng.shuffle(units)
     updates = [(rng.choice([*units, "absent"]), rng.random() < 0.5) for _ in range(3000)]
-    one = LiBTrainer(LiBParams(delta=0.2), lexicon=CheckedLexicon(units))
+    one = CheckedLexicon(units)
     for unit, is_reward in updates:
-        if unit in one.lexicon:
-            one.rerank(unit, is_reward)
+        if unit in one:
+            rerank_one(one, unit, is_reward, 0.2)
     batched = CheckedLexicon(units)
     deleted = batched.rerank_all(updates, 0.2)
-    assert batched.units() == one.lexicon.units()
-    assert sorted(deleted) == sorted(set(units) - set(one.lexicon.units()))
+    assert batched.units() == one.units()
+    assert sorted(deleted) == sorted(set(units) - set(one.units()))
     assert all(len(u) > 1 for u in deleted) and set("abcdefghij") <= set(batched.units())
 
 

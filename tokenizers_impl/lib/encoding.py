@@ -1,10 +1,10 @@
 """LiB encoding for a frozen lexicon.
 
-`LiBEncoder` (the default) runs the whole segmentation, races included, in a numba kernel
-(kernels.py) over the text's code points. `RegexLiBEncoder` is the pure-Python encoder used when
-numba cannot be imported: the greedy longest-match path comes from one compiled trie regex and
-Python runs the two-branch comparison where it can change the result. The reference walk both are
-tested against is `training.segment` (a live Lexicon, no shortcuts).
+`LiBEncoder` runs the whole segmentation, races included, in a numba kernel (kernels.py) over the
+text's code points. `RegexLiBEncoder` is an independent pure-Python encoder kept as a test oracle:
+the greedy longest-match path comes from one compiled trie regex and Python runs the two-branch
+comparison where it can change the result. The reference walk both are tested against is
+`training.segment` (a live Lexicon, no shortcuts).
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from itertools import repeat
 
 import numpy as np
+
+from tokenizers_impl.lib import kernels
 
 MAX_CACHED = 1 << 20  # cached matches kept before the cache is cleared
 
@@ -199,9 +201,6 @@ class NumbaLiBEncoder:
     """The same segmentation as RegexLiBEncoder, computed by numba kernels over code points."""
 
     def __init__(self, units: Sequence[str], byte_base: int):
-        from tokenizers_impl.lib import kernels
-
-        self.kernels = kernels
         self.units = list(units)
         self.rank = {unit: i for i, unit in enumerate(self.units)}
         self.byte_base = byte_base
@@ -219,7 +218,7 @@ class NumbaLiBEncoder:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         cps = code_points("".join(texts))
         doc_ends = np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)))
-        ids, ends, doc_chunks = self.kernels.segment_docs(
+        ids, ends, doc_chunks = kernels.segment_docs(
             self.keys, self.children, self.node_unit, self.shift, self.mask,
             len(self.units), cps, doc_ends,
         )  # fmt: skip
@@ -235,7 +234,7 @@ class NumbaLiBEncoder:
             return []
         cps, ids, ends, doc_chunks = self._chunks(texts)
         if len(ids) and ids.min() < 0:  # unknown characters: their UTF-8 bytes
-            out, out_ends = self.kernels.with_byte_fallback(ids, ends, cps, self.byte_base)
+            out, out_ends = kernels.with_byte_fallback(ids, ends, cps, self.byte_base)
             bounds = np.concatenate([np.zeros(1, np.int64), out_ends])[doc_chunks]
         else:
             out, bounds = ids.astype(np.uint32), doc_chunks
@@ -247,9 +246,4 @@ class NumbaLiBEncoder:
     ids_with_fallback = RegexLiBEncoder.ids_with_fallback
 
 
-try:
-    import numba  # noqa: F401
-except ImportError:  # pragma: no cover - numba is a dependency; this keeps a pure-Python path
-    LiBEncoder: type = RegexLiBEncoder
-else:
-    LiBEncoder = NumbaLiBEncoder
+LiBEncoder = NumbaLiBEncoder

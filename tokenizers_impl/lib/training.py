@@ -186,23 +186,6 @@ class LiBTrainer:
             self.enforce_cap(self.max_units)
         self.documents += 1
 
-    def rerank(self, unit: str, is_reward: bool) -> None:
-        """Move `unit` floor(rank * delta) + 1 places; pushed past the tail = deleted."""
-        lex = self.lexicon
-        rank = lex.rank(unit)
-        if rank == 0:
-            return
-        step = math.floor(rank * self.params.delta) + 1
-        if is_reward:
-            lex.move(unit, max(0, rank - step))
-        elif rank + step < len(lex):
-            lex.move(unit, rank + step)
-        elif len(unit) == 1:  # single characters are never forgotten
-            lex.move(unit, len(lex) - 1)
-        else:
-            lex.delete(unit)
-            self.probation.pop(unit, None)
-
     def mark_tail(self) -> None:
         """Put the bottom max(1, ceil(omega * |L|)) units not on probation on probation."""
         lex, probation = self.lexicon, self.probation
