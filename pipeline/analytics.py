@@ -280,7 +280,8 @@ def connect(
     `merge_batches`, `unigram_counts`, `metrics` and `metrics_by_lang` over committed outputs.
 
     Token counts come from the per-unit counts the engine writes (unigrams/) when every unit has
-    them and `unit_counts` is true, else from the shards' token lists (unnested in DuckDB)."""
+    them and `unit_counts` is true, else from the shards' token lists (the views unnest them in
+    DuckDB; report_tables counts them batch by batch with numpy)."""
     urls = [urls] if isinstance(urls, str) else list(urls)
     if not urls:
         raise AnalyticsError("at least one output URL is required")
@@ -369,14 +370,14 @@ def connect(
     )
     _union(con, "_merge_batches", merge_branches, empty_merge)
     create_views(con)
-    if len(unigram_branches) == len(pending):
+    complete = len(unigram_branches) == len(pending)
+    if complete:
         # every unit carries its token counts: the unigram views never unnest the token lists
         _union(con, "_unigrams", unigram_branches, "")
         con.execute(
             "CREATE OR REPLACE VIEW unigram_counts AS SELECT dataset_id, source, lang, token_id, "
             "sum(count)::BIGINT AS n FROM _unigrams GROUP BY ALL"
         )
-    complete = len(unigram_branches) == len(pending)
     _INPUTS[con] = _Inputs(shards=shard_files, unit_counts=counted if complete else None)
     set_parameters(con, alpha=alpha, baseline=baseline)
     return con
@@ -384,10 +385,8 @@ def connect(
 
 def has_precounted_unigrams(con: duckdb.DuckDBPyConnection) -> bool:
     """Whether every unit of the connected outputs carries its token counts (unigrams/)."""
-    found = con.execute(
-        "SELECT count(*) FROM duckdb_views() WHERE view_name = '_unigrams'"
-    ).fetchall()
-    return found == [(1,)]
+    inputs = _INPUTS.get(con)
+    return inputs is not None and inputs.unit_counts is not None
 
 
 RAW_RELATIONS = ("_outputs", "_shards", "_ledger", "_runs", "_rejects", "_merge_batches")
@@ -484,7 +483,6 @@ def metrics_sql(
         "{join_u}": "".join(
             f" AND u.{quote_ident(c)} IS NOT DISTINCT FROM d.{quote_ident(c)}" for c in by
         ),
-        "{documents}": quote_ident(documents),
     }
     sql = sql_sections()["metrics"]
     for placeholder, value in replacements.items():
@@ -791,9 +789,7 @@ def report_tables(con: duckdb.DuckDBPyConnection) -> dict[str, pa.Table]:
     tables = {
         "by_lang": query(
             con,
-            metrics_sql(
-                ("lang",), documents="_documents_cache", unigram_stats="_unigram_stats_lang"
-            ),
+            metrics_sql(("lang",), unigram_stats="_unigram_stats_lang", based="_documents_based"),
         ),
         "by_source": query(
             con,

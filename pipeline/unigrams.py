@@ -50,10 +50,6 @@ class UnigramCounter:
         else:
             self.groups[key] = counts.astype(np.int64, copy=True)
 
-    @property
-    def total(self) -> int:
-        return int(sum(int(c.sum()) for c in self.groups.values()))
-
     def table(self) -> pa.Table:
         """Nonzero counts, groups in (source, lang) order, token ids ascending."""
         parts = []
