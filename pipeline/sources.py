@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -483,21 +483,34 @@ class UnitReader:
                 raw,
             )
             return
+        self._record(record, (offset, line_no, None), offset, lambda: raw)
+
+    def _record(
+        self,
+        record: dict[str, Any],
+        position: tuple[int | None, int | None, int | None],
+        key: int,
+        raw: Callable[[], bytes],
+    ) -> None:
+        """One parsed record (a JSON object or a Parquet row) at `position` (offset, line, row):
+        rejected with its reason, or accepted (its id, else one derived from `key`). `raw` makes
+        the reject's raw bytes, and is called only for a reject."""
+        opts = self.opts
         if opts.text_field not in record:
-            self._reject(offset, line_no, None, f"missing text field {opts.text_field!r}", raw)
+            self._reject(*position, f"missing text field {opts.text_field!r}", raw())
             return
         reason, nbytes = self._check_text(
             record[opts.text_field], f"text field {opts.text_field!r}"
         )
         if reason:
-            self._reject(offset, line_no, None, reason, raw)
+            self._reject(*position, reason, raw())
             return
         doc_id = record.get(opts.id_field)
         doc_id = (
             str(doc_id) if isinstance(doc_id, (str, int)) and not isinstance(doc_id, bool) else None
         )
         self._accept(
-            doc_id or self._fallback_id(offset),
+            doc_id or self._fallback_id(key),
             record[opts.text_field],
             nbytes,
             record.get(opts.source_field),
@@ -594,25 +607,9 @@ class UnitReader:
         yield self._take()
 
     def _parquet_row(self, row: int, record: dict[str, Any]) -> None:
-        opts = self.opts
-        raw = json.dumps(record, default=str, ensure_ascii=False).encode()[:REJECT_RAW_BYTES]
-        if opts.text_field not in record:
-            self._reject(None, None, row, f"missing text field {opts.text_field!r}", raw)
-            return
-        reason, nbytes = self._check_text(
-            record[opts.text_field], f"text field {opts.text_field!r}"
-        )
-        if reason:
-            self._reject(None, None, row, reason, raw)
-            return
-        doc_id = record.get(opts.id_field)
-        doc_id = (
-            str(doc_id) if isinstance(doc_id, (str, int)) and not isinstance(doc_id, bool) else None
-        )
-        self._accept(
-            doc_id or self._fallback_id(row),
-            record[opts.text_field],
-            nbytes,
-            record.get(opts.source_field),
-            record.get(opts.lang_field),
+        self._record(
+            record,
+            (None, None, row),
+            row,
+            lambda: json.dumps(record, default=str, ensure_ascii=False).encode(),
         )

@@ -84,7 +84,7 @@ def is_local(fs: fsspec.AbstractFileSystem) -> bool:
 
 def _transient_errors() -> tuple[type[BaseException], ...]:
     """Network errors that object-storage clients raise without wrapping them in OSError."""
-    errors: list[type[BaseException]] = [OSError, TimeoutError]
+    errors: list[type[BaseException]] = [OSError]  # TimeoutError is an OSError
     try:
         from botocore import exceptions as boto
 
