@@ -64,34 +64,22 @@ def test_bpe_to_sentencepiece_to_bpe_keeps_every_byte(
             before["n_bytes"],
         )
 
-    back = _cli_json(
-        [
-            "retokenize",
-            "--input",
-            str(tmp_path / "sp"),
-            "--output",
-            str(tmp_path / "back"),
-            "--tokenizer",
-            f"bpe:{bpe_path}",
-            "--no-progress",
-        ]
-    )
+    back_args = [
+        "retokenize",
+        "--input",
+        str(tmp_path / "sp"),
+        "--output",
+        str(tmp_path / "back"),
+        "--tokenizer",
+        f"bpe:{bpe_path}",
+        "--no-progress",
+    ]
+    back = _cli_json(back_args)
     assert back["documents"] == len(original)
     for row in shard_rows(str(tmp_path / "back")):
         assert row["tokens"] == original[row["doc_id"]]["tokens"]
 
-    again = _cli_json(
-        [
-            "retokenize",
-            "--input",
-            str(tmp_path / "sp"),
-            "--output",
-            str(tmp_path / "back"),
-            "--tokenizer",
-            f"bpe:{bpe_path}",
-            "--no-progress",
-        ]
-    )
+    again = _cli_json(back_args)  # the same run again: every unit is already committed
     assert again["units_run"] == 0 and again["units_skipped"] == back["units_planned"]
 
 
