@@ -32,9 +32,8 @@ def build_shards(workdir: str) -> str:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import ray
 
-    from pipeline.config import load_config
-    from pipeline.engine import run_job
-    from tests.conftest import read_jsonl
+    from pipeline.tokenize import load_config, run_job
+    from tests.helpers import read_jsonl
     from tokenizers_impl.bpe import BPETokenizer
 
     texts = [

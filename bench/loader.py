@@ -37,8 +37,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from pipeline.loader import TokenDataset
-from pipeline.loader_shards import read_ledger
+from pipeline.loader import TokenDataset, committed_shards
 
 DTYPES = {"int64": torch.int64, "int32": torch.int32}
 
@@ -49,15 +48,14 @@ def ensure_output(output: str, inputs: str | None, tokenizer: str | None) -> Non
     if not inputs or not tokenizer:
         raise SystemExit(f"{output} has no ledger: pass --input and --tokenizer to build it")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    from pipeline.config import load_config
-    from pipeline.engine import run_job
+    from pipeline.tokenize import load_config, run_job
 
     run_job(load_config(input=[inputs], output=output, tokenizer=tokenizer, progress=False))
 
 
 def numpy_ceiling(output: str, dtype: str) -> dict:
     """Every committed shard's tokens into numpy arrays of `dtype`, one process, no packing."""
-    shards, _ = read_ledger(output)
+    shards, _ = committed_shards(output)
     t0, c0, tokens = time.perf_counter(), time.process_time(), 0
     for shard in shards:
         with pa.memory_map(os.path.join(output, shard.rel), "r") as mapped:
@@ -145,7 +143,7 @@ def litdata_dir(output: str, dtype: str, cache: str, chunk_tokens: int) -> str:
 
     from litdata import TokensLoader, optimize
 
-    shards, tokenizer = read_ledger(output)
+    shards, tokenizer = committed_shards(output)
     key = json.dumps([[s.rel, s.checksum] for s in shards] + [dtype, chunk_tokens])
     path = os.path.join(cache, hashlib.sha256(key.encode()).hexdigest()[:16] + f"-{dtype}")
     if os.path.exists(os.path.join(path, "index.json")):

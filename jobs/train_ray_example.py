@@ -1,5 +1,5 @@
 """Ray Train path of the loader: committed shards as a Ray Dataset of packed windows
-(pipeline/loader_ray.py), fed to a tiny LM on Ray Train workers through `iter_torch_batches`.
+(pipeline/loader/ray_data.py), fed to a tiny LM on Ray Train workers through `iter_torch_batches`.
 
     RAY_AUTH_MODE=disabled .venv/bin/python -m jobs.train_ray_example --shards out/demo/tokens
 """
@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from jobs.train_example import TinyLM
-from pipeline.loader import IGNORE_INDEX
-from pipeline.loader_ray import ray_dataset
+from pipeline.loader import IGNORE_INDEX, committed_shards
+from pipeline.loader.ray_data import ray_dataset
 
 
 def train_loop(config: dict) -> None:
@@ -76,9 +76,7 @@ def main() -> None:
             runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled"}},
         )
     windows = ray_dataset(args.shards, args.seq_len, position_ids=True, samples_per_block=256)
-    from pipeline.loader_shards import read_ledger
-
-    vocab = int(read_ledger(args.shards)[1]["vocab_size"])
+    vocab = int(committed_shards(args.shards)[1]["vocab_size"])
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={

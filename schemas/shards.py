@@ -7,15 +7,6 @@ import pyarrow as pa
 SCHEMA_VERSION = 1
 TOKENMILL_VERSION = "0.1.0"
 
-# Object layout under an output URL.
-SHARDS_DIR = "shards"
-REJECTS_DIR = "rejects"
-LEDGER_DIR = "ledger"
-RUNS_DIR = "runs"
-SIDECAR_DIR = "sidecar"  # per-shard side tables (e.g. dynamic-merge batch vocabularies)
-UNIGRAMS_DIR = "unigrams"  # per-shard token counts per (source, lang, token id), for reports
-
-SHARD_SUFFIX = ".arrow"
 
 
 def token_type(vocab_size: int) -> pa.DataType:

@@ -4,24 +4,17 @@ and small tokenizers trained once on the sample corpus."""
 from __future__ import annotations
 
 import glob
-import json
 import os
 from pathlib import Path
 
 import pytest
 
+from .helpers import LANGS, SAMPLE_DIR, read_jsonl
+
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-REPO = Path(__file__).resolve().parent.parent
-SAMPLE_DIR = REPO / "data" / "sample"
-LANGS = ("code", "de", "en", "ru", "zh")
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
 
 
 @pytest.fixture(scope="session")
@@ -95,22 +88,3 @@ def s3_sample(s3) -> str:
         fs.put_file(path, f"corpus/sample/{Path(path).name}")
     return "s3://corpus/sample/*.jsonl"
 
-
-def shard_rows(output_url: str, storage_options: dict | None = None) -> list[dict]:
-    """All committed shard rows of an output, in ledger order."""
-    from pipeline.ledger import committed_entries
-    from pipeline.shards import read_ipc
-    from pipeline.storage import Output
-
-    output = Output(output_url, storage_options)
-    rows: list[dict] = []
-    for entry in committed_entries(output):
-        rows.extend(read_ipc(output, entry["shard"]).to_pylist())
-    return rows
-
-
-def shard_files(output_dir: str | Path) -> dict[str, bytes]:
-    """name -> bytes of every committed shard of a local output."""
-    out = Path(output_dir)
-    names = [json.loads(p.read_text())["shard"] for p in sorted((out / "ledger").glob("*.json"))]
-    return {name: (out / name).read_bytes() for name in names}

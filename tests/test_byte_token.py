@@ -1,5 +1,5 @@
-"""Byte-token conversion (ALGORITHMS.md section 4): the Markov-chain oracle, the lemma's must-hold
-properties, and byte span <-> token span alignment on real text."""
+"""Byte-token conversion (docs/algorithms.md section 4, "Byte-token conversion"): the Markov-chain
+oracle, the lemma's must-hold properties, and byte span <-> token span alignment on real text."""
 
 from __future__ import annotations
 

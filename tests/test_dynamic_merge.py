@@ -1,5 +1,5 @@
-"""Dynamic batch-level merging (ALGORITHMS.md section 3): every "Must hold", and the incremental
-algorithm against the recount-per-merge oracle on real and generated batches."""
+"""Dynamic batch-level merging (docs/algorithms.md section 3): every "Must hold", and the
+incremental algorithm against the recount-per-merge oracle on real and generated batches."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tokenizers_impl.base import TokenizerBase, TokenizerError, fingerprint_of, load_tokenizer
-from tokenizers_impl.batch_merging import expand, merge_batch_ids
 from tokenizers_impl.bpe import GPT2_PATTERN, BPETokenizer
 from tokenizers_impl.dynamic_merge import DynamicMergeTokenizer, vocab_from_sidecar
-from tokenizers_impl.dynamic_merge_reference import recount_merges
-from tokenizers_impl.pretokens import WORD_PATTERN, batch_pretoken_starts
+from tokenizers_impl.dynamic_merge.merging import expand, merge_batch_ids
+from tokenizers_impl.dynamic_merge.pretokens import WORD_PATTERN, batch_pretoken_starts
+from tokenizers_impl.dynamic_merge.reference import recount_merges
 
 LANGS = ("code", "de", "en", "ru", "zh")
 
@@ -40,8 +40,12 @@ class ByteTokenizer(TokenizerBase):
     def token_bytes(self, token_id: int) -> bytes:
         return bytes([token_id])
 
-    def decode(self, ids) -> str:
-        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+    @classmethod
+    def load(cls, path, storage_options=None, **options):
+        return cls(bytes.fromhex(path))
+
+    def save(self, url, storage_options=None):
+        raise NotImplementedError
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import json
 import os
 from pathlib import Path
 
-from pipeline.config import load_config
-from pipeline.engine import run_job
+from pipeline.tokenize.config import load_config
+from pipeline.tokenize.engine import run_job
 
 GOLDEN = Path(__file__).parent / "golden"
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
@@ -74,7 +74,7 @@ def test_outputs_match_the_golden_hashes(ray_session, s3):
             **fields,
         )
         summary = run_job(cfg)
-        assert summary["complete"]
+        assert summary.complete
         got[name] = _digests(s3, f"out-{name}")
     path = GOLDEN / "golden.json"
     if os.environ.get("TOKENMILL_UPDATE_GOLDEN") == "1":

@@ -1,5 +1,5 @@
-"""LiB tokenizer plugin (`lib`): the "Must hold" properties of ALGORITHMS.md section 2, lossless
-encoding on every sample language and on generated Unicode, and the save/load protocol."""
+"""LiB tokenizer plugin (`lib`): the "Must hold" properties of docs/algorithms.md section 2 ("LiB"),
+lossless encoding on every sample language and on generated Unicode, and the save/load contract."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import LANGS, SAMPLE_DIR, read_jsonl
+from tests.helpers import LANGS, SAMPLE_DIR, read_jsonl
 from tokenizers_impl.base import TokenizerError, load_tokenizer
 from tokenizers_impl.lib import EOS, LiBTokenizer
 from tokenizers_impl.lib.encoding import NumbaLiBEncoder, RegexLiBEncoder

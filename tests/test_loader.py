@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.loader import IGNORE_INDEX, TokenDataset
-from pipeline.loader_shards import LoaderError
-from tests.conftest import shard_rows
+from pipeline.loader import IGNORE_INDEX, LoaderError, TokenDataset
+
+from .helpers import job_config, shard_rows
 
 SEQ = 64
 BATCH = 16
@@ -23,19 +23,10 @@ EOS = 8000  # one past the 8k vocabulary: never inside a document, so the stream
 @pytest.fixture(scope="module")
 def shards_url(tmp_path_factory, ray_session, sample_dir, bpe_path) -> str:
     """The sample corpus tokenized once by the engine into ~12 small committed shards."""
-    from pipeline.config import load_config
-    from pipeline.engine import run_job
+    from pipeline.tokenize import run_job
 
     out = tmp_path_factory.mktemp("loader") / "out"
-    run_job(
-        load_config(
-            input=[str(sample_dir / "*.jsonl")],
-            output=str(out),
-            tokenizer=f"bpe:{bpe_path}",
-            progress=False,
-            unit_bytes=200_000,
-        )
-    )
+    run_job(job_config(sample_dir / "*.jsonl", out, f"bpe:{bpe_path}", unit_bytes=200_000))
     return str(out)
 
 
@@ -407,7 +398,7 @@ def test_reads_s3_output_with_two_dataloader_workers(shards_url, s3, tmp_path, r
 
 @pytest.mark.slow  # Ray Data's task start-up costs about a minute on the shared 2-core machine
 def test_ray_dataset_holds_the_same_windows_as_the_loader(shards_url, ray_session, reference):
-    from pipeline.loader_ray import ray_dataset
+    from pipeline.loader.ray_data import ray_dataset
 
     ds = ray_dataset(
         shards_url,

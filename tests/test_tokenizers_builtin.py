@@ -1,6 +1,10 @@
-"""The built-in plugins: bpe (tiktoken fast path checked against `tokenizers`) and sentencepiece."""
+"""The plugin contract and registry, and the built-in plugins: bpe (tiktoken fast path checked
+against `tokenizers`, raw-byte encoding) and sentencepiece."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -8,14 +12,18 @@ import pytest
 from tokenizers_impl import (
     TokenizerBase,
     TokenizerError,
+    TokenmillError,
     load_tokenizer,
     register,
     registered_kinds,
 )
+from tokenizers_impl.base import tokenizer_class
 from tokenizers_impl.bpe import BPETokenizer
+from tokenizers_impl.byte_token import ZeroProbabilityPrefix, codec
+from tokenizers_impl.ngram_model import NgramModelError
 from tokenizers_impl.sentencepiece_impl import SentencePieceTokenizer
 
-from .conftest import LANGS
+from .helpers import LANGS, REPO
 
 
 def test_bpe_uses_tiktoken_and_matches_tokenizers_ids_on_every_sample_language(
@@ -120,9 +128,6 @@ class _CharTokenizer(TokenizerBase):
     def encode_batch(self, texts):
         return [np.frombuffer(t.encode("utf-8"), dtype=np.uint8).astype(np.uint32) for t in texts]
 
-    def decode(self, ids):
-        return bytes(int(i) for i in ids).decode("utf-8")
-
     def token_bytes(self, token_id):
         return bytes([token_id])
 
@@ -132,9 +137,112 @@ class _CharTokenizer(TokenizerBase):
 
 def test_register_adds_a_plugin_kind():
     register("bytes-test", _CharTokenizer)
+    register("bytes-test", _CharTokenizer)  # the same class again is fine
     assert "bytes-test" in registered_kinds()
     tok = load_tokenizer("bytes-test:unused")
     assert tok.encode_batch(["hé"])[0].tolist() == [104, 195, 169]
+    assert tok.decode(tok.encode_batch(["hé"])[0]) == "hé"  # TokenizerBase's default decode
+    assert tok.describe()["name"] == "bytes"
+    assert not tok.supports_encode_bytes and tok.special_ids == frozenset()
+
+
+def test_register_refuses_classes_that_do_not_follow_the_contract():
+    class NotAPlugin:
+        kind = "not-a-plugin"
+
+        @classmethod
+        def load(cls, path, storage_options=None, **options):
+            return cls()
+
+    with pytest.raises(TokenizerError, match="not a TokenizerBase subclass"):
+        register("not-a-plugin", NotAPlugin)
+    with pytest.raises(TokenizerError, match="not a TokenizerBase subclass"):
+        register("not-a-plugin", _CharTokenizer())  # an instance, not a class
+    for kind in ("", "a:b", "has space", "../x", None):
+        with pytest.raises(TokenizerError, match="invalid tokenizer kind"):
+            register(kind, _CharTokenizer)
+    assert "not-a-plugin" not in registered_kinds()
+
+
+def test_register_refuses_a_different_class_under_a_taken_kind():
+    class OtherBPE(_CharTokenizer):
+        kind = "bpe"
+
+    with pytest.raises(
+        TokenizerError, match="already registered to tokenizers_impl.bpe.BPETokenizer"
+    ):
+        register("bpe", OtherBPE)
+    assert tokenizer_class("bpe") is BPETokenizer
+    register("bpe", BPETokenizer)  # re-registering the registered class is a no-op
+
+
+def test_a_plugin_missing_an_abstract_method_cannot_be_instantiated_or_registered():
+    class NoSave(TokenizerBase):
+        kind = "no-save"
+
+        def encode_batch(self, texts):
+            return []
+
+        def token_bytes(self, token_id):
+            return b""
+
+        @classmethod
+        def load(cls, path, storage_options=None, **options):
+            return cls()
+
+    with pytest.raises(TypeError, match="abstract method.*save"):
+        NoSave()
+    with pytest.raises(TypeError, match="abstract"):
+        TokenizerBase()
+    with pytest.raises(TokenizerError, match="does not implement save"):
+        register("no-save", NoSave)
+
+
+def test_every_tokenmill_error_of_the_plugin_layer_shares_one_base_and_stays_a_value_error():
+    for error in (TokenizerError, NgramModelError, ZeroProbabilityPrefix):
+        assert issubclass(error, TokenmillError) and issubclass(error, ValueError)
+    with pytest.raises(TokenmillError):
+        load_tokenizer("no-colon")
+
+
+def test_the_plugin_layer_imports_without_the_pipeline_package():
+    code = (
+        "import sys, tokenizers_impl, tokenizers_impl.bpe, tokenizers_impl.sentencepiece_impl, "
+        "tokenizers_impl.lib, tokenizers_impl.dynamic_merge, tokenizers_impl.byte_token, "
+        "tokenizers_impl.ngram_model\n"
+        "tokenizers_impl.registered_kinds()\n"
+        "bad = [m for m in sys.modules if m == 'pipeline' or m.startswith('pipeline.')]\n"
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=300)
+
+
+def test_bpe_encode_bytes_matches_text_encoding_and_encodes_bytes_that_are_not_utf8(
+    bpe_path, sample_texts
+):
+    tok = load_tokenizer(f"bpe:{bpe_path}")
+    assert tok.supports_encode_bytes
+    for text, ids in zip(sample_texts[:30], tok.encode_batch(sample_texts[:30]), strict=True):
+        assert list(tok.encode_bytes(text.encode("utf-8"))) == ids.tolist()
+    data = "Grüße, мир 你好 😀".encode()
+    cuts = [data[:k] for k in range(len(data) + 1)] + [b"\xff", b"a\xffb", b"\x80abc"]
+    not_utf8 = []
+    for raw in cuts:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            not_utf8.append(raw)
+        ids = tok.encode_bytes(raw)
+        assert tok.decode_bytes(ids) == raw
+        assert codec(tok).encode(raw) == tuple(ids)  # byte_token encodes through the capability
+    assert len(not_utf8) >= 8
+
+    slow = load_tokenizer(f"bpe:{bpe_path}", use_tiktoken=False)
+    assert not slow.supports_encode_bytes
+    assert list(slow.encode_bytes(data)) == tok.encode_batch([data.decode()])[0].tolist()
+    with pytest.raises(TokenizerError, match="only UTF-8"):
+        slow.encode_bytes(not_utf8[0])
+    assert codec(slow).encode(not_utf8[0]) is None  # no encoding without the capability
 
 
 def test_bpe_train_rejects_nothing_and_reports_vocab(sample_texts):

@@ -1,43 +1,36 @@
-"""The tokenizer plugin contract: one protocol, a registry of kinds, and `load_tokenizer("KIND:PATH")`."""
+"""The tokenizer plugin contract (`TokenizerBase`), the registry of kinds, and
+`load_tokenizer("KIND:PATH")`. docs/plugins.md shows how to write a plugin."""
 
 from __future__ import annotations
 
 import hashlib
+import importlib
+import inspect
 import json
-from collections.abc import Callable, Sequence
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Sequence, Set
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
 
+from tokenizers_impl.errors import TokenizerError, TokenmillError
 
-class TokenizerError(ValueError):
-    """A tokenizer file or spec is missing, malformed or untrusted-looking."""
-
-
-@runtime_checkable
-class Tokenizer(Protocol):
-    """What every tokenizer plugin provides.
-
-    `encode_batch` returns one uint32 numpy array per text. `token_bytes(id)` is the raw UTF-8 (or
-    arbitrary) bytes of a token, never a visible-unicode rendering, so that concatenating the bytes of
-    an encoding gives back the encoded text for lossless tokenizers.
-    """
-
-    kind: ClassVar[str]
-    name: str
-    vocab_size: int
-    fingerprint: str
-    lossless: bool
-
-    def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]: ...
-
-    def decode(self, ids: Sequence[int] | np.ndarray) -> str: ...
-
-    def token_bytes(self, token_id: int) -> bytes: ...
-
-    def save(self, url: str, storage_options: dict | None = None) -> None: ...
+__all__ = [
+    "EncodedBatch",
+    "Tokenizer",
+    "TokenizerBase",
+    "TokenizerError",
+    "TokenmillError",
+    "fingerprint_of",
+    "load_tokenizer",
+    "parse_spec",
+    "register",
+    "registered_kinds",
+    "tokenizer_class",
+]
 
 
 @dataclass
@@ -53,20 +46,80 @@ class EncodedBatch:
     byte_lengths: np.ndarray | None = None
 
 
-class TokenizerBase:
-    """Shared behaviour: flat encoding, byte tables and EOS lookup built on the protocol methods."""
+class TokenizerBase(ABC):
+    """The one contract every tokenizer plugin implements.
+
+    Abstract (a plugin must implement them):
+    - `encode_batch(texts)`: one uint32 numpy array of ids per text.
+    - `token_bytes(id)`: the raw bytes of a token (UTF-8 or arbitrary bytes, never a visible-unicode
+      rendering such as GPT-2's "Ġ"), so that joining the bytes of an encoding gives back the text
+      for lossless tokenizers.
+    - classmethod `load(path, storage_options=None, **options)`: read a tokenizer file (a local path
+      or an fsspec URL; use `tokenizers_impl.files` for size-limited reads).
+    - `save(url, storage_options=None)`: write a file that `load` reads back.
+
+    Attributes, set by the class or by `__init__`, read by the engine and the other plugins:
+    - `kind` (class): the registry kind, e.g. "bpe".
+    - `name`: a display name (usually the file name); None means the kind.
+    - `vocab_size`: number of ids (every id is < vocab_size). Must be set.
+    - `fingerprint`: stable hash of everything that changes the ids (`fingerprint_of`). Must be set.
+    - `lossless`: decode_bytes(encode(text)) == text.encode("utf-8") for every text.
+    - `eos_id`: the end-of-text id, or None.
+    - `special_ids`: ids of special tokens (never produced for document text by merging or byte
+      conversion).
+    - `shard_columns` (class): extra per-document shard columns (name -> Arrow type) this tokenizer
+      fills through `encode_for_shard`; `sidecar_schema` (class): schema of its per-shard sidecar
+      table (written under <output>/sidecar/ and listed in the ledger), or None.
+    - `preferred_batch_docs`: documents per engine batch this tokenizer needs (None: the job's
+      batch_docs decides).
+
+    Optional capability, raw bytes: `encode_bytes(data)` encodes a byte string that need not be
+    valid UTF-8 (a prefix cut inside a character). A plugin that can do this overrides
+    `encode_bytes` and sets `supports_encode_bytes = True`; callers check that flag first
+    (`byte_token` does). Without it, only valid UTF-8 can be encoded (through `encode_batch`).
+    """
 
     kind: ClassVar[str] = ""
+    name: str | None = None
+    vocab_size: int = 0
+    fingerprint: str = ""
     lossless: bool = True
     eos_id: int | None = None
-    _byte_lengths: np.ndarray | None = None
-    # Extra per-document shard columns this tokenizer adds (name -> Arrow type), and the schema of its
-    # per-shard sidecar table, if any (written under <output>/sidecar/ and listed in the ledger).
+    special_ids: Set[int] = frozenset()
     shard_columns: ClassVar[dict[str, pa.DataType]] = {}
     sidecar_schema: ClassVar[pa.Schema | None] = None
-    # Documents per engine batch this tokenizer needs (None: the job's batch_docs decides).
     preferred_batch_docs: int | None = None
+    supports_encode_bytes: bool = False
+    _byte_lengths: np.ndarray | None = None  # cache of token_byte_lengths()
 
+    # -- the contract ---------------------------------------------------------------------------
+    @abstractmethod
+    def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """One uint32 id array per text."""
+
+    @abstractmethod
+    def token_bytes(self, token_id: int) -> bytes:
+        """The raw bytes of one token (b"" for tokens that spell nothing, e.g. control tokens)."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, path: str, storage_options: dict | None = None, **options: Any) -> TokenizerBase:
+        """Load a tokenizer from a local path or fsspec URL (`options` come from the job)."""
+
+    @abstractmethod
+    def save(self, url: str, storage_options: dict | None = None) -> None:
+        """Write this tokenizer to a local path or fsspec URL, in the format `load` reads."""
+
+    # -- optional capability ----------------------------------------------------------------------
+    def encode_bytes(self, data: bytes) -> Sequence[int]:
+        """Ids of a raw byte string that need not be valid UTF-8 (see `supports_encode_bytes`).
+
+        Raises ValueError (TokenizerError is one) when these bytes have no encoding. The default
+        raises NotImplementedError: the capability is off unless a plugin provides it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot encode raw bytes")
+
+    # -- defaults built on the contract -----------------------------------------------------------
     def encode_for_shard(self, texts: Sequence[str], batch_index: int) -> EncodedBatch:
         """Encode one engine batch (batch_index counts batches within a work unit, from 0)."""
         flat, offsets = self.encode_batch_flat(texts)
@@ -96,16 +149,24 @@ class TokenizerBase:
         """Concatenated raw bytes of the tokens (exactly the input's UTF-8 for lossless tokenizers)."""
         return b"".join(self.token_bytes(int(i)) for i in ids)
 
+    def decode(self, ids: Sequence[int] | np.ndarray) -> str:
+        """`decode_bytes` as text (bytes that are not UTF-8 become U+FFFD)."""
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
     def describe(self) -> dict[str, Any]:
         """Metadata written into shards and run summaries."""
         return {
             "kind": self.kind,
-            "name": getattr(self, "name", self.kind),
+            "name": self.kind if self.name is None else self.name,
             "fingerprint": self.fingerprint,
             "vocab_size": self.vocab_size,
             "lossless": self.lossless,
             "eos_id": self.eos_id,
         }
+
+
+# The name the plugin contract had when it was a Protocol; TokenizerBase is the contract now.
+Tokenizer = TokenizerBase
 
 
 def fingerprint_of(kind: str, payload: bytes | str, config: dict[str, Any] | None = None) -> str:
@@ -117,23 +178,53 @@ def fingerprint_of(kind: str, payload: bytes | str, config: dict[str, Any] | Non
     return digest.hexdigest()[:32]
 
 
-_REGISTRY: dict[str, Callable[..., Tokenizer]] = {}
+# -- the registry ---------------------------------------------------------------------------------
+
+_KIND = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_REGISTRY: dict[str, type[TokenizerBase]] = {}
+
+# Built-in kinds and the module whose import registers each; add a new built-in plugin here.
+_BUILTIN_KINDS = {
+    "bpe": "tokenizers_impl.bpe",
+    "sentencepiece": "tokenizers_impl.sentencepiece_impl",
+    "lib": "tokenizers_impl.lib.tokenizer",
+    "dynamic_merge": "tokenizers_impl.dynamic_merge.tokenizer",
+}
 
 
-def register(kind: str, cls: Any) -> None:
-    """Register a tokenizer class under `kind`; `cls.load(path, storage_options=..., **options)` loads one."""
-    if not kind or ":" in kind:
+def register(kind: str, cls: type[TokenizerBase]) -> None:
+    """Register a TokenizerBase subclass under `kind` (letters, digits, "_", "-", "."; no ":").
+
+    `load_tokenizer("KIND:PATH")` then calls `cls.load(PATH, storage_options=..., **options)`.
+    Registering the same class again is a no-op; another class under a taken kind is an error.
+    """
+    if not isinstance(kind, str) or not _KIND.fullmatch(kind):
         raise TokenizerError(f"invalid tokenizer kind {kind!r}")
+    if not (isinstance(cls, type) and issubclass(cls, TokenizerBase)):
+        raise TokenizerError(f"tokenizer kind {kind!r}: {cls!r} is not a TokenizerBase subclass")
+    if inspect.isabstract(cls):
+        missing = ", ".join(sorted(cls.__abstractmethods__))
+        raise TokenizerError(
+            f"tokenizer kind {kind!r}: {cls.__name__} does not implement {missing}"
+        )
+    taken = _REGISTRY.get(kind)
+    if taken is not None and taken is not cls:
+        raise TokenizerError(
+            f"tokenizer kind {kind!r} is already registered to "
+            f"{taken.__module__}.{taken.__qualname__}"
+        )
     _REGISTRY[kind] = cls
 
 
 def registered_kinds() -> list[str]:
+    """Every kind that `load_tokenizer` accepts (imports the built-in plugins)."""
     for kind in _BUILTIN_KINDS:
         _import_builtin(kind)
     return sorted(_REGISTRY)
 
 
-def tokenizer_class(kind: str) -> Any:
+def tokenizer_class(kind: str) -> type[TokenizerBase]:
+    """The class registered under `kind` (TokenizerError when there is none)."""
     _import_builtin(kind)
     if kind not in _REGISTRY:
         raise TokenizerError(
@@ -150,7 +241,7 @@ def parse_spec(spec: str) -> tuple[str, str]:
     return kind, path
 
 
-def load_tokenizer(spec: str, storage_options: dict | None = None, **options: Any) -> Tokenizer:
+def load_tokenizer(spec: str, storage_options: dict | None = None, **options: Any) -> TokenizerBase:
     """Load a tokenizer from "KIND:PATH" (local path or fsspec URL)."""
     kind, path = parse_spec(spec)
     return tokenizer_class(kind).load(path, storage_options=storage_options, **options)
@@ -159,15 +250,4 @@ def load_tokenizer(spec: str, storage_options: dict | None = None, **options: An
 def _import_builtin(kind: str) -> None:
     """Import the module of a built-in kind on first use (a plugin never loads the others)."""
     if kind not in _REGISTRY and kind in _BUILTIN_KINDS:
-        import importlib
-
         importlib.import_module(_BUILTIN_KINDS[kind])
-
-
-# Built-in kinds and the module whose import registers each; add a new built-in plugin here.
-_BUILTIN_KINDS = {
-    "bpe": "tokenizers_impl.bpe",
-    "sentencepiece": "tokenizers_impl.sentencepiece_impl",
-    "lib": "tokenizers_impl.lib",
-    "dynamic_merge": "tokenizers_impl.dynamic_merge",
-}

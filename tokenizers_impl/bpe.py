@@ -69,6 +69,8 @@ class BPETokenizer(TokenizerBase):
         self._tiktoken = self._build_tiktoken(probe, reference) if use_tiktoken else None
         if self._tiktoken is not None:
             self.encoder = "tiktoken"
+        # raw bytes that are not UTF-8 go through tiktoken's byte encoder (see encode_bytes)
+        self.supports_encode_bytes = self._tiktoken is not None
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -164,7 +166,7 @@ class BPETokenizer(TokenizerBase):
             return enc
         return None
 
-    # -- protocol -------------------------------------------------------------------------------
+    # -- contract -------------------------------------------------------------------------------
     def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
         if self._tiktoken is not None:
             return [
@@ -193,8 +195,21 @@ class BPETokenizer(TokenizerBase):
         """Ids from the `tokenizers` library itself (the fast path is checked against these)."""
         return [e.ids for e in self.hf.encode_batch_fast(list(texts), add_special_tokens=False)]
 
-    def decode(self, ids: Sequence[int] | np.ndarray) -> str:
-        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+    def encode_bytes(self, data: bytes) -> list[int]:
+        """Ids of raw bytes: valid UTF-8 is encoded as its text; other bytes (a string cut inside a
+        character) need the tiktoken fast path, whose byte-level encoder runs BPE on the bytes of
+        the unfinished last piece. Without it such bytes raise TokenizerError."""
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            if self._tiktoken is None:
+                raise TokenizerError(
+                    "this bpe tokenizer encodes only UTF-8 without the tiktoken fast path"
+                ) from None
+            return self._tiktoken._encode_bytes(data)  # tiktoken's own (private) byte encoder
+        if self._tiktoken is not None:
+            return self._tiktoken.encode_ordinary(text)
+        return self.encode_reference([text])[0]
 
     def decode_bytes(self, ids: Sequence[int] | np.ndarray) -> bytes:
         table = self._bytes

@@ -1,4 +1,5 @@
-"""Reading and writing tokenizer files through fsspec, with size limits (tokenizer files are untrusted)."""
+"""Reading and writing tokenizer files through fsspec, with size limits (tokenizer files are
+untrusted), and the one `url_to_fs` of the plugin layer."""
 
 from __future__ import annotations
 
@@ -7,10 +8,19 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pipeline.storage import url_to_fs
-from tokenizers_impl.base import TokenizerError
+import fsspec
+
+from tokenizers_impl.errors import TokenizerError
 
 MAX_TOKENIZER_FILE_BYTES = 512 << 20
+
+
+def url_to_fs(
+    url: str, storage_options: dict[str, Any] | None = None
+) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem and path for a URL (plain paths are local), as `pipeline.storage.url_to_fs`
+    does it; the plugin layer sits below `pipeline` and does not import it."""
+    return fsspec.core.url_to_fs(url, **(storage_options or {}))
 
 
 def read_file(

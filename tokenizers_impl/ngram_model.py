@@ -15,11 +15,14 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from tokenizers_impl.errors import TokenmillError
+from tokenizers_impl.files import url_to_fs
+
 MAX_ORDER = 6
 FORMAT = "tokenmill.ngram.v1"
 
 
-class NgramModelError(ValueError):
+class NgramModelError(TokenmillError, ValueError):
     """A model file or training input is malformed."""
 
 
@@ -206,8 +209,6 @@ def shard_documents(
     urls: Sequence[str], storage_options: dict | None = None
 ) -> Iterable[np.ndarray]:
     """Token arrays of every document of Arrow IPC shard files, in file order."""
-    from pipeline.storage import url_to_fs
-
     for url in urls:
         fs, path = url_to_fs(url, storage_options)
         with fs.open(path, "rb") as handle:

@@ -108,9 +108,6 @@ class SentencePieceTokenizer(TokenizerBase):
         flat = np.fromiter(chain.from_iterable(lists), dtype=np.uint32, count=int(offsets[-1]))
         return flat, offsets
 
-    def decode(self, ids: Sequence[int] | np.ndarray) -> str:
-        return self.decode_bytes(ids).decode("utf-8", errors="replace")
-
     def decode_bytes(self, ids: Sequence[int] | np.ndarray) -> bytes:
         table = self._bytes
         return b"".join([table[int(i)] for i in ids])

@@ -15,7 +15,8 @@ from itertools import repeat
 
 import numpy as np
 
-from tokenizers_impl.lib import kernels
+from tokenizers_impl.lib.kernels import build_trie as build_array_trie
+from tokenizers_impl.lib.kernels import segment_docs, with_byte_fallback
 
 MAX_CACHED = 1 << 20  # cached matches kept before the cache is cleared
 
@@ -208,7 +209,7 @@ class NumbaLiBEncoder:
         unit_ends = np.cumsum(lengths)
         n_edges = int(unit_ends[-1]) if len(unit_ends) else 0
         bits = max(4, int(2 * max(1, n_edges) - 1).bit_length())  # load factor <= 1/2
-        self.keys, self.children, self.node_unit = kernels.build_trie(
+        self.keys, self.children, self.node_unit = build_array_trie(
             code_points("".join(self.units)), unit_ends, bits
         )
         self.shift, self.mask = 64 - bits, (1 << bits) - 1
@@ -218,7 +219,7 @@ class NumbaLiBEncoder:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         cps = code_points("".join(texts))
         doc_ends = np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)))
-        ids, ends, doc_chunks = kernels.segment_docs(
+        ids, ends, doc_chunks = segment_docs(
             self.keys, self.children, self.node_unit, self.shift, self.mask,
             len(self.units), cps, doc_ends,
         )  # fmt: skip
@@ -234,7 +235,7 @@ class NumbaLiBEncoder:
             return []
         cps, ids, ends, doc_chunks = self._chunks(texts)
         if len(ids) and ids.min() < 0:  # unknown characters: their UTF-8 bytes
-            out, out_ends = kernels.with_byte_fallback(ids, ends, cps, self.byte_base)
+            out, out_ends = with_byte_fallback(ids, ends, cps, self.byte_base)
             bounds = np.concatenate([np.zeros(1, np.int64), out_ends])[doc_chunks]
         else:
             out, bounds = ids.astype(np.uint32), doc_chunks

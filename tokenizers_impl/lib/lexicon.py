@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from tokenizers_impl.lib import ranks
+import tokenizers_impl.lib.ranks as ranks
 from tokenizers_impl.lib.ranks import ALIVE, FLAGS, LEFT, PARENT, RIGHT, SINGLE, SIZE
 
 END = ""  # trie marker: node[END] is the unit that ends at this node (chars are never "")

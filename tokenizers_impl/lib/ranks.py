@@ -216,9 +216,10 @@ def depth(tree):
 @njit(cache=True, nogil=True)
 def rerank_all(tree, nodes, rewards, delta):
     """Apply rewards (True) / punishments (False) to `nodes` in order (0 = not in the lexicon,
-    skipped), ALGORITHMS.md section 2 step 6: a node at rank r > 0 moves floor(r * delta) + 1
-    places; pushed past the tail it is deleted (cleared ALIVE, returned in order), unless it is a
-    single character, which stays at the tail. Nodes deleted earlier in the list are skipped."""
+    skipped), docs/algorithms.md section 2 ("LiB") step 6: a node at rank r > 0 moves
+    floor(r * delta) + 1 places; pushed past the tail it is deleted (cleared ALIVE, returned in
+    order), unless it is a single character, which stays at the tail. Nodes deleted earlier in the
+    list are skipped."""
     deleted = np.empty(len(nodes), dtype=np.int32)
     n_deleted = 0
     for i in range(len(nodes)):

@@ -1,5 +1,6 @@
 """LiB training: the per-sentence walk (proposal, two-branch evaluation) and the end-of-document
-updates (probation, re-ranking with deletion past the tail, tail marking), ALGORITHMS.md section 2."""
+updates (probation, re-ranking with deletion past the tail, tail marking), docs/algorithms.md
+section 2 ("LiB")."""
 
 from __future__ import annotations
 
@@ -22,9 +23,9 @@ class LiBParams:
     max_unit_len: int = 12  # longest unit, in characters
     seed: int = 0
     # a proposal becomes a unit the admit_after-th time it is proposed within one document
-    # (1 = at once, as ALGORITHMS.md; 2 = the authors' 2023 code, `memorize()`)
+    # (1 = at once, as docs/algorithms.md; 2 = the authors' 2023 code, `memorize()`)
     admit_after: int = 1
-    # an admitted unit starts on probation (life tau0) as ALGORITHMS.md; False = the 2023 code:
+    # an admitted unit starts on probation (life tau0) as docs/algorithms.md; False = the 2023 code:
     # it waits at the tail, where only tail marking (omega) puts it on probation
     new_on_probation: bool = True
 

@@ -1,0 +1,497 @@
+"""Trainer data loader: a torch IterableDataset over the shards a ledger lists, packed into
+seq_len + 1 token windows, split by rank and DataLoader worker, resumable mid-epoch.
+
+The samples of an epoch form one global sequence that depends only on (outputs, weights, seed,
+epoch, seq_len): see pipeline/loader/stream.py. Consumers (rank, worker) take whole batches of it:
+global step s holds samples [s * B * R, (s + 1) * B * R); rank r takes the r-th block of B of each
+step and DataLoader worker w of that rank takes the steps with s % num_workers == w, which is the
+order an in-order DataLoader hands them out. After every rank has taken n batches the samples seen
+are exactly the prefix [0, n * B * R), so a resume point is one number: the global sample index.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from pipeline.errors import LoaderError
+from pipeline.loader.batches import batch_items, step_ranges
+from pipeline.loader.dataloader import build_dataloader
+from pipeline.loader.shards import ShardStore, committed_shards
+from pipeline.loader.slots import Bundle, WorkerSlots
+from pipeline.loader.state import (
+    check_state,
+    consumer_state,
+    epoch_state,
+    global_state,
+    resume_sample,
+    start_point,
+)
+from pipeline.loader.stream import Mixture, PackedStream, segment_ids, warm_kernels
+from schemas.shards import token_type
+
+DTYPES = {torch.int64: np.int64, torch.int32: np.int32}
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """What one epoch delivers, counted from its start, for the current world size and batch."""
+
+    epoch: int
+    num_samples: int  # samples delivered (global, all ranks)
+    samples_per_step: int  # batch_size * world_size
+    steps: int  # global steps (batches per rank, the last one maybe partial unless drop_last)
+    stream_tokens: int  # documents' tokens plus one EOS each, over all sources
+    dropped_samples: int  # full windows dropped to keep every step full (drop_last)
+    dropped_tokens: int  # stream tokens no sample covers (partial window, dropped windows, mixing)
+
+
+class TokenDataset(IterableDataset):
+    """Packed token windows from one output (or a weighted mixture of several).
+
+    Yields dicts of `dtype` tensors (int64 by default; int32 halves the bytes moved):
+    `input_ids` and `labels` (the window shifted by one), plus `position_ids` (restarting at each
+    document) and `document_ids` (segment number within the window, for block-diagonal attention
+    masks) when asked, and `index` (global sample index, int64) when `return_index`. With
+    `batch_size` set, each item is a whole batch [batch_size, seq_len]: use
+    `DataLoader(dataset, batch_size=None)` (or `dataset.dataloader(...)`); that is what makes the
+    resume state exact with several workers. Without it, items are single samples [seq_len].
+
+    `input_ids` and `labels` are the views `w[:, :-1]` and `w[:, 1:]` of the batch's rows `w` of
+    one [samples, seq_len + 1] chunk array (about `chunk_tokens`, or `bundle_tokens` in a
+    dataloader() worker's shared slot; each token copied once; not contiguous: use
+    `.reshape`/`.flatten`, not `.view`); `position_ids`/`document_ids` are views of further blocks
+    of that array. A batch kept alive keeps its chunk alive. Exceptions: the padded labels of a
+    `drop_last=False` tail (their own copy), and pinned batches (`pin_memory`: contiguous pinned
+    copies, ready for non_blocking transfer).
+    """
+
+    def __init__(
+        self,
+        url: str | Sequence[str],
+        seq_len: int,
+        seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+        *,
+        batch_size: int | None = None,
+        weights: Sequence[float] | None = None,
+        shuffle: bool = True,
+        group_shards: int = 4,
+        eos_id: int | None = None,
+        pad_id: int | None = None,
+        drop_last: bool = True,
+        position_ids: bool = False,
+        document_ids: bool = False,
+        return_index: bool = False,
+        pin_memory: bool = False,
+        storage_options: dict[str, Any] | None = None,
+        cache_dir: str | None = None,
+        mix_block: int = 64,
+        dtype: torch.dtype | str = torch.int64,
+        chunk_tokens: int = 1 << 19,
+        bundle_tokens: int = 1 << 20,
+    ):
+        super().__init__()
+        urls = [url] if isinstance(url, str) else list(url)
+        if seq_len < 1 or (batch_size is not None and batch_size < 1):
+            raise ValueError(f"seq_len ({seq_len}) and batch_size ({batch_size}) must be >= 1")
+        if (rank is None) != (world_size is None) or (
+            rank is not None and not 0 <= rank < world_size
+        ):
+            raise ValueError(
+                f"rank={rank}, world_size={world_size}: give both, 0 <= rank < world_size"
+            )
+        if weights is not None and len(weights) != len(urls):
+            raise ValueError(f"{len(weights)} weights for {len(urls)} outputs")
+        self.urls, self.seq_len, self.seed = urls, seq_len, seed
+        self.rank, self.world_size, self.batch_size = rank, world_size, batch_size
+        self.shuffle, self.group_shards, self.drop_last = shuffle, group_shards, drop_last
+        self.position_ids, self.document_ids = position_ids, document_ids
+        self.return_index, self.pin_memory, self.mix_block = return_index, pin_memory, mix_block
+        self.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype {dtype}: int64 or int32")
+        self._np_dtype = DTYPES[self.dtype]
+        self.chunk_tokens, self.bundle_tokens = chunk_tokens, bundle_tokens
+        self.stores = [ShardStore(u, storage_options, cache_dir) for u in urls]
+        self.shards, tokenizers = zip(*(committed_shards(u, storage_options) for u in urls), strict=True)
+        if len({t["fingerprint"] for t in tokenizers}) > 1:
+            raise LoaderError(f"outputs {urls} were tokenized with different tokenizers")
+        self.tokenizer = tokenizers[0]
+        self.eos_id = eos_id if eos_id is not None else self.tokenizer.get("eos_id")
+        if self.eos_id is None:
+            raise LoaderError(f"tokenizer of {urls[0]} has no eos_id; pass eos_id=")
+        self.pad_id = self.eos_id if pad_id is None else pad_id
+        shard_dtype = np.dtype(token_type(self.tokenizer.get("vocab_size") or 0).to_pandas_dtype())
+        warm_kernels(self._np_dtype, shard_dtype, group_shards, ids=position_ids or document_ids)
+        self.weights = list(weights) if weights is not None else [1.0] * len(urls)
+        self.epoch = 0
+        self._resume: dict[str, Any] | None = None
+        # consumer state after the last yield here: (layout, start, next_step, sample), made
+        # into a dict only when asked (state_dict), not for every batch
+        self._progress: tuple | None = None
+        self._built: tuple[int, list[PackedStream], Mixture | None] | None = None
+        self._slots: WorkerSlots | None = None  # in a dataloader() worker: its shared slots
+        self._blocks: list[np.ndarray] = []  # chunk arrays this process may refill (_blank)
+
+    def __getstate__(self) -> dict:
+        """Pickled for spawned DataLoader workers: without this process's arrays and slots."""
+        state = dict(self.__dict__)
+        state.update(_blocks=[], _slots=None)
+        return state
+
+    # -- the global sample sequence -------------------------------------------------------------
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch to iterate; a loaded resume point applies only to its own epoch."""
+        if epoch != self.epoch:
+            self._progress = None
+        self.epoch = epoch
+
+    def _sources(self, epoch: int) -> tuple[list[PackedStream], Mixture | None]:
+        if self._built is None or self._built[0] != epoch:
+            streams = [
+                PackedStream(
+                    store,
+                    list(shards),
+                    eos_id=self.eos_id,
+                    seed=self._source_seed(i),
+                    epoch=epoch,
+                    shuffle=self.shuffle,
+                    group_shards=self.group_shards,
+                )
+                for i, (store, shards) in enumerate(zip(self.stores, self.shards, strict=True))
+            ]
+            mixture = None
+            if len(streams) > 1:
+                mixture = Mixture(
+                    self.weights,
+                    [s.total // (self.seq_len + 1) for s in streams],
+                    block=self.mix_block,
+                    seed=self.seed,
+                    epoch=epoch,
+                )
+            self._built = (epoch, streams, mixture)
+        return self._built[1], self._built[2]
+
+    def _source_seed(self, i: int) -> int:
+        return (
+            self.seed
+            if len(self.urls) == 1
+            else int(np.random.SeedSequence([self.seed, i]).generate_state(1)[0])
+        )
+
+    def _world(self) -> tuple[int, int]:
+        if self.rank is not None:
+            return self.world_size, self.rank
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_world_size(), torch.distributed.get_rank()
+        return 1, 0
+
+    def _counts(self, epoch: int) -> tuple[int, int, int]:
+        """(full windows, windows incl. a padded partial one, stream tokens) of an epoch."""
+        streams, mixture = self._sources(epoch)
+        window = self.seq_len + 1
+        total = sum(s.total for s in streams)
+        if mixture is not None:
+            return mixture.num_samples, mixture.num_samples, total
+        full = total // window
+        return full, full + (1 if total % window and not self.drop_last else 0), total
+
+    def _end(self, epoch: int, start: int, per_step: int) -> int:
+        full, padded, _ = self._counts(epoch)
+        if self.drop_last:
+            return start + max(full - start, 0) // per_step * per_step
+        return padded
+
+    def plan(self, epoch: int | None = None) -> EpochPlan:
+        """Sample and token counts of an epoch from its start, with the drop-last tail reported."""
+        epoch = self.epoch if epoch is None else epoch
+        world, _ = self._world()
+        per_step = (self.batch_size or 1) * world
+        full, _, total = self._counts(epoch)
+        n = self._end(epoch, 0, per_step)
+        covered = min(n * (self.seq_len + 1), total)
+        return EpochPlan(
+            epoch, n, per_step, -(-n // per_step), total, max(full - n, 0), total - covered
+        )
+
+    # -- iteration -----------------------------------------------------------------------------
+
+    def _layout(self) -> list[int]:
+        world, rank = self._world()
+        info = get_worker_info()
+        workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
+        return [world, rank, workers, worker, self.batch_size or 1]
+
+    def _loaded(self) -> dict[str, Any] | None:
+        """The loaded resume state when it is of the current epoch."""
+        return self._resume if self._resume and self._resume["epoch"] == self.epoch else None
+
+    def _start(self, layout: list[int]) -> tuple[int, int, int]:
+        """(global start sample, this consumer's first step, sample reported before any yield)."""
+        return start_point(self._loaded(), layout)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor] | Bundle]:
+        slots = self._slots if get_worker_info() is not None else None
+        if slots is not None:  # a dataloader() worker: the main process says where to start
+            self.epoch, sample = slots.begin()
+            self._resume = {"epoch": self.epoch, "sample": sample, "exact": True}
+        layout = self._layout()
+        world, rank, workers, worker, batch = layout
+        epoch, per_step = self.epoch, batch * world
+        chunk = self._chunk_batches(self.chunk_tokens if slots is None else self.bundle_tokens)
+        if slots is not None:  # bundles of `chunk` consecutive steps per worker: part of layout
+            layout.append(chunk)
+        start, step, sample = self._start(layout)
+        end = self._end(epoch, start, per_step)
+        self._progress = (layout, start, step, sample)
+        if slots is not None:
+            yield from self._bundles(slots, layout, start, step, end)
+            return
+        single = self.batch_size is None
+        base = start + rank * batch  # sample a of step s is base + s * per_step
+        while True:  # `chunk` of this consumer's steps at a time: one fill, then views of it
+            ranges = step_ranges(
+                range(step, step + chunk * workers, workers), base, per_step, batch, end
+            )
+            if not ranges:
+                return
+            block, valid, source = self._chunk(ranges, epoch, self._np_dtype)
+            for item in self._items(block, ranges, valid, source, single):
+                done = start + (step + 1) * per_step
+                step += workers
+                self._progress = (layout, start, step, done if done < end else end)
+                yield item
+
+    def _bundles(
+        self, slots: WorkerSlots, layout: list[int], start: int, step: int, end: int
+    ) -> Iterator[Bundle]:
+        """A dataloader() worker: bundles of `chunk` consecutive steps (bundle j goes to worker
+        j % workers, the order an in-order DataLoader hands items out), each filled into a free
+        shared slot, or sent by value when the main process holds every slot of this worker."""
+        world, rank, workers, worker, batch, chunk = layout
+        per_step, base = batch * world, start + rank * batch
+        while True:
+            ranges = step_ranges(range(step, step + chunk), base, per_step, batch, end)
+            if not ranges:
+                return
+            slot = slots.take()
+            if slot is None:
+                block, valid, source = self._chunk(ranges, self.epoch, self._np_dtype)
+                bundle = Bundle(worker, -1, ranges, valid, source, torch.from_numpy(block))
+            else:
+                rows = sum(b - a for a, b in ranges)
+                block = slots.slots[slot, :, :rows]
+                valid, source = self._fill_ranges(ranges, self.epoch, block)
+                bundle = Bundle(worker, slot, ranges, valid, source)
+            done = start + (step + len(ranges)) * per_step
+            step += chunk * workers
+            self._progress = (layout, start, step, done if done < end else end)
+            yield bundle
+
+    def _chunk_batches(self, tokens: int) -> int:
+        """Batches (or samples, without batch_size) read in one fill of about `tokens`."""
+        return max(1, tokens // ((self.batch_size or 1) * (self.seq_len + 1)))
+
+    def _state(self, sample: int, exact: bool) -> dict[str, Any]:
+        return epoch_state(self.epoch, sample, self.seed, self.seq_len, exact)
+
+    def _consumer_state(self, layout: list[int], start: int, next_step: int, sample: int) -> dict:
+        return consumer_state(self._state(sample, layout[2] == 1), layout, start, next_step)
+
+    def _rows(self) -> int:
+        """Blocks of one batch's storage: the windows, then position and/or document ids."""
+        return 1 + self.position_ids + self.document_ids
+
+    def _chunk(
+        self, ranges: list[tuple[int, int]], epoch: int, dtype: type
+    ) -> tuple[np.ndarray, int, np.ndarray | None]:
+        """A fresh [rows, samples, seq_len + 1] block holding the sample ranges, in order."""
+        n = sum(b - a for a, b in ranges)
+        block = self._blank((self._rows(), n, self.seq_len + 1), dtype)
+        return block, *self._fill_ranges(ranges, epoch, block)
+
+    def _blank(self, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+        """An array to fill: a recycled chunk array when nothing references it any more (no
+        batch tensor or view of it is alive: they all hold a reference to it), else a new one.
+        Refilling warm memory avoids the page faults of fresh allocations of this size (about
+        0.45 ns a token here, as much as the copy itself)."""
+        for block in self._blocks:  # references: the list, `block`, getrefcount's argument
+            if sys.getrefcount(block) == 3 and block.shape == shape and block.dtype == dtype:
+                return block
+        block = np.empty(shape, dtype=dtype)
+        if len(self._blocks) < 4:
+            self._blocks.append(block)
+        else:  # replace the oldest entry
+            self._blocks = [*self._blocks[1:], block]
+        return block
+
+    def _fill_ranges(
+        self, ranges: list[tuple[int, int]], epoch: int, block: np.ndarray
+    ) -> tuple[int, np.ndarray | None]:
+        """_fill for several sample ranges placed one after another in block (one read when
+        they follow each other in the stream, as a lone rank's consecutive steps do)."""
+        if all(ranges[i][1] == ranges[i + 1][0] for i in range(len(ranges) - 1)):
+            return self._fill(ranges[0][0], ranges[-1][1], epoch, block)
+        at, sources = 0, []
+        for a, b in ranges:
+            valid, source = self._fill(a, b, epoch, block[:, at : at + b - a])
+            sources.append(source)
+            at += b - a
+        return valid, None if sources[0] is None else np.concatenate(sources)
+
+    def _fill(self, a: int, b: int, epoch: int, block: np.ndarray) -> tuple[int, np.ndarray | None]:
+        """Samples a .. b-1 into block[0] ([n, seq_len + 1] windows) and the requested ids into
+        block[1:] (first seq_len columns). Returns (valid tokens of the last window, the source
+        of each sample when mixing)."""
+        streams, mixture = self._sources(epoch)
+        window, n = self.seq_len + 1, b - a
+        tokens = block[0]
+        wants_bounds = self.position_ids or self.document_ids
+        starts = np.zeros((n, window), dtype=bool) if wants_bounds else None
+        valid, source = window, None
+        if mixture is None:
+            flat = tokens.reshape(-1)  # block[0] is contiguous: a view
+            got = streams[0].read(a * window, flat, None if starts is None else starts.reshape(-1))
+            if got < n * window:  # the padded partial window (drop_last=False)
+                flat[got:] = self.pad_id
+                valid = got - (n - 1) * window
+        else:
+            sources, local = mixture.locate(a, b)
+            for s in np.unique(sources):
+                rows = np.flatnonzero(sources == s)  # consecutive windows of source s
+                part = np.empty((len(rows), window), dtype=tokens.dtype)
+                bounds = None if starts is None else np.zeros((len(rows), window), dtype=bool)
+                streams[s].read(
+                    int(local[rows[0]]) * window,
+                    part.reshape(-1),
+                    None if bounds is None else bounds.reshape(-1),
+                )
+                tokens[rows] = part
+                if starts is not None:
+                    starts[rows] = bounds
+            source = sources.astype(np.int64)
+        if starts is not None:
+            position = 1 if self.position_ids else -1
+            segment_ids(block, starts, position, 1 + self.position_ids if self.document_ids else -1)
+        return valid, source
+
+    def _items(
+        self,
+        block: np.ndarray,
+        ranges: list[tuple[int, int]],
+        valid: int,
+        source: np.ndarray | None,
+        single: bool = False,
+        pin: bool | None = None,
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """The batch dicts (or samples, `single`) of the sample ranges held by one
+        [rows, samples, seq_len + 1] block (batch_items); pinned copies with pin_memory in the
+        main process."""
+        if pin is None:
+            pin = self.pin_memory and get_worker_info() is None and torch.cuda.is_available()
+        return batch_items(
+            block,
+            ranges,
+            valid,
+            source,
+            seq_len=self.seq_len,
+            position_ids=self.position_ids,
+            document_ids=self.document_ids,
+            return_index=self.return_index,
+            single=single,
+            pin=pin,
+        )
+
+    def samples(self, a: int, b: int, epoch: int | None = None) -> dict[str, torch.Tensor]:
+        """Global samples a .. b-1 of an epoch (default: the current one) as one batch
+        (always batch-shaped, also with batch_size=None)."""
+        epoch = self.epoch if epoch is None else epoch
+        block, valid, source = self._chunk([(a, b)], epoch, self._np_dtype)
+        return next(self._items(block, [(a, b)], valid, source))
+
+    # -- resume --------------------------------------------------------------------------------
+
+    def state_dict(self, steps: int | None = None) -> dict[str, Any]:
+        """The resume point. In a consumer (a DataLoader worker, or this process when it iterated
+        itself) it is that consumer's exact position. With `steps` (batches this rank took since
+        the iteration began) it is the global position, right for any DataLoader."""
+        if steps is None and self._progress is not None:
+            return self._consumer_state(*self._progress)
+        loaded = self._loaded()
+        base = loaded["sample"] if loaded else 0
+        world, _ = self._world()
+        per_step = (self.batch_size or 1) * world
+        sample = min(base + (steps or 0) * per_step, self._end(self.epoch, base, per_step))
+        return self._state(sample, exact=True)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from a state of `state_dict` or `global_state` (also with another world size
+        or worker count when the state is global)."""
+        check_state(state, seed=self.seed, seq_len=self.seq_len)
+        self.epoch = state["epoch"]
+        self._resume = dict(state)
+        self._progress = None
+
+    global_state = staticmethod(global_state)
+
+    def dataloader(
+        self,
+        num_workers: int = 0,
+        *,
+        stateful: bool = False,
+        pin_memory: bool | None = None,
+        prefetch_factor: int | None = None,
+        shared_slots: bool = True,
+        **kwargs: Any,
+    ) -> DataLoader:
+        """A DataLoader (or torchdata StatefulDataLoader) set up the way this dataset expects.
+
+        With workers (and a dataset batch_size, and no collate_fn), `shared_slots` makes the
+        workers fill bundles of batches (about chunk_tokens) into shared-memory slots and send
+        only slot numbers; batches are handed out as views of the slots, and a slot is reused
+        only once nothing references it (pipeline/loader/slots.py). Workers are persistent
+        unless `persistent_workers=False` is passed: they follow set_epoch and load_state_dict
+        (each iteration tells them where to start), and torch's fork and join of every worker
+        each epoch is saved. Otherwise every batch travels as torch's per-tensor
+        shared-memory segments. Without workers (plain DataLoader), batches come straight from
+        the dataset's iterator: the same items, without the DataLoader's per-batch profiler
+        annotation and conversion walk (about 60 us a batch here)."""
+        return build_dataloader(
+            self,
+            num_workers,
+            stateful=stateful,
+            pin_memory=pin_memory,
+            prefetch_factor=prefetch_factor,
+            shared_slots=shared_slots,
+            **kwargs,
+        )
+
+    # -- shared batch slots (DataLoader workers, see pipeline/loader/slots.py) ------------------
+
+    def _ring_shape(self, workers: int, slots: int) -> tuple[int, ...]:
+        samples = self._chunk_batches(self.bundle_tokens) * self.batch_size
+        return (workers, slots, self._rows(), samples, self.seq_len + 1)
+
+    def _resume_sample(self) -> int:
+        """Where the next iteration of this (main process) dataset starts: a loaded global
+        state of the current epoch, else 0."""
+        return resume_sample(self._loaded(), self._layout())
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "urls": self.urls,
+            "seq_len": self.seq_len,
+            "eos_id": self.eos_id,
+            "tokenizer": self.tokenizer,
+            **asdict(self.plan()),
+        }
+

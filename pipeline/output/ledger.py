@@ -1,0 +1,64 @@
+"""The ledger: one JSON entry per committed unit, written LAST (the commit point), plus the job
+manifest and run summaries. Readers only ever read what the ledger lists: `iter_committed`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from pipeline.errors import LedgerError
+from pipeline.output.storage import Output
+from schemas.layout import JOB_MANIFEST, LEDGER_DIR, RUNS_DIR, ledger_suffix
+from schemas.records import LedgerEntry, RecordError, RunSummary
+
+
+def read_entry(output: Output, rel: str) -> LedgerEntry:
+    """One ledger entry; a malformed one is a LedgerError naming the object."""
+    try:
+        return LedgerEntry.from_json(output.read_json(rel))
+    except (RecordError, ValueError, TypeError) as exc:
+        raise LedgerError(f"ledger entry {output.url}/{rel} is malformed: {exc}") from exc
+
+
+def committed_entries(output: Output, config_hash: str | None = None) -> list[LedgerEntry]:
+    """Every ledger entry of the output (optionally only those of one config), sorted by unit."""
+    names = output.list(LEDGER_DIR, ledger_suffix(config_hash))
+    entries = [read_entry(output, f"{LEDGER_DIR}/{name}") for name in names]
+    return sorted(entries, key=lambda e: (e.unit.url, e.unit.start))
+
+
+def iter_committed(output: Output, config_hash: str | None = None) -> Iterator[LedgerEntry]:
+    """The committed units of an output, in unit order: the only way a reader learns which shard,
+    rejects, sidecar and unigram files count (anything else under the prefix is an orphan)."""
+    yield from committed_entries(output, config_hash)
+
+
+def committed_unit_ids(output: Output, config_hash: str) -> set[str]:
+    return {name.split(".", 1)[0] for name in output.list(LEDGER_DIR, ledger_suffix(config_hash))}
+
+
+def read_manifest(output: Output) -> dict[str, Any] | None:
+    return output.read_json(JOB_MANIFEST) if output.exists(JOB_MANIFEST) else None
+
+
+def check_manifest(output: Output, manifest: dict[str, Any]) -> None:
+    """Refuse to mix two configurations in one output; write the manifest on first use."""
+    existing = read_manifest(output)
+    if existing is None:
+        output.write_json(JOB_MANIFEST, manifest)
+        return
+    if existing.get("config_hash") != manifest["config_hash"]:
+        raise LedgerError(
+            f"output {output.url} already holds shards of another configuration "
+            f"(config {existing.get('config_hash')}, tokenizer {existing.get('tokenizer', {}).get('fingerprint')}); "
+            f"this job has config {manifest['config_hash']}. Use --overwrite or another output."
+        )
+
+
+def write_run_summary(output: Output, summary: RunSummary) -> str:
+    """Write a run summary under runs/; returns its object name."""
+    run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{summary.run_nonce or '0'}"
+    rel = f"{RUNS_DIR}/{run_id}.json"
+    output.write_json(rel, {"run_id": run_id, **summary.to_json()})
+    return rel

@@ -1,0 +1,26 @@
+"""Where documents enter: input globs are planned into WorkUnits and each unit is read back as
+bounded DocBatches, by an `InputFormat` from the registry (one module per format).
+
+A WorkUnit is a newline-aligned byte range of an uncompressed JSONL/text file, one Parquet row
+group, one whole compressed file (or whole text file in `text_mode: file`), or one committed shard.
+Every record read ends up as a document or as a `Reject` naming its file, byte offset and line."""
+
+from pipeline.tokenize.inputs import jsonl, parquet, shards, text  # noqa: F401  (register formats)
+from pipeline.tokenize.inputs.planning import expand_inputs, plan_units, read_unit
+from pipeline.tokenize.inputs.registry import InputFormat, detect, format_names, register_format
+from pipeline.tokenize.inputs.types import DocBatch, InputFile, ReadOptions, Reject, WorkUnit
+
+__all__ = [
+    "DocBatch",
+    "InputFile",
+    "InputFormat",
+    "ReadOptions",
+    "Reject",
+    "WorkUnit",
+    "detect",
+    "expand_inputs",
+    "format_names",
+    "plan_units",
+    "read_unit",
+    "register_format",
+]

@@ -1,0 +1,105 @@
+"""What every input format shares: building bounded DocBatches, and the checks that turn a record
+into a document or a reject with its reason."""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+from collections.abc import Callable
+from typing import Any
+
+from pipeline.tokenize.inputs.types import DocBatch, ReadOptions, Reject, WorkUnit
+from schemas.shards import REJECT_RAW_BYTES
+
+Position = tuple[int | None, int | None, int | None]  # (byte offset, 1-based line, Parquet row)
+
+
+class BatchBuilder:
+    """Collects one unit's documents and rejects into batches of at most `batch_docs` documents or
+    `batch_bytes` text bytes; every record read goes through `accept` or `reject`."""
+
+    def __init__(self, unit: WorkUnit, opts: ReadOptions):
+        self.unit = unit
+        self.opts = opts
+        self.default_source = posixpath.basename(unit.url)
+        self._batch = DocBatch()
+
+    @property
+    def blank(self) -> int:
+        return self._batch.blank
+
+    def skip_blank(self) -> None:
+        self._batch.blank += 1
+
+    def full(self) -> bool:
+        b = self._batch
+        return len(b.texts) >= self.opts.batch_docs or b.nbytes >= self.opts.batch_bytes
+
+    def take(self) -> DocBatch:
+        batch, self._batch = self._batch, DocBatch()
+        return batch
+
+    def reject(
+        self, offset: int | None, line: int | None, row: int | None, reason: str, raw: bytes
+    ) -> None:
+        self._batch.rejects.append(
+            Reject(self.unit.url, offset, line, row, reason, raw[:REJECT_RAW_BYTES])
+        )
+
+    def accept(self, doc_id: str, text: str, nbytes: int, source: Any, lang: Any) -> None:
+        b = self._batch
+        b.doc_ids.append(doc_id)
+        b.texts.append(text)
+        b.sources.append(source if isinstance(source, str) else self.default_source)
+        b.langs.append(lang if isinstance(lang, str) else None)
+        b.byte_lengths.append(nbytes)
+        b.nbytes += nbytes
+
+    def fallback_id(self, offset: int) -> str:
+        """The id of a document whose record has none: a hash of (url, offset or row)."""
+        return hashlib.sha256(f"{self.unit.url}\0{offset}".encode()).hexdigest()[:24]
+
+    def check_text(self, text: Any, where: str) -> tuple[str | None, int]:
+        """(reason, utf8 length): reason is None when the text is acceptable."""
+        if not isinstance(text, str):
+            return f"{where} is {type(text).__name__}, expected string", 0
+        if not text:
+            return "empty text", 0
+        try:
+            nbytes = len(text.encode("utf-8"))
+        except UnicodeEncodeError as exc:
+            return f"text has a lone surrogate at character {exc.start} (not encodable as UTF-8)", 0
+        if nbytes > self.opts.max_doc_bytes:
+            return (
+                f"document too large: {nbytes} bytes > max_doc_bytes {self.opts.max_doc_bytes}",
+                nbytes,
+            )
+        return None, nbytes
+
+    def record(
+        self, record: dict[str, Any], position: Position, key: int, raw: Callable[[], bytes]
+    ) -> None:
+        """One parsed record (a JSON object or a Parquet row) at `position`: rejected with its
+        reason, or accepted (its id, else one derived from `key`). `raw` makes the reject's raw
+        bytes, and is called only for a reject."""
+        opts = self.opts
+        if opts.text_field not in record:
+            self.reject(*position, f"missing text field {opts.text_field!r}", raw())
+            return
+        reason, nbytes = self.check_text(
+            record[opts.text_field], f"text field {opts.text_field!r}"
+        )
+        if reason:
+            self.reject(*position, reason, raw())
+            return
+        doc_id = record.get(opts.id_field)
+        doc_id = (
+            str(doc_id) if isinstance(doc_id, (str, int)) and not isinstance(doc_id, bool) else None
+        )
+        self.accept(
+            doc_id or self.fallback_id(key),
+            record[opts.text_field],
+            nbytes,
+            record.get(opts.source_field),
+            record.get(opts.lang_field),
+        )

@@ -1,0 +1,196 @@
+"""Line-oriented inputs (JSON lines, plain text): units are newline-aligned byte ranges of an
+uncompressed file or a whole compressed file, read as a stream of lines of bounded size."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from pipeline.output.storage import url_to_fs
+from pipeline.tokenize.inputs.batching import BatchBuilder
+from pipeline.tokenize.inputs.registry import InputFormat
+from pipeline.tokenize.inputs.types import DocBatch, InputFile, ReadOptions, WorkUnit
+from schemas.shards import REJECT_RAW_BYTES
+
+READ_BLOCK = 1 << 20
+BOM = b"\xef\xbb\xbf"
+
+
+def open_unit(unit: WorkUnit, storage_options: dict | None):
+    """A binary stream of the unit's file, decompressed."""
+    fs, path = url_to_fs(unit.url, storage_options)
+    if unit.compression == "zstd":
+        # Not fsspec's zstandard stream_reader: it returns EOF silently when the input is truncated
+        # (a cut at a line end would lose documents unnoticed). Arrow's stream reads every frame,
+        # bounds its output per read, and raises OSError("Truncated compressed stream").
+        import pyarrow as pa
+
+        return pa.CompressedInputStream(fs.open(path, "rb"), "zstd")
+    return fs.open(path, "rb", compression=unit.compression)
+
+
+def aligned_bounds(fs, path: str, size: int, unit_bytes: int) -> list[int]:
+    """Unit boundaries at line starts: each nominal boundary moves to just after the next newline."""
+    bounds = [0]
+    with fs.open(path, "rb") as handle:
+        for nominal in range(unit_bytes, size, unit_bytes):
+            if nominal <= bounds[-1]:
+                continue
+            handle.seek(nominal - 1)
+            pos = nominal - 1
+            while True:
+                block = handle.read(READ_BLOCK)
+                if not block:
+                    pos = size
+                    break
+                nl = block.find(b"\n")
+                if nl >= 0:
+                    pos += nl + 1
+                    break
+                pos += len(block)
+            if pos < size and pos > bounds[-1]:
+                bounds.append(pos)
+    bounds.append(size)
+    return bounds
+
+
+def _first_bytes(parts: list[bytes], n: int) -> bytes:
+    """The first n bytes of the concatenation of parts, without joining them all."""
+    head = bytearray()
+    for part in parts:
+        head += part[: n - len(head)]
+        if len(head) >= n:
+            break
+    return bytes(head)
+
+
+def iter_lines(
+    stream, start: int, end: int, max_record_bytes: int
+) -> Iterator[tuple[int, bytes | None, bytes]]:
+    """Yield (offset, line or None if too large, head) for each line in [start, end) of a stream.
+
+    Lines longer than max_record_bytes are never held whole: they yield None plus their first bytes.
+    `end` = -1 reads to the end of the stream. Decompression errors propagate as they happen.
+    (Hot loop: one pass over every input byte.)
+    """
+    pos = start
+    pending: list[bytes] = []
+    pending_len = 0
+    oversized = False
+    head = b""
+    line_start = start
+    remaining = None if end < 0 else end - start
+    while remaining is None or remaining > 0:
+        want = READ_BLOCK if remaining is None else min(READ_BLOCK, remaining)
+        block = stream.read(want)
+        if not block:
+            break
+        if remaining is not None:
+            remaining -= len(block)
+        view_start = 0
+        while True:
+            nl = block.find(b"\n", view_start)
+            piece = block[view_start : nl if nl >= 0 else len(block)]
+            if not oversized:
+                if pending_len + len(piece) > max_record_bytes:
+                    oversized = True
+                    head = _first_bytes([*pending, piece], REJECT_RAW_BYTES)
+                    pending, pending_len = [], 0
+                else:
+                    pending.append(piece)
+                    pending_len += len(piece)
+            if nl < 0:
+                break
+            if oversized:
+                yield line_start, None, head
+            else:
+                line = b"".join(pending)
+                yield line_start, line, line[:REJECT_RAW_BYTES]
+            pos_after = pos + nl + 1
+            line_start = pos_after
+            pending, pending_len, oversized, head = [], 0, False, b""
+            view_start = nl + 1
+        pos += len(block)
+    if oversized:
+        yield line_start, None, head
+    elif pending_len:
+        line = b"".join(pending)
+        yield line_start, line, line[:REJECT_RAW_BYTES]
+
+
+class LineFormat(InputFormat):
+    """A format with one record per line; subclasses say what a line's text becomes."""
+
+    def plan_file(self, file: InputFile, opts: ReadOptions) -> list[WorkUnit]:
+        if file.compression or file.size <= opts.unit_bytes:
+            return [WorkUnit(file.url, self.name, file.compression, 0, -1, file.size, file.etag)]
+        bounds = aligned_bounds(file.fs, file.path, file.size, opts.unit_bytes)
+        return [
+            WorkUnit(file.url, self.name, None, a, b, file.size, file.etag)
+            for a, b in zip(bounds, bounds[1:], strict=False)
+        ]
+
+    def read(
+        self, unit: WorkUnit, opts: ReadOptions, storage_options: dict | None
+    ) -> Iterator[DocBatch]:
+        out = BatchBuilder(unit, opts)
+        line_no: int | None = 1 if unit.start == 0 else None
+        last_offset = unit.start
+        try:
+            with open_unit(unit, storage_options) as stream:
+                if unit.start:
+                    stream.seek(unit.start)
+                for offset, raw, head in iter_lines(
+                    stream, unit.start, unit.end, opts.max_record_bytes
+                ):
+                    last_offset = offset
+                    self._line(out, offset, line_no, raw, head)
+                    if line_no is not None:
+                        line_no += 1
+                    if out.full():
+                        yield out.take()
+        except (EOFError, OSError, ValueError) as exc:
+            if isinstance(exc, FileNotFoundError):
+                raise
+            where = "decompressed offset" if unit.compression else "offset"
+            out.reject(
+                last_offset,
+                None,
+                None,
+                f"unreadable input after {where} {last_offset}: {type(exc).__name__}: {exc}",
+                b"",
+            )
+        yield out.take()
+
+    def _line(
+        self, out: BatchBuilder, offset: int, line_no: int | None, raw: bytes | None, head: bytes
+    ) -> None:
+        if raw is None:
+            out.reject(
+                offset,
+                line_no,
+                None,
+                f"record too large: more than max_record_bytes {out.opts.max_record_bytes} bytes",
+                head,
+            )
+            return
+        if offset == 0 and raw.startswith(BOM):
+            raw = raw[len(BOM) :]
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        if not raw.strip():
+            out.skip_blank()
+            return
+        try:
+            decoded = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            out.reject(
+                offset, line_no, None, f"invalid UTF-8 at byte {exc.start} of the record", raw
+            )
+            return
+        self.parse_line(out, offset, line_no, decoded, raw)
+
+    def parse_line(
+        self, out: BatchBuilder, offset: int, line_no: int | None, text: str, raw: bytes
+    ) -> None:
+        """One non-blank, valid UTF-8 line (without its line end)."""
+        raise NotImplementedError

@@ -1,0 +1,106 @@
+"""Committed shards as an input (re-tokenization through bytes): one WorkUnit per ledger entry of the
+input output, documents decoded back to their exact UTF-8 bytes with the tokenizer that wrote them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from functools import lru_cache
+
+from pipeline.errors import InputError
+from pipeline.output import Output, iter_committed, read_manifest, url_to_fs, with_retries
+from pipeline.tokenize.inputs.batching import BatchBuilder
+from pipeline.tokenize.inputs.registry import InputFormat, register_format
+from pipeline.tokenize.inputs.types import DocBatch, InputFile, ReadOptions, WorkUnit
+from tokenizers_impl import TokenizerBase, load_tokenizer
+
+
+class ShardsFormat(InputFormat):
+    name = "shards"
+    plans_inputs = True
+
+    def plan_inputs(
+        self, inputs: list[str], opts: ReadOptions, storage_options: dict | None
+    ) -> list[WorkUnit]:
+        """One unit per committed shard of each input output URL (ids include the checksum)."""
+        units: list[WorkUnit] = []
+        for url in inputs:
+            output = Output(url, storage_options)
+            entries = list(iter_committed(output))
+            if not entries:
+                raise InputError(f"input {url!r} has no committed shards (no ledger entries)")
+            units.extend(
+                WorkUnit(
+                    url=f"{output.url}/{entry.shard}",
+                    fmt=self.name,
+                    compression=None,
+                    start=0,
+                    end=-1,
+                    size=int(entry.bytes),
+                    etag=entry.shard_checksum,
+                )
+                for entry in entries
+            )
+        return units
+
+    def plan_file(self, file: InputFile, opts: ReadOptions) -> list[WorkUnit]:
+        raise InputError("format 'shards' reads committed outputs, not files")
+
+    def read(
+        self, unit: WorkUnit, opts: ReadOptions, storage_options: dict | None
+    ) -> Iterator[DocBatch]:
+        """Documents of a committed shard, decoded to their exact bytes by the source tokenizer."""
+        import pyarrow as pa
+
+        out = BatchBuilder(unit, opts)
+        tokenizer = decoder_for(opts.source_tokenizer, storage_options)
+        fs, path = url_to_fs(unit.url, storage_options)
+        data = with_retries(lambda: fs.cat_file(path), f"read {path}")
+        reader = pa.ipc.open_file(pa.BufferReader(data))
+        row = 0
+        for i in range(reader.num_record_batches):
+            rb = reader.get_batch(i)
+            ids, sources, langs = (rb.column(n).to_pylist() for n in ("doc_id", "source", "lang"))
+            tokens = rb.column("tokens")
+            for j in range(rb.num_rows):
+                raw = tokenizer.decode_bytes(tokens[j].values.to_numpy(zero_copy_only=False))
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    reason = f"tokens decode to invalid UTF-8 at byte {exc.start}"
+                    out.reject(None, None, row, reason, raw)
+                else:
+                    out.accept(ids[j], text, len(raw), sources[j], langs[j])
+                row += 1
+                if out.full():
+                    yield out.take()
+        yield out.take()
+
+
+def source_tokenizer_spec(input_url: str, storage_options: dict | None = None) -> str:
+    """The KIND:PATH of the tokenizer that wrote an output (from its job manifest)."""
+    manifest = read_manifest(Output(input_url, storage_options))
+    spec = (manifest or {}).get("tokenizer_spec")
+    if not spec:
+        raise InputError(
+            f"{input_url!r} has no job manifest naming its tokenizer; pass --source-tokenizer"
+        )
+    return f"{spec['kind']}:{spec['path']}"
+
+
+@lru_cache(maxsize=4)
+def _load(spec: str, storage_key: str) -> TokenizerBase:
+    return load_tokenizer(spec, storage_options=json.loads(storage_key) or None)
+
+
+def decoder_for(spec: str, storage_options: dict | None) -> TokenizerBase:
+    """The source tokenizer (loaded once per process); it must be lossless to re-tokenize."""
+    tokenizer = _load(spec, json.dumps(storage_options or {}, sort_keys=True))
+    if not tokenizer.lossless:
+        raise InputError(
+            f"source tokenizer {spec!r} is not lossless: its tokens do not give back the text"
+        )
+    return tokenizer
+
+
+register_format(ShardsFormat())

@@ -1,0 +1,61 @@
+"""The types that cross the input seam (a leaf: it imports only schemas): how records are found
+(`ReadOptions`), what a unit is (`WorkUnit`, defined with the on-disk records since the ledger
+stores it), and what a reader yields (`DocBatch` of accepted documents plus `Reject`s)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas.records import Reject, WorkUnit
+
+__all__ = ["DocBatch", "InputFile", "ReadOptions", "Reject", "WorkUnit"]
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How records are found in input files (part of the job config; all fields hash into the
+    config hash, so changing one gives new shard names)."""
+
+    format: str = "auto"  # auto, or an input format name: jsonl | text | parquet | shards
+    text_mode: str = "line"  # for text inputs: one document per "line" or per "file"
+    text_field: str = "text"
+    id_field: str = "id"
+    source_field: str = "source"
+    lang_field: str = "lang"
+    unit_bytes: int = 64 << 20
+    max_doc_bytes: int = 32 << 20  # UTF-8 bytes of one document's text
+    max_record_bytes: int = 64 << 20  # raw bytes of one input line/record (JSON escapes included)
+    batch_docs: int = 256
+    batch_bytes: int = 4 << 20
+    source_tokenizer: str = ""  # format "shards": KIND:PATH of the tokenizer that wrote the input
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One input file found by planning: where it is, and what identifies its current version."""
+
+    fs: Any  # the fsspec filesystem
+    path: str  # the path on that filesystem
+    url: str  # the canonical URL recorded in units (a plain path for local files)
+    size: int
+    etag: str
+    compression: str | None
+
+
+@dataclass
+class DocBatch:
+    """A bounded batch of one unit's records: accepted documents (parallel lists) and rejects."""
+
+    doc_ids: list[str] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    sources: list[str | None] = field(default_factory=list)
+    langs: list[str | None] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    byte_lengths: list[int] = field(default_factory=list)  # UTF-8 bytes of each text
+    nbytes: int = 0
+    blank: int = 0  # blank lines skipped (not records)
+
+    @property
+    def records(self) -> int:
+        return len(self.texts) + len(self.rejects)

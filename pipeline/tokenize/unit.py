@@ -1,0 +1,278 @@
+"""Where documents become tokens: process one WorkUnit end to end (read -> tokenize -> shard ->
+rejects -> ledger entry, written last). Plain Python, so the Ray actor and tests share it."""
+
+from __future__ import annotations
+
+import time
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.output.shards import (
+    RejectsWriter,
+    ShardWriter,
+    file_checksum,
+    list_array,
+    token_column,
+)
+from pipeline.output.storage import Output
+from pipeline.tokenize.inputs import DocBatch, ReadOptions, WorkUnit, read_unit
+from pipeline.tokenize.textstats import batch_stats
+from pipeline.tokenize.unigrams import UnigramCounter
+from schemas.layout import UnitNames
+from schemas.records import LedgerEntry
+from schemas.shards import SCHEMA_VERSION, TOKENMILL_VERSION, shard_schema
+from tokenizers_impl import EncodedBatch, TokenizerBase
+
+
+@dataclass(frozen=True)
+class UnitTask:
+    """What a worker needs besides its tokenizer: read options, output options, the config hash."""
+
+    read: ReadOptions
+    config_hash: str
+    token_offsets: bool
+    word_stats: bool
+    storage_options: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class UnitOutcome:
+    """A unit's ledger entry, and whether it was already committed before this call."""
+
+    entry: LedgerEntry
+    already_committed: bool = False
+
+
+@dataclass
+class UnitCounts:
+    """Documents, tokens and text measures of one unit; read = documents + rejected."""
+
+    docs_read: int = 0
+    documents: int = 0
+    rejected: int = 0
+    tokens: int = 0
+    bytes: int = 0
+    chars: int = 0
+    words: int = 0
+    blank_lines: int = 0
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent per stage of one unit (recorded in its ledger entry)."""
+
+    read_s: float = 0.0
+    tokenize_s: float = 0.0
+    stats_s: float = 0.0
+    write_s: float = 0.0
+
+
+class UnitFiles:
+    """The spool files of one unit and their writers. Nothing is visible in the output until
+    `commit`, which publishes the files in a fixed order; the caller writes the ledger entry last."""
+
+    def __init__(self, output: Output, schema: pa.Schema, tokenizer: TokenizerBase):
+        self.output = output
+        self.tokenizer = tokenizer
+        self._stack = ExitStack()
+        spool = [self._stack.enter_context(output.spool()) for _ in range(4)]
+        self._shard_tmp, self._rejects_tmp, self._sidecar_tmp, self._unigrams_tmp = spool
+        self.shard = ShardWriter(self._shard_tmp, schema)
+        self.rejects = RejectsWriter(self._rejects_tmp)
+        self.unigrams = UnigramCounter(tokenizer.vocab_size)
+        self._sidecar_sink = self._sidecar = None
+
+    def __enter__(self) -> UnitFiles:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stack.close()  # removes whatever spool files were not committed
+
+    def write_sidecar(self, table: pa.Table) -> None:
+        if self._sidecar is None:
+            self._sidecar_sink = pa.OSFile(self._sidecar_tmp, "wb")
+            self._sidecar = pa.ipc.new_file(self._sidecar_sink, self.tokenizer.sidecar_schema)
+        self._sidecar.write_table(table)
+
+    def close(self, names: UnitNames) -> dict[str, Any]:
+        """Finish every file; returns the ledger's file fields (names and checksums)."""
+        self.shard.close()
+        has_rejects = self.rejects.close()
+        has_sidecar = self._sidecar is not None
+        if has_sidecar:
+            self._sidecar.close()
+            self._sidecar_sink.close()
+        self.unigrams.write(self._unigrams_tmp)
+        self._commits = [
+            (self._shard_tmp, names.shard),
+            *([(self._rejects_tmp, names.rejects)] if has_rejects else []),
+            *([(self._sidecar_tmp, names.sidecar)] if has_sidecar else []),
+            (self._unigrams_tmp, names.unigrams),
+        ]
+        return {
+            "shard": names.shard,
+            "shard_checksum": file_checksum(self._shard_tmp),
+            "rejects": names.rejects if has_rejects else None,
+            "rejects_checksum": file_checksum(self._rejects_tmp) if has_rejects else None,
+            "sidecar": names.sidecar if has_sidecar else None,
+            "sidecar_checksum": file_checksum(self._sidecar_tmp) if has_sidecar else None,
+            "unigrams": names.unigrams,
+            "unigrams_checksum": file_checksum(self._unigrams_tmp),
+        }
+
+    def commit(self) -> None:
+        """Publish the finished files (shard, rejects, sidecar, unigrams), each atomically."""
+        for tmp, rel in self._commits:
+            self.output.commit_file(tmp, rel)
+
+
+def process_unit(
+    unit: WorkUnit, tokenizer: TokenizerBase, task: UnitTask, output: Output
+) -> UnitOutcome:
+    """Tokenize one unit and commit it. Idempotent: a committed unit is returned as it is, and a
+    re-run of an uncommitted one rewrites the same object names and bytes."""
+    names = UnitNames.of(unit.unit_id, task.config_hash)
+    if output.exists(names.ledger):
+        return UnitOutcome(LedgerEntry.from_json(output.read_json(names.ledger)), True)
+    t0 = time.perf_counter()
+    read_opts = task.read
+    if tokenizer.preferred_batch_docs:
+        read_opts = replace(read_opts, batch_docs=tokenizer.preferred_batch_docs)
+    describe = tokenizer.describe()
+    counts, times = UnitCounts(), StageTimes()
+    with UnitFiles(output, _schema(unit, tokenizer, task, describe), tokenizer) as files:
+        batches = _tokenize_batches(unit, tokenizer, task, read_opts, files, counts, times)
+        t_commit = time.perf_counter()
+        entry = LedgerEntry(
+            unit_id=unit.unit_id,
+            unit=unit,
+            config_hash=task.config_hash,
+            **files.close(names),
+            **asdict(counts),
+            batches=batches,
+            tokenizer=describe,
+            schema_version=SCHEMA_VERSION,
+            tokenmill_version=TOKENMILL_VERSION,
+        )
+        if counts.docs_read != counts.documents + counts.rejected:
+            raise AssertionError(f"unit {unit.unit_id}: accounting broken: {counts}")
+        files.commit()
+        times.write_s += time.perf_counter() - t_commit
+        timings = {
+            "read_s": times.read_s,
+            "tokenize_s": times.tokenize_s,
+            "stats_s": times.stats_s,
+            "write_s": times.write_s,
+            "total_s": time.perf_counter() - t0,
+        }
+        entry = replace(entry, timings={k: round(v, 4) for k, v in timings.items()})
+        output.write_json(names.ledger, entry.to_json())  # the commit point: written last
+    return UnitOutcome(entry)
+
+
+def _schema(
+    unit: WorkUnit, tokenizer: TokenizerBase, task: UnitTask, describe: dict[str, Any]
+) -> pa.Schema:
+    metadata = {
+        "tokenmill.tokenizer.kind": str(describe["kind"]),
+        "tokenmill.tokenizer.name": str(describe["name"]),
+        "tokenmill.tokenizer.fingerprint": str(describe["fingerprint"]),
+        "tokenmill.tokenizer.vocab_size": str(describe["vocab_size"]),
+        "tokenmill.unit_id": unit.unit_id,
+        "tokenmill.config_hash": task.config_hash,
+    }
+    return shard_schema(
+        tokenizer.vocab_size,
+        with_offsets=task.token_offsets,
+        extra_fields=dict(tokenizer.shard_columns),
+        metadata=metadata,
+    )
+
+
+def _tokenize_batches(
+    unit: WorkUnit,
+    tokenizer: TokenizerBase,
+    task: UnitTask,
+    read_opts: ReadOptions,
+    files: UnitFiles,
+    counts: UnitCounts,
+    times: StageTimes,
+) -> int:
+    """Stream the unit's batches through the tokenizer into the files; returns the batch count."""
+    byte_lengths = tokenizer.token_byte_lengths()
+    batch_index = 0
+    reader = iter(read_unit(unit, read_opts, task.storage_options))
+    while True:
+        t_read = time.perf_counter()
+        batch = next(reader, None)
+        times.read_s += time.perf_counter() - t_read
+        if batch is None:
+            return batch_index
+        counts.docs_read += batch.records
+        counts.rejected += len(batch.rejects)
+        counts.blank_lines += batch.blank
+        files.rejects.write(batch.rejects)
+        if not batch.texts:
+            continue
+        t_tok = time.perf_counter()
+        encoded = tokenizer.encode_for_shard(batch.texts, batch_index)
+        times.tokenize_s += time.perf_counter() - t_tok
+        _write_batch(batch, encoded, tokenizer, task, byte_lengths, files, counts, times)
+        batch_index += 1
+
+
+def _write_batch(
+    batch: DocBatch,
+    encoded: EncodedBatch,
+    tokenizer: TokenizerBase,
+    task: UnitTask,
+    byte_lengths: np.ndarray,
+    files: UnitFiles,
+    counts: UnitCounts,
+    times: StageTimes,
+) -> None:
+    """Text statistics, the shard's record batch, unigram counts and sidecar rows of one batch."""
+    t_stats = time.perf_counter()
+    stats = batch_stats(
+        batch.texts,
+        encoded.flat,
+        encoded.offsets,
+        byte_lengths if encoded.byte_lengths is None else encoded.byte_lengths,
+        words=task.word_stats,
+        want_ends=task.token_offsets,
+        n_bytes=np.asarray(batch.byte_lengths, dtype=np.int64),
+    )
+    t_write = time.perf_counter()
+    times.stats_s += t_write - t_stats
+    columns = {
+        "doc_id": pa.array(batch.doc_ids, pa.string()),
+        "source": pa.array(batch.sources, pa.string()),
+        "lang": pa.array(batch.langs, pa.string()),
+        "tokens": token_column(encoded.flat, encoded.offsets, tokenizer.vocab_size),
+        "n_tokens": pa.array(np.diff(encoded.offsets).astype(np.int32)),
+        "n_bytes": pa.array(stats.n_bytes),
+        "n_chars": pa.array(stats.n_chars),
+        "n_words": pa.array(stats.n_words),
+        "n_continued_words": (
+            pa.array(stats.n_continued_words, mask=stats.n_continued_words < 0)
+            if stats.n_continued_words is not None
+            else pa.nulls(len(batch.texts), pa.int32())
+        ),
+        **encoded.columns,
+    }
+    if task.token_offsets:
+        columns["token_offsets"] = list_array(stats.token_ends, encoded.offsets, pa.uint32())
+    files.shard.write(columns)
+    files.unigrams.add(encoded.flat, encoded.offsets, batch.sources, batch.langs)
+    if encoded.sidecar is not None and encoded.sidecar.num_rows:
+        files.write_sidecar(encoded.sidecar)
+    counts.documents += len(batch.texts)
+    counts.tokens += int(encoded.offsets[-1])
+    counts.bytes += int(stats.n_bytes.sum())
+    counts.chars += int(stats.n_chars.sum())
+    counts.words += int(stats.n_words.sum())
+    times.write_s += time.perf_counter() - t_write

@@ -1,0 +1,241 @@
+"""Typed, versioned records that cross a seam: the unit a ledger entry covers, the ledger entry (the
+commit record of one unit), the run summary and the verify report.
+
+Each record is written as one JSON object (`to_json`) and read back with `from_json`, which accepts
+entries written by earlier versions (fields added since then take their defaults) and keeps keys it
+does not know in `extra`, so reading and rewriting an entry never loses anything."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
+
+LEDGER_VERSION = 1
+
+
+class RecordError(ValueError):
+    """A JSON record is not an object or lacks a field every version of it has."""
+
+
+def _split(cls: type, data: Any, required: tuple[str, ...]) -> tuple[dict, dict]:
+    """(known fields, unknown keys) of a JSON object read as `cls`."""
+    if not isinstance(data, dict):
+        raise RecordError(f"{cls.__name__} must be a JSON object, got {type(data).__name__}")
+    missing = [name for name in required if name not in data]
+    if missing:
+        raise RecordError(f"{cls.__name__} lacks {', '.join(missing)}")
+    names = {f.name for f in fields(cls)}
+    return (
+        {k: v for k, v in data.items() if k in names},
+        {k: v for k, v in data.items() if k not in names},
+    )
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """One independently committed piece of input: a newline-aligned byte range of an uncompressed
+    text/JSONL file, one Parquet row group, a whole compressed file, or one committed shard.
+
+    Its id is a pure function of every field, so replanning the same inputs gives the same units
+    (and the same output object names) on any machine."""
+
+    url: str
+    fmt: str  # an input format name: jsonl | text | parquet | shards
+    compression: str | None
+    start: int  # byte offset, or row-group index for Parquet
+    end: int  # byte end (exclusive); -1 = to the end of the (decompressed) stream
+    size: int
+    etag: str = ""
+    whole_file_text: bool = False
+
+    @property
+    def unit_id(self) -> str:
+        key = json.dumps(
+            [
+                self.url,
+                self.fmt,
+                self.compression,
+                self.start,
+                self.end,
+                self.size,
+                self.etag,
+                self.whole_file_text,
+            ]
+        )
+        return hashlib.sha256(key.encode()).hexdigest()[:24]
+
+    def describe(self) -> dict[str, Any]:
+        return {"unit_id": self.unit_id, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WorkUnit:
+        known, _ = _split(cls, data, ("url", "fmt", "start", "end", "size"))
+        known.setdefault("compression", None)
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """The commit record of one unit, written last: once it exists the unit is committed.
+
+    Readers (loader, analytics, verify, re-tokenization) only read the files an entry lists."""
+
+    unit_id: str
+    unit: WorkUnit
+    config_hash: str
+    shard: str
+    shard_checksum: str
+    docs_read: int
+    documents: int
+    rejected: int
+    tokens: int
+    bytes: int
+    tokenizer: dict[str, Any]  # the tokenizer's describe(): kind, name, fingerprint, vocab_size, ...
+    schema_version: int
+    tokenmill_version: str = ""
+    rejects: str | None = None
+    rejects_checksum: str | None = None
+    sidecar: str | None = None
+    sidecar_checksum: str | None = None
+    unigrams: str | None = None
+    unigrams_checksum: str | None = None
+    chars: int = 0
+    words: int = 0
+    blank_lines: int = 0
+    batches: int = 0
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage of this commit
+    extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know
+
+    REQUIRED: ClassVar[tuple[str, ...]] = (
+        "unit_id",
+        "unit",
+        "config_hash",
+        "shard",
+        "shard_checksum",
+        "docs_read",
+        "documents",
+        "rejected",
+        "tokens",
+        "bytes",
+        "tokenizer",
+        "schema_version",
+    )
+    # The files an entry may list, each with its checksum field `<name>_checksum`.
+    FILES: ClassVar[tuple[str, ...]] = ("shard", "rejects", "sidecar", "unigrams")
+
+    def files(self) -> dict[str, tuple[str, str]]:
+        """kind -> (object name, checksum) of every file this entry commits."""
+        return {
+            kind: (getattr(self, kind), getattr(self, f"{kind}_checksum"))
+            for kind in self.FILES
+            if getattr(self, kind)
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        data["unit"] = self.unit.describe()
+        return {**self.extra, **data}
+
+    @classmethod
+    def from_json(cls, data: Any) -> LedgerEntry:
+        known, extra = _split(cls, data, cls.REQUIRED)
+        known.pop("extra", None)
+        return cls(**{**known, "unit": WorkUnit.from_dict(known["unit"])}, extra=extra)
+
+
+@dataclass(frozen=True)
+class RunCounts:
+    """What one run did (as opposed to what the output holds)."""
+
+    units: int = 0
+    documents: int = 0
+    tokens: int = 0
+    bytes: int = 0
+    rejected: int = 0
+
+    def add(self, other: RunCounts) -> RunCounts:
+        return RunCounts(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+
+def astuple(record: Any) -> tuple:
+    return tuple(getattr(record, f.name) for f in fields(record))
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """The outcome of one `tokenmill run`: written under runs/ and printed as JSON."""
+
+    output: str
+    config_hash: str
+    tokenizer: dict[str, Any]
+    encoder: str
+    storage_options: dict[str, Any]
+    units_planned: int
+    units_skipped: int
+    units_run: int
+    units_committed: int
+    actors: int
+    repaired: list[dict[str, Any]]
+    this_run: RunCounts
+    docs_read: int
+    documents: int
+    rejected: int
+    tokens: int
+    bytes: int
+    seconds: float
+    mb_per_s: float
+    tokens_per_s: float
+    complete: bool
+    run_nonce: str = ""
+    summary_path: str = ""
+    run_id: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for name in ("run_id", "summary_path"):  # set once the summary is written
+            if not data[name]:
+                data.pop(name)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any) -> RunSummary:
+        known, _ = _split(cls, data, ("output", "config_hash", "complete"))
+        return cls(**{**known, "this_run": RunCounts(**known.get("this_run", {}))})
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """`tokenmill verify`: every committed unit re-read and checked against its ledger entry."""
+
+    ok: bool
+    output: str
+    units: int
+    documents: int
+    tokens: int
+    rejected: int
+    bytes: int
+    bad_units: list[str]
+    problems: list[str]  # each names the unit and the object
+    orphans: list[str]  # uncommitted leftovers of crashed attempts: harmless, never read
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any) -> VerifyReport:
+        known, _ = _split(cls, data, tuple(f.name for f in fields(cls)))
+        return cls(**known)
+
+
+@dataclass
+class Reject:
+    """One input record that did not become a document: a row of a unit's rejects file."""
+
+    source: str  # the input file's URL
+    offset: int | None  # byte offset of the record in the (decompressed) file
+    line: int | None  # 1-based line number when known
+    row: int | None  # row index for Parquet inputs
+    reason: str
+    raw: bytes  # the first bytes of the raw record
