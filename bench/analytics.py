@@ -30,23 +30,24 @@ import pyarrow.compute as pc
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pipeline.ledger import committed_entries  # noqa: E402
-from pipeline.shards import ShardWriter, read_ipc, token_column  # noqa: E402
-from pipeline.storage import Output  # noqa: E402
-from pipeline.unigrams import UnigramCounter  # noqa: E402
-from schemas.shards import shard_schema  # noqa: E402
+from pipeline.output import Output, iter_committed  # noqa: E402
+from pipeline.output.shards import ShardWriter, file_checksum, read_ipc, token_column  # noqa: E402
+from schemas.layout import UnitNames  # noqa: E402
+from schemas.records import LedgerEntry, WorkUnit  # noqa: E402
+from schemas.shards import SCHEMA_VERSION, TOKENMILL_VERSION, shard_schema  # noqa: E402
 
 DOCS_PER_BATCH = 256
 # duckdb: the report as shipped (token counts from the per-unit counts the engine wrote);
 # duckdb-unnest: the report made to unnest the shards' token lists instead (connect(unit_counts=
 # False)), the same input the numpy baseline reads.
 MODES = ("duckdb", "duckdb-unnest", "numpy")
+CONFIG_HASH = "bench0analytics"  # the synthetic outputs' config hash (names their objects)
 
 
 def measured_distributions(demo: str) -> dict[str, dict]:
     """Per language: token frequencies, document lengths, bytes/chars/words per token."""
     output = Output(demo)
-    tables = [read_ipc(output, e["shard"]) for e in committed_entries(output)]
+    tables = [read_ipc(output, e.shard) for e in iter_committed(output)]
     table = pa.concat_tables(tables)
     out = {}
     for lang in pc.unique(table["lang"]).to_pylist():
@@ -65,9 +66,13 @@ def measured_distributions(demo: str) -> dict[str, dict]:
 
 
 def write_unit(output: Output, unit: str, tok: dict, columns: list[dict], vocab: int) -> None:
+    """One committed unit, as the engine writes it: shard, per-unit token counts, ledger entry."""
+    from pipeline.tokenize.unigrams import UnigramCounter  # generate only: children stay lean
+
     meta = {f"tokenmill.tokenizer.{k}": str(v) for k, v in tok.items()}
     schema = shard_schema(vocab, metadata=meta)
-    path = Path(output.path("shards", f"{unit}.arrow"))
+    names = UnitNames.of(unit, CONFIG_HASH)
+    path = Path(output.path(names.shard))
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = ShardWriter(str(path), schema)
     unigrams = UnigramCounter(vocab)  # what the engine counts at tokenization time
@@ -85,23 +90,28 @@ def write_unit(output: Output, unit: str, tok: dict, columns: list[dict], vocab:
         tokens += int(pc.sum(cols["n_tokens"]).as_py())
         nbytes += int(pc.sum(cols["n_bytes"]).as_py())
     writer.close()
-    Path(output.path("unigrams")).mkdir(exist_ok=True)
-    unigrams.write(output.path("unigrams", f"{unit}.arrow"))
-    entry = {
-        "unit_id": unit,
-        "unit": {"url": f"synthetic://{unit}", "start": 0},
-        "shard": f"shards/{unit}.arrow",
-        "rejects": None,
-        "sidecar": None,
-        "unigrams": f"unigrams/{unit}.arrow",
-        "docs_read": docs,
-        "documents": docs,
-        "rejected": 0,
-        "tokens": tokens,
-        "bytes": nbytes,
-        "tokenizer": tok,
-    }
-    output.write_json(f"ledger/{unit}.json", entry)
+    Path(output.path(names.unigrams)).parent.mkdir(exist_ok=True)
+    unigrams.write(output.path(names.unigrams))
+    entry = LedgerEntry(
+        unit_id=unit,
+        unit=WorkUnit(
+            url=f"synthetic://{unit}", fmt="shards", compression=None, start=0, end=-1, size=0
+        ),
+        config_hash=CONFIG_HASH,
+        shard=names.shard,
+        shard_checksum=file_checksum(output.path(names.shard)),
+        unigrams=names.unigrams,
+        unigrams_checksum=file_checksum(output.path(names.unigrams)),
+        docs_read=docs,
+        documents=docs,
+        rejected=0,
+        tokens=tokens,
+        bytes=nbytes,
+        tokenizer=tok,
+        schema_version=SCHEMA_VERSION,
+        tokenmill_version=TOKENMILL_VERSION,
+    )
+    output.write_json(names.ledger, entry.to_json())
 
 
 def fuse_pairs(flat: np.ndarray, offsets: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray]:
@@ -172,7 +182,7 @@ def generate(out: Path, total_tokens: int, demo: str, seed: int = 0) -> None:
                 write_unit(outputs[key], unit, toks[key], cols[key], toks[key]["vocab_size"])
         print(f"{lang}: {li + 1}/{len(langs)} languages written", file=sys.stderr)
     for output in outputs.values():
-        total = sum(e["tokens"] for e in committed_entries(output))
+        total = sum(e.tokens for e in iter_committed(output))
         print(f"{output.url}: {total} tokens")
 
 
@@ -185,10 +195,10 @@ def numpy_report(urls: list[str], baseline: str, alpha: float = 2.5) -> dict:
     vocab: dict[str, int] = {}
     for url in urls:
         output = Output(url)
-        for entry in committed_entries(output):
-            name = entry["tokenizer"]["name"]
-            vocab[name] = v = int(entry["tokenizer"]["vocab_size"])
-            table = read_ipc(output, entry["shard"])
+        for entry in iter_committed(output):
+            name = entry.tokenizer["name"]
+            vocab[name] = v = int(entry.tokenizer["vocab_size"])
+            table = read_ipc(output, entry.shard)
             for batch in table.to_batches():
                 source = batch.column("source").to_numpy(zero_copy_only=False)
                 lang = batch.column("lang").to_numpy(zero_copy_only=False)
@@ -284,8 +294,8 @@ def numpy_report(urls: list[str], baseline: str, alpha: float = 2.5) -> dict:
 def duckdb_report(urls: list[str], baseline: str, unit_counts: bool = True) -> dict:
     from pipeline import analytics
 
-    con = analytics.connect(urls, baseline=baseline, unit_counts=unit_counts)
-    tables = analytics.report_tables(con)
+    with analytics.connect(urls, baseline=baseline, unit_counts=unit_counts) as session:
+        tables = analytics.report_tables(session)
     return {k: t.to_pylist() for k, t in tables.items() if k in ("by_lang", "by_source")}
 
 

@@ -85,10 +85,10 @@ def offsets_throughput_cost(corpus: str, mb: float, vocab: int, repeats: int = 3
     import time
     from pathlib import Path
 
-    from pipeline.config import load_config
-    from pipeline.sources import plan_units
-    from pipeline.storage import Output
-    from pipeline.tokenize_unit import UnitTask, process_unit
+    from pipeline.output import Output
+    from pipeline.tokenize.config import load_config
+    from pipeline.tokenize.inputs import plan_units
+    from pipeline.tokenize.unit import UnitTask, process_unit
     from tokenizers_impl.bpe import BPETokenizer
 
     work = Path(tempfile.mkdtemp(prefix="tm-offsets-"))
@@ -115,9 +115,9 @@ def offsets_throughput_cost(corpus: str, mb: float, vocab: int, repeats: int = 3
             )
             units, output = plan_units(cfg.input, cfg.read_options()), Output(str(out))
             t0 = time.perf_counter()  # only the units' processing is timed
-            entries = [process_unit(u, tok, task, output) for u in units]
+            entries = [process_unit(u, tok, task, output).entry for u in units]
             best[offsets] = min(best[offsets], time.perf_counter() - t0)
-            nbytes = sum(e["bytes"] for e in entries)
+            nbytes = sum(e.bytes for e in entries)
     shutil.rmtree(work, ignore_errors=True)
     return {
         "mb": nbytes / 1e6,

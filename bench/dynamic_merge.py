@@ -24,11 +24,13 @@ import regex
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tokenizers_impl.batch_merging import merge_batch_ids  # noqa: E402
 from tokenizers_impl.bpe import GPT2_PATTERN, BPETokenizer  # noqa: E402
-from tokenizers_impl.dynamic_merge import DynamicMergeTokenizer  # noqa: E402
-from tokenizers_impl.dynamic_merge_reference import recount_merges  # noqa: E402
-from tokenizers_impl.pretokens import WORD_PATTERN  # noqa: E402
+from tokenizers_impl.dynamic_merge import (  # noqa: E402
+    WORD_PATTERN,
+    DynamicMergeTokenizer,
+    merge_batch_ids,
+    recount_merges,
+)
 
 LANGS = ("code", "de", "en", "ru", "zh")
 MERGES = (10, 50, 200)

@@ -243,7 +243,7 @@ def epoch_overhead(workers: int, runs: int) -> float:
     return min(times)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", default="/tmp/tokenmill-bench-loader/out")
     parser.add_argument("--input", default=None)
@@ -264,7 +264,46 @@ def main() -> None:
     parser.add_argument("--litdata-chunk-tokens", type=int, default=1 << 22)
     parser.add_argument("--extras", action="store_true", help="also ids, no-slot, floors")
     parser.add_argument("--json", default=None, help="write the results here too")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def measure_row(
+    args: argparse.Namespace, dtype: str, seq_len: int, spec: str, lit_path: str | None
+) -> dict:
+    """One table row: the numpy ceiling, tokenmill and (when measured) litdata at one setting."""
+    workers, persistent = int(spec.rstrip("p")), spec.endswith("p")
+    ceiling, tm = interleaved(
+        args.repeat,
+        args.output,
+        dtype,
+        tokenmill_epochs(
+            args.output,
+            workers,
+            seq_len,
+            args.batch,
+            dtype=DTYPES[dtype],
+            persistent=persistent,
+        ),
+    )
+    row = {"seq_len": seq_len, "dtype": dtype, "workers": spec}
+    row["ceiling"] = ceiling["tokens_per_s"]
+    row["tokenmill"] = tm["tokens_per_s"]
+    row["tokenmill_tokens"] = tm["tokens"]
+    if workers == 0:  # one process on both sides: CPU time is comparable too
+        row["ceiling_cpu"] = ceiling["tokens_per_cpu_s"]
+        row["tokenmill_cpu"] = tm["tokens_per_cpu_s"]
+    if lit_path:
+        for shuffle in (False, True):
+            lit = best(
+                args.litdata_repeat,
+                litdata_epochs(lit_path, workers, seq_len, args.batch, shuffle, persistent),
+            )
+            row[f"litdata_{'shuffle' if shuffle else 'ordered'}"] = lit["tokens_per_s"]
+    return row
+
+
+def main() -> None:
+    args = parse_args()
     ensure_output(args.output, args.input, args.tokenizer)
     skip = "--no-litdata given" if args.no_litdata else litdata_available()
     if skip:
@@ -287,36 +326,7 @@ def main() -> None:
             )
         for seq_len in args.seq_lens:
             for spec in args.workers:
-                workers, persistent = int(spec.rstrip("p")), spec.endswith("p")
-                ceiling, tm = interleaved(
-                    args.repeat,
-                    args.output,
-                    dtype,
-                    tokenmill_epochs(
-                        args.output,
-                        workers,
-                        seq_len,
-                        args.batch,
-                        dtype=DTYPES[dtype],
-                        persistent=persistent,
-                    ),
-                )
-                row = {"seq_len": seq_len, "dtype": dtype, "workers": spec}
-                row["ceiling"] = ceiling["tokens_per_s"]
-                row["tokenmill"] = tm["tokens_per_s"]
-                row["tokenmill_tokens"] = tm["tokens"]
-                if workers == 0:  # one process on both sides: CPU time is comparable too
-                    row["ceiling_cpu"] = ceiling["tokens_per_cpu_s"]
-                    row["tokenmill_cpu"] = tm["tokens_per_cpu_s"]
-                if lit_path:
-                    for shuffle in (False, True):
-                        lit = best(
-                            args.litdata_repeat,
-                            litdata_epochs(
-                                lit_path, workers, seq_len, args.batch, shuffle, persistent
-                            ),
-                        )
-                        row[f"litdata_{'shuffle' if shuffle else 'ordered'}"] = lit["tokens_per_s"]
+                row = measure_row(args, dtype, seq_len, spec, lit_path)
                 rows.append(row)
                 print(_line(row), flush=True)
     if args.extras:

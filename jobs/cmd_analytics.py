@@ -10,11 +10,9 @@ from typing import Any
 
 import click
 
-from jobs.cli import USER_ERRORS, fail, storage_option_flag
-from pipeline.analytics import DEFAULT_ALPHA, AnalyticsError
-from pipeline.storage import parse_storage_options
-
-ERRORS = (*USER_ERRORS, AnalyticsError)
+from jobs.common import fail, parse_storage_options, reports_user_errors, storage_option_flag
+from pipeline.analytics import DEFAULT_ALPHA
+from pipeline.errors import AnalyticsError, TokenmillError
 
 
 def _alpha_flag(func):
@@ -45,7 +43,7 @@ def emit_report(
     out: str | None,
     alpha: float,
 ) -> None:
-    from pipeline.analytics_report import build_report, render, write_report
+    from pipeline.analytics import build_report, render, write_report
 
     report = build_report(urls, storage, baseline=baseline, alpha=alpha, charts=bool(out))
     click.echo(render(report, fmt))
@@ -63,12 +61,10 @@ def emit_report(
 )
 @_alpha_flag
 @storage_option_flag
+@reports_user_errors
 def report_cmd(urls, baseline, fmt, out, alpha, storage_option) -> None:
     """Tokenization-efficiency metrics per tokenizer x source x language of committed outputs."""
-    try:
-        emit_report(list(urls), parse_storage_options(storage_option), baseline, fmt, out, alpha)
-    except ERRORS as exc:
-        fail(str(exc))
+    emit_report(list(urls), parse_storage_options(storage_option), baseline, fmt, out, alpha)
 
 
 def sub_output_name(index: int, spec: str) -> str:
@@ -102,6 +98,7 @@ def sub_output_name(index: int, spec: str) -> str:
 @click.option("--no-progress", is_flag=True, default=False)
 @_alpha_flag
 @storage_option_flag
+@reports_user_errors
 def compare_cmd(
     input_,
     tokenizer_specs,
@@ -116,26 +113,23 @@ def compare_cmd(
     storage_option,
 ) -> None:
     """Tokenize the same corpus with several tokenizers (resumable engine jobs) and compare them."""
-    try:
-        storage = parse_storage_options(storage_option)
-        urls = run_comparison(
-            list(input_),
-            list(tokenizer_specs),
-            output,
-            storage,
-            actors=actors,
-            overwrite=overwrite,
-            progress=not no_progress,
-        )
-        if baseline is None:
-            from pipeline.analytics import connect, tokenizers
+    storage = parse_storage_options(storage_option)
+    urls = run_comparison(
+        list(input_),
+        list(tokenizer_specs),
+        output,
+        storage,
+        actors=actors,
+        overwrite=overwrite,
+        progress=not no_progress,
+    )
+    if baseline is None:
+        from pipeline.analytics import connect, tokenizers
 
-            con = connect(urls[0], storage)
-            baseline = tokenizers(con)[0]
-            con.close()
-        emit_report(urls, storage, baseline, fmt, out or f"{output.rstrip('/')}/report", alpha)
-    except ERRORS as exc:
-        fail(str(exc))
+        session = connect(urls[0], storage)
+        baseline = tokenizers(session.con)[0]
+        session.con.close()
+    emit_report(urls, storage, baseline, fmt, out or f"{output.rstrip('/')}/report", alpha)
 
 
 def run_comparison(
@@ -149,8 +143,8 @@ def run_comparison(
     progress: bool = True,
 ) -> list[str]:
     """Run (or resume) one engine job per tokenizer; returns the sub-output URLs in spec order."""
-    from pipeline.config import load_config
-    from pipeline.engine import run_job
+    from pipeline.tokenize.config import load_config
+    from pipeline.tokenize.engine import run_job
 
     if len(specs) < 2:
         raise AnalyticsError("compare needs at least two --tokenizer KIND:PATH")
@@ -168,7 +162,7 @@ def run_comparison(
         )
         summary = run_job(cfg)
         click.echo(
-            f"{spec}: {summary['documents']} documents, {summary['tokens']} tokens -> {url}",
+            f"{spec}: {summary.documents} documents, {summary.tokens} tokens -> {url}",
             err=True,
         )
         urls.append(url)
@@ -192,16 +186,18 @@ def sql_cmd(args, baseline, fmt, alpha, storage_option) -> None:
     unigram_counts, metrics, metrics_by_lang) of the outputs; prints the result."""
     if len(args) < 2:
         fail("give at least one output URL and a query")
+    import duckdb
+
     from pipeline.analytics import connect
 
     try:
-        con = connect(
+        session = connect(
             list(args[:-1]), parse_storage_options(storage_option), alpha=alpha, baseline=baseline
         )
-        relation = con.sql(args[-1])
-    except ERRORS as exc:
+        relation = session.con.sql(args[-1])
+    except TokenmillError as exc:
         fail(str(exc))
-    except Exception as exc:  # duckdb.Error and friends: the user's SQL is wrong
+    except duckdb.Error as exc:  # the user's SQL is wrong
         fail(f"query failed: {exc}")
     if relation is None:
         return
@@ -215,9 +211,7 @@ def sql_cmd(args, baseline, fmt, alpha, storage_option) -> None:
 
         click.echo(json.dumps(table.to_pylist(), default=str, indent=1))
     else:
-        from pipeline.analytics_report import format_table
+        from pipeline.analytics import format_table
 
         click.echo(format_table(table, table.column_names))
 
-
-commands = [report_cmd, compare_cmd, sql_cmd]

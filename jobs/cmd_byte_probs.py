@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import click
 
-from tokenizers_impl.base import load_tokenizer
+from jobs.common import reports_user_errors
+from pipeline.errors import TokenizerError
+from tokenizers_impl import load_tokenizer
 from tokenizers_impl.byte_token import (
     EOT,
     CanonicalModel,
-    ZeroProbabilityPrefix,
     naive_next_byte_distribution,
     next_byte_distribution,
     token_healing_distribution,
@@ -41,22 +42,20 @@ def byte_label(key: int | str) -> str:
     show_default=True,
     help="condition the model on canonical encodings (exact) or use it as is",
 )
-def command(model_path: str, tokenizer: str, prompt: str, top: int, canonical: bool) -> None:
+@reports_user_errors
+def byte_probs_cmd(model_path: str, tokenizer: str, prompt: str, top: int, canonical: bool) -> None:
     """Print the top next bytes after PROMPT by the byte-token lemma, naive prompting and healing."""
     tok = load_tokenizer(tokenizer)
     model = NgramModel.load(model_path)
     if model.vocab_size != tok.vocab_size:
-        raise click.ClickException(
+        raise TokenizerError(
             f"model vocabulary {model.vocab_size} != tokenizer vocabulary {tok.vocab_size}"
         )
     token_model = CanonicalModel(model, tok) if canonical else model
     data = prompt.encode("utf-8")
-    try:
-        exact = next_byte_distribution(tok, token_model, data)
-        naive = naive_next_byte_distribution(tok, token_model, data)
-        healed = token_healing_distribution(tok, token_model, data)
-    except ZeroProbabilityPrefix as exc:
-        raise click.ClickException(str(exc)) from exc
+    exact = next_byte_distribution(tok, token_model, data)
+    naive = naive_next_byte_distribution(tok, token_model, data)
+    healed = token_healing_distribution(tok, token_model, data)
     click.echo(f"{'next byte':>10}  {'exact':>9}  {'naive':>9}  {'healing':>9}")
     for key in sorted(exact, key=lambda k: -exact[k])[:top]:
         click.echo(

@@ -2,22 +2,50 @@
 
 from __future__ import annotations
 
+import logging
+import posixpath
+
 import click
 
-from pipeline.storage import parse_storage_options, url_to_fs
-from tokenizers_impl.base import load_tokenizer
-from tokenizers_impl.ngram_model import NgramModel
+from jobs.common import parse_storage_options, reports_user_errors, storage_option_flag
+from pipeline.errors import InputError
+from pipeline.output import Output, iter_committed, url_to_fs
+from schemas.layout import LEDGER_DIR, SHARDS_DIR
+
+log = logging.getLogger("tokenmill")
+
+
+def _committed_shards(output: Output) -> list[str]:
+    return [f"{output.url}/{entry.shard}" for entry in iter_committed(output)]
 
 
 def expand_shards(patterns: tuple[str, ...], storage_options: dict) -> list[str]:
-    """Sorted shard URLs matching the patterns (plain paths, globs or fsspec URLs)."""
+    """Shard URLs for the patterns: a committed output gives the shards its ledger lists; a path
+    or glob of shard files keeps, inside an output, only the shards its ledger lists (orphans of
+    crashed attempts are skipped), and loose shard files as they are."""
     urls: list[str] = []
     for pattern in patterns:
         fs, path = url_to_fs(pattern, storage_options)
+        if fs.isdir(posixpath.join(path, LEDGER_DIR)):
+            urls += _committed_shards(Output(pattern, storage_options))
+            continue
         matches = sorted(fs.glob(path)) if any(ch in path for ch in "*?[") else [path]
         if not matches or not all(fs.isfile(m) for m in matches):
-            raise click.ClickException(f"--shards {pattern!r} matches no shard file")
-        urls += [fs.unstrip_protocol(m) if "://" in pattern else m for m in matches]
+            raise InputError(f"--shards {pattern!r} matches no shard file")
+        for match in matches:
+            url = fs.unstrip_protocol(match) if "://" in pattern else match
+            folder, _ = posixpath.split(match)
+            root = posixpath.dirname(folder)
+            if posixpath.basename(folder) != SHARDS_DIR or not fs.isdir(f"{root}/{LEDGER_DIR}"):
+                urls.append(url)
+                continue
+            base = fs.unstrip_protocol(root) if "://" in pattern else root
+            if url in set(_committed_shards(Output(base, storage_options))):
+                urls.append(url)
+            else:
+                log.warning("train-ngram: skipping %s: not in its output's ledger", url)
+    if not urls:
+        raise InputError(f"--shards {', '.join(patterns)}: no committed shard")
     return urls
 
 
@@ -27,7 +55,7 @@ def expand_shards(patterns: tuple[str, ...], storage_options: dict) -> list[str]
     multiple=True,
     required=True,
     metavar="URL_OR_GLOB",
-    help="Arrow IPC token shards (repeatable), e.g. out/shards/*.arrow",
+    help="a committed output, or Arrow IPC token shards (repeatable), e.g. out/shards/*.arrow",
 )
 @click.option(
     "--tokenizer",
@@ -37,8 +65,9 @@ def expand_shards(patterns: tuple[str, ...], storage_options: dict) -> list[str]
 )
 @click.option("--order", type=click.IntRange(1, 6), default=2, show_default=True)
 @click.option("--output", required=True, type=click.Path(dir_okay=False), help="model file (.npz)")
-@click.option("--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE")
-def command(
+@storage_option_flag
+@reports_user_errors
+def train_ngram_cmd(
     shards: tuple[str, ...],
     tokenizer: str,
     order: int,
@@ -46,6 +75,9 @@ def command(
     storage_option: tuple[str, ...],
 ) -> None:
     """Estimate an interpolated Kneser-Ney n-gram token model (end-of-text counted per document)."""
+    from tokenizers_impl import load_tokenizer
+    from tokenizers_impl.ngram_model import NgramModel
+
     options = parse_storage_options(storage_option)
     tok = load_tokenizer(tokenizer, storage_options=options)
     urls = expand_shards(shards, options)

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import click
 
-from jobs.cli import USER_ERRORS, fail, print_run_summary, storage_option_flag
+from jobs.common import (
+    parse_storage_options,
+    print_run_summary,
+    reports_user_errors,
+    storage_option_flag,
+)
 
 
 @click.command("retokenize")
@@ -25,7 +30,8 @@ from jobs.cli import USER_ERRORS, fail, print_run_summary, storage_option_flag
 @click.option("--overwrite", is_flag=True, default=None)
 @click.option("--no-progress", is_flag=True, default=False)
 @storage_option_flag
-def command(
+@reports_user_errors
+def retokenize_cmd(
     input_,
     output,
     tokenizer,
@@ -37,26 +43,22 @@ def command(
     storage_option,
 ) -> None:
     """Re-tokenize committed shards with another tokenizer (nothing lost: bytes are identical)."""
-    from pipeline.config import load_config
-    from pipeline.engine import run_job
-    from pipeline.shard_source import source_tokenizer_spec
-    from pipeline.storage import parse_storage_options
+    from pipeline.tokenize.config import load_config
+    from pipeline.tokenize.engine import run_job
+    from pipeline.tokenize.inputs.shards import source_tokenizer_spec
 
-    try:
-        storage = parse_storage_options(storage_option)
-        cfg = load_config(
-            input=[input_],
-            output=output,
-            tokenizer=tokenizer,
-            format="shards",
-            source_tokenizer=source_tokenizer or source_tokenizer_spec(input_, storage),
-            actors=actors,
-            token_offsets=token_offsets,
-            overwrite=overwrite,
-            storage_options=storage,
-            progress=not no_progress,
-        )
-        summary = run_job(cfg)
-    except USER_ERRORS as exc:
-        fail(str(exc))
+    storage = parse_storage_options(storage_option)
+    cfg = load_config(
+        input=[input_],
+        output=output,
+        tokenizer=tokenizer,
+        format="shards",
+        source_tokenizer=source_tokenizer or source_tokenizer_spec(input_, storage),
+        actors=actors,
+        token_offsets=token_offsets,
+        overwrite=overwrite,
+        storage_options=storage,
+        progress=not no_progress,
+    )
+    summary = run_job(cfg)
     print_run_summary(summary)

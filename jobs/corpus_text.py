@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from pipeline.config import JobConfig
-from pipeline.sources import UnitReader, plan_units
+from pipeline.tokenize.config import JobConfig
+from pipeline.tokenize.inputs import plan_units, read_unit
 
 
 def iter_texts(cfg: JobConfig, max_docs: int | None = None) -> Iterator[str]:
     seen = 0
-    for unit in plan_units(cfg.input, cfg.read_options(), cfg.storage_options):
-        for batch in UnitReader(unit, cfg.read_options(), cfg.storage_options):
+    opts = cfg.read_options()
+    for unit in plan_units(cfg.input, opts, cfg.storage_options):
+        for batch in read_unit(unit, opts, cfg.storage_options):
             for text in batch.texts:
                 if max_docs is not None and seen >= max_docs:
                     return

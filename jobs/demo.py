@@ -7,17 +7,19 @@ import os
 
 import click
 
-from pipeline.analytics import summary_table
-from pipeline.analytics_report import build_report, write_report
-from pipeline.config import load_config
-from pipeline.engine import run_job
-from pipeline.verify import verify_output
-from tokenizers_impl.bpe import BPETokenizer
+from jobs.common import SAMPLE_GLOB, reports_user_errors
 
 DEMO_VOCAB = 8000
 
 
-def run_demo(output: str, actors: int | None, sample_glob: str) -> dict:
+def run_demo(output: str, actors: int | None, sample_glob: str = SAMPLE_GLOB) -> dict:
+    """Train a BPE on the sample (once), tokenize it, verify, report; returns summary and verify."""
+    from pipeline.analytics import build_report, summary_table, write_report
+    from pipeline.output.verify import verify_output
+    from pipeline.tokenize.config import load_config
+    from pipeline.tokenize.engine import run_job
+    from tokenizers_impl.bpe import BPETokenizer
+
     tok_path = os.path.join(output, "tokenizer", f"bpe-{DEMO_VOCAB}.json")
     if not os.path.exists(tok_path):
         from jobs.corpus_text import iter_texts
@@ -34,28 +36,27 @@ def run_demo(output: str, actors: int | None, sample_glob: str) -> dict:
     summary = run_job(cfg)
     report = verify_output(cfg.output)
     report_dir = os.path.join(output, "report")
-    analytics = build_report([cfg.output])
-    write_report(analytics, report_dir)
-    table = summary_table(cfg.output)
-    click.echo(f"\nshards:      {os.path.abspath(cfg.output)}/shards", err=True)
-    click.echo(f"ledger:      {os.path.abspath(cfg.output)}/ledger", err=True)
-    click.echo(f"run summary: {os.path.abspath(cfg.output)}/{summary['summary_path']}", err=True)
+    write_report(build_report([cfg.output]), report_dir)
+    where = os.path.abspath(cfg.output)
+    click.echo(f"\nshards:      {where}/shards", err=True)
+    click.echo(f"ledger:      {where}/ledger", err=True)
+    click.echo(f"run summary: {where}/{summary.summary_path}", err=True)
     click.echo(f"report:      {os.path.abspath(report_dir)}/report.html (and report.md)", err=True)
     click.echo(
-        f"verify:      {'OK' if report['ok'] else 'FAILED'} ({report['units']} units, "
-        f"{report['documents']} documents, {report['tokens']} tokens, {report['rejected']} rejected)",
+        f"verify:      {'OK' if report.ok else 'FAILED'} ({report.units} units, "
+        f"{report.documents} documents, {report.tokens} tokens, {report.rejected} rejected)",
         err=True,
     )
-    click.echo("\n" + table, err=True)
-    result = {"summary": summary, "verify": report}
-    click.echo(
-        json.dumps(
-            {
-                "shards": f"{cfg.output}/shards",
-                "documents": report["documents"],
-                "tokens": report["tokens"],
-                "ok": report["ok"],
-            }
-        )
-    )
-    return result
+    click.echo("\n" + summary_table(cfg.output), err=True)
+    shards = {"shards": f"{cfg.output}/shards", "documents": report.documents}
+    click.echo(json.dumps({**shards, "tokens": report.tokens, "ok": report.ok}))
+    return {"summary": summary, "verify": report}
+
+
+@click.command("demo")
+@click.option("--output", default="out/demo", show_default=True, metavar="DIR")
+@click.option("--actors", type=int, default=None)
+@reports_user_errors
+def demo_cmd(output: str, actors: int | None) -> None:
+    """Train a byte-level BPE on the bundled sample corpus, tokenize it, verify, and summarise."""
+    run_demo(output, actors=actors)

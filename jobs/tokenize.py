@@ -4,7 +4,7 @@ Takes the same flags as `tokenmill run`; connects to the cluster the job runs on
 
 from __future__ import annotations
 
-from jobs.cli import run_cmd
+from jobs.cmd_run import run_cmd
 
 if __name__ == "__main__":
     run_cmd(prog_name="python -m jobs.tokenize")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
@@ -14,12 +16,20 @@ import pytest
 from click.testing import CliRunner
 
 from jobs.cli import main as cli
-from pipeline.analytics import AnalyticsError, connect, metrics_sql, query, set_parameters
-from pipeline.analytics_report import build_report, render
-from pipeline.shards import ShardWriter, token_column
-from schemas.shards import shard_schema
+from pipeline.analytics import (
+    AnalyticsError,
+    build_report,
+    connect,
+    export_database,
+    metrics_sql,
+    render,
+    report_tables,
+)
+from pipeline.output.shards import ShardWriter, file_checksum, token_column
+from schemas.records import LedgerEntry, WorkUnit
+from schemas.shards import SCHEMA_VERSION, TOKENMILL_VERSION, shard_schema
 
-from .conftest import LANGS
+from .helpers import LANGS, REPO
 
 INJECTION = "x'; DROP TABLE documents; --"
 ODD_NAME = "b\"'; DROP VIEW documents; --"
@@ -33,7 +43,8 @@ def write_output(
     sidecar: pa.Table | None = None,
     batch_ids: list[int] | None = None,
 ) -> str:
-    """A committed output with one shard holding `docs` (known tokens and counts) and its ledger."""
+    """A committed output with one shard holding `docs` (known tokens and counts) and its ledger
+    entry."""
     import numpy as np
 
     tok = {"kind": "test", "name": name, "fingerprint": f"fp-{name}", "vocab_size": vocab_size}
@@ -61,20 +72,7 @@ def write_output(
     writer = ShardWriter(str(root / "shards" / "u1.arrow"), schema)
     writer.write(columns)
     writer.close()
-    entry = {
-        "unit_id": "u1",
-        "unit": {"url": "mem://corpus", "start": 0},
-        "shard": "shards/u1.arrow",
-        "rejects": None,
-        "sidecar": None,
-        "docs_read": len(docs),
-        "documents": len(docs),
-        "rejected": 0,
-        "tokens": int(offsets[-1]),
-        "bytes": sum(d["bytes"] for d in docs),
-        "tokenizer": tok,
-        "config_hash": "c0ffee",
-    }
+    files = {}
     if sidecar is not None:
         (root / "sidecar").mkdir()
         with (
@@ -82,8 +80,27 @@ def write_output(
             pa.ipc.new_file(sink, sidecar.schema) as w,
         ):
             w.write_table(sidecar)
-        entry["sidecar"] = "sidecar/u1.arrow"
-    (root / "ledger" / "u1.json").write_text(json.dumps(entry))
+        files = {"sidecar": "sidecar/u1.arrow"}
+        files["sidecar_checksum"] = file_checksum(str(root / files["sidecar"]))
+    entry = LedgerEntry(
+        unit_id="u1",
+        unit=WorkUnit(url="mem://corpus", fmt="jsonl", compression=None, start=0, end=-1, size=0),
+        config_hash="c0ffee",
+        shard="shards/u1.arrow",
+        shard_checksum=file_checksum(str(root / "shards" / "u1.arrow")),
+        docs_read=len(docs),
+        documents=len(docs),
+        rejected=0,
+        tokens=int(offsets[-1]),
+        bytes=sum(d["bytes"] for d in docs),
+        chars=sum(d["chars"] for d in docs),
+        words=sum(d["words"] for d in docs),
+        tokenizer=tok,
+        schema_version=SCHEMA_VERSION,
+        tokenmill_version=TOKENMILL_VERSION,
+        **files,
+    )
+    (root / "ledger" / "u1.json").write_text(json.dumps(entry.to_json()))
     return str(root)
 
 
@@ -148,22 +165,21 @@ def test_renyi_reference_stream_gives_the_published_efficiencies(tmp_path):
     url = write_output(
         tmp_path / "ref", "ref", 10, [doc("r", "s", "en", [1, 2, 1, 3, 2, 1, 4], 29, 29, 3, 2)]
     )
-    row = query(connect(url), "SELECT * FROM metrics").to_pylist()[0]
+    row = connect(url).query("SELECT * FROM metrics").to_pylist()[0]
     assert row["renyi_efficiency_observed"] == pytest.approx(0.826506, abs=1e-6)
     assert row["shannon_efficiency_observed"] == pytest.approx(0.921185, abs=1e-6)
     assert row["types"] == 4 and row["vocab_size"] == 10
     assert row["renyi_efficiency"] == pytest.approx(renyi([3, 2, 1, 1], 2.5) / math.log(10))
     assert row["shannon_efficiency"] == pytest.approx(entropy([3, 2, 1, 1]) / math.log(10))
-    con = connect(url, alpha=3.0)
-    row3 = query(con, "SELECT * FROM metrics").to_pylist()[0]
+    row3 = connect(url, alpha=3.0).query("SELECT * FROM metrics").to_pylist()[0]
     assert row3["renyi_efficiency_observed"] == pytest.approx(
         renyi([3, 2, 1, 1], 3.0) / math.log(4)
     )
 
 
 def test_every_metric_per_tokenizer_source_and_language_matches_hand_computation(two_tokenizers):
-    con = connect(list(two_tokenizers), baseline="A")
-    got = rows_by_group(query(con, "SELECT * FROM metrics"), ("source", "lang"))
+    session = connect(list(two_tokenizers), baseline="A")
+    got = rows_by_group(session.query("SELECT * FROM metrics"), ("source", "lang"))
     assert len(got) == 6
     a = got[("A", "web", "en")]
     assert (a["documents"], a["bytes"], a["chars"], a["words"], a["tokens"]) == (2, 18, 18, 5, 6)
@@ -202,25 +218,26 @@ def test_every_metric_per_tokenizer_source_and_language_matches_hand_computation
 
 
 def test_language_rollup_pools_sources_and_the_baseline_can_change(two_tokenizers):
-    con = connect(list(two_tokenizers))
-    got = rows_by_group(query(con, "SELECT * FROM metrics_by_lang"), ("lang",))
+    session = connect(list(two_tokenizers))
+    got = rows_by_group(session.query("SELECT * FROM metrics_by_lang"), ("lang",))
     a_en = got[("A", "en")]  # d1, d2, d4: token counts 1->4, 2->2, 3->1
     assert (a_en["documents"], a_en["tokens"], a_en["words"], a_en["types"]) == (3, 7, 6, 3)
     assert a_en["shannon_efficiency"] == pytest.approx(entropy([4, 2, 1]) / math.log(8))
     assert a_en["normalized_length"] is None  # no baseline chosen
-    set_parameters(con, baseline=ODD_NAME)
-    got = rows_by_group(query(con, "SELECT * FROM metrics_by_lang"), ("lang",))
+    session.set_parameters(baseline=ODD_NAME)
+    got = rows_by_group(session.query("SELECT * FROM metrics_by_lang"), ("lang",))
     assert got[("A", "en")]["normalized_length"] == pytest.approx(7 / 5)
     assert got[(ODD_NAME, "en")]["normalized_length"] == 1.0
 
 
 def test_names_with_quotes_are_plain_strings_never_sql(two_tokenizers):
-    con = connect(list(two_tokenizers), baseline=ODD_NAME)
+    session = connect(list(two_tokenizers), baseline=ODD_NAME)
+    con = session.con
     assert con.execute(
         "SELECT count(*) FROM documents WHERE source = ?", [INJECTION]
     ).fetchone() == (2,)
     with pytest.raises(AnalyticsError, match="not in these outputs"):
-        set_parameters(con, baseline="A'; DROP VIEW documents; --")
+        session.set_parameters(baseline="A'; DROP VIEW documents; --")
     with pytest.raises(AnalyticsError, match="cannot group"):
         metrics_sql(("source; DROP VIEW documents",))
     assert con.execute("SELECT count(*) FROM documents").fetchone() == (8,)
@@ -239,7 +256,7 @@ def test_names_with_quotes_are_plain_strings_never_sql(two_tokenizers):
 
 
 def test_views_expose_documents_tokens_units_rejects_runs_lazily(two_tokenizers):
-    con = connect(list(two_tokenizers))
+    con = connect(list(two_tokenizers)).con
     assert con.execute("SELECT count(*), sum(n_tokens) FROM documents").fetchone() == (8, 17)
     assert con.execute("SELECT count(*) FROM tokens").fetchone() == (17,)
     assert con.execute(
@@ -274,7 +291,7 @@ def test_dynamic_merge_batch_statistics_come_from_the_sidecar(tmp_path):
         sidecar=sidecar,
         batch_ids=[0, 1],
     )
-    con = connect(url)
+    con = connect(url).con
     rows = con.execute(
         "SELECT batch_id, l0, lm, lword, reduction_pct, absolute_reduction_pct "
         "FROM merge_batches ORDER BY batch_id"
@@ -409,8 +426,6 @@ def test_report_over_an_s3_output_matches_the_local_one(compared, s3):
 
 
 def test_views_open_from_a_plain_duckdb_database_file(two_tokenizers, tmp_path):
-    from pipeline.analytics import export_database
-
     path = export_database(list(two_tokenizers), str(tmp_path / "tm.duckdb"))
     con = duckdb.connect(path, read_only=True)
     assert con.execute("SELECT count(*) FROM tokens").fetchall() == [(17,)]
@@ -418,13 +433,37 @@ def test_views_open_from_a_plain_duckdb_database_file(two_tokenizers, tmp_path):
     assert got[("A", "web", "en")]["types"] == 3
 
 
-def test_report_fast_token_count_equals_the_metrics_views(two_tokenizers):
-    from pipeline.analytics import report_tables
+def test_report_of_a_database_file_reads_its_own_views(two_tokenizers, tmp_path):
+    """report_tables over an exported database (no files) == over the outputs themselves."""
+    path = export_database(list(two_tokenizers), str(tmp_path / "tm.duckdb"))
+    want = report_tables(connect(list(two_tokenizers)))
+    with duckdb.connect(path) as con:
+        got = report_tables(con)
+    for key in ("by_lang", "by_source", "length_histogram"):
+        assert len(got[key]) == len(want[key]) > 0
+        for w, g in zip(want[key].to_pylist(), got[key].to_pylist(), strict=True):
+            assert g == {
+                k: pytest.approx(v, rel=1e-12) if isinstance(v, float) else v for k, v in w.items()
+            }
 
-    con = connect(list(two_tokenizers), baseline="A")
-    tables = report_tables(con)  # counts keyed by (group hash << 32 | token id)
+
+def test_analytics_imports_neither_the_engine_nor_the_loader_nor_the_cli():
+    code = (
+        "import sys, pipeline.analytics; "
+        "print([m for m in sys.modules if m.startswith(('pipeline.tokenize', 'pipeline.loader', "
+        "'jobs', 'ray', 'torch'))])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]"
+
+
+def test_report_fast_token_count_equals_the_metrics_views(two_tokenizers):
+    session = connect(list(two_tokenizers), baseline="A")
+    tables = report_tables(session)  # counts keyed by (group hash << 32 | token id)
     for key, view in (("by_source", "metrics"), ("by_lang", "metrics_by_lang")):
-        want = query(con, f"SELECT * FROM {view}").to_pylist()  # summation order may differ
+        want = session.query(f"SELECT * FROM {view}").to_pylist()  # summation order may differ
         assert tables[key].to_pylist() == [
             {k: pytest.approx(v, rel=1e-12) if isinstance(v, float) else v for k, v in row.items()}
             for row in want
@@ -434,8 +473,6 @@ def test_report_fast_token_count_equals_the_metrics_views(two_tokenizers):
 def test_report_from_unit_token_counts_equals_unnesting_the_shards(compared, tmp_path):
     """The engine's per-unit counts (unigrams/) and the shards' token lists give the same report."""
     import shutil
-
-    from pipeline.analytics import has_precounted_unigrams, report_tables
 
     out, _ = compared
     urls = sorted(str(p) for p in out.iterdir() if p.name != "report")
@@ -458,7 +495,7 @@ def test_report_from_unit_token_counts_equals_unnesting_the_shards(compared, tmp
                 out.write_table(table)
         mixed.append(str(copy))
     counted, unnested = connect(urls), connect(stripped)
-    assert has_precounted_unigrams(counted) and not has_precounted_unigrams(unnested)
+    assert counted.has_precounted_unigrams and not unnested.has_precounted_unigrams
     want = report_tables(counted)
     for got in (report_tables(unnested), report_tables(connect(mixed))):
         for key in ("by_lang", "by_source", "length_histogram"):
@@ -478,16 +515,16 @@ def test_renyi_alpha_outside_the_exact_range_is_refused(two_tokenizers, alpha):
 
 def test_report_is_the_same_with_chunked_and_hashed_counting(compared, monkeypatch):
     """Many small chunks folded by DuckDB's hash aggregate == one dense chunk (the default)."""
-    import pipeline.analytics as analytics
+    from pipeline.analytics import counting
 
     out, _ = compared
     urls = sorted(str(p) for p in out.iterdir() if p.name != "report")
-    want = analytics.report_tables(connect(urls))
-    monkeypatch.setattr(analytics, "KEYED_CHUNK_ROWS", 1000)
-    monkeypatch.setattr(analytics, "DOC_CHUNK_ROWS", 50)
-    monkeypatch.setattr(analytics, "DENSE_CELLS", 0)
+    want = report_tables(connect(urls))
+    monkeypatch.setattr(counting, "KEYED_CHUNK_ROWS", 1000)
+    monkeypatch.setattr(counting, "DOC_CHUNK_ROWS", 50)
+    monkeypatch.setattr(counting, "DENSE_CELLS", 0)
     for unit_counts in (True, False):
-        got = analytics.report_tables(connect(urls, unit_counts=unit_counts))
+        got = report_tables(connect(urls, unit_counts=unit_counts))
         for key in ("by_lang", "by_source", "length_histogram"):
             for w, g in zip(want[key].to_pylist(), got[key].to_pylist(), strict=True):
                 assert g == {

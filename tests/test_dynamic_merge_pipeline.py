@@ -9,15 +9,15 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from pipeline.config import load_config
-from pipeline.engine import run_job
-from pipeline.ledger import committed_entries
-from pipeline.shards import read_ipc
-from pipeline.storage import Output
+from pipeline.tokenize.config import load_config
+from pipeline.tokenize.engine import run_job
+from pipeline.output.ledger import committed_entries
+from pipeline.output.shards import read_ipc
+from pipeline.output.storage import Output
 from tokenizers_impl import load_tokenizer
 from tokenizers_impl.dynamic_merge import vocab_from_sidecar
 
-from .conftest import LANGS
+from .helpers import LANGS
 
 
 def test_run_writes_batch_ids_and_sidecars_that_decode_every_document(
@@ -36,18 +36,18 @@ def test_run_writes_batch_ids_and_sidecars_that_decode_every_document(
         progress=False,
     )
     summary = run_job(cfg)
-    assert summary["complete"] and summary["rejected"] == 0
+    assert summary.complete and summary.rejected == 0
 
     tok = load_tokenizer(f"dynamic_merge:{config}")
     expected = {r["id"]: r["text"] for lang in LANGS for r in sample_records[lang]}
     output = Output(str(out))
     seen, sidecars = set(), []
     for entry in committed_entries(output):
-        shard = read_ipc(output, entry["shard"]).to_pylist()
-        sidecar = read_ipc(output, entry["sidecar"])
+        shard = read_ipc(output, entry.shard).to_pylist()
+        sidecar = read_ipc(output, entry.sidecar)
         sidecars.append(sidecar)
         stats = sidecar.filter(pa.compute.is_null(sidecar["new_id"]))
-        assert stats["batch_id"].to_pylist() == list(range(entry["batches"]))
+        assert stats["batch_id"].to_pylist() == list(range(entry.batches))
         assert sum(stats["lm"].to_pylist()) == sum(row["n_tokens"] for row in shard)
         for row in shard:
             vocab = vocab_from_sidecar(sidecar, row["batch_id"])
@@ -65,5 +65,5 @@ def test_run_writes_batch_ids_and_sidecars_that_decode_every_document(
     l0, lm, lword = duckdb.sql(
         "SELECT sum(l0), sum(lm), sum(lword) FROM sidecar WHERE new_id IS NULL"
     ).fetchall()[0]
-    assert lword < lm < l0 and lm == summary["tokens"]
-    assert Path(out, entry["sidecar"]).exists()
+    assert lword < lm < l0 and lm == summary.tokens
+    assert Path(out, entry.sidecar).exists()

@@ -21,14 +21,17 @@ from click.testing import CliRunner
 
 from infra.s3_server import S3Server
 from jobs.cli import main as cli
-from pipeline.config import load_config
-from pipeline.engine import UnitFailed, run_job
-from pipeline.lease import LEASE_NAME, LeaseError, OutputLease
-from pipeline.ledger import committed_entries
-from pipeline.storage import Output
-from pipeline.verify import verify_output
+from pipeline.tokenize.config import load_config
+from pipeline.errors import UnitFailed
+from pipeline.tokenize.engine import run_job
+from pipeline.errors import LeaseError
+from pipeline.output.lease import OutputLease
+from schemas.layout import LEASE_FILE
+from pipeline.output.ledger import committed_entries
+from pipeline.output.storage import Output
+from pipeline.output.verify import verify_output
 
-from .conftest import REPO, SAMPLE_DIR, shard_files
+from .helpers import REPO, SAMPLE_DIR, shard_files
 
 TOKENMILL = str(Path(sys.executable).parent / "tokenmill")
 COPIES = 6  # the sample corpus 6 times over (~13 MB): units take long enough to be hit mid-way
@@ -59,13 +62,13 @@ def reference(ray_session, tmp_path_factory, big_input, bpe_path) -> dict[str, b
     """Shards of an uninterrupted run (name -> bytes)."""
     out = tmp_path_factory.mktemp("ref") / "out"
     summary = run_job(config(big_input, out, f"bpe:{bpe_path}", actors=2))
-    assert summary["complete"] and summary["units_planned"] > 8
+    assert summary.complete and summary.units_planned > 8
     return shard_files(out)
 
 
 def assert_same_as_reference(out: Path, reference: dict[str, bytes]) -> None:
     report = verify_output(str(out))
-    assert report["ok"], report["problems"]
+    assert report.ok, report.problems
     assert shard_files(out) == reference  # same names, same bytes: nothing lost or duplicated
     ids = [e["unit_id"] for e in committed_entries(Output(str(out)))]
     assert len(ids) == len(set(ids)) == len(reference)
@@ -103,7 +106,7 @@ def test_tokenizer_actor_sigkilled_mid_unit_is_restarted_and_the_unit_redone(
     summary = run_job(config(big_input, tmp_path / "out", f"bpe:{bpe_path}", actors=2))
     thread.join()
     assert len(killed) == 2, "the killer never found a busy tokenizer actor"
-    assert summary["complete"] and summary["units_run"] == len(reference)
+    assert summary.complete and summary.units_run == len(reference)
     assert_same_as_reference(tmp_path / "out", reference)
 
 
@@ -156,7 +159,7 @@ def test_driver_sigkilled_after_first_commit_then_the_same_command_finishes_the_
     kill_group(proc)  # and the local Ray cluster it started goes with it, as in a machine crash
     committed = len(list((out / "ledger").glob("*.json")))
     assert 1 <= committed < len(reference)
-    assert (out / LEASE_NAME).exists()  # the dead driver's lease is left behind
+    assert (out / LEASE_FILE).exists()  # the dead driver's lease is left behind
     rerun = subprocess.run(
         cli_run(big_input, out, bpe_path),
         cwd=REPO,
@@ -169,7 +172,7 @@ def test_driver_sigkilled_after_first_commit_then_the_same_command_finishes_the_
     summary = json.loads(rerun.stdout)
     assert summary["units_skipped"] >= committed and summary["complete"]
     assert "taking over a stale lease" in rerun.stderr  # owner pid is dead on this host
-    assert not (out / LEASE_NAME).exists()
+    assert not (out / LEASE_FILE).exists()
     assert_same_as_reference(out, reference)
 
 
@@ -195,11 +198,11 @@ def test_a_shard_deleted_or_corrupted_after_commit_is_named_by_verify_and_repair
     assert len(report["bad_units"]) == 2
 
     summary = run_job(cfg.model_copy(update={"repair": True}))
-    assert sorted(r["unit_id"] for r in summary["repaired"]) == sorted(report["bad_units"])
-    assert summary["units_run"] == 2 and summary["complete"]
+    assert sorted(r["unit_id"] for r in summary.repaired) == sorted(report["bad_units"])
+    assert summary.units_run == 2 and summary.complete
     assert shard_files(out) == good
     assert {n: (out / n).stat().st_mtime_ns for n in untouched} == untouched  # only those two
-    assert verify_output(str(out))["ok"]
+    assert verify_output(str(out)).ok
 
 
 def test_a_second_run_on_a_leased_output_refuses_with_a_clear_message(
@@ -228,7 +231,7 @@ def test_a_second_run_on_a_leased_output_refuses_with_a_clear_message(
         )
         assert result.exit_code == 2 and "is leased by another run" in result.output
         assert not (out / "ledger").exists()  # refused before writing anything
-    assert run_job(cfg)["complete"]  # released: the next run goes ahead
+    assert run_job(cfg).complete  # released: the next run goes ahead
 
 
 @pytest.mark.slow  # starts its own Ray cluster(s) or S3 server
@@ -351,7 +354,7 @@ def s3_reference(s3, inputs: str, bpe_path: str, prefix: str, **kw) -> dict[str,
             **kw,
         )
     )
-    assert summary["complete"]
+    assert summary.complete
     output = Output(out, s3.storage_options)
     return {e["shard"]: output.read_bytes(e["shard"]) for e in committed_entries(output)}
 
@@ -395,8 +398,8 @@ def test_object_storage_outage_mid_run_is_ridden_out_by_retries_with_backoff(
         thread.join()
         proxy.close()
     assert outages, "the run finished before the outage could start"
-    assert summary["complete"] and summary["units_run"] == len(reference)
-    assert verify_output(output.url, s3.storage_options)["ok"]
+    assert summary.complete and summary.units_run == len(reference)
+    assert verify_output(output.url, s3.storage_options).ok
     assert s3_shards(Output(output.url, s3.storage_options)) == reference
 
 
@@ -456,9 +459,9 @@ def test_object_storage_server_restarted_mid_run_fails_clearly_and_the_rerun_fin
         thread.join()
         print(f"first run after the restart: {outcome}")
         summary = run_job(cfg("out"))  # the rerun redoes whatever the restart lost
-        assert summary["complete"], outcome
+        assert summary.complete, outcome
         output = Output("s3://restart/out", server.storage_options)
-        assert verify_output(output.url, server.storage_options)["ok"]
+        assert verify_output(output.url, server.storage_options).ok
         assert s3_shards(output) == reference
     finally:
         server.stop()

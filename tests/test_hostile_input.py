@@ -16,12 +16,14 @@ import pyarrow as pa
 import pytest
 import zstandard
 
-from pipeline.config import load_config
-from pipeline.engine import run_job
-from pipeline.sources import InputError, ReadOptions, plan_units
-from pipeline.storage import Output
-from pipeline.tokenize_unit import UnitTask, process_unit
-from pipeline.verify import verify_output
+from pipeline.tokenize.config import load_config
+from pipeline.tokenize.engine import run_job
+from pipeline.errors import InputError
+from pipeline.tokenize.inputs import ReadOptions, plan_units
+from pipeline.output.storage import Output
+from pipeline.tokenize.unit import UnitTask, process_unit
+from pipeline.output.verify import verify_output
+from schemas.records import LedgerEntry
 from tokenizers_impl import load_tokenizer
 
 CONFIG_HASH = "hostile000000000"
@@ -34,22 +36,22 @@ def tokenizer(bpe_path):
 
 def tokenize(
     pattern: str, tokenizer, out: Path, **read
-) -> tuple[list[dict], list[dict], list[str]]:
+) -> tuple[list[LedgerEntry], list[dict], list[str]]:
     """Run process_unit (the actor's code, in-process) over every unit of `pattern`.
 
     Returns (ledger entries, reject rows, shard texts decoded back from the tokens)."""
     opts = ReadOptions(**read)
     task = UnitTask(opts, CONFIG_HASH, False, True, {})
     output = Output(str(out))
-    entries = [process_unit(unit, tokenizer, task, output) for unit in plan_units([pattern], opts)]
+    entries = [process_unit(u, tokenizer, task, output).entry for u in plan_units([pattern], opts)]
     rejects, texts = [], []
     for entry in entries:
-        assert entry["docs_read"] == entry["documents"] + entry["rejected"]
-        if entry["rejects"]:
-            rejects.extend(pa.ipc.open_file(str(out / entry["rejects"])).read_all().to_pylist())
-        shard = pa.ipc.open_file(str(out / entry["shard"])).read_all()
+        assert entry.docs_read == entry.documents + entry.rejected
+        if entry.rejects:
+            rejects.extend(pa.ipc.open_file(str(out / entry.rejects)).read_all().to_pylist())
+        shard = pa.ipc.open_file(str(out / entry.shard)).read_all()
         texts.extend(tokenizer.decode(row) for row in shard["tokens"].to_pylist())
-    assert verify_output(str(out))["ok"]
+    assert verify_output(str(out)).ok
     return entries, rejects, texts
 
 
@@ -186,7 +188,7 @@ def test_wrong_types(tmp_path, tokenizer):
         "missing text field 'text'",
         "empty text",
     ]
-    shard = pa.ipc.open_file(str(tmp_path / "out" / entries[0]["shard"])).read_all().to_pylist()
+    shard = pa.ipc.open_file(str(tmp_path / "out" / entries[0].shard)).read_all().to_pylist()
     assert shard[0]["source"] == "types.jsonl"  # a non-string source falls back to the file name
     assert len(shard[0]["doc_id"]) == 24  # a non-scalar id falls back to hash(url, offset)
 
@@ -194,7 +196,7 @@ def test_wrong_types(tmp_path, tokenizer):
 def test_empty_file_commits_an_empty_unit(tmp_path, tokenizer):
     (tmp_path / "empty.jsonl").write_bytes(b"")
     entries, rejects, texts = tokenize(str(tmp_path / "empty.jsonl"), tokenizer, tmp_path / "out")
-    assert [(e["docs_read"], e["documents"], e["rejected"]) for e in entries] == [(0, 0, 0)]
+    assert [(e.docs_read, e.documents, e.rejected) for e in entries] == [(0, 0, 0)]
     assert rejects == [] and texts == []
 
 
@@ -282,7 +284,7 @@ def test_a_hostile_folder_end_to_end_through_ray(ray_session, tmp_path, bpe_path
         progress=False,
     )
     summary = run_job(cfg)
-    assert summary["complete"] and summary["units_committed"] == 4
-    assert summary["docs_read"] == summary["documents"] + summary["rejected"]
-    assert summary["rejected"] == 5  # 4 bad lines of mixed.jsonl + the truncated gzip's tail
-    assert verify_output(str(tmp_path / "out"))["ok"]
+    assert summary.complete and summary.units_committed == 4
+    assert summary.docs_read == summary.documents + summary.rejected
+    assert summary.rejected == 5  # 4 bad lines of mixed.jsonl + the truncated gzip's tail
+    assert verify_output(str(tmp_path / "out")).ok

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from jobs.cli import main as cli
 from tokenizers_impl import load_tokenizer
 
-from .conftest import LANGS, shard_rows
+from .helpers import LANGS, shard_rows
 
 
 def test_lib_trains_from_the_cli_and_its_shards_decode_to_the_input(

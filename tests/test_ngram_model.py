@@ -8,8 +8,8 @@ import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 
-from jobs.cmd_byte_probs import command as byte_probs
-from jobs.cmd_ngram import command as train_ngram
+from jobs.cmd_byte_probs import byte_probs_cmd as byte_probs
+from jobs.cmd_ngram import train_ngram_cmd as train_ngram
 from schemas.shards import shard_schema
 from tokenizers_impl.bpe import BPETokenizer
 from tokenizers_impl.ngram_model import NgramModel

@@ -15,12 +15,14 @@ import pytest
 from click.testing import CliRunner
 
 from jobs.cli import main as cli
-from pipeline.config import ConfigError, load_config
-from pipeline.engine import run_job
-from pipeline.verify import verify_output
+from pipeline.errors import ConfigError
+from pipeline.tokenize.config import load_config
+from pipeline.tokenize.engine import run_job
+from pipeline.output.verify import verify_output
+from schemas.records import LedgerEntry
 from tokenizers_impl import load_tokenizer
 
-from .conftest import LANGS, REPO, shard_files, shard_rows
+from .helpers import LANGS, REPO, shard_files, shard_rows
 
 
 def job(sample_dir, output, tokenizer, **kw):
@@ -43,9 +45,9 @@ def test_every_document_is_accounted_for_and_decodes_to_its_exact_text(
 ):
     out, summary = reference_run
     expected = {r["id"]: r for lang in LANGS for r in sample_records[lang]}
-    assert summary["complete"] and summary["units_committed"] == summary["units_planned"] > 5
-    assert summary["docs_read"] == summary["documents"] + summary["rejected"] == len(expected)
-    assert summary["rejected"] == 0
+    assert summary.complete and summary.units_committed == summary.units_planned > 5
+    assert summary.docs_read == summary.documents + summary.rejected == len(expected)
+    assert summary.rejected == 0
     rows = shard_rows(str(out))
     assert sorted(r["doc_id"] for r in rows) == sorted(expected)
     tok = load_tokenizer(f"bpe:{bpe_path}")
@@ -56,7 +58,7 @@ def test_every_document_is_accounted_for_and_decodes_to_its_exact_text(
         assert row["n_tokens"] == len(row["tokens"])
         assert row["n_bytes"] == len(record["text"].encode("utf-8"))
         assert row["n_chars"] == len(record["text"])
-    assert summary["tokens"] == sum(r["n_tokens"] for r in rows)
+    assert summary.tokens == sum(r["n_tokens"] for r in rows)
 
 
 def test_shards_carry_schema_v1_metadata_and_compact_token_type(reference_run, bpe_path):
@@ -70,7 +72,7 @@ def test_shards_carry_schema_v1_metadata_and_compact_token_type(reference_run, b
     assert meta["tokenmill.tokenizer.fingerprint"] == tok.fingerprint
     assert meta["tokenmill.tokenizer.vocab_size"] == "8000"
     assert schema.field("tokens").type == pa.list_(pa.field("item", pa.uint16(), nullable=False))
-    assert summary["encoder"] == "tiktoken"
+    assert summary.encoder == "tiktoken"
 
 
 def test_one_actor_and_two_actors_write_byte_identical_shards(
@@ -84,12 +86,12 @@ def test_one_actor_and_two_actors_write_byte_identical_shards(
 def test_rerun_skips_committed_units_and_overwrite_redoes_them(reference_run, sample_dir, bpe_path):
     out, first = reference_run
     again = run_job(job(sample_dir, out, f"bpe:{bpe_path}", actors=2, unit_bytes=100_000))
-    assert again["units_skipped"] == first["units_planned"] and again["units_run"] == 0
+    assert again.units_skipped == first.units_planned and again.units_run == 0
     before = shard_files(out)
     redo = run_job(
         job(sample_dir, out, f"bpe:{bpe_path}", actors=2, unit_bytes=100_000, overwrite=True)
     )
-    assert redo["units_run"] == first["units_planned"]
+    assert redo.units_run == first.units_planned
     assert shard_files(out) == before
 
 
@@ -174,10 +176,10 @@ def test_bad_input_goes_to_rejects_and_counts_reconcile(ray_session, tmp_path, b
             progress=False,
         )
     )
-    assert (summary["docs_read"], summary["documents"], summary["rejected"]) == (8, 2, 6)
-    entry = json.loads(next((out / "ledger").glob("*.json")).read_text())
-    assert entry["docs_read"] == entry["documents"] + entry["rejected"]
-    with pa.memory_map(str(out / entry["rejects"])) as source:
+    assert (summary.docs_read, summary.documents, summary.rejected) == (8, 2, 6)
+    entry = LedgerEntry.from_json(json.loads(next((out / "ledger").glob("*.json")).read_text()))
+    assert entry.docs_read == entry.documents + entry.rejected
+    with pa.memory_map(str(out / entry.rejects)) as source:
         rejects = pa.ipc.open_file(source).read_all().to_pylist()
     assert [(r["line"], r["reason"]) for r in rejects] == [
         (2, "invalid UTF-8 at byte 24 of the record"),
@@ -189,7 +191,7 @@ def test_bad_input_goes_to_rejects_and_counts_reconcile(ray_session, tmp_path, b
     ]
     assert all(r["source"] == str(corpus / "mixed.jsonl") for r in rejects)
     assert [r["doc_id"] for r in shard_rows(str(out))] == ["a", "g"]
-    assert verify_output(str(out))["ok"]
+    assert verify_output(str(out)).ok
 
 
 def test_bad_config_names_the_field_and_exits_before_any_work(tmp_path, bpe_path, sample_dir):
@@ -250,7 +252,7 @@ def test_an_output_refuses_a_second_configuration(
             progress=False,
         )
     )
-    from pipeline.ledger import LedgerError
+    from pipeline.errors import LedgerError
 
     with pytest.raises(LedgerError, match="another configuration"):
         run_job(
@@ -277,20 +279,20 @@ def test_full_job_from_and_to_s3_then_verify(ray_session, s3, s3_sample, bpe_pat
         )
     )
     total = sum(len(v) for v in sample_records.values())
-    assert summary["complete"] and summary["documents"] == total
+    assert summary.complete and summary.documents == total
     opts = [f"--storage-option={k}={v}" for k, v in storage.items()]
     result = CliRunner().invoke(cli, ["verify", "s3://tokens/run1", *opts])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output.strip().splitlines()[-1])
     assert (report["units"], report["documents"], report["rejected"]) == (
-        summary["units_committed"],
+        summary.units_committed,
         total,
         0,
     )
-    assert report["tokens"] == summary["tokens"]
+    assert report["tokens"] == summary.tokens
     fs = s3.filesystem()
-    assert len(fs.ls("tokens/run1/shards")) == summary["units_committed"]
-    assert storage["secret"] not in json.dumps(summary)
+    assert len(fs.ls("tokens/run1/shards")) == summary.units_committed
+    assert storage["secret"] not in json.dumps(summary.to_json())
 
 
 def test_verify_names_a_corrupted_shard(reference_run, tmp_path):
@@ -316,7 +318,7 @@ def test_sentencepiece_job_decodes_back_to_input(
     tok = load_tokenizer(f"sentencepiece:{sp_path}")
     expected = {r["id"]: r["text"] for lang in LANGS for r in sample_records[lang]}
     rows = shard_rows(str(out))
-    assert len(rows) == summary["documents"] == len(expected)
+    assert len(rows) == summary.documents == len(expected)
     assert all(tok.decode(r["tokens"]) == expected[r["doc_id"]] for r in rows)
 
 

@@ -8,12 +8,12 @@ import numpy as np
 from click.testing import CliRunner
 
 from jobs.cli import main as cli
-from pipeline.config import load_config
-from pipeline.engine import run_job
+from pipeline.tokenize.config import load_config
+from pipeline.tokenize.engine import run_job
 from tokenizers_impl import load_tokenizer
 from tokenizers_impl.byte_token import byte_span_to_tokens, token_end_offsets, tokens_to_byte_span
 
-from .conftest import shard_rows
+from .helpers import shard_rows
 
 
 def _cli_json(args):

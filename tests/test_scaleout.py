@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import load_config
-from pipeline.engine import run_job
-from pipeline.verify import verify_output
+from pipeline.tokenize.config import load_config
+from pipeline.tokenize.engine import run_job
+from pipeline.output.verify import verify_output
 
-from .conftest import REPO, shard_files
+from .helpers import REPO, shard_files
 
 BIN = Path(sys.executable).parent
 
@@ -137,5 +137,5 @@ def test_ray_job_submit_on_a_two_node_cluster_matches_the_single_node_run(
     assert result.returncode == 0, result.stdout + result.stderr
     assert "succeeded" in result.stdout
     assert nodes == 2
-    assert verify_output(str(tmp_path / "cluster"))["ok"]
+    assert verify_output(str(tmp_path / "cluster")).ok
     assert shard_files(tmp_path / "cluster") == shard_files(single)

@@ -14,16 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import ConfigError, load_config
-from pipeline.engine import run_job
-from pipeline.ledger import UnitNames
-from pipeline.sources import ReadOptions, plan_units
-from pipeline.storage import Output
+from pipeline.errors import ConfigError, StorageError
+from pipeline.tokenize.config import load_config
+from pipeline.tokenize.engine import run_job
+from schemas.layout import UnitNames
+from pipeline.tokenize.inputs import ReadOptions, plan_units
+from pipeline.output.storage import Output
 from tokenizers_impl import load_tokenizer
 from tokenizers_impl.base import TokenizerError
 from tokenizers_impl.files import read_file
 
-from .conftest import REPO
+from .helpers import REPO
 
 PACKAGES = ("pipeline", "jobs", "tokenizers_impl", "schemas", "infra", "bench")
 UNSAFE = [
@@ -120,7 +121,7 @@ def test_config_files_are_schema_checked_size_limited_and_safe_yaml(tmp_path, bp
     "rel", ["../x", "../../etc/x", "shards/../../x", "/etc/passwd", "a/../../b"]
 )
 def test_output_paths_cannot_leave_the_prefix(tmp_path, rel):
-    with pytest.raises(ValueError, match="outside the output prefix"):
+    with pytest.raises(StorageError, match="outside the output prefix"):
         Output(str(tmp_path)).path(rel)
 
 
@@ -153,7 +154,7 @@ def test_hostile_document_ids_and_sources_never_become_paths(ray_session, tmp_pa
         names = UnitNames.of(unit.unit_id, "0123456789abcdef")
         assert re.fullmatch(r"shards/[0-9a-f]{24}\.[0-9a-f]{12}\.arrow", names.shard)
     summary = run_job(cfg)
-    assert summary["documents"] == len(hostile)
+    assert summary.documents == len(hostile)
     written = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
     assert all(w.startswith(("in/", "out/")) for w in written), written
     outside = [p for p in tmp_path.iterdir() if p.name != "sandbox"]

@@ -10,13 +10,14 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from pipeline.sources import InputError, ReadOptions, UnitReader, plan_units
+from pipeline.errors import InputError
+from pipeline.tokenize.inputs import ReadOptions, plan_units, read_unit
 
 
 def read_all(units, opts, storage_options=None):
     docs, rejects, blank = [], [], 0
     for unit in units:
-        for batch in UnitReader(unit, opts, storage_options):
+        for batch in read_unit(unit, opts, storage_options):
             docs.extend(zip(batch.doc_ids, batch.texts, batch.sources, batch.langs, strict=True))
             rejects.extend(batch.rejects)
             blank += batch.blank

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.textstats import batch_stats, count_words
+from pipeline.tokenize.textstats import batch_stats, count_words
 from tokenizers_impl import load_tokenizer
 
 
@@ -33,7 +33,7 @@ def test_continued_words_count_words_with_a_token_boundary_inside(bpe_path, samp
     texts = sample_texts[::7]
     flat, offsets = tok.encode_batch_flat(texts)
     stats = batch_stats(texts, flat, offsets, tok.token_byte_lengths(), want_ends=True)
-    from pipeline.textstats import word_spans_bytes
+    from pipeline.tokenize.textstats import word_spans_bytes
 
     for i, text in enumerate(texts):
         ids = flat[offsets[i] : offsets[i + 1]]

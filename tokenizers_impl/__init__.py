@@ -5,6 +5,8 @@ kinds (`bpe`, `sentencepiece`, `lib`, `dynamic_merge`) and byte-token conversion
 `token_bytes`, `load` and `save`, sets `kind`, `name`, `vocab_size` and `fingerprint`, and
 registers its class. docs/plugins.md has the details (attributes, optional capabilities)::
 
+    import numpy as np
+
     from tokenizers_impl import TokenizerBase, register
     from tokenizers_impl.base import fingerprint_of
     from tokenizers_impl.files import read_file, write_file

@@ -55,7 +55,7 @@ class BPETokenizer(TokenizerBase):
         self._config = config
         self.vocab_size = hf.get_vocab_size(with_added_tokens=True)
         self.fingerprint = fingerprint_of(self.kind, json.dumps(config, sort_keys=True))
-        self.special_ids = {tok.id if hasattr(tok, "id") else i for i, tok in self._added_tokens()}
+        self.special_ids = frozenset(self._special_tokens())
         self.byte_level = _is_byte_level(config)
         self._bytes = self._byte_table()
         self.eos_id = hf.token_to_id(EOS)
@@ -112,14 +112,14 @@ class BPETokenizer(TokenizerBase):
         write_file(url, self.hf.to_str(pretty=False).encode("utf-8"), storage_options)
 
     # -- tables ---------------------------------------------------------------------------------
-    def _added_tokens(self) -> list[tuple[int, Any]]:
-        return [(i, tok) for i, tok in self.hf.get_added_tokens_decoder().items() if tok.special]
+    def _special_tokens(self) -> list[int]:
+        """Ids of the added tokens marked special."""
+        return [i for i, tok in self.hf.get_added_tokens_decoder().items() if tok.special]
 
     def _byte_table(self) -> list[bytes]:
         table: list[bytes] = []
         u2b = _unicode_to_byte()
-        specials = {i for i, _ in self._added_tokens()}
-        self.special_ids = specials
+        specials = self.special_ids
         for i in range(self.vocab_size):
             token = self.hf.id_to_token(i)
             if token is None:

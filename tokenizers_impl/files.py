@@ -18,8 +18,8 @@ MAX_TOKENIZER_FILE_BYTES = 512 << 20
 def url_to_fs(
     url: str, storage_options: dict[str, Any] | None = None
 ) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The filesystem and path for a URL (plain paths are local), as `pipeline.storage.url_to_fs`
-    does it; the plugin layer sits below `pipeline` and does not import it."""
+    """The filesystem and path for a URL (plain paths are local), as pipeline's storage wrapper
+    makes them; the plugin layer sits below `pipeline` and does not import it."""
     return fsspec.core.url_to_fs(url, **(storage_options or {}))
 
 

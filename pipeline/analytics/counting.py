@@ -96,9 +96,7 @@ class KeyedCounts:
         k, n = np.concatenate(self.keys), np.concatenate(self.counts)
         gid, token = k >> np.uint64(32), k & np.uint64(TOKEN_MASK)
         self._insert("_unigram_partial", gid, token, n)
-        lang_of = np.array(
-            [self.lang_groups[(g[0], g[2])] for g in self.groups], dtype=np.uint64
-        )
+        lang_of = np.array([self.lang_groups[(g[0], g[2])] for g in self.groups], dtype=np.uint64)
         lang_gid = lang_of[gid.astype(np.int64)] if len(gid) else gid
         self._insert("_unigram_partial_lang", lang_gid, token, n)
         self.keys, self.counts, self.pending = [], [], 0
@@ -300,7 +298,5 @@ def _insert_documents(con: duckdb.DuckDBPyConnection, tables: list[pa.Table]) ->
         encoded = pc.dictionary_encode(chunk.column(name).cast(pa.string()))
         chunk = chunk.set_column(index, name, encoded)
     con.register("_documents_chunk", chunk)
-    con.execute(
-        f"INSERT INTO _documents_cache SELECT {', '.join(DOC_CACHE)} FROM _documents_chunk"
-    )
+    con.execute(f"INSERT INTO _documents_cache SELECT {', '.join(DOC_CACHE)} FROM _documents_chunk")
     con.unregister("_documents_chunk")

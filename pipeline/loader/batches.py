@@ -11,7 +11,9 @@ import torch
 IGNORE_INDEX = -100  # label value of padding (torch's cross_entropy default ignore_index)
 
 
-def step_ranges(steps: range, base: int, per_step: int, batch: int, end: int) -> list[tuple[int, int]]:
+def step_ranges(
+    steps: range, base: int, per_step: int, batch: int, end: int
+) -> list[tuple[int, int]]:
     """The sample range [a, b) of each of a consumer's steps (a = base + step * per_step) that
     starts before `end` (the last one cut at `end`)."""
     ranges = []
@@ -50,18 +52,14 @@ def batch_items(
         parts["document_ids"] = whole[row, :, :-1]
     if return_index:
         index = [np.arange(a, b) for a, b in ranges]
-        parts["index"] = torch.from_numpy(
-            index[0] if len(index) == 1 else np.concatenate(index)
-        )
+        parts["index"] = torch.from_numpy(index[0] if len(index) == 1 else np.concatenate(index))
         if source is not None:
             parts["source"] = torch.from_numpy(source)
     sizes = [b - a for a, b in ranges]
     if single:
         columns = {k: v.unbind(0) for k, v in parts.items()}
     elif sizes.count(sizes[0]) == len(sizes):  # equal batches: a reshaped view, unbound
-        columns = {
-            k: v.unflatten(0, (len(sizes), sizes[0])).unbind(0) for k, v in parts.items()
-        }
+        columns = {k: v.unflatten(0, (len(sizes), sizes[0])).unbind(0) for k, v in parts.items()}
     else:
         columns = {k: v.split(sizes) for k, v in parts.items()}
     if valid < seq_len + 1:  # padding is masked in labels only: the last gets a copy

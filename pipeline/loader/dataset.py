@@ -121,7 +121,9 @@ class TokenDataset(IterableDataset):
         self._np_dtype = DTYPES[self.dtype]
         self.chunk_tokens, self.bundle_tokens = chunk_tokens, bundle_tokens
         self.stores = [ShardStore(u, storage_options, cache_dir) for u in urls]
-        self.shards, tokenizers = zip(*(committed_shards(u, storage_options) for u in urls), strict=True)
+        self.shards, tokenizers = zip(
+            *(committed_shards(u, storage_options) for u in urls), strict=True
+        )
         if len({t["fingerprint"] for t in tokenizers}) > 1:
             raise LoaderError(f"outputs {urls} were tokenized with different tokenizers")
         self.tokenizer = tokenizers[0]
@@ -494,4 +496,3 @@ class TokenDataset(IterableDataset):
             "tokenizer": self.tokenizer,
             **asdict(self.plan()),
         }
-

@@ -10,7 +10,7 @@ from pipeline.output.ledger import (
     read_manifest,
     write_run_summary,
 )
-from pipeline.output.storage import Output, parse_storage_options, redact, url_to_fs, with_retries
+from pipeline.output.storage import Output, redact, url_to_fs, with_retries
 from schemas.layout import UnitNames
 from schemas.records import LedgerEntry, RunSummary, VerifyReport
 
@@ -24,7 +24,6 @@ __all__ = [
     "committed_entries",
     "committed_unit_ids",
     "iter_committed",
-    "parse_storage_options",
     "read_manifest",
     "redact",
     "url_to_fs",

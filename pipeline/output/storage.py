@@ -56,20 +56,6 @@ def redact(options: dict[str, Any] | None) -> dict[str, Any]:
     return {k: _clean(v, k) for k, v in (options or {}).items()}
 
 
-def parse_storage_options(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """Turn CLI `KEY=VALUE` pairs into storage options; values parse as JSON when they can."""
-    options: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--storage-option {pair!r} must look like KEY=VALUE")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    return options
-
-
 def url_to_fs(
     url: str, storage_options: dict[str, Any] | None = None
 ) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -142,7 +128,7 @@ class Output:
     def path(self, *parts: str) -> str:
         for part in parts:
             if part.startswith("/") or ".." in part.split("/"):
-                raise ValueError(f"refusing path {part!r} outside the output prefix")
+                raise StorageError(f"refusing path {part!r} outside the output prefix")
         return "/".join([self.root, *parts])
 
     def exists(self, rel: str) -> bool:

@@ -44,33 +44,51 @@ class JobConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    input: list[str]
-    output: str
-    tokenizer: TokenizerSpec
-    format: str = "auto"  # auto (by file suffix) or an input format name
-    source_tokenizer: str | None = None  # format "shards": the tokenizer that wrote the input
-    text_mode: Literal["line", "file"] = "line"
-    text_field: str = "text"
-    id_field: str = "id"
-    source_field: str = "source"
-    lang_field: str = "lang"
-    unit_bytes: int = Field(64 << 20, gt=0)
-    max_doc_bytes: int = Field(32 << 20, gt=0)
-    max_record_bytes: int = Field(64 << 20, gt=0)
-    batch_docs: int = Field(256, gt=0)
-    batch_bytes: int = Field(4 << 20, gt=0)
-    token_offsets: bool = False
-    word_stats: bool = True
+    input: list[str] = Field(description="input path/URL/glob (repeatable)")
+    output: str = Field(description="output prefix (local folder or s3://...)")
+    tokenizer: TokenizerSpec = Field(
+        description="KIND:PATH, e.g. bpe:tokenizer.json, sentencepiece:m.model, lib:lex.json"
+    )
+    format: str = Field("auto", description="input format (auto: by file suffix)")
+    source_tokenizer: str | None = Field(
+        None, description="format shards: KIND:PATH of the tokenizer that wrote the input"
+    )
+    text_mode: Literal["line", "file"] = Field(
+        "line", description="text inputs: one document per line or per file"
+    )
+    text_field: str = Field("text", description="record field holding the text")
+    id_field: str = Field("id", description="record field holding the document id")
+    source_field: str = Field("source", description="record field naming the source")
+    lang_field: str = Field("lang", description="record field naming the language")
+    unit_bytes: int = Field(64 << 20, gt=0, description="work unit size for uncompressed files")
+    max_doc_bytes: int = Field(32 << 20, gt=0, description="larger documents are rejected")
+    max_record_bytes: int = Field(
+        64 << 20, gt=0, description="larger raw records (lines) are rejected unread"
+    )
+    batch_docs: int = Field(256, gt=0, description="documents per tokenizer batch")
+    batch_bytes: int = Field(4 << 20, gt=0, description="text bytes per tokenizer batch")
+    token_offsets: bool = Field(False, description="store each token's byte end offset")
+    word_stats: bool = Field(True, description="count words and continued words per document")
     # run-time knobs (do not change the shard bytes)
-    actors: int | None = Field(None, gt=0)
-    actor_cpus: float = Field(0.5, gt=0)
-    max_in_flight: int | None = Field(None, gt=0)
-    storage_options: dict[str, Any] = Field(default_factory=dict)
-    overwrite: bool = False
-    repair: bool = False
-    lease_seconds: float = Field(60.0, gt=0)  # output lease expiry; refreshed every quarter of it
-    ray_address: str | None = None
-    progress: bool = True
+    actors: int | None = Field(None, gt=0, description="tokenizer actors (default: the CPUs)")
+    actor_cpus: float = Field(0.5, gt=0, description="CPUs Ray reserves per actor")
+    max_in_flight: int | None = Field(
+        None, gt=0, description="units queued at once (default: 2 per actor)"
+    )
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict, description="fsspec storage options"
+    )
+    overwrite: bool = Field(False, description="discard committed output and redo everything")
+    repair: bool = Field(
+        False, description="verify committed units first and re-run the ones whose files are bad"
+    )
+    lease_seconds: float = Field(
+        60.0, gt=0, description="output lease expiry; refreshed every quarter of it"
+    )
+    ray_address: str | None = Field(
+        None, description="existing Ray cluster (default: RAY_ADDRESS or local)"
+    )
+    progress: bool = Field(True, description="show a progress bar")
 
     @field_validator("tokenizer", mode="before")
     @classmethod

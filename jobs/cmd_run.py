@@ -1,0 +1,43 @@
+"""`tokenmill run` (tokenize a corpus into shards, resumable) and `tokenmill verify`."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from jobs.common import (
+    EXIT_FAILURE,
+    parse_storage_options,
+    print_run_summary,
+    reports_user_errors,
+    storage_option_flag,
+)
+from jobs.config_flags import build_config, job_options
+
+
+@click.command("run")
+@job_options
+@reports_user_errors
+def run_cmd(config_file, storage_option, tokenizer_option, **flags) -> None:
+    """Tokenize a corpus into Arrow token shards (resumes a stopped run; --overwrite redoes it)."""
+    from pipeline.tokenize.engine import run_job
+
+    cfg = build_config(config_file, storage_option, tokenizer_option, **flags)
+    print_run_summary(run_job(cfg))
+
+
+@click.command("verify")
+@click.argument("url")
+@storage_option_flag
+@reports_user_errors
+def verify_cmd(url: str, storage_option: tuple[str, ...]) -> None:
+    """Re-read every committed shard and check it against the ledger; exit 1 on any mismatch."""
+    from pipeline.output.verify import verify_output
+
+    report = verify_output(url, parse_storage_options(storage_option))
+    for problem in report.problems:
+        click.echo(f"PROBLEM: {problem}", err=True)
+    click.echo(json.dumps(report.to_json(), sort_keys=True))
+    sys.exit(0 if report.ok else EXIT_FAILURE)
