@@ -214,4 +214,3 @@ def sql_cmd(args, baseline, fmt, alpha, storage_option) -> None:
         from pipeline.analytics import format_table
 
         click.echo(format_table(table, table.column_names))
-

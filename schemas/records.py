@@ -92,7 +92,9 @@ class LedgerEntry:
     rejected: int
     tokens: int
     bytes: int
-    tokenizer: dict[str, Any]  # the tokenizer's describe(): kind, name, fingerprint, vocab_size, ...
+    tokenizer: dict[
+        str, Any
+    ]  # the tokenizer's describe(): kind, name, fingerprint, vocab_size, ...
     schema_version: int
     tokenmill_version: str = ""
     rejects: str | None = None

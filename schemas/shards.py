@@ -8,7 +8,6 @@ SCHEMA_VERSION = 1
 TOKENMILL_VERSION = "0.1.0"
 
 
-
 def token_type(vocab_size: int) -> pa.DataType:
     """uint16 ids when the vocabulary fits, else uint32."""
     return pa.uint16() if vocab_size <= 65536 else pa.uint32()

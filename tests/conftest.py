@@ -16,7 +16,6 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-
 @pytest.fixture(scope="session")
 def sample_dir() -> Path:
     return SAMPLE_DIR
@@ -87,4 +86,3 @@ def s3_sample(s3) -> str:
     for path in sorted(glob.glob(str(SAMPLE_DIR / "*.jsonl"))):
         fs.put_file(path, f"corpus/sample/{Path(path).name}")
     return "s3://corpus/sample/*.jsonl"
-

@@ -9,11 +9,11 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from pipeline.tokenize.config import load_config
-from pipeline.tokenize.engine import run_job
 from pipeline.output.ledger import committed_entries
 from pipeline.output.shards import read_ipc
 from pipeline.output.storage import Output
+from pipeline.tokenize.config import load_config
+from pipeline.tokenize.engine import run_job
 from tokenizers_impl import load_tokenizer
 from tokenizers_impl.dynamic_merge import vocab_from_sidecar
 

@@ -21,15 +21,14 @@ from click.testing import CliRunner
 
 from infra.s3_server import S3Server
 from jobs.cli import main as cli
-from pipeline.tokenize.config import load_config
-from pipeline.errors import UnitFailed
-from pipeline.tokenize.engine import run_job
-from pipeline.errors import LeaseError
+from pipeline.errors import LeaseError, UnitFailed
 from pipeline.output.lease import OutputLease
-from schemas.layout import LEASE_FILE
 from pipeline.output.ledger import committed_entries
 from pipeline.output.storage import Output
 from pipeline.output.verify import verify_output
+from pipeline.tokenize.config import load_config
+from pipeline.tokenize.engine import run_job
+from schemas.layout import LEASE_FILE
 
 from .helpers import REPO, SAMPLE_DIR, shard_files
 

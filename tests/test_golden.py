@@ -54,7 +54,11 @@ def test_outputs_match_the_golden_hashes(ray_session, s3):
     storage = s3.storage_options
     runs = {
         "bpe": dict(
-            input=[f"s3://{BUCKET}/in/*.jsonl", f"s3://{BUCKET}/in/*.txt", f"s3://{BUCKET}/in/*.gz"],
+            input=[
+                f"s3://{BUCKET}/in/*.jsonl",
+                f"s3://{BUCKET}/in/*.txt",
+                f"s3://{BUCKET}/in/*.gz",
+            ],
             tokenizer=f"bpe:s3://{BUCKET}/in/bpe-2k.json",
             unit_bytes=200_000,
             token_offsets=True,

@@ -16,13 +16,13 @@ import pyarrow as pa
 import pytest
 import zstandard
 
+from pipeline.errors import InputError
+from pipeline.output.storage import Output
+from pipeline.output.verify import verify_output
 from pipeline.tokenize.config import load_config
 from pipeline.tokenize.engine import run_job
-from pipeline.errors import InputError
 from pipeline.tokenize.inputs import ReadOptions, plan_units
-from pipeline.output.storage import Output
 from pipeline.tokenize.unit import UnitTask, process_unit
-from pipeline.output.verify import verify_output
 from schemas.records import LedgerEntry
 from tokenizers_impl import load_tokenizer
 

@@ -16,9 +16,9 @@ from click.testing import CliRunner
 
 from jobs.cli import main as cli
 from pipeline.errors import ConfigError
+from pipeline.output.verify import verify_output
 from pipeline.tokenize.config import load_config
 from pipeline.tokenize.engine import run_job
-from pipeline.output.verify import verify_output
 from schemas.records import LedgerEntry
 from tokenizers_impl import load_tokenizer
 

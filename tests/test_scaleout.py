@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.output.verify import verify_output
 from pipeline.tokenize.config import load_config
 from pipeline.tokenize.engine import run_job
-from pipeline.output.verify import verify_output
 
 from .helpers import REPO, shard_files
 

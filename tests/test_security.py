@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import ConfigError, StorageError
+from pipeline.output.storage import Output
 from pipeline.tokenize.config import load_config
 from pipeline.tokenize.engine import run_job
-from schemas.layout import UnitNames
 from pipeline.tokenize.inputs import ReadOptions, plan_units
-from pipeline.output.storage import Output
+from schemas.layout import UnitNames
 from tokenizers_impl import load_tokenizer
 from tokenizers_impl.base import TokenizerError
 from tokenizers_impl.files import read_file

@@ -28,4 +28,5 @@ __all__ = [
     "redact",
     "url_to_fs",
     "with_retries",
+    "write_run_summary",
 ]

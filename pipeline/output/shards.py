@@ -101,6 +101,7 @@ class RejectsWriter:
         self._sink.close()
         return True
 
+
 def read_ipc(output: Output, rel: str) -> pa.Table:
     """A whole committed Arrow IPC file (memory-mapped when the output is local)."""
     if output.local:

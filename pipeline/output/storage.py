@@ -42,7 +42,6 @@ SECRET_KEYS = (
 PERMANENT_ERRNOS = frozenset({errno.ELOOP, errno.ENAMETOOLONG, errno.EROFS})
 
 
-
 def redact(options: dict[str, Any] | None) -> dict[str, Any]:
     """A copy of storage options safe to log: credential values replaced by '***'."""
 

@@ -86,9 +86,7 @@ class BatchBuilder:
         if opts.text_field not in record:
             self.reject(*position, f"missing text field {opts.text_field!r}", raw())
             return
-        reason, nbytes = self.check_text(
-            record[opts.text_field], f"text field {opts.text_field!r}"
-        )
+        reason, nbytes = self.check_text(record[opts.text_field], f"text field {opts.text_field!r}")
         if reason:
             self.reject(*position, reason, raw())
             return
