@@ -69,7 +69,7 @@ def assert_same_as_reference(out: Path, reference: dict[str, bytes]) -> None:
     report = verify_output(str(out))
     assert report.ok, report.problems
     assert shard_files(out) == reference  # same names, same bytes: nothing lost or duplicated
-    ids = [e["unit_id"] for e in committed_entries(Output(str(out)))]
+    ids = [e.unit_id for e in committed_entries(Output(str(out)))]
     assert len(ids) == len(set(ids)) == len(reference)
 
 
@@ -355,11 +355,11 @@ def s3_reference(s3, inputs: str, bpe_path: str, prefix: str, **kw) -> dict[str,
     )
     assert summary.complete
     output = Output(out, s3.storage_options)
-    return {e["shard"]: output.read_bytes(e["shard"]) for e in committed_entries(output)}
+    return {e.shard: output.read_bytes(e.shard) for e in committed_entries(output)}
 
 
 def s3_shards(output: Output) -> dict[str, bytes]:
-    return {e["shard"]: output.read_bytes(e["shard"]) for e in committed_entries(output)}
+    return {e.shard: output.read_bytes(e.shard) for e in committed_entries(output)}
 
 
 def test_object_storage_outage_mid_run_is_ridden_out_by_retries_with_backoff(
