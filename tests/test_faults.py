@@ -26,11 +26,10 @@ from pipeline.output.lease import OutputLease
 from pipeline.output.ledger import committed_entries
 from pipeline.output.storage import Output
 from pipeline.output.verify import verify_output
-from pipeline.tokenize.config import load_config
 from pipeline.tokenize.engine import run_job
 from schemas.layout import LEASE_FILE
 
-from .helpers import REPO, SAMPLE_DIR, shard_files
+from .helpers import REPO, SAMPLE_DIR, job_config, shard_files
 
 TOKENMILL = str(Path(sys.executable).parent / "tokenmill")
 COPIES = 6  # the sample corpus 6 times over (~13 MB): units take long enough to be hit mid-way
@@ -51,9 +50,8 @@ def big_input(tmp_path_factory) -> str:
 
 
 def config(inputs: str, output, tokenizer: str, **kw):
-    kw.setdefault("progress", False)
     kw.setdefault("unit_bytes", UNIT_BYTES)
-    return load_config(input=[inputs], output=str(output), tokenizer=tokenizer, **kw)
+    return job_config(inputs, output, tokenizer, **kw)
 
 
 @pytest.fixture(scope="module")

@@ -22,14 +22,11 @@ from pipeline.tokenize.engine import run_job
 from schemas.records import LedgerEntry
 from tokenizers_impl import load_tokenizer
 
-from .helpers import LANGS, REPO, shard_files, shard_rows
+from .helpers import LANGS, REPO, job_config, shard_files, shard_rows
 
 
 def job(sample_dir, output, tokenizer, **kw):
-    kw.setdefault("progress", False)
-    return load_config(
-        input=[str(sample_dir / "*.jsonl")], output=str(output), tokenizer=tokenizer, **kw
-    )
+    return job_config(sample_dir / "*.jsonl", output, tokenizer, **kw)
 
 
 @pytest.fixture(scope="module")
