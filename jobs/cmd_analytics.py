@@ -1,5 +1,5 @@
 """`tokenmill report`, `tokenmill compare` and `tokenmill sql`: tokenization-efficiency analytics
-over committed outputs (pipeline/analytics.py), and a batch job that tokenizes one corpus with
+over committed outputs (pipeline/analytics/), and a batch job that tokenizes one corpus with
 several tokenizers and compares them."""
 
 from __future__ import annotations
@@ -10,7 +10,13 @@ from typing import Any
 
 import click
 
-from jobs.common import fail, parse_storage_options, reports_user_errors, storage_option_flag
+from jobs.common import (
+    fail,
+    parse_storage_options,
+    reports_user_errors,
+    stop_quietly_on_sigterm,
+    storage_option_flag,
+)
 from pipeline.analytics import DEFAULT_ALPHA
 from pipeline.errors import AnalyticsError, TokenmillError
 
@@ -113,6 +119,7 @@ def compare_cmd(
     storage_option,
 ) -> None:
     """Tokenize the same corpus with several tokenizers (resumable engine jobs) and compare them."""
+    stop_quietly_on_sigterm()
     storage = parse_storage_options(storage_option)
     urls = run_comparison(
         list(input_),

@@ -9,6 +9,7 @@ from jobs.common import (
     parse_storage_options,
     print_run_summary,
     reports_user_errors,
+    stop_quietly_on_sigterm,
     storage_option_flag,
 )
 
@@ -47,6 +48,7 @@ def retokenize_cmd(
     from pipeline.tokenize.engine import run_job
     from pipeline.tokenize.inputs.shards import source_tokenizer_spec
 
+    stop_quietly_on_sigterm()
     storage = parse_storage_options(storage_option)
     cfg = load_config(
         input=[input_],

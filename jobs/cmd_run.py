@@ -12,9 +12,11 @@ from jobs.common import (
     parse_storage_options,
     print_run_summary,
     reports_user_errors,
+    stop_quietly_on_sigterm,
     storage_option_flag,
 )
 from jobs.config_flags import build_config, job_options
+from pipeline.errors import RunIncomplete
 
 
 @click.command("run")
@@ -24,8 +26,15 @@ def run_cmd(config_file, storage_option, tokenizer_option, **flags) -> None:
     """Tokenize a corpus into Arrow token shards (resumes a stopped run; --overwrite redoes it)."""
     from pipeline.tokenize.engine import run_job
 
+    stop_quietly_on_sigterm()
     cfg = build_config(config_file, storage_option, tokenizer_option, **flags)
-    print_run_summary(run_job(cfg))
+    summary = run_job(cfg)
+    print_run_summary(summary)
+    if not summary.complete:
+        raise RunIncomplete(
+            f"{summary.units_committed} of {summary.units_planned} units committed; "
+            "rerun the same command to resume"
+        )
 
 
 @click.command("verify")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,9 +19,11 @@ from schemas.records import RunSummary
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_GLOB = str(REPO_ROOT / "data" / "sample" / "*.jsonl")
 
-# Exit codes: 0 done, 1 a failure (verify found problems, a bug), 2 a user error.
+# Exit codes: 0 done, 1 a failure (verify found problems, a bug), 2 a user error, 3 a run that
+# stopped before its output was complete (interrupted, a unit failed, the lease was lost).
 EXIT_FAILURE = 1
 EXIT_USER_ERROR = 2
+EXIT_INCOMPLETE = 3
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -31,17 +34,29 @@ def fail(message: str, code: int = EXIT_USER_ERROR) -> None:
 
 
 def reports_user_errors(func: F) -> F:
-    """A command whose domain errors (TokenmillError) print as one line and exit 2; anything else
-    is a bug and raises with its traceback."""
+    """A command whose domain errors (TokenmillError) print as one line and exit with the error's
+    code (2, or 3 for an incomplete run); Ctrl-C and SIGTERM end it quietly with one line and exit
+    3; anything else is a bug and raises with its traceback."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
         except TokenmillError as exc:
-            fail(str(exc))
+            fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            fail("interrupted; committed units are kept: rerun the same command to resume", 3)
 
     return wrapper  # type: ignore[return-value]
+
+
+def stop_quietly_on_sigterm() -> None:
+    """SIGTERM ends a long command like Ctrl-C: cleanly, with one line, exit 3."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def parse_pairs(pairs: tuple[str, ...] | list[str], flag: str) -> dict[str, Any]:

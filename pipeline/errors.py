@@ -30,8 +30,35 @@ class LeaseError(TokenmillError, RuntimeError):
     """Another run holds the output's lease (or this run lost it)."""
 
 
+class LeaseLost(LeaseError):
+    """This run's lease was taken over (it expired, or another driver took it): the run stops
+    committing at once; what it committed is kept, the rest is for whoever holds the lease."""
+
+    exit_code = 3
+
+
+class InputsChanged(InputError):
+    """Inputs changed or disappeared since their units were committed, and the job was asked to
+    refuse rather than redo them; the message names the files."""
+
+
 class UnitFailed(TokenmillError, RuntimeError):
-    """A work unit raised (after the storage retries); names the unit and the cause."""
+    """A work unit raised (after the storage retries); names the unit and the cause. Committed
+    units are kept: the run is incomplete (exit 3) and a rerun resumes."""
+
+    exit_code = 3
+
+
+class RunIncomplete(TokenmillError, RuntimeError):
+    """A run ended without every planned unit committed (exit 3); a rerun resumes."""
+
+    exit_code = 3
+
+
+class RunInterrupted(TokenmillError, RuntimeError):
+    """A run was stopped by a signal (SIGINT/SIGTERM) (exit 3); a rerun resumes."""
+
+    exit_code = 3
 
 
 class LoaderError(TokenmillError, RuntimeError):
@@ -47,9 +74,13 @@ __all__ = [
     "AnalyticsError",
     "ConfigError",
     "InputError",
+    "InputsChanged",
     "LeaseError",
+    "LeaseLost",
     "LedgerError",
     "LoaderError",
+    "RunIncomplete",
+    "RunInterrupted",
     "StorageError",
     "TokenizerError",
     "TokenmillError",

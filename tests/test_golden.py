@@ -18,7 +18,7 @@ GOLDEN = Path(__file__).parent / "golden"
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 BUCKET = "golden"
 # Ledger fields that measure a run rather than describe its output.
-RUN_FIELDS = ("timings",)
+RUN_FIELDS = ("timings", "lease")
 
 
 def _upload(s3) -> None:

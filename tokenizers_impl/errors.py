@@ -13,7 +13,12 @@ class TokenmillError(Exception):
 
     Subclasses keep a second, standard base where one fits (`ValueError`, `OSError`, ...), so code
     written against the standard exception keeps working.
+
+    `exit_code` is what the command line exits with: 2 for a user error (the default), 3 for a
+    run that stopped before its output was complete (rerun to resume).
     """
+
+    exit_code: int = 2
 
 
 class TokenizerError(TokenmillError, ValueError):

@@ -25,7 +25,7 @@ from typing import Any
 
 import psutil
 
-from pipeline.errors import LeaseError
+from pipeline.errors import LeaseError, LeaseLost
 from pipeline.output.storage import Output, with_retries
 from schemas.layout import LEASE_FILE
 
@@ -48,6 +48,35 @@ def _owner_dead(lease: dict[str, Any]) -> bool:
     return started is None or abs(started - float(lease.get("pid_started", 0))) > 1.0
 
 
+def owner_dead(lease: dict[str, Any]) -> bool:
+    """True when the lease's owner ran on this host and is gone (its Ray session may be left)."""
+    return _owner_dead(lease)
+
+
+def current_holder(output: Output) -> dict[str, Any] | None:
+    """The lease document of an output as it is now (None when nobody holds it)."""
+    try:
+        return json.loads(output.read_bytes(LEASE_FILE))
+    except FileNotFoundError:
+        return None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {"owner": "unreadable"}
+
+
+def check_fence(output: Output, fence: dict[str, Any] | None, what: str) -> None:
+    """Refuse to commit `what` unless the output's lease is still the one `fence` was made under
+    (a driver that lost its lease, and its actors, commit nothing more)."""
+    if not fence:
+        return
+    holder = current_holder(output)
+    if holder is None or holder.get("owner") != fence["owner"]:
+        now = "nobody" if holder is None else f"owner {holder.get('owner')}"
+        raise LeaseLost(
+            f"{what} not committed: the lease of {output.url} (generation "
+            f"{fence['generation']}, owner {fence['owner']}) is now held by {now}"
+        )
+
+
 def is_stale(lease: dict[str, Any], now: float | None = None) -> bool:
     return (now or time.time()) > float(lease.get("expires_at", 0)) or _owner_dead(lease)
 
@@ -60,10 +89,14 @@ class OutputLease:
         self.ttl_s = ttl_s
         self.heartbeat_s = heartbeat_s or max(ttl_s / 4, 0.05)
         self.owner = uuid.uuid4().hex
+        self.generation = 1  # one more than the lease this one replaced
+        self.replaced: dict[str, Any] | None = None  # the stale lease taken over, if any
+        self.notes: dict[str, Any] = {}  # extra fields published in the lease (e.g. Ray session)
         self.lost: str | None = None
         self._version: str | None = None  # S3 ETag or local write token of our current lease
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._refreshing = threading.Lock()  # the heartbeat and publish() never race
         self._path = output.path(LEASE_FILE)
 
     # -- the lease document ---------------------------------------------------------------------
@@ -79,6 +112,8 @@ class OutputLease:
             "expires_at": now + self.ttl_s,
             "ttl_s": self.ttl_s,
             "token": uuid.uuid4().hex,
+            "generation": self.generation,
+            **self.notes,
         }
 
     def _describe(self, lease: dict[str, Any]) -> str:
@@ -198,7 +233,9 @@ class OutputLease:
                 current.get("host"),
                 current.get("pid"),
             )
+            self.generation = int(current.get("generation") or 0) + 1
             if self._put(self._document(), version):
+                self.replaced = current
                 break
         else:
             current, _ = self._read()
@@ -209,13 +246,24 @@ class OutputLease:
 
     def refresh(self) -> None:
         """Extend the expiry; records `lost` if another run has replaced the lease."""
-        if not self._put(self._document(), self._version):
+        with self._refreshing:
+            if self.lost or self._put(self._document(), self._version):
+                return
             current, _ = self._read()
             self.lost = self._describe(current) if current else f"lease {LEASE_FILE} disappeared"
 
     def check(self) -> None:
         if self.lost:
-            raise LeaseError(f"this run lost its lease: {self.lost}")
+            raise LeaseLost(f"this run lost its lease: {self.lost}")
+
+    def fence(self) -> dict[str, Any]:
+        """What a commit carries to prove it was made under this lease."""
+        return {"owner": self.owner, "generation": self.generation}
+
+    def publish(self, **notes: Any) -> None:
+        """Add fields to the lease document (written at once), e.g. the Ray session it started."""
+        self.notes.update(notes)
+        self.refresh()
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):

@@ -1,5 +1,6 @@
-"""`--repair`: verify the output, then un-commit every unit whose committed files fail the check
-(missing, corrupted, unreadable), so the run that follows rewrites exactly those units."""
+"""Un-committing units: `--repair` (units whose committed files fail `verify`) and units whose
+inputs changed or disappeared. The ledger entry goes first: once it is gone the unit is
+uncommitted whatever happens next, and a rerun rewrites it."""
 
 from __future__ import annotations
 
@@ -10,12 +11,22 @@ from pipeline.output.ledger import committed_entries
 from pipeline.output.storage import Output
 from pipeline.output.verify import verify_output
 from schemas.layout import UnitNames
+from schemas.records import LedgerEntry
 
 log = logging.getLogger("tokenmill")
 
 
+def uncommit(output: Output, entry: LedgerEntry, *, remove_files: bool) -> None:
+    """Uncommit one unit: its ledger entry first, then (when asked) the files it listed."""
+    output.remove(UnitNames.of(entry.unit_id, entry.config_hash).ledger)
+    if remove_files:
+        for name, _ in entry.files().values():
+            output.remove(name)
+
+
 def uncommit_bad_units(output: Output) -> list[dict[str, Any]]:
-    """Drop the ledger entries of the units `verify` flags; returns [{unit_id, problems}]."""
+    """Drop the ledger entries of the units `verify` flags; returns [{unit_id, problems}]. Their
+    files are left in place: the rerun rewrites the same names."""
     report = verify_output(output.url, output.storage_options)
     bad = set(report.bad_units)
     if not bad:
@@ -26,7 +37,6 @@ def uncommit_bad_units(output: Output) -> list[dict[str, Any]]:
             continue
         problems = [p for p in report.problems if p.startswith(f"unit {entry.unit_id}:")]
         log.warning("repair: re-running unit %s (%s)", entry.unit_id, "; ".join(problems))
-        # The ledger entry goes first: once it is gone the unit is uncommitted, whatever follows.
-        output.remove(UnitNames.of(entry.unit_id, entry.config_hash).ledger)
+        uncommit(output, entry, remove_files=False)
         dropped.append({"unit_id": entry.unit_id, "problems": problems})
     return dropped

@@ -8,7 +8,7 @@ import pyarrow.compute as pc
 from pipeline.output.ledger import committed_entries
 from pipeline.output.shards import bytes_checksum, shard_metadata
 from pipeline.output.storage import Output
-from schemas.layout import LEDGER_DIR, SHARDS_DIR
+from schemas.layout import LEDGER_DIR, SHARDS_DIR, SPOOL_DIR
 from schemas.records import LedgerEntry, VerifyReport
 
 
@@ -39,7 +39,13 @@ def verify_output(url: str, storage_options: dict | None = None) -> VerifyReport
         bad_units=bad_units,
         problems=problems,
         orphans=orphans,
+        spool_files=spool_files(output),
     )
+
+
+def spool_files(output: Output) -> list[str]:
+    """Scratch files under a local output that interrupted runs left (the next run removes them)."""
+    return [f"{SPOOL_DIR}/{name}" for name in output.list(SPOOL_DIR)]
 
 
 def _check_entry(output: Output, entry: LedgerEntry) -> list[str]:

@@ -3,18 +3,72 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, Literal
 
+import fsspec
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from pipeline.errors import ConfigError
 from pipeline.tokenize.inputs import ReadOptions, format_names
 
 MAX_CONFIG_BYTES = 1 << 20  # a job config is a few lines of YAML; anything bigger is refused unread
+# Below this the lease heartbeat (a quarter of the expiry) would race storage latency, and a second
+# driver could take a live lease.
+MIN_LEASE_SECONDS = 5.0
+
+
+class _UniqueKeySafeLoader(yaml.SafeLoader):
+    """A YAML loader that refuses a mapping with the same key twice (YAML keeps the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+# Options every fsspec filesystem takes (its listings cache and instance cache).
+COMMON_STORAGE_OPTIONS = frozenset(
+    {"use_listings_cache", "listings_expiry_time", "max_paths", "skip_instance_cache"}
+)
+
+
+def storage_option_names(urls: list[str]) -> frozenset[str]:
+    """The storage options the filesystems of these URLs accept (their constructors' keywords)."""
+    names = set(COMMON_STORAGE_OPTIONS)
+    protocols = {fsspec.core.split_protocol(url)[0] or "file" for url in urls}
+    for protocol in protocols:
+        try:
+            cls = fsspec.get_filesystem_class(protocol)
+        except (ImportError, ValueError):
+            continue  # an unknown protocol fails later, naming the URL
+        for klass in cls.__mro__:
+            init = klass.__dict__.get("__init__")
+            if init is None:
+                continue
+            names.update(
+                p.name
+                for p in inspect.signature(init).parameters.values()
+                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"
+            )
+    return frozenset(names)
 
 
 class TokenizerSpec(BaseModel):
@@ -83,8 +137,16 @@ class JobConfig(BaseModel):
         False, description="verify committed units first and re-run the ones whose files are bad"
     )
     lease_seconds: float = Field(
-        60.0, gt=0, description="output lease expiry; refreshed every quarter of it"
+        60.0,
+        ge=MIN_LEASE_SECONDS,
+        description="output lease expiry; refreshed every quarter of it",
     )
+    on_input_change: Literal["redo", "refuse"] = Field(
+        "redo",
+        description="inputs changed or removed since their units were committed: redo (uncommit "
+        "those units first, so the output equals a fresh run) or refuse (exit, naming the files)",
+    )
+    dashboard: bool = Field(False, description="start the Ray dashboard with a local cluster")
     ray_address: str | None = Field(
         None, description="existing Ray cluster (default: RAY_ADDRESS or local)"
     )
@@ -103,6 +165,13 @@ class JobConfig(BaseModel):
             raise ValueError(f"unknown input format {value!r}; known: {', '.join(known)}")
         return value
 
+    @field_validator("output")
+    @classmethod
+    def _output(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must name an output folder or URL (it is empty)")
+        return value
+
     @field_validator("input", mode="before")
     @classmethod
     def _inputs(cls, value: Any) -> Any:
@@ -110,6 +179,21 @@ class JobConfig(BaseModel):
             value = [value]
         if not value:
             raise ValueError("at least one input path or glob is required")
+        return value
+
+    @field_validator("storage_options")
+    @classmethod
+    def _known_storage_options(cls, value: dict[str, Any], info: ValidationInfo) -> dict:
+        tokenizer = info.data.get("tokenizer")
+        urls = [*info.data.get("input", []), info.data.get("output", "")]
+        urls += [tokenizer.path] if tokenizer else []
+        known = storage_option_names([u for u in urls if u])
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown storage option(s) {', '.join(unknown)} for these URLs "
+                f"(their filesystems take: {', '.join(sorted(known))})"
+            )
         return value
 
     def read_options(self) -> ReadOptions:
@@ -142,7 +226,7 @@ def load_config(path: str | None = None, **overrides: Any) -> JobConfig:
                 raise ConfigError(
                     f"config file {path!r} is {size} bytes, over the {MAX_CONFIG_BYTES}-byte limit"
                 )
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+            loaded = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_UniqueKeySafeLoader)
         except FileNotFoundError as exc:
             raise ConfigError(f"config file {path!r} does not exist") from exc
         except UnicodeDecodeError as exc:

@@ -1,5 +1,5 @@
-"""The streaming engine's driver: plan units, skip committed ones, run the rest on Ray actors
-(pipeline/tokenize/actors.py) under the output's lease, and write the run summary."""
+"""The streaming engine's driver: plan units, reconcile them with the ledger, run the rest on Ray
+actors (pipeline/tokenize/actors.py) under the output's lease, and write the run summary."""
 
 from __future__ import annotations
 
@@ -9,21 +9,22 @@ import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
+from pipeline.errors import ConfigError, InputsChanged
 from pipeline.output import (
     Output,
     check_manifest,
     committed_entries,
-    committed_unit_ids,
     redact,
     write_run_summary,
 )
-from pipeline.output.lease import OutputLease
-from pipeline.output.repair import uncommit_bad_units
+from pipeline.output.lease import OutputLease, owner_dead
+from pipeline.output.repair import uncommit, uncommit_bad_units
+from pipeline.output.verify import spool_files
 from pipeline.tokenize.config import JobConfig
-from pipeline.tokenize.inputs import plan_units
+from pipeline.tokenize.inputs import WorkUnit, plan_units
 from pipeline.tokenize.unit import UnitTask
 from schemas.layout import COMMITTED_PATHS
-from schemas.records import RunCounts, RunSummary
+from schemas.records import LedgerEntry, RunCounts, RunSummary
 from schemas.shards import SCHEMA_VERSION
 from tokenizers_impl import TokenizerBase, load_tokenizer
 
@@ -40,13 +41,30 @@ class PreparedJob:
     manifest: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Reconciled:
+    """The plan against the ledger: units to run, and what changed inputs uncommitted."""
+
+    todo: list[WorkUnit]
+    committed: list[LedgerEntry]
+    changed_urls: list[str]
+    uncommitted: int
+
+
 def reset_output(output: Output) -> None:
     for rel in COMMITTED_PATHS:
         output.remove(rel, recursive=True)
 
 
-def prepare(cfg: JobConfig) -> PreparedJob:
-    """Load the tokenizer once on the driver (validates it), open the output, check the manifest."""
+def check_output(output: Output) -> None:
+    """An output must be a folder or prefix, never an existing file."""
+    if output.fs.isfile(output.root):
+        raise ConfigError(f"output {output.url!r} is a file; give a folder or prefix URL")
+
+
+def prepare(cfg: JobConfig, fence: dict[str, Any] | None = None) -> PreparedJob:
+    """Load the tokenizer once on the driver (validates it), open the output, check the manifest.
+    The manifest is written only once the run has planned its units (see `run_job`)."""
     tokenizer = load_tokenizer(
         cfg.tokenizer.spec, storage_options=cfg.storage_options, **cfg.tokenizer.options
     )
@@ -62,46 +80,103 @@ def prepare(cfg: JobConfig) -> PreparedJob:
         "inputs": cfg.input,
         "schema_version": SCHEMA_VERSION,
     }
-    check_manifest(output, manifest)
     task = UnitTask(
-        cfg.read_options(), config_hash, cfg.token_offsets, cfg.word_stats, cfg.storage_options
+        cfg.read_options(),
+        config_hash,
+        cfg.token_offsets,
+        cfg.word_stats,
+        cfg.storage_options,
+        fence,
     )
     return PreparedJob(tokenizer, output, task, manifest)
+
+
+def reconcile(cfg: JobConfig, job: PreparedJob, units: list[WorkUnit]) -> Reconciled:
+    """Compare the plan with the ledger: committed units no longer planned read inputs that changed
+    or disappeared. `redo` uncommits them (entry first, then their files) so the output equals a
+    fresh run over the current inputs; `refuse` stops, naming the files."""
+    planned = {u.unit_id for u in units}
+    entries = committed_entries(job.output, job.task.config_hash)
+    stale = [e for e in entries if e.unit_id not in planned]
+    changed = sorted({e.unit.url for e in stale})
+    if stale and cfg.on_input_change == "refuse":
+        raise InputsChanged(
+            f"{len(changed)} input file(s) changed or disappeared since their units were "
+            f"committed to {job.output.url}: {', '.join(changed[:10])}"
+            f"{' ...' if len(changed) > 10 else ''}; rerun with --on-input-change redo to "
+            f"retokenize them, or restore the files"
+        )
+    for entry in stale:
+        log.warning("input changed: uncommitting unit %s of %s", entry.unit_id, entry.unit.url)
+        uncommit(job.output, entry, remove_files=True)
+    kept = [e for e in entries if e.unit_id in planned]
+    done = {e.unit_id for e in kept}
+    return Reconciled([u for u in units if u.unit_id not in done], kept, changed, len(stale))
 
 
 def run_job(cfg: JobConfig) -> RunSummary:
     """Run (or resume) a tokenization job; returns the run summary (also written under runs/).
 
     The whole run holds the output's lease (pipeline/output/lease.py): a second driver on the same
-    output refuses with LeaseError instead of interleaving its writes."""
-    with OutputLease(Output(cfg.output, cfg.storage_options), ttl_s=cfg.lease_seconds) as lease:
+    output refuses with LeaseError instead of interleaving its writes, and every commit checks that
+    the lease is still this run's (a driver that lost it commits nothing more)."""
+    output = Output(cfg.output, cfg.storage_options)
+    check_output(output)
+    with OutputLease(output, ttl_s=cfg.lease_seconds) as lease:
+        if lease.replaced and owner_dead(lease.replaced):
+            from pipeline.tokenize.actors import reap_ray_session
+
+            reap_ray_session(lease.replaced.get("ray_session_dir"))
         return _run_leased(cfg, lease)
 
 
 def _run_leased(cfg: JobConfig, lease: OutputLease) -> RunSummary:
     started = time.time()
-    job = prepare(cfg)
+    job = prepare(cfg, lease.fence())
+    stale_spool = spool_files(job.output)
+    for rel in stale_spool:
+        job.output.remove(rel)
     repaired = uncommit_bad_units(job.output) if cfg.repair else []
-    units = plan_units(cfg.input, cfg.read_options(), cfg.storage_options)
-    done = committed_unit_ids(job.output, job.task.config_hash)
-    todo = [u for u in units if u.unit_id not in done]
+    units = plan_units(cfg.input, cfg.read_options(), cfg.storage_options, exclude=[cfg.output])
+    check_manifest(job.output, job.manifest)  # after planning: a failed plan leaves no trace
+    plan = reconcile(cfg, job, units)
     log.info(
         "%d units planned, %d already committed, %d to run",
         len(units),
-        len(units) - len(todo),
-        len(todo),
+        len(units) - len(plan.todo),
+        len(plan.todo),
     )
-    this_run, n_actors = RunCounts(), 0
-    if todo:
-        from pipeline.tokenize.actors import cluster_cpus, dispatch, init_ray
+    this_run, n_actors, notes = RunCounts(), 0, []
+    if plan.todo:
+        from pipeline.tokenize.actors import dispatch, init_ray, size_pool
 
-        init_ray(cfg.ray_address)
-        n_actors = max(1, min(cfg.actors or cluster_cpus(), len(todo)))
-        this_run = dispatch(cfg, todo, job.task, n_actors)
+        session_dir = init_ray(cfg.ray_address, dashboard=cfg.dashboard)
+        if session_dir:
+            lease.publish(ray_session_dir=session_dir)
+        n_actors, notes = size_pool(cfg, len(plan.todo))
+        this_run = dispatch(cfg, plan.todo, job.task, n_actors)
     lease.check()
     entries = committed_entries(job.output, job.task.config_hash)
+    if stale_spool:
+        notes.append(f"removed {len(stale_spool)} scratch files left by interrupted runs")
+    summary = _summary(cfg, job, units, plan, entries, this_run, n_actors, repaired, started)
+    summary = replace(summary, notes=notes, spool_files_removed=len(stale_spool))
+    return replace(summary, summary_path=write_run_summary(job.output, summary))
+
+
+def _summary(
+    cfg: JobConfig,
+    job: PreparedJob,
+    units: list[WorkUnit],
+    plan: Reconciled,
+    entries: list[LedgerEntry],
+    this_run: RunCounts,
+    n_actors: int,
+    repaired: list[dict[str, Any]],
+    started: float,
+) -> RunSummary:
     elapsed = time.time() - started
-    summary = RunSummary(
+    return RunSummary(
         run_nonce=uuid.uuid4().hex[:6],
         output=job.output.url,
         config_hash=job.task.config_hash,
@@ -109,7 +184,7 @@ def _run_leased(cfg: JobConfig, lease: OutputLease) -> RunSummary:
         encoder=str(job.manifest["tokenizer"].get("encoder") or job.tokenizer.kind),
         storage_options=redact(cfg.storage_options),
         units_planned=len(units),
-        units_skipped=len(units) - len(todo),
+        units_skipped=len(units) - len(plan.todo),
         units_run=this_run.units,
         units_committed=len(entries),
         actors=n_actors,
@@ -124,5 +199,6 @@ def _run_leased(cfg: JobConfig, lease: OutputLease) -> RunSummary:
         mb_per_s=round(this_run.bytes / 1e6 / elapsed, 3) if elapsed else 0.0,
         tokens_per_s=round(this_run.tokens / elapsed, 1) if elapsed else 0.0,
         complete=len(entries) == len(units),
+        inputs_changed=plan.changed_urls,
+        units_uncommitted=plan.uncommitted,
     )
-    return replace(summary, summary_path=write_run_summary(job.output, summary))

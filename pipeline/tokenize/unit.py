@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from pipeline.output.lease import check_fence
 from pipeline.output.shards import (
     RejectsWriter,
     ShardWriter,
@@ -37,6 +38,7 @@ class UnitTask:
     token_offsets: bool
     word_stats: bool
     storage_options: dict[str, Any]
+    fence: dict[str, Any] | None = None  # the run's lease (owner, generation): commits check it
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,7 @@ def process_unit(
         )
         if counts.docs_read != counts.documents + counts.rejected:
             raise AssertionError(f"unit {unit.unit_id}: accounting broken: {counts}")
+        check_fence(output, task.fence, f"unit {unit.unit_id}")
         files.commit()
         times.write_s += time.perf_counter() - t_commit
         timings = {
@@ -169,7 +172,10 @@ def process_unit(
             "write_s": times.write_s,
             "total_s": time.perf_counter() - t0,
         }
-        entry = replace(entry, timings={k: round(v, 4) for k, v in timings.items()})
+        entry = replace(
+            entry, timings={k: round(v, 4) for k, v in timings.items()}, lease=task.fence
+        )
+        check_fence(output, task.fence, f"unit {unit.unit_id}")
         output.write_json(names.ledger, entry.to_json())  # the commit point: written last
     return UnitOutcome(entry)
 

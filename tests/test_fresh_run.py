@@ -1,0 +1,344 @@
+"""The output always equals a fresh run over the current inputs: changed, removed and aliased inputs,
+an output inside its own input glob, fenced commits, and misconfigurations that fail fast instead of
+hanging. Each case was found by a user; each asserts the safe outcome."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pipeline.errors import ConfigError, InputsChanged, LeaseLost
+from pipeline.output import Output, committed_entries
+from pipeline.output.lease import OutputLease
+from pipeline.output.verify import verify_output
+from pipeline.tokenize.actors import session_processes
+from pipeline.tokenize.engine import prepare, run_job
+from pipeline.tokenize.inputs import plan_units
+from pipeline.tokenize.unit import process_unit
+from tokenizers_impl import load_tokenizer
+
+from .helpers import REPO, SAMPLE_DIR, job_config, read_jsonl, shard_files, shard_rows
+
+
+def corpus(folder, langs=("de", "ru", "zh")):
+    """A copy of part of the sample corpus (its files can be changed by a test)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for lang in langs:
+        shutil.copy(SAMPLE_DIR / f"{lang}.jsonl", folder / f"{lang}.jsonl")
+    return folder
+
+
+def documents(folder) -> dict[str, str]:
+    return {r["id"]: r["text"] for p in sorted(folder.glob("*.jsonl")) for r in read_jsonl(p)}
+
+
+def assert_equals_fresh_run(out, inputs_folder, tmp_path, bpe_path, **fields):
+    """The output holds exactly the current inputs' documents, as a fresh run writes them."""
+    fresh = tmp_path / f"fresh-{time.monotonic_ns()}"
+    run_job(job_config(inputs_folder / "*.jsonl", fresh, f"bpe:{bpe_path}", **fields))
+    assert shard_files(out) == shard_files(fresh)
+    rows = shard_rows(out)
+    ids = [r["doc_id"] for r in rows]
+    assert len(ids) == len(set(ids)) and set(ids) == set(documents(inputs_folder))
+    assert verify_output(str(out)).ok
+
+
+def test_appended_lines_are_redone_not_duplicated(ray_session, tmp_path, bpe_path):
+    src = corpus(tmp_path / "in")
+    out = tmp_path / "out"
+    cfg = job_config(src / "*.jsonl", out, f"bpe:{bpe_path}", unit_bytes=100_000)
+    first = run_job(cfg)
+    extra = [{"id": f"new-{i}", "text": f"Neue Zeile Nummer {i}."} for i in range(5)]
+    with open(src / "de.jsonl", "a", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in extra)
+    again = run_job(cfg)
+    assert again.complete and again.inputs_changed == [os.path.realpath(src / "de.jsonl")]
+    assert again.documents == first.documents + 5
+    assert again.units_uncommitted >= 1 and again.units_run == again.units_uncommitted
+    assert_equals_fresh_run(out, src, tmp_path, bpe_path, unit_bytes=100_000)
+
+
+def test_refuse_names_the_changed_file_and_leaves_the_output_alone(ray_session, tmp_path, bpe_path):
+    src = corpus(tmp_path / "in", langs=("de", "ru"))
+    out = tmp_path / "out"
+    run_job(job_config(src / "*.jsonl", out, f"bpe:{bpe_path}"))
+    before = shard_files(out)
+    with open(src / "ru.jsonl", "a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"id": "x", "text": "ещё одна строка"}, ensure_ascii=False) + "\n")
+    cfg = job_config(src / "*.jsonl", out, f"bpe:{bpe_path}", on_input_change="refuse")
+    with pytest.raises(InputsChanged, match=r"ru\.jsonl"):
+        run_job(cfg)
+    assert shard_files(out) == before
+
+
+def test_deleted_input_leaves_the_output_and_a_same_size_edit_is_redone(
+    ray_session, tmp_path, bpe_path
+):
+    src = corpus(tmp_path / "in")
+    out = tmp_path / "out"
+    cfg = job_config(src / "*.jsonl", out, f"bpe:{bpe_path}")
+    run_job(cfg)
+    (src / "zh.jsonl").unlink()
+    data = (src / "ru.jsonl").read_bytes()
+    edited = data.replace("а".encode(), "о".encode(), 1)  # same length in UTF-8
+    assert len(edited) == len(data) and edited != data
+    (src / "ru.jsonl").write_bytes(edited)
+    summary = run_job(cfg)
+    assert summary.units_run == 1 and summary.units_uncommitted == 2
+    assert sorted(summary.inputs_changed) == sorted(
+        os.path.realpath(src / name) for name in ("ru.jsonl", "zh.jsonl")
+    )
+    assert not any(r["lang"] == "zh" for r in shard_rows(out))
+    assert_equals_fresh_run(out, src, tmp_path, bpe_path)
+
+
+def test_one_folder_reached_through_a_symlink_is_tokenized_once(ray_session, tmp_path, bpe_path):
+    src = corpus(tmp_path / "in", langs=("de",))
+    (tmp_path / "alias").symlink_to(src, target_is_directory=True)
+    out = tmp_path / "out"
+    summary = run_job(
+        job_config([src / "*.jsonl", tmp_path / "alias" / "*.jsonl"], out, f"bpe:{bpe_path}")
+    )
+    assert summary.documents == len(documents(src))
+    assert len({r["doc_id"] for r in shard_rows(out)}) == summary.documents
+
+
+def test_an_output_inside_its_input_glob_is_never_read_back(ray_session, tmp_path, bpe_path):
+    src = corpus(tmp_path / "data", langs=("de", "ru"))
+    out = src / "tokens"
+    for pattern in ("*.json*", "**/*.json*"):
+        cfg = job_config(src / pattern, out, f"bpe:{bpe_path}")
+        for _ in range(3):
+            summary = run_job(cfg)
+            assert summary.rejected == 0 and summary.documents == len(documents(src))
+        assert not [
+            u
+            for u in plan_units(cfg.input, cfg.read_options(), exclude=[str(out)])
+            if str(out) in u.url
+        ]
+        shutil.rmtree(out)
+
+
+def test_more_actors_than_fit_are_capped_and_the_run_finishes(ray_session, tmp_path, bpe_path):
+    src = corpus(tmp_path / "in")
+    cfg = job_config(
+        src / "*.jsonl",
+        tmp_path / "out",
+        f"bpe:{bpe_path}",
+        unit_bytes=100_000,
+        actors=8,
+        actor_cpus=0.5,
+    )
+    summary = run_job(cfg)
+    assert summary.complete and summary.actors == 4
+    assert summary.notes and "actors capped at 4" in summary.notes[0]
+
+
+def test_an_actor_larger_than_any_node_is_refused(ray_session, tmp_path, bpe_path):
+    cfg = job_config(SAMPLE_DIR / "de.jsonl", tmp_path / "out", f"bpe:{bpe_path}", actor_cpus=4)
+    with pytest.raises(ConfigError, match=r"actor_cpus 4\.0 is more than any Ray node has"):
+        run_job(cfg)
+
+
+def cli(*args, timeout=120, **env):
+    return subprocess.run(
+        [sys.executable, "-m", "jobs.cli", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "RAY_AUTH_MODE": "disabled", **env},
+    )
+
+
+def test_an_unreachable_ray_address_fails_fast_naming_it(tmp_path, bpe_path):
+    started = time.monotonic()
+    result = cli(
+        "run",
+        "--input",
+        str(SAMPLE_DIR / "de.jsonl"),
+        "--output",
+        str(tmp_path / "o"),
+        "--tokenizer",
+        f"bpe:{bpe_path}",
+        "--ray-address",
+        "127.0.0.1:1",
+        "--no-progress",
+    )
+    assert result.returncode == 2, result.stderr
+    assert "cannot reach the Ray cluster at '127.0.0.1:1'" in result.stderr
+    assert time.monotonic() - started < 60  # a bound, not a benchmark: it used to retry for minutes
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"output": ""}, "output: Value error, must name an output folder"),
+        ({"output": "  "}, "output: Value error, must name an output folder"),
+        ({"lease_seconds": 0.000001}, "lease_seconds: Input should be greater than or equal to 5"),
+        ({"storage_options": {"endpoint": "x"}}, "unknown storage option(s) endpoint"),
+        ({"on_input_change": "ignore"}, "on_input_change: Input should be 'redo' or 'refuse'"),
+    ],
+)
+def test_bad_fields_are_refused_naming_the_field(tmp_path, bpe_path, fields, message):
+    data = {
+        "input": [str(SAMPLE_DIR / "de.jsonl")],
+        "output": str(tmp_path / "o"),
+        "tokenizer": f"bpe:{bpe_path}",
+        **fields,
+    }
+    with pytest.raises(ConfigError) as info:
+        job_config(data.pop("input"), data.pop("output"), data.pop("tokenizer"), **data)
+    assert message in str(info.value)
+
+
+def test_duplicate_yaml_keys_are_refused(tmp_path, bpe_path):
+    config = tmp_path / "job.yaml"
+    config.write_text(
+        f"input: [{SAMPLE_DIR / 'de.jsonl'}]\noutput: {tmp_path / 'a'}\n"
+        f"tokenizer: bpe:{bpe_path}\noutput: {tmp_path / 'b'}\n"
+    )
+    result = cli("run", "--config", str(config))
+    assert result.returncode == 2 and "duplicate key 'output'" in result.stderr
+
+
+def test_an_output_that_is_a_file_is_refused(tmp_path, bpe_path):
+    (tmp_path / "o").write_text("not a folder")
+    result = cli(
+        "run",
+        "--input",
+        str(SAMPLE_DIR / "de.jsonl"),
+        "--output",
+        str(tmp_path / "o"),
+        "--tokenizer",
+        f"bpe:{bpe_path}",
+    )
+    assert result.returncode == 2 and "is a file; give a folder" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_run_that_fails_at_planning_leaves_nothing_behind(ray_session, tmp_path, bpe_path):
+    out = tmp_path / "out"
+    bad = job_config(tmp_path / "missing-*.jsonl", out, f"bpe:{bpe_path}")
+    with pytest.raises(Exception, match="matches no files"):
+        run_job(bad)
+    assert not (out / "job.json").exists()
+    good = job_config(SAMPLE_DIR / "de.jsonl", out, f"bpe:{bpe_path}", token_offsets=True)
+    assert run_job(good).complete  # another configuration is not refused
+
+
+def test_a_commit_after_the_lease_was_taken_over_is_refused(tmp_path, bpe_path):
+    out = Output(str(tmp_path / "out"))
+    cfg = job_config(SAMPLE_DIR / "de.jsonl", out.url, f"bpe:{bpe_path}")
+    tokenizer = load_tokenizer(f"bpe:{bpe_path}")
+    with OutputLease(out, ttl_s=30) as old:
+        job = prepare(cfg, old.fence())
+    with OutputLease(out, ttl_s=30) as new:  # the old run's lease is gone: a new run holds it
+        assert new.generation == 1 and new.owner != old.owner
+        unit = plan_units(cfg.input, cfg.read_options())[0]
+        with pytest.raises(LeaseLost, match="not committed: the lease of"):
+            process_unit(unit, tokenizer, job.task, out)
+        assert committed_entries(out) == []
+        fenced = prepare(cfg, new.fence())
+        entry = process_unit(unit, tokenizer, fenced.task, out).entry
+        assert entry.lease == {"owner": new.owner, "generation": 1}
+
+
+def test_stale_spool_files_are_reported_by_verify_and_removed_by_the_next_run(
+    ray_session, tmp_path, bpe_path
+):
+    out = tmp_path / "out"
+    cfg = job_config(SAMPLE_DIR / "de.jsonl", out, f"bpe:{bpe_path}")
+    run_job(cfg)
+    (out / ".tmp").mkdir(exist_ok=True)
+    (out / ".tmp" / "spool-deadbeef").write_bytes(b"half a shard")
+    report = verify_output(str(out))
+    assert report.ok and report.spool_files == [".tmp/spool-deadbeef"]
+    summary = run_job(cfg)
+    assert summary.spool_files_removed == 1 and verify_output(str(out)).spool_files == []
+
+
+def test_sigterm_ends_a_run_with_one_line_and_exit_3(tmp_path, bpe_path):
+    src = corpus(tmp_path / "in", langs=("de", "ru", "zh", "en", "code"))
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jobs.cli",
+            "run",
+            "--input",
+            str(src / "*.jsonl"),
+            "--output",
+            str(out),
+            "--tokenizer",
+            f"bpe:{bpe_path}",
+            "--unit-bytes",
+            "20000",
+            "--actors",
+            "1",
+            "--no-progress",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((out / "ledger").glob("*.json")):
+        time.sleep(0.05)
+    proc.terminate()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3, err
+    assert "interrupted; committed units are kept: rerun the same command to resume" in err
+    assert "Traceback" not in err and "SIGTERM received" not in err
+    assert not (out / "_lease.json").exists()  # released on the way out
+
+
+def test_a_killed_drivers_ray_session_is_stopped_by_the_next_run(ray_session, tmp_path, bpe_path):
+    src = corpus(tmp_path / "in", langs=("de", "ru", "zh", "en", "code"))
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jobs.cli",
+            "run",
+            "--input",
+            str(src / "*.jsonl"),
+            "--output",
+            str(out),
+            "--tokenizer",
+            f"bpe:{bpe_path}",
+            "--unit-bytes",
+            "20000",
+            "--no-progress",
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+    )
+    lease = out / "_lease.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (
+        lease.exists()
+        and "ray_session_dir" in lease.read_text()
+        and list((out / "ledger").glob("*.json"))
+    ):
+        time.sleep(0.05)
+    session_dir = json.loads(lease.read_text())["ray_session_dir"]
+    proc.kill()  # the driver alone: its Ray processes are left running
+    proc.wait()
+    left = session_processes(session_dir)  # e.g. ray::DashboardAgent, ray::RuntimeEnvAgent
+    assert left and all(p.ppid() == 1 or p.name().startswith("ray::") for p in left)
+    summary = run_job(job_config(src / "*.jsonl", out, f"bpe:{bpe_path}", unit_bytes=20_000))
+    assert summary.complete and not session_processes(session_dir)
+    assert_equals_fresh_run(out, src, tmp_path, bpe_path, unit_bytes=20_000)
