@@ -39,7 +39,10 @@ class WorkUnit:
     text/JSONL file, one Parquet row group, a whole compressed file, or one committed shard.
 
     Its id is a pure function of every field, so replanning the same inputs gives the same units
-    (and the same output object names) on any machine."""
+    (and the same output object names) on any machine. `version` says which version of the file
+    the unit read (local: `mtime_ns=...[;sha256=...]`; object stores: `version_id=...`); it enters
+    the id (and the entry's `unit`) only when set, so units planned before it existed, and units
+    of unversioned objects (identified by their `etag`), keep their ids."""
 
     url: str
     fmt: str  # an input format name: jsonl | text | parquet | shards
@@ -49,25 +52,29 @@ class WorkUnit:
     size: int
     etag: str = ""
     whole_file_text: bool = False
+    version: str = ""  # which version of the file was planned; "" = unknown (ids as before)
 
     @property
     def unit_id(self) -> str:
-        key = json.dumps(
-            [
-                self.url,
-                self.fmt,
-                self.compression,
-                self.start,
-                self.end,
-                self.size,
-                self.etag,
-                self.whole_file_text,
-            ]
-        )
-        return hashlib.sha256(key.encode()).hexdigest()[:24]
+        parts: list[Any] = [
+            self.url,
+            self.fmt,
+            self.compression,
+            self.start,
+            self.end,
+            self.size,
+            self.etag,
+            self.whole_file_text,
+        ]
+        if self.version:
+            parts.append(self.version)
+        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
 
     def describe(self) -> dict[str, Any]:
-        return {"unit_id": self.unit_id, **asdict(self)}
+        data = {"unit_id": self.unit_id, **asdict(self)}
+        if not self.version:  # entries of unversioned units stay byte-identical to earlier ones
+            data.pop("version")
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WorkUnit:
@@ -108,6 +115,8 @@ class LedgerEntry:
     blank_lines: int = 0
     batches: int = 0
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage of this commit
+    # The lease the commit was made under ({"owner", "generation"}); None before leases fenced.
+    lease: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know
 
     REQUIRED: ClassVar[tuple[str, ...]] = (
@@ -190,6 +199,12 @@ class RunSummary:
     mb_per_s: float
     tokens_per_s: float
     complete: bool
+    # Units whose inputs changed or disappeared since they were committed: uncommitted by this run
+    # (and redone when their files still exist), by input URL.
+    inputs_changed: list[str] = field(default_factory=list)
+    units_uncommitted: int = 0
+    spool_files_removed: int = 0  # scratch files that interrupted runs left behind
+    notes: list[str] = field(default_factory=list)  # what the run adjusted (e.g. actors capped)
     run_nonce: str = ""
     summary_path: str = ""
     run_id: str = ""
@@ -221,13 +236,14 @@ class VerifyReport:
     bad_units: list[str]
     problems: list[str]  # each names the unit and the object
     orphans: list[str]  # uncommitted leftovers of crashed attempts: harmless, never read
+    spool_files: list[str] = field(default_factory=list)  # scratch left by interrupted runs
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: Any) -> VerifyReport:
-        known, _ = _split(cls, data, tuple(f.name for f in fields(cls)))
+        known, _ = _split(cls, data, ("ok", "output", "units", "problems"))
         return cls(**known)
 
 

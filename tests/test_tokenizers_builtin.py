@@ -3,6 +3,7 @@ against `tokenizers`, raw-byte encoding) and sentencepiece."""
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 
@@ -26,11 +27,18 @@ from tokenizers_impl.sentencepiece_impl import SentencePieceTokenizer
 from .helpers import LANGS, REPO
 
 
-def test_bpe_uses_tiktoken_and_matches_tokenizers_ids_on_every_sample_language(
-    bpe_path, sample_records
+def _fastest() -> str:
+    """The backend `encoder: auto` picks for a tokenmill-trained bpe here."""
+    return "gigatoken" if importlib.util.find_spec("gigatoken") else "tiktoken"
+
+
+@pytest.mark.parametrize("encoder", ["tiktoken", "auto"])
+def test_bpe_fast_encoders_match_tokenizers_ids_on_every_sample_language(
+    bpe_path, sample_records, encoder
 ):
-    tok = load_tokenizer(f"bpe:{bpe_path}")
-    assert tok.encoder == "tiktoken"
+    tok = load_tokenizer(f"bpe:{bpe_path}", encoder=encoder)
+    assert tok.encoder == (_fastest() if encoder == "auto" else encoder)
+    assert tok.verifiable
     for lang in LANGS:
         texts = [r["text"] for r in sample_records[lang]]
         fast = tok.encode_batch(texts)
@@ -38,6 +46,7 @@ def test_bpe_uses_tiktoken_and_matches_tokenizers_ids_on_every_sample_language(
         mismatched = [
             i for i, (a, b) in enumerate(zip(fast, reference, strict=True)) if a.tolist() != b
         ]
+        assert [a.tolist() for a in tok.reference_encode_batch(texts)] == reference
         assert mismatched == [], f"{lang}: tiktoken differs from tokenizers on docs {mismatched}"
         assert all(a.dtype == np.uint32 for a in fast)
 
@@ -63,7 +72,7 @@ def test_bpe_treats_special_token_text_in_documents_as_plain_text(bpe_path):
 def test_bpe_falls_back_to_tokenizers_when_asked_and_gives_same_ids(bpe_path, sample_texts):
     fast = load_tokenizer(f"bpe:{bpe_path}")
     slow = load_tokenizer(f"bpe:{bpe_path}", use_tiktoken=False)
-    assert slow.encoder == "tokenizers"
+    assert slow.encoder == "tokenizers" and not slow.verifiable
     assert fast.fingerprint == slow.fingerprint
     flat_fast, off_fast = fast.encode_batch_flat(sample_texts[:20])
     flat_slow, off_slow = slow.encode_batch_flat(sample_texts[:20])
@@ -248,4 +257,4 @@ def test_bpe_encode_bytes_matches_text_encoding_and_encodes_bytes_that_are_not_u
 def test_bpe_train_rejects_nothing_and_reports_vocab(sample_texts):
     tok = BPETokenizer.train(sample_texts[:50], vocab_size=1000)
     assert tok.vocab_size == 1000
-    assert tok.describe()["encoder"] == "tiktoken"
+    assert tok.describe()["encoder"] == _fastest()

@@ -64,7 +64,7 @@ class TokenizerBase(ABC):
     - `vocab_size`: number of ids (every id is < vocab_size). Must be set.
     - `fingerprint`: stable hash of everything that changes the ids (`fingerprint_of`). Must be set.
     - `lossless`: decode_bytes(encode(text)) == text.encode("utf-8") for every text.
-    - `eos_id`: the end-of-text id, or None.
+    - `eos_id`: the end-of-text id, or None; `bos_id`: the beginning-of-text id, or None.
     - `special_ids`: ids of special tokens (never produced for document text by merging or byte
       conversion).
     - `shard_columns` (class): extra per-document shard columns (name -> Arrow type) this tokenizer
@@ -72,6 +72,10 @@ class TokenizerBase(ABC):
       table (written under <output>/sidecar/ and listed in the ledger), or None.
     - `preferred_batch_docs`: documents per engine batch this tokenizer needs (None: the job's
       batch_docs decides).
+
+    Sampled verification: `reference_encode_batch(texts)` encodes with an independent reference
+    implementation when the plugin has one (`verifiable` is then True: its fast encoder differs
+    from the reference); the default is `encode_batch` itself, with `verifiable = False`.
 
     Optional capability, raw bytes: `encode_bytes(data)` encodes a byte string that need not be
     valid UTF-8 (a prefix cut inside a character). A plugin that can do this overrides
@@ -85,6 +89,8 @@ class TokenizerBase(ABC):
     fingerprint: str = ""
     lossless: bool = True
     eos_id: int | None = None
+    bos_id: int | None = None
+    verifiable: bool = False
     special_ids: Set[int] = frozenset()
     shard_columns: ClassVar[dict[str, pa.DataType]] = {}
     sidecar_schema: ClassVar[pa.Schema | None] = None
@@ -120,6 +126,12 @@ class TokenizerBase(ABC):
         raise NotImplementedError(f"{type(self).__name__} cannot encode raw bytes")
 
     # -- defaults built on the contract -----------------------------------------------------------
+    def reference_encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """One uint32 id array per text from the reference implementation, to check `encode_batch`
+        on a sample of documents. Without an independent reference (`verifiable` False) this is
+        `encode_batch` itself, so comparing the two proves nothing."""
+        return self.encode_batch(texts)
+
     def encode_for_shard(self, texts: Sequence[str], batch_index: int) -> EncodedBatch:
         """Encode one engine batch (batch_index counts batches within a work unit, from 0)."""
         flat, offsets = self.encode_batch_flat(texts)
@@ -162,6 +174,7 @@ class TokenizerBase(ABC):
             "vocab_size": self.vocab_size,
             "lossless": self.lossless,
             "eos_id": self.eos_id,
+            "bos_id": self.bos_id,
         }
 
 
@@ -189,6 +202,7 @@ _BUILTIN_KINDS = {
     "sentencepiece": "tokenizers_impl.sentencepiece_impl",
     "lib": "tokenizers_impl.lib.tokenizer",
     "dynamic_merge": "tokenizers_impl.dynamic_merge.tokenizer",
+    "tiktoken": "tokenizers_impl.tiktoken_impl",
 }
 
 

@@ -1,11 +1,11 @@
-"""Byte-level BPE plugin (`bpe`): trains and loads `tokenizers` files, encodes through tiktoken when exact."""
+"""Byte-level BPE plugin (`bpe`): trains and loads `tokenizers` files; encodes through the fastest
+backend that reproduces `tokenizers` exactly (docs/encoders.md)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
-from itertools import chain
 from typing import Any, ClassVar
 
 import numpy as np
@@ -13,11 +13,39 @@ from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from tokenizers_impl.base import TokenizerBase, TokenizerError, fingerprint_of, register
+from tokenizers_impl.encoders import (
+    AUTO_ORDER,
+    Encoder,
+    EncoderSource,
+    build_encoder,
+    probe_set,
+    select_encoder,
+    split_pattern,
+)
+from tokenizers_impl.encoders.patterns import GPT2_PATTERN, pattern_name
+from tokenizers_impl.encoders.tiktoken_backend import mergeable_ranks
 from tokenizers_impl.files import probe_texts, read_file, write_file
+from tokenizers_impl.special_tokens import (
+    EOS_FALLBACK,
+    read_tokenizer_config,
+    resolve_special_tokens,
+)
 
-EOS = "<|endoftext|>"
-# GPT-2's pre-tokenizer regex, the one `tokenizers`' ByteLevel(use_regex=True) applies.
-GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+__all__ = ["EOS", "GPT2_PATTERN", "BPETokenizer"]
+
+EOS = EOS_FALLBACK
+LOAD_OPTIONS = frozenset(
+    {
+        "name",
+        "encoder",
+        "use_tiktoken",
+        "eos_token",
+        "bos_token",
+        "tokenizer_config",
+        "encoder_reset_mb",
+    }
+)
+_UNSET: Any = object()
 
 
 @lru_cache(maxsize=1)
@@ -45,9 +73,26 @@ def _metaspace_bytes(token: str) -> bytes:
 
 
 class BPETokenizer(TokenizerBase):
+    """A `tokenizers` BPE (tokenizer.json). Special-token text inside documents is plain text.
+
+    `encoder` ("auto" or a backend name, see docs/encoders.md) chooses the encoder backend;
+    `use_tiktoken` is the older switch (False: `tokenizers` only; True: tiktoken when exact).
+    `eos_token`/`bos_token` name the EOS/BOS tokens; `tokenizer_config` is the parsed
+    tokenizer_config.json that may name them."""
+
     kind: ClassVar[str] = "bpe"
 
-    def __init__(self, hf: HFTokenizer, name: str = "bpe", use_tiktoken: bool = True):
+    def __init__(
+        self,
+        hf: HFTokenizer,
+        name: str = "bpe",
+        use_tiktoken: bool | None = None,
+        encoder: str | None = None,
+        eos_token: str | None = None,
+        bos_token: str | None = None,
+        tokenizer_config: dict[str, Any] | None = None,
+        encoder_options: dict[str, Any] | None = None,
+    ):
         self.hf = hf
         self.hf.encode_special_tokens = True  # special-token strings in documents stay plain text
         self.name = name
@@ -55,22 +100,53 @@ class BPETokenizer(TokenizerBase):
         self._config = config
         self.vocab_size = hf.get_vocab_size(with_added_tokens=True)
         self.fingerprint = fingerprint_of(self.kind, json.dumps(config, sort_keys=True))
-        self.special_ids = frozenset(self._special_tokens())
+        added = hf.get_added_tokens_decoder()
+        specials = {tok.content: i for i, tok in added.items() if tok.special}
+        self.special_ids = frozenset(specials.values())
         self.byte_level = _is_byte_level(config)
         self._bytes = self._byte_table()
-        self.eos_id = hf.token_to_id(EOS)
-        probe = list(probe_texts())
-        reference = self.encode_reference(probe)  # encoded once, checked twice
-        self.lossless = all(
-            self.decode_bytes(ids) == t.encode("utf-8")
-            for ids, t in zip(reference, probe, strict=True)
+        resolved = resolve_special_tokens(
+            hf.token_to_id, specials, tokenizer_config, eos_token, bos_token, what=repr(name)
         )
-        self.encoder = "tokenizers"
-        self._tiktoken = self._build_tiktoken(probe, reference) if use_tiktoken else None
-        if self._tiktoken is not None:
-            self.encoder = "tiktoken"
-        # raw bytes that are not UTF-8 go through tiktoken's byte encoder (see encode_bytes)
-        self.supports_encode_bytes = self._tiktoken is not None
+        self.eos_token, self.eos_id = resolved.eos_token, resolved.eos_id
+        self.bos_token, self.bos_id = resolved.bos_token, resolved.bos_id
+        self._select(
+            _encoder_choice(encoder, use_tiktoken),
+            [tok.content for tok in added.values()],
+            encoder_options or {},
+        )
+
+    def _select(
+        self, choice: tuple[str, tuple[str, ...]], added: list[str], options: dict[str, Any]
+    ) -> None:
+        """Check losslessness and choose the encoder (both on the probe texts)."""
+        pattern = split_pattern(self._config)
+        self._source = EncoderSource(
+            label=f"{self.kind}:{self.name}",
+            hf=self.hf,
+            config=self._config,
+            pattern=pattern,
+            pattern_name=pattern_name(pattern) if pattern else None,
+            ranks_builder=self.mergeable_ranks,
+            options=options,
+        )
+        self._reference = build_encoder("tokenizers", self._source)
+        self._probes = probe_set(added)
+        self._expected = self._reference.encode_flat(self._probes)  # encoded once, used thrice
+        flat, offsets = self._expected
+        self.lossless = all(
+            self.decode_bytes(flat[offsets[i] : offsets[i + 1]]) == text.encode("utf-8")
+            for i, text in enumerate(probe_texts())
+        )
+        selection = select_encoder(
+            choice[0], self._source, self._reference, self._probes, choice[1], self._expected
+        )
+        self._encoder: Encoder = selection.encoder
+        self.encoder = selection.encoder.name
+        self.encoder_version = selection.encoder.version
+        self.encoder_fallbacks = selection.fallbacks
+        self.verifiable = self.encoder != self._reference.name
+        self._bytes_encoder: Any = _UNSET
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -97,25 +173,37 @@ class BPETokenizer(TokenizerBase):
 
     @classmethod
     def load(cls, path: str, storage_options: dict | None = None, **options: Any) -> BPETokenizer:
+        """Options: name, encoder (auto|gigatoken|tiktoken|tokenizers), use_tiktoken, eos_token,
+        bos_token, tokenizer_config (a path, or false to ignore the one beside `path`),
+        encoder_reset_mb (gigatoken: rebuild after this many MB of text; 0: never)."""
+        unknown = sorted(set(options) - LOAD_OPTIONS)
+        if unknown:
+            raise TokenizerError(
+                f"bpe tokenizer {path!r}: unknown option(s) {unknown}; known: {sorted(LOAD_OPTIONS)}"
+            )
         data = read_file(path, storage_options)
         try:
             hf = HFTokenizer.from_str(data.decode("utf-8"))
         except Exception as exc:  # the library raises its own Exception type for bad files
             raise TokenizerError(f"{path!r} is not a valid tokenizer.json: {exc}") from exc
+        encoder_options = {k: options[k] for k in ("encoder_reset_mb",) if k in options}
         return cls(
             hf,
             name=options.get("name") or path.rsplit("/", 1)[-1],
-            use_tiktoken=options.get("use_tiktoken", True),
+            use_tiktoken=options.get("use_tiktoken"),
+            encoder=options.get("encoder"),
+            eos_token=options.get("eos_token"),
+            bos_token=options.get("bos_token"),
+            tokenizer_config=read_tokenizer_config(
+                path, storage_options, options.get("tokenizer_config")
+            ),
+            encoder_options=encoder_options,
         )
 
     def save(self, url: str, storage_options: dict | None = None) -> None:
         write_file(url, self.hf.to_str(pretty=False).encode("utf-8"), storage_options)
 
     # -- tables ---------------------------------------------------------------------------------
-    def _special_tokens(self) -> list[int]:
-        """Ids of the added tokens marked special."""
-        return [i for i, tok in self.hf.get_added_tokens_decoder().items() if tok.special]
-
     def _byte_table(self) -> list[bytes]:
         table: list[bytes] = []
         u2b = _unicode_to_byte()
@@ -132,84 +220,66 @@ class BPETokenizer(TokenizerBase):
                 table.append(_metaspace_bytes(token))
         return table
 
-    def _build_tiktoken(self, probe: list[str], reference: list[list[int]]):
-        """A tiktoken Encoding equivalent to this tokenizer, or None when it would not be exact
-        (checked against the `tokenizers` ids of the probe texts)."""
-        import tiktoken
+    def mergeable_ranks(self) -> dict[bytes, int] | None:
+        """tiktoken-style mergeable ranks (token bytes -> id) of a byte-level vocabulary, or None
+        (not byte-level, or some byte has no token)."""
+        return mergeable_ranks(self._bytes, self.special_ids) if self.byte_level else None
 
-        cfg = self._config
-        if not self.byte_level or cfg.get("normalizer") or cfg["model"].get("type") != "BPE":
-            return None
-        pre = cfg.get("pre_tokenizer") or {}
-        if (
-            pre.get("type") != "ByteLevel"
-            or pre.get("add_prefix_space")
-            or not pre.get("use_regex", True)
-        ):
-            return None
-        ranks: dict[bytes, int] = {}
-        for i, token_bytes in enumerate(self._bytes):
-            if i not in self.special_ids and token_bytes and token_bytes not in ranks:
-                ranks[token_bytes] = i
-        if any(bytes([b]) not in ranks for b in range(256)):
-            return None
-        try:
-            enc = tiktoken.Encoding(
-                name=f"tokenmill-{self.fingerprint[:8]}",
-                pat_str=GPT2_PATTERN,
-                mergeable_ranks=ranks,
-                special_tokens={},
-            )
-        except Exception:  # tiktoken rejects inconsistent rank tables
-            return None
-        if all(enc.encode_ordinary(t) == r for t, r in zip(probe, reference, strict=True)):
-            return enc
-        return None
+    def _byte_level_encoder(self) -> Any:
+        """The tiktoken backend when it is exact (it encodes bytes that are not UTF-8), else None;
+        never with the `tokenizers` encoder (use_tiktoken=False keeps to the library)."""
+        if self._bytes_encoder is _UNSET:
+            found = self._encoder if self.encoder == "tiktoken" else None
+            if found is None and self.encoder != self._reference.name:
+                try:
+                    found = select_encoder(
+                        "tiktoken", self._source, self._reference, self._probes, (),
+                        self._expected,
+                    ).encoder
+                except TokenizerError:
+                    found = None
+            self._bytes_encoder = found
+        return self._bytes_encoder
+
+    @property
+    def supports_encode_bytes(self) -> bool:  # type: ignore[override]
+        return self._byte_level_encoder() is not None
+
+    @property
+    def _tiktoken(self) -> Any:
+        """The tiktoken Encoding when the tiktoken backend is exact (kept for older callers)."""
+        found = self._byte_level_encoder()
+        return None if found is None else found.encoding
 
     # -- contract -------------------------------------------------------------------------------
     def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
-        if self._tiktoken is not None:
-            return [
-                np.array(ids, dtype=np.uint32)
-                for ids in self._tiktoken.encode_ordinary_batch(list(texts), num_threads=1)
-            ]
-        return [
-            np.array(e.ids, dtype=np.uint32)
-            for e in self.hf.encode_batch_fast(list(texts), add_special_tokens=False)
-        ]
+        return self._encoder.encode_batch(texts)
 
     def encode_batch_flat(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        if self._tiktoken is not None:
-            lists = [self._tiktoken.encode_ordinary(t) for t in texts]
-        else:
-            lists = [
-                e.ids for e in self.hf.encode_batch_fast(list(texts), add_special_tokens=False)
-            ]
-        lengths = np.fromiter((len(x) for x in lists), dtype=np.int64, count=len(lists))
-        offsets = np.zeros(len(lists) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        flat = np.fromiter(chain.from_iterable(lists), dtype=np.uint32, count=int(offsets[-1]))
-        return flat, offsets
+        return self._encoder.encode_flat(texts)
+
+    def reference_encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Ids from the `tokenizers` library itself, whatever the encoder."""
+        return self._reference.encode_batch(texts)
 
     def encode_reference(self, texts: Sequence[str]) -> list[list[int]]:
-        """Ids from the `tokenizers` library itself (the fast path is checked against these)."""
-        return [e.ids for e in self.hf.encode_batch_fast(list(texts), add_special_tokens=False)]
+        """Ids from the `tokenizers` library itself, as lists (the encoders are checked on these)."""
+        return self._reference.encode_lists(texts)
 
     def encode_bytes(self, data: bytes) -> list[int]:
         """Ids of raw bytes: valid UTF-8 is encoded as its text; other bytes (a string cut inside a
-        character) need the tiktoken fast path, whose byte-level encoder runs BPE on the bytes of
+        character) need the tiktoken backend, whose byte-level encoder runs BPE on the bytes of
         the unfinished last piece. Without it such bytes raise TokenizerError."""
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
-            if self._tiktoken is None:
+            found = self._byte_level_encoder()
+            if found is None:
                 raise TokenizerError(
-                    "this bpe tokenizer encodes only UTF-8 without the tiktoken fast path"
+                    "this bpe tokenizer encodes only UTF-8 without the tiktoken encoder"
                 ) from None
-            return self._tiktoken._encode_bytes(data)  # tiktoken's own (private) byte encoder
-        if self._tiktoken is not None:
-            return self._tiktoken.encode_ordinary(text)
-        return self.encode_reference([text])[0]
+            return found.encode_bytes(data)
+        return self._encoder.encode_batch([text])[0].tolist()
 
     def decode_bytes(self, ids: Sequence[int] | np.ndarray) -> bytes:
         table = self._bytes
@@ -219,7 +289,32 @@ class BPETokenizer(TokenizerBase):
         return self._bytes[token_id]
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "encoder": self.encoder}
+        return {
+            **super().describe(),
+            "eos_token": self.eos_token,
+            "bos_token": self.bos_token,
+            "encoder": self.encoder,
+            "encoder_version": self.encoder_version,
+            "encoder_fallbacks": list(self.encoder_fallbacks),
+        }
+
+
+def _encoder_choice(encoder: Any, use_tiktoken: Any) -> tuple[str, tuple[str, ...]]:
+    """(choice, auto order) from the `encoder` and legacy `use_tiktoken` options."""
+    if isinstance(use_tiktoken, str):
+        use_tiktoken = {"true": True, "false": False}.get(use_tiktoken.lower(), use_tiktoken)
+    if use_tiktoken is not None and not isinstance(use_tiktoken, bool):
+        raise TokenizerError(f"use_tiktoken must be true or false, not {use_tiktoken!r}")
+    if encoder is not None and not isinstance(encoder, str):
+        raise TokenizerError(f"encoder must be a backend name or auto, not {encoder!r}")
+    choice = encoder or "auto"
+    if use_tiktoken is False:
+        if choice not in ("auto", "tokenizers"):
+            raise TokenizerError(f"use_tiktoken=false contradicts encoder={choice!r}")
+        return "tokenizers", AUTO_ORDER
+    if use_tiktoken and choice == "auto":
+        return "auto", ("tiktoken", "tokenizers")  # the old switch: tiktoken when exact
+    return choice, AUTO_ORDER
 
 
 def _is_byte_level(config: dict[str, Any]) -> bool:

@@ -57,6 +57,25 @@ def read_json(url: str, storage_options: dict | None = None) -> Any:
         raise TokenizerError(f"tokenizer file {url!r} is not valid JSON: {exc}") from exc
 
 
+def read_optional_json(
+    url: str, storage_options: dict | None = None, limit: int = MAX_TOKENIZER_FILE_BYTES
+) -> Any:
+    """`read_json` of a file that may be missing (None then)."""
+    fs, path = url_to_fs(url, storage_options)
+    if not fs.exists(path):
+        return None
+    data = read_file(url, storage_options, limit=limit)
+    try:
+        return json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TokenizerError(f"{url!r} is not valid JSON: {exc}") from exc
+
+
+def sibling(url: str, name: str) -> str:
+    """The URL of file `name` in the folder of `url`."""
+    return f"{url.rsplit('/', 1)[0]}/{name}" if "/" in url else name
+
+
 @lru_cache(maxsize=1)
 def probe_texts() -> tuple[str, ...]:
     """Multilingual probe texts used to check fast encoding paths and losslessness at load time."""

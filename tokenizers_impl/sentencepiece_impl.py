@@ -12,12 +12,19 @@ import sentencepiece as spm
 
 from tokenizers_impl.base import TokenizerBase, TokenizerError, fingerprint_of, register
 from tokenizers_impl.files import probe_texts, read_file, write_file
+from tokenizers_impl.special_tokens import resolve_special_tokens
 
 
 class SentencePieceTokenizer(TokenizerBase):
     kind: ClassVar[str] = "sentencepiece"
 
-    def __init__(self, model_proto: bytes, name: str = "sentencepiece"):
+    def __init__(
+        self,
+        model_proto: bytes,
+        name: str = "sentencepiece",
+        eos_token: str | None = None,
+        bos_token: str | None = None,
+    ):
         self.proto = model_proto
         self.sp = spm.SentencePieceProcessor()
         try:
@@ -28,13 +35,34 @@ class SentencePieceTokenizer(TokenizerBase):
         self.vocab_size = self.sp.get_piece_size()
         self.fingerprint = fingerprint_of(self.kind, model_proto)
         self._bytes = [self._piece_bytes(i) for i in range(self.vocab_size)]
-        eos = self.sp.eos_id()
-        self.eos_id = eos if eos >= 0 else None
+        self._resolve_special_tokens(eos_token, bos_token)
         texts = list(probe_texts())
         self.lossless = all(
             self.decode_bytes(ids) == t.encode("utf-8")
             for ids, t in zip(self.sp.encode(texts, out_type=int), texts, strict=True)
         )
+
+    def _resolve_special_tokens(self, eos_token: str | None, bos_token: str | None) -> None:
+        """EOS/BOS: the pieces named by the options, else the model's own eos/bos ids."""
+
+        def lookup(piece: str) -> int | None:
+            i = self.sp.piece_to_id(piece)
+            return i if 0 <= i < self.vocab_size and self.sp.id_to_piece(i) == piece else None
+
+        own = {}
+        for role, i in (("eos", self.sp.eos_id()), ("bos", self.sp.bos_id())):
+            if 0 <= i < self.vocab_size:
+                own[role] = self.sp.id_to_piece(i)
+        resolved = resolve_special_tokens(
+            lookup,
+            {},
+            {f"{role}_token": piece for role, piece in own.items()},
+            eos_token,
+            bos_token,
+            what=repr(self.name),
+        )
+        self.eos_token, self.eos_id = resolved.eos_token, resolved.eos_id
+        self.bos_token, self.bos_id = resolved.bos_token, resolved.bos_id
 
     def _piece_bytes(self, i: int) -> bytes:
         piece = self.sp.id_to_piece(i)
@@ -88,8 +116,12 @@ class SentencePieceTokenizer(TokenizerBase):
     def load(
         cls, path: str, storage_options: dict | None = None, **options: Any
     ) -> SentencePieceTokenizer:
+        """Options: name, eos_token, bos_token (pieces; default: the model's own eos/bos)."""
         return cls(
-            read_file(path, storage_options), name=options.get("name") or path.rsplit("/", 1)[-1]
+            read_file(path, storage_options),
+            name=options.get("name") or path.rsplit("/", 1)[-1],
+            eos_token=options.get("eos_token"),
+            bos_token=options.get("bos_token"),
         )
 
     def save(self, url: str, storage_options: dict | None = None) -> None:
@@ -114,6 +146,9 @@ class SentencePieceTokenizer(TokenizerBase):
 
     def token_bytes(self, token_id: int) -> bytes:
         return self._bytes[token_id]
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "eos_token": self.eos_token, "bos_token": self.bos_token}
 
 
 def _split_long(texts: Iterable[str], limit: int = 1 << 15) -> Iterable[str]:

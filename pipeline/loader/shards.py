@@ -1,13 +1,12 @@
 """Trainer-side shard access: the ledger's committed shards of one output, memory-mapped locally
-(remote shards are first copied into a local cache directory), exposed as zero-copy numpy views."""
+(remote shards are first copied into a local cache directory, pipeline/loader/cache.py), exposed
+as zero-copy numpy views; per-shard document lengths and ids for packing, provenance and skips."""
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import tempfile
-import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.errors import LoaderError
+from pipeline.loader.cache import LENGTHS, Held, ShardCache
 from pipeline.output import Output, iter_committed, read_manifest
 from pipeline.output.shards import file_checksum
 from schemas.records import LedgerEntry
@@ -31,15 +31,30 @@ class ShardInfo:
     documents: int
     tokens: int
     checksum: str | None
+    url: str = ""  # the input file of its unit
+    start: int = 0  # the unit's byte offset in that file (row group for Parquet)
+    bytes: int = 0  # UTF-8 bytes of its documents' text
 
     @classmethod
     def of(cls, entry: LedgerEntry) -> ShardInfo:
-        return cls(entry.shard, int(entry.documents), int(entry.tokens), entry.shard_checksum)
+        return cls(
+            entry.shard,
+            int(entry.documents),
+            int(entry.tokens),
+            entry.shard_checksum,
+            entry.unit.url,
+            int(entry.unit.start),
+            int(entry.bytes),
+        )
 
     @property
     def stream_tokens(self) -> int:
         """Tokens this shard adds to a packed stream: its documents plus one EOS after each."""
         return self.tokens + self.documents
+
+    def stream(self, lead: int) -> int:
+        """Stream tokens with `lead` (0 or 1) BOS tokens before each document too."""
+        return self.tokens + self.documents * (1 + lead)
 
 
 @dataclass
@@ -51,13 +66,14 @@ class ShardTokens:
     doc_start: np.ndarray
     doc_len: np.ndarray
     mapped: Any  # the pa.MemoryMappedFile (kept open while the views are used)
+    reader: Any = None  # the IPC file reader (doc_id and other columns)
 
 
 def committed_shards(
     url: str, storage_options: dict[str, Any] | None = None
 ) -> tuple[list[ShardInfo], dict[str, Any]]:
     """The committed shards of an output (`iter_committed` order) and its tokenizer description
-    (with the manifest's eos_id when the ledger's lacks one)."""
+    (with the manifest's eos_id / bos_id when the ledger's lacks them)."""
     output = Output(url, storage_options)
     shards, tokenizers = [], {}
     for entry in iter_committed(output):
@@ -68,9 +84,11 @@ def committed_shards(
     if len(tokenizers) > 1:
         raise LoaderError(f"output {url} mixes tokenizers {sorted(tokenizers)}")
     tokenizer = dict(next(iter(tokenizers.values())))
-    if tokenizer.get("eos_id") is None:
-        manifest = read_manifest(output) or {}
-        tokenizer["eos_id"] = manifest.get("tokenizer", {}).get("eos_id")
+    if tokenizer.get("eos_id") is None or "bos_id" not in tokenizer:
+        described = (read_manifest(output) or {}).get("tokenizer", {})
+        for key in ("eos_id", "bos_id"):
+            if tokenizer.get(key) is None:
+                tokenizer[key] = described.get(key)
     return shards, tokenizer
 
 
@@ -83,72 +101,135 @@ class ShardStore:
     """Opens shards of one output in the current process.
 
     Holds only the URL and options when pickled or forked: the fsspec filesystem is created lazily
-    in the process that reads (an s3fs object must never cross into DataLoader workers).
+    in the process that reads (an s3fs object must never cross into DataLoader workers). Remote
+    shards are read from the machine's cache (`cache_limit` bytes at most, see cache.py), each
+    held while an array of its mapping is alive.
     """
 
     def __init__(
-        self, url: str, storage_options: dict[str, Any] | None = None, cache_dir: str | None = None
+        self,
+        url: str,
+        storage_options: dict[str, Any] | None = None,
+        cache_dir: str | None = None,
+        cache_limit: int | None = None,
+        open_shards: int = OPEN_SHARDS,
     ):
         self.url = url.rstrip("/")
         self.storage_options = dict(storage_options or {})
         self.cache_dir = cache_dir or default_cache_dir(self.url)
+        self.cache_limit, self.open_shards = cache_limit, open_shards
+        self.cache = ShardCache(self.cache_dir, cache_limit)
         self._pid: int | None = None
         self._output: Output | None = None
         self._open: OrderedDict[str, ShardTokens] = OrderedDict()
+        self._lengths: dict[str, np.ndarray] = {}
+        self._ids: OrderedDict[str, pa.Array] = OrderedDict()
 
     def __getstate__(self) -> dict:
         return {
             "url": self.url,
             "storage_options": self.storage_options,
             "cache_dir": self.cache_dir,
+            "cache_limit": self.cache_limit,
+            "open_shards": self.open_shards,
         }
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["url"], state["storage_options"], state["cache_dir"])
+        self.__init__(**state)
 
     def _fresh(self) -> Output:
         if self._pid != os.getpid():  # first use here, or a forked child: rebuild everything
             self._pid = os.getpid()
             self._output = Output(self.url, self.storage_options)
             self._open = OrderedDict()
+            self._ids = OrderedDict()
         assert self._output is not None
         return self._output
 
-    def local_path(self, shard: ShardInfo) -> str:
-        """A local file holding the shard: the shard itself, or its verified copy in the cache."""
+    @property
+    def local(self) -> bool:
+        return self._fresh().local
+
+    def _name(self, shard: ShardInfo) -> str:
+        return shard.rel.replace("/", "__")
+
+    def local_path(self, shard: ShardInfo) -> tuple[str, Held | None]:
+        """A local file holding the shard: the shard itself, or its verified copy in the cache
+        (then held by this process until the returned Held is released)."""
         output = self._fresh()
         if output.local:
-            return output.path(shard.rel)
-        dest = os.path.join(self.cache_dir, shard.rel.replace("/", "__"))
-        if os.path.exists(dest):
-            return dest
-        os.makedirs(self.cache_dir, exist_ok=True)
-        with open(f"{dest}.lock", "wb") as lock:  # one download per shard per machine
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if os.path.exists(dest):
-                return dest
-            tmp = f"{dest}.tmp-{uuid.uuid4().hex}"
-            try:
-                output.fs.get_file(output.path(shard.rel), tmp)
-                if shard.checksum and file_checksum(tmp) != shard.checksum:
-                    raise LoaderError(f"{self.url}/{shard.rel}: checksum differs from the ledger's")
-                os.replace(tmp, dest)
-            finally:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
-        return dest
+            return output.path(shard.rel), None
+
+        def fetch(tmp: str) -> None:
+            output.fs.get_file(output.path(shard.rel), tmp)
+            if shard.checksum and file_checksum(tmp) != shard.checksum:
+                raise LoaderError(f"{self.url}/{shard.rel}: checksum differs from the ledger's")
+
+        return self.cache.acquire(
+            self._name(shard), lambda: int(output.fs.size(output.path(shard.rel))), fetch
+        )
 
     def tokens(self, shard: ShardInfo) -> ShardTokens:
+        """The shard mapped (kept among the `open_shards` most recently used of this process)."""
         self._fresh()
         found = self._open.get(shard.rel)
         if found is not None:
             self._open.move_to_end(shard.rel)
             return found
-        opened = map_shard(self.local_path(shard), shard, self.url)
+        opened = self._map(shard)
         self._open[shard.rel] = opened
-        while len(self._open) > OPEN_SHARDS:
+        while len(self._open) > self.open_shards:
             self._open.popitem(last=False)
         return opened
+
+    def _map(self, shard: ShardInfo) -> ShardTokens:
+        """The shard mapped; a cached copy is held until no array of the mapping is left."""
+        found = self._open.get(shard.rel)
+        if found is not None:
+            return found
+        path, held = self.local_path(shard)
+        try:
+            opened = map_shard(path, shard, self.url)
+        except BaseException:
+            if held is not None:
+                held.release()
+            raise
+        if held is not None:
+            held.tie(opened.data)
+        return opened
+
+    def lengths(self, shard: ShardInfo) -> np.ndarray:
+        """Token count of each document of the shard (shard order), int32: from the mapped
+        shard's offsets (remote: kept next to the cache as `<shard>.lengths.npy`, so evicting
+        the shard does not lose them)."""
+        found = self._lengths.get(shard.rel)
+        if found is not None:
+            return found
+        saved = None if self.local else os.path.join(self.cache_dir, self._name(shard) + LENGTHS)
+        if saved is not None and os.path.exists(saved):
+            lengths = np.load(saved)
+        else:
+            lengths = self._map(shard).doc_len.astype(np.int32)
+            if saved is not None:
+                tmp = f"{saved}.{os.getpid()}.npy"
+                np.save(tmp, lengths)
+                os.replace(tmp, saved)
+        self._lengths[shard.rel] = lengths
+        return lengths
+
+    def doc_ids(self, shard: ShardInfo) -> pa.Array:
+        """The shard's doc_id column (a few kept per process)."""
+        self._fresh()
+        found = self._ids.get(shard.rel)
+        if found is None:
+            reader = self._map(shard).reader
+            found = pa.concat_arrays(
+                [reader.get_batch(i).column("doc_id") for i in range(reader.num_record_batches)]
+            )
+            self._ids[shard.rel] = found
+            while len(self._ids) > self.open_shards:
+                self._ids.popitem(last=False)
+        return found
 
 
 def numpy_view(array: pa.Array) -> np.ndarray:
@@ -186,4 +267,4 @@ def map_shard(path: str, shard: ShardInfo, url: str) -> ShardTokens:
             f"{url}/{shard.rel}: {len(lengths)} documents / {int(lengths.sum())} "
             f"tokens, ledger says {shard.documents} / {shard.tokens}"
         )
-    return ShardTokens(data, np.concatenate(doc_start), lengths, mapped)
+    return ShardTokens(data, np.concatenate(doc_start), lengths, mapped, reader)

@@ -1,10 +1,18 @@
-"""The packed token stream of one epoch: a pure function of (shards, seed, epoch, seq_len).
+"""One pass over one output's shards in one epoch, readable at any position: a pure function of
+(shards, seed, epoch, pass).
 
-Shards are permuted by (seed, epoch) and taken in groups of `group_shards`; the documents of a
-group are permuted together (a bounded shuffle buffer: only one group's index is ever built).
-Every document is followed by one EOS; the stream is cut into windows of seq_len + 1 tokens, and
-window i covers stream positions [i * (seq_len + 1), (i + 1) * (seq_len + 1)). Any window can be
-read without reading the ones before it: group token counts come from the ledger alone.
+Shards are permuted by (seed, epoch, pass) and taken in groups of `group_shards`; the documents of
+a group are permuted together (a bounded shuffle buffer: only one group's index is ever built).
+Pass 0 is the order earlier versions read (the same seeds); a repeated source's later passes are
+shuffled anew. Each document's stream is `[BOS] + tokens + [EOS]` (pipeline/loader/kernels.py).
+
+- `PackedStream` (packing="concat"): the documents' streams one after another; a reader asks for
+  stream positions. Group token counts come from the ledger alone, so any position is located
+  without reading the shards before it.
+- `BestFitPass` (packing="best_fit"): each group's documents packed into windows by best-fit
+  decreasing over buffers of consecutive documents (kernels.best_fit); a reader asks for windows
+  (bins). Bin counts need every document's length: per-shard lengths come from the shards'
+  offsets (ShardStore.lengths), once per process.
 """
 
 from __future__ import annotations
@@ -13,11 +21,10 @@ import bisect
 from collections import OrderedDict
 from dataclasses import dataclass
 
-import numba
 import numpy as np
-from numba import njit
 
 from pipeline.errors import LoaderError
+from pipeline.loader.kernels import SEG_FIELDS, best_fit, gather_bins, gather_concat
 from pipeline.loader.shards import ShardInfo, ShardStore
 
 GROUPS_KEPT = 2  # a read may straddle two groups
@@ -31,99 +38,76 @@ def epoch_rng(seed: int, epoch: int, *salt: int) -> np.random.Generator:
 class Group:
     """One shuffle group: its documents in stream order (after the permutation)."""
 
+    shards: list[ShardInfo]
     files: tuple[np.ndarray, ...]  # each shard's whole file as tokens (padded to group_shards)
-    doc_file: np.ndarray  # which of `files` holds each document
+    doc_file: np.ndarray  # which of `files` (and `shards`) holds each document
     doc_start: np.ndarray  # the document's first token in its file array
     doc_len: np.ndarray
-    ends: np.ndarray  # stream end (exclusive, relative to the group) of each document's EOS
+    doc_row: np.ndarray  # the document's row in its shard
+    ends: np.ndarray  # stream end (exclusive, relative to the group) of each document's stream
+    skip: np.ndarray | None  # documents whose labels are masked (skip_documents)
 
 
-@njit(cache=True, nogil=True)
-def gather(out, filled, files, doc_file, doc_start, doc_len, ends, rel, stop, eos):  # noqa: ANN001, ANN201
-    """Copy group stream positions [rel, stop) into out[filled:], converting to out's dtype;
-    returns the new fill. Document d spans [ends[d] - doc_len[d] - 1, ends[d]): its tokens
-    files[doc_file[d]][doc_start[d]:][:doc_len[d]], then one EOS."""
-    d = np.searchsorted(ends, rel, side="right")  # the document holding position rel
-    pos, o = rel, filled
-    while pos < stop:
-        length, end = doc_len[d], ends[d]
-        first = end - length - 1
-        lo = pos - first
-        hi = (stop if stop < end else end) - first
-        text = hi if hi < length else length
-        if text > lo:
-            tokens = files[doc_file[d]]
-            dst, src = numba.uint64(o), numba.uint64(doc_start[d] + lo)
-            for i in range(numba.uint64(text - lo)):  # unsigned: no wraparound, vectorized
-                out[dst + i] = tokens[src + i]
-            o += text - lo
-        if hi > length:
-            out[o] = eos
-            o += 1
-        pos = first + hi
-        d += 1
-    return o
+@dataclass
+class StreamOptions:
+    """How documents become windows (the same for every source of a dataset)."""
+
+    window: int  # seq_len + 1
+    lead: int = 0  # 1: a BOS before each document
+    bos: int = 0
+    eos: int = 0
+    pad: int = 0
+    buffer: int = 1024  # best_fit: documents packed together
+    shuffle: bool = True
+    group_shards: int = 4
 
 
-@njit(cache=True, nogil=True)
-def segment_ids(block, starts, position_row, document_row):  # noqa: ANN001, ANN201
-    """From the document-start marks of [n, seq_len + 1] windows, write position ids (0 at the
-    row start and at each document start, then counting) into block[position_row] and segment
-    numbers within the row into block[document_row] (rows < 0: not wanted), first seq_len
-    columns. Marks are sparse: each segment is then filled by a loop that vectorises."""
-    n, window = starts.shape
-    for i in range(n):
-        a, segment = 0, 0
-        for j in range(1, window):
-            if j < window - 1 and not starts[i, j]:
-                continue
-            first, length = numba.uint64(a), numba.uint64(j - a)  # segment [a, j)
-            if position_row >= 0:
-                positions = block[position_row, i]
-                for k in range(length):
-                    positions[first + k] = k
-            if document_row >= 0:
-                documents = block[document_row, i]
-                for k in range(length):
-                    documents[first + k] = segment
-            a, segment = j, segment + 1
+class Segments:
+    """The segments a fill placed (kernels.py): per kernel call, which source, pass and group it
+    read, and its (row, column, length, document, offset) rows."""
+
+    def __init__(self, skips: bool):
+        self.parts: list[tuple[int, int, int, np.ndarray, np.ndarray | None]] = []
+        self.skips = skips
+
+    def add(self, source: int, repeat: int, g: int, group: Group | None, rows: np.ndarray) -> None:
+        skipped = None
+        if self.skips and group is not None and group.skip is not None:
+            skipped = (rows[:, 3] >= 0) & group.skip[np.maximum(rows[:, 3], 0)]
+        self.parts.append((source, repeat, g, rows, skipped))
+
+    def table(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """All segments [n, 5], and which are of skipped documents (None: no skips)."""
+        if not self.parts:
+            return np.zeros((0, SEG_FIELDS), dtype=np.int64), None
+        table = np.concatenate([p[3] for p in self.parts])
+        if not self.skips:
+            return table, None
+        skipped = [p[4] if p[4] is not None else np.zeros(len(p[3]), bool) for p in self.parts]
+        return table, np.concatenate(skipped)
 
 
-def warm_kernels(out_dtype: type, token_dtype: np.dtype, group_shards: int, ids: bool) -> None:
-    """Compile (or load from numba's disk cache) the kernels a dataset will call, in this
-    process, so that DataLoader workers forked from it start with them (a cold first call
-    costs ~0.5 s)."""
-    files = np.zeros(1, dtype=token_dtype)
-    files.flags.writeable = False  # as the mapped shards are
-    one = np.ones(1, dtype=np.int64)
-    out = np.zeros(2, dtype=out_dtype)
-    gather(out, 0, (files,) * group_shards, np.zeros(1, np.int32), 0 * one, one, 2 * one, 0, 2, 0)
-    if ids:
-        segment_ids(np.zeros((2, 1, 2), dtype=out_dtype), np.zeros((1, 2), dtype=bool), 0, 1)
-
-
-class PackedStream:
-    """Reads any range of one epoch's packed stream of one output."""
+class Pass:
+    """Shard order, shuffle groups and document order of one pass (see the module docstring)."""
 
     def __init__(
         self,
         store: ShardStore,
         shards: list[ShardInfo],
+        options: StreamOptions,
         *,
-        eos_id: int,
         seed: int,
         epoch: int,
-        shuffle: bool = True,
-        group_shards: int = 4,
+        repeat: int = 0,
+        skip: frozenset[str] | None = None,
     ):
-        self.store, self.eos_id, self.seed, self.epoch = store, eos_id, seed, epoch
-        self.shuffle, self.group_shards = shuffle, group_shards
-        n = len(shards)
-        order = epoch_rng(seed, epoch).permutation(n) if shuffle else np.arange(n)
-        self.groups = [
-            [shards[j] for j in order[i : i + group_shards]] for i in range(0, n, group_shards)
-        ]
-        sizes = [sum(s.stream_tokens for s in group) for group in self.groups]
+        self.store, self.options, self.skip = store, options, skip
+        self.seed, self.epoch, self.repeat = seed, epoch, repeat
+        self.salt = () if repeat == 0 else (3, repeat)
+        n, size = len(shards), options.group_shards
+        order = self.rng().permutation(n) if options.shuffle else np.arange(n)
+        self.groups = [[shards[j] for j in order[i : i + size]] for i in range(0, n, size)]
+        sizes = [sum(s.stream(options.lead) for s in group) for group in self.groups]
         self.group_bounds = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
         self.bound_list = self.group_bounds.tolist()  # bisect on a list: no numpy call per read
         self.total = int(self.group_bounds[-1])
@@ -134,11 +118,23 @@ class PackedStream:
         state["_cache"] = OrderedDict()
         return state
 
-    def _group(self, g: int) -> Group:
+    def rng(self, *salt: int) -> np.random.Generator:
+        return epoch_rng(self.seed, self.epoch, *self.salt, *salt)
+
+    def _perm(self, g: int, n_docs: int) -> np.ndarray:
+        return self.rng(1, g).permutation(n_docs) if self.options.shuffle else np.arange(n_docs)
+
+    def lengths(self, g: int) -> np.ndarray:
+        """Stream tokens of each document of group g in stream order (shard lengths only)."""
+        lengths = np.concatenate([self.store.lengths(s) for s in self.groups[g]]).astype(np.int64)
+        return lengths[self._perm(g, len(lengths))] + 1 + self.options.lead
+
+    def group(self, g: int) -> Group:
         found = self._cache.get(g)
         if found is not None:
             return found
-        mapped = [self.store.tokens(s) for s in self.groups[g]]
+        shards = self.groups[g]
+        mapped = [self.store.tokens(s) for s in shards]
         dtypes = {m.data.dtype for m in mapped}
         if len(dtypes) > 1:
             raise LoaderError(
@@ -146,102 +142,165 @@ class PackedStream:
             )
         pad = np.zeros(0, dtype=mapped[0].data.dtype)  # the last group may have fewer shards
         pad.flags.writeable = False  # like the mapped files: one tuple type for numba
-        files = tuple(m.data for m in mapped) + (pad,) * (self.group_shards - len(mapped))
-        doc_file = [np.full(len(m.doc_len), i, dtype=np.int32) for i, m in enumerate(mapped)]
-        doc_start = [m.doc_start for m in mapped]
+        files = tuple(m.data for m in mapped) + (pad,) * (self.options.group_shards - len(mapped))
         doc_len = [m.doc_len for m in mapped]
-        n_docs = sum(len(x) for x in doc_len)
-        perm = (
-            epoch_rng(self.seed, self.epoch, 1, g).permutation(n_docs)
-            if self.shuffle
-            else np.arange(n_docs)
-        )
+        perm = self._perm(g, sum(len(x) for x in doc_len))
         lengths = np.concatenate(doc_len)[perm]
+        skip = None
+        if self.skip:
+            skip = np.concatenate([self._skipped(s) for s in shards])[perm]
         group = Group(
+            shards,
             files,
-            np.concatenate(doc_file)[perm],
-            np.concatenate(doc_start)[perm],
+            np.concatenate([np.full(len(x), i, dtype=np.int32) for i, x in enumerate(doc_len)])[
+                perm
+            ],
+            np.concatenate([m.doc_start for m in mapped])[perm],
             lengths,
-            np.cumsum(lengths + 1),
+            np.concatenate([np.arange(len(x), dtype=np.int64) for x in doc_len])[perm],
+            np.cumsum(lengths + 1 + self.options.lead),
+            skip,
         )
         self._cache[g] = group
         while len(self._cache) > GROUPS_KEPT:
             self._cache.popitem(last=False)
         return group
 
-    def read(self, start: int, out: np.ndarray, doc_starts: np.ndarray | None = None) -> int:
-        """Copy stream[start : start + len(out)] into `out`; returns how many tokens existed.
+    def _skipped(self, shard: ShardInfo) -> np.ndarray:
+        import pyarrow as pa
+        import pyarrow.compute as pc
 
-        `doc_starts`, if given, gets True where a document's first token lands. One compiled
-        `gather` call per group copies every document slice (from zero-copy views of the mapped
-        shards) and EOS: no Python or numpy call per document.
-        """
-        pos, filled, want = start, 0, len(out)
-        while filled < want and pos < self.total:
+        ids = self.store.doc_ids(shard)
+        found = pc.is_in(ids, value_set=pa.array(sorted(self.skip), type=ids.type))
+        return found.to_numpy(zero_copy_only=False).astype(bool)
+
+
+class PackedStream(Pass):
+    """A pass packed by concatenation: reads any range of stream positions."""
+
+    def read(
+        self,
+        start: int,
+        stop: int,
+        out: np.ndarray,
+        rows: np.ndarray,
+        o: int,
+        segments: Segments,
+        source: int = 0,
+    ) -> int:
+        """Copy stream[start : stop] to flat position `o` of the windows out[rows] ([n, window]
+        rows, consecutive in the stream); returns the new flat position. One compiled call per
+        group: no Python or numpy call per document."""
+        opts, pos = self.options, start
+        stop = min(stop, self.total)
+        while pos < stop:
             g = bisect.bisect_right(self.bound_list, pos) - 1
-            group, base = self._group(g), self.bound_list[g]
+            group, base = self.group(g), self.bound_list[g]
             rel = pos - base
-            stop = min(rel + want - filled, int(group.ends[-1]))  # this part ends with the group
-            done = gather(
+            end = min(stop - base, int(group.ends[-1]))  # this part ends with the group
+            first, last = np.searchsorted(group.ends, [rel, end - 1], side="right")
+            seg = np.empty((last - first + 2 + (end - rel) // opts.window + 1, SEG_FIELDS), np.int64)
+            o, nseg = gather_concat(
                 out,
-                filled,
+                rows,
+                o,
                 group.files,
                 group.doc_file,
                 group.doc_start,
                 group.doc_len,
                 group.ends,
                 rel,
-                stop,
-                self.eos_id,
+                end,
+                opts.lead,
+                opts.bos,
+                opts.eos,
+                seg,
+                0,
             )
-            if doc_starts is not None:
-                d, last = np.searchsorted(group.ends, [rel, stop], side="right")
-                firsts = group.ends[d : last + 1] - group.doc_len[d : last + 1] - 1
-                firsts = firsts[(firsts >= rel) & (firsts < stop)]
-                doc_starts[filled + firsts - rel] = True
-            filled, pos = done, base + stop
-        return filled
+            segments.add(source, self.repeat, g, group, seg[:nseg])
+            pos = base + end
+        return o
 
 
-class Mixture:
-    """Interleaves several sources' windows by weight, in blocks of `block` samples.
+class BestFitPass(Pass):
+    """A pass packed by best fit: `nbins` windows, each readable at random."""
 
-    Each block holds a fixed count of windows from each source (largest remainder of
-    weight * block), in an order permuted by (seed, epoch, block). The mixed epoch ends when the
-    first source runs out of windows, so no window is repeated.
-    """
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._layouts: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._bounds: np.ndarray | None = None
 
-    def __init__(
-        self, weights: list[float], windows: list[int], *, block: int, seed: int, epoch: int
-    ):
-        w = np.asarray(weights, dtype=np.float64)
-        if len(w) != len(windows) or (w < 0).any() or w.sum() <= 0:
-            raise ValueError(f"weights {weights} must be non-negative, one per source, not all 0")
-        quota = w / w.sum() * block
-        counts = np.floor(quota).astype(np.int64)
-        for i in np.argsort(-(quota - counts), kind="stable")[: block - int(counts.sum())]:
-            counts[i] += 1
-        self.counts, self.block, self.seed, self.epoch = counts, block, seed, epoch
-        used = counts > 0
-        self.blocks = int(min(np.asarray(windows)[used] // counts[used]))
-        self.num_samples = self.blocks * block
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state["_layouts"] = OrderedDict()
+        return state
 
-    def block_layout(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Source of each sample of block k, and that sample's window index in its source."""
-        sources = epoch_rng(self.seed, self.epoch, 2, k).permutation(
-            np.repeat(np.arange(len(self.counts)), self.counts)
-        )
-        local = np.empty(self.block, dtype=np.int64)
-        for s, count in enumerate(self.counts):
-            local[sources == s] = k * count + np.arange(count)
-        return sources, local
+    def layout(self, g: int) -> tuple[np.ndarray, np.ndarray]:
+        """(bin starts, pieces) of group g (kernels.best_fit), a few kept."""
+        found = self._layouts.get(g)
+        if found is None:
+            lengths, window = self.lengths(g), self.options.window
+            keys = self.rng(4, g).integers(0, 1 << 62, len(lengths) + 1 + int((lengths // window).sum()))
+            found = best_fit(lengths, window, self.options.buffer, keys)
+            self._layouts[g] = found
+            while len(self._layouts) > GROUPS_KEPT:
+                self._layouts.popitem(last=False)
+        return found
 
-    def locate(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
-        """Source and source-window index of mixed samples a .. b-1."""
-        parts_s, parts_l = [], []
-        for k in range(a // self.block, (b - 1) // self.block + 1):
-            sources, local = self.block_layout(k)
-            lo, hi = max(a - k * self.block, 0), min(b - k * self.block, self.block)
-            parts_s.append(sources[lo:hi])
-            parts_l.append(local[lo:hi])
-        return np.concatenate(parts_s), np.concatenate(parts_l)
+    @property
+    def bin_bounds(self) -> np.ndarray:
+        """Cumulative bins per group ([groups + 1]); packs every group once."""
+        if self._bounds is None:
+            counts = [len(self.layout(g)[0]) - 1 for g in range(len(self.groups))]
+            self._bounds = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
+        return self._bounds
+
+    @property
+    def nbins(self) -> int:
+        return int(self.bin_bounds[-1])
+
+    def tokens_before(self, b: int) -> int:
+        """Stream tokens (no padding) in bins [0, b) of the pass."""
+        bounds = self.bin_bounds
+        g = int(np.searchsorted(bounds, b, side="right")) - 1
+        if g >= len(self.groups):
+            return self.total
+        bins, pieces = self.layout(g)
+        return self.bound_list[g] + int(pieces[: bins[b - bounds[g]], 2].sum())
+
+    def split_documents(self) -> int:
+        """Documents of the pass longer than a window (the only ones cut)."""
+        window = self.options.window
+        return sum(int((self.lengths(g) > window).sum()) for g in range(len(self.groups)))
+
+    def read_bins(
+        self, b0: int, b1: int, out: np.ndarray, rows: np.ndarray, segments: Segments, source: int
+    ) -> None:
+        """Windows b0 .. b1-1 of the pass into out[rows] (one row each)."""
+        opts, bounds = self.options, self.bin_bounds
+        b = b0
+        while b < b1:
+            g = int(np.searchsorted(bounds, b, side="right")) - 1
+            group, (bins, pieces) = self.group(g), self.layout(g)
+            lo, hi = b - bounds[g], min(b1, bounds[g + 1]) - bounds[g]
+            seg = np.empty((bins[hi] - bins[lo] + hi - lo, SEG_FIELDS), dtype=np.int64)
+            nseg = gather_bins(
+                out,
+                rows[b - b0 :],
+                group.files,
+                group.doc_file,
+                group.doc_start,
+                group.doc_len,
+                bins,
+                pieces,
+                lo,
+                hi,
+                opts.lead,
+                opts.bos,
+                opts.eos,
+                opts.pad,
+                seg,
+                0,
+            )
+            segments.add(source, self.repeat, g, group, seg[:nseg])
+            b += hi - lo

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -15,12 +17,14 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import fsspec
+import tenacity
 from fsspec.implementations.local import LocalFileSystem
 
-from pipeline.errors import StorageError
+from pipeline.errors import StorageError, TokenmillError
 from schemas.layout import SPOOL_DIR
 
 T = TypeVar("T")
+log = logging.getLogger("tokenmill")
 
 # Keys whose values must never be printed (credentials given as storage options).
 SECRET_KEYS = (
@@ -38,8 +42,49 @@ SECRET_KEYS = (
 )
 
 
-# Local errors that a retry cannot fix (a symlink loop would otherwise be retried for 15 s).
-PERMANENT_ERRNOS = frozenset({errno.ELOOP, errno.ENAMETOOLONG, errno.EROFS})
+# Errors that a retry cannot fix, raised at once: a missing or forbidden object, a path of the
+# wrong kind, and (by errno) a symlink loop, a name too long, a read-only or full file system, an
+# object too large, a request the store rejects as malformed (s3fs maps 400/412 to EINVAL), an
+# operation it does not implement, a redirect to another region. Any TokenmillError is permanent
+# too, which also keeps a nested with_retries from multiplying its caller's attempts.
+PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
+    FileNotFoundError,
+    FileExistsError,
+    PermissionError,
+    IsADirectoryError,
+    NotADirectoryError,
+    TokenmillError,
+)
+PERMANENT_ERRNOS = frozenset(
+    {
+        errno.ELOOP,
+        errno.ENAMETOOLONG,
+        errno.EROFS,
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EMSGSIZE,
+        errno.EINVAL,
+        errno.ENOSYS,
+        errno.EREMCHG,
+    }
+)
+
+# The retry budget of one storage operation (`with_retries`): jittered exponential backoff ("full
+# jitter": each wait is uniform in [0, min(MAX_DELAY_S, FIRST_DELAY_S * 2**n)]), at most
+# DEFAULT_ATTEMPTS attempts, and no wait that would end past DEFAULT_DEADLINE_S after the first.
+DEFAULT_DEADLINE_S = 60.0
+DEFAULT_ATTEMPTS = 10
+FIRST_DELAY_S = 0.5
+MAX_DELAY_S = 10.0
+
+# The S3 client's own retries, kept low and explicit so that one attempt of `with_retries` stays
+# short and the deadline above bounds the whole: botocore's "standard" mode (jittered backoff and a
+# retry quota, so a fleet of clients does not storm a throttling store) with S3_CLIENT_ATTEMPTS
+# tries per HTTP request, inside s3fs's own loop of S3FS_ATTEMPTS tries per call (its default is 5).
+# Left alone when the user set `config_kwargs={"retries": ...}` or AWS_MAX_ATTEMPTS/AWS_RETRY_MODE.
+S3_CLIENT_ATTEMPTS = 3
+S3FS_ATTEMPTS = 2
+S3_PROTOCOLS = ("s3", "s3a")
 
 
 def redact(options: dict[str, Any] | None) -> dict[str, Any]:
@@ -58,9 +103,31 @@ def redact(options: dict[str, Any] | None) -> dict[str, Any]:
 def url_to_fs(
     url: str, storage_options: dict[str, Any] | None = None
 ) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The filesystem and path for a URL (plain paths are local)."""
-    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    """The filesystem and path for a URL (plain paths are local). On S3, the client's inner
+    retries are bounded (S3_CLIENT_ATTEMPTS, S3FS_ATTEMPTS) unless the user set their own."""
+    protocol = fsspec.core.split_protocol(url)[0]
+    options = dict(storage_options or {})
+    if protocol in S3_PROTOCOLS:
+        options = s3_retry_options(options)
+    fs, path = fsspec.core.url_to_fs(url, **options)
+    # s3fs 2026.9 takes no `retries=` argument (it would reach AioSession and fail): an attribute.
+    if protocol in S3_PROTOCOLS and hasattr(fs, "retries") and "retries" not in vars(fs):
+        fs.retries = S3FS_ATTEMPTS
     return fs, path
+
+
+def s3_retry_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Storage options for s3fs with botocore's retries set to S3_CLIENT_ATTEMPTS in "standard"
+    mode, unless the user chose retries already (options or environment); never mutates options."""
+    config = dict(options.get("config_kwargs") or {})
+    if (
+        "retries" in config
+        or os.environ.get("AWS_MAX_ATTEMPTS")
+        or os.environ.get("AWS_RETRY_MODE")
+    ):
+        return options
+    config["retries"] = {"total_max_attempts": S3_CLIENT_ATTEMPTS, "mode": "standard"}
+    return {**options, "config_kwargs": config}
 
 
 def is_local(fs: fsspec.AbstractFileSystem) -> bool:
@@ -69,22 +136,22 @@ def is_local(fs: fsspec.AbstractFileSystem) -> bool:
 
 def _transient_errors() -> tuple[type[BaseException], ...]:
     """Network errors that object-storage clients raise without wrapping them in OSError."""
-    errors: list[type[BaseException]] = [OSError]  # TimeoutError is an OSError
+    errors: list[type[BaseException]] = [OSError]  # TimeoutError, ConnectionError are OSErrors
     try:
         from botocore import exceptions as boto
+        from botocore.parsers import ResponseParserError
 
         errors += [
-            boto.EndpointConnectionError,
-            boto.ConnectionClosedError,
-            boto.ReadTimeoutError,
-            boto.ConnectTimeoutError,
+            boto.ConnectionError,  # EndpointConnectionError, ConnectTimeoutError, ...
+            boto.HTTPClientError,  # ConnectionClosedError, ReadTimeoutError, ResponseStreamingError
+            ResponseParserError,  # a truncated or garbled response
         ]
     except ImportError:
         pass
     try:
         import aiohttp
 
-        errors.append(aiohttp.ClientConnectionError)
+        errors += [aiohttp.ClientConnectionError, aiohttp.ClientPayloadError]
     except ImportError:
         pass
     return tuple(errors)
@@ -93,22 +160,62 @@ def _transient_errors() -> tuple[type[BaseException], ...]:
 TRANSIENT_ERRORS = _transient_errors()
 
 
-def with_retries(fn: Callable[[], T], what: str, attempts: int = 6, first_delay: float = 0.5) -> T:
-    """Run a storage operation, retrying transient OS/network errors with exponential backoff."""
-    delay = first_delay
-    for attempt in range(1, attempts + 1):
-        try:
-            return fn()
-        except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError):
+def is_transient(exc: BaseException) -> bool:
+    """Whether a retry may fix this error: a network/OS error that is not a permanent one."""
+    if isinstance(exc, PERMANENT_ERRORS) or not isinstance(exc, TRANSIENT_ERRORS):
+        return False
+    return getattr(exc, "errno", None) not in PERMANENT_ERRNOS
+
+
+def _log_retry(what: str, state: tenacity.RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome else None
+    log.info(
+        "%s: %s: %s (attempt %d); retrying in %.2f s",
+        what,
+        type(exc).__name__,
+        exc,
+        state.attempt_number,
+        state.upcoming_sleep,
+    )
+
+
+def with_retries(
+    fn: Callable[[], T],
+    what: str,
+    attempts: int | None = None,
+    first_delay: float = FIRST_DELAY_S,
+    *,
+    deadline_s: float | None = None,
+    max_delay: float = MAX_DELAY_S,
+) -> T:
+    """Run a storage operation, retrying transient OS/network errors (tenacity, jittered
+    exponential backoff) until it succeeds, `attempts` tries are spent (DEFAULT_ATTEMPTS), or the
+    next wait would end past `deadline_s` (DEFAULT_DEADLINE_S, read at call time) after the first
+    try. A permanent error (`is_transient` false) is raised at once as it is (callers catch
+    FileNotFoundError); giving up raises StorageError naming the operation, the attempts, the time
+    spent and the cause. The total is at most the deadline plus one attempt, which the S3 client's
+    bounded inner retries keep to a few seconds (`url_to_fs`)."""
+    attempts = DEFAULT_ATTEMPTS if attempts is None else attempts
+    deadline_s = DEFAULT_DEADLINE_S if deadline_s is None else deadline_s
+    started = time.monotonic()
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(is_transient),
+        stop=tenacity.stop_after_attempt(attempts) | tenacity.stop_before_delay(deadline_s),
+        wait=tenacity.wait_random_exponential(multiplier=first_delay, max=max_delay),
+        before_sleep=functools.partial(_log_retry, what),
+        reraise=True,
+    )
+    try:
+        return retrying(fn)
+    except Exception as exc:
+        if not is_transient(exc):
             raise
-        except TRANSIENT_ERRORS as exc:  # refused/reset connections, 5xx, timeouts
-            if getattr(exc, "errno", None) in PERMANENT_ERRNOS:
-                raise
-            if attempt == attempts:
-                raise StorageError(f"{what} failed after {attempts} attempts: {exc}") from exc
-            time.sleep(delay)
-            delay = min(delay * 2, 10.0)
-    raise AssertionError("unreachable")
+        tries = retrying.statistics.get("attempt_number", 1)
+        raise StorageError(
+            f"{what} failed after {tries} attempt{'s' if tries != 1 else ''} in "
+            f"{time.monotonic() - started:.1f} s (deadline {deadline_s:g} s): "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
 
 
 class Output:

@@ -38,8 +38,7 @@ class TokenTrie:
         vocab = tokenizer.vocab_size
         table = [tokenizer.token_bytes(i) for i in range(vocab)]
         excluded = set(tokenizer.special_ids)
-        if tokenizer.eos_id is not None:
-            excluded.add(tokenizer.eos_id)
+        excluded.update(i for i in (tokenizer.eos_id, tokenizer.bos_id) if i is not None)
         usable = [i for i in range(vocab) if table[i] and i not in excluded]
         usable.sort(key=lambda i: table[i])
         self.table = table

@@ -95,6 +95,7 @@ class DynamicMergeTokenizer(TokenizerBase):
         self.base_vocab_size = int(base.vocab_size)
         self.vocab_size = self.base_vocab_size + max_merges
         self.eos_id = base.eos_id
+        self.bos_id = base.bos_id
         self.lossless = bool(base.lossless)
         self.fingerprint = fingerprint_of(self.kind, base.fingerprint, self.config(with_base=False))
         self._unmergeable = self._unmergeable_ids()
@@ -156,8 +157,7 @@ class DynamicMergeTokenizer(TokenizerBase):
     # -- merging --------------------------------------------------------------------------------
     def _unmergeable_ids(self) -> np.ndarray:
         ids = set(self.base.special_ids)
-        if self.eos_id is not None:
-            ids.add(self.eos_id)
+        ids.update(i for i in (self.eos_id, self.bos_id) if i is not None)
         return np.array(sorted(ids), dtype=np.int64)
 
     def base_batch(self, texts: Sequence[str]) -> BaseBatch:

@@ -4,6 +4,7 @@ into a document or a reject with its reason."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import posixpath
 from collections.abc import Callable
 from typing import Any
@@ -12,6 +13,19 @@ from pipeline.tokenize.inputs.types import DocBatch, ReadOptions, Reject, WorkUn
 from schemas.shards import REJECT_RAW_BYTES
 
 Position = tuple[int | None, int | None, int | None]  # (byte offset, 1-based line, Parquet row)
+
+log = logging.getLogger("tokenmill")
+
+
+def _where(position: Position) -> str:
+    offset, line, row = position
+    if line is not None:
+        return f"line {line}"
+    return f"row {row}" if row is not None else f"offset {offset}"
+
+
+def _a(name: str) -> str:
+    return f"{'an' if name[:1] in 'aeiou' else 'a'} {name}"
 
 
 class BatchBuilder:
@@ -23,6 +37,8 @@ class BatchBuilder:
         self.opts = opts
         self.default_source = posixpath.basename(unit.url)
         self._batch = DocBatch()
+        self.bad_ids = 0  # records whose id field is present but not a string/integer
+        self._first_bad_id = ""
 
     @property
     def blank(self) -> int:
@@ -38,6 +54,37 @@ class BatchBuilder:
     def take(self) -> DocBatch:
         batch, self._batch = self._batch, DocBatch()
         return batch
+
+    def finish(self) -> DocBatch:
+        """The unit's last batch; says (once per unit) how many records had an unusable id."""
+        if self.bad_ids:
+            log.warning(
+                "%s: %d record%s a non-string id field %r (first at %s); they get hash ids",
+                self._unit_name(),
+                self.bad_ids,
+                " has" if self.bad_ids == 1 else "s have",
+                self.opts.id_field,
+                self._first_bad_id,
+            )
+        return self.take()
+
+    def _unit_name(self) -> str:
+        unit = self.unit
+        if unit.start == 0 and unit.end == -1:
+            return unit.url
+        what = "row group" if unit.fmt == "parquet" else "bytes"
+        return f"{unit.url} ({what} {unit.start}..{unit.end})"
+
+    def _usable_id(self, doc_id: Any, position: Position) -> str | None:
+        """A record's id as a string (str and int ids); None (a hash id) for anything else, counted
+        when the field is there but holds another type (null counts as no id)."""
+        if isinstance(doc_id, str) or (isinstance(doc_id, int) and not isinstance(doc_id, bool)):
+            return str(doc_id)
+        if doc_id is not None:
+            if not self.bad_ids:
+                self._first_bad_id = f"{_where(position)}, {_a(type(doc_id).__name__)}"
+            self.bad_ids += 1
+        return None
 
     def reject(
         self, offset: int | None, line: int | None, row: int | None, reason: str, raw: bytes
@@ -90,10 +137,7 @@ class BatchBuilder:
         if reason:
             self.reject(*position, reason, raw())
             return
-        doc_id = record.get(opts.id_field)
-        doc_id = (
-            str(doc_id) if isinstance(doc_id, (str, int)) and not isinstance(doc_id, bool) else None
-        )
+        doc_id = self._usable_id(record.get(opts.id_field), position)
         self.accept(
             doc_id or self.fallback_id(key),
             record[opts.text_field],

@@ -29,26 +29,36 @@ def open_unit(unit: WorkUnit, storage_options: dict | None):
 
 
 def aligned_bounds(fs, path: str, size: int, unit_bytes: int) -> list[int]:
-    """Unit boundaries at line starts: each nominal boundary moves to just after the next newline."""
+    """Unit boundaries at line starts: each nominal boundary moves to just after the next newline.
+
+    Linear in the file whatever its lines: the last block read is kept and every byte is read at
+    most once, so a long stretch without a newline (a file of zeros) is scanned once, not once per
+    nominal boundary it spans."""
     bounds = [0]
+    block, block_at = b"", 0  # the last block read and its offset
     with fs.open(path, "rb") as handle:
         for nominal in range(unit_bytes, size, unit_bytes):
             if nominal <= bounds[-1]:
                 continue
-            handle.seek(nominal - 1)
-            pos = nominal - 1
+            pos = nominal - 1  # a boundary is just after a newline at or after here
             while True:
-                block = handle.read(READ_BLOCK)
-                if not block:
-                    pos = size
-                    break
-                nl = block.find(b"\n")
+                if pos >= block_at + len(block):  # past what was read: read from here on
+                    if pos >= size:
+                        break
+                    if pos != block_at + len(block):
+                        handle.seek(pos)
+                    block, block_at = handle.read(READ_BLOCK), pos
+                    if not block:
+                        pos = size
+                        break
+                nl = block.find(b"\n", pos - block_at)
                 if nl >= 0:
-                    pos += nl + 1
+                    pos = block_at + nl + 1
                     break
-                pos += len(block)
-            if pos < size and pos > bounds[-1]:
-                bounds.append(pos)
+                pos = block_at + len(block)
+            if pos >= size:
+                break  # no newline after this nominal boundary: the rest is one unit
+            bounds.append(pos)
     bounds.append(size)
     return bounds
 
@@ -159,7 +169,7 @@ class LineFormat(InputFormat):
                 f"unreadable input after {where} {last_offset}: {type(exc).__name__}: {exc}",
                 b"",
             )
-        yield out.take()
+        yield out.finish()
 
     def _line(
         self, out: BatchBuilder, offset: int, line_no: int | None, raw: bytes | None, head: bytes

@@ -47,7 +47,7 @@ class ParquetFormat(InputFormat):
                     row += 1
                     if out.full():
                         yield out.take()
-        yield out.take()
+        yield out.finish()
 
 
 def _row(out: BatchBuilder, row: int, record: dict[str, Any]) -> None:

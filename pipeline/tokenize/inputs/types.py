@@ -36,11 +36,12 @@ class InputFile:
     """One input file found by planning: where it is, and what identifies its current version."""
 
     fs: Any  # the fsspec filesystem
-    path: str  # the path on that filesystem
-    url: str  # the canonical URL recorded in units (a plain path for local files)
+    path: str  # the path on that filesystem, as found (its name tells the format)
+    url: str  # the canonical URL recorded in units (a local file's real path)
     size: int
     etag: str
     compression: str | None
+    version: str = ""  # which version of the file this is (WorkUnit.version of its units)
 
 
 @dataclass

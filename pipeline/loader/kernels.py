@@ -1,0 +1,275 @@
+"""The loader's compiled kernels (numba, cached on disk once per machine).
+
+A document's *stream* is `[BOS] + tokens + [EOS]` (BOS only when the dataset inserts one): that is
+what windows are cut from. Reading kernels copy document-stream slices into rows of a
+[n, seq_len + 1] window array and record one *segment* per slice placed: (row, column, length,
+document index in its shuffle group, offset in the document's stream); padding is a segment of
+document -1. Segments drive everything a batch adds to the tokens: labels masks, position and
+document ids, cu_seqlens, and provenance.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit
+
+IGNORE = -100  # torch's cross_entropy ignore_index
+SEG_FIELDS = 5  # row, column, length, document (-1: padding), offset in the document's stream
+
+
+@njit(cache=True, nogil=True, inline="always")
+def copy_piece(dst, at, tokens, start, length, lead, bos, eos, q, n):  # noqa: ANN001, ANN201
+    """Document-stream positions [q, q + n) into dst[at : at + n]; the stream is `lead` BOS
+    tokens (0 or 1), then tokens[start : start + length], then one EOS."""
+    k = 0
+    if q < lead:
+        dst[at] = bos
+        k = 1
+    t0 = q + k - lead
+    t1 = q + n - lead
+    if t1 > length:
+        t1 = length
+    if t1 > t0:
+        d0, s0 = numba.uint64(at + k), numba.uint64(start + t0)
+        for i in range(numba.uint64(t1 - t0)):  # unsigned: no wraparound, vectorised
+            dst[d0 + i] = tokens[s0 + i]
+    if q + n == length + lead + 1:
+        dst[at + n - 1] = eos
+
+
+@njit(cache=True, nogil=True)
+def gather_concat(  # noqa: ANN201, PLR0913
+    out, rows, o, files, doc_file, doc_start, doc_len, ends, rel, stop, lead, bos, eos, seg, nseg
+):  # noqa: ANN001
+    """Hot loop: copy a shuffle group's stream positions [rel, stop) to flat position `o` of
+    consecutive windows whose rows in `out` ([n, window]) are `rows`; document d's stream spans
+    [ends[d] - (doc_len[d] + 1 + lead), ends[d]). Appends a segment per slice to seg (from nseg);
+    returns (new flat position, new segment count)."""
+    window = out.shape[1]
+    d = np.searchsorted(ends, rel, side="right")  # the document holding position rel
+    pos = rel
+    while pos < stop:
+        length, end = doc_len[d], ends[d]
+        first = end - length - 1 - lead
+        hi = (stop if stop < end else end) - first
+        q = pos - first
+        tokens = files[doc_file[d]]
+        while q < hi:
+            r = o // window
+            c = o - r * window
+            n = hi - q
+            if n > window - c:
+                n = window - c
+            row = rows[r]
+            copy_piece(out[row], c, tokens, doc_start[d], length, lead, bos, eos, q, n)
+            seg[nseg, 0], seg[nseg, 1], seg[nseg, 2] = row, c, n
+            seg[nseg, 3], seg[nseg, 4] = d, q
+            nseg += 1
+            q += n
+            o += n
+        pos = first + hi
+        d += 1
+    return o, nseg
+
+
+@njit(cache=True, nogil=True)
+def gather_bins(  # noqa: ANN201, PLR0913
+    out, rows, files, doc_file, doc_start, doc_len, bins, pieces, b0, b1, lead, bos, eos, pad, seg, nseg
+):  # noqa: ANN001
+    """Hot loop: windows (bins) b0 .. b1-1 of a best-fit group layout into out[rows[b - b0]]:
+    each bin's pieces (document, offset in its stream, length: rows of `pieces`,
+    bins[b] .. bins[b + 1]) one after another, then padding. Returns the new segment count."""
+    window = out.shape[1]
+    for b in range(b0, b1):
+        row = rows[b - b0]
+        dst = out[row]
+        c = 0
+        for p in range(bins[b], bins[b + 1]):
+            d, q, n = pieces[p, 0], pieces[p, 1], pieces[p, 2]
+            copy_piece(dst, c, files[doc_file[d]], doc_start[d], doc_len[d], lead, bos, eos, q, n)
+            seg[nseg, 0], seg[nseg, 1], seg[nseg, 2] = row, c, n
+            seg[nseg, 3], seg[nseg, 4] = d, q
+            nseg += 1
+            c += n
+        if c < window:
+            for i in range(c, window):
+                dst[i] = pad
+            seg[nseg, 0], seg[nseg, 1], seg[nseg, 2] = row, c, window - c
+            seg[nseg, 3], seg[nseg, 4] = -1, 0
+            nseg += 1
+    return nseg
+
+
+@njit(cache=True, nogil=True)
+def _first_at_least(tree, size, x):  # noqa: ANN001, ANN201
+    """Smallest leaf index >= x with a non-zero count in a segment tree of `size` leaves (or -1)."""
+    if x >= size:
+        return -1
+    i = x + size
+    if tree[i] > 0:
+        return x
+    while True:  # climb until a right sibling subtree holds something
+        if (i & 1) == 0 and tree[i + 1] > 0:
+            i += 1
+            break
+        i >>= 1
+        if i <= 1:
+            return -1
+    while i < size:  # descend to its leftmost non-empty leaf
+        i = 2 * i if tree[2 * i] > 0 else 2 * i + 1
+    return i - size
+
+
+@njit(cache=True, nogil=True)
+def _tree_add(tree, size, x, delta):  # noqa: ANN001, ANN201
+    i = x + size
+    while i >= 1:
+        tree[i] += delta
+        i >>= 1
+
+
+@njit(cache=True, nogil=True)
+def best_fit(lengths, window, buffer, keys):  # noqa: ANN001, ANN201
+    """Hot loop: best-fit-decreasing packing of document streams (`lengths`: stream tokens of each
+    document, in stream order) into windows of `window` tokens, one buffer of `buffer`
+    consecutive documents at a time. A document longer than a window is cut into window-sized
+    pieces (each its own bin) and its remainder; every other piece goes, largest first (ties: the
+    earlier), into the open bin of the buffer with the least room that holds it (a segment tree
+    over free room), or into a new bin. The bins of a buffer are then ordered by `keys` (random:
+    a shuffle; at least as many as bins). Returns (bin starts [bins + 1], pieces [document,
+    stream offset, length] in bin order)."""
+    n = len(lengths)
+    cap = n + 1
+    for d in range(n):
+        cap += lengths[d] // window
+    pieces = np.empty((cap, 3), dtype=np.int64)
+    bins = np.zeros(cap + 1, dtype=np.int64)
+    size = 1
+    while size < window + 1:
+        size *= 2
+    tree = np.zeros(2 * size, dtype=np.int64)  # count of open bins per free room
+    head = np.full(window + 1, -1, dtype=np.int64)  # open bins of each free room (linked)
+    nxt = np.empty(cap, dtype=np.int64)
+    room = np.empty(cap, dtype=np.int64)
+    placed = np.empty((cap, 4), dtype=np.int64)  # per piece: bin, document, offset, length
+    sizes = np.empty(buffer, dtype=np.int64)
+    nbins, npieces = 0, 0
+    for b0 in range(0, n, buffer):
+        b1 = min(b0 + buffer, n)
+        first_bin, first_piece = nbins, npieces
+        for d in range(b0, b1):
+            whole, rest = lengths[d] // window, lengths[d] % window
+            for k in range(whole if rest else whole - 1):  # full pieces: a bin each
+                placed[npieces, 0], placed[npieces, 1] = nbins, d
+                placed[npieces, 2], placed[npieces, 3] = k * window, window
+                room[nbins] = 0
+                npieces += 1
+                nbins += 1
+            sizes[d - b0] = rest if rest else window
+        for j in np.argsort(-sizes[: b1 - b0], kind="mergesort"):
+            d, s = b0 + j, sizes[j]
+            r = _first_at_least(tree, size, s)
+            if r < 0:  # no open bin holds it: a new one
+                b = nbins
+                nbins += 1
+                room[b] = window
+            else:
+                b = head[r]
+                head[r] = nxt[b]
+                _tree_add(tree, size, r, -1)
+            placed[npieces, 0], placed[npieces, 1] = b, d
+            placed[npieces, 2], placed[npieces, 3] = lengths[d] - s, s
+            npieces += 1
+            room[b] -= s
+            if room[b] > 0:
+                nxt[b] = head[room[b]]
+                head[room[b]] = b
+                _tree_add(tree, size, room[b], 1)
+        for b in range(first_bin, nbins):  # the buffer's bins close
+            if room[b] > 0:
+                _tree_add(tree, size, room[b], -1)
+                head[room[b]] = -1
+        _order_bins(bins, pieces, placed, keys, first_bin, nbins, first_piece, npieces)
+    return bins[: nbins + 1].copy(), pieces[:npieces].copy()
+
+
+@njit(cache=True, nogil=True)
+def _order_bins(bins, pieces, placed, keys, first_bin, nbins, first_piece, npieces):  # noqa: ANN001, ANN201, PLR0913
+    """Write a buffer's bins (first_bin .. nbins-1) in the order of their keys, each bin's pieces
+    in placement order, into `bins` (starts) and `pieces`."""
+    m = nbins - first_bin
+    newpos = np.empty(m, dtype=np.int64)
+    newpos[np.argsort(keys[first_bin:nbins], kind="mergesort")] = np.arange(m)
+    count = np.zeros(m + 1, dtype=np.int64)
+    for p in range(first_piece, npieces):
+        count[newpos[placed[p, 0] - first_bin] + 1] += 1
+    for i in range(m):
+        count[i + 1] += count[i]
+        bins[first_bin + i + 1] = first_piece + count[i + 1]
+    for p in range(first_piece, npieces):
+        k = newpos[placed[p, 0] - first_bin]
+        at = first_piece + count[k]
+        count[k] += 1
+        pieces[at, 0], pieces[at, 1], pieces[at, 2] = placed[p, 1], placed[p, 2], placed[p, 3]
+
+
+@njit(cache=True, nogil=True)
+def label_rows(tokens, labels, seg, nseg, mask):  # noqa: ANN001, ANN201
+    """Hot loop: labels[i, j] = tokens[i, j + 1], then IGNORE over the targets of segments with
+    mask 1 (padding, skipped documents) and at the first target of segments with mask 2 (a
+    document's first stream token: cross-document labels)."""
+    n, window = tokens.shape
+    for i in range(n):
+        src, dst = tokens[i], labels[i]
+        for j in range(numba.uint64(window - 1)):
+            dst[j] = src[j + 1]
+    for k in range(nseg):
+        row, c, length = seg[k, 0], seg[k, 1], seg[k, 2]
+        if mask[k] == 1:
+            a = c - 1 if c > 0 else 0
+            for j in range(a, c + length - 1):
+                labels[row, j] = IGNORE
+        elif mask[k] == 2 and c > 0:
+            labels[row, c - 1] = IGNORE
+
+
+@njit(cache=True, nogil=True)
+def segment_ids(block, seg, order, position_row, document_row):  # noqa: ANN001, ANN201
+    """Position ids (0 at each segment start, then counting) into block[position_row] and
+    segment numbers within the row into block[document_row] (rows < 0: not wanted), first
+    seq_len columns; `order` lists the segments sorted by (row, column)."""
+    limit = block.shape[2] - 1
+    last_row, number = -1, 0
+    for k in order:
+        row, c, length = seg[k, 0], seg[k, 1], seg[k, 2]
+        number = number + 1 if row == last_row else 0
+        last_row = row
+        end = c + length if c + length < limit else limit
+        if position_row >= 0:
+            positions = block[position_row, row]
+            for j in range(c, end):
+                positions[j] = j - c
+        if document_row >= 0:
+            documents = block[document_row, row]
+            for j in range(c, end):
+                documents[j] = number
+
+
+def warm_kernels(out_dtype: type, token_dtype: np.dtype, group_shards: int, best: bool) -> None:
+    """Compile (or load from numba's disk cache) the kernels a dataset will call, in this
+    process, so that DataLoader workers forked from it start with them (a cold first call
+    costs ~0.5 s each)."""
+    files = np.zeros(1, dtype=token_dtype)
+    files.flags.writeable = False  # as the mapped shards are
+    files = (files,) * group_shards
+    one = np.ones(1, dtype=np.int64)
+    out = np.zeros((1, 3), dtype=out_dtype)
+    rows, seg = np.zeros(1, dtype=np.int64), np.zeros((4, SEG_FIELDS), dtype=np.int64)
+    doc_file = np.zeros(1, np.int32)
+    gather_concat(out, rows, 0, files, doc_file, 0 * one, one, 2 * one, 0, 2, 0, 0, 0, seg, 0)
+    if best:
+        bins, pieces = best_fit(2 * one, 3, 4, np.zeros(2, dtype=np.int64))
+        gather_bins(out, rows, files, doc_file, 0 * one, one, bins, pieces, 0, 1, 0, 0, 0, 0, seg, 0)
+    label_rows(out, out.copy(), seg, 1, np.zeros(1, dtype=np.int8))
+    segment_ids(np.zeros((3, 1, 3), dtype=out_dtype), seg, np.zeros(1, np.int64), 1, 2)

@@ -1,0 +1,464 @@
+"""Encoder backends behind one exactness gate (tokenizers_impl/encoders, docs/encoders.md): every
+backend gives `tokenizers`' ids for both byte-level BPE styles (GPT-2 ByteLevel regex and
+Split(regex) + ByteLevel, trained here) on the whole sample corpus and on generated text; `auto`
+falls back loudly from an absent or inexact backend; special tokens (EOS/BOS) resolve from the
+tokenizer's own files; the `tiktoken` kind reads .tiktoken rank files."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer as HFTokenizer
+
+from tokenizers_impl import TokenizerError, load_tokenizer
+from tokenizers_impl.bpe import BPETokenizer
+from tokenizers_impl.encoders import (
+    Encoder,
+    build_encoder,
+    probe_set,
+    register_encoder,
+    unregister_encoder,
+)
+from tokenizers_impl.encoders.base import flat_from_lists
+from tokenizers_impl.encoders.patterns import CL100K_PATTERN, LLAMA3_PATTERN, split_pattern
+from tokenizers_impl.encoders.probes import ADVERSARIAL
+from tokenizers_impl.files import probe_texts
+from tokenizers_impl.tiktoken_impl import dump_ranks, parse_ranks
+
+HAS_GIGATOKEN = importlib.util.find_spec("gigatoken") is not None
+BACKENDS = [
+    "tokenizers",
+    "tiktoken",
+    pytest.param(
+        "gigatoken", marks=pytest.mark.skipif(not HAS_GIGATOKEN, reason="gigatoken absent")
+    ),
+]
+FASTEST = "gigatoken" if HAS_GIGATOKEN else "tiktoken"
+LLAMA_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>"]
+
+
+def _train(texts, pre_tokenizer, specials, vocab_size=4000) -> HFTokenizer:
+    hf = HFTokenizer(models.BPE())
+    hf.pre_tokenizer = pre_tokenizer
+    hf.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    hf.train_from_iterator(texts, trainer=trainer)
+    return hf
+
+
+def _split_style(pattern: str) -> pre_tokenizers.PreTokenizer:
+    return pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(pattern), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+
+
+@pytest.fixture(scope="module")
+def style_paths(tmp_path_factory, sample_texts) -> dict[str, str]:
+    """tokenizer.json files of both byte-level styles, trained on the sample corpus; the Split
+    style is Llama-3-like (its special tokens, a tokenizer_config.json beside it)."""
+    root = tmp_path_factory.mktemp("styles")
+    gpt2 = _train(
+        sample_texts,
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ["<|endoftext|>"],
+    )
+    llama = _train(sample_texts, _split_style(LLAMA3_PATTERN), LLAMA_SPECIALS)
+    (root / "gpt2").mkdir()
+    (root / "llama").mkdir()
+    gpt2.save(str(root / "gpt2" / "tokenizer.json"))
+    llama.save(str(root / "llama" / "tokenizer.json"))
+    config = {
+        "bos_token": "<|begin_of_text|>",
+        "eos_token": {"content": "<|end_of_text|>", "special": True, "__type": "AddedToken"},
+    }
+    (root / "llama" / "tokenizer_config.json").write_text(json.dumps(config))
+    return {
+        "bytelevel": str(root / "gpt2" / "tokenizer.json"),
+        "split": str(root / "llama" / "tokenizer.json"),
+    }
+
+
+@pytest.fixture(scope="module")
+def loaded(style_paths):
+    """(style, backend) -> loaded tokenizer, loaded once per module."""
+    cache: dict[tuple[str, str], BPETokenizer] = {}
+
+    def get(style: str, backend: str) -> BPETokenizer:
+        if (style, backend) not in cache:
+            cache[style, backend] = load_tokenizer(f"bpe:{style_paths[style]}", encoder=backend)
+        return cache[style, backend]
+
+    return get
+
+
+def _assert_same_as_reference(tok: BPETokenizer, texts: list[str]) -> None:
+    flat, offsets = tok.encode_batch_flat(texts)
+    assert flat.dtype == np.uint32 and offsets.dtype == np.int64
+    assert len(offsets) == len(texts) + 1
+    reference = tok.encode_reference(texts)
+    for i, want in enumerate(reference):
+        got = flat[offsets[i] : offsets[i + 1]].tolist()
+        assert got == want, f"{tok.encoder} differs from tokenizers on text {i}: {texts[i]!r:.80}"
+    assert [a.tolist() for a in tok.encode_batch(texts)] == reference
+
+
+# -- exactness of every backend ---------------------------------------------------------------------
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("style", ["bytelevel", "split"])
+def test_every_backend_gives_tokenizers_ids_on_every_sample_document(
+    loaded, sample_texts, style, backend
+):
+    assert len(sample_texts) == 363
+    tok = loaded(style, backend)
+    assert tok.encoder == backend and tok.encoder_fallbacks == ()
+    _assert_same_as_reference(tok, sample_texts)
+    assert tok.lossless
+    assert tok.verifiable == (backend != "tokenizers")
+
+
+def test_both_styles_take_the_fast_path_and_fingerprints_ignore_the_backend(loaded, style_paths):
+    for style in ("bytelevel", "split"):
+        config = json.loads(open(style_paths[style], encoding="utf-8").read())
+        assert split_pattern(config) is not None
+        auto = loaded(style, "auto")
+        assert auto.encoder == FASTEST
+        described = auto.describe()
+        assert described["encoder"] == FASTEST and described["encoder_version"]
+        assert described["encoder_fallbacks"] == []
+        prints = {loaded(style, b).fingerprint for b in ("tokenizers", "tiktoken", "auto")}
+        assert prints == {auto.fingerprint}
+
+
+_PIECES = st.one_of(
+    st.text(
+        alphabet=st.characters(exclude_categories=("Cs",), max_codepoint=0x1FAFF), max_size=40
+    ),
+    st.from_regex(r"[ \t\r\n\u00a0\u3000\u180e\u2009]{0,3}'(s|t|re|ve|m|ll|d|S|T|RE|LL)", fullmatch=True),
+    st.from_regex(r"[0-9]{1,12}([.,][0-9]{1,4})?", fullmatch=True),
+    st.from_regex(r"(\r\n|\r|\n){1,5}[ \t]{0,3}", fullmatch=True),
+    st.from_regex(r" ?[A-Za-z\u00c0-\u024f\u0400-\u04ff]{1,10}", fullmatch=True),
+    st.from_regex(r"[\u4e00-\u9fff\u3040-\u30ff\uac00-\ud7a3]{1,6}", fullmatch=True),
+    st.sampled_from(["\U0001f600", "\U0001f44d\U0001f3fd", "\u2764\ufe0f", "e\u0301", "\u180e"]),
+    st.sampled_from(["<|endoftext|>", "<|end_of_text|>", "<|begin_of_text|>", "<s>", "</s>"]),
+    st.builds(lambda c, n: c * n, st.sampled_from([" ", "\n", "a", "1", "!", "\u4e2d"]),
+              st.integers(1, 300)),
+)
+_TEXTS = st.lists(st.lists(_PIECES, max_size=10).map("".join), min_size=1, max_size=6)
+
+
+@pytest.mark.parametrize("style", ["bytelevel", "split"])
+@settings(
+    max_examples=120,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(texts=_TEXTS)
+def test_every_backend_gives_tokenizers_ids_on_generated_text(loaded, style, texts):
+    for backend in ("tiktoken", "gigatoken") if HAS_GIGATOKEN else ("tiktoken",):
+        _assert_same_as_reference(loaded(style, backend), texts)
+
+
+def test_probe_set_covers_the_adversarial_cases_and_the_added_tokens():
+    probes = probe_set(["<|end_of_text|>", "<tab>"])
+    assert probes[: len(probe_texts())] == list(probe_texts())
+    assert any("\u180e" in p for p in probes) and any("\r\n\r\n" in p for p in probes)
+    assert any(len(p) >= 5000 and len(set(p)) == 1 for p in probes)
+    assert "x<tab>y <tab> <tab><tab>\n" in probes and "<|endoftext|>" in ADVERSARIAL
+    assert any("\t's" in p for p in probes) and any("\U0001f600" in p for p in probes)
+
+
+# -- auto: loud fallbacks -----------------------------------------------------------------------------
+class _Perturbed(Encoder):
+    """A wrong backend: the real tiktoken one with one id changed, or the last token dropped."""
+
+    name = "gigatoken"
+
+    def __init__(self, inner: Encoder, mode: str):
+        self.inner, self.mode, self.version = inner, mode, "fake"
+
+    def encode_flat(self, texts):
+        lists = [a.tolist() for a in self.inner.encode_batch(texts)]
+        for text, ids in zip(texts, lists, strict=True):
+            if "\u180e" in text and len(ids) > 1:  # wrong only where an adversarial probe looks
+                if self.mode == "perturb":
+                    ids[0] = (ids[0] + 1) % 256
+                else:
+                    ids.pop()
+        return flat_from_lists(lists)
+
+
+@pytest.fixture
+def fake_gigatoken():
+    def install(mode: str):
+        def factory(source):
+            return _Perturbed(build_encoder("tiktoken", source), mode)
+
+        register_encoder("gigatoken", factory)
+
+    yield install
+    unregister_encoder("gigatoken")
+
+
+@pytest.mark.parametrize("mode", ["perturb", "drop"])
+def test_auto_passes_over_an_inexact_backend_and_says_which_probe_differs(
+    style_paths, fake_gigatoken, caplog, sample_texts, mode
+):
+    fake_gigatoken(mode)
+    with caplog.at_level(logging.WARNING, logger="tokenmill.encoders"):
+        tok = load_tokenizer(f"bpe:{style_paths['bytelevel']}")
+    assert tok.encoder == "tiktoken"
+    (reason,) = tok.encoder_fallbacks
+    assert reason.startswith("gigatoken: gigatoken fake differs from tokenizers")
+    assert "probe" in reason and "token" in reason and "\\u180e" in reason
+    assert tok.describe()["encoder_fallbacks"] == [reason]
+    assert any("gigatoken" in r.message and "probe" in r.message for r in caplog.records)
+    _assert_same_as_reference(tok, sample_texts[:20])
+    with pytest.raises(TokenizerError, match=r"encoder gigatoken fake is not exact.*probe \d+"):
+        load_tokenizer(f"bpe:{style_paths['bytelevel']}", encoder="gigatoken")
+
+
+def test_auto_falls_back_from_absent_libraries(style_paths, monkeypatch, caplog):
+    for module in ("gigatoken", "gigatoken.gigatoken_rs"):
+        monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
+    with caplog.at_level(logging.WARNING, logger="tokenmill.encoders"):
+        tok = load_tokenizer(f"bpe:{style_paths['split']}")
+    assert tok.encoder == "tiktoken"
+    assert [r.split(":")[0] for r in tok.encoder_fallbacks] == ["gigatoken"]
+    assert "absent" in tok.encoder_fallbacks[0]
+    assert any("gigatoken" in r.message and "absent" in r.message for r in caplog.records)
+    with pytest.raises(TokenizerError, match="encoder 'gigatoken' is unavailable.*absent"):
+        load_tokenizer(f"bpe:{style_paths['split']}", encoder="gigatoken")
+
+    monkeypatch.setitem(sys.modules, "tiktoken", None)
+    tok = load_tokenizer(f"bpe:{style_paths['split']}")
+    assert tok.encoder == "tokenizers" and not tok.verifiable
+    assert [r.split(":")[0] for r in tok.encoder_fallbacks] == ["gigatoken", "tiktoken"]
+
+
+@pytest.mark.skipif(not HAS_GIGATOKEN, reason="gigatoken absent")
+def test_auto_records_a_split_regex_gigatoken_does_not_implement(sample_texts, tmp_path):
+    hf = _train(sample_texts[::4], _split_style(CL100K_PATTERN), ["<|endoftext|>"], 1000)
+    path = tmp_path / "possessive.json"
+    hf.save(str(path))
+    tok = load_tokenizer(f"bpe:{path}")
+    assert tok.encoder == "tiktoken"
+    assert tok.encoder_fallbacks[0].startswith("gigatoken: refused")
+    _assert_same_as_reference(tok, sample_texts[::4])
+
+
+def test_a_bpe_outside_tiktoken_falls_back_quietly_and_refuses_an_explicit_choice(
+    sample_texts, tmp_path
+):
+    hf = HFTokenizer(models.BPE(unk_token="[UNK]"))
+    hf.pre_tokenizer = pre_tokenizers.Whitespace()
+    hf.train_from_iterator(
+        sample_texts[::8], trainers.BpeTrainer(vocab_size=500, special_tokens=["[UNK]"])
+    )
+    path = tmp_path / "words.json"
+    hf.save(str(path))
+    tok = load_tokenizer(f"bpe:{path}", encoder="auto")
+    assert tok.encoder in ("gigatoken", "tokenizers")
+    assert any(r.startswith("tiktoken: not applicable") for r in tok.encoder_fallbacks) or (
+        tok.encoder == "gigatoken"
+    )
+    with pytest.raises(TokenizerError, match="encoder 'tiktoken' is unavailable.*not applicable"):
+        load_tokenizer(f"bpe:{path}", encoder="tiktoken")
+
+
+def test_encoder_options_are_checked_and_use_tiktoken_keeps_its_meaning(bpe_path):
+    assert load_tokenizer(f"bpe:{bpe_path}", use_tiktoken=False).encoder == "tokenizers"
+    assert load_tokenizer(f"bpe:{bpe_path}", use_tiktoken=True).encoder == "tiktoken"
+    assert load_tokenizer(f"bpe:{bpe_path}", use_tiktoken="false").encoder == "tokenizers"
+    with pytest.raises(TokenizerError, match="contradicts"):
+        load_tokenizer(f"bpe:{bpe_path}", use_tiktoken=False, encoder="tiktoken")
+    with pytest.raises(TokenizerError, match="unknown encoder 'fastest'"):
+        load_tokenizer(f"bpe:{bpe_path}", encoder="fastest")
+    with pytest.raises(TokenizerError, match=r"unknown option\(s\) \['encodr'\]"):
+        load_tokenizer(f"bpe:{bpe_path}", encodr="tiktoken")
+
+
+@pytest.mark.skipif(not HAS_GIGATOKEN, reason="gigatoken absent")
+def test_gigatoken_is_rebuilt_to_bound_its_caches_without_changing_ids(bpe_path, sample_texts):
+    tok = load_tokenizer(f"bpe:{bpe_path}", encoder="gigatoken", encoder_reset_mb=0.25)
+    _assert_same_as_reference(tok, sample_texts)
+    _assert_same_as_reference(tok, sample_texts)
+    assert tok._encoder.resets >= 4
+
+
+def test_encode_bytes_uses_tiktoken_whatever_the_encoder(bpe_path):
+    tok = load_tokenizer(f"bpe:{bpe_path}")
+    data = "Grüße 你好".encode()
+    assert tok.supports_encode_bytes
+    assert tok.decode_bytes(tok.encode_bytes(data[:-1])) == data[:-1]
+    assert tok._tiktoken is not None
+
+
+# -- special tokens -------------------------------------------------------------------------------
+def test_a_llama3_style_tokenizer_gets_eos_and_bos_from_its_own_files(style_paths, tmp_path):
+    tok = load_tokenizer(f"bpe:{style_paths['split']}")
+    assert tok.eos_id == tok.hf.token_to_id("<|end_of_text|>") is not None
+    assert tok.bos_id == tok.hf.token_to_id("<|begin_of_text|>") is not None
+    described = tok.describe()
+    assert (described["eos_id"], described["bos_id"]) == (tok.eos_id, tok.bos_id)
+    assert described["eos_token"] == "<|end_of_text|>"
+    assert described["bos_token"] == "<|begin_of_text|>"
+    # without the config: the well-known special tokens
+    bare = load_tokenizer(f"bpe:{style_paths['split']}", tokenizer_config=False)
+    assert (bare.eos_id, bare.bos_id) == (tok.eos_id, tok.bos_id)
+    # options win; the config may live elsewhere
+    reserved = "<|reserved_special_token_0|>"
+    other = load_tokenizer(f"bpe:{style_paths['split']}", eos_token=reserved)
+    assert other.eos_id == tok.hf.token_to_id(reserved) and other.bos_id == tok.bos_id
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"eos_token": reserved, "bos_token": None}))
+    moved = load_tokenizer(f"bpe:{style_paths['split']}", tokenizer_config=str(config))
+    assert moved.eos_token == reserved and moved.bos_token == "<|begin_of_text|>"
+    # the special-token text in a document stays plain text
+    ids = tok.encode_batch(["<|begin_of_text|>hi<|end_of_text|>"])[0].tolist()
+    assert tok.eos_id not in ids and tok.bos_id not in ids
+
+
+def test_special_token_options_and_configs_that_name_nothing(style_paths, tmp_path, caplog):
+    with pytest.raises(TokenizerError, match="eos_token '<nope>' is not a token"):
+        load_tokenizer(f"bpe:{style_paths['split']}", eos_token="<nope>")
+    with pytest.raises(TokenizerError, match="does not exist"):
+        load_tokenizer(f"bpe:{style_paths['split']}", tokenizer_config=str(tmp_path / "x.json"))
+    config = tmp_path / "bad.json"
+    config.write_text(json.dumps({"eos_token": "<|not_here|>"}))
+    with caplog.at_level(logging.WARNING, logger="tokenmill.tokenizers"):
+        tok = load_tokenizer(f"bpe:{style_paths['split']}", tokenizer_config=str(config))
+    assert tok.eos_token == "<|end_of_text|>"  # falls through to the well-known tokens
+    assert any("<|not_here|>" in r.message for r in caplog.records)
+    config.write_text("[1, 2]")
+    with pytest.raises(TokenizerError, match="JSON object"):
+        load_tokenizer(f"bpe:{style_paths['split']}", tokenizer_config=str(config))
+
+
+def test_tokenmill_trained_tokenizers_keep_their_eos_and_forward_bos(bpe_path, sp_path):
+    bpe = load_tokenizer(f"bpe:{bpe_path}")
+    assert (bpe.eos_token, bpe.eos_id, bpe.bos_id) == ("<|endoftext|>", 0, None)
+    assert bpe.describe()["bos_id"] is None
+    sp = load_tokenizer(f"sentencepiece:{sp_path}")
+    assert (sp.eos_id, sp.bos_id) == (sp.sp.eos_id(), None)
+    assert sp.describe()["eos_token"] == "</s>"
+    assert load_tokenizer(f"sentencepiece:{sp_path}", bos_token="</s>").bos_id == sp.eos_id
+    with pytest.raises(TokenizerError, match="not a token"):
+        load_tokenizer(f"sentencepiece:{sp_path}", eos_token="<none>")
+    assert not sp.verifiable
+    texts = ["Grüße, мир"]
+    assert [a.tolist() for a in sp.reference_encode_batch(texts)] == [
+        a.tolist() for a in sp.encode_batch(texts)
+    ]
+
+
+def test_dynamic_merge_forwards_the_base_eos_and_bos(style_paths):
+    from tokenizers_impl.dynamic_merge.tokenizer import DynamicMergeTokenizer
+
+    base = load_tokenizer(f"bpe:{style_paths['split']}")
+    merged = DynamicMergeTokenizer(base, max_merges=4)
+    assert (merged.eos_id, merged.bos_id) == (base.eos_id, base.bos_id)
+    assert merged.describe()["bos_id"] == base.bos_id
+
+
+# -- the tiktoken kind ------------------------------------------------------------------------------
+def test_tiktoken_kind_reads_ranks_built_from_a_bpe_and_gives_its_ids(
+    bpe_path, sample_texts, tmp_path
+):
+    bpe = load_tokenizer(f"bpe:{bpe_path}")
+    path = tmp_path / "ranks.tiktoken"
+    path.write_bytes(dump_ranks(bpe.mergeable_ranks()))
+    tok = load_tokenizer(f"tiktoken:{path}", pattern="gpt2", special_tokens='{"<|endoftext|>": 0}')
+    assert tok.lossless and tok.vocab_size == bpe.vocab_size
+    assert (tok.eos_id, tok.eos_token) == (0, "<|endoftext|>")
+    flat, offsets = tok.encode_batch_flat(sample_texts)
+    want_flat, want_offsets = bpe.encode_batch_flat(sample_texts)
+    assert np.array_equal(offsets, want_offsets) and np.array_equal(flat, want_flat)
+    assert tok.decode(tok.encode_batch(["a <|endoftext|> b"])[0]) == "a <|endoftext|> b"
+    assert tok.decode_bytes(tok.encode_bytes("你好".encode()[:-1])) == "你好".encode()[:-1]
+    assert tok.describe()["pattern"] == "gpt2"
+    # ranks (not their file layout), pattern and specials make the fingerprint
+    tok.save(str(tmp_path / "copy.tiktoken"))
+    copy = load_tokenizer(f"tiktoken:{tmp_path / 'copy.tiktoken'}", pattern="r50k_base",
+                          special_tokens={"<|endoftext|>": 0})
+    assert copy.fingerprint == tok.fingerprint
+    other = load_tokenizer(f"tiktoken:{path}", pattern="cl100k_base",
+                           special_tokens={"<|endoftext|>": 0})
+    assert other.fingerprint != tok.fingerprint
+    assert load_tokenizer(f"tiktoken:{path}", pattern="gpt2").fingerprint != tok.fingerprint
+
+
+def test_tiktoken_kind_with_a_split_regex_and_named_files(style_paths, sample_texts, tmp_path):
+    bpe = load_tokenizer(f"bpe:{style_paths['split']}")
+    ranks = bpe.mergeable_ranks()
+    named = tmp_path / "cl100k_base.tiktoken"  # the name gives pattern and OpenAI's specials
+    named.write_bytes(dump_ranks(ranks))
+    for tok in (
+        load_tokenizer(f"tiktoken:{named}"),
+        load_tokenizer(f"tiktoken:{named}", pattern=LLAMA3_PATTERN, special_tokens={}),
+    ):
+        flat, offsets = tok.encode_batch_flat(sample_texts)
+        want_flat, want_offsets = bpe.encode_batch_flat(sample_texts)
+        assert np.array_equal(offsets, want_offsets) and np.array_equal(flat, want_flat)
+        assert [a.tolist() for a in tok.reference_encode_batch(sample_texts[:5])] == [
+            a.tolist() for a in tok.encode_batch(sample_texts[:5])
+        ]
+    assert load_tokenizer(f"tiktoken:{named}").eos_id == 100257
+
+
+def test_tiktoken_kind_uses_gigatoken_on_dense_ranks_and_records_why_not_otherwise(
+    bpe_path, sample_texts, tmp_path
+):
+    dense = BPETokenizer.train(sample_texts[::3], vocab_size=2000, special_tokens=())
+    path = tmp_path / "dense.tiktoken"
+    path.write_bytes(dump_ranks(dense.mergeable_ranks()))
+    tok = load_tokenizer(f"tiktoken:{path}", pattern="gpt2", special_tokens={"<|endoftext|>": 2000})
+    assert tok.encoder == FASTEST and tok.verifiable == HAS_GIGATOKEN
+    assert [a.tolist() for a in tok.encode_batch(sample_texts)] == dense.encode_reference(
+        sample_texts
+    )
+    sparse = tmp_path / "sparse.tiktoken"
+    sparse.write_bytes(dump_ranks(load_tokenizer(f"bpe:{bpe_path}").mergeable_ranks()))
+    tok = load_tokenizer(f"tiktoken:{sparse}", pattern="gpt2", special_tokens={"<|endoftext|>": 0})
+    assert tok.encoder == "tiktoken" and not tok.verifiable
+    if HAS_GIGATOKEN:
+        assert tok.encoder_fallbacks[0].startswith("gigatoken: refused")
+
+
+def test_tiktoken_kind_refuses_bad_files_and_options(tmp_path):
+    ranks = {bytes([b]): b for b in range(256)}
+    good = tmp_path / "good.tiktoken"
+    good.write_bytes(dump_ranks(ranks))
+    assert parse_ranks(good.read_bytes()) == ranks
+    cases = {
+        "needs pattern=": ({}, None),
+        "line 2 is malformed": ({"pattern": "gpt2"}, b"YQ== 97\nnot base64!! 3\n"),
+        "repeated token": ({"pattern": "gpt2"}, b"YQ== 97\nYQ== 98\n"),
+        "lack single-byte tokens": ({"pattern": "gpt2"}, b"YQ== 97\n"),
+        "already taken": ({"pattern": "gpt2", "special_tokens": {"<|x|>": 5}}, None),
+        "not a JSON mapping": ({"pattern": "gpt2", "special_tokens": "{nope"}, None),
+        "not a valid id": ({"pattern": "gpt2", "special_tokens": {"<|x|>": -1}}, None),
+        "unknown option": ({"pattern": "gpt2", "vocab": 3}, None),
+    }
+    for message, (options, data) in cases.items():
+        path = good
+        if data is not None:
+            path = tmp_path / "bad.tiktoken"
+            path.write_bytes(data)
+        with pytest.raises(TokenizerError, match=message):
+            load_tokenizer(f"tiktoken:{path}", **options)

@@ -1,0 +1,112 @@
+"""The `gigatoken` backend (PyPI `gigatoken`, MIT): SIMD pre-tokenization and cached BPE in Rust.
+
+Built from the tokenizer.json with its special added tokens removed (gigatoken turns special-token
+text into special ids and has no switch; tokenmill keeps such text plain) and without its
+post-processor; or, for a `tiktoken` kind, from the ranks and a pattern gigatoken implements.
+Encodes on the calling thread (`parallel=False`: one engine actor per core) and releases the GIL.
+Its pre-token caches grow with the vocabulary of the stream and are freed only with the encoder,
+so the encoder is rebuilt after every `encoder_reset_mb` MB (characters) of text (default 512)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from tokenizers_impl.encoders.base import (
+    Encoder,
+    EncoderSource,
+    EncoderUnavailable,
+    empty_flat,
+    flat_from_lists,
+    package_version,
+)
+
+DEFAULT_RESET_MB = 512
+# tokenmill's pattern names -> gigatoken's pretokenizer schemes (for .tiktoken rank files)
+_SCHEMES = {
+    "gpt2": "gpt2",
+    "r50k_base": "gpt2",
+    "p50k_base": "gpt2",
+    "cl100k_base": "gpt4",
+    "o200k_base": "o200k",
+}
+
+
+class GigatokenEncoder(Encoder):
+    name: ClassVar[str] = "gigatoken"
+
+    def __init__(self, make: Any, reset_chars: int):
+        self._make, self._reset_chars = make, reset_chars
+        self._backend = make()
+        self._chars = 0
+        self.resets = 0
+        self.version = package_version("gigatoken")
+
+    def _encoder(self, texts: Sequence[str]) -> Any:
+        self._chars += sum(map(len, texts))
+        if self._reset_chars and self._chars > self._reset_chars:
+            self._backend, self._chars = self._make(), 0  # frees the grown caches
+            self.resets += 1
+        return self._backend
+
+    def encode_flat(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        if not texts:
+            return empty_flat(0)
+        texts = texts if isinstance(texts, list) else list(texts)
+        layout = self._encoder(texts).encode_batch(texts, parallel=False).layout
+        offsets, content = getattr(layout, "offsets", None), getattr(layout, "content", None)
+        if offsets is None or not hasattr(content, "data"):  # not the usual list-offset layout
+            return flat_from_lists(self._backend.encode_batch_list(texts, parallel=False))
+        offsets = np.asarray(offsets.data, dtype=np.int64)
+        flat = np.asarray(content.data, dtype=np.uint32)
+        if offsets[0]:
+            flat, offsets = flat[offsets[0] : offsets[-1]], offsets - offsets[0]
+        return flat, offsets
+
+
+def build(source: EncoderSource) -> GigatokenEncoder:
+    from gigatoken.gigatoken_rs import BPETokenizer, load_hf_json
+
+    reset_mb = float(source.options.get("encoder_reset_mb", DEFAULT_RESET_MB))
+    reset_chars = int(reset_mb * (1 << 20))
+    if source.config is not None:
+        data = json.dumps(_plain_text_config(source.config))
+        return GigatokenEncoder(lambda: load_hf_json(data), reset_chars)
+    scheme = _SCHEMES.get(source.pattern_name or "")
+    ranks = source.ranks()
+    if scheme is None or ranks is None:
+        raise EncoderUnavailable(
+            "not applicable", f"no gigatoken pretokenizer for pattern {source.pattern_name!r}"
+        )
+    text = "".join(f"{_b64(token)} {rank}\n" for token, rank in ranks.items())
+
+    def make() -> Any:
+        with tempfile.TemporaryDirectory(prefix="tokenmill-gigatoken-") as tmp:
+            path = os.path.join(tmp, "ranks.tiktoken")
+            with open(path, "w", encoding="ascii") as handle:
+                handle.write(text)
+            return BPETokenizer.from_tiktoken(path, scheme, None)
+
+    return GigatokenEncoder(make, reset_chars)
+
+
+def _plain_text_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The tokenizer.json without special added tokens (so their text is encoded as text) and
+    without post-processing, padding or truncation."""
+    out = dict(config)
+    out["added_tokens"] = [t for t in config.get("added_tokens") or [] if not t.get("special")]
+    out["post_processor"] = None
+    out["padding"] = None
+    out["truncation"] = None
+    return out
+
+
+def _b64(token: bytes) -> str:
+    import base64
+
+    return base64.b64encode(token).decode("ascii")
