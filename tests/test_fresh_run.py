@@ -141,7 +141,9 @@ def test_more_actors_than_fit_are_capped_and_the_run_finishes(ray_session, tmp_p
 
 
 def test_an_actor_larger_than_any_node_is_refused(ray_session, tmp_path, bpe_path):
-    cfg = job_config(SAMPLE_DIR / "de.jsonl", tmp_path / "out", f"bpe:{bpe_path}", actor_cpus=4)
+    cfg = job_config(
+        SAMPLE_DIR / "de.jsonl", tmp_path / "out", f"bpe:{bpe_path}", actor_cpus=4, actors=1
+    )
     with pytest.raises(ConfigError, match=r"actor_cpus 4\.0 is more than any Ray node has"):
         run_job(cfg)
 
@@ -342,3 +344,25 @@ def test_a_killed_drivers_ray_session_is_stopped_by_the_next_run(ray_session, tm
     summary = run_job(job_config(src / "*.jsonl", out, f"bpe:{bpe_path}", unit_bytes=20_000))
     assert summary.complete and not session_processes(session_dir)
     assert_equals_fresh_run(out, src, tmp_path, bpe_path, unit_bytes=20_000)
+
+
+def test_a_small_job_runs_in_the_driver_and_writes_what_actors_write(
+    ray_session, tmp_path, bpe_path
+):
+    src = corpus(tmp_path / "in")
+    local = run_job(
+        job_config(src / "*.jsonl", tmp_path / "local", f"bpe:{bpe_path}", unit_bytes=100_000)
+    )
+    assert local.actors == 0 and "ran in the driver process" in local.notes[0]
+    actors = run_job(
+        job_config(
+            src / "*.jsonl", tmp_path / "ray", f"bpe:{bpe_path}", unit_bytes=100_000, actors=2
+        )
+    )
+    assert actors.actors == 2
+    assert shard_files(tmp_path / "local") == shard_files(tmp_path / "ray")
+    strip = ("timings", "lease")
+    for name in (tmp_path / "local" / "ledger").iterdir():
+        a = {k: v for k, v in json.loads(name.read_text()).items() if k not in strip}
+        b = json.loads((tmp_path / "ray" / "ledger" / name.name).read_text())
+        assert a == {k: v for k, v in b.items() if k not in strip}

@@ -16,30 +16,52 @@ those above it:
   `summary_table`, `format_table`.
 """
 
-from pipeline.analytics.report import (
-    FORMATS,
-    Report,
-    build_report,
-    format_table,
-    render,
-    summary_table,
-    write_report,
-)
-from pipeline.analytics.session import AnalyticsSession, connect, export_database
-from pipeline.analytics.sql import (
-    DEFAULT_ALPHA,
-    GROUP_COLUMNS,
-    MAX_ALPHA,
-    create_views,
-    metrics_sql,
-    query,
-    quote_ident,
-    set_parameters,
-    tokenizers,
-    unigram_stats_sql,
-)
-from pipeline.analytics.tables import report_tables
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from pipeline.errors import AnalyticsError
+
+# Public name -> the module that defines it. Imported on first use, so that `import
+# pipeline.analytics` (e.g. by the command line) does not load DuckDB, pandas or matplotlib.
+_WHERE = {
+    **dict.fromkeys(
+        (
+            "FORMATS",
+            "Report",
+            "build_report",
+            "format_table",
+            "render",
+            "summary_table",
+            "write_report",
+        ),
+        "report",
+    ),
+    **dict.fromkeys(("AnalyticsSession", "connect", "export_database"), "session"),
+    **dict.fromkeys(
+        (
+            "GROUP_COLUMNS",
+            "create_views",
+            "metrics_sql",
+            "query",
+            "quote_ident",
+            "set_parameters",
+            "tokenizers",
+            "unigram_stats_sql",
+        ),
+        "sql",
+    ),
+    **dict.fromkeys(("DEFAULT_ALPHA", "MAX_ALPHA"), "params"),
+    "report_tables": "tables",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'pipeline.analytics' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"pipeline.analytics.{_WHERE[name]}"), name)
+
 
 __all__ = [
     "DEFAULT_ALPHA",

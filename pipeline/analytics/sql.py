@@ -11,11 +11,10 @@ from collections.abc import Sequence
 import duckdb
 import pyarrow as pa
 
+from pipeline.analytics.params import DEFAULT_ALPHA, MAX_ALPHA
 from pipeline.errors import AnalyticsError
 from schemas.sql import sql_sections
 
-DEFAULT_ALPHA = 2.5
-MAX_ALPHA = 16.0  # sum(n ** alpha) over token counts stays finite in doubles up to alpha = 16
 GROUP_COLUMNS = ("source", "lang")  # the only columns metrics may be grouped by (besides tokenizer)
 
 

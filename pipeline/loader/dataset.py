@@ -11,9 +11,11 @@ are exactly the prefix [0, n * B * R), so a resume point is one number: the glob
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -23,8 +25,13 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from pipeline.errors import LoaderError
 from pipeline.loader.batches import batch_items, step_ranges
 from pipeline.loader.dataloader import build_dataloader
+from pipeline.loader.kernels import warm_kernels
+from pipeline.loader.mixing import STRATEGIES, UNITS, Schedule, sample_rates
+from pipeline.loader.plan import EpochPlan, plan_epoch
+from pipeline.loader.provenance import load_skip, sample_segments
 from pipeline.loader.shards import ShardStore, committed_shards
 from pipeline.loader.slots import Bundle, WorkerSlots
+from pipeline.loader.source import PACKINGS, SourceEpoch
 from pipeline.loader.state import (
     check_state,
     consumer_state,
@@ -33,23 +40,11 @@ from pipeline.loader.state import (
     resume_sample,
     start_point,
 )
-from pipeline.loader.stream import Mixture, PackedStream, segment_ids, warm_kernels
+from pipeline.loader.stream import StreamOptions
+from pipeline.loader.windows import Epoch, Filled, Rows, fill
 from schemas.shards import token_type
 
 DTYPES = {torch.int64: np.int64, torch.int32: np.int32}
-
-
-@dataclass(frozen=True)
-class EpochPlan:
-    """What one epoch delivers, counted from its start, for the current world size and batch."""
-
-    epoch: int
-    num_samples: int  # samples delivered (global, all ranks)
-    samples_per_step: int  # batch_size * world_size
-    steps: int  # global steps (batches per rank, the last one maybe partial unless drop_last)
-    stream_tokens: int  # documents' tokens plus one EOS each, over all sources
-    dropped_samples: int  # full windows dropped to keep every step full (drop_last)
-    dropped_tokens: int  # stream tokens no sample covers (partial window, dropped windows, mixing)
 
 
 class TokenDataset(IterableDataset):

@@ -147,6 +147,12 @@ class JobConfig(BaseModel):
         "those units first, so the output equals a fresh run) or refuse (exit, naming the files)",
     )
     dashboard: bool = Field(False, description="start the Ray dashboard with a local cluster")
+    local_bytes: int = Field(
+        32 << 20,
+        ge=0,
+        description="a job with at most this many input bytes left runs in the driver process "
+        "without starting Ray (unless --actors or a Ray address is given); 0 = always Ray",
+    )
     ray_address: str | None = Field(
         None, description="existing Ray cluster (default: RAY_ADDRESS or local)"
     )

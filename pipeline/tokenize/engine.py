@@ -4,10 +4,14 @@ actors (pipeline/tokenize/actors.py) under the output's lease, and write the run
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import time
 import uuid
 from dataclasses import dataclass, replace
 from typing import Any
+
+from tqdm import tqdm
 
 from pipeline.errors import ConfigError, InputsChanged
 from pipeline.output import (
@@ -22,7 +26,7 @@ from pipeline.output.repair import uncommit, uncommit_bad_units
 from pipeline.output.verify import spool_files
 from pipeline.tokenize.config import JobConfig
 from pipeline.tokenize.inputs import WorkUnit, plan_units
-from pipeline.tokenize.unit import UnitTask
+from pipeline.tokenize.unit import UnitTask, process_unit
 from schemas.layout import COMMITTED_PATHS
 from schemas.records import LedgerEntry, RunCounts, RunSummary
 from schemas.shards import SCHEMA_VERSION
@@ -114,6 +118,34 @@ def reconcile(cfg: JobConfig, job: PreparedJob, units: list[WorkUnit]) -> Reconc
     return Reconciled([u for u in units if u.unit_id not in done], kept, changed, len(stale))
 
 
+def todo_bytes(units: list[WorkUnit]) -> int:
+    """Input bytes the units cover (a whole file counts its stored size)."""
+    return sum(u.end - u.start if u.end >= 0 and u.fmt != "parquet" else u.size for u in units)
+
+
+def runs_in_driver(cfg: JobConfig, units: list[WorkUnit]) -> bool:
+    """A small job runs in the driver: starting Ray would cost more than the work (same units,
+    same bytes, same ledger either way). Asking for actors or a cluster always uses Ray."""
+    on_cluster = cfg.ray_address or os.environ.get("RAY_ADDRESS")
+    return not cfg.actors and not on_cluster and todo_bytes(units) <= cfg.local_bytes
+
+
+def run_in_driver(cfg: JobConfig, job: PreparedJob, units: list[WorkUnit]) -> RunCounts:
+    """Process the units one after another in this process, with the tokenizer already loaded."""
+    done = RunCounts()
+    bar = tqdm(
+        total=len(units), unit="unit", disable=not cfg.progress, file=sys.stderr, desc="tokenize"
+    )
+    with bar:
+        for unit in units:
+            entry = process_unit(unit, job.tokenizer, job.task, job.output).entry
+            done = done.add(
+                RunCounts(1, entry.documents, entry.tokens, entry.bytes, entry.rejected)
+            )
+            bar.update(1)
+    return done
+
+
 def run_job(cfg: JobConfig) -> RunSummary:
     """Run (or resume) a tokenization job; returns the run summary (also written under runs/).
 
@@ -147,7 +179,10 @@ def _run_leased(cfg: JobConfig, lease: OutputLease) -> RunSummary:
         len(plan.todo),
     )
     this_run, n_actors, notes = RunCounts(), 0, []
-    if plan.todo:
+    if plan.todo and runs_in_driver(cfg, plan.todo):
+        notes.append(f"ran in the driver process: {todo_bytes(plan.todo)} input bytes to do")
+        this_run = run_in_driver(cfg, job, plan.todo)
+    elif plan.todo:
         from pipeline.tokenize.actors import dispatch, init_ray, size_pool
 
         session_dir = init_ray(cfg.ray_address, dashboard=cfg.dashboard)

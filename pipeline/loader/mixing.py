@@ -1,0 +1,161 @@
+"""Which source each sample of an epoch comes from, and how long the epoch is.
+
+Shares. Weights are per token (default), per byte or per document (`weight_unit`): source s gets
+a share of the samples proportional to w_s / (units of s per window), so the delivered units
+follow the weights whatever the tokenizer (a window of concatenated tokens holds the same tokens
+for every source; best_fit windows hold fewer, by their padding).
+
+Order. The samples of all sources are merged in the order of their ideal times: the j-th sample
+of source s is due at (j + 1/2) / r_s (r_s: its share as an exact integer rate; ties: the lower
+source first). Among the first m samples source s then has its share within one sample, for every
+m, and the count is a closed form (plus at most one correction per source), so any sample is
+located without the ones before it. Blocks of `block` samples keep their counts and are permuted by
+(seed, epoch, block), as before: with integer weights whose shares times the block are whole
+numbers every block holds exactly those counts.
+
+Length. "first_exhausted" (the default, HF datasets' convention): the epoch ends before any source
+would repeat a window (a single source: its whole windows, as before). "all_exhausted": it ends
+once every source has given every token at least once (smaller sources cycle: later passes are
+reshuffled). `budget_tokens`: exactly budget_tokens / seq_len samples, sources repeated or
+subsampled to their shares.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+
+from pipeline.errors import LoaderError
+from pipeline.loader.stream import epoch_rng
+
+STRATEGIES = ("first_exhausted", "all_exhausted")
+UNITS = ("token", "byte", "document")
+
+
+def integer_rates(shares: list[Fraction]) -> list[int]:
+    """Exact integers proportional to non-negative rational shares."""
+    if any(s < 0 for s in shares) or sum(shares) <= 0:
+        raise ValueError(f"weights {[float(s) for s in shares]} must be non-negative, not all 0")
+    den = math.lcm(*(s.denominator for s in shares))
+    rates = [int(s * den) for s in shares]
+    g = math.gcd(*rates)
+    return [r // g for r in rates]
+
+
+def sample_rates(weights: list[float], windows: list[Fraction], units: list[int]) -> list[int]:
+    """Integer sample rates: weight_s * windows_s / units_s (samples per weight unit)."""
+    shares = []
+    for w, n, u in zip(weights, windows, units, strict=True):
+        if w < 0:
+            raise ValueError(f"weights {weights} must be non-negative")
+        shares.append(Fraction(w) * n / u if u and n else Fraction(0))
+    return integer_rates(shares)
+
+
+class Schedule:
+    """Source and source-window index of every sample of an epoch (see the module docstring)."""
+
+    def __init__(self, rates: list[int], *, block: int, seed: int, epoch: int):
+        self.rates, self.block, self.seed, self.epoch = rates, block, seed, epoch
+        self.total = sum(rates)
+        self._counts: dict[int, list[int]] = {}
+
+    def counts(self, m: int) -> list[int]:
+        """Samples of each source among the first m."""
+        if len(self.rates) == 1:
+            return [m]
+        found = self._counts.get(m)
+        if found is not None:
+            return found
+        a, total = self.rates, self.total
+        # samples due strictly before m / total: j < (2 m a_s - total) / (2 total)
+        c = [max(0, -((total - 2 * m * r) // (2 * total))) if r else 0 for r in a]
+        while sum(c) < m:  # add the next due: least (2 c_s + 1) / a_s, lower source on ties
+            s = min((i for i in range(len(a)) if a[i]), key=lambda i: Fraction(2 * c[i] + 1, a[i]))
+            c[s] += 1
+        while sum(c) > m:  # remove the last due: greatest (2 c_s - 1) / a_s, higher on ties
+            s = max(
+                (i for i in range(len(a)) if c[i]),
+                key=lambda i: (Fraction(2 * c[i] - 1, a[i]), i),
+            )
+            c[s] -= 1
+        if len(self._counts) > 64:
+            self._counts.clear()
+        self._counts[m] = c
+        return c
+
+    def block_layout(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Source of each sample of block k, and that sample's window index in its source."""
+        before = np.array(self.counts(k * self.block), dtype=np.int64)
+        counts = np.array(self.counts((k + 1) * self.block), dtype=np.int64) - before
+        sources = epoch_rng(self.seed, self.epoch, 2, k).permutation(
+            np.repeat(np.arange(len(counts)), counts)
+        )
+        local = np.empty(self.block, dtype=np.int64)
+        for s, count in enumerate(counts):
+            local[sources == s] = before[s] + np.arange(count)
+        return sources, local
+
+    def locate(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+        """Source and source-window index of samples a .. b-1."""
+        if len(self.rates) == 1:
+            return np.zeros(b - a, dtype=np.int64), np.arange(a, b, dtype=np.int64)
+        parts_s, parts_l = [], []
+        for k in range(a // self.block, (b - 1) // self.block + 1):
+            sources, local = self.block_layout(k)
+            lo, hi = max(a - k * self.block, 0), min(b - k * self.block, self.block)
+            parts_s.append(sources[lo:hi])
+            parts_l.append(local[lo:hi])
+        return np.concatenate(parts_s), np.concatenate(parts_l)
+
+    def last_within(self, limits: list[int]) -> int:
+        """The most samples with no source past its limit (sources of rate 0 aside)."""
+        lo, hi = 0, sum(limits) + 1  # lo fits, hi does not
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            fits = all(c <= n for c, n, r in zip(self.counts(mid), limits, self.rates) if r)
+            lo, hi = (mid, hi) if fits else (lo, mid)
+        return lo
+
+    def first_covering(self, needs: list[int]) -> int:
+        """The fewest samples giving every source (of rate > 0) at least its need."""
+        def covers(m: int) -> bool:
+            return all(c >= n for c, n, r in zip(self.counts(m), needs, self.rates) if r)
+
+        hi = max(sum(needs), 1)
+        while not covers(hi):
+            hi *= 2
+        lo = -1  # lo does not cover (or is -1), hi does
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if covers(mid) else (mid, hi)
+        return hi
+
+
+def epoch_end(
+    mode: str, length: int, padded: bool, start: int, per_step: int, drop_last: bool
+) -> int:
+    """Where an epoch of `length` samples (mode: first_exhausted, all_exhausted or budget)
+    ends for a consumer layout of `per_step` samples a step that starts at `start`.
+
+    first_exhausted: drop_last cuts to whole steps (the tail is reported by plan()), else a
+    padded partial window may follow (`padded`). all_exhausted: drop_last extends to whole steps
+    (the sequence goes on cycling, so nothing is dropped). budget: exactly `length`; with
+    drop_last the remaining samples must make whole steps."""
+    if mode == "first_exhausted":
+        if drop_last:
+            return start + max(length - start, 0) // per_step * per_step
+        return length + padded
+    if mode == "all_exhausted":
+        if drop_last and length > start:
+            return start + -(-(length - start) // per_step) * per_step
+        return max(length, start)
+    if drop_last and (length - start) % per_step:
+        raise LoaderError(
+            f"budget_tokens gives {length} samples; from sample {start} the {length - start} left "
+            f"are not whole steps of {per_step} (batch_size x world_size): pass drop_last=False "
+            f"(the last step is short) or a budget that is a multiple of seq_len x {per_step}"
+        )
+    return length

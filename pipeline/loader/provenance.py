@@ -1,0 +1,78 @@
+"""Where a sample's tokens come from, recomputed from the ledger and the deterministic plan alone
+(nothing is logged during training), and the documents a run skips.
+
+A sample's segments: for each document slice in its seq_len + 1 window, the document (doc_id, its
+shard and row), the output it came from (`source`, its index in the mixture), the input file
+(`url`) and `offset`, the token range within the document's token list in the shard
+(`doc_tokens`, [start, end)), the window range ([start, end) of the seq_len + 1 window, BOS and
+EOS included: `bos`/`eos` say whether the slice holds them) and the pass (`repeat`).
+
+`offset` is the byte offset of the document's *unit* in its input file (the ledger's unit start;
+the row group for Parquet): shards do not record each record's own byte offset, so `row` (the
+document's row in its shard: the row-th document the unit accepted) locates it within the unit.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import LoaderError
+from pipeline.loader.stream import Segments
+from pipeline.loader.windows import Epoch, read_windows
+
+
+def load_skip(skip: str | os.PathLike | Iterable[str] | None) -> frozenset[str] | None:
+    """Document ids to skip: an iterable of ids, or a file with one id per line."""
+    if skip is None:
+        return None
+    if isinstance(skip, (str, os.PathLike)):
+        try:
+            with open(skip, encoding="utf-8") as handle:
+                ids = frozenset(line.strip() for line in handle if line.strip())
+        except OSError as exc:
+            raise LoaderError(f"skip_documents file {skip}: {exc}") from exc
+    else:
+        ids = frozenset(str(i) for i in skip)
+    return ids or None
+
+
+def sample_segments(epoch: Epoch, index: int) -> list[dict[str, Any]]:
+    """The document segments of global sample `index` of `epoch`, in window order."""
+    source0 = epoch.sources[0]
+    tokens = np.empty((1, source0.window), dtype=np.int64)
+    segments = Segments(skips=False)
+    read_windows(epoch, index, index + 1, tokens, segments)
+    found = []
+    for s, repeat, g, rows, _ in segments.parts:
+        if g < 0:  # padding
+            continue
+        source = epoch.sources[s]
+        group, lead = source.pass_(repeat).group(g), source.options.lead
+        for _, c, n, d, q in rows.tolist():
+            if d < 0:
+                continue
+            shard = group.shards[group.doc_file[d]]
+            length, row = int(group.doc_len[d]), int(group.doc_row[d])
+            doc_id = source.store.doc_ids(shard)[row].as_py()
+            found.append(
+                {
+                    "sample": index,
+                    "doc_id": doc_id,
+                    "source": s,
+                    "url": shard.url,
+                    "offset": shard.start,
+                    "row": row,
+                    "shard": shard.rel,
+                    "doc_tokens": [max(q - lead, 0), min(q + n - lead, length)],
+                    "window": [c, c + n],
+                    "bos": bool(lead and q == 0),
+                    "eos": q + n == length + lead + 1,
+                    "repeat": repeat,
+                    "skipped": bool(source.skip and doc_id in source.skip),
+                }
+            )
+    return sorted(found, key=lambda seg: seg["window"][0])
