@@ -1,9 +1,13 @@
 """Loader benchmark: tokens/s TokenDataset delivers into a training loop (0 and 2 DataLoader
 workers) against the ceiling of reading the same shards straight into numpy arrays in one
-process, and against litdata's StreamingDataset + TokensLoader over the same tokens.
+process, and against litdata's StreamingDataset + TokensLoader over the same tokens; with --mix,
+also a mixture of two outputs (weights, all_exhausted, best_fit packing, cu_seqlens) against the
+ceiling of both outputs and litdata's CombinedStreamingDataset of the two; with --plans, the
+padding and cut-document fractions plan() reports for concat and best_fit at each seq_len.
 
     .venv-bench/bin/python -m bench.loader --output /tmp/tokenmill-bench-loader/out \
-        [--input '/tmp/tokenmill-bench-corpus/corpus/*.jsonl' --tokenizer bpe:/path/bpe.json]
+        [--input '/tmp/tokenmill-bench-corpus/corpus/*.jsonl' --tokenizer bpe:/path/bpe.json] \
+        [--mix OUT_A OUT_B [--mix-inputs GLOB_A GLOB_B] --mix-weights 0.7 0.3] [--plans]
 
 The output is tokenized by the engine first when it holds no ledger yet (then reused). litdata is
 measured when it is importable (the bench environment, `make bench-env`; never the project
@@ -53,12 +57,14 @@ def ensure_output(output: str, inputs: str | None, tokenizer: str | None) -> Non
     run_job(load_config(input=[inputs], output=output, tokenizer=tokenizer, progress=False))
 
 
-def numpy_ceiling(output: str, dtype: str) -> dict:
-    """Every committed shard's tokens into numpy arrays of `dtype`, one process, no packing."""
-    shards, _ = committed_shards(output)
+def numpy_ceiling(output: str | list[str], dtype: str) -> dict:
+    """Every committed shard's tokens (of one output or several) into numpy arrays of `dtype`,
+    one process, no packing."""
+    outputs = [output] if isinstance(output, str) else output
+    paths = [os.path.join(o, s.rel) for o in outputs for s in committed_shards(o)[0]]
     t0, c0, tokens = time.perf_counter(), time.process_time(), 0
-    for shard in shards:
-        with pa.memory_map(os.path.join(output, shard.rel), "r") as mapped:
+    for path in paths:
+        with pa.memory_map(path, "r") as mapped:
             reader = pa.ipc.open_file(mapped)
             for i in range(reader.num_record_batches):
                 values = reader.get_batch(i).column("tokens").values.to_numpy()
@@ -81,7 +87,9 @@ def best(runs: int, epochs: Iterator[dict]) -> dict:
     return max(itertools.islice(epochs, runs), key=lambda r: r["tokens_per_s"])
 
 
-def interleaved(runs: int, output: str, dtype: str, epochs: Iterator[dict]) -> tuple[dict, dict]:
+def interleaved(
+    runs: int, output: str | list[str], dtype: str, epochs: Iterator[dict]
+) -> tuple[dict, dict]:
     """Best of `runs` of the ceiling and of the loader's epochs, alternated, so both see the
     same load (other processes on a shared machine move both figures together)."""
     pairs = [(numpy_ceiling(output, dtype), next(epochs)) for _ in range(runs)]
@@ -104,7 +112,7 @@ def consume(loader, split) -> dict:
 
 
 def tokenmill_epochs(
-    output: str, workers: int, seq_len: int, batch: int, **options
+    output: str | list[str], workers: int, seq_len: int, batch: int, **options
 ) -> Iterator[dict]:
     """Whole epochs 0, 1, ... through ds.dataloader(): what a training loop receives. The
     dataset and loader are made once, as a training job makes them (workers start anew each
@@ -179,6 +187,36 @@ def litdata_epochs(
     )
     loader = StreamingDataLoader(
         ds,
+        batch_size=batch,
+        num_workers=workers,
+        prefetch_factor=4 if workers else None,
+        persistent_workers=persistent,
+    )
+    while True:
+        yield consume(loader, lambda b: (b[:, :-1], b[:, 1:]))
+
+
+def litdata_mix_epochs(
+    paths: list[str], weights: list[float], workers: int, seq_len: int, batch: int, persistent: bool
+) -> Iterator[dict]:
+    """Whole epochs of litdata's CombinedStreamingDataset of one StreamingDataset per output
+    (TokensLoader windows, shuffled), sampled by `weights` (it stops when one runs out)."""
+    from litdata import (
+        CombinedStreamingDataset,
+        StreamingDataLoader,
+        StreamingDataset,
+        TokensLoader,
+    )
+
+    parts = [
+        StreamingDataset(
+            path, item_loader=TokensLoader(block_size=seq_len + 1), shuffle=True, drop_last=True
+        )
+        for path in paths
+    ]
+    combined = CombinedStreamingDataset(parts, seed=0, weights=weights, iterate_over_all=False)
+    loader = StreamingDataLoader(
+        combined,
         batch_size=batch,
         num_workers=workers,
         prefetch_factor=4 if workers else None,
@@ -263,6 +301,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--litdata-cache", default="/tmp/tokenmill-bench-loader/litdata")
     parser.add_argument("--litdata-chunk-tokens", type=int, default=1 << 22)
     parser.add_argument("--extras", action="store_true", help="also ids, no-slot, floors")
+    parser.add_argument(
+        "--mix",
+        nargs=2,
+        default=None,
+        metavar="OUTPUT",
+        help="also rows of a mixture of these two outputs (best_fit, seq_lens, all_exhausted)",
+    )
+    parser.add_argument("--mix-inputs", nargs=2, default=None, metavar="GLOB")
+    parser.add_argument("--mix-weights", nargs=2, type=float, default=[0.7, 0.3])
+    parser.add_argument("--no-plain", action="store_true", help="only the --mix rows")
+    parser.add_argument("--plans", action="store_true", help="padding / cut documents per packing")
     parser.add_argument("--json", default=None, help="write the results here too")
     return parser.parse_args()
 
@@ -302,36 +351,121 @@ def measure_row(
     return row
 
 
+def measure_mix_row(
+    args: argparse.Namespace, dtype: str, seq_len: int, spec: str, lit_paths: list[str] | None
+) -> dict:
+    """One row of the mixture: the ceiling of both outputs, the mixed TokenDataset (weights,
+    all_exhausted, best_fit, cu_seqlens) and litdata's CombinedStreamingDataset."""
+    workers, persistent = int(spec.rstrip("p")), spec.endswith("p")
+    ceiling, tm = interleaved(
+        args.repeat,
+        args.mix,
+        dtype,
+        tokenmill_epochs(
+            args.mix,
+            workers,
+            seq_len,
+            args.batch,
+            dtype=DTYPES[dtype],
+            persistent=persistent,
+            weights=args.mix_weights,
+            packing="best_fit",
+            seq_lens=True,
+            stopping_strategy="all_exhausted",
+        ),
+    )
+    row = {"seq_len": seq_len, "dtype": dtype, "workers": spec, "mix": True}
+    row.update(ceiling=ceiling["tokens_per_s"], tokenmill=tm["tokens_per_s"])
+    row["tokenmill_tokens"] = tm["tokens"]
+    if workers == 0:
+        row["ceiling_cpu"] = ceiling["tokens_per_cpu_s"]
+        row["tokenmill_cpu"] = tm["tokens_per_cpu_s"]
+    if lit_paths:
+        lit = best(
+            args.litdata_repeat,
+            litdata_mix_epochs(
+                lit_paths, args.mix_weights, workers, seq_len, args.batch, persistent
+            ),
+        )
+        row["litdata_combined"] = lit["tokens_per_s"]
+    return row
+
+
+def packing_plans(args: argparse.Namespace) -> list[dict]:
+    """plan() of --output per seq_len and packing: padding and cut-document fractions."""
+    found = []
+    for seq_len in args.seq_lens:
+        for packing in ("concat", "best_fit"):
+            ds = TokenDataset(args.output, seq_len, batch_size=args.batch, packing=packing)
+            plan = ds.plan()
+            found.append(
+                {
+                    "seq_len": seq_len,
+                    "packing": packing,
+                    "samples": plan.num_samples,
+                    "padding_fraction": plan.padding_fraction,
+                    "split_fraction": plan.split_fraction,
+                    "dropped_tokens": plan.dropped_tokens,
+                }
+            )
+            print(found[-1], flush=True)
+    return found
+
+
+def run_rows(args: argparse.Namespace, skip: str | None) -> list[dict]:
+    rows = []
+    for dtype in args.dtypes:
+        lit_path, lit_mix = None, None
+        if not args.no_plain:
+            numpy_ceiling(args.output, dtype)  # warm the page cache: every contender reads it
+            if not skip:
+                lit_path = litdata_dir(
+                    args.output, dtype, args.litdata_cache, args.litdata_chunk_tokens
+                )
+        if args.mix:
+            numpy_ceiling(args.mix, dtype)
+            if not skip:
+                lit_mix = [
+                    litdata_dir(o, dtype, args.litdata_cache, args.litdata_chunk_tokens)
+                    for o in args.mix
+                ]
+        for seq_len in args.seq_lens:
+            for spec in args.workers:
+                if not args.no_plain:
+                    rows.append(measure_row(args, dtype, seq_len, spec, lit_path))
+                    print(_line(rows[-1]), flush=True)
+                if args.mix:
+                    rows.append(measure_mix_row(args, dtype, seq_len, spec, lit_mix))
+                    print(_line(rows[-1]), flush=True)
+    return rows
+
+
 def main() -> None:
     args = parse_args()
-    ensure_output(args.output, args.input, args.tokenizer)
+    if not args.no_plain:
+        ensure_output(args.output, args.input, args.tokenizer)
+    for i, output in enumerate(args.mix or []):
+        ensure_output(output, args.mix_inputs and args.mix_inputs[i], args.tokenizer)
     skip = "--no-litdata given" if args.no_litdata else litdata_available()
     if skip:
         print(f"litdata: not measured ({skip})")
     result = {
         "output": args.output,
+        "mix": args.mix,
+        "mix_weights": args.mix_weights,
         "batch": args.batch,
         "cpus": os.cpu_count(),
         "load_average": os.getloadavg(),
         "litdata": skip or "measured",
-        "rows": [],
     }
-    rows = result["rows"]
-    for dtype in args.dtypes:
-        numpy_ceiling(args.output, dtype)  # warm the page cache: every contender reads memory
-        lit_path = None
-        if not skip:
-            lit_path = litdata_dir(
-                args.output, dtype, args.litdata_cache, args.litdata_chunk_tokens
-            )
-        for seq_len in args.seq_lens:
-            for spec in args.workers:
-                row = measure_row(args, dtype, seq_len, spec, lit_path)
-                rows.append(row)
-                print(_line(row), flush=True)
+    if args.plans:
+        result["plans"] = packing_plans(args)
+    result["rows"] = rows = run_rows(args, skip)
     if args.extras:
         result["extras"] = extras(args)
-    print(table(rows))
+    print(table([r for r in rows if not r.get("mix")]))
+    if args.mix:
+        print(mix_table([r for r in rows if r.get("mix")]))
     if args.extras:
         for name, value in result["extras"].items():
             print(
@@ -339,9 +473,27 @@ def main() -> None:
                 if name.endswith("(s)")
                 else f"{name}: {value / 1e6:.1f} M tokens/s"
             )
+    result["load_average_end"] = os.getloadavg()
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)
+
+
+def mix_table(rows: list[dict]) -> str:
+    head = (
+        "| seq_len | dtype | workers | ceiling (2 outputs) | tokenmill mix+best_fit+seq_lens "
+        "| vs ceiling | (CPU time) | litdata Combined | tokenmill/litdata |"
+    )
+    lines = [head, "|" + "---|" * 9]
+    for r in rows:
+        cpu = f"{r['tokenmill_cpu'] / r['ceiling_cpu']:.2f}" if "ceiling_cpu" in r else "-"
+        lit = r.get("litdata_combined")
+        lines.append(
+            f"| {r['seq_len']} | {r['dtype']} | {r['workers']} | {r['ceiling'] / 1e6:.0f} M "
+            f"| {r['tokenmill'] / 1e6:.1f} M | {r['tokenmill'] / r['ceiling']:.2f} | {cpu} "
+            + (f"| {lit / 1e6:.1f} M | {r['tokenmill'] / lit:.2f} |" if lit else "| - | - |")
+        )
+    return "\n".join(lines)
 
 
 def extras(args: argparse.Namespace) -> dict:

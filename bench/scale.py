@@ -30,6 +30,7 @@ import shutil
 import sys
 import tempfile
 import time
+import tracemalloc
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -117,6 +118,23 @@ def ledger_entry(unit: WorkUnit) -> tuple[str, dict[str, Any]]:
     return names.ledger, entry.to_json()
 
 
+def measure_memory(step: str, units: int, fn: Callable[[], Any]) -> Any:
+    """Python heap that fn's result keeps (tracemalloc; slower, so not a timing row)."""
+    tracemalloc.start()
+    out = fn()
+    kept = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    row = {"step": step, "units": units, "kept_mb": round(kept / 2**20, 1)}
+    row["bytes_per_unit"] = round(kept / max(units, 1))
+    ROWS.append(row)
+    print(
+        f"  {step:<44} {units:>9,} units kept {kept / 2**20:>8.1f} MB = "
+        f"{row['bytes_per_unit']} bytes/unit",
+        flush=True,
+    )
+    return out
+
+
 # -- (a) planning ---------------------------------------------------------------------------------
 
 
@@ -145,7 +163,14 @@ def bench_plan(n: int, work: Path) -> None:
     )
     ids = measure("unit_id of N WorkUnits (sha256 of JSON)", n, lambda: [u.unit_id for u in built])
     measure("describe() of N units (what dispatch sends)", n, lambda: [u.describe() for u in built])
-    done = set(ids[::2])
+    del built, ids
+    built = measure_memory(
+        "memory of N WorkUnits (the plan)", n, lambda: [synthetic_unit(i) for i in range(n)]
+    )
+    ids = measure_memory(
+        "memory of N committed unit ids (a set)", n, lambda: {u.unit_id for u in built}
+    )
+    done = set(list(ids)[::2])
     measure(
         "todo = units not in committed ids (half)",
         n,
@@ -308,7 +333,7 @@ def bench_dispatch(n: int, n_actors: int, in_flight: list[int], wait_refs: list[
         actors = [Noop.options(num_cpus=2 / n_actors).remote() for _ in range(n_actors)]
         ray.get([a.process.remote({}) for a in actors])  # started
         for k in in_flight:  # 0: the default, 2 per actor; more: a big cluster's queue depth
-            m = n if k == 0 else max(n // 5, 8 * k)
+            m = n if k == 0 else max(n // 5, 3 * k)
             todo = [synthetic_unit(i) for i in range(m)]
             done = measure(
                 f"dispatch loop, no-op actor ({n_actors} actors, {k or 2 * n_actors} in flight)",
@@ -337,6 +362,11 @@ def print_table() -> None:
     print("\n| step | units | seconds | µs/unit | driver RSS MB (growth) |")
     print("|---|---:|---:|---:|---:|")
     for r in ROWS:
+        if "kept_mb" in r:
+            print(
+                f"| {r['step']} | {r['units']:,} | | | kept {r['kept_mb']} MB = {r['bytes_per_unit']} B/unit |"
+            )
+            continue
         print(
             f"| {r['step']} | {r['units']:,} | {r['seconds']:.2f} | {r['us_per_unit']:.1f} | "
             f"{r['rss_mb']:.0f} (+{r['rss_growth_mb']:.0f}) |"
@@ -360,7 +390,9 @@ def main() -> None:
     parser.add_argument("--dispatch-units", type=int, default=100_000)
     parser.add_argument("--actors", type=int, default=4)
     parser.add_argument(
-        "--in-flight", default="0,1024", help="max_in_flight values (0: 2 per actor); >0 on N/5"
+        "--in-flight",
+        default="0,1024,4096",
+        help="max_in_flight values (0: 2 per actor); others run max(N/5, 3k) units",
     )
     parser.add_argument("--wait-refs", default="1000,10000,100000")
     parser.add_argument(

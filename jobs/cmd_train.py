@@ -7,11 +7,11 @@ import json
 import click
 
 from jobs.common import parse_pairs, parse_storage_options, reports_user_errors, storage_option_flag
-from tokenizers_impl import registered_kinds
+from tokenizers_impl import known_kinds
 
 
 @click.command("train-tokenizer")
-@click.option("--kind", required=True, type=click.Choice(registered_kinds()))
+@click.option("--kind", required=True, type=click.Choice(known_kinds()))
 @click.option("--input", "input_", multiple=True, required=True, metavar="GLOB")
 @click.option("--vocab-size", type=int, required=True)
 @click.option("--output", required=True, metavar="PATH")

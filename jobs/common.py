@@ -94,9 +94,13 @@ def print_run_summary(summary: RunSummary) -> None:
         f"({summary.units_skipped} resumed): {summary.documents} documents, "
         f"{summary.tokens} tokens, {summary.rejected} rejected; this run "
         f"{summary.mb_per_s} MB/s, {summary.tokens_per_s:.0f} tokens/s with "
-        f"{summary.actors} actors, encoder {summary.encoder}",
+        f"{summary.actors} actors, encoder {summary.encoder} {summary.encoder_version}".rstrip(),
         err=True,
     )
+    for fallback in summary.encoder_fallbacks:
+        click.echo(f"encoder passed over: {fallback}", err=True)
+    for note in summary.notes:
+        click.echo(f"note: {note}", err=True)
     click.echo(
         f"shards: {summary.output}/shards  ledger: {summary.output}/ledger  "
         f"summary: {summary.output}/{summary.summary_path}",

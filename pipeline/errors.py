@@ -49,6 +49,13 @@ class UnitFailed(TokenmillError, RuntimeError):
     exit_code = 3
 
 
+class VerificationFailed(TokenmillError, RuntimeError):
+    """A fast encoder's ids differ from the tokenizer's reference on a sampled document: the unit
+    is not committed (it names the document, the first differing token and the encoder)."""
+
+    exit_code = 3
+
+
 class RunIncomplete(TokenmillError, RuntimeError):
     """A run ended without every planned unit committed (exit 3); a rerun resumes."""
 
@@ -70,9 +77,16 @@ class AnalyticsError(TokenmillError, ValueError):
     """A report cannot be built from what was given (no outputs, an unknown baseline, bad SQL)."""
 
 
+class ExportError(TokenmillError, RuntimeError):
+    """An export cannot be made as asked: nothing committed to export, a destination that holds
+    something else, an option the output or format cannot honour (e.g. --append-eod without an EOS
+    id, ids that do not fit the chosen dtype)."""
+
+
 __all__ = [
     "AnalyticsError",
     "ConfigError",
+    "ExportError",
     "InputError",
     "InputsChanged",
     "LeaseError",
@@ -85,4 +99,5 @@ __all__ = [
     "TokenizerError",
     "TokenmillError",
     "UnitFailed",
+    "VerificationFailed",
 ]

@@ -114,6 +114,9 @@ class LedgerEntry:
     words: int = 0
     blank_lines: int = 0
     batches: int = 0
+    # Documents (and their text bytes) re-encoded with the tokenizer's reference and found equal.
+    verified_documents: int = 0
+    verified_bytes: int = 0
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage of this commit
     # The lease the commit was made under ({"owner", "generation"}); None before leases fenced.
     lease: dict[str, Any] | None = None
@@ -201,6 +204,11 @@ class RunSummary:
     complete: bool
     # Units whose inputs changed or disappeared since they were committed: uncommitted by this run
     # (and redone when their files still exist), by input URL.
+    encoder_version: str = ""
+    encoder_fallbacks: list[str] = field(default_factory=list)  # faster backends passed over, why
+    verified_documents: int = 0  # sampled documents whose ids the reference encoder confirmed
+    verified_bytes: int = 0
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # summed over committed units
     inputs_changed: list[str] = field(default_factory=list)
     units_uncommitted: int = 0
     spool_files_removed: int = 0  # scratch files that interrupted runs left behind

@@ -12,7 +12,7 @@ import pytest
 from .helpers import REPO
 
 PACKAGES = ("schemas", "tokenizers_impl", "pipeline", "jobs", "infra")
-SUBSYSTEMS = ("pipeline.tokenize", "pipeline.loader", "pipeline.analytics")
+SUBSYSTEMS = ("pipeline.tokenize", "pipeline.loader", "pipeline.analytics", "pipeline.export")
 # What each layer may import from the project (itself included).
 ALLOWED = {
     "schemas": ("schemas",),

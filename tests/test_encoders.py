@@ -10,6 +10,7 @@ import importlib.util
 import json
 import logging
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -107,11 +108,19 @@ def loaded(style_paths):
     return get
 
 
-def _assert_same_as_reference(tok: BPETokenizer, texts: list[str]) -> None:
+@pytest.fixture(scope="module")
+def sample_reference(loaded, sample_texts):
+    """style -> `tokenizers` ids of every sample document (encoded once)."""
+    return {
+        s: loaded(s, "tokenizers").encode_reference(sample_texts) for s in ("bytelevel", "split")
+    }
+
+
+def _assert_same_as_reference(tok: BPETokenizer, texts: list[str], reference=None) -> None:
     flat, offsets = tok.encode_batch_flat(texts)
     assert flat.dtype == np.uint32 and offsets.dtype == np.int64
     assert len(offsets) == len(texts) + 1
-    reference = tok.encode_reference(texts)
+    reference = tok.encode_reference(texts) if reference is None else reference
     for i, want in enumerate(reference):
         got = flat[offsets[i] : offsets[i + 1]].tolist()
         assert got == want, f"{tok.encoder} differs from tokenizers on text {i}: {texts[i]!r:.80}"
@@ -122,19 +131,19 @@ def _assert_same_as_reference(tok: BPETokenizer, texts: list[str]) -> None:
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("style", ["bytelevel", "split"])
 def test_every_backend_gives_tokenizers_ids_on_every_sample_document(
-    loaded, sample_texts, style, backend
+    loaded, sample_reference, sample_texts, style, backend
 ):
     assert len(sample_texts) == 363
     tok = loaded(style, backend)
     assert tok.encoder == backend and tok.encoder_fallbacks == ()
-    _assert_same_as_reference(tok, sample_texts)
+    _assert_same_as_reference(tok, sample_texts, sample_reference[style])
     assert tok.lossless
     assert tok.verifiable == (backend != "tokenizers")
 
 
 def test_both_styles_take_the_fast_path_and_fingerprints_ignore_the_backend(loaded, style_paths):
     for style in ("bytelevel", "split"):
-        config = json.loads(open(style_paths[style], encoding="utf-8").read())
+        config = json.loads(Path(style_paths[style]).read_text(encoding="utf-8"))
         assert split_pattern(config) is not None
         auto = loaded(style, "auto")
         assert auto.encoder == FASTEST
@@ -146,18 +155,21 @@ def test_both_styles_take_the_fast_path_and_fingerprints_ignore_the_backend(load
 
 
 _PIECES = st.one_of(
-    st.text(
-        alphabet=st.characters(exclude_categories=("Cs",), max_codepoint=0x1FAFF), max_size=40
+    st.text(alphabet=st.characters(exclude_categories=("Cs",), max_codepoint=0x1FAFF), max_size=40),
+    st.from_regex(
+        r"[ \t\r\n\u00a0\u3000\u180e\u2009]{0,3}'(s|t|re|ve|m|ll|d|S|T|RE|LL)", fullmatch=True
     ),
-    st.from_regex(r"[ \t\r\n\u00a0\u3000\u180e\u2009]{0,3}'(s|t|re|ve|m|ll|d|S|T|RE|LL)", fullmatch=True),
     st.from_regex(r"[0-9]{1,12}([.,][0-9]{1,4})?", fullmatch=True),
     st.from_regex(r"(\r\n|\r|\n){1,5}[ \t]{0,3}", fullmatch=True),
     st.from_regex(r" ?[A-Za-z\u00c0-\u024f\u0400-\u04ff]{1,10}", fullmatch=True),
     st.from_regex(r"[\u4e00-\u9fff\u3040-\u30ff\uac00-\ud7a3]{1,6}", fullmatch=True),
     st.sampled_from(["\U0001f600", "\U0001f44d\U0001f3fd", "\u2764\ufe0f", "e\u0301", "\u180e"]),
     st.sampled_from(["<|endoftext|>", "<|end_of_text|>", "<|begin_of_text|>", "<s>", "</s>"]),
-    st.builds(lambda c, n: c * n, st.sampled_from([" ", "\n", "a", "1", "!", "\u4e2d"]),
-              st.integers(1, 300)),
+    st.builds(
+        lambda c, n: c * n,
+        st.sampled_from([" ", "\n", "a", "1", "!", "\u4e2d"]),
+        st.integers(1, 300),
+    ),
 )
 _TEXTS = st.lists(st.lists(_PIECES, max_size=10).map("".join), min_size=1, max_size=6)
 
@@ -294,15 +306,19 @@ def test_encoder_options_are_checked_and_use_tiktoken_keeps_its_meaning(bpe_path
         load_tokenizer(f"bpe:{bpe_path}", use_tiktoken=False, encoder="tiktoken")
     with pytest.raises(TokenizerError, match="unknown encoder 'fastest'"):
         load_tokenizer(f"bpe:{bpe_path}", encoder="fastest")
+    with pytest.raises(TokenizerError, match="encoder_reset_mb must be a number"):
+        load_tokenizer(f"bpe:{bpe_path}", encoder_reset_mb="often")
     with pytest.raises(TokenizerError, match=r"unknown option\(s\) \['encodr'\]"):
         load_tokenizer(f"bpe:{bpe_path}", encodr="tiktoken")
 
 
 @pytest.mark.skipif(not HAS_GIGATOKEN, reason="gigatoken absent")
-def test_gigatoken_is_rebuilt_to_bound_its_caches_without_changing_ids(bpe_path, sample_texts):
-    tok = load_tokenizer(f"bpe:{bpe_path}", encoder="gigatoken", encoder_reset_mb=0.25)
-    _assert_same_as_reference(tok, sample_texts)
-    _assert_same_as_reference(tok, sample_texts)
+def test_gigatoken_is_rebuilt_to_bound_its_caches_without_changing_ids(
+    style_paths, sample_reference, sample_texts
+):
+    tok = load_tokenizer(f"bpe:{style_paths['split']}", encoder="gigatoken", encoder_reset_mb=0.25)
+    _assert_same_as_reference(tok, sample_texts, sample_reference["split"])
+    _assert_same_as_reference(tok, sample_texts, sample_reference["split"])
     assert tok._encoder.resets >= 4
 
 
@@ -399,11 +415,15 @@ def test_tiktoken_kind_reads_ranks_built_from_a_bpe_and_gives_its_ids(
     assert tok.describe()["pattern"] == "gpt2"
     # ranks (not their file layout), pattern and specials make the fingerprint
     tok.save(str(tmp_path / "copy.tiktoken"))
-    copy = load_tokenizer(f"tiktoken:{tmp_path / 'copy.tiktoken'}", pattern="r50k_base",
-                          special_tokens={"<|endoftext|>": 0})
+    copy = load_tokenizer(
+        f"tiktoken:{tmp_path / 'copy.tiktoken'}",
+        pattern="r50k_base",
+        special_tokens={"<|endoftext|>": 0},
+    )
     assert copy.fingerprint == tok.fingerprint
-    other = load_tokenizer(f"tiktoken:{path}", pattern="cl100k_base",
-                           special_tokens={"<|endoftext|>": 0})
+    other = load_tokenizer(
+        f"tiktoken:{path}", pattern="cl100k_base", special_tokens={"<|endoftext|>": 0}
+    )
     assert other.fingerprint != tok.fingerprint
     assert load_tokenizer(f"tiktoken:{path}", pattern="gpt2").fingerprint != tok.fingerprint
 
@@ -431,7 +451,8 @@ def test_tiktoken_kind_uses_gigatoken_on_dense_ranks_and_records_why_not_otherwi
 ):
     dense = BPETokenizer.train(sample_texts[::3], vocab_size=2000, special_tokens=())
     path = tmp_path / "dense.tiktoken"
-    path.write_bytes(dump_ranks(dense.mergeable_ranks()))
+    lines = dump_ranks(dense.mergeable_ranks()).splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[::-1]))  # any line order: the ids are the ranks
     tok = load_tokenizer(f"tiktoken:{path}", pattern="gpt2", special_tokens={"<|endoftext|>": 2000})
     assert tok.encoder == FASTEST and tok.verifiable == HAS_GIGATOKEN
     assert [a.tolist() for a in tok.encode_batch(sample_texts)] == dense.encode_reference(
@@ -467,3 +488,17 @@ def test_tiktoken_kind_refuses_bad_files_and_options(tmp_path):
             path.write_bytes(data)
         with pytest.raises(TokenizerError, match=message):
             load_tokenizer(f"tiktoken:{path}", **options)
+
+
+def test_tokenizers_pickle_with_their_encoder(loaded, style_paths, sample_texts):
+    import pickle
+
+    for backend in ("auto", "tiktoken", "tokenizers"):
+        tok = loaded("split", backend)
+        copy = pickle.loads(pickle.dumps(tok))
+        assert copy.encoder == tok.encoder and copy.describe() == tok.describe()
+        assert np.array_equal(
+            copy.encode_batch_flat(sample_texts[:10])[0],
+            tok.encode_batch_flat(sample_texts[:10])[0],
+        )
+        assert copy.supports_encode_bytes == (tok.encoder != "tokenizers")

@@ -148,6 +148,12 @@ def test_an_actor_larger_than_any_node_is_refused(ray_session, tmp_path, bpe_pat
         run_job(cfg)
 
 
+def own_cluster_env() -> dict[str, str]:
+    """The environment for a CLI subprocess that starts its own local Ray (not the tests' one)."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return {**env, "RAY_AUTH_MODE": "disabled"}
+
+
 def cli(*args, timeout=120, **env):
     return subprocess.run(
         [sys.executable, "-m", "jobs.cli", *args],
@@ -155,7 +161,7 @@ def cli(*args, timeout=120, **env):
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "RAY_AUTH_MODE": "disabled", **env},
+        env={**own_cluster_env(), **env},
     )
 
 
@@ -266,8 +272,20 @@ def test_stale_spool_files_are_reported_by_verify_and_removed_by_the_next_run(
     assert summary.spool_files_removed == 1 and verify_output(str(out)).spool_files == []
 
 
+def big_corpus(folder, copies=8):
+    """The sample corpus, `copies` times over (new ids): a run still going when it is killed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for copy in range(copies):
+        for path in sorted(SAMPLE_DIR.glob("*.jsonl")):
+            with open(folder / f"{path.stem}-{copy}.jsonl", "w", encoding="utf-8") as handle:
+                for r in read_jsonl(path):
+                    r["id"] = f"{r['id']}-{copy}"
+                    handle.write(json.dumps(r, ensure_ascii=False) + "\n")
+    return folder
+
+
 def test_sigterm_ends_a_run_with_one_line_and_exit_3(tmp_path, bpe_path):
-    src = corpus(tmp_path / "in", langs=("de", "ru", "zh", "en", "code"))
+    src = big_corpus(tmp_path / "in")
     out = tmp_path / "out"
     proc = subprocess.Popen(
         [
@@ -291,7 +309,7 @@ def test_sigterm_ends_a_run_with_one_line_and_exit_3(tmp_path, bpe_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+        env=own_cluster_env(),
     )
     deadline = time.time() + 120
     while time.time() < deadline and not list((out / "ledger").glob("*.json")):
@@ -305,7 +323,7 @@ def test_sigterm_ends_a_run_with_one_line_and_exit_3(tmp_path, bpe_path):
 
 
 def test_a_killed_drivers_ray_session_is_stopped_by_the_next_run(ray_session, tmp_path, bpe_path):
-    src = corpus(tmp_path / "in", langs=("de", "ru", "zh", "en", "code"))
+    src = big_corpus(tmp_path / "in")
     out = tmp_path / "out"
     proc = subprocess.Popen(
         [
@@ -321,12 +339,15 @@ def test_a_killed_drivers_ray_session_is_stopped_by_the_next_run(ray_session, tm
             f"bpe:{bpe_path}",
             "--unit-bytes",
             "20000",
+            "--actors",
+            "2",
             "--no-progress",
         ],
         cwd=REPO,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+        stderr=subprocess.PIPE,
+        text=True,
+        env=own_cluster_env(),
     )
     lease = out / "_lease.json"
     deadline = time.time() + 120
@@ -335,6 +356,7 @@ def test_a_killed_drivers_ray_session_is_stopped_by_the_next_run(ray_session, tm
         and "ray_session_dir" in lease.read_text()
         and list((out / "ledger").glob("*.json"))
     ):
+        assert proc.poll() is None, proc.stderr.read()
         time.sleep(0.05)
     session_dir = json.loads(lease.read_text())["ray_session_dir"]
     proc.kill()  # the driver alone: its Ray processes are left running

@@ -17,8 +17,10 @@ from pipeline.tokenize.engine import run_job
 GOLDEN = Path(__file__).parent / "golden"
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 BUCKET = "golden"
-# Ledger fields that measure a run rather than describe its output.
+# Ledger fields that measure a run rather than describe its output: its timings, the lease it ran
+# under, and which encoder backend produced the (identical) ids on this machine.
 RUN_FIELDS = ("timings", "lease")
+ENCODER_FIELDS = ("encoder", "encoder_version", "encoder_fallbacks")
 
 
 def _upload(s3) -> None:
@@ -44,6 +46,9 @@ def _digests(s3, prefix: str) -> dict[str, str]:
         data = fs.cat_file(path)
         if top == "ledger":
             entry = {k: v for k, v in json.loads(data).items() if k not in RUN_FIELDS}
+            entry["tokenizer"] = {
+                k: v for k, v in entry["tokenizer"].items() if k not in ENCODER_FIELDS
+            }
             data = json.dumps(entry, sort_keys=True).encode()
         out[rel] = hashlib.sha256(data).hexdigest()
     return out

@@ -1,5 +1,7 @@
 """tokenmill's tokenizer plugins: one contract (`TokenizerBase`), a registry of kinds, the built-in
-kinds (`bpe`, `sentencepiece`, `lib`, `dynamic_merge`) and byte-token conversion (`byte_token`).
+kinds (`bpe`, `tiktoken`, `sentencepiece`, `lib`, `dynamic_merge`), the encoder backends of
+`bpe` and `tiktoken` behind one exactness gate (`encoders`, docs/encoders.md) and byte-token
+conversion (`byte_token`).
 
 `TokenizerBase` is the one contract: a plugin subclasses it, implements `encode_batch`,
 `token_bytes`, `load` and `save`, sets `kind`, `name`, `vocab_size` and `fingerprint`, and
@@ -41,6 +43,7 @@ from tokenizers_impl.base import (
     EncodedBatch,
     Tokenizer,
     TokenizerBase,
+    known_kinds,
     load_tokenizer,
     register,
     registered_kinds,
@@ -53,6 +56,7 @@ __all__ = [
     "TokenizerBase",
     "TokenizerError",
     "TokenmillError",
+    "known_kinds",
     "load_tokenizer",
     "register",
     "registered_kinds",

@@ -230,6 +230,12 @@ def register(kind: str, cls: type[TokenizerBase]) -> None:
     _REGISTRY[kind] = cls
 
 
+def known_kinds() -> list[str]:
+    """The built-in kinds and those registered so far, without importing any plugin (for help
+    texts and choices; `load_tokenizer` imports a built-in kind on first use)."""
+    return sorted(set(_BUILTIN_KINDS) | set(_REGISTRY))
+
+
 def registered_kinds() -> list[str]:
     """Every kind that `load_tokenizer` accepts (imports the built-in plugins)."""
     for kind in _BUILTIN_KINDS:

@@ -22,6 +22,7 @@ from tokenizers_impl.encoders import (
     select_encoder,
     split_pattern,
 )
+from tokenizers_impl.encoders.base import encoder_options as check_encoder_options
 from tokenizers_impl.encoders.patterns import GPT2_PATTERN, pattern_name
 from tokenizers_impl.encoders.tiktoken_backend import mergeable_ranks
 from tokenizers_impl.files import probe_texts, read_file, write_file
@@ -45,7 +46,6 @@ LOAD_OPTIONS = frozenset(
         "encoder_reset_mb",
     }
 )
-_UNSET: Any = object()
 
 
 @lru_cache(maxsize=1)
@@ -146,7 +146,8 @@ class BPETokenizer(TokenizerBase):
         self.encoder_version = selection.encoder.version
         self.encoder_fallbacks = selection.fallbacks
         self.verifiable = self.encoder != self._reference.name
-        self._bytes_encoder: Any = _UNSET
+        self._bytes_encoder: Any = None
+        self._bytes_encoder_known = False
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -186,7 +187,7 @@ class BPETokenizer(TokenizerBase):
             hf = HFTokenizer.from_str(data.decode("utf-8"))
         except Exception as exc:  # the library raises its own Exception type for bad files
             raise TokenizerError(f"{path!r} is not a valid tokenizer.json: {exc}") from exc
-        encoder_options = {k: options[k] for k in ("encoder_reset_mb",) if k in options}
+        encoder_options = check_encoder_options(options)
         return cls(
             hf,
             name=options.get("name") or path.rsplit("/", 1)[-1],
@@ -228,17 +229,21 @@ class BPETokenizer(TokenizerBase):
     def _byte_level_encoder(self) -> Any:
         """The tiktoken backend when it is exact (it encodes bytes that are not UTF-8), else None;
         never with the `tokenizers` encoder (use_tiktoken=False keeps to the library)."""
-        if self._bytes_encoder is _UNSET:
+        if not self._bytes_encoder_known:
             found = self._encoder if self.encoder == "tiktoken" else None
             if found is None and self.encoder != self._reference.name:
                 try:
                     found = select_encoder(
-                        "tiktoken", self._source, self._reference, self._probes, (),
+                        "tiktoken",
+                        self._source,
+                        self._reference,
+                        self._probes,
+                        (),
                         self._expected,
                     ).encoder
                 except TokenizerError:
                     found = None
-            self._bytes_encoder = found
+            self._bytes_encoder, self._bytes_encoder_known = found, True
         return self._bytes_encoder
 
     @property

@@ -21,6 +21,7 @@ from tokenizers_impl.encoders import (
     probe_set,
     select_encoder,
 )
+from tokenizers_impl.encoders.base import encoder_options as check_encoder_options
 from tokenizers_impl.encoders.patterns import NAMED_PATTERNS, pattern_name
 from tokenizers_impl.files import probe_texts, read_file, write_file
 from tokenizers_impl.special_tokens import resolve_special_tokens
@@ -183,7 +184,7 @@ class TiktokenTokenizer(TokenizerBase):
                 specials = json.loads(specials)
             except json.JSONDecodeError as exc:
                 raise TokenizerError(f"special_tokens is not a JSON mapping: {exc}") from exc
-        encoder_options = {k: options[k] for k in ("encoder_reset_mb",) if k in options}
+        encoder_options = check_encoder_options(options)
         return cls(
             parse_ranks(read_file(path, storage_options), what=repr(path)),
             pattern,

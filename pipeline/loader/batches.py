@@ -45,7 +45,10 @@ def batch_items(
     whole block (per batch only a dict is built, and cu_seqlens when asked), or pinned copies."""
     whole = torch.from_numpy(block)
     tokens = whole[0]
-    parts = {"input_ids": tokens[:, :-1], "labels": whole[1, :, :-1] if rows.labels else tokens[:, 1:]}
+    parts = {
+        "input_ids": tokens[:, :-1],
+        "labels": whole[1, :, :-1] if rows.labels else tokens[:, 1:],
+    }
     row = 1 + rows.labels
     if rows.position:
         parts["position_ids"] = whole[row, :, :-1]
@@ -79,18 +82,18 @@ def batch_items(
             yield dict(zip(keys, values, strict=True))
 
 
-def cu_seqlens(starts: np.ndarray, sizes: list[int], seq_len: int) -> dict[str, list]:
+def cu_seqlens(starts: np.ndarray, sizes: list[int], seq_len: int) -> dict[str, Any]:
     """flash-attn varlen inputs of each item (`sizes` rows each) from the block's segment starts
     (flat input positions, sorted, the block's total last): `cu_seqlens` (int32, [segments + 1],
-    0 first and the item's tokens last) and `max_seqlen` (int)."""
+    0 first and the item's tokens last) and `max_seqlen` (int). A few numpy calls per block and
+    one torch split, nothing per item."""
     bounds = np.concatenate([[0], np.cumsum(sizes)]) * seq_len
-    at = np.searchsorted(starts, bounds).tolist()
-    lengths = np.diff(starts)
-    cu, longest = [], []
-    for k in range(len(sizes)):
-        cu.append(torch.from_numpy((starts[at[k] : at[k + 1] + 1] - bounds[k]).astype(np.int32)))
-        longest.append(int(lengths[at[k] : at[k + 1]].max()))
-    return {"cu_seqlens": cu, "max_seqlen": longest}
+    at = np.searchsorted(starts, bounds)
+    counts = np.diff(at) + 1  # each item's segments, plus its end
+    item = np.repeat(np.arange(len(sizes)), counts)
+    values = (starts[np.arange(len(item)) - item] - bounds[item]).astype(np.int32)
+    longest = np.maximum.reduceat(np.diff(starts), at[:-1]).tolist()
+    return {"cu_seqlens": torch.from_numpy(values).split(counts.tolist()), "max_seqlen": longest}
 
 
 def pinned(value: Any) -> Any:

@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 from pipeline.errors import LoaderError
 
-LOCK, RESERVE, TMP, LENGTHS = ".cache.lock", ".reserve", ".tmp-", ".lengths.npy"
+LOCK, RESERVE, TMP, DOCS = ".cache.lock", ".reserve", ".tmp-", ".docs.npy"
 _HELD: dict[int, Held] = {}  # descriptor -> holder, to close inherited ones after a fork
 
 
@@ -61,7 +61,9 @@ os.register_at_fork(after_in_child=_forget_inherited)
 
 
 def _is_shard(name: str) -> bool:
-    return not (name.startswith(".") or name.endswith((".lock", RESERVE, LENGTHS)) or TMP in name)
+    return not (
+        name.startswith(".") or name.endswith((".lock", RESERVE, DOCS, ".npy")) or TMP in name
+    )
 
 
 class ShardCache:
@@ -205,6 +207,4 @@ class ShardCache:
 
     def usage(self) -> int:
         """Bytes of cached shards now (reservations not counted)."""
-        return sum(
-            e.stat().st_size for e in os.scandir(self.directory) if _is_shard(e.name)
-        )
+        return sum(e.stat().st_size for e in os.scandir(self.directory) if _is_shard(e.name))

@@ -68,4 +68,8 @@ class DirectDataLoader(DataLoader):
 
 def pinned(items: Iterator[dict[str, torch.Tensor]]) -> Iterator[dict[str, torch.Tensor]]:
     for item in items:
-        yield {k: v if v.is_pinned() else v.pin_memory() for k, v in item.items()}
+        yield {k: v.pin_memory() if pinnable(v) else v for k, v in item.items()}
+
+
+def pinnable(value: object) -> bool:
+    return isinstance(value, torch.Tensor) and not value.is_pinned()

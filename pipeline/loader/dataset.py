@@ -1,8 +1,9 @@
 """Trainer data loader: a torch IterableDataset over the shards a ledger lists, packed into
 seq_len + 1 token windows, split by rank and DataLoader worker, resumable mid-epoch.
 
-The samples of an epoch form one global sequence that depends only on (outputs, weights, seed,
-epoch, seq_len): see pipeline/loader/stream.py. Consumers (rank, worker) take whole batches of it:
+The samples of an epoch form one global sequence that depends only on (outputs, weights and their
+unit, stopping strategy or budget, packing, seed, epoch, seq_len, BOS): see stream.py, source.py
+and mixing.py. Consumers (rank, worker) take whole batches of it:
 global step s holds samples [s * B * R, (s + 1) * B * R); rank r takes the r-th block of B of each
 step and DataLoader worker w of that rank takes the steps with s % num_workers == w, which is the
 order an in-order DataLoader hands them out. After every rank has taken n batches the samples seen
@@ -26,12 +27,11 @@ from pipeline.errors import LoaderError
 from pipeline.loader.batches import batch_items, step_ranges
 from pipeline.loader.dataloader import build_dataloader
 from pipeline.loader.kernels import warm_kernels
-from pipeline.loader.mixing import STRATEGIES, UNITS, Schedule, sample_rates
+from pipeline.loader.options import check_options, check_packing
 from pipeline.loader.plan import EpochPlan, plan_epoch
 from pipeline.loader.provenance import load_skip, sample_segments
 from pipeline.loader.shards import ShardStore, committed_shards
 from pipeline.loader.slots import Bundle, WorkerSlots
-from pipeline.loader.source import PACKINGS, SourceEpoch
 from pipeline.loader.state import (
     check_state,
     consumer_state,
@@ -41,10 +41,16 @@ from pipeline.loader.state import (
     start_point,
 )
 from pipeline.loader.stream import StreamOptions
-from pipeline.loader.windows import Epoch, Filled, Rows, fill
+from pipeline.loader.windows import (
+    Epoch,
+    Filled,
+    Rows,
+    build_epoch,
+    fill,
+    join_filled,
+    unused_warning,
+)
 from schemas.shards import token_type
-
-DTYPES = {torch.int64: np.int64, torch.int32: np.int32}
 
 
 class TokenDataset(IterableDataset):
@@ -53,21 +59,24 @@ class TokenDataset(IterableDataset):
     Yields dicts of `dtype` tensors (int64 by default; int32 halves the bytes moved):
     `input_ids` and `labels` (the window shifted by one), plus `position_ids` (restarting at each
     document) and `document_ids` (segment number within the window, for block-diagonal attention
-    masks) when asked, and `index` (global sample index, int64) when `return_index`. With
-    `batch_size` set, each item is a whole batch [batch_size, seq_len]: use
-    `DataLoader(dataset, batch_size=None)` (or `dataset.dataloader(...)`); that is what makes the
-    resume state exact with several workers. Without it, items are single samples [seq_len].
+    masks) when asked, `cu_seqlens` / `max_seqlen` (flash-attn varlen, `seq_lens=True`), and
+    `index` (global sample index, int64) when `return_index`. With `batch_size` set, each item is a
+    whole batch [batch_size, seq_len]: use `DataLoader(dataset, batch_size=None)` (or
+    `dataset.dataloader(...)`); that is what makes the resume state exact with several workers.
+    Without it, items are single samples [seq_len].
 
     `input_ids` and `labels` are the views `w[:, :-1]` and `w[:, 1:]` of the batch's rows `w` of
     one [samples, seq_len + 1] chunk array (about `chunk_tokens`, or `bundle_tokens` in a
     dataloader() worker's shared slot; each token copied once; not contiguous: use
-    `.reshape`/`.flatten`, not `.view`); `position_ids`/`document_ids` are views of further blocks
-    of that array. A batch kept alive keeps its chunk alive. Exceptions: the padded labels of a
-    `drop_last=False` tail (their own copy), and pinned batches (`pin_memory`: contiguous pinned
-    copies, ready for non_blocking transfer).
+    `.reshape`/`.flatten`, not `.view`); labels are a block of their own when they differ from the
+    shifted tokens (best_fit padding, skipped documents, cross-document masking), and
+    `position_ids`/`document_ids` are views of further blocks of that array. A batch kept alive
+    keeps its chunk alive. Exceptions: the padded labels of a `drop_last=False` tail (their own
+    copy), and pinned batches (`pin_memory`: contiguous pinned copies, ready for non_blocking
+    transfer). docs/loader.md documents every option.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913
         self,
         url: str | Sequence[str],
         seq_len: int,
@@ -77,17 +86,27 @@ class TokenDataset(IterableDataset):
         *,
         batch_size: int | None = None,
         weights: Sequence[float] | None = None,
+        weight_unit: str = "token",
+        stopping_strategy: str | None = None,
+        budget_tokens: int | None = None,
+        packing: str = "concat",
+        pack_buffer: int = 1024,
         shuffle: bool = True,
         group_shards: int = 4,
         eos_id: int | None = None,
+        bos_id: int | None = None,
         pad_id: int | None = None,
         drop_last: bool = True,
         position_ids: bool = False,
         document_ids: bool = False,
+        seq_lens: bool = False,
+        mask_cross_document: bool = False,
+        skip_documents: str | os.PathLike | Iterable[str] | None = None,
         return_index: bool = False,
         pin_memory: bool = False,
         storage_options: dict[str, Any] | None = None,
         cache_dir: str | None = None,
+        cache_limit: int | None = None,
         mix_block: int = 64,
         dtype: torch.dtype | str = torch.int64,
         chunk_tokens: int = 1 << 19,
@@ -95,48 +114,85 @@ class TokenDataset(IterableDataset):
     ):
         super().__init__()
         urls = [url] if isinstance(url, str) else list(url)
-        if seq_len < 1 or (batch_size is not None and batch_size < 1):
-            raise ValueError(f"seq_len ({seq_len}) and batch_size ({batch_size}) must be >= 1")
-        if (rank is None) != (world_size is None) or (
-            rank is not None and not 0 <= rank < world_size
-        ):
-            raise ValueError(
-                f"rank={rank}, world_size={world_size}: give both, 0 <= rank < world_size"
-            )
-        if weights is not None and len(weights) != len(urls):
-            raise ValueError(f"{len(weights)} weights for {len(urls)} outputs")
+        check_options(
+            urls, seq_len, batch_size, rank, world_size, weights, weight_unit, stopping_strategy
+        )
+        check_packing(packing, pack_buffer, budget_tokens, seq_len, stopping_strategy)
         self.urls, self.seq_len, self.seed = urls, seq_len, seed
         self.rank, self.world_size, self.batch_size = rank, world_size, batch_size
         self.shuffle, self.group_shards, self.drop_last = shuffle, group_shards, drop_last
+        self.weight_unit, self.stopping_strategy = weight_unit, stopping_strategy
+        self.budget_tokens, self.packing, self.pack_buffer = budget_tokens, packing, pack_buffer
         self.position_ids, self.document_ids = position_ids, document_ids
         self.return_index, self.pin_memory, self.mix_block = return_index, pin_memory, mix_block
         self.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-        if self.dtype not in DTYPES:
+        self._np_dtype = {torch.int64: np.int64, torch.int32: np.int32}.get(self.dtype)
+        if self._np_dtype is None:
             raise ValueError(f"dtype {dtype}: int64 or int32")
-        self._np_dtype = DTYPES[self.dtype]
         self.chunk_tokens, self.bundle_tokens = chunk_tokens, bundle_tokens
-        self.stores = [ShardStore(u, storage_options, cache_dir) for u in urls]
-        self.shards, tokenizers = zip(
-            *(committed_shards(u, storage_options) for u in urls), strict=True
+        self.skip = load_skip(skip_documents)
+        open_shards = 2 * group_shards if cache_limit is not None else 16
+        self.stores = [
+            ShardStore(u, storage_options, cache_dir, cache_limit, open_shards) for u in urls
+        ]
+        self._ids(storage_options, eos_id, bos_id, pad_id)
+        self.rows = Rows(
+            packing == "best_fit" or self.skip is not None or mask_cross_document,
+            position_ids,
+            document_ids,
+            seq_lens,
+            mask_cross_document,
         )
-        if len({t["fingerprint"] for t in tokenizers}) > 1:
-            raise LoaderError(f"outputs {urls} were tokenized with different tokenizers")
-        self.tokenizer = tokenizers[0]
-        self.eos_id = eos_id if eos_id is not None else self.tokenizer.get("eos_id")
-        if self.eos_id is None:
-            raise LoaderError(f"tokenizer of {urls[0]} has no eos_id; pass eos_id=")
-        self.pad_id = self.eos_id if pad_id is None else pad_id
-        shard_dtype = np.dtype(token_type(self.tokenizer.get("vocab_size") or 0).to_pandas_dtype())
-        warm_kernels(self._np_dtype, shard_dtype, group_shards, ids=position_ids or document_ids)
-        self.weights = list(weights) if weights is not None else [1.0] * len(urls)
+        self._kernels()
+        self.weights = [float(w) for w in weights] if weights is not None else [1.0] * len(urls)
         self.epoch = 0
         self._resume: dict[str, Any] | None = None
         # consumer state after the last yield here: (layout, start, next_step, sample), made
         # into a dict only when asked (state_dict), not for every batch
         self._progress: tuple | None = None
-        self._built: tuple[int, list[PackedStream], Mixture | None] | None = None
+        self._built: Epoch | None = None
+        self._warned = False
         self._slots: WorkerSlots | None = None  # in a dataloader() worker: its shared slots
         self._blocks: list[np.ndarray] = []  # chunk arrays this process may refill (_blank)
+
+    def _kernels(self) -> None:
+        """How documents become windows, and the kernels that will do it compiled (or loaded)
+        in this process, before any DataLoader worker forks from it."""
+        self.options = StreamOptions(
+            self.seq_len + 1,
+            int(self.bos_id is not None),
+            self.bos_id or 0,
+            self.eos_id,
+            self.pad_id,
+            self.pack_buffer,
+            self.shuffle,
+            self.group_shards,
+        )
+        shard_dtype = np.dtype(token_type(self.tokenizer.get("vocab_size") or 0).to_pandas_dtype())
+        best = self.packing == "best_fit"
+        warm_kernels(self._np_dtype, shard_dtype, self.group_shards, best=best)
+
+    def _ids(
+        self,
+        storage_options: dict[str, Any] | None,
+        eos_id: int | None,
+        bos_id: int | None,
+        pad_id: int | None,
+    ) -> None:
+        """The ledger's shards and tokenizer of every output; EOS, BOS (the tokenizer's when it
+        has one, unless bos_id < 0) and padding ids."""
+        self.shards, tokenizers = zip(
+            *(committed_shards(u, storage_options) for u in self.urls), strict=True
+        )
+        if len({t["fingerprint"] for t in tokenizers}) > 1:
+            raise LoaderError(f"outputs {self.urls} were tokenized with different tokenizers")
+        self.tokenizer = tokenizers[0]
+        self.eos_id = eos_id if eos_id is not None else self.tokenizer.get("eos_id")
+        if self.eos_id is None:
+            raise LoaderError(f"tokenizer of {self.urls[0]} has no eos_id; pass eos_id=")
+        bos = self.tokenizer.get("bos_id") if bos_id is None else bos_id
+        self.bos_id = None if bos is None or bos < 0 else bos
+        self.pad_id = self.eos_id if pad_id is None else pad_id
 
     def __getstate__(self) -> dict:
         """Pickled for spawned DataLoader workers: without this process's arrays and slots."""
@@ -152,31 +208,17 @@ class TokenDataset(IterableDataset):
             self._progress = None
         self.epoch = epoch
 
-    def _sources(self, epoch: int) -> tuple[list[PackedStream], Mixture | None]:
-        if self._built is None or self._built[0] != epoch:
-            streams = [
-                PackedStream(
-                    store,
-                    list(shards),
-                    eos_id=self.eos_id,
-                    seed=self._source_seed(i),
-                    epoch=epoch,
-                    shuffle=self.shuffle,
-                    group_shards=self.group_shards,
-                )
-                for i, (store, shards) in enumerate(zip(self.stores, self.shards, strict=True))
-            ]
-            mixture = None
-            if len(streams) > 1:
-                mixture = Mixture(
-                    self.weights,
-                    [s.total // (self.seq_len + 1) for s in streams],
-                    block=self.mix_block,
-                    seed=self.seed,
-                    epoch=epoch,
-                )
-            self._built = (epoch, streams, mixture)
-        return self._built[1], self._built[2]
+    def _epoch(self, epoch: int | None = None) -> Epoch:
+        """The epoch's sources, schedule and length (built once per epoch and process)."""
+        epoch = self.epoch if epoch is None else epoch
+        if self._built is None or self._built.epoch != epoch:
+            self._built = build_epoch(self, epoch)
+            if not self._warned:
+                self._warned = True
+                unused = unused_warning(self._built, self)
+                if unused:
+                    warnings.warn(unused, stacklevel=3)
+        return self._built
 
     def _source_seed(self, i: int) -> int:
         return (
@@ -192,33 +234,31 @@ class TokenDataset(IterableDataset):
             return torch.distributed.get_world_size(), torch.distributed.get_rank()
         return 1, 0
 
-    def _counts(self, epoch: int) -> tuple[int, int, int]:
-        """(full windows, windows incl. a padded partial one, stream tokens) of an epoch."""
-        streams, mixture = self._sources(epoch)
-        window = self.seq_len + 1
-        total = sum(s.total for s in streams)
-        if mixture is not None:
-            return mixture.num_samples, mixture.num_samples, total
-        full = total // window
-        return full, full + (1 if total % window and not self.drop_last else 0), total
-
     def _end(self, epoch: int, start: int, per_step: int) -> int:
-        full, padded, _ = self._counts(epoch)
-        if self.drop_last:
-            return start + max(full - start, 0) // per_step * per_step
-        return padded
+        return self._epoch(epoch).end(start, per_step, self.drop_last)
 
-    def plan(self, epoch: int | None = None) -> EpochPlan:
-        """Sample and token counts of an epoch from its start, with the drop-last tail reported."""
-        epoch = self.epoch if epoch is None else epoch
+    def plan(self, epoch: int | None = None, detail: bool = True) -> EpochPlan:
+        """Sample and token counts of an epoch from its start (the drop-last tail reported) and
+        per source: tokens available and used, repeats, tokens dropped, share, padding, and with
+        `detail` cut documents (concat: reads every shard's document lengths once)."""
+        built = self._epoch(epoch)
         world, _ = self._world()
         per_step = (self.batch_size or 1) * world
-        full, _, total = self._counts(epoch)
-        n = self._end(epoch, 0, per_step)
-        covered = min(n * (self.seq_len + 1), total)
-        return EpochPlan(
-            epoch, n, per_step, -(-n // per_step), total, max(full - n, 0), total - covered
+        return plan_epoch(
+            built,
+            built.end(0, per_step, self.drop_last),
+            per_step,
+            urls=self.urls,
+            weights=self.weights,
+            packing=self.packing,
+            weight_unit=self.weight_unit,
+            detail=detail,
         )
+
+    def provenance(self, sample_index: int, epoch: int | None = None) -> list[dict[str, Any]]:
+        """The document segments of a global sample (pipeline/loader/provenance.py), from the
+        ledger and this deterministic plan alone."""
+        return sample_segments(self._epoch(epoch), sample_index)
 
     # -- iteration -----------------------------------------------------------------------------
 
@@ -261,8 +301,8 @@ class TokenDataset(IterableDataset):
             )
             if not ranges:
                 return
-            block, valid, source = self._chunk(ranges, epoch, self._np_dtype)
-            for item in self._items(block, ranges, valid, source, single):
+            block, filled = self._chunk(ranges, epoch, self._np_dtype)
+            for item in self._items(block, ranges, filled, single):
                 done = start + (step + 1) * per_step
                 step += workers
                 self._progress = (layout, start, step, done if done < end else end)
@@ -282,13 +322,12 @@ class TokenDataset(IterableDataset):
                 return
             slot = slots.take()
             if slot is None:
-                block, valid, source = self._chunk(ranges, self.epoch, self._np_dtype)
-                bundle = Bundle(worker, -1, ranges, valid, source, torch.from_numpy(block))
+                block, filled = self._chunk(ranges, self.epoch, self._np_dtype)
+                bundle = Bundle(worker, -1, ranges, filled, torch.from_numpy(block))
             else:
                 rows = sum(b - a for a, b in ranges)
                 block = slots.slots[slot, :, :rows]
-                valid, source = self._fill_ranges(ranges, self.epoch, block)
-                bundle = Bundle(worker, slot, ranges, valid, source)
+                bundle = Bundle(worker, slot, ranges, self._fill_ranges(ranges, self.epoch, block))
             done = start + (step + len(ranges)) * per_step
             step += chunk * workers
             self._progress = (layout, start, step, done if done < end else end)
@@ -304,17 +343,13 @@ class TokenDataset(IterableDataset):
     def _consumer_state(self, layout: list[int], start: int, next_step: int, sample: int) -> dict:
         return consumer_state(self._state(sample, layout[2] == 1), layout, start, next_step)
 
-    def _rows(self) -> int:
-        """Blocks of one batch's storage: the windows, then position and/or document ids."""
-        return 1 + self.position_ids + self.document_ids
-
     def _chunk(
         self, ranges: list[tuple[int, int]], epoch: int, dtype: type
-    ) -> tuple[np.ndarray, int, np.ndarray | None]:
+    ) -> tuple[np.ndarray, Filled]:
         """A fresh [rows, samples, seq_len + 1] block holding the sample ranges, in order."""
         n = sum(b - a for a, b in ranges)
-        block = self._blank((self._rows(), n, self.seq_len + 1), dtype)
-        return block, *self._fill_ranges(ranges, epoch, block)
+        block = self._blank((self.rows.count, n, self.seq_len + 1), dtype)
+        return block, self._fill_ranges(ranges, epoch, block)
 
     def _blank(self, shape: tuple[int, ...], dtype: type) -> np.ndarray:
         """An array to fill: a recycled chunk array when nothing references it any more (no
@@ -331,65 +366,26 @@ class TokenDataset(IterableDataset):
             self._blocks = [*self._blocks[1:], block]
         return block
 
-    def _fill_ranges(
-        self, ranges: list[tuple[int, int]], epoch: int, block: np.ndarray
-    ) -> tuple[int, np.ndarray | None]:
-        """_fill for several sample ranges placed one after another in block (one read when
-        they follow each other in the stream, as a lone rank's consecutive steps do)."""
+    def _fill_ranges(self, ranges: list[tuple[int, int]], epoch: int, block: np.ndarray) -> Filled:
+        """Samples of several ranges placed one after another in block (one read when they
+        follow each other in the stream, as a lone rank's consecutive steps do)."""
+        built, skips = self._epoch(epoch), self.skip is not None
         if all(ranges[i][1] == ranges[i + 1][0] for i in range(len(ranges) - 1)):
-            return self._fill(ranges[0][0], ranges[-1][1], epoch, block)
-        at, sources = 0, []
+            return fill(built, ranges[0][0], ranges[-1][1], block, self.rows, skips)
+        at, parts = 0, []
         for a, b in ranges:
-            valid, source = self._fill(a, b, epoch, block[:, at : at + b - a])
-            sources.append(source)
+            parts.append(fill(built, a, b, block[:, at : at + b - a], self.rows, skips))
             at += b - a
-        return valid, None if sources[0] is None else np.concatenate(sources)
-
-    def _fill(self, a: int, b: int, epoch: int, block: np.ndarray) -> tuple[int, np.ndarray | None]:
-        """Samples a .. b-1 into block[0] ([n, seq_len + 1] windows) and the requested ids into
-        block[1:] (first seq_len columns). Returns (valid tokens of the last window, the source
-        of each sample when mixing)."""
-        streams, mixture = self._sources(epoch)
-        window, n = self.seq_len + 1, b - a
-        tokens = block[0]
-        wants_bounds = self.position_ids or self.document_ids
-        starts = np.zeros((n, window), dtype=bool) if wants_bounds else None
-        valid, source = window, None
-        if mixture is None:
-            flat = tokens.reshape(-1)  # block[0] is contiguous: a view
-            got = streams[0].read(a * window, flat, None if starts is None else starts.reshape(-1))
-            if got < n * window:  # the padded partial window (drop_last=False)
-                flat[got:] = self.pad_id
-                valid = got - (n - 1) * window
-        else:
-            sources, local = mixture.locate(a, b)
-            for s in np.unique(sources):
-                rows = np.flatnonzero(sources == s)  # consecutive windows of source s
-                part = np.empty((len(rows), window), dtype=tokens.dtype)
-                bounds = None if starts is None else np.zeros((len(rows), window), dtype=bool)
-                streams[s].read(
-                    int(local[rows[0]]) * window,
-                    part.reshape(-1),
-                    None if bounds is None else bounds.reshape(-1),
-                )
-                tokens[rows] = part
-                if starts is not None:
-                    starts[rows] = bounds
-            source = sources.astype(np.int64)
-        if starts is not None:
-            position = 1 if self.position_ids else -1
-            segment_ids(block, starts, position, 1 + self.position_ids if self.document_ids else -1)
-        return valid, source
+        return join_filled(parts, [b - a for a, b in ranges], self.seq_len)
 
     def _items(
         self,
         block: np.ndarray,
         ranges: list[tuple[int, int]],
-        valid: int,
-        source: np.ndarray | None,
+        filled: Filled,
         single: bool = False,
         pin: bool | None = None,
-    ) -> Iterator[dict[str, torch.Tensor]]:
+    ) -> Iterator[dict[str, Any]]:
         """The batch dicts (or samples, `single`) of the sample ranges held by one
         [rows, samples, seq_len + 1] block (batch_items); pinned copies with pin_memory in the
         main process."""
@@ -398,11 +394,9 @@ class TokenDataset(IterableDataset):
         return batch_items(
             block,
             ranges,
-            valid,
-            source,
+            filled,
             seq_len=self.seq_len,
-            position_ids=self.position_ids,
-            document_ids=self.document_ids,
+            rows=self.rows,
             return_index=self.return_index,
             single=single,
             pin=pin,
@@ -412,8 +406,8 @@ class TokenDataset(IterableDataset):
         """Global samples a .. b-1 of an epoch (default: the current one) as one batch
         (always batch-shaped, also with batch_size=None)."""
         epoch = self.epoch if epoch is None else epoch
-        block, valid, source = self._chunk([(a, b)], epoch, self._np_dtype)
-        return next(self._items(block, [(a, b)], valid, source))
+        block, filled = self._chunk([(a, b)], epoch, self._np_dtype)
+        return next(self._items(block, [(a, b)], filled))
 
     # -- resume --------------------------------------------------------------------------------
 
@@ -476,7 +470,7 @@ class TokenDataset(IterableDataset):
 
     def _ring_shape(self, workers: int, slots: int) -> tuple[int, ...]:
         samples = self._chunk_batches(self.bundle_tokens) * self.batch_size
-        return (workers, slots, self._rows(), samples, self.seq_len + 1)
+        return (workers, slots, self.rows.count, samples, self.seq_len + 1)
 
     def _resume_sample(self) -> int:
         """Where the next iteration of this (main process) dataset starts: a loaded global
@@ -488,6 +482,7 @@ class TokenDataset(IterableDataset):
             "urls": self.urls,
             "seq_len": self.seq_len,
             "eos_id": self.eos_id,
+            "bos_id": self.bos_id,
             "tokenizer": self.tokenizer,
-            **asdict(self.plan()),
+            **asdict(self.plan(detail=False)),
         }

@@ -19,9 +19,11 @@ SEG_FIELDS = 5  # row, column, length, document (-1: padding), offset in the doc
 
 
 @njit(cache=True, nogil=True, inline="always")
-def copy_piece(dst, at, tokens, start, length, lead, bos, eos, q, n):  # noqa: ANN001, ANN201
+def copy_piece(dst, lab, at, tokens, start, length, lead, bos, eos, q, n):  # noqa: ANN001, ANN201
     """Document-stream positions [q, q + n) into dst[at : at + n]; the stream is `lead` BOS
-    tokens (0 or 1), then tokens[start : start + length], then one EOS."""
+    tokens (0 or 1), then tokens[start : start + length], then one EOS. With a labels row `lab`
+    (length > 0), the same tokens also go to lab[at - 1 : at + n - 1] (the labels whose targets
+    they are), read back from dst while it is in cache."""
     k = 0
     if q < lead:
         dst[at] = bos
@@ -36,14 +38,43 @@ def copy_piece(dst, at, tokens, start, length, lead, bos, eos, q, n):  # noqa: A
             dst[d0 + i] = tokens[s0 + i]
     if q + n == length + lead + 1:
         dst[at + n - 1] = eos
+    if len(lab):
+        shift_labels(dst, lab, at, at + n)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def shift_labels(dst, lab, a, b):  # noqa: ANN001, ANN201
+    """lab[j - 1] = dst[j] for j in [max(a, 1), b): the labels whose targets dst[a:b] are."""
+    if a < 1:
+        a = 1
+    if b > a:
+        d0 = numba.uint64(a)
+        for i in range(numba.uint64(b - a)):
+            lab[d0 + i - 1] = dst[d0 + i]
 
 
 @njit(cache=True, nogil=True)
 def gather_concat(  # noqa: ANN201, PLR0913
-    out, rows, o, files, doc_file, doc_start, doc_len, ends, rel, stop, lead, bos, eos, seg, nseg
+    out,
+    labels,
+    rows,
+    o,
+    files,
+    doc_file,
+    doc_start,
+    doc_len,
+    ends,
+    rel,
+    stop,
+    lead,
+    bos,
+    eos,
+    seg,
+    nseg,
 ):  # noqa: ANN001
     """Hot loop: copy a shuffle group's stream positions [rel, stop) to flat position `o` of
-    consecutive windows whose rows in `out` ([n, window]) are `rows`; document d's stream spans
+    consecutive windows whose rows in `out` ([n, window]) are `rows` (and, shifted, to the same
+    rows of `labels` unless it has no columns); document d's stream spans
     [ends[d] - (doc_len[d] + 1 + lead), ends[d]). Appends a segment per slice to seg (from nseg);
     returns (new flat position, new segment count)."""
     window = out.shape[1]
@@ -62,7 +93,8 @@ def gather_concat(  # noqa: ANN201, PLR0913
             if n > window - c:
                 n = window - c
             row = rows[r]
-            copy_piece(out[row], c, tokens, doc_start[d], length, lead, bos, eos, q, n)
+            lab = labels[row] if labels.shape[1] else labels[0]
+            copy_piece(out[row], lab, c, tokens, doc_start[d], length, lead, bos, eos, q, n)
             seg[nseg, 0], seg[nseg, 1], seg[nseg, 2] = row, c, n
             seg[nseg, 3], seg[nseg, 4] = d, q
             nseg += 1
@@ -75,23 +107,44 @@ def gather_concat(  # noqa: ANN201, PLR0913
 
 @njit(cache=True, nogil=True)
 def gather_bins(  # noqa: ANN201, PLR0913
-    out, rows, files, doc_file, doc_start, doc_len, bins, pieces, b0, b1, lead, bos, eos, pad, seg, nseg
+    out,
+    labels,
+    rows,
+    files,
+    doc_file,
+    doc_start,
+    doc_len,
+    bins,
+    pieces,
+    b0,
+    b1,
+    lead,
+    bos,
+    eos,
+    pad,
+    seg,
+    nseg,
 ):  # noqa: ANN001
-    """Hot loop: windows (bins) b0 .. b1-1 of a best-fit group layout into out[rows[b - b0]]:
-    each bin's pieces (document, offset in its stream, length: rows of `pieces`,
-    bins[b] .. bins[b + 1]) one after another, then padding. Returns the new segment count."""
+    """Hot loop: windows (bins) b0 .. b1-1 of a best-fit group layout into out[rows[b - b0]]
+    (and shifted into labels, as gather_concat): each bin's pieces (document, offset in its
+    stream, length: rows of `pieces`, bins[b] .. bins[b + 1]) one after another, then padding
+    (its labels are left to mask_labels). Returns the new segment count."""
     window = out.shape[1]
     for b in range(b0, b1):
         row = rows[b - b0]
         dst = out[row]
+        lab = labels[row] if labels.shape[1] else labels[0]
         c = 0
         for p in range(bins[b], bins[b + 1]):
             d, q, n = pieces[p, 0], pieces[p, 1], pieces[p, 2]
-            copy_piece(dst, c, files[doc_file[d]], doc_start[d], doc_len[d], lead, bos, eos, q, n)
+            tokens = files[doc_file[d]]
+            copy_piece(dst, lab[:0], c, tokens, doc_start[d], doc_len[d], lead, bos, eos, q, n)
             seg[nseg, 0], seg[nseg, 1], seg[nseg, 2] = row, c, n
             seg[nseg, 3], seg[nseg, 4] = d, q
             nseg += 1
             c += n
+        if len(lab):  # the row's labels at once, while it is in cache
+            shift_labels(dst, lab, 0, c)
         if c < window:
             for i in range(c, window):
                 dst[i] = pad
@@ -215,45 +268,80 @@ def _order_bins(bins, pieces, placed, keys, first_bin, nbins, first_piece, npiec
 
 
 @njit(cache=True, nogil=True)
-def label_rows(tokens, labels, seg, nseg, mask):  # noqa: ANN001, ANN201
-    """Hot loop: labels[i, j] = tokens[i, j + 1], then IGNORE over the targets of segments with
-    mask 1 (padding, skipped documents) and at the first target of segments with mask 2 (a
-    document's first stream token: cross-document labels)."""
-    n, window = tokens.shape
-    for i in range(n):
-        src, dst = tokens[i], labels[i]
-        for j in range(numba.uint64(window - 1)):
-            dst[j] = src[j + 1]
-    for k in range(nseg):
+def mask_labels(labels, seg, mask):  # noqa: ANN001, ANN201
+    """IGNORE over the labels whose targets are in segments of mask 1 (padding, skipped
+    documents), and at the first target of segments of mask 2 (a document's first stream token:
+    cross-document labels)."""
+    for k in range(len(mask)):
+        if mask[k] == 0:
+            continue
         row, c, length = seg[k, 0], seg[k, 1], seg[k, 2]
         if mask[k] == 1:
-            a = c - 1 if c > 0 else 0
-            for j in range(a, c + length - 1):
+            for j in range(c - 1 if c > 0 else 0, c + length - 1):
                 labels[row, j] = IGNORE
-        elif mask[k] == 2 and c > 0:
+        elif c > 0:
             labels[row, c - 1] = IGNORE
 
 
 @njit(cache=True, nogil=True)
-def segment_ids(block, seg, order, position_row, document_row):  # noqa: ANN001, ANN201
-    """Position ids (0 at each segment start, then counting) into block[position_row] and
-    segment numbers within the row into block[document_row] (rows < 0: not wanted), first
-    seq_len columns; `order` lists the segments sorted by (row, column)."""
-    limit = block.shape[2] - 1
+def mixed_blocks(key, k0, before):  # noqa: ANN001, ANN201
+    """Source and source-window index of every sample of mixture blocks k0, k0 + 1, ...:
+    `before[i, s]` is the count of source s before block k0 + i (one row more than blocks).
+    Block k holds each source s `before[k + 1, s] - before[k, s]` times, in an order permuted by
+    a splitmix64 hash of (key, k, position) (stable sort of the hashes)."""
+    blocks, n_sources = before.shape[0] - 1, before.shape[1]
+    total = 0
+    for s in range(n_sources):
+        total += before[blocks, s] - before[0, s]
+    sources = np.empty(total, dtype=np.int64)
+    local = np.empty(total, dtype=np.int64)
+    at = 0
+    for i in range(blocks):
+        n = 0
+        for s in range(n_sources):
+            n += before[i + 1, s] - before[i, s]
+        hashes = np.empty(n, dtype=np.uint64)
+        base = numba.uint64(key) ^ (numba.uint64(k0 + i) * numba.uint64(0x9E3779B97F4A7C15))
+        for j in range(n):
+            z = base + numba.uint64(j + 1) * numba.uint64(0xBF58476D1CE4E5B9)
+            z = (z ^ (z >> numba.uint64(30))) * numba.uint64(0xBF58476D1CE4E5B9)
+            z = (z ^ (z >> numba.uint64(27))) * numba.uint64(0x94D049BB133111EB)
+            hashes[j] = z ^ (z >> numba.uint64(31))
+        order = np.argsort(hashes, kind="mergesort")
+        label = np.empty(n, dtype=np.int64)
+        j = 0
+        for s in range(n_sources):
+            for _ in range(before[i + 1, s] - before[i, s]):
+                label[j] = s
+                j += 1
+        seen = before[i].copy()
+        for j in range(n):
+            s = label[order[j]]
+            sources[at + j] = s
+            local[at + j] = seen[s]
+            seen[s] += 1
+        at += n
+    return sources, local
+
+
+@njit(cache=True, nogil=True)
+def segment_ids(positions, documents, seg, order, want_positions, want_documents):  # noqa: ANN001, ANN201
+    """Position ids (0 at each segment start, then counting) into positions and segment numbers
+    within the row into documents (both [n, seq_len + 1], first seq_len columns written; only
+    those wanted); `order` lists the segments sorted by (row, column)."""
+    limit = positions.shape[1] - 1
     last_row, number = -1, 0
     for k in order:
         row, c, length = seg[k, 0], seg[k, 1], seg[k, 2]
         number = number + 1 if row == last_row else 0
         last_row = row
         end = c + length if c + length < limit else limit
-        if position_row >= 0:
-            positions = block[position_row, row]
+        if want_positions:
             for j in range(c, end):
-                positions[j] = j - c
-        if document_row >= 0:
-            documents = block[document_row, row]
+                positions[row, j] = j - c
+        if want_documents:
             for j in range(c, end):
-                documents[j] = number
+                documents[row, j] = number
 
 
 def warm_kernels(out_dtype: type, token_dtype: np.dtype, group_shards: int, best: bool) -> None:
@@ -267,9 +355,31 @@ def warm_kernels(out_dtype: type, token_dtype: np.dtype, group_shards: int, best
     out = np.zeros((1, 3), dtype=out_dtype)
     rows, seg = np.zeros(1, dtype=np.int64), np.zeros((4, SEG_FIELDS), dtype=np.int64)
     doc_file = np.zeros(1, np.int32)
-    gather_concat(out, rows, 0, files, doc_file, 0 * one, one, 2 * one, 0, 2, 0, 0, 0, seg, 0)
-    if best:
-        bins, pieces = best_fit(2 * one, 3, 4, np.zeros(2, dtype=np.int64))
-        gather_bins(out, rows, files, doc_file, 0 * one, one, bins, pieces, 0, 1, 0, 0, 0, 0, seg, 0)
-    label_rows(out, out.copy(), seg, 1, np.zeros(1, dtype=np.int8))
-    segment_ids(np.zeros((3, 1, 3), dtype=out_dtype), seg, np.zeros(1, np.int64), 1, 2)
+    for labels in (out[:, :0], out.copy()):
+        gather_concat(
+            out, labels, rows, 0, files, doc_file, 0 * one, one, 2 * one, 0, 2, 0, 0, 0, seg, 0
+        )
+        if best:
+            bins, pieces = best_fit(2 * one, 3, 4, np.zeros(2, dtype=np.int64))
+            gather_bins(
+                out,
+                labels,
+                rows,
+                files,
+                doc_file,
+                0 * one,
+                one,
+                bins,
+                pieces,
+                0,
+                1,
+                0,
+                0,
+                0,
+                0,
+                seg,
+                0,
+            )
+    mask_labels(out, seg, np.zeros(1, dtype=np.int8))
+    segment_ids(out, out.copy(), seg, np.zeros(1, np.int64), True, True)
+    mixed_blocks(0, 0, np.array([[0, 0], [1, 1]], dtype=np.int64))

@@ -10,8 +10,8 @@ of source s is due at (j + 1/2) / r_s (r_s: its share as an exact integer rate; 
 source first). Among the first m samples source s then has its share within one sample, for every
 m, and the count is a closed form (plus at most one correction per source), so any sample is
 located without the ones before it. Blocks of `block` samples keep their counts and are permuted by
-(seed, epoch, block), as before: with integer weights whose shares times the block are whole
-numbers every block holds exactly those counts.
+a hash of (seed, epoch, block, position): with integer weights whose shares times the block are
+whole numbers every block holds exactly those counts, as before.
 
 Length. "first_exhausted" (the default, HF datasets' convention): the epoch ends before any source
 would repeat a window (a single source: its whole windows, as before). "all_exhausted": it ends
@@ -28,7 +28,7 @@ from fractions import Fraction
 import numpy as np
 
 from pipeline.errors import LoaderError
-from pipeline.loader.stream import epoch_rng
+from pipeline.loader.kernels import mixed_blocks
 
 STRATEGIES = ("first_exhausted", "all_exhausted")
 UNITS = ("token", "byte", "document")
@@ -60,6 +60,7 @@ class Schedule:
     def __init__(self, rates: list[int], *, block: int, seed: int, epoch: int):
         self.rates, self.block, self.seed, self.epoch = rates, block, seed, epoch
         self.total = sum(rates)
+        self.key = int(np.random.SeedSequence([seed, epoch, 2]).generate_state(1)[0])
         self._counts: dict[int, list[int]] = {}
 
     def counts(self, m: int) -> list[int]:
@@ -86,43 +87,34 @@ class Schedule:
         self._counts[m] = c
         return c
 
-    def block_layout(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Source of each sample of block k, and that sample's window index in its source."""
-        before = np.array(self.counts(k * self.block), dtype=np.int64)
-        counts = np.array(self.counts((k + 1) * self.block), dtype=np.int64) - before
-        sources = epoch_rng(self.seed, self.epoch, 2, k).permutation(
-            np.repeat(np.arange(len(counts)), counts)
-        )
-        local = np.empty(self.block, dtype=np.int64)
-        for s, count in enumerate(counts):
-            local[sources == s] = before[s] + np.arange(count)
-        return sources, local
-
     def locate(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
         """Source and source-window index of samples a .. b-1."""
         if len(self.rates) == 1:
             return np.zeros(b - a, dtype=np.int64), np.arange(a, b, dtype=np.int64)
-        parts_s, parts_l = [], []
-        for k in range(a // self.block, (b - 1) // self.block + 1):
-            sources, local = self.block_layout(k)
-            lo, hi = max(a - k * self.block, 0), min(b - k * self.block, self.block)
-            parts_s.append(sources[lo:hi])
-            parts_l.append(local[lo:hi])
-        return np.concatenate(parts_s), np.concatenate(parts_l)
+        k0, k1 = a // self.block, (b - 1) // self.block + 1
+        before = np.array([self.counts(k * self.block) for k in range(k0, k1 + 1)], np.int64)
+        sources, local = mixed_blocks(self.key, k0, before)
+        lo = a - k0 * self.block
+        return sources[lo : lo + b - a], local[lo : lo + b - a]
 
     def last_within(self, limits: list[int]) -> int:
         """The most samples with no source past its limit (sources of rate 0 aside)."""
         lo, hi = 0, sum(limits) + 1  # lo fits, hi does not
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            fits = all(c <= n for c, n, r in zip(self.counts(mid), limits, self.rates) if r)
+            fits = all(
+                c <= n for c, n, r in zip(self.counts(mid), limits, self.rates, strict=True) if r
+            )
             lo, hi = (mid, hi) if fits else (lo, mid)
         return lo
 
     def first_covering(self, needs: list[int]) -> int:
         """The fewest samples giving every source (of rate > 0) at least its need."""
+
         def covers(m: int) -> bool:
-            return all(c >= n for c, n, r in zip(self.counts(m), needs, self.rates) if r)
+            return all(
+                c >= n for c, n, r in zip(self.counts(m), needs, self.rates, strict=True) if r
+            )
 
         hi = max(sum(needs), 1)
         while not covers(hi):

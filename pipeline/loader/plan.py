@@ -18,10 +18,10 @@ class EpochPlan:
     tokens of one pass: document tokens plus their EOS and BOS), tokens_used (stream tokens the
     epoch delivers, repeats counted, padding not), repeats (tokens_used / tokens_available),
     tokens_dropped (tokens of one pass the epoch never delivers), share (of the epoch's weight
-    units: tokens, bytes or documents, bytes and documents counted in proportion to the tokens
-    used), token_share, padding (pad tokens in its windows), padding_fraction (of its window
-    tokens), and with `detail` documents, split_documents (documents of one pass cut across
-    windows) and split_fraction."""
+    units: tokens, bytes or documents; a document cut by the end counts by the fraction of its
+    tokens delivered), token_share, padding (pad tokens in its windows), padding_fraction (of its
+    window tokens), and with `detail` documents, split_documents (documents of one pass cut
+    across windows: concat's truncations) and split_fraction."""
 
     epoch: int
     num_samples: int  # samples delivered (global, all ranks)
@@ -67,7 +67,7 @@ def plan_epoch(
                 "tokens_dropped": max(source.total - used, 0),
                 "padding": windows - used,
                 "padding_fraction": (windows - used) / windows if windows else 0.0,
-                "_units": source.units(weight_unit) * used / source.total if source.total else 0,
+                "_units": source.units_used(n, weight_unit, epoch.limit),
             }
         )
         if detail:

@@ -45,7 +45,7 @@ def sample_segments(epoch: Epoch, index: int) -> list[dict[str, Any]]:
     source0 = epoch.sources[0]
     tokens = np.empty((1, source0.window), dtype=np.int64)
     segments = Segments(skips=False)
-    read_windows(epoch, index, index + 1, tokens, segments)
+    read_windows(epoch, index, index + 1, tokens, tokens[:, :0], segments)
     found = []
     for s, repeat, g, rows, _ in segments.parts:
         if g < 0:  # padding

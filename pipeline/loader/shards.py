@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.errors import LoaderError
-from pipeline.loader.cache import LENGTHS, Held, ShardCache
+from pipeline.loader.cache import DOCS, Held, ShardCache
 from pipeline.output import Output, iter_committed, read_manifest
 from pipeline.output.shards import file_checksum
 from schemas.records import LedgerEntry
@@ -199,23 +199,38 @@ class ShardStore:
         return opened
 
     def lengths(self, shard: ShardInfo) -> np.ndarray:
-        """Token count of each document of the shard (shard order), int32: from the mapped
-        shard's offsets (remote: kept next to the cache as `<shard>.lengths.npy`, so evicting
-        the shard does not lose them)."""
+        """Token count of each document of the shard (shard order)."""
+        return self._documents(shard)[0]
+
+    def doc_bytes(self, shard: ShardInfo) -> np.ndarray:
+        """UTF-8 bytes of each document's text (the n_bytes column, shard order)."""
+        return self._documents(shard)[1]
+
+    def _documents(self, shard: ShardInfo) -> np.ndarray:
+        """[2, documents] int64: token counts (the mapped shard's offsets) and n_bytes; kept per
+        process and, for a remote output, next to the cache as `<shard>.docs.npy` (evicting the
+        shard does not lose them)."""
         found = self._lengths.get(shard.rel)
         if found is not None:
             return found
-        saved = None if self.local else os.path.join(self.cache_dir, self._name(shard) + LENGTHS)
+        saved = None if self.local else os.path.join(self.cache_dir, self._name(shard) + DOCS)
         if saved is not None and os.path.exists(saved):
-            lengths = np.load(saved)
+            table = np.load(saved)
         else:
-            lengths = self._map(shard).doc_len.astype(np.int32)
+            mapped = self._map(shard)
+            reader = mapped.reader
+            n_bytes = [
+                reader.get_batch(i).column("n_bytes").to_numpy()
+                for i in range(reader.num_record_batches)
+            ]
+            table = np.stack([mapped.doc_len, np.concatenate(n_bytes)]).astype(np.int64)
+            del mapped, reader
             if saved is not None:
                 tmp = f"{saved}.{os.getpid()}.npy"
-                np.save(tmp, lengths)
+                np.save(tmp, table)
                 os.replace(tmp, saved)
-        self._lengths[shard.rel] = lengths
-        return lengths
+        self._lengths[shard.rel] = table
+        return table
 
     def doc_ids(self, shard: ShardInfo) -> pa.Array:
         """The shard's doc_id column (a few kept per process)."""

@@ -33,20 +33,20 @@ CONTROL = 3  # generation, epoch, start sample
 
 class Bundle:
     """What a worker sends for a bundle of batches: the slot it filled (or, slot -1, the block
-    itself), the sample ranges of its batches, the valid tokens of the last window and the
-    sources (mixtures)."""
+    itself), the sample ranges of its batches and what the fill says besides the block (valid
+    tokens of the last window, sources, cu_seqlens starts: windows.Filled)."""
 
-    __slots__ = ("worker", "slot", "ranges", "valid", "source", "block")
+    __slots__ = ("worker", "slot", "ranges", "filled", "block")
 
-    def __init__(self, worker, slot, ranges, valid, source, block=None):  # noqa: ANN001
+    def __init__(self, worker, slot, ranges, filled, block=None):  # noqa: ANN001
         self.worker, self.slot, self.ranges = worker, slot, ranges
-        self.valid, self.source, self.block = valid, source, block
+        self.filled, self.block = filled, block
 
     def __getstate__(self) -> tuple:
-        return self.worker, self.slot, self.ranges, self.valid, self.source, self.block
+        return self.worker, self.slot, self.ranges, self.filled, self.block
 
     def __setstate__(self, state: tuple) -> None:
-        self.worker, self.slot, self.ranges, self.valid, self.source, self.block = state
+        self.worker, self.slot, self.ranges, self.filled, self.block = state
 
 
 class WorkerSlots:
@@ -186,9 +186,7 @@ def slot_loader(base: type) -> type:
         def _take(self, iterator: Any, slots: MainSlots, taken: list[int]) -> Iterator[dict]:
             items, pin = self.dataset._items, self.pin_memory and torch.cuda.is_available()
             for bundle in iterator:
-                for item in items(
-                    slots.block(bundle), bundle.ranges, bundle.valid, bundle.source, pin=pin
-                ):
+                for item in items(slots.block(bundle), bundle.ranges, bundle.filled, pin=pin):
                     taken[0] += 1
                     yield item
                 slots.release()  # before waiting for the next bundle

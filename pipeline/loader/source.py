@@ -114,6 +114,17 @@ class SourceEpoch:
         p, b = self._locate(n - 1)
         return p * self.total + self.pass_(p).tokens_before(b + 1)
 
+    def units_used(self, n: int, unit: str, limit: int | None = None) -> float:
+        """Weight units in windows [0, n): tokens (no padding), bytes or documents, a document
+        cut by the end counted by the fraction of its stream tokens delivered."""
+        if n == 0:
+            return 0.0
+        if self.packing == "concat":
+            p, rest = divmod(self.tokens_used(n, limit), self.total)
+            return p * self.units(unit) + self.pass_(p).prefix_units(rest, unit)
+        p, b = self._locate(n - 1)
+        return p * self.units(unit) + self.pass_(p).bin_prefix_units(b + 1, unit)
+
     def split_documents(self) -> int:
         """Documents of pass 0 that are cut: across a window boundary (concat), or longer
         than a window (best_fit)."""
@@ -134,20 +145,22 @@ class SourceEpoch:
         j0: int,
         j1: int,
         out: np.ndarray,
+        labels: np.ndarray,
         rows: np.ndarray,
         segments: Segments,
         limit: int | None = None,
     ) -> int:
-        """Windows j0 .. j1-1 into out[rows]; with `limit` (concat), stream positions from
-        `limit` on are padding. Returns the stream tokens placed."""
+        """Windows j0 .. j1-1 into out[rows] (and their labels, shifted, into labels[rows] unless
+        it has no columns: padding's labels are left to the caller); with `limit` (concat),
+        stream positions from `limit` on are padding. Returns the stream tokens placed."""
         if self.packing == "concat":
-            return self._read_concat(j0, j1, out, rows, segments, limit)
+            return self._read_concat(j0, j1, out, labels, rows, segments, limit)
         j = j0
         while j < j1:
             p, b = self._locate(j)
             first = self.pass_(p)
             n = min(j1 - j, first.nbins - b)
-            first.read_bins(b, b + n, out, rows[j - j0 :], segments, self.index)
+            first.read_bins(b, b + n, out, labels, rows[j - j0 :], segments, self.index)
             j += n
         return self.tokens_used(j1) - self.tokens_used(j0)
 
@@ -156,6 +169,7 @@ class SourceEpoch:
         j0: int,
         j1: int,
         out: np.ndarray,
+        labels: np.ndarray,
         rows: np.ndarray,
         segments: Segments,
         limit: int | None,
@@ -169,7 +183,14 @@ class SourceEpoch:
             p = pos // self.total
             part = min(stop, (p + 1) * self.total)
             o = self.pass_(p).read(
-                pos - p * self.total, part - p * self.total, out, rows, o, segments, self.index
+                pos - p * self.total,
+                part - p * self.total,
+                out,
+                labels,
+                rows,
+                o,
+                segments,
+                self.index,
             )
             pos = part
         placed, want = o, (j1 - j0) * window

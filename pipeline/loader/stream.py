@@ -129,6 +129,40 @@ class Pass:
         lengths = np.concatenate([self.store.lengths(s) for s in self.groups[g]]).astype(np.int64)
         return lengths[self._perm(g, len(lengths))] + 1 + self.options.lead
 
+    def doc_units(self, g: int, unit: str) -> np.ndarray:
+        """Weight units of each document of group g in stream order: its stream tokens, 1, or
+        its text's UTF-8 bytes."""
+        if unit == "token":
+            return self.lengths(g).astype(np.float64)
+        if unit == "document":
+            return np.ones(sum(s.documents for s in self.groups[g]))
+        units = np.concatenate([self.store.doc_bytes(s) for s in self.groups[g]])
+        return units[self._perm(g, len(units))].astype(np.float64)
+
+    def unit_bounds(self, unit: str) -> list[float]:
+        """Cumulative weight units of the groups (from the ledger alone)."""
+        per_shard = {
+            "token": lambda s: s.stream(self.options.lead),
+            "document": lambda s: s.documents,
+            "byte": lambda s: s.bytes,
+        }[unit]
+        sums = [sum(per_shard(s) for s in group) for group in self.groups]
+        return np.concatenate([[0], np.cumsum(sums, dtype=np.float64)]).tolist()
+
+    def prefix_units(self, stop: int, unit: str) -> float:
+        """Weight units in stream positions [0, stop) of the pass; a document cut at `stop`
+        counts by the fraction of its stream tokens before it."""
+        g = bisect.bisect_right(self.bound_list, stop) - 1
+        bounds = self.unit_bounds(unit)
+        if g >= len(self.groups):
+            return bounds[-1]
+        lengths = self.lengths(g)
+        ends, rel = np.cumsum(lengths), stop - self.bound_list[g]
+        k = int(np.searchsorted(ends, rel, side="right"))
+        units = self.doc_units(g, unit)
+        partial = units[k] * (rel - (ends[k] - lengths[k])) / lengths[k] if k < len(ends) else 0
+        return bounds[g] + float(units[:k].sum()) + float(partial)
+
     def group(self, g: int) -> Group:
         found = self._cache.get(g)
         if found is not None:
@@ -183,14 +217,16 @@ class PackedStream(Pass):
         start: int,
         stop: int,
         out: np.ndarray,
+        labels: np.ndarray,
         rows: np.ndarray,
         o: int,
         segments: Segments,
         source: int = 0,
     ) -> int:
         """Copy stream[start : stop] to flat position `o` of the windows out[rows] ([n, window]
-        rows, consecutive in the stream); returns the new flat position. One compiled call per
-        group: no Python or numpy call per document."""
+        rows, consecutive in the stream; shifted into labels[rows] too unless labels has no
+        columns); returns the new flat position. One compiled call per group: no Python or numpy
+        call per document."""
         opts, pos = self.options, start
         stop = min(stop, self.total)
         while pos < stop:
@@ -199,9 +235,12 @@ class PackedStream(Pass):
             rel = pos - base
             end = min(stop - base, int(group.ends[-1]))  # this part ends with the group
             first, last = np.searchsorted(group.ends, [rel, end - 1], side="right")
-            seg = np.empty((last - first + 2 + (end - rel) // opts.window + 1, SEG_FIELDS), np.int64)
+            seg = np.empty(
+                (last - first + 2 + (end - rel) // opts.window + 1, SEG_FIELDS), np.int64
+            )
             o, nseg = gather_concat(
                 out,
+                labels,
                 rows,
                 o,
                 group.files,
@@ -240,7 +279,9 @@ class BestFitPass(Pass):
         found = self._layouts.get(g)
         if found is None:
             lengths, window = self.lengths(g), self.options.window
-            keys = self.rng(4, g).integers(0, 1 << 62, len(lengths) + 1 + int((lengths // window).sum()))
+            keys = self.rng(4, g).integers(
+                0, 1 << 62, len(lengths) + 1 + int((lengths // window).sum())
+            )
             found = best_fit(lengths, window, self.options.buffer, keys)
             self._layouts[g] = found
             while len(self._layouts) > GROUPS_KEPT:
@@ -268,15 +309,35 @@ class BestFitPass(Pass):
         bins, pieces = self.layout(g)
         return self.bound_list[g] + int(pieces[: bins[b - bounds[g]], 2].sum())
 
+    def bin_prefix_units(self, b: int, unit: str) -> float:
+        """Weight units in bins [0, b) of the pass (a document counts by the fraction of its
+        stream tokens in them)."""
+        bounds, units_before = self.bin_bounds, self.unit_bounds(unit)
+        g = int(np.searchsorted(bounds, b, side="right")) - 1
+        if g >= len(self.groups):
+            return units_before[-1]
+        bins, pieces = self.layout(g)
+        placed = pieces[: bins[b - bounds[g]]]
+        lengths = self.lengths(g)
+        got = np.bincount(placed[:, 0], weights=placed[:, 2], minlength=len(lengths))
+        return units_before[g] + float((self.doc_units(g, unit) * got / lengths).sum())
+
     def split_documents(self) -> int:
         """Documents of the pass longer than a window (the only ones cut)."""
         window = self.options.window
         return sum(int((self.lengths(g) > window).sum()) for g in range(len(self.groups)))
 
     def read_bins(
-        self, b0: int, b1: int, out: np.ndarray, rows: np.ndarray, segments: Segments, source: int
+        self,
+        b0: int,
+        b1: int,
+        out: np.ndarray,
+        labels: np.ndarray,
+        rows: np.ndarray,
+        segments: Segments,
+        source: int,
     ) -> None:
-        """Windows b0 .. b1-1 of the pass into out[rows] (one row each)."""
+        """Windows b0 .. b1-1 of the pass into out[rows] (one row each; labels as in read)."""
         opts, bounds = self.options, self.bin_bounds
         b = b0
         while b < b1:
@@ -286,6 +347,7 @@ class BestFitPass(Pass):
             seg = np.empty((bins[hi] - bins[lo] + hi - lo, SEG_FIELDS), dtype=np.int64)
             nseg = gather_bins(
                 out,
+                labels,
                 rows[b - b0 :],
                 group.files,
                 group.doc_file,

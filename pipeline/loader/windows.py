@@ -6,13 +6,18 @@ segments the reading kernels placed (pipeline/loader/kernels.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
 
 import numpy as np
 
-from pipeline.loader.kernels import label_rows, segment_ids
-from pipeline.loader.mixing import Schedule, epoch_end
+from pipeline.loader.kernels import mask_labels, segment_ids
+from pipeline.loader.mixing import Schedule, epoch_end, integer_rates, sample_rates
 from pipeline.loader.source import SourceEpoch
 from pipeline.loader.stream import Segments
+
+REFINE = 4  # rounds of share correction (non-token weights, best_fit)
+SHARE_TOLERANCE = 1e-4
 
 
 @dataclass
@@ -33,6 +38,92 @@ class Epoch:
     def samples_of(self, end: int) -> list[int]:
         """Windows of each source among samples [0, end)."""
         return self.schedule.counts(end)
+
+
+def build_epoch(ds: Any, epoch: int) -> Epoch:
+    """The Epoch of a TokenDataset `ds` (its stores, shards, options and mixing settings)."""
+    sources = [
+        SourceEpoch(
+            i,
+            store,
+            list(shards),
+            ds.options,
+            seed=ds._source_seed(i),
+            epoch=epoch,
+            packing=ds.packing,
+            skip=ds.skip,
+        )
+        for i, (store, shards) in enumerate(zip(ds.stores, ds.shards, strict=True))
+    ]
+    rates = [1]
+    if len(sources) > 1:
+        rates = sample_rates(
+            ds.weights,
+            [s.windows_per_pass() for s in sources],
+            [s.units(ds.weight_unit) for s in sources],
+        )
+    schedule = Schedule(rates, block=ds.mix_block, seed=ds.seed, epoch=epoch)
+    mode, length = epoch_length(ds, schedule, sources)
+    if len(sources) > 1 and (ds.weight_unit != "token" or ds.packing == "best_fit"):
+        for _ in range(REFINE):  # shares by what the windows used really hold
+            used = [
+                s.units_used(n, ds.weight_unit)
+                for s, n in zip(sources, schedule.counts(length), strict=True)
+            ]
+            rates = refined_rates(rates, used, ds.weights)
+            if rates is None:
+                break
+            schedule = Schedule(rates, block=ds.mix_block, seed=ds.seed, epoch=epoch)
+            mode, length = epoch_length(ds, schedule, sources)
+    single = len(sources) == 1 and ds.packing == "concat" and mode == "first_exhausted"
+    padded = single and sources[0].total % (ds.seq_len + 1) != 0
+    limit = sources[0].total if single else None
+    return Epoch(epoch, sources, schedule, mode, length, padded, limit)
+
+
+def epoch_length(ds: Any, schedule: Schedule, sources: list[SourceEpoch]) -> tuple[str, int]:
+    """(mode, samples) of an epoch: budget, all_exhausted or first_exhausted (mixing.py)."""
+    if ds.budget_tokens is not None:
+        return "budget", ds.budget_tokens // ds.seq_len
+    if ds.stopping_strategy == "all_exhausted":
+        return "all_exhausted", schedule.first_covering([s.covering_windows() for s in sources])
+    return "first_exhausted", schedule.last_within([s.full_windows() for s in sources])
+
+
+def refined_rates(rates: list[int], used: list[float], weights: list[float]) -> list[int] | None:
+    """Rates that move the realised unit shares (`used`) towards the weights, or None when
+    they are within SHARE_TOLERANCE already. Average densities set the first rates; what the
+    windows an epoch uses really hold (repeats, a subsampled prefix, padding) corrects them."""
+    total, wanted = sum(used), sum(weights)
+    if total <= 0:
+        return None
+    shares = [u / total for u in used]
+    targets = [w / wanted for w in weights]
+    if max(abs(s - t) for s, t in zip(shares, targets, strict=True)) < SHARE_TOLERANCE:
+        return None
+    return integer_rates(
+        [
+            Fraction(r) * Fraction(t / s).limit_denominator(1 << 30) if s > 0 else Fraction(r)
+            for r, s, t in zip(rates, shares, targets, strict=True)
+        ]
+    )
+
+
+def unused_warning(epoch: Epoch, ds: Any) -> str | None:
+    """What a mixture that stops at its first exhausted source by default leaves unused."""
+    if len(epoch.sources) < 2 or ds.stopping_strategy or ds.budget_tokens is not None:
+        return None
+    counts = epoch.samples_of(epoch.length)
+    unused = sum(s.total - s.tokens_used(n) for s, n in zip(epoch.sources, counts, strict=True))
+    if unused <= 0:
+        return None
+    return (
+        f"the mixture of {len(epoch.sources)} outputs stops when its first source runs out "
+        f"(stopping_strategy='first_exhausted', the default): {unused:,} of "
+        f"{sum(s.total for s in epoch.sources):,} stream tokens are not used in an epoch "
+        "(plan() says which). Pass stopping_strategy='all_exhausted' or budget_tokens= to use "
+        "every token, or stopping_strategy='first_exhausted' to keep this without the warning"
+    )
 
 
 @dataclass(frozen=True)
@@ -63,24 +154,29 @@ class Filled:
     starts: np.ndarray | None = None
 
 
-def read_windows(epoch: Epoch, a: int, b: int, tokens: np.ndarray, segments: Segments) -> Filled:
-    """Samples a .. b-1 into tokens ([b - a, window])."""
+def read_windows(
+    epoch: Epoch, a: int, b: int, tokens: np.ndarray, labels: np.ndarray, segments: Segments
+) -> Filled:
+    """Samples a .. b-1 into tokens ([b - a, window]) and, unless labels has no columns, their
+    labels (shifted tokens; padding's left unwritten) into labels."""
     n, window = tokens.shape
     if len(epoch.sources) == 1:
-        placed = epoch.sources[0].read(a, b, tokens, np.arange(n), segments, epoch.limit)
+        source = epoch.sources[0]
+        placed = source.read(a, b, tokens, labels, np.arange(n), segments, epoch.limit)
         return Filled(window if placed >= n * window else placed - (n - 1) * window)
     sources, local = epoch.schedule.locate(a, b)
     for s in np.unique(sources):
         rows = np.flatnonzero(sources == s)  # consecutive windows of source s
         j0 = int(local[rows[0]])
-        epoch.sources[s].read(j0, j0 + len(rows), tokens, rows, segments)
+        epoch.sources[s].read(j0, j0 + len(rows), tokens, labels, rows, segments)
     return Filled(window, sources)
 
 
 def fill(epoch: Epoch, a: int, b: int, block: np.ndarray, rows: Rows, skips: bool) -> Filled:
     """Samples a .. b-1 into block ([rows.count, b - a, window])."""
     segments = Segments(skips)
-    filled = read_windows(epoch, a, b, block[0], segments)
+    labels = block[1] if rows.labels else np.empty((1, 0), dtype=block.dtype)
+    filled = read_windows(epoch, a, b, block[0], labels, segments)
     if not (rows.labels or rows.position or rows.document or rows.seq_lens):
         return filled
     table, skipped = segments.table()
@@ -90,20 +186,27 @@ def fill(epoch: Epoch, a: int, b: int, block: np.ndarray, rows: Rows, skips: boo
             mask[skipped] = 1
         if rows.mask_cross:
             mask[(mask == 0) & (table[:, 4] == 0)] = 2  # a document's first stream token
-        label_rows(block[0], block[1], table, len(table), mask)
+        mask_labels(block[1], table, mask)
     if rows.position or rows.document:
         order = np.lexsort((table[:, 1], table[:, 0]))
         first = 1 + rows.labels
-        segment_ids(
-            block,
-            table,
-            order,
-            first if rows.position else -1,
-            first + rows.position if rows.document else -1,
-        )
+        positions = block[first] if rows.position else block[0]
+        documents = block[first + rows.position] if rows.document else block[0]
+        segment_ids(positions, documents, table, order, rows.position, rows.document)
     if rows.seq_lens:
         seq_len = block.shape[2] - 1
         inputs = table[table[:, 1] < seq_len]  # a segment at the last column is a label only
         starts = np.sort(inputs[:, 0] * seq_len + inputs[:, 1])
         filled.starts = np.append(starts, (b - a) * seq_len)
     return filled
+
+
+def join_filled(parts: list[Filled], sizes: list[int], seq_len: int) -> Filled:
+    """One Filled for fills of consecutive sub-blocks of `sizes` samples."""
+    sources = [p.source for p in parts]
+    joined = Filled(parts[-1].valid, None if sources[0] is None else np.concatenate(sources))
+    if parts[0].starts is not None:
+        at = np.concatenate([[0], np.cumsum(sizes)]) * seq_len
+        starts = [p.starts[:-1] + at[i] for i, p in enumerate(parts)]
+        joined.starts = np.concatenate([*starts, [at[-1]]])
+    return joined

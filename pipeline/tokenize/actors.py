@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from pipeline.errors import ConfigError, LeaseLost, UnitFailed
 from pipeline.output.storage import Output
-from pipeline.tokenize.config import JobConfig
+from pipeline.tokenize.config import JobConfig, tokenizer_options
 from pipeline.tokenize.inputs import WorkUnit
 from pipeline.tokenize.unit import UnitTask, process_unit
 from schemas.records import LedgerEntry, RunCounts
@@ -67,12 +67,12 @@ class UnitMetrics:
 class TokenizeWorker:
     """A Ray actor holding one loaded tokenizer; processes whole units, one at a time."""
 
-    def __init__(self, spec: str, tokenizer_options: dict, output_url: str, task: UnitTask):
+    def __init__(self, spec: str, options: dict, output_url: str, task: UnitTask):
         # Set before the tokenizer libraries start their thread pools. (Not a runtime_env: that
         # would start dedicated worker processes instead of reusing Ray's prestarted ones.)
         os.environ.update(WORKER_ENV)
         self.tokenizer = load_tokenizer(
-            spec, storage_options=task.storage_options, **tokenizer_options
+            spec, storage_options=task.storage_options, **options
         )
         self.output = Output(output_url, task.storage_options)
         self.task = task
@@ -241,7 +241,7 @@ def _start_actors(cfg: JobConfig, task: UnitTask, n_actors: int) -> list[Any]:
     options = dict(num_cpus=cfg.actor_cpus, max_restarts=-1, max_task_retries=-1)
     actors = [
         TokenizeWorker.options(**options).remote(
-            cfg.tokenizer.spec, cfg.tokenizer.options, cfg.output, task
+            cfg.tokenizer.spec, tokenizer_options(cfg), cfg.output, task
         )
         for _ in range(n_actors)
     ]

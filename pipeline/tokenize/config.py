@@ -93,6 +93,12 @@ class TokenizerSpec(BaseModel):
         return f"{self.kind}:{self.path}"
 
 
+def tokenizer_options(cfg: JobConfig) -> dict[str, Any]:
+    """The options a job loads its tokenizer with: the spec's, plus the job's encoder choice."""
+    extra = {"encoder": cfg.encoder} if cfg.encoder else {}
+    return {**cfg.tokenizer.options, **extra}
+
+
 class JobConfig(BaseModel):
     """Everything that decides a tokenization job's output (plus run-time knobs that do not)."""
 
@@ -122,6 +128,18 @@ class JobConfig(BaseModel):
     batch_docs: int = Field(256, gt=0, description="documents per tokenizer batch")
     batch_bytes: int = Field(4 << 20, gt=0, description="text bytes per tokenizer batch")
     token_offsets: bool = Field(False, description="store each token's byte end offset")
+    encoder: Literal["auto", "gigatoken", "tiktoken", "tokenizers"] | None = Field(
+        None,
+        description="BPE encoder backend (auto: the fastest one that reproduces the reference on "
+        "the load-time probes); the ids are the same whichever runs",
+    )
+    verify_sample: float = Field(
+        0.001,
+        ge=0,
+        le=1,
+        description="share of documents re-encoded with the tokenizer's reference encoder while "
+        "running (0 disables, 1 checks every document); a difference fails the unit",
+    )
     word_stats: bool = Field(True, description="count words and continued words per document")
     # run-time knobs (do not change the shard bytes)
     actors: int | None = Field(None, gt=0, description="tokenizer actors (default: the CPUs)")
@@ -232,7 +250,8 @@ def load_config(path: str | None = None, **overrides: Any) -> JobConfig:
                 raise ConfigError(
                     f"config file {path!r} is {size} bytes, over the {MAX_CONFIG_BYTES}-byte limit"
                 )
-            loaded = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_UniqueKeySafeLoader)
+            text = Path(path).read_text(encoding="utf-8")
+            loaded = yaml.load(text, Loader=_UniqueKeySafeLoader)
         except FileNotFoundError as exc:
             raise ConfigError(f"config file {path!r} does not exist") from exc
         except UnicodeDecodeError as exc:

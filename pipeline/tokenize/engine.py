@@ -24,7 +24,7 @@ from pipeline.output import (
 from pipeline.output.lease import OutputLease, owner_dead
 from pipeline.output.repair import uncommit, uncommit_bad_units
 from pipeline.output.verify import spool_files
-from pipeline.tokenize.config import JobConfig
+from pipeline.tokenize.config import JobConfig, tokenizer_options
 from pipeline.tokenize.inputs import WorkUnit, plan_units
 from pipeline.tokenize.unit import UnitTask, process_unit
 from schemas.layout import COMMITTED_PATHS
@@ -70,7 +70,7 @@ def prepare(cfg: JobConfig, fence: dict[str, Any] | None = None) -> PreparedJob:
     """Load the tokenizer once on the driver (validates it), open the output, check the manifest.
     The manifest is written only once the run has planned its units (see `run_job`)."""
     tokenizer = load_tokenizer(
-        cfg.tokenizer.spec, storage_options=cfg.storage_options, **cfg.tokenizer.options
+        cfg.tokenizer.spec, storage_options=cfg.storage_options, **tokenizer_options(cfg)
     )
     config_hash = cfg.config_hash(tokenizer.fingerprint)
     output = Output(cfg.output, cfg.storage_options)
@@ -91,6 +91,7 @@ def prepare(cfg: JobConfig, fence: dict[str, Any] | None = None) -> PreparedJob:
         cfg.word_stats,
         cfg.storage_options,
         fence,
+        cfg.verify_sample,
     )
     return PreparedJob(tokenizer, output, task, manifest)
 
@@ -116,6 +117,15 @@ def reconcile(cfg: JobConfig, job: PreparedJob, units: list[WorkUnit]) -> Reconc
     kept = [e for e in entries if e.unit_id in planned]
     done = {e.unit_id for e in kept}
     return Reconciled([u for u in units if u.unit_id not in done], kept, changed, len(stale))
+
+
+def stage_seconds(entries: list[LedgerEntry]) -> dict[str, float]:
+    """Seconds per unit stage (read, tokenize, verify, stats, write, total) over the entries."""
+    totals: dict[str, float] = {}
+    for entry in entries:
+        for stage, seconds in entry.timings.items():
+            totals[stage] = totals.get(stage, 0.0) + seconds
+    return {stage: round(seconds, 3) for stage, seconds in sorted(totals.items())}
 
 
 def todo_bytes(units: list[WorkUnit]) -> int:
@@ -179,6 +189,12 @@ def _run_leased(cfg: JobConfig, lease: OutputLease) -> RunSummary:
         len(plan.todo),
     )
     this_run, n_actors, notes = RunCounts(), 0, []
+    if job.tokenizer.eos_id is None:
+        notes.append(
+            f"tokenizer {cfg.tokenizer.spec} has no end-of-text token: the trainer loader needs "
+            "one to separate documents (give one with --tokenizer-option eos_token=TOKEN)"
+        )
+        log.warning(notes[-1])
     if plan.todo and runs_in_driver(cfg, plan.todo):
         notes.append(f"ran in the driver process: {todo_bytes(plan.todo)} input bytes to do")
         this_run = run_in_driver(cfg, job, plan.todo)
@@ -217,6 +233,8 @@ def _summary(
         config_hash=job.task.config_hash,
         tokenizer=job.manifest["tokenizer"],
         encoder=str(job.manifest["tokenizer"].get("encoder") or job.tokenizer.kind),
+        encoder_version=str(job.manifest["tokenizer"].get("encoder_version") or ""),
+        encoder_fallbacks=list(job.manifest["tokenizer"].get("encoder_fallbacks") or []),
         storage_options=redact(cfg.storage_options),
         units_planned=len(units),
         units_skipped=len(units) - len(plan.todo),
@@ -234,6 +252,9 @@ def _summary(
         mb_per_s=round(this_run.bytes / 1e6 / elapsed, 3) if elapsed else 0.0,
         tokens_per_s=round(this_run.tokens / elapsed, 1) if elapsed else 0.0,
         complete=len(entries) == len(units),
+        verified_documents=sum(e.verified_documents for e in entries),
+        verified_bytes=sum(e.verified_bytes for e in entries),
+        stage_seconds=stage_seconds(entries),
         inputs_changed=plan.changed_urls,
         units_uncommitted=plan.uncommitted,
     )

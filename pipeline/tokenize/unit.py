@@ -3,6 +3,7 @@ rejects -> ledger entry, written last). Plain Python, so the Ray actor and tests
 
 from __future__ import annotations
 
+import hashlib
 import time
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, replace
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from pipeline.errors import VerificationFailed
 from pipeline.output.lease import check_fence
 from pipeline.output.shards import (
     RejectsWriter,
@@ -39,6 +41,7 @@ class UnitTask:
     word_stats: bool
     storage_options: dict[str, Any]
     fence: dict[str, Any] | None = None  # the run's lease (owner, generation): commits check it
+    verify_sample: float = 0.0  # share of documents re-encoded with the tokenizer's reference
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,8 @@ class UnitCounts:
     chars: int = 0
     words: int = 0
     blank_lines: int = 0
+    verified_documents: int = 0
+    verified_bytes: int = 0
 
 
 @dataclass
@@ -69,6 +74,7 @@ class StageTimes:
 
     read_s: float = 0.0
     tokenize_s: float = 0.0
+    verify_s: float = 0.0
     stats_s: float = 0.0
     write_s: float = 0.0
 
@@ -165,13 +171,7 @@ def process_unit(
         check_fence(output, task.fence, f"unit {unit.unit_id}")
         files.commit()
         times.write_s += time.perf_counter() - t_commit
-        timings = {
-            "read_s": times.read_s,
-            "tokenize_s": times.tokenize_s,
-            "stats_s": times.stats_s,
-            "write_s": times.write_s,
-            "total_s": time.perf_counter() - t0,
-        }
+        timings = {**asdict(times), "total_s": time.perf_counter() - t0}
         entry = replace(
             entry, timings={k: round(v, 4) for k, v in timings.items()}, lease=task.fence
         )
@@ -226,9 +226,47 @@ def _tokenize_batches(
             continue
         t_tok = time.perf_counter()
         encoded = tokenizer.encode_for_shard(batch.texts, batch_index)
-        times.tokenize_s += time.perf_counter() - t_tok
+        t_verify = time.perf_counter()
+        times.tokenize_s += t_verify - t_tok
+        if task.verify_sample and tokenizer.verifiable:
+            verify_sample(unit, batch, batch_index, encoded, tokenizer, task.verify_sample, counts)
+            times.verify_s += time.perf_counter() - t_verify
         _write_batch(batch, encoded, tokenizer, task, byte_lengths, files, counts, times)
         batch_index += 1
+
+
+def verify_sample(
+    unit: WorkUnit,
+    batch: DocBatch,
+    batch_index: int,
+    encoded: EncodedBatch,
+    tokenizer: TokenizerBase,
+    share: float,
+    counts: UnitCounts,
+) -> None:
+    """Re-encode a deterministic sample of the batch's documents (each kept with probability
+    `share`, drawn from a generator seeded by the unit and batch) with the tokenizer's reference;
+    a difference fails the unit, naming the document, the first differing position and the
+    encoder."""
+    seed = int.from_bytes(hashlib.blake2b(f"{unit.unit_id}:{batch_index}".encode()).digest()[:8])
+    picked = np.flatnonzero(np.random.default_rng(seed).random(len(batch.texts)) < share)
+    if not len(picked):
+        return
+    reference = tokenizer.reference_encode_batch([batch.texts[i] for i in picked])
+    for i, expected in zip(picked, reference, strict=True):
+        got = encoded.flat[encoded.offsets[i] : encoded.offsets[i + 1]]
+        if not np.array_equal(got, expected):
+            n = min(len(got), len(expected))
+            diff = np.flatnonzero(got[:n] != expected[:n])
+            at = int(diff[0]) if len(diff) else n
+            raise VerificationFailed(
+                f"unit {unit.unit_id} ({unit.url}): document {batch.doc_ids[i]!r} encoded by "
+                f"{tokenizer.describe().get('encoder', tokenizer.kind)} differs from the reference "
+                f"at token {at} (got {got[at : at + 3].tolist()}, reference "
+                f"{np.asarray(expected)[at : at + 3].tolist()})"
+            )
+        counts.verified_documents += 1
+        counts.verified_bytes += batch.byte_lengths[i]
 
 
 def _write_batch(

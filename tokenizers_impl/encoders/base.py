@@ -12,6 +12,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from tokenizers_impl.errors import TokenizerError
+
 
 class EncoderUnavailable(Exception):
     """A backend cannot be built for this tokenizer.
@@ -78,6 +80,20 @@ class EncoderSource:
             self._ranks = self.ranks_builder() if self.ranks_builder else None
             self._ranks_built = True
         return self._ranks
+
+
+ENCODER_OPTIONS = ("encoder_reset_mb",)
+
+
+def encoder_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The backend settings among a tokenizer's load options, checked (TokenizerError)."""
+    out = {k: options[k] for k in ENCODER_OPTIONS if options.get(k) is not None}
+    reset = out.get("encoder_reset_mb")
+    if reset is not None and (
+        isinstance(reset, bool) or not isinstance(reset, int | float) or reset < 0
+    ):
+        raise TokenizerError(f"encoder_reset_mb must be a number of MB >= 0, not {reset!r}")
+    return out
 
 
 def package_version(package: str) -> str:

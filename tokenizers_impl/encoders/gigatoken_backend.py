@@ -9,6 +9,7 @@ so the encoder is rebuilt after every `encoder_reset_mb` MB (characters) of text
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import tempfile
@@ -38,19 +39,28 @@ _SCHEMES = {
 
 
 class GigatokenEncoder(Encoder):
+    """`recipe` rebuilds the library's encoder: ("json", tokenizer.json text) or
+    ("tiktoken", ranks file text, pretokenizer scheme). Pickles as its recipe."""
+
     name: ClassVar[str] = "gigatoken"
 
-    def __init__(self, make: Any, reset_chars: int):
-        self._make, self._reset_chars = make, reset_chars
-        self._backend = make()
-        self._chars = 0
-        self.resets = 0
+    def __init__(self, recipe: tuple[str, ...], reset_chars: int):
+        self.recipe, self._reset_chars = recipe, reset_chars
         self.version = package_version("gigatoken")
+        self.resets = 0
+        self._backend, self._chars = _make(recipe), 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_backend"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._backend, self._chars = _make(self.recipe), 0
 
     def _encoder(self, texts: Sequence[str]) -> Any:
         self._chars += sum(map(len, texts))
         if self._reset_chars and self._chars > self._reset_chars:
-            self._backend, self._chars = self._make(), 0  # frees the grown caches
+            self._backend, self._chars = _make(self.recipe), 0  # frees the grown caches
             self.resets += 1
         return self._backend
 
@@ -70,29 +80,36 @@ class GigatokenEncoder(Encoder):
 
 
 def build(source: EncoderSource) -> GigatokenEncoder:
-    from gigatoken.gigatoken_rs import BPETokenizer, load_hf_json
+    import gigatoken.gigatoken_rs  # noqa: F401  (absent library: ImportError, recorded as such)
 
-    reset_mb = float(source.options.get("encoder_reset_mb", DEFAULT_RESET_MB))
-    reset_chars = int(reset_mb * (1 << 20))
+    reset_chars = int(float(source.options.get("encoder_reset_mb", DEFAULT_RESET_MB)) * (1 << 20))
     if source.config is not None:
-        data = json.dumps(_plain_text_config(source.config))
-        return GigatokenEncoder(lambda: load_hf_json(data), reset_chars)
+        return GigatokenEncoder(
+            ("json", json.dumps(_plain_text_config(source.config))), reset_chars
+        )
     scheme = _SCHEMES.get(source.pattern_name or "")
     ranks = source.ranks()
     if scheme is None or ranks is None:
         raise EncoderUnavailable(
             "not applicable", f"no gigatoken pretokenizer for pattern {source.pattern_name!r}"
         )
-    text = "".join(f"{_b64(token)} {rank}\n" for token, rank in ranks.items())
+    text = "".join(
+        f"{base64.b64encode(token).decode('ascii')} {rank}\n"
+        for token, rank in sorted(ranks.items(), key=lambda item: item[1])  # by rank: dense ids
+    )
+    return GigatokenEncoder(("tiktoken", text, scheme), reset_chars)
 
-    def make() -> Any:
-        with tempfile.TemporaryDirectory(prefix="tokenmill-gigatoken-") as tmp:
-            path = os.path.join(tmp, "ranks.tiktoken")
-            with open(path, "w", encoding="ascii") as handle:
-                handle.write(text)
-            return BPETokenizer.from_tiktoken(path, scheme, None)
 
-    return GigatokenEncoder(make, reset_chars)
+def _make(recipe: tuple[str, ...]) -> Any:
+    from gigatoken.gigatoken_rs import BPETokenizer, load_hf_json
+
+    if recipe[0] == "json":
+        return load_hf_json(recipe[1])
+    with tempfile.TemporaryDirectory(prefix="tokenmill-gigatoken-") as tmp:
+        path = os.path.join(tmp, "ranks.tiktoken")  # the library reads ranks from a file only
+        with open(path, "w", encoding="ascii") as handle:
+            handle.write(recipe[1])
+        return BPETokenizer.from_tiktoken(path, recipe[2], None)
 
 
 def _plain_text_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -104,9 +121,3 @@ def _plain_text_config(config: dict[str, Any]) -> dict[str, Any]:
     out["padding"] = None
     out["truncation"] = None
     return out
-
-
-def _b64(token: bytes) -> str:
-    import base64
-
-    return base64.b64encode(token).decode("ascii")

@@ -13,7 +13,19 @@ from tokenizers_impl.files import probe_texts
 MAX_ADDED_TOKEN_PROBES = 256
 
 _CONTRACTIONS = ("'s", "'t", "'re", "'ve", "'m", "'ll", "'d", "'S", "'LL", "'Re")
-_SPACES = (" ", "\t", "\n", "\r\n", "\u00a0", "\u3000", "\u2009", "\u180e", "\u200b", "\x0b", "\x0c")
+_SPACES = (
+    " ",
+    "\t",
+    "\n",
+    "\r\n",
+    "\u00a0",
+    "\u3000",
+    "\u2009",
+    "\u180e",
+    "\u200b",
+    "\x0b",
+    "\x0c",
+)
 
 ADVERSARIAL: tuple[str, ...] = (
     # contractions after whitespace other than " ", after letters, digits, punctuation

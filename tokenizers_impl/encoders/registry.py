@@ -125,7 +125,9 @@ def select_encoder(
         try:
             encoder = build_encoder(choice, source)
         except EncoderUnavailable as exc:
-            raise TokenizerError(f"encoder {choice!r} is unavailable for {source.label}: {exc}")
+            raise TokenizerError(
+                f"encoder {choice!r} is unavailable for {source.label}: {exc}"
+            ) from exc
         diff = gate.check(encoder)
         if diff is not None:
             raise TokenizerError(f"encoder {encoder.describe()} is not exact: {diff}")

@@ -1,0 +1,53 @@
+"""TokenDataset's option checks (a bad option is a ValueError naming it)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pipeline.loader.mixing import STRATEGIES, UNITS
+from pipeline.loader.source import PACKINGS
+
+
+def check_options(
+    urls: list[str],
+    seq_len: int,
+    batch_size: int | None,
+    rank: int | None,
+    world_size: int | None,
+    weights: Sequence[float] | None,
+    weight_unit: str,
+    stopping_strategy: str | None,
+) -> None:
+    if seq_len < 1 or (batch_size is not None and batch_size < 1):
+        raise ValueError(f"seq_len ({seq_len}) and batch_size ({batch_size}) must be >= 1")
+    if (rank is None) != (world_size is None) or (rank is not None and not 0 <= rank < world_size):
+        raise ValueError(f"rank={rank}, world_size={world_size}: give both, 0 <= rank < world_size")
+    if weights is not None and len(weights) != len(urls):
+        raise ValueError(f"{len(weights)} weights for {len(urls)} outputs")
+    if weights is not None and (any(w < 0 for w in weights) or sum(weights) <= 0):
+        raise ValueError(f"weights {list(weights)} must be non-negative, not all 0")
+    if weight_unit not in UNITS:
+        raise ValueError(f"weight_unit {weight_unit!r}: one of {', '.join(UNITS)}")
+    if stopping_strategy is not None and stopping_strategy not in STRATEGIES:
+        raise ValueError(f"stopping_strategy {stopping_strategy!r}: one of {', '.join(STRATEGIES)}")
+
+
+def check_packing(
+    packing: str,
+    pack_buffer: int,
+    budget_tokens: int | None,
+    seq_len: int,
+    stopping_strategy: str | None,
+) -> None:
+    if packing not in PACKINGS:
+        raise ValueError(f"packing {packing!r}: one of {', '.join(PACKINGS)}")
+    if pack_buffer < 1:
+        raise ValueError(f"pack_buffer ({pack_buffer}) must be >= 1")
+    if budget_tokens is not None:
+        if stopping_strategy is not None:
+            raise ValueError("give budget_tokens or stopping_strategy, not both")
+        if budget_tokens < 1 or budget_tokens % seq_len:
+            raise ValueError(
+                f"budget_tokens ({budget_tokens}) must be a positive multiple of seq_len "
+                f"({seq_len}): an epoch is budget_tokens / seq_len samples of seq_len tokens"
+            )

@@ -1,0 +1,174 @@
+"""The remote shard cache with cache_limit (issue 15): real processes (two ranks, each with two
+DataLoader workers) read an s3:// output from the local S3 server through one cache directory;
+the cache never holds more than the limit (every admission's usage, logged under the directory
+lock, and a monitor polling the directory), shards are evicted and fetched again, every batch is
+the local output's, and a shard another process holds is never evicted."""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import pickle
+import threading
+import time
+
+import pytest
+import torch
+
+from pipeline.errors import LoaderError
+from pipeline.loader import TokenDataset
+from pipeline.loader.cache import ShardCache
+from pipeline.loader.shards import ShardStore, committed_shards
+
+from .helpers import job_config
+
+SEQ, BATCH, EOS = 64, 8, 8000
+
+
+@pytest.fixture(scope="module")
+def local_url(tmp_path_factory, ray_session, sample_dir, bpe_path) -> str:
+    from pipeline.tokenize import run_job
+
+    out = tmp_path_factory.mktemp("cache") / "out"
+    run_job(job_config(sample_dir / "*.jsonl", out, f"bpe:{bpe_path}", unit_bytes=150_000))
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def s3_url(local_url, s3) -> str:
+    s3.create_bucket("cached")
+    s3.filesystem().put(local_url, "cached/out", recursive=True)
+    return "s3://cached/out"
+
+
+def dataset(url: str, **options) -> TokenDataset:
+    options = {"batch_size": BATCH, "eos_id": EOS, "return_index": True, "seed": 2, **options}
+    return TokenDataset(url, SEQ, **options)
+
+
+def windows(batches) -> dict[int, tuple[int, ...]]:
+    found = {}
+    for batch in batches:
+        full = torch.cat([batch["input_ids"][:, :1], batch["labels"]], dim=1)
+        for index, row in zip(batch["index"].tolist(), full.tolist(), strict=True):
+            found[index] = tuple(row)
+    return found
+
+
+def run_rank(url, storage_options, cache_dir, limit, rank, epochs, result_path) -> None:
+    """One rank (a spawned process) reading `epochs` epochs through 2 DataLoader workers."""
+    ds = dataset(
+        url,
+        rank=rank,
+        world_size=2,
+        storage_options=storage_options,
+        cache_dir=cache_dir,
+        cache_limit=limit,
+        group_shards=1,
+    )
+    loader = ds.dataloader(num_workers=2)
+    found = []
+    for epoch in range(epochs):
+        ds.set_epoch(epoch)
+        found.append(windows(loader))
+    with open(result_path, "wb") as f:
+        pickle.dump(found, f)
+
+
+def shard_sizes(local_url: str) -> list[int]:
+    shards, _ = committed_shards(local_url)
+    return [os.path.getsize(os.path.join(local_url, s.rel)) for s in shards]
+
+
+def test_two_ranks_and_two_workers_share_a_cache_within_its_limit(
+    local_url, s3_url, s3, tmp_path, monkeypatch
+):
+    sizes = shard_sizes(local_url)
+    limit = sum(sorted(sizes)[-9:])  # room for 9 shards: the 4 readers hold at most 8
+    assert limit < sum(sizes) and len(sizes) >= 11
+    cache_dir, log = str(tmp_path / "cache"), tmp_path / "admissions.log"
+    monkeypatch.setenv("TOKENMILL_CACHE_LOG", str(log))
+    cache, seen, stop = ShardCache(cache_dir), [], threading.Event()
+
+    def monitor() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(FileNotFoundError):  # not made yet, or a file went
+                seen.append(cache.usage())
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=monitor)
+    watcher.start()
+    context = multiprocessing.get_context("spawn")
+    results = [tmp_path / f"rank{r}.pkl" for r in range(2)]
+    ranks = [
+        context.Process(
+            target=run_rank,
+            args=(s3_url, s3.storage_options, cache_dir, limit, r, 2, str(results[r])),
+        )
+        for r in range(2)
+    ]
+    try:
+        for process in ranks:
+            process.start()
+        for process in ranks:
+            process.join(timeout=600)
+            assert process.exitcode == 0
+    finally:
+        stop.set()
+        watcher.join()
+    admissions = [line.split() for line in log.read_text().splitlines()]
+    assert all(int(usage) <= int(lim) == limit for _, _, usage, lim in admissions)
+    assert len(admissions) > len(sizes)  # shards were evicted and fetched again
+    assert seen and max(seen) <= limit
+    for epoch in range(2):
+        expected = dataset(local_url, group_shards=1, rank=0, world_size=2)
+        expected.set_epoch(epoch)
+        reference = windows(expected.samples(0, expected.plan().num_samples) for _ in [0])
+        got = {}
+        for path in results:
+            with open(path, "rb") as f:
+                got.update(pickle.load(f)[epoch])
+        assert got == reference
+
+
+def hold_shard(url, storage_options, cache_dir, limit, ready, release) -> None:
+    store = ShardStore(url, storage_options, cache_dir, limit)
+    shards, _ = committed_shards(url, storage_options)
+    held = store.tokens(shards[0])  # mapped, so held
+    ready.set()
+    release.wait(120)
+    del held
+    store._open.clear()  # the mapping's last array goes: the hold ends
+
+
+def test_a_shard_in_use_is_never_evicted(local_url, s3_url, s3, tmp_path):
+    sizes = shard_sizes(local_url)
+    cache_dir = str(tmp_path / "cache")
+    limit = sizes[0] + sizes[1] - 1  # room for one of the two, not both
+    context = multiprocessing.get_context("spawn")
+    ready, release = context.Event(), context.Event()
+    holder = context.Process(
+        target=hold_shard, args=(s3_url, s3.storage_options, cache_dir, limit, ready, release)
+    )
+    holder.start()
+    try:
+        assert ready.wait(120)
+        shards, _ = committed_shards(s3_url, s3.storage_options)
+        first = os.path.join(cache_dir, shards[0].rel.replace("/", "__"))
+        store = ShardStore(s3_url, s3.storage_options, cache_dir, limit)
+        store.cache.wait_s = 1.0
+        with pytest.raises(LoaderError, match="every cached shard is in use"):
+            store.tokens(shards[1])
+        assert os.path.exists(first)
+        release.set()
+        holder.join(60)
+        assert holder.exitcode == 0
+        second = store.tokens(shards[1])
+        assert not os.path.exists(first)  # evicted once nobody held it
+        assert len(second.doc_len) == shards[1].documents
+    finally:
+        release.set()
+        holder.join(60)
+    with pytest.raises(LoaderError, match="exceeds cache_limit"):
+        ShardStore(s3_url, s3.storage_options, str(tmp_path / "tiny"), 100).tokens(shards[0])

@@ -1,0 +1,236 @@
+"""TokenDataset document boundaries (issue 15): best_fit packing never splits a document that fits,
+BOS insertion (explicit or from the ledger), cu_seqlens / max_seqlen, cross-document label
+masking, provenance and `tokenmill which` checked against what the loader yields (every segment
+decoded and compared with the document's tokens in the shards), and skip_documents. The output is
+the sample corpus tokenized by the engine."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+from collections import defaultdict
+
+import pytest
+import torch
+
+from pipeline.loader import IGNORE_INDEX, TokenDataset
+from pipeline.output import Output, iter_committed
+from pipeline.output.shards import read_ipc
+
+from .helpers import job_config
+
+SEQ = 512
+BATCH = 4
+EOS, BOS = 8000, 8001  # outside the 8k vocabulary: never inside a document
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory, ray_session, sample_dir, bpe_path) -> str:
+    from pipeline.tokenize import run_job
+
+    out = tmp_path_factory.mktemp("docs") / "out"
+    run_job(job_config(sample_dir / "*.jsonl", out, f"bpe:{bpe_path}", unit_bytes=200_000))
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def documents(url) -> dict[tuple[str, int], dict]:
+    """(shard, row) -> the document's doc_id, tokens and unit (url, start), from the shards."""
+    output, found = Output(url), {}
+    for entry in iter_committed(output):
+        for row, record in enumerate(read_ipc(output, entry.shard).to_pylist()):
+            found[(entry.shard, row)] = {
+                "doc_id": record["doc_id"],
+                "tokens": record["tokens"],
+                "url": entry.unit.url,
+                "offset": entry.unit.start,
+            }
+    return found
+
+
+def dataset(urls, **options) -> TokenDataset:
+    options = {
+        "batch_size": BATCH,
+        "eos_id": EOS,
+        "return_index": True,
+        "seed": 5,
+        "chunk_tokens": 3 * BATCH * (SEQ + 1),
+        "bundle_tokens": 3 * BATCH * (SEQ + 1),
+        **options,
+    }
+    return TokenDataset(urls, SEQ, **options)
+
+
+def expected_window(segments: list[dict], documents: dict, pad: int) -> list[int]:
+    """A sample's window rebuilt from its provenance alone: each segment decoded from the
+    document's tokens in the shard (BOS / EOS where the segment says), the rest padding."""
+    window = [pad] * (SEQ + 1)
+    covered = 0
+    for seg in segments:
+        doc = documents[(seg["shard"], seg["row"])]
+        assert (seg["doc_id"], seg["url"], seg["offset"]) == (
+            doc["doc_id"],
+            doc["url"],
+            doc["offset"],
+        )
+        start, end = seg["doc_tokens"]
+        tokens = [BOS] * seg["bos"] + doc["tokens"][start:end] + [EOS] * seg["eos"]
+        a, b = seg["window"]
+        assert b - a == len(tokens) and a == covered  # one after another, from 0
+        window[a:b] = tokens
+        covered = b
+    return window
+
+
+def check_batches_against_provenance(ds: TokenDataset, batches, documents) -> int:
+    """Every sample of the batches equals its window rebuilt from ds.provenance; returns the
+    samples checked."""
+    checked = 0
+    for batch in batches:
+        for i, index in enumerate(batch["index"].tolist()):
+            window = expected_window(ds.provenance(index), documents, ds.pad_id)
+            assert batch["input_ids"][i].tolist() == window[:SEQ], index
+            last = int(batch["labels"][i, -1])
+            assert last in (window[SEQ], IGNORE_INDEX)
+            checked += 1
+    return checked
+
+
+@pytest.mark.parametrize("packing", ["concat", "best_fit"])
+def test_provenance_and_which_agree_with_what_the_loader_yields(url, documents, packing):
+    """A mixture (the output twice) with BOS, 2 ranks x 2 workers: each sample is exactly the
+    document slices its provenance names, and `tokenmill which` prints those segments."""
+    options = {
+        "weights": [2, 1],
+        "packing": packing,
+        "bos_id": BOS,
+        "stopping_strategy": "all_exhausted",
+        "mix_block": 8,
+    }
+    checked = 0
+    for rank in range(2):
+        ds = dataset([url, url], rank=rank, world_size=2, **options)
+        batches = list(itertools.islice(ds.dataloader(num_workers=2), 12))
+        checked += check_batches_against_provenance(ds, batches, documents)
+        assert {int(s) for b in batches for s in b["source"]} == {0, 1}
+    assert checked == 2 * 12 * BATCH
+
+    from click.testing import CliRunner
+
+    from jobs.cli import main
+
+    args = ["which", url, url, "--seq-len", str(SEQ), "--seed", "5", "--epoch", "0"]
+    args += ["--weights", "2,1", "--packing", packing, "--bos-id", str(BOS), "--eos-id", str(EOS)]
+    args += ["--stopping-strategy", "all_exhausted", "--mix-block", "8"]
+    args += ["--batch-size", str(BATCH), "--world-size", "2", "--rank", "1", "--step", "3"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    ds = dataset([url, url], rank=1, world_size=2, **options)
+    samples = range(3 * 2 * BATCH + BATCH, 3 * 2 * BATCH + 2 * BATCH)
+    expected = [
+        {"step": 3, "batch_row": i - samples[0], **seg} for i in samples for seg in ds.provenance(i)
+    ]
+    assert lines == expected
+
+
+def test_best_fit_never_splits_a_document_that_fits_and_reports_its_padding(url, documents):
+    ds = dataset(url, packing="best_fit", drop_last=False)
+    plan = ds.plan()
+    pieces = defaultdict(list)
+    padding = 0
+    for index in range(plan.num_samples):
+        segments = ds.provenance(index)
+        padding += SEQ + 1 - sum(b - a for a, b in (s["window"] for s in segments))
+        for seg in segments:
+            pieces[(seg["shard"], seg["row"])].append(seg["doc_tokens"])
+    assert pieces.keys() == documents.keys()  # every document, once per pass
+    fits = split = 0
+    for key, ranges in pieces.items():
+        length = len(documents[key]["tokens"])
+        ranges.sort()
+        assert ranges[0][0] == 0 and ranges[-1][1] == length
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))  # tiled, no overlap
+        if length + 1 <= SEQ + 1:
+            assert ranges == [[0, length]], key
+            fits += 1
+        else:
+            split += 1
+    assert fits > 20 and split > 20  # both kinds are in the sample at this seq_len
+    assert plan.padding_tokens == padding and plan.sources[0]["split_documents"] == split
+    assert plan.padding_fraction == padding / (plan.num_samples * (SEQ + 1))
+    concat = dataset(url).plan()
+    assert plan.padding_fraction < concat.split_fraction
+    assert concat.sources[0]["split_documents"] > split  # concat also cuts documents that fit
+    batches = list(ds)
+    assert check_batches_against_provenance(ds, batches, documents) == plan.num_samples
+    labels = torch.cat([b["labels"] for b in batches])
+    assert int((labels == IGNORE_INDEX).sum()) == padding  # a pad target per pad token
+
+
+def test_skipped_documents_never_contribute_a_label_and_nothing_else_moves(
+    url, documents, tmp_path
+):
+    plain = dataset(url, packing="best_fit", mask_cross_document=False)
+    skipped_ids = {seg["doc_id"] for index in (2, 9, 30) for seg in plain.provenance(index)}
+    path = tmp_path / "skip.txt"
+    path.write_text("\n".join(sorted(skipped_ids)) + "\n")
+    for skip in (sorted(skipped_ids), str(path)):
+        ds = dataset(url, packing="best_fit", skip_documents=skip)
+        got = list(ds.dataloader(num_workers=2))
+        expected = list(plain)
+        assert len(got) == len(expected)
+        masked = 0
+        for batch, ref in zip(got, expected, strict=True):
+            assert torch.equal(batch["input_ids"], ref["input_ids"])
+            want = ref["labels"].clone()
+            for i, index in enumerate(batch["index"].tolist()):
+                for seg in ds.provenance(index):
+                    assert seg["skipped"] == (seg["doc_id"] in skipped_ids)
+                    if seg["skipped"]:
+                        a, b = seg["window"]
+                        want[i, max(a - 1, 0) : b - 1] = IGNORE_INDEX
+                        masked += b - 1 - max(a - 1, 0)
+            assert torch.equal(batch["labels"], want)
+        assert masked > 0
+
+
+def test_seq_lens_ids_and_cross_document_masks_follow_the_documents(url):
+    options = {"position_ids": True, "document_ids": True, "seq_lens": True, "drop_last": False}
+    for packing in ("concat", "best_fit"):
+        ds = dataset(url, packing=packing, mask_cross_document=True, **options)
+        in_process = list(ds)
+        workers = list(ds.dataloader(num_workers=2))
+        for batch, other in zip(in_process, workers, strict=True):
+            assert all(torch.equal(batch[k], other[k]) for k in batch if k != "max_seqlen")
+            assert batch["max_seqlen"] == other["max_seqlen"]
+            starts = torch.flatten(batch["position_ids"] == 0).nonzero().flatten()
+            cu = batch["cu_seqlens"]
+            assert cu.dtype == torch.int32 and cu[-1] == batch["input_ids"].numel()
+            assert torch.equal(cu[:-1].long(), starts)
+            assert batch["max_seqlen"] == int(torch.diff(cu).max())
+            doc = batch["document_ids"]
+            assert torch.equal(doc, torch.cumsum((batch["position_ids"] == 0).long(), 1) - 1)
+            if packing == "concat":  # no padding: a label is masked iff its target starts a doc
+                after_eos = batch["input_ids"] == EOS
+                assert torch.equal(batch["labels"] == IGNORE_INDEX, after_eos)
+    assert any(len(b["cu_seqlens"]) > BATCH + 1 for b in in_process)
+
+
+def test_bos_from_the_ledger_precedes_every_document_unless_turned_off(url, tmp_path):
+    copy = tmp_path / "with-bos"
+    shutil.copytree(url, copy)
+    for entry in (copy / "ledger").glob("*.json"):
+        data = json.loads(entry.read_text())
+        data["tokenizer"]["bos_id"] = BOS
+        entry.write_text(json.dumps(data))
+    plain, with_bos = dataset(url), dataset(str(copy))
+    assert with_bos.bos_id == BOS and plain.bos_id is None
+    docs = sum(s["documents"] for s in plain.plan().sources)
+    assert with_bos.plan().stream_tokens == plain.plan().stream_tokens + docs
+    batch = next(iter(with_bos))
+    window = torch.cat([batch["input_ids"], batch["labels"][:, -1:]], 1)
+    after_eos = window[:, 1:][window[:, :-1] == EOS]
+    assert len(after_eos) > 0 and bool((after_eos == BOS).all())
+    assert dataset(str(copy), bos_id=-1).bos_id is None
