@@ -44,6 +44,7 @@ import torch
 from pipeline.loader import TokenDataset, committed_shards
 
 DTYPES = {"int64": torch.int64, "int32": torch.int32}
+MIX_OPTIONS = {"packing": "best_fit", "seq_lens": True, "stopping_strategy": "all_exhausted"}
 
 
 def ensure_output(output: str, inputs: str | None, tokenizer: str | None) -> None:
@@ -172,35 +173,18 @@ def litdata_dir(output: str, dtype: str, cache: str, chunk_tokens: int) -> str:
 
 
 def litdata_epochs(
-    path: str, workers: int, seq_len: int, batch: int, shuffle: bool, persistent: bool = False
+    path: str | list[str],
+    workers: int,
+    seq_len: int,
+    batch: int,
+    shuffle: bool,
+    persistent: bool = False,
+    weights: list[float] | None = None,
 ) -> Iterator[dict]:
     """Whole epochs of one StreamingDataset/StreamingDataLoader (it moves to the next epoch
-    itself on every iteration), made once like tokenmill's."""
-    from litdata import StreamingDataLoader, StreamingDataset, TokensLoader
-
-    ds = StreamingDataset(
-        path,
-        item_loader=TokensLoader(block_size=seq_len + 1),
-        shuffle=shuffle,
-        drop_last=True,
-        seed=0,
-    )
-    loader = StreamingDataLoader(
-        ds,
-        batch_size=batch,
-        num_workers=workers,
-        prefetch_factor=4 if workers else None,
-        persistent_workers=persistent,
-    )
-    while True:
-        yield consume(loader, lambda b: (b[:, :-1], b[:, 1:]))
-
-
-def litdata_mix_epochs(
-    paths: list[str], weights: list[float], workers: int, seq_len: int, batch: int, persistent: bool
-) -> Iterator[dict]:
-    """Whole epochs of litdata's CombinedStreamingDataset of one StreamingDataset per output
-    (TokensLoader windows, shuffled), sampled by `weights` (it stops when one runs out)."""
+    itself on every iteration), made once like tokenmill's; with several paths, litdata's
+    CombinedStreamingDataset of one StreamingDataset each, sampled by `weights` (it stops when
+    one runs out)."""
     from litdata import (
         CombinedStreamingDataset,
         StreamingDataLoader,
@@ -210,13 +194,19 @@ def litdata_mix_epochs(
 
     parts = [
         StreamingDataset(
-            path, item_loader=TokensLoader(block_size=seq_len + 1), shuffle=True, drop_last=True
+            p,
+            item_loader=TokensLoader(block_size=seq_len + 1),
+            shuffle=shuffle,
+            drop_last=True,
+            seed=0,
         )
-        for path in paths
+        for p in ([path] if isinstance(path, str) else path)
     ]
-    combined = CombinedStreamingDataset(parts, seed=0, weights=weights, iterate_over_all=False)
+    ds = parts[0]
+    if not isinstance(path, str):
+        ds = CombinedStreamingDataset(parts, seed=0, weights=weights, iterate_over_all=False)
     loader = StreamingDataLoader(
-        combined,
+        ds,
         batch_size=batch,
         num_workers=workers,
         prefetch_factor=4 if workers else None,
@@ -301,13 +291,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--litdata-cache", default="/tmp/tokenmill-bench-loader/litdata")
     parser.add_argument("--litdata-chunk-tokens", type=int, default=1 << 22)
     parser.add_argument("--extras", action="store_true", help="also ids, no-slot, floors")
-    parser.add_argument(
-        "--mix",
-        nargs=2,
-        default=None,
-        metavar="OUTPUT",
-        help="also rows of a mixture of these two outputs (best_fit, seq_lens, all_exhausted)",
-    )
+    mix_help = "also rows of a mixture of these two outputs (best_fit, seq_lens, all_exhausted)"
+    parser.add_argument("--mix", nargs=2, default=None, metavar="OUTPUT", help=mix_help)
     parser.add_argument("--mix-inputs", nargs=2, default=None, metavar="GLOB")
     parser.add_argument("--mix-weights", nargs=2, type=float, default=[0.7, 0.3])
     parser.add_argument("--no-plain", action="store_true", help="only the --mix rows")
@@ -317,77 +302,38 @@ def parse_args() -> argparse.Namespace:
 
 
 def measure_row(
-    args: argparse.Namespace, dtype: str, seq_len: int, spec: str, lit_path: str | None
+    args: argparse.Namespace,
+    dtype: str,
+    seq_len: int,
+    spec: str,
+    lit: str | list[str] | None,
+    mix: bool = False,
 ) -> dict:
-    """One table row: the numpy ceiling, tokenmill and (when measured) litdata at one setting."""
+    """One table row: the numpy ceiling, tokenmill and (when measured) litdata at one setting;
+    `mix`: the two --mix outputs (ceiling of both; TokenDataset with weights, all_exhausted,
+    best_fit and cu_seqlens; litdata's CombinedStreamingDataset)."""
     workers, persistent = int(spec.rstrip("p")), spec.endswith("p")
-    ceiling, tm = interleaved(
-        args.repeat,
-        args.output,
-        dtype,
-        tokenmill_epochs(
-            args.output,
-            workers,
-            seq_len,
-            args.batch,
-            dtype=DTYPES[dtype],
-            persistent=persistent,
-        ),
+    outputs, options = (args.mix, MIX_OPTIONS) if mix else (args.output, {})
+    options = {**options, "weights": args.mix_weights} if mix else options
+    epochs = tokenmill_epochs(
+        outputs, workers, seq_len, args.batch, dtype=DTYPES[dtype], persistent=persistent, **options
     )
-    row = {"seq_len": seq_len, "dtype": dtype, "workers": spec}
-    row["ceiling"] = ceiling["tokens_per_s"]
-    row["tokenmill"] = tm["tokens_per_s"]
+    ceiling, tm = interleaved(args.repeat, outputs, dtype, epochs)
+    row = {"seq_len": seq_len, "dtype": dtype, "workers": spec, "mix": mix}
+    row.update(ceiling=ceiling["tokens_per_s"], tokenmill=tm["tokens_per_s"])
     row["tokenmill_tokens"] = tm["tokens"]
     if workers == 0:  # one process on both sides: CPU time is comparable too
         row["ceiling_cpu"] = ceiling["tokens_per_cpu_s"]
         row["tokenmill_cpu"] = tm["tokens_per_cpu_s"]
-    if lit_path:
-        for shuffle in (False, True):
-            lit = best(
-                args.litdata_repeat,
-                litdata_epochs(lit_path, workers, seq_len, args.batch, shuffle, persistent),
-            )
-            row[f"litdata_{'shuffle' if shuffle else 'ordered'}"] = lit["tokens_per_s"]
-    return row
-
-
-def measure_mix_row(
-    args: argparse.Namespace, dtype: str, seq_len: int, spec: str, lit_paths: list[str] | None
-) -> dict:
-    """One row of the mixture: the ceiling of both outputs, the mixed TokenDataset (weights,
-    all_exhausted, best_fit, cu_seqlens) and litdata's CombinedStreamingDataset."""
-    workers, persistent = int(spec.rstrip("p")), spec.endswith("p")
-    ceiling, tm = interleaved(
-        args.repeat,
-        args.mix,
-        dtype,
-        tokenmill_epochs(
-            args.mix,
-            workers,
-            seq_len,
-            args.batch,
-            dtype=DTYPES[dtype],
-            persistent=persistent,
-            weights=args.mix_weights,
-            packing="best_fit",
-            seq_lens=True,
-            stopping_strategy="all_exhausted",
-        ),
-    )
-    row = {"seq_len": seq_len, "dtype": dtype, "workers": spec, "mix": True}
-    row.update(ceiling=ceiling["tokens_per_s"], tokenmill=tm["tokens_per_s"])
-    row["tokenmill_tokens"] = tm["tokens"]
-    if workers == 0:
-        row["ceiling_cpu"] = ceiling["tokens_per_cpu_s"]
-        row["tokenmill_cpu"] = tm["tokens_per_cpu_s"]
-    if lit_paths:
-        lit = best(
+    for shuffle in (False, True) if lit and not mix else (True,) if lit else ():
+        lit_row = best(
             args.litdata_repeat,
-            litdata_mix_epochs(
-                lit_paths, args.mix_weights, workers, seq_len, args.batch, persistent
+            litdata_epochs(
+                lit, workers, seq_len, args.batch, shuffle, persistent, args.mix_weights
             ),
         )
-        row["litdata_combined"] = lit["tokens_per_s"]
+        name = "combined" if mix else "shuffle" if shuffle else "ordered"
+        row[f"litdata_{name}"] = lit_row["tokens_per_s"]
     return row
 
 
@@ -435,7 +381,7 @@ def run_rows(args: argparse.Namespace, skip: str | None) -> list[dict]:
                     rows.append(measure_row(args, dtype, seq_len, spec, lit_path))
                     print(_line(rows[-1]), flush=True)
                 if args.mix:
-                    rows.append(measure_mix_row(args, dtype, seq_len, spec, lit_mix))
+                    rows.append(measure_row(args, dtype, seq_len, spec, lit_mix, mix=True))
                     print(_line(rows[-1]), flush=True)
     return rows
 
@@ -463,7 +409,8 @@ def main() -> None:
     result["rows"] = rows = run_rows(args, skip)
     if args.extras:
         result["extras"] = extras(args)
-    print(table([r for r in rows if not r.get("mix")]))
+    if not args.no_plain:
+        print(table([r for r in rows if not r.get("mix")]))
     if args.mix:
         print(mix_table([r for r in rows if r.get("mix")]))
     if args.extras:
@@ -480,18 +427,17 @@ def main() -> None:
 
 
 def mix_table(rows: list[dict]) -> str:
-    head = (
-        "| seq_len | dtype | workers | ceiling (2 outputs) | tokenmill mix+best_fit+seq_lens "
-        "| vs ceiling | (CPU time) | litdata Combined | tokenmill/litdata |"
-    )
-    lines = [head, "|" + "---|" * 9]
+    head = "| seq_len | dtype | workers | ceiling (2 outputs) | tokenmill mix+best_fit+seq_lens "
+    lines = [head + "| vs ceiling | (CPU time) | litdata Combined | tokenmill/litdata |"]
+    lines.append("|" + "---|" * 9)
     for r in rows:
         cpu = f"{r['tokenmill_cpu'] / r['ceiling_cpu']:.2f}" if "ceiling_cpu" in r else "-"
         lit = r.get("litdata_combined")
+        lit_cells = f"| {lit / 1e6:.1f} M | {r['tokenmill'] / lit:.2f} |" if lit else "| - | - |"
         lines.append(
             f"| {r['seq_len']} | {r['dtype']} | {r['workers']} | {r['ceiling'] / 1e6:.0f} M "
             f"| {r['tokenmill'] / 1e6:.1f} M | {r['tokenmill'] / r['ceiling']:.2f} | {cpu} "
-            + (f"| {lit / 1e6:.1f} M | {r['tokenmill'] / lit:.2f} |" if lit else "| - | - |")
+            + lit_cells
         )
     return "\n".join(lines)
 

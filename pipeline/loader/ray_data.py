@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.errors import LoaderError
 from pipeline.loader.dataset import TokenDataset
 
 
@@ -35,12 +36,16 @@ def ray_dataset(
     **options: Any,
 ):
     """A ray.data.Dataset of one epoch's windows (columns input_ids, labels, and the optional
-    ones TokenDataset takes as options), read by Ray tasks in blocks of `samples_per_block`."""
+    ones TokenDataset takes as options), read by Ray tasks in blocks of `samples_per_block`.
+    Rows are single samples, so `seq_lens` (per batch) is not offered: cu_seqlens of a batch
+    follow from its position_ids (0 at every segment start)."""
     import ray.data
 
+    if options.get("seq_lens"):
+        raise LoaderError("ray_dataset rows are samples: ask position_ids, not seq_lens")
     dataset = TokenDataset(url, seq_len, seed, batch_size=samples_per_block, **options)
     dataset.set_epoch(epoch)
-    n = dataset.plan().num_samples
+    n = dataset.plan(detail=False).num_samples
     ranges = ray.data.from_items(
         [
             {"start": int(a), "stop": int(min(a + samples_per_block, n))}

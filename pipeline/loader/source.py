@@ -152,7 +152,8 @@ class SourceEpoch:
     ) -> int:
         """Windows j0 .. j1-1 into out[rows] (and their labels, shifted, into labels[rows] unless
         it has no columns: padding's labels are left to the caller); with `limit` (concat),
-        stream positions from `limit` on are padding. Returns the stream tokens placed."""
+        stream positions from `limit` on are padding. Returns the tokens placed before any
+        padding after `limit` (best_fit: all)."""
         if self.packing == "concat":
             return self._read_concat(j0, j1, out, labels, rows, segments, limit)
         j = j0
@@ -162,7 +163,7 @@ class SourceEpoch:
             n = min(j1 - j, first.nbins - b)
             first.read_bins(b, b + n, out, labels, rows[j - j0 :], segments, self.index)
             j += n
-        return self.tokens_used(j1) - self.tokens_used(j0)
+        return (j1 - j0) * self.window  # every window is whole (padding included)
 
     def _read_concat(
         self,

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from pipeline.errors import ConfigError, LeaseLost, UnitFailed
 from pipeline.output.storage import Output
 from pipeline.tokenize.config import JobConfig, tokenizer_options
+from pipeline.tokenize.feed import WorkFeed
 from pipeline.tokenize.inputs import WorkUnit
 from pipeline.tokenize.unit import UnitTask, process_unit
 from schemas.records import LedgerEntry, RunCounts
@@ -71,16 +72,15 @@ class TokenizeWorker:
         # Set before the tokenizer libraries start their thread pools. (Not a runtime_env: that
         # would start dedicated worker processes instead of reusing Ray's prestarted ones.)
         os.environ.update(WORKER_ENV)
-        self.tokenizer = load_tokenizer(
-            spec, storage_options=task.storage_options, **options
-        )
+        self.tokenizer = load_tokenizer(spec, storage_options=task.storage_options, **options)
         self.output = Output(output_url, task.storage_options)
         self.task = task
         self.metrics = UnitMetrics(output_url)
 
-    def process(self, unit: dict[str, Any]) -> RunCounts:
-        """Commit one unit; returns what it added (nothing when it was already committed)."""
-        outcome = process_unit(WorkUnit.from_dict(unit), self.tokenizer, self.task, self.output)
+    def process(self, unit: dict[str, Any], data: bytes | None = None) -> RunCounts:
+        """Commit one unit (`data`: a stream range's bytes); returns what it added."""
+        unit = WorkUnit.from_dict(unit)
+        outcome = process_unit(unit, self.tokenizer, self.task, self.output, data)
         entry = outcome.entry
         if not outcome.already_committed:
             self.metrics.record(entry)
@@ -262,17 +262,20 @@ def _start_actors(cfg: JobConfig, task: UnitTask, n_actors: int) -> list[Any]:
     return started
 
 
-def dispatch(cfg: JobConfig, todo: list[WorkUnit], task: UnitTask, n_actors: int) -> RunCounts:
-    """Run every unit through n_actors actors, at most max_in_flight queued at once."""
+def dispatch(cfg: JobConfig, feed: WorkFeed, task: UnitTask, n_actors: int) -> RunCounts:
+    """Run the feed's work through n_actors actors, at most max_in_flight units queued at once
+    (the feed is read lazily: a stream's ranges are cut as actors free up)."""
     actors = _start_actors(cfg, task, n_actors)
     n_actors = len(actors)
     per_actor = max(1, (cfg.max_in_flight or 2 * n_actors) // n_actors)
     pending: dict[ray.ObjectRef, tuple[int, WorkUnit]] = {}
     load = [0] * n_actors
-    queue = list(reversed(todo))
+    work = iter(feed)
+    more = True
     done, t0 = RunCounts(), time.time()
+    total = None if feed.has_streams else len(feed)
     bar = tqdm(
-        total=len(todo),
+        total=total,
         unit="unit",
         disable=not cfg.progress,
         file=sys.stderr,
@@ -280,12 +283,18 @@ def dispatch(cfg: JobConfig, todo: list[WorkUnit], task: UnitTask, n_actors: int
         desc="tokenize",
     )
     try:
-        while queue or pending:
+        while more or pending:
             for i in range(n_actors):
-                while queue and load[i] < per_actor:
-                    unit = queue.pop()
-                    pending[actors[i].process.remote(unit.describe())] = (i, unit)
+                while more and load[i] < per_actor:
+                    item = next(work, None)
+                    if item is None:
+                        more = False
+                        break
+                    ref = actors[i].process.remote(item.unit.describe(), item.data)
+                    pending[ref] = (i, item.unit)
                     load[i] += 1
+            if not pending:
+                break
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
                 i, unit = pending.pop(ref)

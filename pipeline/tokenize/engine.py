@@ -25,7 +25,8 @@ from pipeline.output.lease import OutputLease, owner_dead
 from pipeline.output.repair import uncommit, uncommit_bad_units
 from pipeline.output.verify import spool_files
 from pipeline.tokenize.config import JobConfig, tokenizer_options
-from pipeline.tokenize.inputs import WorkUnit, plan_units
+from pipeline.tokenize.feed import WorkFeed
+from pipeline.tokenize.inputs import WorkUnit, is_stream, plan_units, same_file
 from pipeline.tokenize.unit import UnitTask, process_unit
 from schemas.layout import COMMITTED_PATHS
 from schemas.records import LedgerEntry, RunCounts, RunSummary
@@ -53,6 +54,10 @@ class Reconciled:
     committed: list[LedgerEntry]
     changed_urls: list[str]
     uncommitted: int
+    planned_ids: list[str] | None = (
+        None  # once known: every unit id of the run, streams' ranges too
+    )
+    skipped_ranges: int = 0  # ranges of streams found already committed
 
 
 def reset_output(output: Output) -> None:
@@ -101,8 +106,17 @@ def reconcile(cfg: JobConfig, job: PreparedJob, units: list[WorkUnit]) -> Reconc
     or disappeared. `redo` uncommits them (entry first, then their files) so the output equals a
     fresh run over the current inputs; `refuse` stops, naming the files."""
     planned = {u.unit_id for u in units}
+    streams: dict[str, list[WorkUnit]] = {}
+    for unit in units:
+        if is_stream(unit):
+            streams.setdefault(unit.url, []).append(unit)
     entries = committed_entries(job.output, job.task.config_hash)
-    stale = [e for e in entries if e.unit_id not in planned]
+
+    def current(entry: LedgerEntry) -> bool:
+        ranges_of = streams.get(entry.unit.url, ())
+        return entry.unit_id in planned or any(same_file(s, entry.unit) for s in ranges_of)
+
+    stale = [e for e in entries if not current(e)]
     changed = sorted({e.unit.url for e in stale})
     if stale and cfg.on_input_change == "refuse":
         raise InputsChanged(
@@ -114,9 +128,10 @@ def reconcile(cfg: JobConfig, job: PreparedJob, units: list[WorkUnit]) -> Reconc
     for entry in stale:
         log.warning("input changed: uncommitting unit %s of %s", entry.unit_id, entry.unit.url)
         uncommit(job.output, entry, remove_files=True)
-    kept = [e for e in entries if e.unit_id in planned]
+    kept = [e for e in entries if current(e)]
     done = {e.unit_id for e in kept}
-    return Reconciled([u for u in units if u.unit_id not in done], kept, changed, len(stale))
+    todo = [u for u in units if is_stream(u) or u.unit_id not in done]
+    return Reconciled(todo, kept, changed, len(stale))
 
 
 def stage_seconds(entries: list[LedgerEntry]) -> dict[str, float]:
@@ -140,15 +155,14 @@ def runs_in_driver(cfg: JobConfig, units: list[WorkUnit]) -> bool:
     return not cfg.actors and not on_cluster and todo_bytes(units) <= cfg.local_bytes
 
 
-def run_in_driver(cfg: JobConfig, job: PreparedJob, units: list[WorkUnit]) -> RunCounts:
+def run_in_driver(cfg: JobConfig, job: PreparedJob, feed: WorkFeed) -> RunCounts:
     """Process the units one after another in this process, with the tokenizer already loaded."""
     done = RunCounts()
-    bar = tqdm(
-        total=len(units), unit="unit", disable=not cfg.progress, file=sys.stderr, desc="tokenize"
-    )
+    total = None if feed.has_streams else len(feed)
+    bar = tqdm(total=total, unit="unit", disable=not cfg.progress, file=sys.stderr, desc="tokenize")
     with bar:
-        for unit in units:
-            entry = process_unit(unit, job.tokenizer, job.task, job.output).entry
+        for work in feed:
+            entry = process_unit(work.unit, job.tokenizer, job.task, job.output, work.data).entry
             done = done.add(
                 RunCounts(1, entry.documents, entry.tokens, entry.bytes, entry.rejected)
             )
@@ -195,24 +209,39 @@ def _run_leased(cfg: JobConfig, lease: OutputLease) -> RunSummary:
             "one to separate documents (give one with --tokenizer-option eos_token=TOKEN)"
         )
         log.warning(notes[-1])
+    feed = WorkFeed(
+        plan.todo, {e.unit_id for e in plan.committed}, job.task.read, cfg.storage_options
+    )
     if plan.todo and runs_in_driver(cfg, plan.todo):
         notes.append(f"ran in the driver process: {todo_bytes(plan.todo)} input bytes to do")
-        this_run = run_in_driver(cfg, job, plan.todo)
+        this_run = run_in_driver(cfg, job, feed)
     elif plan.todo:
         from pipeline.tokenize.actors import dispatch, init_ray, size_pool
 
         session_dir = init_ray(cfg.ray_address, dashboard=cfg.dashboard)
         if session_dir:
             lease.publish(ray_session_dir=session_dir)
-        n_actors, notes = size_pool(cfg, len(plan.todo))
-        this_run = dispatch(cfg, plan.todo, job.task, n_actors)
+        # a stream's ranges are not counted yet: it may keep every actor busy
+        n_actors, pool_notes = size_pool(cfg, len(feed) + (1 << 20) * feed.has_streams)
+        notes += pool_notes
+        this_run = dispatch(cfg, feed, job.task, n_actors)
     lease.check()
     entries = committed_entries(job.output, job.task.config_hash)
+    plan = _with_streams(plan, units, feed)
     if stale_spool:
         notes.append(f"removed {len(stale_spool)} scratch files left by interrupted runs")
     summary = _summary(cfg, job, units, plan, entries, this_run, n_actors, repaired, started)
     summary = replace(summary, notes=notes, spool_files_removed=len(stale_spool))
     return replace(summary, summary_path=write_run_summary(job.output, summary))
+
+
+def _with_streams(plan: Reconciled, units: list[WorkUnit], feed: WorkFeed) -> Reconciled:
+    """The plan once the streams were read: their ranges count as planned units."""
+    if not feed.has_streams:
+        return plan
+    ids = [u.unit_id for u in units if not is_stream(u)]
+    ranges = [i for i in feed.planned if i not in set(ids)]
+    return replace(plan, planned_ids=[*ids, *ranges], skipped_ranges=feed.skipped)
 
 
 def _summary(
@@ -227,6 +256,7 @@ def _summary(
     started: float,
 ) -> RunSummary:
     elapsed = time.time() - started
+    planned = plan.planned_ids if plan.planned_ids is not None else [u.unit_id for u in units]
     return RunSummary(
         run_nonce=uuid.uuid4().hex[:6],
         output=job.output.url,
@@ -236,8 +266,8 @@ def _summary(
         encoder_version=str(job.manifest["tokenizer"].get("encoder_version") or ""),
         encoder_fallbacks=list(job.manifest["tokenizer"].get("encoder_fallbacks") or []),
         storage_options=redact(cfg.storage_options),
-        units_planned=len(units),
-        units_skipped=len(units) - len(plan.todo),
+        units_planned=len(planned),
+        units_skipped=len(units) - len(plan.todo) + plan.skipped_ranges,
         units_run=this_run.units,
         units_committed=len(entries),
         actors=n_actors,
@@ -251,7 +281,7 @@ def _summary(
         seconds=round(elapsed, 3),
         mb_per_s=round(this_run.bytes / 1e6 / elapsed, 3) if elapsed else 0.0,
         tokens_per_s=round(this_run.tokens / elapsed, 1) if elapsed else 0.0,
-        complete=len(entries) == len(units),
+        complete=set(planned) <= {e.unit_id for e in entries},
         verified_documents=sum(e.verified_documents for e in entries),
         verified_bytes=sum(e.verified_bytes for e in entries),
         stage_seconds=stage_seconds(entries),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -139,9 +140,14 @@ class UnitFiles:
 
 
 def process_unit(
-    unit: WorkUnit, tokenizer: TokenizerBase, task: UnitTask, output: Output
+    unit: WorkUnit,
+    tokenizer: TokenizerBase,
+    task: UnitTask,
+    output: Output,
+    data: bytes | None = None,
 ) -> UnitOutcome:
-    """Tokenize one unit and commit it. Idempotent: a committed unit is returned as it is, and a
+    """Tokenize one unit and commit it (`data`: the bytes of a stream's range, handed over by the
+    reader that cut it). Idempotent: a committed unit is returned as it is, and a
     re-run of an uncommitted one rewrites the same object names and bytes."""
     names = UnitNames.of(unit.unit_id, task.config_hash)
     if output.exists(names.ledger):
@@ -153,7 +159,8 @@ def process_unit(
     describe = tokenizer.describe()
     counts, times = UnitCounts(), StageTimes()
     with UnitFiles(output, _schema(unit, tokenizer, task, describe), tokenizer) as files:
-        batches = _tokenize_batches(unit, tokenizer, task, read_opts, files, counts, times)
+        reader = iter(read_unit(unit, read_opts, task.storage_options, data))
+        batches = _tokenize_batches(unit, reader, tokenizer, task, files, counts, times)
         t_commit = time.perf_counter()
         entry = LedgerEntry(
             unit_id=unit.unit_id,
@@ -201,9 +208,9 @@ def _schema(
 
 def _tokenize_batches(
     unit: WorkUnit,
+    reader: Iterator[DocBatch],
     tokenizer: TokenizerBase,
     task: UnitTask,
-    read_opts: ReadOptions,
     files: UnitFiles,
     counts: UnitCounts,
     times: StageTimes,
@@ -211,7 +218,6 @@ def _tokenize_batches(
     """Stream the unit's batches through the tokenizer into the files; returns the batch count."""
     byte_lengths = tokenizer.token_byte_lengths()
     batch_index = 0
-    reader = iter(read_unit(unit, read_opts, task.storage_options))
     while True:
         t_read = time.perf_counter()
         batch = next(reader, None)

@@ -10,8 +10,10 @@ ever planned as input."""
 
 from pipeline.tokenize.inputs import jsonl, parquet, shards, text  # noqa: F401  (register formats)
 from pipeline.tokenize.inputs.expand import current_identity, expand_inputs
+from pipeline.tokenize.inputs.lines import is_stream, same_file
 from pipeline.tokenize.inputs.planning import plan_units, read_unit
 from pipeline.tokenize.inputs.registry import InputFormat, detect, format_names, register_format
+from pipeline.tokenize.inputs.streams import iter_ranges
 from pipeline.tokenize.inputs.types import DocBatch, InputFile, ReadOptions, Reject, WorkUnit
 
 __all__ = [
@@ -25,7 +27,10 @@ __all__ = [
     "detect",
     "expand_inputs",
     "format_names",
+    "is_stream",
+    "iter_ranges",
     "plan_units",
     "read_unit",
     "register_format",
+    "same_file",
 ]

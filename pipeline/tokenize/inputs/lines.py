@@ -3,6 +3,7 @@ uncompressed file or a whole compressed file, read as a stream of lines of bound
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 
 from pipeline.output.storage import url_to_fs
@@ -13,6 +14,28 @@ from schemas.shards import REJECT_RAW_BYTES
 
 READ_BLOCK = 1 << 20
 BOM = b"\xef\xbb\xbf"
+
+
+# WorkUnit.end of a compressed file that is split into ranges while it is read (streams.py)
+STREAM = -2
+
+
+def is_stream(unit: WorkUnit) -> bool:
+    return unit.end == STREAM
+
+
+def stream_unit(file: InputFile, fmt: str, opts: ReadOptions) -> WorkUnit | None:
+    """The stream unit of a compressed file too big for one unit, else None."""
+    if not file.compression or file.size <= opts.unit_bytes:
+        return None
+    return WorkUnit(file.url, fmt, file.compression, 0, STREAM, file.size, file.etag)
+
+
+def same_file(stream: WorkUnit, unit: WorkUnit) -> bool:
+    """Whether `unit` is a range of the same version of the stream's file."""
+    identity = ("url", "fmt", "compression", "size", "etag", "version")
+    is_range = unit.end >= 0 or unit.start > 0  # not a whole-file unit of an earlier plan
+    return is_range and all(getattr(stream, k) == getattr(unit, k) for k in identity)
 
 
 def open_unit(unit: WorkUnit, storage_options: dict | None):
@@ -61,6 +84,23 @@ def aligned_bounds(fs, path: str, size: int, unit_bytes: int) -> list[int]:
             bounds.append(pos)
     bounds.append(size)
     return bounds
+
+
+def _source(unit: WorkUnit, storage_options: dict | None, data: bytes | None):
+    """A binary stream positioned at the unit's start."""
+    if data is not None:
+        return io.BytesIO(data)
+    stream = open_unit(unit, storage_options)
+    if unit.start and unit.compression:  # a compressed stream cannot seek: read up to the start
+        left = unit.start
+        while left > 0:
+            skipped = len(stream.read(min(READ_BLOCK, left)))
+            if not skipped:
+                break
+            left -= skipped
+    elif unit.start:
+        stream.seek(unit.start)
+    return stream
 
 
 def _first_bytes(parts: list[bytes], n: int) -> bytes:
@@ -131,6 +171,9 @@ class LineFormat(InputFormat):
     """A format with one record per line; subclasses say what a line's text becomes."""
 
     def plan_file(self, file: InputFile, opts: ReadOptions) -> list[WorkUnit]:
+        stream = stream_unit(file, self.name, opts)
+        if stream is not None:
+            return [stream]
         if file.compression or file.size <= opts.unit_bytes:
             return [WorkUnit(file.url, self.name, file.compression, 0, -1, file.size, file.etag)]
         bounds = aligned_bounds(file.fs, file.path, file.size, opts.unit_bytes)
@@ -140,15 +183,19 @@ class LineFormat(InputFormat):
         ]
 
     def read(
-        self, unit: WorkUnit, opts: ReadOptions, storage_options: dict | None
+        self,
+        unit: WorkUnit,
+        opts: ReadOptions,
+        storage_options: dict | None,
+        data: bytes | None = None,
     ) -> Iterator[DocBatch]:
+        """The unit's records; `data`, when given, is the unit's (decompressed) bytes, handed
+        over by the reader of a stream instead of being read from the file."""
         out = BatchBuilder(unit, opts)
         line_no: int | None = 1 if unit.start == 0 else None
         last_offset = unit.start
         try:
-            with open_unit(unit, storage_options) as stream:
-                if unit.start:
-                    stream.seek(unit.start)
+            with _source(unit, storage_options, data) as stream:
                 for offset, raw, head in iter_lines(
                     stream, unit.start, unit.end, opts.max_record_bytes
                 ):

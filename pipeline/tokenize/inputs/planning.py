@@ -43,7 +43,13 @@ def plan_units(
 
 
 def read_unit(
-    unit: WorkUnit, opts: ReadOptions, storage_options: dict | None = None
+    unit: WorkUnit,
+    opts: ReadOptions,
+    storage_options: dict | None = None,
+    data: bytes | None = None,
 ) -> Iterator[DocBatch]:
-    """Stream one unit as DocBatches of bounded size, by its format."""
+    """Stream one unit as DocBatches of bounded size, by its format. `data`: the bytes of a range
+    of a stream (see streams.py), handed over by the reader that cut it."""
+    if data is not None:
+        return get_format(unit.fmt).read(unit, opts, storage_options, data)
     return get_format(unit.fmt).read(unit, opts, storage_options)

@@ -1,0 +1,58 @@
+"""What a run hands its workers, in order: the planned units still to do, then the ranges of each
+big compressed file (a stream) as its reader cuts them, skipping ranges already committed. The
+feed is lazy, so at most the in-flight ranges of a stream are held in memory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from pipeline.tokenize.inputs import ReadOptions, WorkUnit, is_stream, iter_ranges
+
+
+@dataclass(frozen=True)
+class Work:
+    """One unit to process, with its bytes when a stream's reader cut it."""
+
+    unit: WorkUnit
+    data: bytes | None = None
+
+
+class WorkFeed:
+    """Iterates the Work of a run; afterwards `planned` holds the ids of every unit the run
+    planned (streams' ranges included) and `skipped` the ranges found already committed."""
+
+    def __init__(
+        self,
+        todo: list[WorkUnit],
+        committed: set[str],
+        opts: ReadOptions,
+        storage_options: dict | None,
+    ):
+        self.todo = todo
+        self.committed = committed
+        self.opts = opts
+        self.storage_options = storage_options
+        self.planned: list[str] = []
+        self.skipped = 0
+
+    @property
+    def has_streams(self) -> bool:
+        return any(is_stream(u) for u in self.todo)
+
+    def __len__(self) -> int:
+        """Units known before reading (a stream's ranges are not)."""
+        return sum(not is_stream(u) for u in self.todo)
+
+    def __iter__(self) -> Iterator[Work]:
+        for unit in self.todo:
+            if not is_stream(unit):
+                self.planned.append(unit.unit_id)
+                yield Work(unit)
+                continue
+            for piece, data in iter_ranges(unit, self.opts, self.storage_options):
+                self.planned.append(piece.unit_id)
+                if piece.unit_id in self.committed:
+                    self.skipped += 1
+                    continue
+                yield Work(piece, data)

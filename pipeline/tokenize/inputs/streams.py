@@ -1,0 +1,62 @@
+"""Big compressed line files in parallel: one reader decompresses the file once and cuts it into
+newline-aligned ranges of `unit_bytes` decompressed bytes; each range is a unit of its own (its id
+is a pure function of the file's identity and the range), committed on its own, read by any actor
+from the bytes the reader hands over.
+
+A compressed file is planned as one *stream* (a WorkUnit whose `end` is `STREAM`) when its
+compressed size is over `unit_bytes`; smaller ones stay whole-file units as before. The ranges
+depend only on the decompressed bytes and `unit_bytes`, so the shards are the same for any number
+of actors, and a rerun after a crash decompresses the file again but tokenizes only the ranges
+that were not committed."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+from pipeline.tokenize.inputs.lines import READ_BLOCK, open_unit
+from pipeline.tokenize.inputs.types import ReadOptions, WorkUnit
+
+
+def iter_ranges(
+    stream: WorkUnit, opts: ReadOptions, storage_options: dict | None
+) -> Iterator[tuple[WorkUnit, bytes | None]]:
+    """(range unit, its decompressed bytes) in file order. A range boundary is just after the first
+    newline at or after each multiple of `unit_bytes`. When no newline comes within
+    `max_record_bytes` of a boundary, the rest of the file is one last range handed over without
+    its bytes (None: its reader decompresses up to it), so memory stays bounded whatever the
+    lines."""
+    unit_bytes, limit = opts.unit_bytes, opts.max_record_bytes
+    start, buffer = 0, bytearray()
+    with open_unit(stream, storage_options) as source:
+        while True:
+            block = source.read(READ_BLOCK)
+            if block:
+                buffer += block
+            cut = _cut(buffer, start, unit_bytes)
+            while cut is not None:
+                yield _range(stream, start, start + cut), bytes(buffer[:cut])
+                del buffer[:cut]
+                start += cut
+                cut = _cut(buffer, start, unit_bytes)
+            if not block:
+                break
+            if len(buffer) > unit_bytes + limit:  # a line longer than any record may be
+                yield _range(stream, start, -1), None
+                return
+    if buffer:
+        yield _range(stream, start, start + len(buffer)), bytes(buffer)
+
+
+def _cut(buffer: bytearray, start: int, unit_bytes: int) -> int | None:
+    """Length of the next range if the buffer holds its end (just after the newline at or after
+    the next multiple of unit_bytes), else None."""
+    nominal = (start // unit_bytes + 1) * unit_bytes - start  # in buffer coordinates
+    if len(buffer) < nominal:
+        return None
+    nl = buffer.find(b"\n", nominal - 1)
+    return None if nl < 0 else nl + 1
+
+
+def _range(stream: WorkUnit, start: int, end: int) -> WorkUnit:
+    return dataclasses.replace(stream, start=start, end=end)

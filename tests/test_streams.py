@@ -1,0 +1,153 @@
+"""Big compressed files in parallel: one reader decompresses the file once and cuts it into
+newline-aligned ranges that any actor tokenizes; shards are the same for any actor count, and a
+crash redoes only the ranges that were in flight."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import zstandard
+
+from pipeline.output import Output, committed_entries
+from pipeline.tokenize.engine import run_job
+from pipeline.tokenize.inputs import ReadOptions, is_stream, iter_ranges, plan_units, read_unit
+
+from .helpers import REPO, SAMPLE_DIR, job_config, read_jsonl, shard_files, shard_rows
+
+UNIT = 200_000
+
+
+def records(copies=3):
+    rows = []
+    for copy in range(copies):
+        for path in sorted(SAMPLE_DIR.glob("*.jsonl")):
+            rows += [{**r, "id": f"{r['id']}-{copy}"} for r in read_jsonl(path)]
+    return rows
+
+
+def write_compressed(path, rows, extra_lines=()):
+    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
+    data += b"".join(line + b"\n" for line in extra_lines)
+    if path.suffix == ".zst":
+        path.write_bytes(zstandard.ZstdCompressor(level=3).compress(data))
+    else:
+        path.write_bytes(gzip.compress(data, mtime=0))
+    return data
+
+
+@pytest.mark.parametrize("suffix", [".zst", ".gz"])
+def test_a_big_compressed_file_is_cut_into_newline_aligned_ranges(tmp_path, suffix):
+    path = tmp_path / f"big.jsonl{suffix}"
+    data = write_compressed(path, records())
+    opts = ReadOptions(unit_bytes=UNIT)
+    (stream,) = plan_units([str(path)], opts)
+    assert is_stream(stream)
+    ranges = list(iter_ranges(stream, opts, None))
+    assert len(ranges) == -(-len(data) // UNIT) or len(ranges) == len(data) // UNIT
+    assert b"".join(chunk for _, chunk in ranges) == data
+    assert [u.start for u, _ in ranges[1:]] == [u.end for u, _ in ranges[:-1]]
+    assert all(data[u.start - 1 : u.start] == b"\n" for u, _ in ranges[1:])
+    # the same boundaries as an uncompressed file of these bytes is planned with
+    (tmp_path / "plain.jsonl").write_bytes(data)
+    plain = plan_units([str(tmp_path / "plain.jsonl")], opts)
+    assert [(u.start, u.end) for u, _ in ranges] == [(u.start, u.end) for u in plain]
+    assert len({u.unit_id for u, _ in ranges}) == len(ranges)
+    # a range reads the same from its handed-over bytes as from the file itself
+    unit, chunk = ranges[2]
+    from_bytes = [b.doc_ids for b in read_unit(unit, opts, None, chunk)]
+    from_file = [b.doc_ids for b in read_unit(unit, opts, None)]
+    assert from_bytes == from_file and sum(map(len, from_bytes)) > 0
+
+
+def test_one_and_two_actors_and_the_driver_write_the_same_shards(ray_session, tmp_path, bpe_path):
+    rows = records()
+    write_compressed(tmp_path / "big.jsonl.zst", rows)
+    spec, inputs = f"bpe:{bpe_path}", tmp_path / "big.jsonl.zst"
+    one = run_job(job_config(inputs, tmp_path / "one", spec, unit_bytes=UNIT, actors=1))
+    two = run_job(job_config(inputs, tmp_path / "two", spec, unit_bytes=UNIT, actors=2))
+    local = run_job(job_config(inputs, tmp_path / "local", spec, unit_bytes=UNIT))
+    assert one.complete and two.complete and local.complete and local.actors == 0
+    assert one.units_planned == two.units_planned == local.units_planned > 10
+    assert shard_files(tmp_path / "one") == shard_files(tmp_path / "two")
+    assert shard_files(tmp_path / "one") == shard_files(tmp_path / "local")
+    assert [r["doc_id"] for r in shard_rows(tmp_path / "two")] == [r["id"] for r in rows]
+    again = run_job(job_config(inputs, tmp_path / "two", spec, unit_bytes=UNIT, actors=2))
+    assert again.units_run == 0 and again.units_skipped == again.units_planned and again.complete
+
+
+def test_a_line_too_long_for_any_range_is_read_by_its_actor(ray_session, tmp_path, bpe_path):
+    rows = [{"id": f"r{i}", "text": f"Zeile {i}: ein kurzer Satz."} for i in range(2000)]
+    # longer than what the reader reads at once: no range boundary can be found in memory
+    long_line = b'{"id": "huge", "text": "' + b"x" * 3_000_000 + b'"}'
+    write_compressed(tmp_path / "big.jsonl.gz", rows[:1000], [long_line])
+    with open(tmp_path / "big.jsonl.gz", "ab") as handle:  # a second gzip member: more lines
+        handle.write(
+            gzip.compress("".join(json.dumps(r) + "\n" for r in rows[1000:]).encode(), mtime=0)
+        )
+    cfg = job_config(
+        tmp_path / "big.jsonl.gz",
+        tmp_path / "out",
+        f"bpe:{bpe_path}",
+        unit_bytes=5_000,  # under the file's compressed size: it is a stream
+        max_record_bytes=1_000,
+        actors=2,
+    )
+    summary = run_job(cfg)
+    assert summary.complete and summary.rejected == 1 and summary.documents == 2000
+    entries = committed_entries(Output(cfg.output))
+    (tail,) = [e for e in entries if e.unit.end == -1]  # read by its actor from the file
+    assert tail.unit.start > 0 and tail.rejected == 1
+    assert sum(e.documents for e in entries) == 2000 and len(entries) > 2
+
+
+def test_a_driver_killed_mid_file_redoes_only_the_ranges_in_flight(ray_session, tmp_path, bpe_path):
+    write_compressed(tmp_path / "big.jsonl.zst", records(6))
+    spec, inputs = f"bpe:{bpe_path}", tmp_path / "big.jsonl.zst"
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jobs.cli",
+            "run",
+            "--input",
+            str(inputs),
+            "--output",
+            str(out),
+            "--tokenizer",
+            spec,
+            "--unit-bytes",
+            str(UNIT),
+            "--actors",
+            "2",
+            "--no-progress",
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**env, "RAY_AUTH_MODE": "disabled"},
+        start_new_session=True,
+    )
+    deadline = time.time() + 180
+    while time.time() < deadline and len(list((out / "ledger").glob("*.json"))) < 5:
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(1)  # what the dead run's actors were still committing
+    committed = len(committed_entries(Output(str(out))))
+    summary = run_job(job_config(inputs, out, spec, unit_bytes=UNIT, actors=2))
+    assert summary.complete and 5 <= committed < summary.units_planned
+    assert summary.units_run == summary.units_planned - committed
+    assert summary.units_skipped == committed
+    clean = run_job(job_config(inputs, tmp_path / "clean", spec, unit_bytes=UNIT, actors=1))
+    assert shard_files(out) == shard_files(tmp_path / "clean") and clean.complete
