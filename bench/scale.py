@@ -2,7 +2,8 @@
 
   (a) planning: `plan_units` over N small local files; building N WorkUnits and their unit ids
       (the driver's memory for a plan of N units); on the local S3 server, the bytes planning reads
-      per unit boundary of a big file (fsspec's read-ahead block);
+      per unit boundary of a big file (fsspec's read-ahead block); the driver's reader of a big
+      compressed file (`iter_ranges`: decompress and cut into ranges), in MB/s;
   (b) resume listing: `committed_unit_ids` (one LIST per 1,000 entries on S3) and
       `committed_entries` (one GET per entry) over an output whose ledger holds N synthetic but
       valid entries written through `Output.write_json`, locally and on the local S3 server;
@@ -13,9 +14,10 @@
 
 Prints a table: units, seconds, µs/unit, driver RSS (MB) after the step, and its growth.
 
-  .venv/bin/python bench/scale.py                             # 100k local, 20k S3, 100k dispatch
-  .venv/bin/python bench/scale.py --units 1000000 --only plan,ledger-local
-  .venv/bin/python bench/scale.py --only dispatch --dispatch-units 20000 --actors 4
+  .venv/bin/python bench/scale.py                      # 100k local, 20k S3, 100k dispatch (~7 min)
+  .venv/bin/python bench/scale.py --units 1000000 --only plan,ledger-local            # ~8 min
+  .venv/bin/python bench/scale.py --only ledger-s3 --s3-units 100000                  # ~10 min
+  .venv/bin/python bench/scale.py --only dispatch --in-flight 0,1024,4096,16384       # ~8 min
 
 The local S3 server is moto in one Python process on this machine: its request rates are not a
 real store's (per-request latency, pagination cost); docs/scale-out.md says which numbers it uses.
@@ -27,6 +29,8 @@ import argparse
 import json
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -53,7 +57,7 @@ from schemas.shards import SCHEMA_VERSION  # noqa: E402
 
 CONFIG_HASH = "c0ffee" * 10 + "abcd"
 TOKENIZER = {"kind": "bpe", "name": "bench-32k", "fingerprint": "f" * 16, "vocab_size": 32000}
-SECTIONS = ("plan", "plan-s3", "ledger-local", "ledger-s3", "requests-s3", "dispatch")
+SECTIONS = ("plan", "stream", "plan-s3", "ledger-local", "ledger-s3", "requests-s3", "dispatch")
 ROWS: list[dict[str, Any]] = []
 
 
@@ -200,6 +204,40 @@ def bench_plan_s3(server: Any, mib: int) -> None:
     ROWS[-1]["note"] = f"{got['bytes'] / 2**20 / boundaries:.0f} MiB GET per unit boundary"
 
 
+def bench_stream(work: Path, mib: int) -> None:
+    """The driver's reader of a big compressed file (feed.py -> streams.iter_ranges): it
+    decompresses the whole file and cuts it into 64 MiB ranges, in the driver process."""
+    import numpy as np
+    import zstandard
+
+    from pipeline.tokenize.inputs import iter_ranges
+
+    rng = np.random.default_rng(0)
+    words = np.array([f"w{i}x{i * 7919 % 1000}" for i in range(20000)])
+    path = work / "big.jsonl.zst"
+    total = 0
+    with open(path, "wb") as raw, zstandard.ZstdCompressor(level=3).stream_writer(raw) as out:
+        while total < mib << 20:
+            doc = " ".join(words[rng.integers(0, len(words), 4000)])
+            line = json.dumps({"text": doc}).encode() + b"\n"
+            out.write(line * 16)  # 16 copies: ~0.5 MB per write, still several MB per unique run
+            total += 16 * len(line)
+    size = path.stat().st_size
+    (unit,) = plan_units([str(path)], ReadOptions())
+    ranges = measure(
+        f"iter_ranges: {total / 2**20:.0f} MiB zstd JSONL in the driver",
+        max(1, total >> 26),
+        lambda: sum(1 for _ in iter_ranges(unit, ReadOptions(), None)),
+    )
+    seconds = ROWS[-1]["seconds"]
+    ROWS[-1]["units"] = ranges
+    ROWS[-1]["note"] = (
+        f"{total / 1e6 / seconds:.0f} MB/s decompressed ({size / 2**20:.0f} MiB file)"
+    )
+    print(f"    {ranges} ranges; {ROWS[-1]['note']}")
+    path.unlink()
+
+
 # -- (b) resume listing -------------------------------------------------------------------------
 
 
@@ -299,7 +337,8 @@ def bench_requests(server: Any, work: Path) -> None:
 
 
 def dispatch_loop(ray: Any, actors: list, todo: list[WorkUnit], max_in_flight: int) -> RunCounts:
-    """pipeline/tokenize/actors.py `dispatch`, minus actor creation and the disabled bar."""
+    """pipeline/tokenize/actors.py `dispatch` (planned units, no stream ranges), minus actor
+    creation and the disabled bar."""
     n_actors = len(actors)
     per_actor = max(1, (max_in_flight or 2 * n_actors) // n_actors)
     pending: dict[Any, tuple[int, WorkUnit]] = {}
@@ -310,7 +349,7 @@ def dispatch_loop(ray: Any, actors: list, todo: list[WorkUnit], max_in_flight: i
         for i in range(n_actors):
             while queue and load[i] < per_actor:
                 unit = queue.pop()
-                pending[actors[i].process.remote(unit.describe())] = (i, unit)
+                pending[actors[i].process.remote(unit.describe(), None)] = (i, unit)
                 load[i] += 1
         ready, _ = ray.wait(list(pending), num_returns=1)
         for ref in ready:
@@ -325,7 +364,7 @@ def bench_dispatch(n: int, n_actors: int, in_flight: list[int], wait_refs: list[
 
     @ray.remote
     class Noop:
-        def process(self, unit: dict[str, Any]) -> RunCounts:
+        def process(self, unit: dict[str, Any], data: bytes | None = None) -> RunCounts:
             return RunCounts(1, 0, 0, 0, 0)
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -356,6 +395,15 @@ def bench_dispatch(n: int, n_actors: int, in_flight: list[int], wait_refs: list[
 
 
 # -- main -----------------------------------------------------------------------------------------
+
+
+def stop_server(server: Any) -> None:
+    """moto holding 100k objects can take longer than S3Server.stop waits: then kill it."""
+    try:
+        server.stop()
+    except subprocess.TimeoutExpired:
+        os.killpg(server.proc.pid, signal.SIGKILL)
+        server.proc.wait(timeout=30)
 
 
 def print_table() -> None:
@@ -398,6 +446,7 @@ def main() -> None:
     parser.add_argument(
         "--plan-s3-mib", type=int, default=180, help="2 x 64 MiB + 52: no read-ahead hits the end"
     )
+    parser.add_argument("--stream-mib", type=int, default=512, help="zstd file (decompressed)")
     parser.add_argument("--threads", type=int, default=16, help="writer threads for the S3 ledger")
     parser.add_argument("--only", default=",".join(SECTIONS), help=",".join(SECTIONS))
     parser.add_argument(
@@ -414,6 +463,8 @@ def main() -> None:
     try:
         if "plan" in only:
             bench_plan(args.units, work)
+        if "stream" in only:
+            bench_stream(work, args.stream_mib)
         if "ledger-local" in only:
             bench_ledger(Output(str(work / "out")), args.units, "local", 1, args.units)
             shutil.rmtree(work / "out")
@@ -435,7 +486,7 @@ def main() -> None:
             bench_dispatch(args.dispatch_units, args.actors, flights, waits)
     finally:
         if server:
-            server.stop()
+            stop_server(server)
         shutil.rmtree(work, ignore_errors=True)
     print_table()
     if args.json:

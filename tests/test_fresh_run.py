@@ -388,3 +388,15 @@ def test_a_small_job_runs_in_the_driver_and_writes_what_actors_write(
         a = {k: v for k, v in json.loads(name.read_text()).items() if k not in strip}
         b = json.loads((tmp_path / "ray" / "ledger" / name.name).read_text())
         assert a == {k: v for k, v in b.items() if k not in strip}
+
+
+def test_unknown_tokenizer_options_are_refused_naming_them(tmp_path, bpe_path, sp_path):
+    from pipeline.errors import TokenizerError
+
+    for spec in (f"bpe:{bpe_path}", f"sentencepiece:{sp_path}"):
+        cfg = job_config(SAMPLE_DIR / "de.jsonl", tmp_path / "o", spec)
+        cfg = cfg.model_copy(
+            update={"tokenizer": cfg.tokenizer.model_copy(update={"options": {"eos_tokn": "x"}})}
+        )
+        with pytest.raises(TokenizerError, match=r"unknown option\(s\) \['eos_tokn'\]"):
+            run_job(cfg)

@@ -261,6 +261,15 @@ def parse_spec(spec: str) -> tuple[str, str]:
     return kind, path
 
 
+def check_options(kind: str, path: str, options: dict[str, Any], known: set[str]) -> None:
+    """Refuse load options a plugin does not take (a typo would otherwise be ignored)."""
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise TokenizerError(
+            f"{kind} tokenizer {path!r}: unknown option(s) {unknown}; known: {sorted(known)}"
+        )
+
+
 def load_tokenizer(spec: str, storage_options: dict | None = None, **options: Any) -> TokenizerBase:
     """Load a tokenizer from "KIND:PATH" (local path or fsspec URL)."""
     kind, path = parse_spec(spec)

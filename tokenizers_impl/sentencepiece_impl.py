@@ -10,7 +10,13 @@ from typing import Any, ClassVar
 import numpy as np
 import sentencepiece as spm
 
-from tokenizers_impl.base import TokenizerBase, TokenizerError, fingerprint_of, register
+from tokenizers_impl.base import (
+    TokenizerBase,
+    TokenizerError,
+    check_options,
+    fingerprint_of,
+    register,
+)
 from tokenizers_impl.files import probe_texts, read_file, write_file
 from tokenizers_impl.special_tokens import resolve_special_tokens
 
@@ -117,6 +123,7 @@ class SentencePieceTokenizer(TokenizerBase):
         cls, path: str, storage_options: dict | None = None, **options: Any
     ) -> SentencePieceTokenizer:
         """Options: name, eos_token, bos_token (pieces; default: the model's own eos/bos)."""
+        check_options(cls.kind, path, options, {"name", "eos_token", "bos_token"})
         return cls(
             read_file(path, storage_options),
             name=options.get("name") or path.rsplit("/", 1)[-1],

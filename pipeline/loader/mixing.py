@@ -73,14 +73,18 @@ class Schedule:
         a, total = self.rates, self.total
         # samples due strictly before m / total: j < (2 m a_s - total) / (2 total)
         c = [max(0, -((total - 2 * m * r) // (2 * total))) if r else 0 for r in a]
+        due = [i for i in range(len(a)) if a[i]]
         while sum(c) < m:  # add the next due: least (2 c_s + 1) / a_s, lower source on ties
-            s = min((i for i in range(len(a)) if a[i]), key=lambda i: Fraction(2 * c[i] + 1, a[i]))
+            s = due[0]
+            for i in due[1:]:
+                if (2 * c[i] + 1) * a[s] < (2 * c[s] + 1) * a[i]:
+                    s = i
             c[s] += 1
         while sum(c) > m:  # remove the last due: greatest (2 c_s - 1) / a_s, higher on ties
-            s = max(
-                (i for i in range(len(a)) if c[i]),
-                key=lambda i: (Fraction(2 * c[i] - 1, a[i]), i),
-            )
+            s = -1
+            for i in due:
+                if c[i] and (s < 0 or (2 * c[i] - 1) * a[s] >= (2 * c[s] - 1) * a[i]):
+                    s = i
             c[s] -= 1
         if len(self._counts) > 64:
             self._counts.clear()

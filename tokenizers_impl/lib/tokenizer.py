@@ -12,7 +12,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from tokenizers_impl.base import TokenizerBase, TokenizerError, fingerprint_of, register
+from tokenizers_impl.base import (
+    TokenizerBase,
+    TokenizerError,
+    check_options,
+    fingerprint_of,
+    register,
+)
 from tokenizers_impl.files import read_json, write_file
 from tokenizers_impl.lib.encoding import LiBEncoder
 from tokenizers_impl.lib.training import LiBParams, LiBTrainer, segment
@@ -115,6 +121,7 @@ class LiBTokenizer(TokenizerBase):
 
     @classmethod
     def load(cls, path: str, storage_options: dict | None = None, **options: Any) -> LiBTokenizer:
+        check_options(cls.kind, path, options, {"name"})
         data = read_json(path, storage_options)
         units, params = _parse_file(data, path)
         return cls(units, params, name=options.get("name") or path.rsplit("/", 1)[-1])
