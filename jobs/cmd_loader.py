@@ -107,9 +107,13 @@ def checked(make: Any) -> Any:
 
 @click.command("plan")
 @dataset_options
-@click.option("--no-detail", is_flag=True, default=False, help="skip cut-document counts")
+@click.option(
+    "--detail/--no-detail",
+    default=None,
+    help="cut-document counts (concat reads every shard's lengths; default: local outputs only)",
+)
 @reports_user_errors
-def plan_cmd(no_detail: bool, **kwargs: Any) -> None:
+def plan_cmd(detail: bool | None, **kwargs: Any) -> None:
     """What one epoch of OUTPUT... (a mixture when several) delivers: per source tokens
     available and used, repeats, tokens dropped, share, padding and cut documents. Prints a
     table on stderr and the plan as JSON on stdout."""
@@ -118,7 +122,7 @@ def plan_cmd(no_detail: bool, **kwargs: Any) -> None:
     with warnings.catch_warnings():  # the plan itself says what a mixture leaves unused
         warnings.simplefilter("ignore")
         ds = checked(lambda: make_dataset(kwargs))
-        plan = ds.plan(kwargs["epoch"], detail=not no_detail)
+        plan = ds.plan(kwargs["epoch"], detail=detail)
     click.echo(plan_table(asdict(plan)), err=True)
     click.echo(json.dumps(asdict(plan), sort_keys=True))
 

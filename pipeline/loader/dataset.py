@@ -237,11 +237,14 @@ class TokenDataset(IterableDataset):
     def _end(self, epoch: int, start: int, per_step: int) -> int:
         return self._epoch(epoch).end(start, per_step, self.drop_last)
 
-    def plan(self, epoch: int | None = None, detail: bool = True) -> EpochPlan:
+    def plan(self, epoch: int | None = None, detail: bool | None = None) -> EpochPlan:
         """Sample and token counts of an epoch from its start (the drop-last tail reported) and
         per source: tokens available and used, repeats, tokens dropped, share, padding, and with
-        `detail` cut documents (concat: reads every shard's document lengths once)."""
+        `detail` cut documents: concat reads every shard's document lengths for it, so the
+        default is detail for local outputs (and best_fit, which has the lengths anyway) only."""
         built = self._epoch(epoch)
+        if detail is None:
+            detail = self.packing == "best_fit" or all(store.local for store in self.stores)
         world, _ = self._world()
         per_step = (self.batch_size or 1) * world
         return plan_epoch(

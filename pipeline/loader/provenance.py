@@ -7,9 +7,11 @@ shard and row), the output it came from (`source`, its index in the mixture), th
 (`doc_tokens`, [start, end)), the window range ([start, end) of the seq_len + 1 window, BOS and
 EOS included: `bos`/`eos` say whether the slice holds them) and the pass (`repeat`).
 
-`offset` is the byte offset of the document's *unit* in its input file (the ledger's unit start;
-the row group for Parquet): shards do not record each record's own byte offset, so `row` (the
-document's row in its shard: the row-th document the unit accepted) locates it within the unit.
+`offset` is the byte offset of the document's record in its input file when the shard has an
+`input_offset` column (int64: the record's first byte in the decompressed file, the same number a
+rejects file's `offset` holds). Shards written without it give the byte offset of the document's
+*unit* (the ledger's unit start; the row group for Parquet), and `row` (the document's row in its
+shard: the row-th document the unit accepted) locates it within the unit.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import numpy as np
 from pipeline.errors import LoaderError
 from pipeline.loader.stream import Segments
 from pipeline.loader.windows import Epoch, read_windows
+
+OFFSET_COLUMN = "input_offset"  # a shard column of record byte offsets, when the engine writes one
 
 
 def load_skip(skip: str | os.PathLike | Iterable[str] | None) -> frozenset[str] | None:
@@ -58,13 +62,15 @@ def sample_segments(epoch: Epoch, index: int) -> list[dict[str, Any]]:
             shard = group.shards[group.doc_file[d]]
             length, row = int(group.doc_len[d]), int(group.doc_row[d])
             doc_id = source.store.doc_ids(shard)[row].as_py()
+            offsets = source.store.column(shard, OFFSET_COLUMN)
+            offset = shard.start if offsets is None else offsets[row].as_py()
             found.append(
                 {
                     "sample": index,
                     "doc_id": doc_id,
                     "source": s,
                     "url": shard.url,
-                    "offset": shard.start,
+                    "offset": offset,
                     "row": row,
                     "shard": shard.rel,
                     "doc_tokens": [max(q - lead, 0), min(q + n - lead, length)],

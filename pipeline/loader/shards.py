@@ -123,7 +123,7 @@ class ShardStore:
         self._output: Output | None = None
         self._open: OrderedDict[str, ShardTokens] = OrderedDict()
         self._lengths: dict[str, np.ndarray] = {}
-        self._ids: OrderedDict[str, pa.Array] = OrderedDict()
+        self._ids: OrderedDict[tuple[str, str], pa.Array | None] = OrderedDict()
 
     def __getstate__(self) -> dict:
         return {
@@ -234,17 +234,24 @@ class ShardStore:
 
     def doc_ids(self, shard: ShardInfo) -> pa.Array:
         """The shard's doc_id column (a few kept per process)."""
+        return self.column(shard, "doc_id")
+
+    def column(self, shard: ShardInfo, name: str) -> pa.Array | None:
+        """One column of the shard as a single array (None when the shard has no such column;
+        a few kept per process)."""
         self._fresh()
-        found = self._ids.get(shard.rel)
-        if found is None:
+        key = (shard.rel, name)
+        if key not in self._ids:
             reader = self._map(shard).reader
-            found = pa.concat_arrays(
-                [reader.get_batch(i).column("doc_id") for i in range(reader.num_record_batches)]
-            )
-            self._ids[shard.rel] = found
-            while len(self._ids) > self.open_shards:
+            found = None
+            if reader.schema.get_field_index(name) >= 0:
+                found = pa.concat_arrays(
+                    [reader.get_batch(i).column(name) for i in range(reader.num_record_batches)]
+                )
+            self._ids[key] = found
+            while len(self._ids) > 2 * self.open_shards:
                 self._ids.popitem(last=False)
-        return found
+        return self._ids[key]
 
 
 def numpy_view(array: pa.Array) -> np.ndarray:

@@ -30,9 +30,17 @@ def bytes_checksum(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+def _numpy_type(value_type: pa.DataType) -> np.dtype:
+    """The numpy dtype of a fixed-width Arrow type (not `to_pandas_dtype`, which imports pandas)."""
+    if pa.types.is_integer(value_type):
+        return np.dtype(str(value_type))  # "uint16", "int32", ...: numpy's names too
+    return np.dtype(value_type.to_pandas_dtype())
+
+
 def list_array(flat: np.ndarray, offsets: np.ndarray, value_type: pa.DataType) -> pa.ListArray:
-    """A list column from flat values and offsets without touching Python objects."""
-    values = pa.array(flat.astype(value_type.to_pandas_dtype(), copy=False), type=value_type)
+    """A list column from flat values and offsets without touching Python objects: the values'
+    buffer is handed to Arrow as it is when it already has the column's type."""
+    values = pa.array(flat.astype(_numpy_type(value_type), copy=False), type=value_type)
     return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32, copy=False)), values)
 
 

@@ -77,12 +77,15 @@ DEFAULT_ATTEMPTS = 10
 FIRST_DELAY_S = 0.5
 MAX_DELAY_S = 10.0
 
-# The S3 client's own retries, kept low and explicit so that one attempt of `with_retries` stays
-# short and the deadline above bounds the whole: botocore's "standard" mode (jittered backoff and a
-# retry quota, so a fleet of clients does not storm a throttling store) with S3_CLIENT_ATTEMPTS
-# tries per HTTP request, inside s3fs's own loop of S3FS_ATTEMPTS tries per call (its default is 5).
+# The S3 client's own retries, set explicitly so that one attempt of `with_retries` has a known
+# bound and the deadline above bounds the whole: botocore's "standard" mode (jittered backoff
+# capped at 20 s, and a retry quota, so a fleet of clients does not storm a throttling store) with
+# S3_CLIENT_ATTEMPTS tries per HTTP request (waits of at most 1+2+4+8 s), inside s3fs's own loop
+# of S3FS_ATTEMPTS tries per call (its default is 5; it retries timeouts, not refused
+# connections). Reads streamed through `fs.open` (inputs, shards) have no outer retry, so the
+# inner tries are what rides out a short outage there: 5 keeps botocore's default count.
 # Left alone when the user set `config_kwargs={"retries": ...}` or AWS_MAX_ATTEMPTS/AWS_RETRY_MODE.
-S3_CLIENT_ATTEMPTS = 3
+S3_CLIENT_ATTEMPTS = 5
 S3FS_ATTEMPTS = 2
 S3_PROTOCOLS = ("s3", "s3a")
 

@@ -12,6 +12,7 @@ A word is continued when at least one token boundary falls strictly inside it.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -56,6 +57,7 @@ _SINGLE_RANGES = np.array(
     dtype=np.int64,
 )
 _RIGHT_QUOTE = 0x2019
+_CLASSES = (_ASCII_CLASS, _SINGLE_RANGES, _NON_WORD_RANGES, _RIGHT_QUOTE)  # for textkernels
 
 
 def _in_ranges(cps: np.ndarray, ranges: np.ndarray) -> np.ndarray:
@@ -142,6 +144,17 @@ def word_spans_bytes(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return starts, ends
 
 
+# batches with at least this many text bytes use the compiled kernels (textkernels.py), and so do
+# all batches once they are loaded; a job of a few small documents uses the numpy code below and
+# never imports numba (about a second)
+KERNEL_MIN_BYTES = 1 << 16
+
+
+def kernels_wanted(size: int, threshold: int) -> bool:
+    """Whether to use the compiled kernels for a batch of this size."""
+    return size >= threshold or "pipeline.tokenize.textkernels" in sys.modules
+
+
 def batch_stats(
     texts: Sequence[str],
     flat: np.ndarray,
@@ -151,16 +164,51 @@ def batch_stats(
     words: bool = True,
     want_ends: bool = False,
     n_bytes: np.ndarray | None = None,
+    kernel: bool | None = None,
 ) -> BatchStats:
-    """Statistics for one batch; token ends come from the tokens' raw byte lengths."""
+    """Statistics for one batch; token ends come from the tokens' raw byte lengths. `kernel`:
+    use the compiled kernels (None: when the batch has KERNEL_MIN_BYTES of text)."""
     n_docs = len(texts)
-    n_chars = np.fromiter((len(t) for t in texts), dtype=np.int64, count=n_docs)
+    n_chars = np.fromiter(map(len, texts), dtype=np.int64, count=n_docs)
     if n_bytes is None:
         n_bytes = np.fromiter((len(t.encode("utf-8")) for t in texts), dtype=np.int64, count=n_docs)
+    n_bytes = np.asarray(n_bytes, dtype=np.int64)
+    if not (want_ends or words):
+        return BatchStats(n_bytes, n_chars, np.zeros(n_docs, dtype=np.int32), None, None)
+    if kernel is None:
+        kernel = words and kernels_wanted(int(n_bytes.sum()), KERNEL_MIN_BYTES)
+    doc_start = np.zeros(n_docs, dtype=np.int64)
+    if n_docs > 1:  # documents joined with a one-byte non-word separator
+        np.cumsum(n_bytes[:-1] + 1, out=doc_start[1:])
+    if kernel and words:
+        from pipeline.tokenize.textkernels import batch_word_stats
+
+        joined = np.frombuffer(b"\x00".join([t.encode("utf-8") for t in texts]), dtype=np.uint8)
+        n_words, continued, local_ends = batch_word_stats(
+            joined, doc_start, flat, offsets, np.asarray(token_byte_lengths), n_bytes, _CLASSES
+        )
+        token_ends = local_ends.astype(np.uint32) if want_ends else None
+        return BatchStats(n_bytes, n_chars, n_words, continued, token_ends)
+    return _numpy_stats(
+        texts, flat, offsets, token_byte_lengths, words, want_ends, n_bytes, n_chars, doc_start
+    )
+
+
+def _numpy_stats(
+    texts: Sequence[str],
+    flat: np.ndarray,
+    offsets: np.ndarray,
+    token_byte_lengths: np.ndarray,
+    words: bool,
+    want_ends: bool,
+    n_bytes: np.ndarray,
+    n_chars: np.ndarray,
+    doc_start: np.ndarray,
+) -> BatchStats:
+    """The reference implementation (numpy, per batch); textkernels computes the same."""
+    n_docs = len(texts)
     token_ends = continued = None
     n_words = np.zeros(n_docs, dtype=np.int32)
-    if not (want_ends or words):
-        return BatchStats(n_bytes, n_chars, n_words, None, None)
     doc_of_token = np.repeat(np.arange(n_docs), np.diff(offsets))
     cum = np.cumsum(token_byte_lengths[flat], dtype=np.int64)
     before = np.concatenate(([0], cum))[offsets[:-1]]  # token bytes before each document
@@ -168,11 +216,7 @@ def batch_stats(
     if want_ends:
         token_ends = local_ends.astype(np.uint32)
     if words:
-        # documents joined with a one-byte non-word separator
         joined = np.frombuffer("\x00".join(texts).encode("utf-8"), dtype=np.uint8)
-        doc_start = np.zeros(n_docs, dtype=np.int64)
-        if n_docs > 1:
-            np.cumsum(n_bytes[:-1] + 1, out=doc_start[1:])
         starts, ends = word_spans_bytes(joined)
         doc_of_word = np.searchsorted(doc_start, starts, side="right") - 1
         n_words = np.bincount(doc_of_word, minlength=n_docs).astype(np.int32)

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
+from pipeline.tokenize.textstats import kernels_wanted
+
 UNIGRAMS_SCHEMA = pa.schema(
     [
         pa.field("source", pa.string()),
@@ -19,42 +21,71 @@ UNIGRAMS_SCHEMA = pa.schema(
 )
 
 
+# batches with at least this many tokens are counted by the compiled kernel (textkernels.py), and
+# all batches once it is loaded; a tiny job counts with numpy and never imports numba
+KERNEL_MIN_TOKENS = 1 << 14
+
+
 class UnigramCounter:
-    """Dense per-group counts (vocab_size int64s per distinct (source, lang) of the unit)."""
+    """Dense per-group counts (vocab_size int64s per distinct (source, lang) of the unit), rows of
+    one matrix in the order the groups first appeared."""
 
     def __init__(self, vocab_size: int):
         self.vocab_size = vocab_size
-        self.groups: dict[tuple[str | None, str | None], np.ndarray] = {}
+        self._rows: dict[tuple[str | None, str | None], int] = {}
+        self._counts = np.zeros((0, vocab_size), dtype=np.int64)
+
+    @property
+    def groups(self) -> dict[tuple[str | None, str | None], np.ndarray]:
+        return {key: self._counts[row] for key, row in self._rows.items()}
 
     def add(
         self, flat: np.ndarray, offsets: np.ndarray, sources: Sequence, langs: Sequence
     ) -> None:
         keys = list(zip(sources, langs, strict=True))
-        distinct = list(dict.fromkeys(keys))
-        v = self.vocab_size
-        if len(distinct) == 1:
-            self._acc(distinct[0], np.bincount(flat, minlength=v))
+        if not keys:
             return
-        index = {k: i for i, k in enumerate(distinct)}
-        doc_group = np.fromiter((index[k] for k in keys), dtype=np.int64, count=len(keys))
-        token_group = np.repeat(doc_group, np.diff(offsets))
-        counts = np.bincount(token_group * v + flat, minlength=len(distinct) * v).reshape(
-            len(distinct), v
-        )
-        for key, i in index.items():
-            self._acc(key, counts[i])
+        rows = self._rows
+        doc_row = [rows.get(key) for key in keys]
+        if None in doc_row:
+            doc_row = [self._row(key) for key in keys]
+        v = self.vocab_size
+        if kernels_wanted(len(flat), KERNEL_MIN_TOKENS):
+            from pipeline.tokenize.textkernels import group_counts
 
-    def _acc(self, key: tuple, counts: np.ndarray) -> None:
-        if key in self.groups:
-            self.groups[key] += counts
-        else:
-            self.groups[key] = counts.astype(np.int64, copy=True)
+            if int(flat.max()) >= v:
+                raise ValueError(f"token id {int(flat.max())} >= vocab_size {v}")
+            group_counts(
+                flat,
+                np.asarray(offsets, dtype=np.int64),
+                np.asarray(doc_row, dtype=np.int64),
+                self._counts,
+            )
+            return
+        first = doc_row[0]
+        if all(row == first for row in doc_row):
+            self._counts[first] += np.bincount(flat, minlength=v)
+            return
+        token_row = np.repeat(np.asarray(doc_row, dtype=np.int64), np.diff(offsets))
+        n = len(self._rows)
+        self._counts[:n] += np.bincount(token_row * v + flat, minlength=n * v).reshape(n, v)
+
+    def _row(self, key: tuple[str | None, str | None]) -> int:
+        """The row of a group, added (zeros) when new."""
+        row = self._rows.get(key)
+        if row is None:
+            row = self._rows[key] = len(self._rows)
+            if row >= len(self._counts):  # grow by doubling: rows are never moved otherwise
+                grown = np.zeros((max(4, 2 * len(self._counts)), self.vocab_size), np.int64)
+                grown[: len(self._counts)] = self._counts
+                self._counts = grown
+        return row
 
     def table(self) -> pa.Table:
         """Nonzero counts, groups in (source, lang) order, token ids ascending."""
         parts = []
-        for source, lang in sorted(self.groups, key=lambda k: (k[0] or "", k[1] or "")):
-            counts = self.groups[(source, lang)]
+        for source, lang in sorted(self._rows, key=lambda k: (k[0] or "", k[1] or "")):
+            counts = self._counts[self._rows[(source, lang)]]
             ids = np.flatnonzero(counts)
             n = len(ids)
             parts.append(

@@ -24,6 +24,10 @@ def _where(position: Position) -> str:
     return f"row {row}" if row is not None else f"offset {offset}"
 
 
+def _raw(raw: bytes | Callable[[], bytes]) -> bytes:
+    return raw() if callable(raw) else raw
+
+
 def _a(name: str) -> str:
     return f"{'an' if name[:1] in 'aeiou' else 'a'} {name}"
 
@@ -39,6 +43,7 @@ class BatchBuilder:
         self._batch = DocBatch()
         self.bad_ids = 0  # records whose id field is present but not a string/integer
         self._first_bad_id = ""
+        self._id_prefix = f"{unit.url}\0".encode()  # fallback ids hash f"{url}\0{offset}"
 
     @property
     def blank(self) -> int:
@@ -104,7 +109,7 @@ class BatchBuilder:
 
     def fallback_id(self, offset: int) -> str:
         """The id of a document whose record has none: a hash of (url, offset or row)."""
-        return hashlib.sha256(f"{self.unit.url}\0{offset}".encode()).hexdigest()[:24]
+        return hashlib.sha256(self._id_prefix + str(offset).encode()).hexdigest()[:24]
 
     def check_text(self, text: Any, where: str) -> tuple[str | None, int]:
         """(reason, utf8 length): reason is None when the text is acceptable."""
@@ -112,10 +117,16 @@ class BatchBuilder:
             return f"{where} is {type(text).__name__}, expected string", 0
         if not text:
             return "empty text", 0
-        try:
-            nbytes = len(text.encode("utf-8"))
-        except UnicodeEncodeError as exc:
-            return f"text has a lone surrogate at character {exc.start} (not encodable as UTF-8)", 0
+        if text.isascii():  # constant time: an ASCII str knows it is one
+            nbytes = len(text)
+        else:
+            try:
+                nbytes = len(text.encode("utf-8"))
+            except UnicodeEncodeError as exc:
+                return (
+                    f"text has a lone surrogate at character {exc.start} (not encodable as UTF-8)",
+                    0,
+                )
         if nbytes > self.opts.max_doc_bytes:
             return (
                 f"document too large: {nbytes} bytes > max_doc_bytes {self.opts.max_doc_bytes}",
@@ -124,24 +135,38 @@ class BatchBuilder:
         return None, nbytes
 
     def record(
-        self, record: dict[str, Any], position: Position, key: int, raw: Callable[[], bytes]
+        self,
+        record: dict[str, Any],
+        position: Position,
+        key: int,
+        raw: bytes | Callable[[], bytes],
     ) -> None:
         """One parsed record (a JSON object or a Parquet row) at `position`: rejected with its
-        reason, or accepted (its id, else one derived from `key`). `raw` makes the reject's raw
-        bytes, and is called only for a reject."""
+        reason, or accepted (its id, else one derived from `key`). `raw`: the reject's raw bytes,
+        or a function that makes them (called only for a reject)."""
         opts = self.opts
-        if opts.text_field not in record:
-            self.reject(*position, f"missing text field {opts.text_field!r}", raw())
+        field = opts.text_field
+        if field not in record:
+            self.reject(*position, f"missing text field {field!r}", _raw(raw))
             return
-        reason, nbytes = self.check_text(record[opts.text_field], f"text field {opts.text_field!r}")
-        if reason:
-            self.reject(*position, reason, raw())
-            return
-        doc_id = self._usable_id(record.get(opts.id_field), position)
-        self.accept(
-            doc_id or self.fallback_id(key),
-            record[opts.text_field],
-            nbytes,
-            record.get(opts.source_field),
-            record.get(opts.lang_field),
-        )
+        text = record[field]
+        # the usual document (an ASCII str of acceptable size) passes check_text without a word
+        if type(text) is str and text and text.isascii() and len(text) <= opts.max_doc_bytes:
+            nbytes = len(text)
+        else:
+            reason, nbytes = self.check_text(text, f"text field {field!r}")
+            if reason:
+                self.reject(*position, reason, _raw(raw))
+                return
+        doc_id = record.get(opts.id_field)
+        if type(doc_id) is not str:
+            doc_id = self._usable_id(doc_id, position)
+        source = record.get(opts.source_field)
+        lang = record.get(opts.lang_field)
+        b = self._batch  # accept(), inlined
+        b.doc_ids.append(doc_id or self.fallback_id(key))
+        b.texts.append(text)
+        b.sources.append(source if isinstance(source, str) else self.default_source)
+        b.langs.append(lang if isinstance(lang, str) else None)
+        b.byte_lengths.append(nbytes)
+        b.nbytes += nbytes

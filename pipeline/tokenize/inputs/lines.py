@@ -118,9 +118,10 @@ def iter_lines(
 ) -> Iterator[tuple[int, bytes | None, bytes]]:
     """Yield (offset, line or None if too large, head) for each line in [start, end) of a stream.
 
-    Lines longer than max_record_bytes are never held whole: they yield None plus their first bytes.
-    `end` = -1 reads to the end of the stream. Decompression errors propagate as they happen.
-    (Hot loop: one pass over every input byte.)
+    Lines longer than max_record_bytes are never held whole: they yield None plus their first bytes
+    (`head`; for a line that is held whole, `head` is the line itself: readers cut it when they
+    reject). `end` = -1 reads to the end of the stream. Decompression errors propagate as they
+    happen. (Hot loop: one pass over every input byte.)
     """
     pos = start
     pending: list[bytes] = []
@@ -137,6 +138,14 @@ def iter_lines(
         if remaining is not None:
             remaining -= len(block)
         view_start = 0
+        if not pending and not oversized:  # whole lines of this block, without the bookkeeping
+            nl = block.find(b"\n")
+            while 0 <= nl and nl - view_start <= max_record_bytes:
+                line = block[view_start:nl]
+                yield line_start, line, line
+                view_start = nl + 1
+                line_start = pos + view_start
+                nl = block.find(b"\n", view_start)
         while True:
             nl = block.find(b"\n", view_start)
             piece = block[view_start : nl if nl >= 0 else len(block)]
@@ -154,7 +163,7 @@ def iter_lines(
                 yield line_start, None, head
             else:
                 line = b"".join(pending)
-                yield line_start, line, line[:REJECT_RAW_BYTES]
+                yield line_start, line, line
             pos_after = pos + nl + 1
             line_start = pos_after
             pending, pending_len, oversized, head = [], 0, False, b""
@@ -164,7 +173,7 @@ def iter_lines(
         yield line_start, None, head
     elif pending_len:
         line = b"".join(pending)
-        yield line_start, line, line[:REJECT_RAW_BYTES]
+        yield line_start, line, line
 
 
 class LineFormat(InputFormat):
@@ -234,8 +243,10 @@ class LineFormat(InputFormat):
             raw = raw[len(BOM) :]
         if raw.endswith(b"\r"):
             raw = raw[:-1]
-        if not raw.strip():
+        if not raw or raw.isspace():  # what bytes.strip() would leave empty, without a copy
             out.skip_blank()
+            return
+        if self.parse_fast(out, offset, line_no, raw):
             return
         try:
             decoded = raw.decode("utf-8")
@@ -245,6 +256,13 @@ class LineFormat(InputFormat):
             )
             return
         self.parse_line(out, offset, line_no, decoded, raw)
+
+    def parse_fast(self, out: BatchBuilder, offset: int, line_no: int | None, raw: bytes) -> bool:
+        """Take a non-blank line (without its line end) as bytes, when a format can do so exactly
+        as `parse_line` would; False sends it on to `parse_line` (decoded). It returns before
+        `parse_line` is called, so the parser runs at the same stack depth either way (json's
+        recursion limit depends on it)."""
+        return False
 
     def parse_line(
         self, out: BatchBuilder, offset: int, line_no: int | None, text: str, raw: bytes
