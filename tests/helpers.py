@@ -43,3 +43,47 @@ def shard_files(output_dir: str | Path) -> dict[str, bytes]:
     out = Path(output_dir)
     names = [json.loads(p.read_text())["shard"] for p in sorted((out / "ledger").glob("*.json"))]
     return {name: (out / name).read_bytes() for name in names}
+
+
+def start_run(inputs: Any, output: Any, tokenizer: str, *flags: str, **popen: Any):
+    """`tokenmill run` in a subprocess with its own local Ray cluster (not the tests' one);
+    stdout is discarded, stderr piped as text."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    argv = [
+        sys.executable,
+        "-m",
+        "jobs.cli",
+        "run",
+        "--input",
+        str(inputs),
+        "--output",
+        str(output),
+        "--tokenizer",
+        tokenizer,
+        "--no-progress",
+        *flags,
+    ]
+    return subprocess.Popen(
+        argv,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**env, "RAY_AUTH_MODE": "disabled"},
+        **popen,
+    )
+
+
+def wait_for_commits(output: Any, proc, count: int = 1, timeout: float = 180) -> None:
+    """Wait until `count` units of a subprocess run are committed (fails if the run ends first)."""
+    import time
+
+    deadline = time.time() + timeout
+    while len(list((Path(output) / "ledger").glob("*.json"))) < count:
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.time() < deadline, f"no {count} commits within {timeout} s"
+        time.sleep(0.05)

@@ -23,7 +23,16 @@ from pipeline.tokenize.inputs import plan_units
 from pipeline.tokenize.unit import process_unit
 from tokenizers_impl import load_tokenizer
 
-from .helpers import REPO, SAMPLE_DIR, job_config, read_jsonl, shard_files, shard_rows
+from .helpers import (
+    REPO,
+    SAMPLE_DIR,
+    job_config,
+    read_jsonl,
+    shard_files,
+    shard_rows,
+    start_run,
+    wait_for_commits,
+)
 
 
 def corpus(folder, langs=("de", "ru", "zh")):
@@ -287,33 +296,10 @@ def big_corpus(folder, copies=8):
 def test_sigterm_ends_a_run_with_one_line_and_exit_3(tmp_path, bpe_path):
     src = big_corpus(tmp_path / "in")
     out = tmp_path / "out"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jobs.cli",
-            "run",
-            "--input",
-            str(src / "*.jsonl"),
-            "--output",
-            str(out),
-            "--tokenizer",
-            f"bpe:{bpe_path}",
-            "--unit-bytes",
-            "20000",
-            "--actors",
-            "1",
-            "--no-progress",
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=own_cluster_env(),
+    proc = start_run(
+        src / "*.jsonl", out, f"bpe:{bpe_path}", "--unit-bytes", "20000", "--actors", "1"
     )
-    deadline = time.time() + 120
-    while time.time() < deadline and not list((out / "ledger").glob("*.json")):
-        time.sleep(0.05)
+    wait_for_commits(out, proc)
     proc.terminate()
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 3, err
@@ -325,29 +311,8 @@ def test_sigterm_ends_a_run_with_one_line_and_exit_3(tmp_path, bpe_path):
 def test_a_killed_drivers_ray_session_is_stopped_by_the_next_run(ray_session, tmp_path, bpe_path):
     src = big_corpus(tmp_path / "in")
     out = tmp_path / "out"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jobs.cli",
-            "run",
-            "--input",
-            str(src / "*.jsonl"),
-            "--output",
-            str(out),
-            "--tokenizer",
-            f"bpe:{bpe_path}",
-            "--unit-bytes",
-            "20000",
-            "--actors",
-            "2",
-            "--no-progress",
-        ],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=own_cluster_env(),
+    proc = start_run(
+        src / "*.jsonl", out, f"bpe:{bpe_path}", "--unit-bytes", "20000", "--actors", "2"
     )
     lease = out / "_lease.json"
     deadline = time.time() + 120

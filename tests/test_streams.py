@@ -8,8 +8,6 @@ import gzip
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -19,7 +17,15 @@ from pipeline.output import Output, committed_entries
 from pipeline.tokenize.engine import run_job
 from pipeline.tokenize.inputs import ReadOptions, is_stream, iter_ranges, plan_units, read_unit
 
-from .helpers import REPO, SAMPLE_DIR, job_config, read_jsonl, shard_files, shard_rows
+from .helpers import (
+    SAMPLE_DIR,
+    job_config,
+    read_jsonl,
+    shard_files,
+    shard_rows,
+    start_run,
+    wait_for_commits,
+)
 
 UNIT = 200_000
 
@@ -111,36 +117,10 @@ def test_a_driver_killed_mid_file_redoes_only_the_ranges_in_flight(ray_session, 
     write_compressed(tmp_path / "big.jsonl.zst", records(6))
     spec, inputs = f"bpe:{bpe_path}", tmp_path / "big.jsonl.zst"
     out = tmp_path / "out"
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jobs.cli",
-            "run",
-            "--input",
-            str(inputs),
-            "--output",
-            str(out),
-            "--tokenizer",
-            spec,
-            "--unit-bytes",
-            str(UNIT),
-            "--actors",
-            "2",
-            "--no-progress",
-        ],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**env, "RAY_AUTH_MODE": "disabled"},
-        start_new_session=True,
+    proc = start_run(
+        inputs, out, spec, "--unit-bytes", str(UNIT), "--actors", "2", start_new_session=True
     )
-    deadline = time.time() + 180
-    while time.time() < deadline and len(list((out / "ledger").glob("*.json"))) < 5:
-        assert proc.poll() is None, proc.stderr.read()
-        time.sleep(0.05)
+    wait_for_commits(out, proc, count=5)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     time.sleep(1)  # what the dead run's actors were still committing

@@ -182,6 +182,20 @@ class TokenizerBase(ABC):
 Tokenizer = TokenizerBase
 
 
+class ByteTableTokenizer(TokenizerBase):
+    """A tokenizer whose tokens' raw bytes are one table built at load time (`_bytes`, indexed by
+    id): `token_bytes` and `decode_bytes` read it."""
+
+    _bytes: list[bytes]
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return self._bytes[token_id]
+
+    def decode_bytes(self, ids: Sequence[int] | np.ndarray) -> bytes:
+        table = self._bytes
+        return b"".join([table[int(i)] for i in ids])
+
+
 def fingerprint_of(kind: str, payload: bytes | str, config: dict[str, Any] | None = None) -> str:
     """Stable hash of a tokenizer's kind, vocabulary/model bytes and encoding config."""
     digest = hashlib.sha256()

@@ -12,7 +12,12 @@ import numpy as np
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from tokenizers_impl.base import TokenizerBase, TokenizerError, fingerprint_of, register
+from tokenizers_impl.base import (
+    ByteTableTokenizer,
+    TokenizerError,
+    fingerprint_of,
+    register,
+)
 from tokenizers_impl.encoders import (
     AUTO_ORDER,
     Encoder,
@@ -72,7 +77,7 @@ def _metaspace_bytes(token: str) -> bytes:
     return token.replace("▁", " ").encode("utf-8")
 
 
-class BPETokenizer(TokenizerBase):
+class BPETokenizer(ByteTableTokenizer):
     """A `tokenizers` BPE (tokenizer.json). Special-token text inside documents is plain text.
 
     `encoder` ("auto" or a backend name, see docs/encoders.md) chooses the encoder backend;
@@ -285,13 +290,6 @@ class BPETokenizer(TokenizerBase):
                 ) from None
             return found.encode_bytes(data)
         return self._encoder.encode_batch([text])[0].tolist()
-
-    def decode_bytes(self, ids: Sequence[int] | np.ndarray) -> bytes:
-        table = self._bytes
-        return b"".join([table[int(i)] for i in ids])
-
-    def token_bytes(self, token_id: int) -> bytes:
-        return self._bytes[token_id]
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -11,7 +11,7 @@ import numpy as np
 import sentencepiece as spm
 
 from tokenizers_impl.base import (
-    TokenizerBase,
+    ByteTableTokenizer,
     TokenizerError,
     check_options,
     fingerprint_of,
@@ -21,7 +21,7 @@ from tokenizers_impl.files import probe_texts, read_file, write_file
 from tokenizers_impl.special_tokens import resolve_special_tokens
 
 
-class SentencePieceTokenizer(TokenizerBase):
+class SentencePieceTokenizer(ByteTableTokenizer):
     kind: ClassVar[str] = "sentencepiece"
 
     def __init__(
@@ -146,13 +146,6 @@ class SentencePieceTokenizer(TokenizerBase):
         np.cumsum([len(x) for x in lists], out=offsets[1:])
         flat = np.fromiter(chain.from_iterable(lists), dtype=np.uint32, count=int(offsets[-1]))
         return flat, offsets
-
-    def decode_bytes(self, ids: Sequence[int] | np.ndarray) -> bytes:
-        table = self._bytes
-        return b"".join([table[int(i)] for i in ids])
-
-    def token_bytes(self, token_id: int) -> bytes:
-        return self._bytes[token_id]
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "eos_token": self.eos_token, "bos_token": self.bos_token}

@@ -13,7 +13,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from tokenizers_impl.base import TokenizerBase, TokenizerError, fingerprint_of, register
+from tokenizers_impl.base import (
+    ByteTableTokenizer,
+    TokenizerError,
+    fingerprint_of,
+    register,
+)
 from tokenizers_impl.encoders import (
     EncoderSource,
     EncoderUnavailable,
@@ -79,7 +84,7 @@ def dump_ranks(ranks: dict[bytes, int]) -> bytes:
     ).encode("ascii")
 
 
-class TiktokenTokenizer(TokenizerBase):
+class TiktokenTokenizer(ByteTableTokenizer):
     """Mergeable ranks + split regex (+ special tokens), encoded like tiktoken's
     `encode_ordinary`: special-token text inside documents stays plain text."""
 
@@ -216,13 +221,6 @@ class TiktokenTokenizer(TokenizerBase):
     def encode_bytes(self, data: bytes) -> list[int]:
         """Ids of raw bytes that need not be UTF-8 (tiktoken's byte-level encoder)."""
         return self._reference.encode_bytes(data)
-
-    def decode_bytes(self, ids: Sequence[int] | np.ndarray) -> bytes:
-        table = self._bytes
-        return b"".join([table[int(i)] for i in ids])
-
-    def token_bytes(self, token_id: int) -> bytes:
-        return self._bytes[token_id]
 
     def describe(self) -> dict[str, Any]:
         return {
