@@ -4,6 +4,7 @@
 #   and the CPython stdlib of the interpreter that runs this script.
 # Needs: apt-get update done once; python3 >= 3.8. Takes ~1-2 min, ~110 MB download.
 set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)  # before any cd: the script may be given by a relative path
 ROOT=${ROOT:-${TMPDIR:-/tmp}/tokenmill-bench-corpus}
 PY=${PY:-python3}
 DEBS="$ROOT/debs"; EX="$ROOT/extract"; OUT="$ROOT/corpus"; DL="$ROOT/dl"
@@ -31,5 +32,5 @@ done
 
 STDLIB=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')
 echo "stdlib: $STDLIB ($("$PY" -V))" > "$OUT/STDLIB.txt"
-"$PY" "$(cd "$(dirname "$0")" && pwd)/build_corpus.py" "$EX" "$DL" "$STDLIB" "$OUT"
+"$PY" "$HERE/build_corpus.py" "$EX" "$DL" "$STDLIB" "$OUT"
 ls -la "$OUT"

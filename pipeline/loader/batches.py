@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.loader.kernels import varlen
 from pipeline.loader.windows import Filled, Rows
 
 IGNORE_INDEX = -100  # label value of padding (torch's cross_entropy default ignore_index)
@@ -44,29 +45,30 @@ def batch_items(
     [rows, samples, seq_len + 1] block: views of it, cut by one torch split per key for the
     whole block (per batch only a dict is built, and cu_seqlens when asked), or pinned copies."""
     whole = torch.from_numpy(block)
-    tokens = whole[0]
-    parts = {
-        "input_ids": tokens[:, :-1],
-        "labels": whole[1, :, :-1] if rows.labels else tokens[:, 1:],
-    }
-    row = 1 + rows.labels
-    if rows.position:
-        parts["position_ids"] = whole[row, :, :-1]
-        row += 1
-    if rows.document:
-        parts["document_ids"] = whole[row, :, :-1]
+    sizes = [1] * sum(b - a for a, b in ranges) if single else [b - a for a, b in ranges]
+    keys = ["input_ids", "labels"] + ["position_ids"] * rows.position
+    keys += ["document_ids"] * rows.document
+    # (block row, shift) of each key's window view
+    at = [(0, 0), (1, 0) if rows.labels else (0, 1)]
+    at += [(1 + rows.labels + i, 0) for i in range(rows.position + rows.document)]
+    if not single and sizes.count(sizes[0]) == len(sizes):  # equal batches: one view per key
+        columns = {
+            k: batch_views(whole, row, shift, sizes[0], seq_len)
+            for k, (row, shift) in zip(keys, at, strict=True)
+        }
+    else:
+        parts = {
+            k: whole[row, :, shift : shift + seq_len]
+            for k, (row, shift) in zip(keys, at, strict=True)
+        }
+        columns = {k: v.unbind(0) if single else v.split(sizes) for k, v in parts.items()}
     if return_index:
         index = [np.arange(a, b) for a, b in ranges]
-        parts["index"] = torch.from_numpy(index[0] if len(index) == 1 else np.concatenate(index))
+        index = torch.from_numpy(index[0] if len(index) == 1 else np.concatenate(index))
+        columns["index"] = index.unbind(0) if single else index.split(sizes)
         if filled.source is not None:
-            parts["source"] = torch.from_numpy(filled.source)
-    sizes = [1] * sum(b - a for a, b in ranges) if single else [b - a for a, b in ranges]
-    if single:
-        columns = {k: v.unbind(0) for k, v in parts.items()}
-    elif sizes.count(sizes[0]) == len(sizes):  # equal batches: a reshaped view, unbound
-        columns = {k: v.unflatten(0, (len(sizes), sizes[0])).unbind(0) for k, v in parts.items()}
-    else:
-        columns = {k: v.split(sizes) for k, v in parts.items()}
+            source = torch.from_numpy(filled.source)
+            columns["source"] = source.unbind(0) if single else source.split(sizes)
     if filled.valid < seq_len + 1 and not rows.labels:  # padding masked: the last gets a copy
         labels = list(columns["labels"])
         last = labels[-1].clone()
@@ -74,26 +76,37 @@ def batch_items(
         columns["labels"] = [*labels[:-1], last]
     if filled.starts is not None:
         columns.update(cu_seqlens(filled.starts, sizes, seq_len))
-    keys = list(columns)
+    names = list(columns)
     for values in zip(*columns.values(), strict=True):
         if pin:  # contiguous pinned copies: what a non_blocking copy to the GPU wants
-            yield {k: pinned(v) for k, v in zip(keys, values, strict=True)}
+            yield {k: pinned(v) for k, v in zip(names, values, strict=True)}
         else:
-            yield dict(zip(keys, values, strict=True))
+            yield dict(zip(names, values, strict=True))
 
 
 def cu_seqlens(starts: np.ndarray, sizes: list[int], seq_len: int) -> dict[str, Any]:
     """flash-attn varlen inputs of each item (`sizes` rows each) from the block's segment starts
     (flat input positions, sorted, the block's total last): `cu_seqlens` (int32, [segments + 1],
-    0 first and the item's tokens last) and `max_seqlen` (int). A few numpy calls per block and
-    one torch split, nothing per item."""
-    bounds = np.concatenate([[0], np.cumsum(sizes)]) * seq_len
-    at = np.searchsorted(starts, bounds)
-    counts = np.diff(at) + 1  # each item's segments, plus its end
-    item = np.repeat(np.arange(len(sizes)), counts)
-    values = (starts[np.arange(len(item)) - item] - bounds[item]).astype(np.int32)
-    longest = np.maximum.reduceat(np.diff(starts), at[:-1]).tolist()
-    return {"cu_seqlens": torch.from_numpy(values).split(counts.tolist()), "max_seqlen": longest}
+    0 first and the item's tokens last) and `max_seqlen` (int). One kernel call and one torch
+    split per block, nothing per item."""
+    values, counts, longest = varlen(starts, np.asarray(sizes, dtype=np.int64), seq_len)
+    return {
+        "cu_seqlens": torch.from_numpy(values).split(counts.tolist()),
+        "max_seqlen": longest.tolist(),
+    }
+
+
+def batch_views(whole: torch.Tensor, row: int, shift: int, batch: int, seq_len: int) -> tuple:
+    """Each batch's [batch, seq_len] view of block row `row` from column `shift` (the block
+    [rows, samples, seq_len + 1] holds whole batches one after another): one strided view of
+    them all, unbound (two torch calls per key and block, whatever its layout's strides)."""
+    s_row, s_sample, s_col = whole.stride()
+    batches = whole.shape[1] // batch
+    return whole.as_strided(
+        (batches, batch, seq_len),
+        (batch * s_sample, s_sample, s_col),
+        whole.storage_offset() + row * s_row + shift * s_col,
+    ).unbind(0)
 
 
 def pinned(value: Any) -> Any:

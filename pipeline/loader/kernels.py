@@ -344,6 +344,34 @@ def segment_ids(positions, documents, seg, order, want_positions, want_documents
                 documents[row, j] = number
 
 
+@njit(cache=True, nogil=True)
+def varlen(starts, sizes, seq_len):  # noqa: ANN001, ANN201
+    """flash-attn varlen inputs of items of `sizes` rows from a block's segment starts (flat
+    input positions, sorted, the block's total last; every row starts a segment): each item's
+    cu_seqlens (int32, concatenated), their lengths, and each item's longest segment."""
+    items = len(sizes)
+    at = np.empty(items + 1, dtype=np.int64)
+    bound, k = 0, 0
+    for i in range(items + 1):
+        while starts[k] < bound:
+            k += 1
+        at[i] = k
+        if i < items:
+            bound += sizes[i] * seq_len
+    counts = at[1:] - at[:-1] + 1
+    values = np.empty(counts.sum(), dtype=np.int32)
+    longest = np.zeros(items, dtype=np.int64)
+    o, base = 0, 0
+    for i in range(items):
+        for j in range(at[i], at[i + 1] + 1):
+            values[o] = starts[j] - base
+            o += 1
+            if j < at[i + 1] and starts[j + 1] - starts[j] > longest[i]:
+                longest[i] = starts[j + 1] - starts[j]
+        base += sizes[i] * seq_len
+    return values, counts, longest
+
+
 def warm_kernels(out_dtype: type, token_dtype: np.dtype, group_shards: int, best: bool) -> None:
     """Compile (or load from numba's disk cache) the kernels a dataset will call, in this
     process, so that DataLoader workers forked from it start with them (a cold first call
@@ -383,3 +411,4 @@ def warm_kernels(out_dtype: type, token_dtype: np.dtype, group_shards: int, best
     mask_labels(out, seg, np.zeros(1, dtype=np.int8))
     segment_ids(out, out.copy(), seg, np.zeros(1, np.int64), True, True)
     mixed_blocks(0, 0, np.array([[0, 0], [1, 1]], dtype=np.int64))
+    varlen(np.array([0, 3, 4], dtype=np.int64), np.ones(2, dtype=np.int64), 2)

@@ -10,6 +10,7 @@ a bin of pass p (bins of earlier passes counted first).
 
 from __future__ import annotations
 
+import bisect
 from collections import OrderedDict
 from fractions import Fraction
 
@@ -102,7 +103,7 @@ class SourceEpoch:
         """(pass, bin) of best_fit window j."""
         while j >= self._starts[-1]:
             self._starts.append(self._starts[-1] + self.pass_(len(self._starts) - 1).nbins)
-        p = int(np.searchsorted(self._starts, j, side="right")) - 1
+        p = bisect.bisect_right(self._starts, j) - 1
         return p, j - self._starts[p]
 
     def tokens_used(self, n: int, limit: int | None = None) -> int:

@@ -267,7 +267,7 @@ class BestFitPass(Pass):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._layouts: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
-        self._bounds: np.ndarray | None = None
+        self._bounds: list[int] | None = None
 
     def __getstate__(self) -> dict:
         state = super().__getstate__()
@@ -289,21 +289,21 @@ class BestFitPass(Pass):
         return found
 
     @property
-    def bin_bounds(self) -> np.ndarray:
+    def bin_bounds(self) -> list[int]:
         """Cumulative bins per group ([groups + 1]); packs every group once."""
         if self._bounds is None:
             counts = [len(self.layout(g)[0]) - 1 for g in range(len(self.groups))]
-            self._bounds = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
+            self._bounds = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).tolist()
         return self._bounds
 
     @property
     def nbins(self) -> int:
-        return int(self.bin_bounds[-1])
+        return self.bin_bounds[-1]
 
     def tokens_before(self, b: int) -> int:
         """Stream tokens (no padding) in bins [0, b) of the pass."""
         bounds = self.bin_bounds
-        g = int(np.searchsorted(bounds, b, side="right")) - 1
+        g = bisect.bisect_right(bounds, b) - 1
         if g >= len(self.groups):
             return self.total
         bins, pieces = self.layout(g)
@@ -313,7 +313,7 @@ class BestFitPass(Pass):
         """Weight units in bins [0, b) of the pass (a document counts by the fraction of its
         stream tokens in them)."""
         bounds, units_before = self.bin_bounds, self.unit_bounds(unit)
-        g = int(np.searchsorted(bounds, b, side="right")) - 1
+        g = bisect.bisect_right(bounds, b) - 1
         if g >= len(self.groups):
             return units_before[-1]
         bins, pieces = self.layout(g)
@@ -341,10 +341,10 @@ class BestFitPass(Pass):
         opts, bounds = self.options, self.bin_bounds
         b = b0
         while b < b1:
-            g = int(np.searchsorted(bounds, b, side="right")) - 1
+            g = bisect.bisect_right(bounds, b) - 1
             group, (bins, pieces) = self.group(g), self.layout(g)
             lo, hi = b - bounds[g], min(b1, bounds[g + 1]) - bounds[g]
-            seg = np.empty((bins[hi] - bins[lo] + hi - lo, SEG_FIELDS), dtype=np.int64)
+            seg = np.empty((int(bins[hi] - bins[lo]) + hi - lo, SEG_FIELDS), dtype=np.int64)
             nseg = gather_bins(
                 out,
                 labels,

@@ -165,10 +165,11 @@ def read_windows(
         placed = source.read(a, b, tokens, labels, np.arange(n), segments, epoch.limit)
         return Filled(window if placed >= n * window else placed - (n - 1) * window)
     sources, local = epoch.schedule.locate(a, b)
-    for s in np.unique(sources):
+    for s, source in enumerate(epoch.sources):
         rows = np.flatnonzero(sources == s)  # consecutive windows of source s
-        j0 = int(local[rows[0]])
-        epoch.sources[s].read(j0, j0 + len(rows), tokens, labels, rows, segments)
+        if len(rows):
+            j0 = int(local[rows[0]])
+            source.read(j0, j0 + len(rows), tokens, labels, rows, segments)
     return Filled(window, sources)
 
 
