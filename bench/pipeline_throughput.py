@@ -1,12 +1,27 @@
-"""Pipeline throughput, side by side in one run, on the bench corpus (English + German by default):
+"""Pipeline throughput, measured side by side in one run on the bench corpus (English + German by
+default; bench/build_corpus.sh), with a 32k byte-level BPE trained on it. Rows (`--rows`):
 
-  (a) ceiling: tiktoken from the same ranks, no I/O, better of one process on all cores and one
-      process per core;  (b) `tokenmill run` end to end;  (c) datatrove's tokenization step on the
-  same files and tokenizer (bench venv only);  (d) `tokenizers` encode_batch_fast measured like (a).
-Prints MB/s, tokens/s, ratios b/a, b/c, b/d and peak RSS (all processes) at 1x and 4x corpus size.
+  encoders  raw encoders, no I/O, 1 and 2 threads: `tokenizers` (encode_batch_fast), tiktoken,
+            gigatoken with Python lists and with flat output; `--encode-mb` of the corpus, one pass
+            (cold: a new stream for gigatoken's caches). The ceiling: gigatoken flat over the
+            whole 1x corpus, 2 processes x 1 thread and 1 process x 2 threads (the better), cold
+            (first pass) and warm (second pass).
+  run       `tokenmill run` end to end at each `--scales` (k = k copies of the corpus under other
+            names): MB/s, peak RSS of all processes; steady state = the marginal rate between the
+            smallest and largest scale, against the flat ceiling.
+  datatrove datatrove's DocumentTokenizer (its `tokenizers` encoder) on the same files and
+            tokenizer, at `--datatrove-scales` (needs the bench venv: make bench-env).
+  startup   a one-document `tokenmill run` against a bare `ray.init(); ray.shutdown()`, same venv.
+  zst       the largest scale as one .jsonl.zst against the same lines in 8 .jsonl.zst files.
+  llama3    a Split-regex (Llama-3 style) tokenizer.json trained here: the backend tokenmill picks,
+            its ids against `tokenizers` on the sample, and a `tokenmill run` at 1x.
+  stages    one `--unit-mb` unit through `process_unit` in one process (bpe on its fast encoder):
+            MB/s of every stage (read, tokenize, verify, stats, write) on a first (cold) and a
+            later pass; with `--baseline DIR` (a checkout of another revision, e.g. `git archive
+            REV | tar -x -C DIR`) the same for that tree, alternating, in the same run.
 
-  .venv/bin/python bench/pipeline_throughput.py            # needs bench/build_corpus.sh's corpus
-  make bench-env                                            # the datatrove venv for (c)
+  .venv/bin/python bench/pipeline_throughput.py                    # all rows (~15 min on 2 cores)
+  .venv/bin/python bench/pipeline_throughput.py --rows encoders,run --scales 1,2
 """
 
 from __future__ import annotations
@@ -16,6 +31,8 @@ import json
 import multiprocessing as mp
 import os
 import shutil
+import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,12 +43,18 @@ sys.path.insert(0, str(REPO))
 from bench.proctree import run_measured  # noqa: E402
 
 CORPUS = Path(os.environ.get("TMPDIR", "/tmp")) / "tokenmill-bench-corpus" / "corpus"
+ROWS = ("stages", "encoders", "run", "datatrove", "startup", "zst", "llama3")
+RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+# -- corpus and tokenizers ----------------------------------------------------------------------
 
 
 def prepare(
     corpus: Path, langs: list[str], work: Path, part_mb: int, scales: list[int]
 ) -> dict[int, Path]:
-    """Split the corpus into ~part_mb files; scale k = k symlinked copies under other names."""
+    """Split the corpus into ~part_mb files; scale k = k hard-linked copies under other names
+    (not symlinks: tokenmill plans a file reached through a symlink as the file itself)."""
     base = work / "x1"
     if not base.exists():
         base.mkdir(parents=True)
@@ -52,114 +75,242 @@ def prepare(
         if k == 1:
             continue
         d = work / f"x{k}"
+        if d.exists() and any(f.is_symlink() for f in d.iterdir()):
+            shutil.rmtree(d)  # made by an earlier version of this script
         if not d.exists():
             d.mkdir()
             for copy in range(k):
                 for f in sorted(base.glob("*.jsonl")):
-                    (d / f"{f.stem}-c{copy}.jsonl").symlink_to(f)
+                    os.link(f, d / f"{f.stem}-c{copy}.jsonl")
         dirs[k] = d
     return dirs
 
 
-def train_tokenizer(dirs: dict[int, Path], work: Path, vocab: int, train_mb: int) -> Path:
-    path = work / f"bpe-{vocab}.json"
-    if not path.exists():
+def _train_texts(files: list[Path], train_mb: int):
+    budget = train_mb << 20
+    for f in files[::2]:
+        with open(f, encoding="utf-8") as handle:
+            for line in handle:
+                text = json.loads(line)["text"]
+                budget -= len(text)
+                if budget < 0:
+                    return
+                yield text
+
+
+def train_tokenizer(files: list[Path], work: Path, vocab: int, train_mb: int, style: str) -> Path:
+    """A byte-level BPE trained on the corpus: GPT-2 style, or Llama-3 style (a Split regex, then
+    ByteLevel without its own regex) for style "split"."""
+    path = work / f"bpe-{style}-{vocab}.json"
+    if path.exists():
+        return path
+    t0 = time.perf_counter()
+    if style == "gpt2":
         from tokenizers_impl.bpe import BPETokenizer
 
-        def texts():
-            budget = train_mb << 20
-            for f in sorted(dirs[1].glob("*.jsonl"))[::2]:
-                with open(f, encoding="utf-8") as handle:
-                    for line in handle:
-                        text = json.loads(line)["text"]
-                        budget -= len(text)
-                        if budget < 0:
-                            return
-                        yield text
+        BPETokenizer.train(_train_texts(files, train_mb), vocab_size=vocab).save(str(path))
+    else:
+        from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
+        from tokenizers import Tokenizer as HFTokenizer
 
-        t0 = time.perf_counter()
-        BPETokenizer.train(texts(), vocab_size=vocab).save(str(path))
-        print(
-            f"trained {vocab}-token BPE on {train_mb} MB in {time.perf_counter() - t0:.0f} s",
-            flush=True,
+        from tokenizers_impl.encoders.patterns import LLAMA3_PATTERN
+
+        hf = HFTokenizer(models.BPE())
+        hf.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(LLAMA3_PATTERN), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
         )
+        hf.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab,
+            special_tokens=["<|begin_of_text|>", "<|end_of_text|>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+        hf.train_from_iterator(_train_texts(files, train_mb), trainer=trainer)
+        hf.save(str(path))
+    print(f"trained {style} {vocab}-token BPE in {time.perf_counter() - t0:.0f} s", flush=True)
     return path
 
 
-def _load_texts(files: list[str]) -> list[str]:
-    return [json.loads(line)["text"] for f in files for line in open(f, encoding="utf-8")]
+def sample_texts(files: list[str], mb: float) -> list[str]:
+    """About `mb` MB of the corpus (UTF-8), every k-th document so that every file contributes."""
+    texts = []
+    for f in files:
+        with open(f, encoding="utf-8") as handle:
+            texts += [json.loads(line)["text"] for line in handle]
+    if mb <= 0:
+        return texts
+    total = sum(len(t.encode("utf-8")) for t in texts)
+    step = max(1, round(total / (mb * 1e6)))
+    return texts[::step]
 
 
-def _encode_worker(args) -> tuple[int, int, float]:
-    engine, tok_path, files, threads, barrier = args
+# -- raw encoders ---------------------------------------------------------------------------------
+
+
+def _encode_worker(args: tuple) -> dict:
+    """One process: load the tokenizer, wait for the others, encode `texts` `passes` times."""
+    kind, tok_path, files, mb, share, threads, passes, barrier = args
     os.environ["RAYON_NUM_THREADS"] = str(threads)
+    os.environ["TOKENIZERS_PARALLELISM"] = "true" if threads > 1 else "false"
     from tokenizers_impl import load_tokenizer
 
-    tok = load_tokenizer(f"bpe:{tok_path}", use_tiktoken=(engine == "tiktoken"))
-    assert tok.encoder == engine, tok.encoder
-    texts = _load_texts(files)
+    backend = "gigatoken" if kind.startswith("gigatoken") else kind
+    tok = load_tokenizer(f"bpe:{tok_path}", encoder=backend)
+    texts = sample_texts(files, mb)
+    texts = texts[share[0] :: share[1]]
     nbytes = sum(len(t.encode("utf-8")) for t in texts)
+    encode = _encode_function(kind, tok, threads)
+    batches = [texts[i : i + 256] for i in range(0, len(texts), 256)]
     barrier.wait()
-    t0 = time.perf_counter()
-    if engine == "tiktoken":
-        ids = tok._tiktoken.encode_ordinary_batch(texts, num_threads=threads)
-    else:
-        ids = [e.ids for e in tok.hf.encode_batch_fast(texts, add_special_tokens=False)]
-    return nbytes, sum(len(x) for x in ids), time.perf_counter() - t0
+    seconds, tokens = [], 0
+    for _ in range(passes):
+        t0 = time.perf_counter()
+        tokens = sum(encode(b) for b in batches)
+        seconds.append(time.perf_counter() - t0)
+    return {"bytes": nbytes, "tokens": tokens, "seconds": seconds, "encoder": tok.encoder}
 
 
-def raw_encoder(engine: str, tok_path: Path, files: list[str], cores: int) -> dict:
-    """Better of: one process using all cores, one single-threaded process per core."""
-    results = {}
+def _encode_function(kind: str, tok, threads: int):
+    """A function encoding one batch the way the row names it; returns the number of tokens."""
+    encoder = tok._encoder
+    if kind == "tokenizers":
+        hf = encoder.hf
+        return lambda b: sum(len(e.ids) for e in hf.encode_batch_fast(b, add_special_tokens=False))
+    if kind == "tiktoken":
+        enc = encoder.encoding
+        return lambda b: sum(map(len, enc.encode_ordinary_batch(b, num_threads=threads)))
+    backend = encoder._backend  # gigatoken's own encoder, as the engine's backend holds it
+    if kind == "gigatoken-lists":
+        return lambda b: sum(map(len, backend.encode_batch_list(b, parallel=threads > 1)))
+    import numpy as np
+
+    def flat(b):  # what GigatokenEncoder.encode_flat reads: the layout's flat buffers
+        layout = backend.encode_batch(b, parallel=threads > 1).layout
+        return len(np.asarray(layout.content.data, dtype=np.uint32))
+
+    return flat
+
+
+def raw_encoder(kind: str, tok_path: Path, files: list[str], mb: float, procs: int, threads: int,
+                passes: int = 1) -> dict:  # fmt: skip
     ctx = mp.get_context("spawn")
-    for label, procs, threads in (
-        (f"1 process x {cores} threads", 1, cores),
-        (f"{cores} processes x 1 thread", cores, 1),
-    ):
-        barrier = ctx.Manager().Barrier(procs)
-        chunks = [files[i::procs] for i in range(procs)]
-        with ctx.Pool(procs) as pool:
-            out = pool.map(
-                _encode_worker, [(engine, str(tok_path), c, threads, barrier) for c in chunks]
-            )
-        nbytes, tokens = sum(o[0] for o in out), sum(o[1] for o in out)
-        wall = max(o[2] for o in out)
-        results[label] = {
-            "mb_s": nbytes / 1e6 / wall,
-            "tokens_s": tokens / wall,
-            "bytes": nbytes,
-            "tokens": tokens,
-        }
-        print(f"  {engine:9s} {label:24s} {results[label]['mb_s']:7.2f} MB/s", flush=True)
-    best = max(results, key=lambda k: results[k]["mb_s"])
-    return {**results[best], "config": best, "all": results}
+    with ctx.Manager() as manager, ctx.Pool(procs) as pool:
+        barrier = manager.Barrier(procs)
+        args = [(kind, str(tok_path), files, mb, (i, procs), threads, passes, barrier)
+                for i in range(procs)]  # fmt: skip
+        out = pool.map(_encode_worker, args)
+    nbytes, tokens = sum(o["bytes"] for o in out), sum(o["tokens"] for o in out)
+    walls = [max(o["seconds"][p] for o in out) for p in range(passes)]
+    return {
+        "config": f"{procs} process{'es' if procs > 1 else ''} x {threads} thread"
+        f"{'s' if threads > 1 else ''}",
+        "encoder": out[0]["encoder"],
+        "bytes": nbytes,
+        "tokens": tokens,
+        "mb_s": [nbytes / 1e6 / w for w in walls],
+    }
 
 
-def tokenmill_run(data: Path, out: Path, tok_path: Path, extra: list[str]) -> dict:
+def encoder_rows(tok_path: Path, files: list[str], args) -> dict:
+    res: dict = {}
+    for kind in ("tokenizers", "tiktoken", "gigatoken-lists", "gigatoken-flat"):
+        for threads in (1, 2):
+            r = raw_encoder(kind, tok_path, files, args.encode_mb, 1, threads)
+            res[f"{kind}/{threads}"] = r
+            print(f"  {kind:16s} {threads} thread(s) {r['mb_s'][0]:8.2f} MB/s", flush=True)
+    ceiling = {}
+    for procs, threads in ((args.cores, 1), (1, args.cores)):
+        r = raw_encoder("gigatoken-flat", tok_path, files, 0, procs, threads, passes=2)
+        ceiling[r["config"]] = r
+        print(f"  ceiling {r['config']}: cold {r['mb_s'][0]:.1f}, warm {r['mb_s'][1]:.1f} MB/s")
+    best = max(ceiling.values(), key=lambda r: r["mb_s"][0])
+    res["ceiling"] = {**best, "all": ceiling}
+    return res
+
+
+# -- one unit, per stage --------------------------------------------------------------------------
+
+STAGES = ("read_s", "tokenize_s", "verify_s", "stats_s", "write_s", "total_s")
+
+
+def stage_worker(tree: str, unit_path: str, tok_path: str, passes: int, cpu: bool) -> None:
+    """Runs in its own process: `process_unit` of the tree at `tree` over one file, `passes`
+    times; prints the stage seconds of every pass (CPU seconds of this thread with `cpu`)."""
+    sys.path.insert(0, tree)
+    if cpu:
+        time.perf_counter = time.thread_time  # the stage clocks of unit.py read this
+    from pipeline.output.storage import Output
+    from pipeline.tokenize.inputs import ReadOptions, plan_units
+    from pipeline.tokenize.unit import UnitTask, process_unit
+    from tokenizers_impl import load_tokenizer
+
+    tok = load_tokenizer(f"bpe:{tok_path}")
+    opts = ReadOptions(unit_bytes=1 << 40)
+    task = UnitTask(opts, "0" * 16, False, True, {}, None, 0.001)
+    out, result = Path(unit_path).with_suffix(f".out{os.getpid()}"), []
+    for _ in range(passes):
+        shutil.rmtree(out, ignore_errors=True)
+        entries = [process_unit(u, tok, task, Output(str(out))).entry
+                   for u in plan_units([unit_path], opts)]  # fmt: skip
+        result.append({k: sum(e.timings.get(k, 0) for e in entries) for k in STAGES})
     shutil.rmtree(out, ignore_errors=True)
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-    cmd = [
-        str(REPO / ".venv/bin/tokenmill"),
-        "run",
-        "--input",
-        f"{data}/*.jsonl",
-        "--output",
-        str(out),
-        "--tokenizer",
-        f"bpe:{tok_path}",
-        "--no-progress",
-        *extra,
-    ]
-    wall, peak, stdout = run_measured(cmd, env=env)
+    print(json.dumps({"encoder": tok.encoder, "passes": result, "checksums":
+                      [e.shard_checksum for e in entries]}))  # fmt: skip
+
+
+def stage_rows(files: list[str], work: Path, tok_path: Path, args) -> dict:
+    unit = work / f"unit-{args.unit_mb}mb.jsonl"
+    if not unit.exists():
+        with open(unit, "wb") as sink:
+            left = int(args.unit_mb * 1e6)
+            for f in files:
+                for line in open(f, "rb"):  # noqa: SIM115
+                    if left <= 0:
+                        break
+                    sink.write(line)
+                    left -= len(line)
+    trees = {"this tree": str(REPO), **({"baseline": str(args.baseline)} if args.baseline else {})}
+    res: dict = {name: [] for name in trees}
+    for _ in range(args.stage_repeat):
+        for name, tree in trees.items():
+            cmd = [sys.executable, __file__, "--stage-worker", tree, str(unit), str(tok_path),
+                   str(args.stage_passes), "1" if args.stage_cpu else "0"]  # fmt: skip
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+            res[name].append(json.loads(out.strip().splitlines()[-1]))
+    mb = unit.stat().st_size / 1e6
+    for name, runs in res.items():
+        for which, p in (("cold", 0), ("warm", -1)):
+            rates = {k: [mb / r["passes"][p][k] if r["passes"][p][k] else float("inf") for r in runs]
+                     for k in STAGES}  # fmt: skip
+            print(f"  {name:9s} {which}: " + ", ".join(
+                f"{k[:-2]} {min(v):.0f}-{max(v):.0f}" for k, v in rates.items()) + " MB/s")  # fmt: skip
+    sums = {name: {r["checksums"][0] for r in runs} for name, runs in res.items()}
+    print(f"  shard checksums: {sums}", flush=True)
+    return {"unit_mb": mb, "cpu": args.stage_cpu, "runs": res}
+
+
+# -- whole runs -----------------------------------------------------------------------------------
+
+
+def tokenmill_run(inputs: str, out: Path, tok_path: Path, extra: list[str] = ()) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [str(REPO / ".venv/bin/tokenmill"), "run", "--input", inputs, "--output", str(out),
+           "--tokenizer", f"bpe:{tok_path}", "--no-progress", *extra]  # fmt: skip
+    wall, peak, stdout = run_measured(cmd, env={**os.environ, **RAY_ENV})
     summary = json.loads(stdout.strip().splitlines()[-1])
     return {
         "mb_s": summary["bytes"] / 1e6 / wall,
-        "tokens_s": summary["tokens"] / wall,
         "seconds": wall,
         "peak_rss_mb": peak / 2**20,
         "bytes": summary["bytes"],
         "tokens": summary["tokens"],
-        "engine_seconds": summary["seconds"],
+        "encoder": summary.get("encoder"),
+        "verified_documents": summary.get("verified_documents"),
+        "stage_seconds": summary.get("stage_seconds"),
     }
 
 
@@ -170,23 +321,118 @@ def datatrove_run(data: Path, out: Path, tok_path: Path, cores: int, nbytes: int
         return None
     shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(f"{out}-logs", ignore_errors=True)
-    cmd = [
-        str(python),
-        str(REPO / "bench/datatrove_tokenize.py"),
-        str(data),
-        str(out),
-        str(tok_path),
-        str(cores),
-    ]
+    cmd = [str(python), str(REPO / "bench/datatrove_tokenize.py"), str(data), str(out),
+           str(tok_path), str(cores)]  # fmt: skip
     wall, peak, _ = run_measured(cmd, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
     tokens = sum(f.stat().st_size for f in Path(out).glob("*.ds")) // 2
-    return {
-        "mb_s": nbytes / 1e6 / wall,
-        "tokens_s": tokens / wall,
-        "seconds": wall,
-        "peak_rss_mb": peak / 2**20,
-        "tokens": tokens,
+    return {"mb_s": nbytes / 1e6 / wall, "seconds": wall, "peak_rss_mb": peak / 2**20,
+            "tokens": tokens}  # fmt: skip
+
+
+def marginal(a: dict, b: dict) -> float:
+    """MB/s of the extra bytes of run b over run a (start-up and fixed costs cancel)."""
+    return (b["bytes"] - a["bytes"]) / 1e6 / (b["seconds"] - a["seconds"])
+
+
+def startup_rows(tok_path: Path, work: Path, files: list[str], repeat: int) -> dict:
+    one = work / "one-doc"
+    one.mkdir(exist_ok=True)
+    with open(files[0], encoding="utf-8") as handle:
+        (one / "doc.jsonl").write_text(handle.readline(), encoding="utf-8")
+    ray_cmd = [str(REPO / ".venv/bin/python"), "-c", "import ray; ray.init(); ray.shutdown()"]
+    tm, ray = [], []
+    for _ in range(repeat):
+        tm.append(tokenmill_run(f"{one}/doc.jsonl", work / "out-one", tok_path)["seconds"])
+        ray.append(run_measured(ray_cmd, env={**os.environ, **RAY_ENV})[0])
+        print(f"  one-document run {tm[-1]:.1f} s, ray.init+shutdown {ray[-1]:.1f} s", flush=True)
+    return {"tokenmill_s": tm, "ray_s": ray}
+
+
+def zst_rows(dirs: dict[int, Path], work: Path, tok_path: Path, k: int) -> dict:
+    """The scale-k corpus as one .jsonl.zst and as 8 .jsonl.zst files of the same lines."""
+    import zstandard
+
+    big, split = work / f"zst-big-{k}", work / f"zst-split-{k}"
+    if not (big / "all.jsonl.zst").exists():
+        for d in (big, split):
+            shutil.rmtree(d, ignore_errors=True)
+            d.mkdir()
+        data = b"".join(f.read_bytes() for f in sorted(dirs[k].glob("*.jsonl")))
+        cctx = zstandard.ZstdCompressor(level=3)
+        (big / "all.jsonl.zst").write_bytes(cctx.compress(data))
+        cut, start = len(data) // 8, 0
+        for i in range(8):
+            end = len(data) if i == 7 else data.index(b"\n", start + cut) + 1
+            (split / f"part-{i}.jsonl.zst").write_bytes(cctx.compress(data[start:end]))
+            start = end
+        del data
+    res = {}
+    for name, d in (("one file", big), ("8 files", split)):
+        size = sum(f.stat().st_size for f in d.glob("*.zst")) / 1e6
+        r = tokenmill_run(f"{d}/*.jsonl.zst", work / f"out-zst-{name[0]}", tok_path)
+        res[name] = {**r, "compressed_mb": size}
+        print(f"  {name}: {size:.0f} MB zstd, {r['mb_s']:.2f} MB/s, {r['seconds']:.1f} s")
+    return res
+
+
+def llama3_rows(files: list[str], work: Path, dirs: dict[int, Path], args) -> dict:
+    """A Split-regex tokenizer.json: which backend tokenmill picks, exactness on the sample, and
+    a `tokenmill run` at 1x with a larger verification sample."""
+    import numpy as np
+
+    from tokenizers_impl import load_tokenizer
+
+    path = train_tokenizer([Path(f) for f in files], work, args.vocab, args.train_mb, "split")
+    tok = load_tokenizer(f"bpe:{path}")
+    texts = sample_texts(files, min(args.encode_mb, 8))
+    flat, offsets = tok.encode_batch_flat(texts)
+    reference = tok.reference_encode_batch(texts)
+    same = all(
+        np.array_equal(flat[offsets[i] : offsets[i + 1]], r) for i, r in enumerate(reference)
+    )
+    res = {
+        "encoder": tok.encoder,
+        "fallbacks": list(tok.encoder_fallbacks),
+        "sample_docs": len(texts),
+        "identical_to_tokenizers": same,
     }
+    print(f"  Split-regex tokenizer: encoder {tok.encoder}, ids identical on {len(texts)} documents:"
+          f" {same}", flush=True)  # fmt: skip
+    for kind in ("tokenizers", "gigatoken-flat"):
+        r = raw_encoder(kind, path, files, args.encode_mb, 1, 1)
+        res[kind] = r
+        print(f"  {kind:16s} 1 thread {r['mb_s'][0]:8.2f} MB/s", flush=True)
+    run = tokenmill_run(
+        f"{dirs[1]}/*.jsonl", work / "out-llama3", path, ["--verify-sample", "0.01"]
+    )
+    res["run"] = run
+    print(f"  tokenmill run 1x: {run['mb_s']:.2f} MB/s, encoder {run['encoder']}, "
+          f"{run['verified_documents']} documents verified", flush=True)  # fmt: skip
+    return res
+
+
+def run_rows(dirs: dict[int, Path], work: Path, tok_path: Path, args, res: dict) -> None:
+    """Each scale `--run-repeat` times, interleaved; res[f"run{k}"] is the median-time run and
+    res[f"runs{k}"] all of them."""
+    for _ in range(args.run_repeat):
+        for k in args.scales:
+            r = tokenmill_run(f"{dirs[k]}/*.jsonl", work / f"out-tm-{k}", tok_path)
+            res.setdefault(f"runs{k}", []).append(r)
+            print(f"  tokenmill run {k}x: {r['mb_s']:.2f} MB/s, {r['seconds']:.1f} s, peak RSS "
+                  f"{r['peak_rss_mb']:.0f} MB, stages {r['stage_seconds']}", flush=True)  # fmt: skip
+    for k in args.scales:
+        runs = sorted(res[f"runs{k}"], key=lambda r: r["seconds"])
+        res[f"run{k}"] = runs[(len(runs) - 1) // 2]
+
+
+def datatrove_rows(dirs: dict[int, Path], work: Path, tok_path: Path, args, res: dict) -> None:
+    for k in args.datatrove_scales:
+        nbytes = res[f"run{k}"]["bytes"] if f"run{k}" in res else k * res["corpus_bytes"]
+        r = datatrove_run(dirs[k], work / f"out-dt-{k}", tok_path, args.cores, nbytes)
+        if r:
+            res[f"datatrove{k}"] = r
+            print(f"  datatrove {k}x: {r['mb_s']:.2f} MB/s, {r['seconds']:.1f} s, peak RSS "
+                  f"{r['peak_rss_mb']:.0f} MB", flush=True)  # fmt: skip
 
 
 def main() -> None:
@@ -196,83 +442,143 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=CORPUS)
     parser.add_argument("--langs", default="en,de")
     parser.add_argument("--work", type=Path, default=Path("/tmp/tm-bench-throughput"))
+    parser.add_argument("--rows", default=",".join(ROWS), help=f"any of {','.join(ROWS)}")
     parser.add_argument("--vocab", type=int, default=32000)
     parser.add_argument("--train-mb", type=int, default=20)
     parser.add_argument("--part-mb", type=int, default=8)
     parser.add_argument("--scales", default="1,4")
+    parser.add_argument("--run-repeat", type=int, default=2, help="tokenmill runs per scale")
+    parser.add_argument("--datatrove-scales", default="1")
+    parser.add_argument("--encode-mb", type=float, default=16, help="sample for encoder rows")
+    parser.add_argument("--startup-repeat", type=int, default=3)
     parser.add_argument("--cores", type=int, default=os.cpu_count())
-    parser.add_argument("--skip-datatrove", action="store_true")
+    parser.add_argument("--unit-mb", type=float, default=64, help="stages: the unit's size")
+    parser.add_argument("--baseline", type=Path, help="stages: a checkout to compare with")
+    parser.add_argument("--stage-repeat", type=int, default=3)
+    parser.add_argument("--stage-passes", type=int, default=2)
+    parser.add_argument("--stage-cpu", action="store_true", help="stages: CPU seconds, not wall")
     parser.add_argument("--json", type=Path)
+    if sys.argv[1:2] == ["--stage-worker"]:
+        tree, unit, tok, passes, cpu = sys.argv[2:7]
+        stage_worker(tree, unit, tok, int(passes), cpu == "1")
+        return
     args = parser.parse_args()
-    scales = [int(s) for s in args.scales.split(",")]
+    rows = args.rows.split(",")
+    args.scales = [int(s) for s in args.scales.split(",")]
+    args.datatrove_scales = [int(s) for s in args.datatrove_scales.split(",") if s]
+    scales = sorted({1, *args.scales, *args.datatrove_scales})
     dirs = prepare(args.corpus, args.langs.split(","), args.work, args.part_mb, scales)
-    tok_path = train_tokenizer(dirs, args.work, args.vocab, args.train_mb)
     files = sorted(str(f) for f in dirs[1].glob("*.jsonl"))
-    size_mb = sum(os.path.getsize(f) for f in files) / 1e6
-    print(
-        f"corpus 1x: {len(files)} files, {size_mb:.0f} MB JSONL ({args.langs}); {args.cores} cores",
-        flush=True,
+    tok_path = train_tokenizer(
+        [Path(f) for f in files], args.work, args.vocab, args.train_mb, "gpt2"
     )
-    res: dict = {"corpus_mb": size_mb, "cores": args.cores, "vocab": args.vocab}
-    print("(a) ceiling and (d) tokenizers, no I/O:", flush=True)
-    res["a"] = raw_encoder("tiktoken", tok_path, files, args.cores)
-    res["d"] = raw_encoder("tokenizers", tok_path, files, args.cores)
-    for k in scales:
-        print(f"(b) tokenmill run, {k}x:", flush=True)
-        res[f"b{k}"] = tokenmill_run(dirs[k], args.work / f"out-tm-{k}", tok_path, [])
-        print(
-            f"  {res[f'b{k}']['mb_s']:.2f} MB/s, {res[f'b{k}']['seconds']:.1f} s, "
-            f"peak RSS {res[f'b{k}']['peak_rss_mb']:.0f} MB",
-            flush=True,
-        )
-        if not args.skip_datatrove:
-            print(f"(c) datatrove, {k}x:", flush=True)
-            res[f"c{k}"] = datatrove_run(
-                dirs[k], args.work / f"out-dt-{k}", tok_path, args.cores, res[f"b{k}"]["bytes"]
-            )
-            if res[f"c{k}"]:
-                print(
-                    f"  {res[f'c{k}']['mb_s']:.2f} MB/s, {res[f'c{k}']['seconds']:.1f} s, "
-                    f"peak RSS {res[f'c{k}']['peak_rss_mb']:.0f} MB",
-                    flush=True,
-                )
-    report(res, scales)
+    size = sum(os.path.getsize(f) for f in files)
+    print(f"corpus 1x: {len(files)} files, {size / 1e6:.0f} MB JSONL ({args.langs}); "
+          f"{args.cores} cores; rows {rows}", flush=True)  # fmt: skip
+    res: dict = {"corpus_bytes": size, "cores": args.cores, "vocab": args.vocab, "rows": rows}
+    res["machine"] = _machine()
+    steps = {
+        "stages": lambda: res.update(stages=stage_rows(files, args.work, tok_path, args)),
+        "encoders": lambda: res.update(encoders=encoder_rows(tok_path, files, args)),
+        "run": lambda: run_rows(dirs, args.work, tok_path, args, res),
+        "datatrove": lambda: datatrove_rows(dirs, args.work, tok_path, args, res),
+        "startup": lambda: res.update(
+            startup=startup_rows(tok_path, args.work, files, args.startup_repeat)
+        ),
+        "zst": lambda: res.update(zst=zst_rows(dirs, args.work, tok_path, max(args.scales))),
+        "llama3": lambda: res.update(llama3=llama3_rows(files, args.work, dirs, args)),
+    }
+    for row in ROWS:
+        if row in rows:
+            print(f"[{row}]", flush=True)
+            t0 = time.perf_counter()
+            steps[row]()
+            print(f"  ({time.perf_counter() - t0:.0f} s)", flush=True)
+    report(res, args)
     if args.json:
         args.json.write_text(json.dumps(res, indent=1))
 
 
-def report(res: dict, scales: list[int]) -> None:
-    a, d, b = res["a"], res["d"], res["b1"]
-    print("\n| run | MB/s | tokens/s | peak RSS MB |\n|---|---|---|---|")
-    print(f"| (a) tiktoken ceiling ({a['config']}) | {a['mb_s']:.2f} | {a['tokens_s']:.0f} | - |")
-    print(
-        f"| (d) tokenizers encode_batch_fast ({d['config']}) | {d['mb_s']:.2f} | {d['tokens_s']:.0f} | - |"
-    )
-    for k in scales:
-        bk, ck = res[f"b{k}"], res.get(f"c{k}")
-        print(
-            f"| (b) tokenmill run {k}x | {bk['mb_s']:.2f} | {bk['tokens_s']:.0f} | {bk['peak_rss_mb']:.0f} |"
-        )
-        if ck:
-            print(
-                f"| (c) datatrove {k}x | {ck['mb_s']:.2f} | {ck['tokens_s']:.0f} | {ck['peak_rss_mb']:.0f} |"
-            )
-    print(f"\nb/a = {b['mb_s'] / a['mb_s']:.2f}   b/d = {b['mb_s'] / d['mb_s']:.2f}", end="")
-    if res.get("c1"):
-        print(f"   b/c = {b['mb_s'] / res['c1']['mb_s']:.2f}", end="")
+def _machine() -> str:
+    try:
+        load = os.getloadavg()[0]
+        model = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        name = next((ln.split(":", 1)[1].strip() for ln in model.splitlines()
+                     if ln.startswith("Model name")), "?")  # fmt: skip
+        return f"{name}, {os.cpu_count()} CPUs, load average {load:.1f} at start"
+    except OSError:
+        return "?"
+
+
+def report(res: dict, args) -> None:
+    """The README table (markdown) and the verdict per target."""
+    print("\n| row | MB/s | notes |\n| --- | ---: | --- |")
+    enc = res.get("encoders", {})
+    for key, r in enc.items():
+        if key != "ceiling":
+            kind, threads = key.split("/")
+            print(f"| {kind}, {threads} thread{'s' if threads != '1' else ''} | "
+                  f"{r['mb_s'][0]:.2f} | {r['encoder']}, {r['bytes'] / 1e6:.0f} MB sample |")  # fmt: skip
+    ceiling = enc.get("ceiling")
+    if ceiling:
+        cold, warm = ceiling["mb_s"]
+        print(f"| ceiling: gigatoken flat, {ceiling['config']}, whole 1x | {cold:.2f} | "
+              f"second pass (warm caches) {warm:.2f} |")  # fmt: skip
+    for k in args.scales:
+        for r in res.get(f"runs{k}", []):
+            print(f"| `tokenmill run` {k}x | {r['mb_s']:.2f} | {r['seconds']:.1f} s, "
+                  f"peak RSS {r['peak_rss_mb']:.0f} MB |")  # fmt: skip
+    for k in args.datatrove_scales:
+        if f"datatrove{k}" in res:
+            r = res[f"datatrove{k}"]
+            print(f"| datatrove {k}x | {r['mb_s']:.2f} | {r['seconds']:.1f} s, "
+                  f"peak RSS {r['peak_rss_mb']:.0f} MB |")  # fmt: skip
+    for name, r in res.get("zst", {}).items():
+        print(f"| `.jsonl.zst`, {name} ({r['compressed_mb']:.0f} MB zstd) | {r['mb_s']:.2f} | "
+              f"{r['seconds']:.1f} s |")  # fmt: skip
+    if "llama3" in res:
+        r = res["llama3"]
+        print(f"| Split-regex tokenizer, `tokenmill run` 1x | {r['run']['mb_s']:.2f} | encoder "
+              f"{r['run']['encoder']}, ids identical to tokenizers on {r['sample_docs']} documents:"
+              f" {r['identical_to_tokenizers']}; raw gigatoken flat {r['gigatoken-flat']['mb_s'][0]:.1f}"
+              f", tokenizers {r['tokenizers']['mb_s'][0]:.2f} |")  # fmt: skip
+    verdicts(res, args)
+
+
+def verdicts(res: dict, args) -> None:
+    lo, hi = min(args.scales), max(args.scales)
     print()
-    if len(scales) > 1:
-        k = max(scales)
-        print(
-            f"tokenmill peak RSS {k}x / 1x = {res[f'b{k}']['peak_rss_mb'] / b['peak_rss_mb']:.2f}",
-            end="",
-        )
-        if res.get(f"c{k}") and res.get("c1"):
-            print(
-                f"   datatrove {k}x / 1x = {res[f'c{k}']['peak_rss_mb'] / res['c1']['peak_rss_mb']:.2f}",
-                end="",
+    if f"run{lo}" in res and f"run{hi}" in res and hi > lo:
+        a, b = res[f"run{lo}"], res[f"run{hi}"]
+        m = marginal(a, b)
+        pairs = [marginal(x, y) for x in res[f"runs{lo}"] for y in res[f"runs{hi}"]]
+        print(f"steady state (marginal rate {lo}x -> {hi}x): {m:.2f} MB/s (medians; "
+              f"{min(pairs):.1f}-{max(pairs):.1f} over all pairs of runs)")  # fmt: skip
+        if "encoders" in res:
+            cold, warm = res["encoders"]["ceiling"]["mb_s"]
+            print(f"  vs flat ceiling: {m / cold:.2f} of cold ({min(pairs) / cold:.2f}-"
+                  f"{max(pairs) / cold:.2f}), {m / warm:.2f} of warm (target >= 0.8)")  # fmt: skip
+        peak = {k: [r["peak_rss_mb"] for r in res[f"runs{k}"]] for k in (lo, hi)}
+        rss = max(peak[hi]) / max(peak[lo])
+        print(f"  peak RSS {hi}x / {lo}x = {rss:.2f} (highest of each; {peak}) (target within 10%)")
+        dlo, dhi = res.get(f"datatrove{lo}"), res.get(f"datatrove{hi}")
+        if dlo and dhi:
+            dm = (dhi["mb_s"] * dhi["seconds"] - dlo["mb_s"] * dlo["seconds"]) / (
+                dhi["seconds"] - dlo["seconds"]
             )
-        print()
+            print(f"  datatrove marginal {dm:.2f} MB/s: tokenmill / datatrove = {m / dm:.1f}")
+    for k in args.datatrove_scales:
+        if f"datatrove{k}" in res and f"run{k}" in res:
+            ratio = res[f"run{k}"]["mb_s"] / res[f"datatrove{k}"]["mb_s"]
+            print(f"tokenmill / datatrove at {k}x, end to end: {ratio:.1f} (target >= 10)")
+    if "startup" in res:
+        tm, ray = (statistics.median(res["startup"][k]) for k in ("tokenmill_s", "ray_s"))
+        print(f"start-up: one-document run {tm:.1f} s / ray.init+shutdown {ray:.1f} s = "
+              f"{tm / ray:.2f} (target <= 0.5)")  # fmt: skip
+    if "zst" in res:
+        z = res["zst"]
+        ratio = z["one file"]["mb_s"] / z["8 files"]["mb_s"]
+        print(f"one big .jsonl.zst / 8 files = {ratio:.2f} (target >= 0.8)")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ Imported lazily by `textstats` and `unigrams` (importing numba costs about a sec
 batches big enough to pay for it; the numpy code there stays the reference and small batches use
 it. Each kernel computes exactly what its numpy counterpart does, step by step: the same byte
 classes, the same word rule, the same token boundaries over the same joined buffer
-(tests/test_textstats.py compares them on hostile and multilingual text).
+(tests/test_hotpath.py compares them on hostile and multilingual text).
 """
 
 from __future__ import annotations
@@ -125,9 +125,8 @@ def _word_bytes(b, cls):  # noqa: ANN001, ANN202
         if x == 0x27:
             if cls[i - 1] == 1 and cls[i + 1] == 1:
                 wd[i] = 1
-        elif x == 0x2C or x == 0x2E:
-            if 48 <= b[i - 1] <= 57 and 48 <= b[i + 1] <= 57:
-                wd[i] = 1
+        elif (x == 0x2C or x == 0x2E) and 48 <= b[i - 1] <= 57 and 48 <= b[i + 1] <= 57:
+            wd[i] = 1
     return wd
 
 

@@ -53,7 +53,7 @@ class UnigramCounter:
         if kernels_wanted(len(flat), KERNEL_MIN_TOKENS):
             from pipeline.tokenize.textkernels import group_counts
 
-            if int(flat.max()) >= v:
+            if len(flat) and int(flat.max()) >= v:
                 raise ValueError(f"token id {int(flat.max())} >= vocab_size {v}")
             group_counts(
                 flat,

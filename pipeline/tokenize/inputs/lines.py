@@ -140,7 +140,7 @@ def iter_lines(
         view_start = 0
         if not pending and not oversized:  # whole lines of this block, without the bookkeeping
             nl = block.find(b"\n")
-            while 0 <= nl and nl - view_start <= max_record_bytes:
+            while nl >= 0 and nl - view_start <= max_record_bytes:
                 line = block[view_start:nl]
                 yield line_start, line, line
                 view_start = nl + 1

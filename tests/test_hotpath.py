@@ -1,0 +1,147 @@
+"""The unit's fast paths give exactly what their reference code gives: the compiled word statistics
+and unigram counts (pipeline/tokenize/textkernels.py) against the numpy code, and JSON lines read
+with orjson against the standard library's json, on multilingual and hostile input."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from pipeline.tokenize.inputs import ReadOptions, plan_units, read_unit
+from pipeline.tokenize.inputs import jsonl as jsonl_format
+from pipeline.tokenize.textstats import batch_stats
+from pipeline.tokenize.unigrams import UNIGRAMS_SCHEMA, UnigramCounter
+from tokenizers_impl import load_tokenizer
+
+ALPHABET = [
+    *"ab1 9.,'’\n\t_-",
+    "中",
+    "é",
+    "😀",
+    "\u3000",
+    "ー",
+    "’s",
+    "a’",
+    "1,",
+    ".5",
+    "ร",
+    "\x00",
+]
+ALPHABET += ["\u00d7", "\U00020000", "\ufeff", "Ж", "\u180e", "\u00a0", "\u2019"]
+
+
+def _texts(sample_texts: list[str]) -> list[str]:
+    rng = random.Random(11)
+    texts = list(sample_texts)
+    texts += ["".join(rng.choice(ALPHABET) for _ in range(rng.randint(1, 40))) for _ in range(800)]
+    rng.shuffle(texts)
+    return texts
+
+
+@pytest.mark.parametrize("want_ends", [False, True])
+def test_compiled_word_statistics_equal_the_numpy_reference(bpe_path, sample_texts, want_ends):
+    tok = load_tokenizer(f"bpe:{bpe_path}")
+    lengths = tok.token_byte_lengths()
+    texts = _texts(sample_texts)
+    for lo in range(0, len(texts), 97):
+        batch = texts[lo : lo + 97]
+        flat, offsets = tok.encode_batch_flat(batch)
+        # the tokenizer's own byte lengths, and wrong ones (no document exact, boundaries spill)
+        for table in (lengths, np.ones_like(lengths), lengths * 2):
+            ref = batch_stats(batch, flat, offsets, table, want_ends=want_ends, kernel=False)
+            got = batch_stats(batch, flat, offsets, table, want_ends=want_ends, kernel=True)
+            for f in dataclasses.fields(ref):
+                a, b = getattr(ref, f.name), getattr(got, f.name)
+                assert (a is None and b is None) or (a.dtype == b.dtype and np.array_equal(a, b)), (
+                    f.name
+                )
+
+
+def _unigram_bytes(counter: UnigramCounter) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, UNIGRAMS_SCHEMA) as writer:
+        writer.write_table(counter.table())
+    return sink.getvalue().to_pybytes()
+
+
+def test_compiled_unigram_counts_equal_the_numpy_reference(monkeypatch):
+    from pipeline.tokenize import unigrams
+
+    outputs = []
+    for kernel in (False, True):  # numpy even when the kernel module is loaded, then the kernel
+        monkeypatch.setattr(unigrams, "kernels_wanted", lambda size, threshold, k=kernel: k)
+        rng, pick = np.random.default_rng(5), random.Random(5)
+        counter = UnigramCounter(300)
+        for _ in range(25):
+            lens = rng.integers(0, 30, int(rng.integers(1, 30)))
+            offsets = np.concatenate(([0], np.cumsum(lens))).astype(np.int64)
+            flat = rng.integers(0, 300, int(offsets[-1])).astype(np.uint32)
+            sources = [pick.choice(["a", None, "", "b"]) for _ in lens]
+            langs = [pick.choice(["en", None, ""]) for _ in lens]
+            counter.add(flat, offsets, sources, langs)
+        outputs.append(_unigram_bytes(counter))
+    assert outputs[0] == outputs[1]
+
+
+HOSTILE = [
+    b'{"text": "hello", "id": 7}',
+    b'{"text": "x", "id": 123456789012345678901234567890}',
+    b'{"text": 123456789012345678901234567890}',
+    b'{"text": 1.5, "id": "f"}',
+    b'{"text": NaN}',
+    b'{"text": "x", "id": 1e400}',
+    b"123456789012345678901234567890",
+    b"[1, 2]",
+    b'"just a string"',
+    b'{"text": ""}',
+    b'{"text": "x", "id": ""}',
+    b'{"text": "\\ud800 lone"}',
+    b'{"text": "\\ud83d\\ude00 pair"}',
+    b'{"text": "\xed\xa0\x80"}',
+    b'{"text": "bad \xff byte"}',
+    b'{"text": "a", "text": "dup"}',
+    b'{"text": "tab\there"}',
+    b'{"text": "x"} trailing',
+    b'{"text": "x",}',
+    b'{"text": "x", "meta": ' + b"[" * 300 + b"]" * 300 + b"}",
+    b'{"text": "x", "meta": ' + b"[" * 990 + b"]" * 990 + b"}",
+    b'{"text": "x", "meta": ' + b"[" * 1100 + b"]" * 1100 + b"}",
+    b'{"text": "x", "meta": {"a": [1, {"b": 2}]}, "source": 3, "lang": "de"}',
+    b'{"text": "caf\xc3\xa9 \xe4\xb8\xad", "id": -0, "lang": 1.0}',
+    b'{"text": "\\u0000"}',
+    b"   ",
+    b"\x0b\x0c",
+    b'{"text": "crlf"}\r',
+    b'{"text": "' + b"long " * 300 + b'"}',
+]
+
+
+def test_jsonl_with_orjson_reads_what_json_reads(tmp_path, monkeypatch):
+    rng = random.Random(3)
+    lines = []
+    for _ in range(1500):
+        line = bytearray(rng.choice(HOSTILE))
+        if rng.random() < 0.3 and line:  # a random byte changed
+            line[rng.randrange(len(line))] = rng.randrange(256)
+        lines.append(bytes(line).replace(b"\n", b" "))
+    lines += [json.dumps({"text": t, "id": i}).encode() for i, t in enumerate(ALPHABET)]
+    (tmp_path / "a.jsonl").write_bytes(b"\xef\xbb\xbf" + b"\n".join(lines) + b"\n")
+    (tmp_path / "b.jsonl").write_bytes(b"\r\n".join(lines))
+
+    def read_all() -> list[dict]:
+        out = []
+        for opts in (ReadOptions(), ReadOptions(unit_bytes=20000, batch_docs=5, max_doc_bytes=900)):
+            for unit in plan_units([str(tmp_path / "*.jsonl")], opts):
+                out += [dataclasses.asdict(b) for b in read_unit(unit, opts, {})]
+        return out
+
+    assert jsonl_format.orjson is not None
+    fast = read_all()
+    monkeypatch.setattr(jsonl_format, "orjson", None)
+    assert fast == read_all()
+    assert sum(len(b["texts"]) for b in fast) > 300 and sum(len(b["rejects"]) for b in fast) > 300
