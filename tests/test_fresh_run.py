@@ -365,3 +365,27 @@ def test_unknown_tokenizer_options_are_refused_naming_them(tmp_path, bpe_path, s
         )
         with pytest.raises(TokenizerError, match=r"unknown option\(s\) \['eos_tokn'\]"):
             run_job(cfg)
+
+
+def test_ray_metrics_count_what_the_run_committed(ray_session, tmp_path, bpe_path):
+    import urllib.request
+
+    import ray
+
+    out = tmp_path / "metrics"
+    summary = run_job(job_config(SAMPLE_DIR / "ru.jsonl", out, f"bpe:{bpe_path}", actors=2))
+    port = ray._private.worker._global_node.metrics_export_port
+    wanted = f'output="{out}"'
+    totals: dict[str, float] = {}
+    deadline = time.time() + 90  # Ray exports metrics every few seconds
+    while time.time() < deadline and totals.get("units") != summary.units_run:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+        totals = {}
+        for line in body.decode().splitlines():
+            if line.startswith("ray_tokenmill_") and wanted in line and "stage" not in line:
+                name = line.split("{", 1)[0].removeprefix("ray_tokenmill_").removesuffix("_total")
+                totals[name] = totals.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+        time.sleep(2)
+    assert totals["units"] == summary.units_run
+    assert totals["documents"] == summary.documents and totals["tokens"] == summary.tokens
+    assert totals["bytes"] == summary.bytes
