@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO, ClassVar
 
@@ -18,7 +19,7 @@ from pipeline.output import Output
 READ_BLOCK = 8 << 20
 
 
-class ExportFormat:
+class ExportFormat(ABC):
     """One export format. Subclasses set the class attributes and implement the methods."""
 
     name: ClassVar[str]
@@ -28,38 +29,39 @@ class ExportFormat:
     module: ClassVar[str] = ""  # a module of it, to see whether it is installed
     library_yields: ClassVar[str] = "documents"  # or "stream": one array per file, EODs included
 
+    @abstractmethod
     def object_names(self, index: int, count: int) -> list[str]:
         """Object names (relative to the destination) of planned file `index` of `count`."""
-        raise NotImplementedError
 
     def final_objects(self) -> list[str]:
         """Objects written once every file is (e.g. an index naming them)."""
         return []
 
+    @abstractmethod
     def write(
         self, resolved: Resolved, batches: Iterable[ExportBatch], paths: dict[str, str], index: int
     ) -> dict[str, Any]:
         """Write one planned file's objects to the local `paths` (name -> path); returns what the
         file's progress record keeps besides names, sizes and checksums."""
-        raise NotImplementedError
 
+    @abstractmethod
     def read(
         self, resolved: Resolved, dest: Output, record: dict[str, Any]
     ) -> Iterator[np.ndarray]:
         """tokenmill's own reader: the documents of one written file as exported (EODs included)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def library_read(
         self, resolved: Resolved, paths: dict[str, str], record: dict[str, Any]
     ) -> Iterator[np.ndarray]:
         """The format's own reader over local copies of one file's objects: its documents, or
         (library_yields == "stream") the file's token stream."""
-        raise NotImplementedError
 
     def finish(
         self, resolved: Resolved, dest: Output, records: list[dict[str, Any]], digest: str
     ) -> None:
-        """Write the final objects (after every file)."""
+        """Write the final objects (after every file); by default there are none."""
+        return None
 
     def check_final(
         self, resolved: Resolved, dest: Output, records: list[dict[str, Any]], digest: str

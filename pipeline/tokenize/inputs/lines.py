@@ -4,6 +4,7 @@ uncompressed file or a whole compressed file, read as a stream of lines of bound
 from __future__ import annotations
 
 import io
+from abc import abstractmethod
 from collections.abc import Iterator
 
 from pipeline.output.storage import url_to_fs
@@ -264,8 +265,8 @@ class LineFormat(InputFormat):
         recursion limit depends on it)."""
         return False
 
+    @abstractmethod
     def parse_line(
         self, out: BatchBuilder, offset: int, line_no: int | None, text: str, raw: bytes
     ) -> None:
         """One non-blank, valid UTF-8 line (without its line end)."""
-        raise NotImplementedError
