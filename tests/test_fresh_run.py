@@ -174,19 +174,24 @@ def cli(*args, timeout=120, **env):
     )
 
 
-def test_an_unreachable_ray_address_fails_fast_naming_it(tmp_path, bpe_path):
-    started = time.monotonic()
-    result = cli(
+def cli_run(output, tokenizer, *flags):
+    """`tokenmill run` of one sample file in a subprocess."""
+    return cli(
         "run",
         "--input",
         str(SAMPLE_DIR / "de.jsonl"),
         "--output",
-        str(tmp_path / "o"),
+        str(output),
         "--tokenizer",
-        f"bpe:{bpe_path}",
-        "--ray-address",
-        "127.0.0.1:1",
-        "--no-progress",
+        tokenizer,
+        *flags,
+    )
+
+
+def test_an_unreachable_ray_address_fails_fast_naming_it(tmp_path, bpe_path):
+    started = time.monotonic()
+    result = cli_run(
+        tmp_path / "o", f"bpe:{bpe_path}", "--ray-address", "127.0.0.1:1", "--no-progress"
     )
     assert result.returncode == 2, result.stderr
     assert "cannot reach the Ray cluster at '127.0.0.1:1'" in result.stderr
@@ -227,15 +232,7 @@ def test_duplicate_yaml_keys_are_refused(tmp_path, bpe_path):
 
 def test_an_output_that_is_a_file_is_refused(tmp_path, bpe_path):
     (tmp_path / "o").write_text("not a folder")
-    result = cli(
-        "run",
-        "--input",
-        str(SAMPLE_DIR / "de.jsonl"),
-        "--output",
-        str(tmp_path / "o"),
-        "--tokenizer",
-        f"bpe:{bpe_path}",
-    )
+    result = cli_run(tmp_path / "o", f"bpe:{bpe_path}")
     assert result.returncode == 2 and "is a file; give a folder" in result.stderr
     assert "Traceback" not in result.stderr
 
