@@ -17,6 +17,7 @@ def shard_schema(
     vocab_size: int,
     *,
     with_offsets: bool = False,
+    with_loss_mask: bool = False,
     extra_fields: dict[str, pa.DataType] | None = None,
     metadata: dict[str, str] | None = None,
 ) -> pa.Schema:
@@ -42,6 +43,8 @@ def shard_schema(
         fields.append(
             pa.field("token_offsets", pa.list_(pa.field("item", pa.uint32(), nullable=False)))
         )
+    if with_loss_mask:  # chat jobs: 1 where the model trains on the token; null = every token
+        fields.append(pa.field("loss_mask", pa.list_(pa.field("item", pa.uint8(), nullable=False))))
     for name, dtype in (
         extra_fields or {}
     ).items():  # plugin columns, e.g. dynamic merge's batch_id

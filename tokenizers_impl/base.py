@@ -9,8 +9,9 @@ import inspect
 import json
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Sequence, Set
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import numpy as np
@@ -72,6 +73,10 @@ class TokenizerBase(ABC):
       table (written under <output>/sidecar/ and listed in the ledger), or None.
     - `preferred_batch_docs`: documents per engine batch this tokenizer needs (None: the job's
       batch_docs decides).
+    - `added_tokens`: text -> id of the tokens a chat template's own text may spell as one id
+      (added/special tokens); never applied to document text. `chat_template`: the jinja2 chat
+      template that came with the tokenizer (tokenizer_config.json), or None.
+    - `eos_token`/`bos_token`: the text of the EOS/BOS token, or None.
 
     Sampled verification: `reference_encode_batch(texts)` encodes with an independent reference
     implementation when the plugin has one (`verifiable` is then True: its fast encoder differs
@@ -96,6 +101,10 @@ class TokenizerBase(ABC):
     sidecar_schema: ClassVar[pa.Schema | None] = None
     preferred_batch_docs: int | None = None
     supports_encode_bytes: bool = False
+    added_tokens: Mapping[str, int] = MappingProxyType({})
+    chat_template: str | None = None
+    eos_token: str | None = None
+    bos_token: str | None = None
     _byte_lengths: np.ndarray | None = None  # cache of token_byte_lengths()
 
     # -- the contract ---------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from tokenizers_impl.encoders.tiktoken_backend import mergeable_ranks
 from tokenizers_impl.files import probe_texts, read_file, write_file
 from tokenizers_impl.special_tokens import (
     EOS_FALLBACK,
+    chat_template_of,
     read_tokenizer_config,
     resolve_special_tokens,
 )
@@ -108,6 +109,8 @@ class BPETokenizer(ByteTableTokenizer):
         added = hf.get_added_tokens_decoder()
         specials = {tok.content: i for i, tok in added.items() if tok.special}
         self.special_ids = frozenset(specials.values())
+        self.added_tokens = {tok.content: i for i, tok in added.items()}
+        self.chat_template = chat_template_of(tokenizer_config)
         self.byte_level = _is_byte_level(config)
         self._bytes = self._byte_table()
         resolved = resolve_special_tokens(

@@ -104,3 +104,13 @@ def _resolve(
         if token_id is not None:
             return text, token_id
     return None, None
+
+
+def chat_template_of(config: Mapping[str, Any] | None) -> str | None:
+    """The `chat_template` of a tokenizer_config.json: a string, or from a list of
+    {name, template} the one named "default"; None when there is none."""
+    value = (config or {}).get("chat_template")
+    if isinstance(value, list):
+        named = {t.get("name"): t.get("template") for t in value if isinstance(t, dict)}
+        value = named.get("default")
+    return value if isinstance(value, str) and value else None

@@ -114,6 +114,7 @@ class TiktokenTokenizer(ByteTableTokenizer):
             self.kind, dump_ranks(ranks), {"pattern": pattern, "special_tokens": specials}
         )
         self.special_ids = frozenset(specials.values())
+        self.added_tokens = dict(specials)
         self._bytes = [b""] * self.vocab_size
         for token, rank in ranks.items():
             self._bytes[rank] = token

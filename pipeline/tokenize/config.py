@@ -109,7 +109,10 @@ class JobConfig(BaseModel):
     tokenizer: TokenizerSpec = Field(
         description="KIND:PATH, e.g. bpe:tokenizer.json, sentencepiece:m.model, lib:lex.json"
     )
-    format: str = Field("auto", description="input format (auto: by file suffix)")
+    format: str = Field(
+        "auto",
+        description="input format (auto: by file suffix; chat: by suffix, every record a chat)",
+    )
     source_tokenizer: str | None = Field(
         None, description="format shards: KIND:PATH of the tokenizer that wrote the input"
     )
@@ -117,6 +120,18 @@ class JobConfig(BaseModel):
         "line", description="text inputs: one document per line or per file"
     )
     text_field: str = Field("text", description="record field holding the text")
+    messages_field: str = Field(
+        "messages", description="record field holding a chat's list of {role, content} messages"
+    )
+    chat_template: str | None = Field(
+        None,
+        description="chat records: chatml | llama3 | a jinja2 template file | a "
+        "tokenizer_config.json (default: the tokenizer's own chat_template); with it, records "
+        "with messages and no text are chats (format chat: every record is)",
+    )
+    train_on: Literal["all", "assistant", "last-assistant"] = Field(
+        "assistant", description="chat tokens with loss_mask 1 (the rest get 0)"
+    )
     id_field: str = Field("id", description="record field holding the document id")
     source_field: str = Field("source", description="record field naming the source")
     lang_field: str = Field("lang", description="record field naming the language")
@@ -184,7 +199,7 @@ class JobConfig(BaseModel):
     @field_validator("format")
     @classmethod
     def _format(cls, value: str) -> str:
-        known = ["auto", *format_names()]
+        known = ["auto", "chat", *format_names()]
         if value not in known:
             raise ValueError(f"unknown input format {value!r}; known: {', '.join(known)}")
         return value
@@ -220,24 +235,42 @@ class JobConfig(BaseModel):
             )
         return value
 
-    def read_options(self) -> ReadOptions:
-        """The job's read options: every ReadOptions field comes from the field of the same name."""
-        values = {f.name: getattr(self, f.name) for f in fields(ReadOptions)}
+    def read_options(self, chat: dict[str, str] | None = None) -> ReadOptions:
+        """The job's read options: every ReadOptions field comes from the field of the same name,
+        except the chat template's resolved text and tokens (`chat`, see `resolve_chat`)."""
+        values = {
+            f.name: getattr(self, f.name) for f in fields(ReadOptions) if hasattr(self, f.name)
+        }
+        values.update({"chat_template": "", **(chat or {})})
         return ReadOptions(**{**values, "source_tokenizer": self.source_tokenizer or ""})
 
-    def output_options(self) -> dict[str, Any]:
-        """The options that change shard bytes (hashed into shard names with the tokenizer fingerprint)."""
+    def output_options(self, read: ReadOptions | None = None) -> dict[str, Any]:
+        """The options that change shard bytes (hashed into shard names with the tokenizer
+        fingerprint). A job without a chat template hashes as it did before chats existed."""
+        options = asdict(read or self.read_options())
+        if not options["chat_template"]:
+            for name in CHAT_READ_FIELDS:
+                options.pop(name)
         return {
-            "read": asdict(self.read_options()),
+            "read": options,
             "token_offsets": self.token_offsets,
             "word_stats": self.word_stats,
         }
 
-    def config_hash(self, tokenizer_fingerprint: str) -> str:
+    def config_hash(self, tokenizer_fingerprint: str, read: ReadOptions | None = None) -> str:
         payload = json.dumps(
-            {"tokenizer": tokenizer_fingerprint, **self.output_options()}, sort_keys=True
+            {"tokenizer": tokenizer_fingerprint, **self.output_options(read)}, sort_keys=True
         )
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+CHAT_READ_FIELDS = (
+    "messages_field",
+    "chat_template",
+    "train_on",
+    "chat_bos_token",
+    "chat_eos_token",
+)
 
 
 def load_config(path: str | None = None, **overrides: Any) -> JobConfig:

@@ -27,6 +27,7 @@ from pipeline.output.verify import spool_files
 from pipeline.tokenize.config import JobConfig, tokenizer_options
 from pipeline.tokenize.feed import WorkFeed
 from pipeline.tokenize.inputs import WorkUnit, is_stream, plan_units, same_file
+from pipeline.tokenize.inputs.chat_template import resolve_chat
 from pipeline.tokenize.unit import UnitTask, process_unit
 from schemas.layout import COMMITTED_PATHS
 from schemas.records import LedgerEntry, RunCounts, RunSummary
@@ -77,7 +78,8 @@ def prepare(cfg: JobConfig, fence: dict[str, Any] | None = None) -> PreparedJob:
     tokenizer = load_tokenizer(
         cfg.tokenizer.spec, storage_options=cfg.storage_options, **tokenizer_options(cfg)
     )
-    config_hash = cfg.config_hash(tokenizer.fingerprint)
+    read = cfg.read_options(_chat_fields(cfg, tokenizer))
+    config_hash = cfg.config_hash(tokenizer.fingerprint, read)
     output = Output(cfg.output, cfg.storage_options)
     if cfg.overwrite:
         reset_output(output)
@@ -85,12 +87,12 @@ def prepare(cfg: JobConfig, fence: dict[str, Any] | None = None) -> PreparedJob:
         "config_hash": config_hash,
         "tokenizer": tokenizer.describe(),
         "tokenizer_spec": cfg.tokenizer.model_dump(),
-        "options": cfg.output_options(),
+        "options": cfg.output_options(read),
         "inputs": cfg.input,
         "schema_version": SCHEMA_VERSION,
     }
     task = UnitTask(
-        cfg.read_options(),
+        read,
         config_hash,
         cfg.token_offsets,
         cfg.word_stats,
@@ -99,6 +101,23 @@ def prepare(cfg: JobConfig, fence: dict[str, Any] | None = None) -> PreparedJob:
         cfg.verify_sample,
     )
     return PreparedJob(tokenizer, output, task, manifest)
+
+
+def _chat_fields(cfg: JobConfig, tokenizer: TokenizerBase) -> dict[str, str]:
+    chat = resolve_chat(
+        cfg.format,
+        cfg.chat_template,
+        tokenizer.chat_template,
+        tokenizer.bos_token,
+        tokenizer.eos_token,
+        cfg.storage_options,
+    )
+    if chat and (tokenizer.shard_columns or tokenizer.sidecar_schema is not None):
+        raise ConfigError(
+            f"chat records need a tokenizer that encodes each text on its own; {tokenizer.kind} "
+            "keeps per-batch state (give --chat-template only with bpe, tiktoken, sentencepiece)"
+        )
+    return chat
 
 
 def reconcile(cfg: JobConfig, job: PreparedJob, units: list[WorkUnit]) -> Reconciled:

@@ -23,6 +23,7 @@ from pipeline.output.shards import (
     token_column,
 )
 from pipeline.output.storage import Output
+from pipeline.tokenize.chat_encode import LOSS_MASK, encode_chat
 from pipeline.tokenize.inputs import DocBatch, ReadOptions, WorkUnit, read_unit
 from pipeline.tokenize.textstats import batch_stats
 from pipeline.tokenize.unigrams import UnigramCounter
@@ -201,6 +202,7 @@ def _schema(
     return shard_schema(
         tokenizer.vocab_size,
         with_offsets=task.token_offsets,
+        with_loss_mask=bool(task.read.chat_template),
         extra_fields=dict(tokenizer.shard_columns),
         metadata=metadata,
     )
@@ -231,12 +233,20 @@ def _tokenize_batches(
         if not batch.texts:
             continue
         t_tok = time.perf_counter()
-        encoded = tokenizer.encode_for_shard(batch.texts, batch_index)
+        chat = encode_chat(tokenizer, batch) if batch.segments is not None else None
+        encoded = chat.encoded if chat else tokenizer.encode_for_shard(batch.texts, batch_index)
         t_verify = time.perf_counter()
         times.tokenize_s += t_verify - t_tok
         if task.verify_sample and tokenizer.verifiable:
-            verify_sample(unit, batch, batch_index, encoded, tokenizer, task.verify_sample, counts)
+            checked, checked_encoding = (
+                (chat.pieces, chat.pieces_encoded) if chat else (batch, encoded)
+            )
+            verify_sample(
+                unit, checked, batch_index, checked_encoding, tokenizer, task.verify_sample, counts
+            )
             times.verify_s += time.perf_counter() - t_verify
+        if chat:
+            encoded.columns[LOSS_MASK] = chat.loss_mask
         _write_batch(batch, encoded, tokenizer, task, byte_lengths, files, counts, times)
         batch_index += 1
 

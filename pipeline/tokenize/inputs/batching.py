@@ -9,6 +9,7 @@ import posixpath
 from collections.abc import Callable
 from typing import Any
 
+from pipeline.tokenize.inputs.chat import ChatError, ChatRenderer
 from pipeline.tokenize.inputs.types import DocBatch, ReadOptions, Reject, WorkUnit
 from schemas.shards import REJECT_RAW_BYTES
 
@@ -40,7 +41,8 @@ class BatchBuilder:
         self.unit = unit
         self.opts = opts
         self.default_source = posixpath.basename(unit.url)
-        self._batch = DocBatch()
+        self.chat = ChatRenderer(opts) if opts.chat_template else None
+        self._batch = self._new_batch()
         self.bad_ids = 0  # records whose id field is present but not a string/integer
         self._first_bad_id = ""
         self._id_prefix = f"{unit.url}\0".encode()  # fallback ids hash f"{url}\0{offset}"
@@ -56,8 +58,11 @@ class BatchBuilder:
         b = self._batch
         return len(b.texts) >= self.opts.batch_docs or b.nbytes >= self.opts.batch_bytes
 
+    def _new_batch(self) -> DocBatch:
+        return DocBatch(segments=[] if self.chat is not None else None)
+
     def take(self) -> DocBatch:
-        batch, self._batch = self._batch, DocBatch()
+        batch, self._batch = self._batch, self._new_batch()
         return batch
 
     def finish(self) -> DocBatch:
@@ -106,6 +111,8 @@ class BatchBuilder:
         b.langs.append(lang if isinstance(lang, str) else None)
         b.byte_lengths.append(nbytes)
         b.nbytes += nbytes
+        if b.segments is not None:
+            b.segments.append(None)
 
     def fallback_id(self, offset: int) -> str:
         """The id of a document whose record has none: a hash of (url, offset or row)."""
@@ -146,8 +153,14 @@ class BatchBuilder:
         or a function that makes them (called only for a reject)."""
         opts = self.opts
         field = opts.text_field
+        if self.chat is not None and (opts.format == "chat" or field not in record):
+            self._chat_record(record, position, key, raw)
+            return
         if field not in record:
-            self.reject(*position, f"missing text field {field!r}", _raw(raw))
+            hint = ""
+            if isinstance(record.get(opts.messages_field), list):
+                hint = f" (it has {opts.messages_field!r}: give --chat-template to read chats)"
+            self.reject(*position, f"missing text field {field!r}{hint}", _raw(raw))
             return
         text = record[field]
         # the usual document (an ASCII str of acceptable size) passes check_text without a word
@@ -170,3 +183,36 @@ class BatchBuilder:
         b.langs.append(lang if isinstance(lang, str) else None)
         b.byte_lengths.append(nbytes)
         b.nbytes += nbytes
+        if b.segments is not None:
+            b.segments.append(None)
+
+    def _chat_record(
+        self,
+        record: dict[str, Any],
+        position: Position,
+        key: int,
+        raw: bytes | Callable[[], bytes],
+    ) -> None:
+        """A conversation: rendered into chat segments, or rejected with the reason."""
+        opts = self.opts
+        if opts.messages_field not in record:
+            self.reject(*position, f"missing messages field {opts.messages_field!r}", _raw(raw))
+            return
+        try:
+            segments = self.chat.segments(record[opts.messages_field])
+        except ChatError as exc:
+            self.reject(*position, str(exc), _raw(raw))
+            return
+        reason, nbytes = self.check_text("".join(s[0] for s in segments), "rendered conversation")
+        if reason:
+            self.reject(*position, reason, _raw(raw))
+            return
+        doc_id = self._usable_id(record.get(opts.id_field), position)
+        self.accept(
+            doc_id or self.fallback_id(key),
+            "".join(s[0] for s in segments),
+            nbytes,
+            record.get(opts.source_field),
+            record.get(opts.lang_field),
+        )
+        self._batch.segments[-1] = segments

@@ -32,7 +32,7 @@ def plan_units(
 
     `exclude`: output URLs; nothing under them is ever an input (a glob that matches the job's own
     ledger, lease or run files skips them with a warning)."""
-    if opts.format != "auto" and get_format(opts.format).plans_inputs:
+    if opts.format not in ("auto", "chat") and get_format(opts.format).plans_inputs:
         return get_format(opts.format).plan_inputs(inputs, opts, storage_options)
     units: list[WorkUnit] = []
     for found in expand_inputs(inputs, storage_options, exclude):

@@ -77,7 +77,7 @@ def detect(path: str, opts: ReadOptions) -> tuple[InputFormat, str | None]:
         if name.endswith(suffix):
             compression, name = comp, name[: -len(suffix)]
             break
-    if opts.format != "auto":
+    if opts.format not in ("auto", "chat"):  # "chat" says what records hold, not the file format
         return get_format(opts.format), compression
     for fmt in _FORMATS.values():
         if any(name.endswith(suffix) for suffix in fmt.suffixes):

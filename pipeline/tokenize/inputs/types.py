@@ -17,7 +17,7 @@ class ReadOptions:
     """How records are found in input files (part of the job config; all fields hash into the
     config hash, so changing one gives new shard names)."""
 
-    format: str = "auto"  # auto, or an input format name: jsonl | text | parquet | shards
+    format: str = "auto"  # auto, chat (auto, every record a conversation), or a format name
     text_mode: str = "line"  # for text inputs: one document per "line" or per "file"
     text_field: str = "text"
     id_field: str = "id"
@@ -29,6 +29,13 @@ class ReadOptions:
     batch_docs: int = 256
     batch_bytes: int = 4 << 20
     source_tokenizer: str = ""  # format "shards": KIND:PATH of the tokenizer that wrote the input
+    # chat records: a list of {role, content} messages, rendered with a jinja2 chat template (its
+    # source text; "" = no template, so a record with messages and no text is rejected)
+    messages_field: str = "messages"
+    chat_template: str = ""
+    train_on: str = "assistant"  # which tokens get loss_mask 1: all | assistant | last-assistant
+    chat_bos_token: str = ""  # the tokenizer's BOS/EOS text, given to the template as bos_token
+    chat_eos_token: str = ""  # and eos_token
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,8 @@ class DocBatch:
     byte_lengths: list[int] = field(default_factory=list)  # UTF-8 bytes of each text
     nbytes: int = 0
     blank: int = 0  # blank lines skipped (not records)
+    # jobs with a chat template: per document, its chat segments (None for a plain text document)
+    segments: list[list[tuple[str, bool, bool]] | None] | None = None
 
     @property
     def records(self) -> int:
