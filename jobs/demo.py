@@ -14,6 +14,7 @@ DEMO_VOCAB = 8000
 
 def run_demo(output: str, actors: int | None, sample_glob: str = SAMPLE_GLOB) -> dict:
     """Train a BPE on the sample (once), tokenize it, verify, report; returns summary and verify."""
+    from jobs.demo_extras import chat_example, export_examples
     from pipeline.analytics import build_report, summary_table, write_report
     from pipeline.output.verify import verify_output
     from pipeline.tokenize.config import load_config
@@ -26,7 +27,8 @@ def run_demo(output: str, actors: int | None, sample_glob: str = SAMPLE_GLOB) ->
 
         click.echo(f"training a byte-level BPE ({DEMO_VOCAB} tokens) on {sample_glob}", err=True)
         cfg = load_config(input=[sample_glob], output=output, tokenizer=f"bpe:{tok_path}")
-        BPETokenizer.train(iter_texts(cfg), vocab_size=DEMO_VOCAB).save(tok_path)
+        specials = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")  # EOS, and chatml's turns
+        BPETokenizer.train(iter_texts(cfg), DEMO_VOCAB, special_tokens=specials).save(tok_path)
     cfg = load_config(
         input=[sample_glob],
         output=os.path.join(output, "tokens"),
@@ -47,6 +49,8 @@ def run_demo(output: str, actors: int | None, sample_glob: str = SAMPLE_GLOB) ->
         f"{report.documents} documents, {report.tokens} tokens, {report.rejected} rejected)",
         err=True,
     )
+    chat_output = chat_example(output, tok_path, actors)
+    export_examples(output, cfg.output, chat_output)
     click.echo("\n" + summary_table(cfg.output), err=True)
     shards = {"shards": f"{cfg.output}/shards", "documents": report.documents}
     click.echo(json.dumps({**shards, "tokens": report.tokens, "ok": report.ok}))

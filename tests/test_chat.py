@@ -265,3 +265,27 @@ def test_chat_rerun_is_byte_identical(tok_path, tmp_path):
     for out in (a, b):
         run_job(job_config(src, out, f"bpe:{tok_path}", chat_template="chatml", unit_bytes=20_000))
     assert shard_files(a) == shard_files(b) and len(shard_files(a)) > 1
+
+
+def test_chat_output_exports_to_hf_with_its_masks(tok_path, tmp_path):
+    import pyarrow.parquet as pq
+
+    from pipeline.export import ExportOptions, export_output
+
+    convs = conversations()[:8]
+    plain = read_jsonl(SAMPLE_DIR / "de.jsonl")[:4]
+    src = write_jsonl(tmp_path / "mixed.jsonl", convs + plain)
+    out = tmp_path / "out"
+    run_job(job_config(src, out, f"bpe:{tok_path}", chat_template="chatml"))
+    report = export_output(
+        str(out), str(tmp_path / "hf"), ExportOptions("hf", append_eod=True, verify="all")
+    )
+    assert report.ok, report.problems
+    table = pq.read_table(sorted((tmp_path / "hf" / "data").glob("*.parquet")))
+    exported = {r["doc_id"]: r for r in table.to_pylist()}
+    for row in shard_rows(str(out)):
+        got = exported[row["doc_id"]]
+        assert got["input_ids"] == row["tokens"] + [0]  # <|endoftext|> appended
+        mask = row["loss_mask"] if row["loss_mask"] is not None else [1] * row["n_tokens"]
+        assert got["loss_mask"] == mask + [1]
+    assert sum(1 for r in exported.values() if 0 in r["loss_mask"]) == len(convs)

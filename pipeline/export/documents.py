@@ -91,6 +91,25 @@ def to_dtype(flat: np.ndarray, resolved: Resolved, where: str) -> np.ndarray:
     return flat.astype(dtype, copy=True)
 
 
+def dense_mask(
+    column: pa.ListArray, token_offsets: np.ndarray, where: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """(values, offsets) of a loss_mask column with one entry per token: a null row (a plain
+    text document in a chat job) means every token is trained on and becomes all ones."""
+    values, offsets = list_parts(column)
+    lengths = np.diff(token_offsets)
+    valid = ~np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    if not np.array_equal(np.diff(offsets)[valid], lengths[valid]):
+        raise ExportError(f"{where}: a loss_mask row differs in length from its tokens")
+    if valid.all():
+        return values, offsets
+    dense = np.ones(int(token_offsets[-1]), dtype=np.uint8)
+    kept = lengths[valid]
+    before = np.concatenate(([0], np.cumsum(kept)[:-1]))
+    dense[np.repeat(token_offsets[:-1][valid] - before, kept) + np.arange(kept.sum())] = values
+    return dense, token_offsets
+
+
 def export_batch(batch: pa.RecordBatch, resolved: Resolved, where: str) -> ExportBatch:
     tokens, offsets = list_parts(batch.column("tokens"))
     ids = to_dtype(tokens, resolved, where)
@@ -98,7 +117,7 @@ def export_batch(batch: pa.RecordBatch, resolved: Resolved, where: str) -> Expor
     for name in resolved.columns:
         if name not in batch.schema.names:
             raise ExportError(f"{where} lacks the column {name} that other shards have")
-        values, mask_offsets = list_parts(batch.column(name))
+        values, mask_offsets = dense_mask(batch.column(name), offsets, where)
         if resolved.append_eod:
             values, mask_offsets = with_eod(values, mask_offsets, 1)
         columns[name] = pa.ListArray.from_arrays(
