@@ -2,13 +2,14 @@
 bounded DocBatches, by an `InputFormat` from the registry (one module per format).
 
 A WorkUnit is a newline-aligned byte range of an uncompressed JSONL/text file, one Parquet row
-group, one whole compressed file (or whole text file in `text_mode: file`), or one committed shard.
+group, the byte range of whole record batches of an Arrow IPC file, one whole compressed file (or
+whole text file in `text_mode: file`), or one committed shard.
 Every record read ends up as a document or as a `Reject` naming its file, byte offset and line.
 A unit records its file's canonical URL (a local file's real path) and version (`expand`), so its
 id changes exactly when the bytes it covers may have changed; nothing under the job's output is
 ever planned as input."""
 
-from pipeline.tokenize.inputs import jsonl, parquet, shards, text  # noqa: F401  (register formats)
+from pipeline.tokenize.inputs import arrow, jsonl, parquet, shards, text  # noqa: F401  (formats)
 from pipeline.tokenize.inputs.expand import current_identity, expand_inputs
 from pipeline.tokenize.inputs.lines import is_stream, same_file
 from pipeline.tokenize.inputs.planning import plan_units, read_unit

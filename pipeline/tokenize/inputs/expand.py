@@ -5,6 +5,9 @@ files, each under one canonical URL and with what identifies its current version
   folder and the real one, a symlink given by name) is one input. Remote URLs are
   `protocol://path` as fsspec normalises them.
 - Nothing under an `exclude` prefix (the job's output) is ever an input.
+- A folder named literally that `datasets` `save_to_disk` wrote (a Dataset, or a DatasetDict and all
+  its splits) stands for the data files its state.json lists (hf_disk.py); any other folder is an
+  error, and folders a glob matches are skipped with a warning.
 - A local file's version is `mtime_ns=<st_mtime_ns>`, plus `;sha256=<16 hex>` of its bytes when it
   is at most HASH_MAX_BYTES (so a same-size, same-mtime edit of a small file is still seen). A
   remote file keeps its ETag in `etag`; a version id, when the store has one, is its version."""
@@ -22,6 +25,7 @@ from typing import Any
 
 from pipeline.errors import InputError
 from pipeline.output.storage import url_to_fs, with_retries
+from pipeline.tokenize.inputs.hf_disk import saved_dataset_files
 from pipeline.tokenize.inputs.types import InputFile
 
 log = logging.getLogger("tokenmill")
@@ -166,12 +170,21 @@ def _remote_file(fs: Any, path: str, info: dict) -> InputFile:
     return InputFile(fs, path, url_of(fs, path), int(info.get("size") or 0), etag, None, version)
 
 
-def _one_path(fs: Any, path: str, pattern: str) -> InputFile:
-    """The file a pattern names literally; an InputError says what it is when not a regular file."""
+def _saved_dataset(fs: Any, path: str, pattern: str) -> list[InputFile] | None:
+    """The data files of a `datasets` save_to_disk folder (hf_disk.py); None for another folder."""
+    listed = saved_dataset_files(fs, path)
+    if listed is None:
+        return None
+    return [f for p in listed for f in _one_path(fs, p, f"{p} (a data file of {pattern})")]
+
+
+def _one_path(fs: Any, path: str, pattern: str) -> list[InputFile]:
+    """The file a pattern names literally, or the data files of a `datasets` save_to_disk folder;
+    an InputError says what it is when neither."""
     if is_local(fs):
         kind, st = local_kind(path)
         if kind is None:
-            return _local_file(fs, path, st)
+            return [_local_file(fs, path, st)]
         info = None
     else:
         try:
@@ -181,7 +194,9 @@ def _one_path(fs: Any, path: str, pattern: str) -> InputFile:
         else:
             kind = None if info.get("type") == "file" else str(info.get("type") or "unknown")
             if kind is None:
-                return _remote_file(fs, path, info)
+                return [_remote_file(fs, path, info)]
+    if kind == "directory" and (listed := _saved_dataset(fs, path, pattern)) is not None:
+        return listed
     if kind == MISSING:
         raise InputError(f"input {pattern!r} does not exist")
     if kind == LINK:
@@ -217,7 +232,7 @@ def _pattern_files(
     if not is_local(fs):  # a cached filesystem's listings may predate the current versions
         fs.invalidate_cache()
     files, others = (
-        ([_one_path(fs, path, pattern)], {})
+        (_one_path(fs, path, pattern), {})
         if _names_literally(fs, path, pattern)
         else _glob(fs, path, pattern)
     )

@@ -36,7 +36,7 @@ class ParquetFormat(InputFormat):
             pf = pq.ParquetFile(handle)
             names = pf.schema_arrow.names
             fields = (opts.text_field, opts.id_field, opts.source_field, opts.lang_field)
-            wanted = [c for c in fields if c in names]
+            wanted = [c for c in dict.fromkeys((*fields, opts.messages_field)) if c in names]
             row = sum(pf.metadata.row_group(i).num_rows for i in range(unit.start))
             for rb in pf.iter_batches(
                 batch_size=opts.batch_docs, row_groups=[unit.start], columns=wanted
