@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+# 2: shards gained `input_offset` (and chat jobs `loss_mask`); part of the config hash, so an
+# output written by another schema version is refused rather than mixed.
+SCHEMA_VERSION = 2
 TOKENMILL_VERSION = "0.1.0"
 
 
@@ -21,7 +23,7 @@ def shard_schema(
     extra_fields: dict[str, pa.DataType] | None = None,
     metadata: dict[str, str] | None = None,
 ) -> pa.Schema:
-    """Schema v1 of a token shard: one row per document."""
+    """Schema v2 of a token shard: one row per document."""
     fields = [
         pa.field("doc_id", pa.string(), nullable=False),
         # Plain strings, not dictionaries: an Arrow IPC *file* cannot replace a dictionary between
@@ -38,6 +40,9 @@ def shard_schema(
         pa.field("n_chars", pa.int64(), nullable=False),
         pa.field("n_words", pa.int32(), nullable=False),
         pa.field("n_continued_words", pa.int32()),
+        # the record's first byte in its (decompressed) input file, as a reject's `offset`; null
+        # for row-based inputs (Parquet, Arrow) and re-tokenized shards
+        pa.field("input_offset", pa.int64()),
     ]
     if with_offsets:
         fields.append(

@@ -45,7 +45,7 @@ def documents(url) -> dict[tuple[str, int], dict]:
                 "doc_id": record["doc_id"],
                 "tokens": record["tokens"],
                 "url": entry.unit.url,
-                "offset": entry.unit.start,
+                "offset": record["input_offset"],
             }
     return found
 
@@ -237,27 +237,10 @@ def test_bos_from_the_ledger_precedes_every_document_unless_turned_off(url, tmp_
     assert dataset(str(copy), bos_id=-1).bos_id is None
 
 
-def test_provenance_gives_record_offsets_when_shards_have_an_input_offset_column(url, tmp_path):
-    """The shard column the provenance asks of the engine (docs/loader.md): with `input_offset`
-    (each record's byte offset in its input file) every segment's offset is its record's line."""
-    import pyarrow as pa
-
-    copy = tmp_path / "with-offsets"
-    shutil.copytree(url, copy)
-    output = Output(str(copy))
-    for entry in iter_committed(output):
-        with open(entry.unit.url.removeprefix("file://"), "rb") as handle:
-            handle.seek(entry.unit.start)
-            data = handle.read(entry.unit.end - entry.unit.start)
-        starts = [0] + [i + 1 for i, byte in enumerate(data) if byte == ord("\n")][:-1]
-        offsets = [entry.unit.start + s for s in starts if data[s : s + 1].strip()]
-        table = read_ipc(output, entry.shard)
-        assert len(offsets) == table.num_rows  # the sample has no rejects or blank lines
-        table = table.append_column("input_offset", pa.array(offsets, pa.int64()))
-        new = copy / f"{entry.shard}.new"  # the table still maps the old file
-        with pa.OSFile(str(new), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table)
-        os.replace(new, copy / entry.shard)
+def test_provenance_gives_the_byte_offset_of_each_record(url):
+    """The engine writes each record's byte offset in its input (`input_offset`); every segment's
+    offset is where its record's line starts."""
+    copy = url
     ds = dataset(str(copy), packing="best_fit")
     checked = 0
     for index in range(0, ds.plan(detail=False).num_samples, 7):

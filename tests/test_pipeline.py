@@ -58,14 +58,15 @@ def test_every_document_is_accounted_for_and_decodes_to_its_exact_text(
     assert summary.tokens == sum(r["n_tokens"] for r in rows)
 
 
-def test_shards_carry_schema_v1_metadata_and_compact_token_type(reference_run, bpe_path):
+def test_shards_carry_schema_v2_metadata_and_compact_token_type(reference_run, bpe_path):
     out, summary = reference_run
     name = next(iter(shard_files(out)))
     with pa.memory_map(str(out / name)) as source:
         schema = pa.ipc.open_file(source).schema
     meta = {k.decode(): v.decode() for k, v in schema.metadata.items()}
     tok = load_tokenizer(f"bpe:{bpe_path}")
-    assert meta["tokenmill.schema_version"] == "1"
+    assert meta["tokenmill.schema_version"] == "2"
+    assert schema.field("input_offset").type == pa.int64()
     assert meta["tokenmill.tokenizer.fingerprint"] == tok.fingerprint
     assert meta["tokenmill.tokenizer.vocab_size"] == "8000"
     assert schema.field("tokens").type == pa.list_(pa.field("item", pa.uint16(), nullable=False))

@@ -48,6 +48,13 @@ def check_manifest(output: Output, manifest: dict[str, Any]) -> None:
     if existing is None:
         output.write_json(JOB_MANIFEST, manifest)
         return
+    old_version = existing.get("schema_version")
+    if old_version != manifest.get("schema_version"):
+        raise LedgerError(
+            f"output {output.url} holds shards of schema version {old_version}; this tokenmill "
+            f"writes version {manifest.get('schema_version')} and never mixes the two in one "
+            "output. Use --overwrite (retokenize everything) or another output."
+        )
     if existing.get("config_hash") != manifest["config_hash"]:
         raise LedgerError(
             f"output {output.url} already holds shards of another configuration "

@@ -55,8 +55,14 @@ class ShardWriter:
         self.rows = 0
 
     def write(self, columns: dict[str, pa.Array]) -> None:
+        """One record batch; a nullable column the caller does not give is all null."""
+        rows = len(columns["doc_id"])
         batch = pa.RecordBatch.from_arrays(
-            [columns[f.name] for f in self.schema], schema=self.schema
+            [
+                columns[f.name] if f.name in columns or not f.nullable else pa.nulls(rows, f.type)
+                for f in self.schema
+            ],
+            schema=self.schema,
         )
         self._writer.write_batch(batch)
         self.rows += batch.num_rows

@@ -8,6 +8,7 @@ over plain text pays nothing for the column)."""
 from __future__ import annotations
 
 import re
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +18,7 @@ from pipeline.tokenize.inputs import DocBatch
 from tokenizers_impl import EncodedBatch, TokenizerBase
 
 LOSS_MASK = "loss_mask"
+Splitter = tuple[re.Pattern[str] | None, dict[str, int]]
 
 
 @dataclass
@@ -30,17 +32,18 @@ class ChatEncoded:
     pieces_encoded: EncodedBatch
 
 
-_SPLITTERS: dict[int, tuple[re.Pattern[str] | None, dict[str, int]]] = {}
+_SPLITTERS: weakref.WeakKeyDictionary[TokenizerBase, Splitter] = weakref.WeakKeyDictionary()
 
 
-def _splitter(tokenizer: TokenizerBase) -> tuple[re.Pattern[str] | None, dict[str, int]]:
-    key = id(tokenizer)
-    if key not in _SPLITTERS:
+def _splitter(tokenizer: TokenizerBase) -> Splitter:
+    """A regex matching the tokenizer's added tokens (longest first), and their ids."""
+    found = _SPLITTERS.get(tokenizer)
+    if found is None:
         added = dict(tokenizer.added_tokens)
         texts = sorted(added, key=len, reverse=True)  # the longest match wins
         pattern = re.compile("|".join(map(re.escape, texts))) if texts else None
-        _SPLITTERS[key] = (pattern, added)
-    return _SPLITTERS[key]
+        found = _SPLITTERS[tokenizer] = (pattern, added)
+    return found
 
 
 def encode_chat(tokenizer: TokenizerBase, batch: DocBatch) -> ChatEncoded:

@@ -22,6 +22,7 @@ from pydantic import (
 
 from pipeline.errors import ConfigError
 from pipeline.tokenize.inputs import ReadOptions, format_names
+from schemas.shards import SCHEMA_VERSION
 
 MAX_CONFIG_BYTES = 1 << 20  # a job config is a few lines of YAML; anything bigger is refused unread
 # Below this the lease heartbeat (a quarter of the expiry) would race storage latency, and a second
@@ -259,7 +260,12 @@ class JobConfig(BaseModel):
 
     def config_hash(self, tokenizer_fingerprint: str, read: ReadOptions | None = None) -> str:
         payload = json.dumps(
-            {"tokenizer": tokenizer_fingerprint, **self.output_options(read)}, sort_keys=True
+            {
+                "tokenizer": tokenizer_fingerprint,
+                "schema_version": SCHEMA_VERSION,
+                **self.output_options(read),
+            },
+            sort_keys=True,
         )
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

@@ -322,6 +322,7 @@ def _write_batch(
             if stats.n_continued_words is not None
             else pa.nulls(len(batch.texts), pa.int32())
         ),
+        "input_offset": pa.array(batch.input_offsets, pa.int64()),
         **encoded.columns,
     }
     if task.token_offsets:

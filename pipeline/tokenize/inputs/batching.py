@@ -103,13 +103,22 @@ class BatchBuilder:
             Reject(self.unit.url, offset, line, row, reason, raw[:REJECT_RAW_BYTES])
         )
 
-    def accept(self, doc_id: str, text: str, nbytes: int, source: Any, lang: Any) -> None:
+    def accept(
+        self,
+        doc_id: str,
+        text: str,
+        nbytes: int,
+        source: Any,
+        lang: Any,
+        offset: int | None = None,
+    ) -> None:
         b = self._batch
         b.doc_ids.append(doc_id)
         b.texts.append(text)
         b.sources.append(source if isinstance(source, str) else self.default_source)
         b.langs.append(lang if isinstance(lang, str) else None)
         b.byte_lengths.append(nbytes)
+        b.input_offsets.append(offset)
         b.nbytes += nbytes
         if b.segments is not None:
             b.segments.append(None)
@@ -182,6 +191,7 @@ class BatchBuilder:
         b.sources.append(source if isinstance(source, str) else self.default_source)
         b.langs.append(lang if isinstance(lang, str) else None)
         b.byte_lengths.append(nbytes)
+        b.input_offsets.append(position[0])
         b.nbytes += nbytes
         if b.segments is not None:
             b.segments.append(None)
@@ -214,5 +224,6 @@ class BatchBuilder:
             nbytes,
             record.get(opts.source_field),
             record.get(opts.lang_field),
+            position[0],
         )
         self._batch.segments[-1] = segments

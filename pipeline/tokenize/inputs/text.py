@@ -37,7 +37,7 @@ class TextFormat(LineFormat):
         if reason:
             out.reject(offset, line_no, None, reason, raw)
         else:
-            out.accept(out.fallback_id(offset), text, nbytes, None, None)
+            out.accept(out.fallback_id(offset), text, nbytes, None, None, offset)
 
     def _whole_file(self, out: BatchBuilder, storage_options: dict | None) -> DocBatch:
         unit, limit = out.unit, out.opts.max_doc_bytes
@@ -66,7 +66,7 @@ class TextFormat(LineFormat):
             out.reject(0, 1, None, reason, data)
         else:
             doc_id = hashlib.sha256(unit.url.encode()).hexdigest()[:24]
-            out.accept(doc_id, text, nbytes, None, None)
+            out.accept(doc_id, text, nbytes, None, None, 0)
         return out.take()
 
 

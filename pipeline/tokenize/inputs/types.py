@@ -61,6 +61,7 @@ class DocBatch:
     langs: list[str | None] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     byte_lengths: list[int] = field(default_factory=list)  # UTF-8 bytes of each text
+    input_offsets: list[int | None] = field(default_factory=list)  # each record's byte offset
     nbytes: int = 0
     blank: int = 0  # blank lines skipped (not records)
     # jobs with a chat template: per document, its chat segments (None for a plain text document)
