@@ -76,7 +76,7 @@ def job_options(func: Callable) -> Callable:
         click.option(
             "--format",
             "format",
-            type=click.Choice(["auto", *format_names()]),
+            type=click.Choice(["auto", "chat", *format_names()]),
             default=None,
             help=JobConfig.model_fields["format"].description,
         ),
