@@ -289,3 +289,19 @@ def test_chat_output_exports_to_hf_with_its_masks(tok_path, tmp_path):
         mask = row["loss_mask"] if row["loss_mask"] is not None else [1] * row["n_tokens"]
         assert got["loss_mask"] == mask + [1]
     assert sum(1 for r in exported.values() if 0 in r["loss_mask"]) == len(convs)
+
+
+def test_cli_chat_run_on_ray_actors_equals_the_driver_run(ray_session, tok_path, tmp_path):
+    from click.testing import CliRunner
+
+    from jobs.cli import main as cli
+    from tests.helpers import shard_files
+
+    src = write_jsonl(tmp_path / "chats.jsonl", conversations()[:30])
+    args = ["run", "--input", str(src), "--tokenizer", f"bpe:{tok_path}", "--no-progress"]
+    args += ["--format", "chat", "--chat-template", "chatml", "--unit-bytes", "20000"]
+    for out, extra in (("ray", ["--actors", "2"]), ("driver", [])):
+        result = CliRunner().invoke(cli, [*args, "--output", str(tmp_path / out), *extra])
+        assert result.exit_code == 0, result.output
+    assert shard_files(tmp_path / "ray") == shard_files(tmp_path / "driver")
+    assert len(shard_files(tmp_path / "ray")) > 1
