@@ -62,6 +62,53 @@ def test_compiled_word_statistics_equal_the_numpy_reference(bpe_path, sample_tex
                 )
 
 
+MULTILINGUAL = [
+    *ALPHABET,
+    *["Привет", "straße", "日本語", "x'y", "'", "a’b", "中’a", "3.14", "1,000", "ки’а", "’’"],
+    *["Ж'ж", "𝔘", "\u2028", "ا", "한", "\U0001f600\u200d", "\x7f", "é'", "'中", "٣.٤", "a'’b"],
+]
+
+
+def _token_lengths(rng: random.Random, n: int, mode: str) -> list[int]:
+    """Random token byte lengths for a text of n bytes: cut anywhere (inside characters too),
+    sometimes with an empty token, and in mode short or long not adding up to the text (long:
+    the last boundaries land in the documents after it)."""
+    cuts = sorted(rng.sample(range(1, n), rng.randint(0, n - 1))) if n > 1 else []
+    lens = [b - a for a, b in zip([0, *cuts], [*cuts, n], strict=True)] if n else []
+    if rng.random() < 0.2:
+        lens.insert(rng.randint(0, len(lens)), 0)
+    if mode == "short" and lens:
+        lens.pop()
+    elif mode == "long":
+        lens.append(rng.randint(1, 12))
+    return lens
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_compiled_word_statistics_with_random_token_boundaries(seed):
+    rng = random.Random(seed)
+    table = np.arange(1024, dtype=np.int32)  # token id = its byte length
+    for _ in range(150):
+        texts = [
+            "".join(rng.choice(MULTILINGUAL) for _ in range(rng.randint(0, 30)))
+            for _ in range(rng.randint(1, 30))
+        ]
+        modes = rng.choice([["exact"], ["exact", "short"], ["exact", "long"], ["short", "long"]])
+        lens = [_token_lengths(rng, len(t.encode()), rng.choice(modes)) for t in texts]
+        flat = np.array([n for doc in lens for n in doc], dtype=np.uint32)
+        offsets = np.concatenate(([0], np.cumsum([len(doc) for doc in lens]))).astype(np.int64)
+        for want_ends in (False, True):
+            ref = batch_stats(texts, flat, offsets, table, want_ends=want_ends, kernel=False)
+            got = batch_stats(texts, flat, offsets, table, want_ends=want_ends, kernel=True)
+            for f in dataclasses.fields(ref):
+                a, b = getattr(ref, f.name), getattr(got, f.name)
+                assert (a is None and b is None) or (a.dtype == b.dtype and np.array_equal(a, b)), (
+                    f.name,
+                    texts,
+                    lens,
+                )
+
+
 def _unigram_bytes(counter: UnigramCounter) -> bytes:
     sink = pa.BufferOutputStream()
     with pa.ipc.new_file(sink, UNIGRAMS_SCHEMA) as writer:

@@ -3,9 +3,15 @@ statistics over UTF-8 bytes and per-group unigram counts.
 
 Imported lazily by `textstats` and `unigrams` (importing numba costs about a second), and used for
 batches big enough to pay for it; the numpy code there stays the reference and small batches use
-it. Each kernel computes exactly what its numpy counterpart does, step by step: the same byte
-classes, the same word rule, the same token boundaries over the same joined buffer
-(tests/test_hotpath.py compares them on hostile and multilingual text).
+it. Each kernel computes exactly what its numpy counterpart does: the same byte classes, the same
+word rule, the same token boundaries over the same joined buffer (tests/test_hotpath.py compares
+them on hostile and multilingual text and random token boundaries).
+
+The word statistics make one pass over each document's bytes, character by character, with the
+character classes computed on the way (ASCII from a byte table, other characters from a table
+indexed by code point) and the document's token ends marked in a small array reused for every
+document: no temporary array as long as the batch (only a batch whose tokens run past the end of
+a document gets one, marking every boundary as the numpy code does).
 """
 
 from __future__ import annotations
@@ -13,121 +19,166 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+_CP_SPACE = 1 << 21  # every code point a 4-byte lead can spell
+_tables: dict[int, tuple[tuple, tuple]] = {}  # id(classes): (classes, kernel tables)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _code_point(b, i, lead):  # noqa: ANN001, ANN202
+    """(code point, width) of the character whose lead byte (>= 0xC0) is b[i]; bytes past the
+    buffer read as 0."""
+    n = b.shape[0]
+    c1 = np.int64(b[np.uint64(i + 1)]) & 0x3F if i + 1 < n else 0
+    if lead < 0xE0:
+        return ((lead & 0x1F) << 6) | c1, 2
+    c2 = np.int64(b[np.uint64(i + 2)]) & 0x3F if i + 2 < n else 0
+    if lead < 0xF0:
+        return ((lead & 0x0F) << 12) | (c1 << 6) | c2, 3
+    c3 = np.int64(b[np.uint64(i + 3)]) & 0x3F if i + 3 < n else 0
+    return ((lead & 0x07) << 18) | (c1 << 12) | (c2 << 6) | c3, 4
+
 
 @njit(cache=True, nogil=True)
-def classify(b, ascii_cls, single, non_word, quote_cp):  # noqa: ANN001, ANN201
-    """`textstats._classify` byte for byte on valid UTF-8: 0 not a word byte, 1 word byte, 2
-    single-character word (continuation bytes take their character's class). (Hot loop.)"""
-    n = b.shape[0]
-    cls = np.empty(n, dtype=np.uint8)
-    i = 0
-    while i < n:
-        lead = np.int64(b[i])
-        if lead < 0x80:
-            cls[i] = ascii_cls[lead]
+def _class_at(b, j, s, e, ascii_cls, cp_cls, quote_cp):  # noqa: ANN001, ANN202
+    """`textstats._classify`'s class of byte j of the document b[s:e] (valid UTF-8): the class
+    of the character the byte belongs to."""
+    y = np.int64(b[j])
+    if y < 0x80:
+        return np.int64(ascii_cls[y])
+    i = j
+    while i > s and b[i] & 0xC0 == 0x80:  # back to the character's lead byte
+        i -= 1
+    return _char_class(b, i, s, e, ascii_cls, cp_cls, quote_cp)[0]
+
+
+@njit(cache=True, nogil=True)
+def _char_class(b, i, s, e, ascii_cls, cp_cls, quote_cp):  # noqa: ANN001, ANN202
+    """(class, width) of the character at b[i] (not ASCII) in the document b[s:e]; `_doc_words`
+    spells the same out in its loop (a call there makes it several times slower)."""
+    x = np.int64(b[i])
+    if x < 0xC0:  # a continuation byte without its lead (not in valid UTF-8)
+        return np.int64(0), 1
+    cp, width = _code_point(b, i, x)
+    if cp != quote_cp:
+        return np.int64(cp_cls[cp]), width
+    # a right single quote between word characters joins them
+    after = False
+    if i + 3 < e:
+        nb = b[i + 3]
+        after = ascii_cls[nb] != 0 or nb >= 0xC0
+    return np.int64(i > s and ascii_cls[b[i - 1]] == 1 and after), width
+
+
+@njit(cache=True, nogil=True)
+def _doc_words(b, s, e, mark, base, ascii_cls, kind, cp_cls, quote_cp):  # noqa: ANN001, ANN202
+    """(words, continued words) of the document b[s:e]; mark[i - base] is 1 where a token ends
+    before byte i. Characters are classified on the fly exactly as `textstats._classify` and
+    `word_spans_bytes` do over the joined buffer, where the byte before a document and the one
+    after it are a 0 separator. (Hot loop.)"""
+    words = np.int64(0)
+    cont = np.int64(0)
+    prev = np.int64(0)  # the byte before is in a run of word bytes
+    has = np.int64(0)  # a token ends strictly inside the current run
+    i = s
+    while i < e:
+        x = np.int64(b[np.uint64(i)])  # unsigned indices: no check for negative ones
+        if x < 0x80:
+            w = np.int64(kind[x])
+            if w >= 2:
+                if w == 2:  # an apostrophe between word bytes
+                    w = np.int64(
+                        i > s
+                        and _class_at(b, i - 1, s, e, ascii_cls, cp_cls, quote_cp) == 1
+                        and i + 1 < e
+                        and _class_at(b, i + 1, s, e, ascii_cls, cp_cls, quote_cp) == 1
+                    )
+                else:  # '.' or ',' between ASCII digits
+                    w = np.int64(
+                        i > s and i + 1 < e and 48 <= b[i - 1] <= 57 and 48 <= b[i + 1] <= 57
+                    )
+            hit = np.int64(mark[np.uint64(i - base)])
+            cont += has & ~w  # a run ends before this byte (has implies prev)
+            has = (has | hit) & w & prev
+            words += w & ~prev
+            prev = w
             i += 1
             continue
-        if lead < 0xC0:  # a continuation byte without its lead (not in valid UTF-8)
-            cls[i] = 0
-            i += 1
-            continue
-        c1 = np.int64(b[i + 1]) & 0x3F if i + 1 < n else 0
-        c2 = np.int64(b[i + 2]) & 0x3F if i + 2 < n else 0
-        c3 = np.int64(b[i + 3]) & 0x3F if i + 3 < n else 0
-        if lead < 0xE0:
-            cp, width = ((lead & 0x1F) << 6) | c1, 2
-        elif lead < 0xF0:
-            cp, width = ((lead & 0x0F) << 12) | (c1 << 6) | c2, 3
-        else:
-            cp, width = ((lead & 0x07) << 18) | (c1 << 12) | (c2 << 6) | c3, 4
-        c = 1
-        for k in range(single.shape[0]):
-            if single[k, 0] <= cp <= single[k, 1]:
-                c = 2
+        width = 1
+        c = np.int64(0)  # a continuation byte without its lead (not in valid UTF-8)
+        if x >= 0xC0:
+            cp, width = _code_point(b, i, x)
+            if cp == quote_cp:  # a right single quote between word characters joins them
+                after = False
+                if i + 3 < e:
+                    nb = b[i + 3]
+                    after = ascii_cls[nb] != 0 or nb >= 0xC0
+                c = np.int64(i > s and ascii_cls[b[i - 1]] == 1 and after)
+            else:
+                c = np.int64(cp_cls[cp])
+        if c == 2:  # one CJK character is one word
+            words += 1
+            for k in range(i + 1, min(i + width, e)):
+                if mark[k - base]:
+                    cont += 1
+                    break
+            c = 0
+        hit = np.int64(mark[i - base])
+        cont += prev & (1 - c) & has
+        has = (has | hit) & c & prev
+        words += c & (1 - prev)
+        prev = c
         if c == 1:
-            for k in range(non_word.shape[0]):
-                if non_word[k, 0] <= cp <= non_word[k, 1]:
-                    c = 0
-        if cp == quote_cp:  # a right single quote between word characters joins them
-            before = ascii_cls[b[i - 1]] if i > 0 else 0
-            after = 0
-            if i + 3 < n:
-                nb = b[i + 3]
-                after = 1 if (ascii_cls[nb] != 0 or nb >= 0xC0) else 0
-            c = 1 if (before == 1 and after > 0) else 0
-        cls[i] = c
-        for k in range(1, width):
-            if i + k < n:
-                cls[i + k] = c
-        i += width if i + width <= n else 1
-    return cls
+            for k in range(i + 1, min(i + width, e)):
+                has |= np.int64(mark[k - base])
+        i += width
+    cont += prev & has
+    return words, cont
 
 
 @njit(cache=True, nogil=True)
-def word_stats(b, cls, doc_start, flat, offsets, tok_len, n_bytes):  # noqa: ANN001, ANN201
+def word_stats(b, doc_start, flat, offsets, tok_len, n_bytes, ends, boundary, tables):  # noqa: ANN001, ANN201
     """Words, continued words and token ends of a batch joined with one 0 byte between
-    documents (`textstats.batch_stats` byte for byte). Returns (n_words int32, continued int32,
-    -1 where the tokens' bytes do not add up to the text, token_ends int64 local to each
-    document). (Hot loop.)"""
-    n = b.shape[0]
+    documents (`textstats.batch_stats` byte for byte), into n_words and continued (int32;
+    continued -1 where the tokens' bytes do not add up to the text) and, when it is not empty,
+    `ends` (uint32 per token, local to its document). `boundary` empty: each document's
+    boundaries are its own token ends, marked in a small array reused for every document, and the
+    kernel returns False (nothing complete) as soon as a document's tokens reach past its end
+    (the boundaries would land in later documents) or a token length is negative. Otherwise
+    `boundary` marks every boundary of the batch (n + 1 bytes). (Hot loop.)"""
+    ascii_cls, kind, cp_cls, quote_cp = tables
     n_docs = doc_start.shape[0]
-    local_ends = np.empty(flat.shape[0], dtype=np.int64)
-    boundary = np.zeros(n + 1, dtype=np.uint8)
-    exact = np.zeros(n_docs, dtype=np.bool_)
+    own = boundary.shape[0] == 0
+    most = np.int64(0)
     for d in range(n_docs):
-        run = np.int64(0)
-        for t in range(offsets[d], offsets[d + 1]):
-            run += tok_len[flat[t]]
-            local_ends[t] = run
-            g = run + doc_start[d]
-            boundary[g if g < n else n] = 1
-        exact[d] = run == n_bytes[d]
-    wd = _word_bytes(b, cls)
+        most = max(most, n_bytes[d])
+    mark = np.zeros(most + 1 if own else 0, dtype=np.uint8)
     n_words = np.zeros(n_docs, dtype=np.int32)
     continued = np.zeros(n_docs, dtype=np.int32)
+    keep = ends.shape[0] > 0
     for d in range(n_docs):
-        words = np.int64(0)
-        cont = np.int64(0)
-        prev = np.int64(0)  # the byte before is in a run of word bytes
-        has = np.int64(0)  # a token ends strictly inside the current run
-        for i in range(doc_start[d], doc_start[d] + n_bytes[d]):
-            w = np.int64(wd[i])
-            if w == 2:  # one CJK character is one word
-                words += 1
-                x = b[i]
-                width = 4 if x >= 0xF0 else (3 if x >= 0xE0 else 2)
-                for k in range(i + 1, min(i + width, n)):
-                    if boundary[k]:
-                        cont += 1
-                        break
-                w = 0
-            cont += prev & (1 - w) & has  # a run ends before this byte
-            has = (has | np.int64(boundary[i])) & w & prev
-            words += w & (1 - prev)
-            prev = w
-        cont += prev & has
+        s = doc_start[d]
+        run = np.int64(0)
+        for t in range(offsets[d], offsets[d + 1]):
+            length = np.int64(tok_len[flat[np.uint64(t)]])
+            run += length
+            if keep:
+                ends[np.uint64(t)] = run
+            if own:
+                if length < 0 or run > n_bytes[d]:
+                    return False, n_words, continued
+                mark[np.uint64(run)] = 1
+        if own:
+            words, cont = _doc_words(
+                b, s, s + n_bytes[d], mark, s, ascii_cls, kind, cp_cls, quote_cp
+            )
+            mark[: n_bytes[d] + 1] = 0  # cleared for the next document
+        else:
+            words, cont = _doc_words(
+                b, s, s + n_bytes[d], boundary, 0, ascii_cls, kind, cp_cls, quote_cp
+            )
         n_words[d] = words
-        continued[d] = cont if exact[d] else -1
-    return n_words, continued, local_ends
-
-
-@njit(cache=True, nogil=True)
-def _word_bytes(b, cls):  # noqa: ANN001, ANN202
-    """1 for a byte inside a run of word bytes (a word byte, an apostrophe between word bytes, a
-    '.' or ',' between ASCII digits; never at either end of the buffer), 2 for the first byte of a
-    single-character word, else 0. (Hot loop.)"""
-    n = b.shape[0]
-    wd = np.empty(n, dtype=np.uint8)
-    for i in range(n):
-        wd[i] = 1 if cls[i] == 1 else (2 if (cls[i] == 2 and b[i] >= 0xC0) else 0)
-    for i in range(1, n - 1):
-        x = b[i]
-        if x == 0x27:
-            if cls[i - 1] == 1 and cls[i + 1] == 1:
-                wd[i] = 1
-        elif (x == 0x2C or x == 0x2E) and 48 <= b[i - 1] <= 57 and 48 <= b[i + 1] <= 57:
-            wd[i] = 1
-    return wd
+        continued[d] = cont if run == n_bytes[d] else -1
+    return True, n_words, continued
 
 
 @njit(cache=True, nogil=True)
@@ -139,6 +190,28 @@ def group_counts(flat, offsets, doc_group, counts):  # noqa: ANN001, ANN201
             counts[g, flat[t]] += 1
 
 
+def _word_tables(classes: tuple[np.ndarray, np.ndarray, np.ndarray, int]) -> tuple:
+    """(ASCII byte classes, ASCII kinds, class per code point, right single quote) from
+    textstats' class table and ranges; kinds are the byte's class, or 2 for an apostrophe and 3
+    for '.' and ',' that are not word bytes themselves (the rules between word bytes and digits)."""
+    ascii_cls, single, non_word, quote_cp = classes
+    key = id(classes)
+    if key in _tables and _tables[key][0] is classes:
+        return _tables[key][1]
+    kind = (ascii_cls == 1).astype(np.uint8)
+    for x, k in ((0x27, 2), (0x2C, 3), (0x2E, 3)):
+        if ascii_cls[x] != 1:
+            kind[x] = k
+    cp_cls = np.ones(_CP_SPACE, dtype=np.uint8)
+    for lo, hi in non_word:
+        cp_cls[lo : hi + 1] = 0
+    for lo, hi in single:  # single-character words first, as `_classify` decides
+        cp_cls[lo : hi + 1] = 2
+    tables = (np.ascontiguousarray(ascii_cls, dtype=np.uint8), kind, cp_cls, np.int64(quote_cp))
+    _tables[key] = (classes, tables)
+    return tables
+
+
 def batch_word_stats(
     joined: np.ndarray,
     doc_start: np.ndarray,
@@ -147,16 +220,22 @@ def batch_word_stats(
     token_byte_lengths: np.ndarray,
     n_bytes: np.ndarray,
     classes: tuple[np.ndarray, np.ndarray, np.ndarray, int],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(n_words, continued, token ends) of a batch; `classes`: textstats' byte class table, single
-    and non-word code point ranges, and the right single quote."""
-    cls = classify(joined, *classes)
-    return word_stats(
-        joined,
-        cls,
-        doc_start,
-        flat,
-        np.ascontiguousarray(offsets, dtype=np.int64),
-        token_byte_lengths,
-        n_bytes,
-    )
+    want_ends: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(n_words, continued, token ends as uint32 or None) of a batch; `classes`: textstats' byte
+    class table, single and non-word code point ranges, and the right single quote."""
+    if joined.shape[0] != max(int(n_bytes.sum()) + len(n_bytes) - 1, 0):
+        raise ValueError("n_bytes do not add up to the joined texts")  # the kernel would overrun
+    tables = _word_tables(classes)
+    offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+    ends = np.empty(flat.shape[0] if want_ends else 0, dtype=np.uint32)
+    args = (joined, doc_start, flat, offsets, token_byte_lengths, n_bytes, ends)
+    done, n_words, continued = word_stats(*args, np.zeros(0, dtype=np.uint8), tables)
+    if not done:  # boundaries of some document land in later ones: mark them all, as numpy does
+        run = np.cumsum(token_byte_lengths[flat], dtype=np.int64)
+        before = np.concatenate(([0], run))[offsets[:-1]]
+        doc_of_token = np.repeat(np.arange(len(doc_start)), np.diff(offsets))
+        boundary = np.zeros(joined.shape[0] + 1, dtype=np.uint8)
+        boundary[np.minimum(run - before[doc_of_token] + doc_start[doc_of_token], len(joined))] = 1
+        _, n_words, continued = word_stats(*args, boundary, tables)
+    return n_words, continued, ends if want_ends else None

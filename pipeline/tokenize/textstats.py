@@ -184,10 +184,16 @@ def batch_stats(
         from pipeline.tokenize.textkernels import batch_word_stats
 
         joined = np.frombuffer(b"\x00".join([t.encode("utf-8") for t in texts]), dtype=np.uint8)
-        n_words, continued, local_ends = batch_word_stats(
-            joined, doc_start, flat, offsets, np.asarray(token_byte_lengths), n_bytes, _CLASSES
+        n_words, continued, token_ends = batch_word_stats(
+            joined,
+            doc_start,
+            flat,
+            offsets,
+            np.asarray(token_byte_lengths),
+            n_bytes,
+            _CLASSES,
+            want_ends,
         )
-        token_ends = local_ends.astype(np.uint32) if want_ends else None
         return BatchStats(n_bytes, n_chars, n_words, continued, token_ends)
     return _numpy_stats(
         texts, flat, offsets, token_byte_lengths, words, want_ends, n_bytes, n_chars, doc_start
