@@ -305,3 +305,29 @@ def test_cli_chat_run_on_ray_actors_equals_the_driver_run(ray_session, tok_path,
         assert result.exit_code == 0, result.output
     assert shard_files(tmp_path / "ray") == shard_files(tmp_path / "driver")
     assert len(shard_files(tmp_path / "ray")) > 1
+
+
+@pytest.mark.parametrize("packing", ["concat", "best_fit"])
+def test_the_loader_ignores_labels_where_the_chat_mask_is_zero(tok_path, tmp_path, packing):
+    """End to end: a chat job's own loss_mask (plain documents beside chats: null masks) through
+    TokenDataset; every sample rebuilt from its provenance, labels -100 exactly where the target
+    token's mask is 0."""
+    from pipeline.output.shards import read_ipc
+    from tests.test_loader_mask import BOS, check, dataset
+
+    convs = conversations()
+    plain = read_jsonl(SAMPLE_DIR / "en.jsonl")[:10]
+    src = write_jsonl(tmp_path / "mixed.jsonl", convs + plain)
+    out = tmp_path / "out"
+    run_job(job_config(src, out, f"bpe:{tok_path}", chat_template="chatml", unit_bytes=40_000))
+    output, documents = Output(str(out)), {}
+    for entry in iter_committed(output):
+        table = read_ipc(output, entry.shard)
+        rows = zip(table["tokens"].to_pylist(), table["loss_mask"].to_pylist(), strict=True)
+        for row, (tokens, mask) in enumerate(rows):
+            documents[(entry.shard, row)] = {"tokens": tokens, "mask": mask}
+    assert sum(d["mask"] is None for d in documents.values()) == len(plain)
+    ds = dataset(str(out), packing=packing, drop_last=False, bos_id=BOS)
+    counts = check(ds, list(ds), documents, {0})
+    assert counts["samples"] == ds.plan().num_samples and counts["trained"] > 0
+    assert counts["ignored"] > 0

@@ -30,7 +30,7 @@ from pipeline.loader.kernels import warm_kernels
 from pipeline.loader.options import check_options, check_packing
 from pipeline.loader.plan import EpochPlan, plan_epoch
 from pipeline.loader.provenance import load_skip, sample_segments
-from pipeline.loader.shards import ShardStore, committed_shards
+from pipeline.loader.shards import LOSS_MASK, ShardStore, committed_shards
 from pipeline.loader.slots import Bundle, WorkerSlots
 from pipeline.loader.state import (
     check_state,
@@ -57,7 +57,8 @@ class TokenDataset(IterableDataset):
     """Packed token windows from one output (or a weighted mixture of several).
 
     Yields dicts of `dtype` tensors (int64 by default; int32 halves the bytes moved):
-    `input_ids` and `labels` (the window shifted by one), plus `position_ids` (restarting at each
+    `input_ids` and `labels` (the window shifted by one; -100 where the target is padding, a
+    skipped document's, or of loss_mask 0 in a chat output), plus `position_ids` (restarting at each
     document) and `document_ids` (segment number within the window, for block-diagonal attention
     masks) when asked, `cu_seqlens` / `max_seqlen` (flash-attn varlen, `seq_lens=True`), and
     `index` (global sample index, int64) when `return_index`. With `batch_size` set, each item is a
@@ -69,7 +70,7 @@ class TokenDataset(IterableDataset):
     one [samples, seq_len + 1] chunk array (about `chunk_tokens`, or `bundle_tokens` in a
     dataloader() worker's shared slot; each token copied once; not contiguous: use
     `.reshape`/`.flatten`, not `.view`); labels are a block of their own when they differ from the
-    shifted tokens (best_fit padding, skipped documents, cross-document masking), and
+    shifted tokens (best_fit padding, skipped documents, cross-document masking, loss masks), and
     `position_ids`/`document_ids` are views of further blocks of that array. A batch kept alive
     keeps its chunk alive. Exceptions: the padded labels of a `drop_last=False` tail (their own
     copy), and pinned batches (`pin_memory`: contiguous pinned copies, ready for non_blocking
@@ -102,6 +103,7 @@ class TokenDataset(IterableDataset):
         seq_lens: bool = False,
         mask_cross_document: bool = False,
         skip_documents: str | os.PathLike | Iterable[str] | None = None,
+        loss_mask: bool = True,
         return_index: bool = False,
         pin_memory: bool = False,
         storage_options: dict[str, Any] | None = None,
@@ -136,13 +138,13 @@ class TokenDataset(IterableDataset):
             ShardStore(u, storage_options, cache_dir, cache_limit, open_shards) for u in urls
         ]
         self._ids(storage_options, eos_id, bos_id, pad_id)
-        self.rows = Rows(
-            packing == "best_fit" or self.skip is not None or mask_cross_document,
-            position_ids,
-            document_ids,
-            seq_lens,
-            mask_cross_document,
-        )
+        self.masked = [  # per output: its loss_mask applied (True), absent (False), ignored (None)
+            store.has_column(shards[0], LOSS_MASK) if loss_mask else None
+            for store, shards in zip(self.stores, self.shards, strict=True)
+        ]
+        labels = packing == "best_fit" or self.skip is not None or mask_cross_document
+        labels = labels or any(self.masked)  # labels that differ from the shifted window
+        self.rows = Rows(labels, position_ids, document_ids, seq_lens, mask_cross_document)
         self._kernels()
         self.weights = [float(w) for w in weights] if weights is not None else [1.0] * len(urls)
         self.epoch = 0

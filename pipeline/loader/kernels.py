@@ -22,35 +22,38 @@ SEG_FIELDS = 5  # row, column, length, document (-1: padding), offset in the doc
 def copy_piece(dst, lab, at, tokens, start, length, lead, bos, eos, q, n):  # noqa: ANN001, ANN201
     """Document-stream positions [q, q + n) into dst[at : at + n]; the stream is `lead` BOS
     tokens (0 or 1), then tokens[start : start + length], then one EOS. With a labels row `lab`
-    (length > 0), the same tokens also go to lab[at - 1 : at + n - 1] (the labels whose targets
-    they are), read back from dst while it is in cache."""
+    (length > 0), each token also goes to lab[j - 1] for its column j >= 1 (the label whose
+    target it is), in the same pass: one read of the shard, two stores."""
+    labelled = len(lab) > 0
     k = 0
     if q < lead:
         dst[at] = bos
+        if labelled and at > 0:
+            lab[at - 1] = bos
         k = 1
     t0 = q + k - lead
     t1 = q + n - lead
     if t1 > length:
         t1 = length
     if t1 > t0:
-        d0, s0 = numba.uint64(at + k), numba.uint64(start + t0)
-        for i in range(numba.uint64(t1 - t0)):  # unsigned: no wraparound, vectorised
-            dst[d0 + i] = tokens[s0 + i]
+        one = numba.uint64(1)
+        d0, s0, m = numba.uint64(at + k), numba.uint64(start + t0), numba.uint64(t1 - t0)
+        if not labelled:
+            for i in range(m):  # unsigned: no wraparound, vectorised
+                dst[d0 + i] = tokens[s0 + i]
+        else:
+            if d0 == 0:  # column 0 is an input only: no label has it as target
+                dst[0] = tokens[s0]
+                d0, s0, m = d0 + one, s0 + one, m - one
+            l0 = d0 - one
+            for i in range(m):
+                v = tokens[s0 + i]
+                dst[d0 + i] = v
+                lab[l0 + i] = v
     if q + n == length + lead + 1:
         dst[at + n - 1] = eos
-    if len(lab):
-        shift_labels(dst, lab, at, at + n)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def shift_labels(dst, lab, a, b):  # noqa: ANN001, ANN201
-    """lab[j - 1] = dst[j] for j in [max(a, 1), b): the labels whose targets dst[a:b] are."""
-    if a < 1:
-        a = 1
-    if b > a:
-        d0 = numba.uint64(a)
-        for i in range(numba.uint64(b - a)):
-            lab[d0 + i - 1] = dst[d0 + i]
+        if labelled and at + n >= 2:
+            lab[at + n - 2] = eos
 
 
 @njit(cache=True, nogil=True)
@@ -128,7 +131,7 @@ def gather_bins(  # noqa: ANN201, PLR0913
     """Hot loop: windows (bins) b0 .. b1-1 of a best-fit group layout into out[rows[b - b0]]
     (and shifted into labels, as gather_concat): each bin's pieces (document, offset in its
     stream, length: rows of `pieces`, bins[b] .. bins[b + 1]) one after another, then padding
-    (its labels are left to mask_labels). Returns the new segment count."""
+    (labels IGNORE where it is the target). Returns the new segment count."""
     window = out.shape[1]
     for b in range(b0, b1):
         row = rows[b - b0]
@@ -138,16 +141,19 @@ def gather_bins(  # noqa: ANN201, PLR0913
         for p in range(bins[b], bins[b + 1]):
             d, q, n = pieces[p, 0], pieces[p, 1], pieces[p, 2]
             tokens = files[doc_file[d]]
-            copy_piece(dst, lab[:0], c, tokens, doc_start[d], doc_len[d], lead, bos, eos, q, n)
+            copy_piece(dst, lab, c, tokens, doc_start[d], doc_len[d], lead, bos, eos, q, n)
             seg[nseg, 0], seg[nseg, 1], seg[nseg, 2] = row, c, n
             seg[nseg, 3], seg[nseg, 4] = d, q
             nseg += 1
             c += n
-        if len(lab):  # the row's labels at once, while it is in cache
-            shift_labels(dst, lab, 0, c)
         if c < window:
-            for i in range(c, window):
-                dst[i] = pad
+            c0 = numba.uint64(c)
+            for i in range(numba.uint64(window - c)):  # unsigned: stores, not scatters
+                dst[c0 + i] = pad
+            if len(lab):  # labels whose target is padding (the first pad's included)
+                l0 = numba.uint64(c - 1 if c > 0 else 0)
+                for i in range(numba.uint64(window - 1) - l0):
+                    lab[l0 + i] = IGNORE
             seg[nseg, 0], seg[nseg, 1], seg[nseg, 2] = row, c, window - c
             seg[nseg, 3], seg[nseg, 4] = -1, 0
             nseg += 1
@@ -269,9 +275,9 @@ def _order_bins(bins, pieces, placed, keys, first_bin, nbins, first_piece, npiec
 
 @njit(cache=True, nogil=True)
 def mask_labels(labels, seg, mask):  # noqa: ANN001, ANN201
-    """IGNORE over the labels whose targets are in segments of mask 1 (padding, skipped
-    documents), and at the first target of segments of mask 2 (a document's first stream token:
-    cross-document labels)."""
+    """IGNORE over the labels whose targets are in segments of mask 1 (skipped documents), and
+    at the first target of segments of mask 2 (a document's first stream token: cross-document
+    labels). Padding's labels are written by the readers."""
     for k in range(len(mask)):
         if mask[k] == 0:
             continue
@@ -281,6 +287,38 @@ def mask_labels(labels, seg, mask):  # noqa: ANN001, ANN201
                 labels[row, j] = IGNORE
         elif c > 0:
             labels[row, c - 1] = IGNORE
+
+
+@njit(cache=True, nogil=True)
+def mask_targets(labels, seg, masks, doc_file, mask_start, doc_len, lead):  # noqa: ANN001, ANN201, PLR0913
+    """IGNORE over the labels whose target has loss mask 0, for the segments `seg` of documents
+    whose shard has a `loss_mask` column (masks[doc_file[d]], from mask_start[d], one entry per
+    token; mask_start -1: a null mask, every token trained). A BOS has mask 0; the EOS takes the
+    mask of the document's last token (0 for a document without tokens); padding (document -1)
+    is left to the readers."""
+    for k in range(len(seg)):
+        row, c, n, d, q = seg[k, 0], seg[k, 1], seg[k, 2], seg[k, 3], seg[k, 4]
+        if d < 0:
+            continue
+        mask, length, base = masks[doc_file[d]], doc_len[d], mask_start[d]
+        lab = labels[row]
+        if q < lead and c > 0:  # the BOS at column c
+            lab[c - 1] = IGNORE
+        if base < 0:
+            continue
+        t0 = q - lead if q > lead else 0  # the segment's tokens t0 .. t1-1 ...
+        t1 = q + n - lead if q + n - lead < length else length
+        j0 = c + t0 + lead - q  # ... at columns j0 ..
+        if j0 == 0:  # column 0 is no label's target
+            t0, j0 = t0 + 1, 1
+        if t1 > t0:
+            m0, l0 = numba.uint64(base + t0), numba.uint64(j0 - 1)
+            for i in range(numba.uint64(t1 - t0)):
+                keep = mask[m0 + i] != 0
+                lab[l0 + i] = lab[l0 + i] if keep else IGNORE
+        e = c + n - 1  # the EOS column when the segment holds it
+        if q + n == length + lead + 1 and e > 0 and (length == 0 or mask[base + length - 1] == 0):
+            lab[e - 1] = IGNORE
 
 
 @njit(cache=True, nogil=True)
@@ -342,6 +380,24 @@ def segment_ids(positions, documents, seg, order, want_positions, want_documents
         if want_documents:
             for j in range(c, end):
                 documents[row, j] = number
+
+
+@njit(cache=True, nogil=True)
+def input_starts(seg, seq_len, total):  # noqa: ANN001, ANN201
+    """The flat input positions (row * seq_len + column) where the segments start, sorted, with
+    `total` appended: what varlen takes. A segment at the last column (seq_len) is a label only."""
+    n = 0
+    for k in range(len(seg)):
+        n += seg[k, 1] < seq_len
+    starts = np.empty(n + 1, dtype=np.int64)
+    j = 0
+    for k in range(len(seg)):
+        if seg[k, 1] < seq_len:
+            starts[j] = seg[k, 0] * seq_len + seg[k, 1]
+            j += 1
+    starts[:n].sort()
+    starts[n] = total
+    return starts
 
 
 @njit(cache=True, nogil=True)
@@ -409,6 +465,9 @@ def warm_kernels(out_dtype: type, token_dtype: np.dtype, group_shards: int, best
                 0,
             )
     mask_labels(out, seg, np.zeros(1, dtype=np.int8))
+    masks = np.zeros(1, dtype=np.uint8)
+    masks.flags.writeable = False
+    mask_targets(out, seg[:0], (masks,) * group_shards, doc_file, 0 * one, one, 0)
     segment_ids(out, out.copy(), seg, np.zeros(1, np.int64), True, True)
     mixed_blocks(0, 0, np.array([[0, 0], [1, 1]], dtype=np.int64))
-    varlen(np.array([0, 3, 4], dtype=np.int64), np.ones(2, dtype=np.int64), 2)
+    varlen(input_starts(seg, 2, 4), np.ones(2, dtype=np.int64), 2)

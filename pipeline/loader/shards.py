@@ -21,6 +21,7 @@ from pipeline.output.shards import file_checksum
 from schemas.records import LedgerEntry
 
 OPEN_SHARDS = 16  # shards kept mapped per process (a few shuffle groups' worth)
+LOSS_MASK = "loss_mask"  # list<uint8> column of chat outputs: 1 per token trained on, else 0
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,8 @@ class ShardTokens:
     doc_len: np.ndarray
     mapped: Any  # the pa.MemoryMappedFile (kept open while the views are used)
     reader: Any = None  # the IPC file reader (doc_id and other columns)
+    mask: np.ndarray | None = None  # the whole file as uint8 when it has a loss_mask column
+    mask_start: np.ndarray | None = None  # each document's first loss_mask entry (-1: null)
 
 
 def committed_shards(
@@ -149,6 +152,15 @@ class ShardStore:
     @property
     def local(self) -> bool:
         return self._fresh().local
+
+    def has_column(self, shard: ShardInfo, name: str) -> bool:
+        """Whether the shard's schema has the column (read from the file's footer only)."""
+        output = self._fresh()
+        try:
+            with output.fs.open(output.path(shard.rel), "rb") as handle:
+                return name in pa.ipc.open_file(handle).schema.names
+        except FileNotFoundError as exc:
+            raise LoaderError(f"{self.url}/{shard.rel} listed by the ledger is missing") from exc
 
     def _name(self, shard: ShardInfo) -> str:
         return shard.rel.replace("/", "__")
@@ -267,26 +279,75 @@ def numpy_view(array: pa.Array) -> np.ndarray:
 def map_shard(path: str, shard: ShardInfo, url: str) -> ShardTokens:
     """Memory-map a shard and index its documents without copying any token: each document is
     located in the one array that views the whole file (record batches' token buffers lie in
-    the file at offsets aligned to the token size, as Arrow IPC aligns every buffer)."""
+    the file at offsets aligned to the token size, as Arrow IPC aligns every buffer); so is its
+    loss_mask, when the shard has one (a uint8 view of the same file)."""
     mapped = pa.memory_map(path, "r")
     whole = mapped.read_buffer(mapped.size())  # zero-copy: the mapping as one buffer
     reader = pa.ipc.open_file(whole)  # record batches are slices of `whole`
     dtype = np.dtype(str(reader.schema.field("tokens").type.value_type))
     data = np.frombuffer(whole, dtype=dtype, count=whole.size // dtype.itemsize)
+    name = f"{url}/{shard.rel}"
+    masked = reader.schema.get_field_index(LOSS_MASK) >= 0
+    kind = reader.schema.field(LOSS_MASK).type if masked else None
+    if masked and not (pa.types.is_list(kind) and kind.value_type == pa.uint8()):
+        raise LoaderError(f"{name}: {LOSS_MASK} is {kind}, not list<uint8>")
     doc_start, doc_len = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    mask_start = [np.zeros(0, np.int64)]
     for i in range(reader.num_record_batches):
-        column = reader.get_batch(i).column("tokens")
-        offsets = numpy_view(column.offsets).astype(np.int64)
-        values = column.values
-        at = values.buffers()[1].address + values.offset * dtype.itemsize - whole.address
-        if at % dtype.itemsize or not 0 <= at <= whole.size - len(values) * dtype.itemsize:
-            raise LoaderError(f"{url}/{shard.rel}: record batch {i} tokens at file offset {at}")
-        doc_start.append(at // dtype.itemsize + offsets[:-1])
-        doc_len.append(np.diff(offsets))
+        batch = reader.get_batch(i)
+        starts, lengths = _located(batch.column("tokens"), whole, data.nbytes, dtype, name)
+        doc_start.append(starts)
+        doc_len.append(lengths)
+        if masked:
+            mask_start.append(_mask_starts(batch.column(LOSS_MASK), whole, data, lengths, name, i))
     lengths = np.concatenate(doc_len)
     if len(lengths) != shard.documents or int(lengths.sum()) != shard.tokens:
         raise LoaderError(
-            f"{url}/{shard.rel}: {len(lengths)} documents / {int(lengths.sum())} "
+            f"{name}: {len(lengths)} documents / {int(lengths.sum())} "
             f"tokens, ledger says {shard.documents} / {shard.tokens}"
         )
-    return ShardTokens(data, np.concatenate(doc_start), lengths, mapped, reader)
+    mask = data.view(np.uint8) if masked else None  # a view of `data`: one lifetime (cache hold)
+    starts = np.concatenate(mask_start) if masked else None
+    return ShardTokens(data, np.concatenate(doc_start), lengths, mapped, reader, mask, starts)
+
+
+def _mask_starts(
+    column: pa.ListArray, whole: pa.Buffer, data: np.ndarray, lengths: np.ndarray, name: str, i: int
+) -> np.ndarray:
+    """Each document's first loss_mask entry in the file (bytes), -1 for a null mask (a plain
+    document of a chat job: every token trained); every other mask has one entry per token."""
+    starts, mask_len = _located(column, whole, data.nbytes, np.dtype(np.uint8), name, nulls=True)
+    if column.null_count:
+        bits = np.unpackbits(np.frombuffer(column.buffers()[0], np.uint8), bitorder="little")
+        null = bits[column.offset : column.offset + len(column)] == 0  # (no pandas import)
+        starts[null], mask_len[null] = -1, lengths[null]
+    if not np.array_equal(mask_len, lengths):
+        row = int(np.flatnonzero(mask_len != lengths)[0])
+        raise LoaderError(
+            f"{name}: record batch {i} row {row} has {mask_len[row]} {LOSS_MASK} entries for "
+            f"{lengths[row]} tokens"
+        )
+    return starts
+
+
+def _located(
+    column: pa.ListArray,
+    whole: pa.Buffer,
+    limit: int,
+    dtype: np.dtype,
+    name: str,
+    nulls: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(first element of each list in the file viewed as `dtype`, list lengths) of a list
+    column of a record batch of the mapped file `whole` (values within its first `limit`
+    bytes; null lists only when `nulls`)."""
+    if (column.null_count and not nulls) or column.values.null_count:
+        raise LoaderError(f"{name}: nulls in a list column")
+    offsets = numpy_view(column.offsets).astype(np.int64)
+    values = column.values
+    if len(values) == 0:  # no element to locate (an empty buffer need not lie in the file)
+        return np.zeros(len(column), np.int64), np.diff(offsets)
+    at = values.buffers()[1].address + values.offset * dtype.itemsize - whole.address
+    if at % dtype.itemsize or not 0 <= at <= limit - len(values) * dtype.itemsize:
+        raise LoaderError(f"{name}: list values at file offset {at}")
+    return at // dtype.itemsize + offsets[:-1], np.diff(offsets)

@@ -16,6 +16,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from pipeline.loader.kernels import IGNORE
 from pipeline.loader.shards import ShardInfo, ShardStore
 from pipeline.loader.stream import BestFitPass, PackedStream, Pass, Segments, StreamOptions
 
@@ -37,9 +38,11 @@ class SourceEpoch:
         epoch: int,
         packing: str = "concat",
         skip: frozenset[str] | None = None,
+        masked: bool | None = None,
     ):
         self.index, self.store, self.shards, self.options = index, store, shards, options
         self.seed, self.epoch, self.packing, self.skip = seed, epoch, packing, skip
+        self.masked = masked  # its shards have loss_mask (True), do not (False), ignored (None)
         self.total = sum(s.stream(options.lead) for s in shards)  # stream tokens of one pass
         self.documents = sum(s.documents for s in shards)
         self.bytes = sum(s.bytes for s in shards)
@@ -64,6 +67,7 @@ class SourceEpoch:
                 epoch=self.epoch,
                 repeat=p,
                 skip=self.skip,
+                masked=self.masked,
             )
         self._active[p] = None
         self._active.move_to_end(p)
@@ -152,7 +156,7 @@ class SourceEpoch:
         limit: int | None = None,
     ) -> int:
         """Windows j0 .. j1-1 into out[rows] (and their labels, shifted, into labels[rows] unless
-        it has no columns: padding's labels are left to the caller); with `limit` (concat),
+        it has no columns; IGNORE where padding is the target); with `limit` (concat),
         stream positions from `limit` on are padding. Returns the tokens placed before any
         padding after `limit` (best_fit: all)."""
         if self.packing == "concat":
@@ -196,9 +200,11 @@ class SourceEpoch:
             )
             pos = part
         placed, want = o, (j1 - j0) * window
-        while o < want:  # padding after `limit`
+        while o < want:  # padding after `limit` (labels IGNORE where it is the target)
             r, c = divmod(o, window)
             out[rows[r], c:] = self.options.pad
+            if labels.shape[1]:
+                labels[rows[r], max(c - 1, 0) :] = IGNORE
             segments.add(self.index, 0, -1, None, np.array([[rows[r], c, window - c, -1, 0]]))
             o += window - c
         return placed

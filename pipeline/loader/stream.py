@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.errors import LoaderError
-from pipeline.loader.kernels import SEG_FIELDS, best_fit, gather_bins, gather_concat
-from pipeline.loader.shards import ShardInfo, ShardStore
+from pipeline.loader.kernels import SEG_FIELDS, best_fit, gather_bins, gather_concat, mask_targets
+from pipeline.loader.shards import LOSS_MASK, ShardInfo, ShardStore, ShardTokens
 
 GROUPS_KEPT = 2  # a read may straddle two groups
 
@@ -46,6 +46,8 @@ class Group:
     doc_row: np.ndarray  # the document's row in its shard
     ends: np.ndarray  # stream end (exclusive, relative to the group) of each document's stream
     skip: np.ndarray | None  # documents whose labels are masked (skip_documents)
+    masks: tuple[np.ndarray, ...] | None = None  # each shard's file as uint8 (loss_mask)
+    mask_start: np.ndarray | None = None  # the document's first loss_mask entry in its file
 
 
 @dataclass
@@ -100,9 +102,11 @@ class Pass:
         epoch: int,
         repeat: int = 0,
         skip: frozenset[str] | None = None,
+        masked: bool | None = None,
     ):
         self.store, self.options, self.skip = store, options, skip
         self.seed, self.epoch, self.repeat = seed, epoch, repeat
+        self.masked = masked  # shards with loss_mask (True), without (False), ignored (None)
         self.salt = () if repeat == 0 else (3, repeat)
         n, size = len(shards), options.group_shards
         order = self.rng().permutation(n) if options.shuffle else np.arange(n)
@@ -183,6 +187,7 @@ class Pass:
         skip = None
         if self.skip:
             skip = np.concatenate([self._skipped(s) for s in shards])[perm]
+        masks = self._masks(shards, mapped)
         group = Group(
             shards,
             files,
@@ -195,10 +200,32 @@ class Pass:
             np.cumsum(lengths + 1 + self.options.lead),
             skip,
         )
+        if masks is not None:
+            group.masks = masks
+            group.mask_start = np.concatenate([m.mask_start for m in mapped])[perm]
         self._cache[g] = group
         while len(self._cache) > GROUPS_KEPT:
             self._cache.popitem(last=False)
         return group
+
+    def _masks(
+        self, shards: list[ShardInfo], mapped: list[ShardTokens]
+    ) -> tuple[np.ndarray, ...] | None:
+        """The loss masks of a group's shards (uint8 views of their files, padded to
+        group_shards) when this output's shards have them; all or none must."""
+        if self.masked is None:
+            return None
+        for shard, m in zip(shards, mapped, strict=True):
+            if (m.mask is not None) != self.masked:
+                raise LoaderError(
+                    f"{self.store.url}: some shards have a {LOSS_MASK} column and some do not "
+                    f"({shard.rel} {'lacks' if self.masked else 'has'} it)"
+                )
+        if not self.masked:
+            return None
+        pad = np.zeros(0, dtype=np.uint8)
+        pad.flags.writeable = False
+        return tuple(m.mask for m in mapped) + (pad,) * (self.options.group_shards - len(mapped))
 
     def _skipped(self, shard: ShardInfo) -> np.ndarray:
         import pyarrow as pa
@@ -207,6 +234,15 @@ class Pass:
         ids = self.store.doc_ids(shard)
         found = pc.is_in(ids, value_set=pa.array(sorted(self.skip), type=ids.type))
         return found.to_numpy(zero_copy_only=False).astype(bool)
+
+
+def masked_targets(labels: np.ndarray, seg: np.ndarray, group: Group, lead: int) -> None:
+    """Labels -100 where the target's loss mask is 0 (kernels.mask_targets), for a group whose
+    shards have loss masks, when the labels have a block of their own."""
+    if group.masks is not None and labels.shape[1]:
+        mask_targets(
+            labels, seg, group.masks, group.doc_file, group.mask_start, group.doc_len, lead
+        )
 
 
 class PackedStream(Pass):
@@ -256,6 +292,7 @@ class PackedStream(Pass):
                 seg,
                 0,
             )
+            masked_targets(labels, seg[:nseg], group, opts.lead)
             segments.add(source, self.repeat, g, group, seg[:nseg])
             pos = base + end
         return o
@@ -364,5 +401,6 @@ class BestFitPass(Pass):
                 seg,
                 0,
             )
+            masked_targets(labels, seg[:nseg], group, opts.lead)
             segments.add(source, self.repeat, g, group, seg[:nseg])
             b += hi - lo

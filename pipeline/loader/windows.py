@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.loader.kernels import mask_labels, segment_ids
+from pipeline.loader.kernels import input_starts, mask_labels, segment_ids
 from pipeline.loader.mixing import Schedule, epoch_end, integer_rates, sample_rates
 from pipeline.loader.source import SourceEpoch
 from pipeline.loader.stream import Segments
@@ -52,6 +52,7 @@ def build_epoch(ds: Any, epoch: int) -> Epoch:
             epoch=epoch,
             packing=ds.packing,
             skip=ds.skip,
+            masked=ds.masked[i],
         )
         for i, (store, shards) in enumerate(zip(ds.stores, ds.shards, strict=True))
     ]
@@ -158,7 +159,7 @@ def read_windows(
     epoch: Epoch, a: int, b: int, tokens: np.ndarray, labels: np.ndarray, segments: Segments
 ) -> Filled:
     """Samples a .. b-1 into tokens ([b - a, window]) and, unless labels has no columns, their
-    labels (shifted tokens; padding's left unwritten) into labels."""
+    labels (shifted tokens, IGNORE where padding is the target) into labels."""
     n, window = tokens.shape
     if len(epoch.sources) == 1:
         source = epoch.sources[0]
@@ -178,15 +179,15 @@ def fill(epoch: Epoch, a: int, b: int, block: np.ndarray, rows: Rows, skips: boo
     segments = Segments(skips)
     labels = block[1] if rows.labels else np.empty((1, 0), dtype=block.dtype)
     filled = read_windows(epoch, a, b, block[0], labels, segments)
-    if not (rows.labels or rows.position or rows.document or rows.seq_lens):
-        return filled
+    if not (skips or rows.mask_cross or rows.position or rows.document or rows.seq_lens):
+        return filled  # (padding's labels and loss masks are written by the readers)
     table, skipped = segments.table()
-    if rows.labels:
-        mask = (table[:, 3] < 0).astype(np.int8)  # padding
+    if rows.labels and (skipped is not None or rows.mask_cross):  # (padding: set by the readers)
+        mask = np.zeros(len(table), dtype=np.int8)
         if skipped is not None:
             mask[skipped] = 1
-        if rows.mask_cross:
-            mask[(mask == 0) & (table[:, 4] == 0)] = 2  # a document's first stream token
+        if rows.mask_cross:  # a document's first stream token
+            mask[(mask == 0) & (table[:, 4] == 0) & (table[:, 3] >= 0)] = 2
         mask_labels(block[1], table, mask)
     if rows.position or rows.document:
         order = np.lexsort((table[:, 1], table[:, 0]))
@@ -196,9 +197,7 @@ def fill(epoch: Epoch, a: int, b: int, block: np.ndarray, rows: Rows, skips: boo
         segment_ids(positions, documents, table, order, rows.position, rows.document)
     if rows.seq_lens:
         seq_len = block.shape[2] - 1
-        inputs = table[table[:, 1] < seq_len]  # a segment at the last column is a label only
-        starts = np.sort(inputs[:, 0] * seq_len + inputs[:, 1])
-        filled.starts = np.append(starts, (b - a) * seq_len)
+        filled.starts = input_starts(table, seq_len, (b - a) * seq_len)
     return filled
 
 
