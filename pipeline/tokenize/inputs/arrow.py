@@ -23,7 +23,6 @@ DatasetDict, the dataset's folder for a Dataset (see hf_disk.py)."""
 
 from __future__ import annotations
 
-import json
 import posixpath
 import re
 import struct
@@ -324,7 +323,7 @@ class ArrowFormat(InputFormat):
                     part = rb.slice(lo, opts.batch_docs)
                     cols = {name: part.column(name).to_pylist() for name in wanted}
                     for j in range(part.num_rows):
-                        _row(out, row, {k: v[j] for k, v in cols.items()})
+                        out.row(row, {k: v[j] for k, v in cols.items()})
                         row += 1
                         if out.full():
                             yield out.take()
@@ -361,15 +360,6 @@ def _next_batch(reader: Any, message: Message, index: int, url: str) -> Any:
     if rb.num_rows != message.rows:
         raise InputError(f"{where} has {rb.num_rows} rows, its header says {message.rows}")
     return rb
-
-
-def _row(out: BatchBuilder, row: int, record: dict[str, Any]) -> None:
-    out.record(
-        record,
-        (None, None, row),
-        row,
-        lambda: json.dumps(record, default=str, ensure_ascii=False).encode(),
-    )
 
 
 register_format(ArrowFormat())

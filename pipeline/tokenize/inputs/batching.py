@@ -4,6 +4,7 @@ into a document or a reject with its reason."""
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import posixpath
 from collections.abc import Callable
@@ -196,6 +197,15 @@ class BatchBuilder:
         if b.segments is not None:
             b.segments.append(None)
 
+    def row(self, row: int, record: dict[str, Any]) -> None:
+        """A row of a table format (Parquet, Arrow): `record` at its row index in the file."""
+        self.record(
+            record,
+            (None, None, row),
+            row,
+            lambda: json.dumps(record, default=str, ensure_ascii=False).encode(),
+        )
+
     def _chat_record(
         self,
         record: dict[str, Any],
@@ -213,14 +223,15 @@ class BatchBuilder:
         except ChatError as exc:
             self.reject(*position, str(exc), _raw(raw))
             return
-        reason, nbytes = self.check_text("".join(s[0] for s in segments), "rendered conversation")
+        text = "".join(s[0] for s in segments)
+        reason, nbytes = self.check_text(text, "rendered conversation")
         if reason:
             self.reject(*position, reason, _raw(raw))
             return
         doc_id = self._usable_id(record.get(opts.id_field), position)
         self.accept(
             doc_id or self.fallback_id(key),
-            "".join(s[0] for s in segments),
+            text,
             nbytes,
             record.get(opts.source_field),
             record.get(opts.lang_field),

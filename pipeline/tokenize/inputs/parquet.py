@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from typing import Any
 
 from pipeline.output.storage import url_to_fs
 from pipeline.tokenize.inputs.batching import BatchBuilder
@@ -43,20 +41,11 @@ class ParquetFormat(InputFormat):
             ):
                 cols = {name: rb.column(name).to_pylist() for name in wanted}
                 for i in range(rb.num_rows):
-                    _row(out, row, {k: v[i] for k, v in cols.items()})
+                    out.row(row, {k: v[i] for k, v in cols.items()})
                     row += 1
                     if out.full():
                         yield out.take()
         yield out.finish()
-
-
-def _row(out: BatchBuilder, row: int, record: dict[str, Any]) -> None:
-    out.record(
-        record,
-        (None, None, row),
-        row,
-        lambda: json.dumps(record, default=str, ensure_ascii=False).encode(),
-    )
 
 
 register_format(ParquetFormat())
