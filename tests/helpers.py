@@ -87,3 +87,26 @@ def wait_for_commits(output: Any, proc, count: int = 1, timeout: float = 180) ->
         assert proc.poll() is None, proc.stderr.read()
         assert time.time() < deadline, f"no {count} commits within {timeout} s"
         time.sleep(0.05)
+
+
+# The loader provenance tests' small windows: EOS and BOS outside the 8k test vocabulary, so they
+# never occur inside a document.
+LOADER_SEQ, LOADER_BATCH, LOADER_EOS, LOADER_BOS = 512, 4, 8000, 8001
+
+
+def small_dataset(urls: Any, seed: int, **options: Any):
+    """A TokenDataset of the loader provenance tests: LOADER_SEQ windows, LOADER_BATCH samples a
+    batch, sample indices returned, chunks and bundles of three batches (several per epoch)."""
+    from pipeline.loader import TokenDataset
+
+    per = 3 * LOADER_BATCH * (LOADER_SEQ + 1)
+    options = {
+        "batch_size": LOADER_BATCH,
+        "eos_id": LOADER_EOS,
+        "return_index": True,
+        "seed": seed,
+        "chunk_tokens": per,
+        "bundle_tokens": per,
+        **options,
+    }
+    return TokenDataset(urls, LOADER_SEQ, **options)

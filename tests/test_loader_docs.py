@@ -18,11 +18,9 @@ from pipeline.loader import IGNORE_INDEX, TokenDataset
 from pipeline.output import Output, iter_committed
 from pipeline.output.shards import read_ipc
 
-from .helpers import job_config
+from .helpers import LOADER_BATCH, LOADER_BOS, LOADER_EOS, LOADER_SEQ, job_config, small_dataset
 
-SEQ = 512
-BATCH = 4
-EOS, BOS = 8000, 8001  # outside the 8k vocabulary: never inside a document
+SEQ, BATCH, EOS, BOS = LOADER_SEQ, LOADER_BATCH, LOADER_EOS, LOADER_BOS
 
 
 @pytest.fixture(scope="module")
@@ -50,16 +48,7 @@ def documents(url) -> dict[tuple[str, int], dict]:
 
 
 def dataset(urls, **options) -> TokenDataset:
-    options = {
-        "batch_size": BATCH,
-        "eos_id": EOS,
-        "return_index": True,
-        "seed": 5,
-        "chunk_tokens": 3 * BATCH * (SEQ + 1),
-        "bundle_tokens": 3 * BATCH * (SEQ + 1),
-        **options,
-    }
-    return TokenDataset(urls, SEQ, **options)
+    return small_dataset(urls, 5, **options)
 
 
 def expected_window(segments: list[dict], documents: dict, pad: int) -> list[int]:

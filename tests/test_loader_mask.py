@@ -25,11 +25,9 @@ from pipeline.output import Output, iter_committed
 from pipeline.output.shards import file_checksum, read_ipc
 from schemas.shards import shard_schema
 
-from .helpers import job_config
+from .helpers import LOADER_BATCH, LOADER_BOS, LOADER_EOS, LOADER_SEQ, job_config, small_dataset
 
-SEQ = 512
-BATCH = 4
-EOS, BOS = 8000, 8001  # outside the 8k vocabulary: never inside a document
+SEQ, BATCH, EOS, BOS = LOADER_SEQ, LOADER_BATCH, LOADER_EOS, LOADER_BOS
 
 
 def mask_rule(row: int, length: int) -> list[int] | None:
@@ -103,16 +101,7 @@ def documents(masked) -> dict[tuple[str, int], dict]:
 
 
 def dataset(urls, **options) -> TokenDataset:
-    options = {
-        "batch_size": BATCH,
-        "eos_id": EOS,
-        "return_index": True,
-        "seed": 11,
-        "chunk_tokens": 3 * BATCH * (SEQ + 1),
-        "bundle_tokens": 3 * BATCH * (SEQ + 1),
-        **options,
-    }
-    return TokenDataset(urls, SEQ, **options)
+    return small_dataset(urls, 11, **options)
 
 
 def expected(ds: TokenDataset, index: int, documents: dict, masked_sources: set[int]):
