@@ -331,3 +331,42 @@ def test_the_loader_ignores_labels_where_the_chat_mask_is_zero(tok_path, tmp_pat
     counts = check(ds, list(ds), documents, {0})
     assert counts["samples"] == ds.plan().num_samples and counts["trained"] > 0
     assert counts["ignored"] > 0
+
+
+def test_verification_counts_chat_documents_and_names_the_one_that_differs(
+    tok_path, tmp_path, monkeypatch
+):
+    """Sampled verification of a chat job re-encodes the plain-text pieces of the documents it
+    picks; it counts documents (not pieces) and a difference names the conversation."""
+    import numpy as np
+
+    from pipeline.errors import VerificationFailed
+    from pipeline.tokenize.engine import prepare
+    from pipeline.tokenize.inputs import plan_units
+    from pipeline.tokenize.unit import process_unit
+    from tokenizers_impl import load_tokenizer
+
+    convs = conversations()[:10]
+    src = write_jsonl(tmp_path / "chats.jsonl", convs)
+    spec = f"bpe:{tok_path}"
+    summary = run_job(
+        job_config(src, tmp_path / "ok", spec, chat_template="chatml", verify_sample=1)
+    )
+    assert summary.verified_documents == summary.documents == len(convs)
+    tokenizer = load_tokenizer(spec)
+    reference = tokenizer.reference_encode_batch
+    victim = convs[4]["messages"][2]["content"]  # an assistant turn of the fifth conversation
+
+    def wrong(texts):  # the reference disagrees with the fast encoder on one piece
+        out = reference(texts)
+        return [
+            np.r_[ids[:2], ids[2:] + 1] if t == victim else ids
+            for t, ids in zip(texts, out, strict=True)
+        ]
+
+    monkeypatch.setattr(tokenizer, "reference_encode_batch", wrong)
+    cfg = job_config(src, tmp_path / "bad", spec, chat_template="chatml", verify_sample=1)
+    job = prepare(cfg)
+    with pytest.raises(VerificationFailed, match=rf"document '{convs[4]['id']}' encoded by \w+"):
+        for unit in plan_units(cfg.input, cfg.read_options()):
+            process_unit(unit, tokenizer, job.task, Output(cfg.output))

@@ -30,6 +30,7 @@ class ChatEncoded:
     loss_mask: pa.Array
     pieces: DocBatch
     pieces_encoded: EncodedBatch
+    piece_doc: np.ndarray  # the batch index of each piece's document
 
 
 _SPLITTERS: weakref.WeakKeyDictionary[TokenizerBase, Splitter] = weakref.WeakKeyDictionary()
@@ -52,6 +53,7 @@ def encode_chat(tokenizer: TokenizerBase, batch: DocBatch) -> ChatEncoded:
     pieces = DocBatch()
     # per document: a list of (special id or -1 for the next piece, train flag)
     plans: list[list[tuple[int, bool]]] = []
+    piece_doc: list[int] = []
     for k, segments in enumerate(batch.segments or ()):
         plan: list[tuple[int, bool]] = []
         for text, template, train in segments or [(batch.texts[k], False, True)]:
@@ -62,6 +64,7 @@ def encode_chat(tokenizer: TokenizerBase, batch: DocBatch) -> ChatEncoded:
                     pieces.doc_ids.append(f"{batch.doc_ids[k]}#piece{len(pieces.texts)}")
                     pieces.texts.append(part)
                     pieces.byte_lengths.append(len(part.encode("utf-8")))
+                    piece_doc.append(k)
                     plan.append((-1, train))
                 if j < len(specials):
                     plan.append((added[specials[j]], train))
@@ -93,5 +96,9 @@ def encode_chat(tokenizer: TokenizerBase, batch: DocBatch) -> ChatEncoded:
         pa.array(mask_offsets), pa.array(mask, pa.uint8()), mask=pa.array(plain)
     )
     return ChatEncoded(
-        EncodedBatch(flat, offsets), mask_column, pieces, EncodedBatch(flat_p, off_p)
+        EncodedBatch(flat, offsets),
+        mask_column,
+        pieces,
+        EncodedBatch(flat_p, off_p),
+        np.asarray(piece_doc, dtype=np.int64),
     )

@@ -23,7 +23,7 @@ from pipeline.output.shards import (
     token_column,
 )
 from pipeline.output.storage import Output
-from pipeline.tokenize.chat_encode import LOSS_MASK, encode_chat
+from pipeline.tokenize.chat_encode import LOSS_MASK, ChatEncoded, encode_chat
 from pipeline.tokenize.inputs import DocBatch, ReadOptions, WorkUnit, read_unit
 from pipeline.tokenize.textstats import batch_stats
 from pipeline.tokenize.unigrams import UnigramCounter
@@ -238,11 +238,8 @@ def _tokenize_batches(
         t_verify = time.perf_counter()
         times.tokenize_s += t_verify - t_tok
         if task.verify_sample and tokenizer.verifiable:
-            checked, checked_encoding = (
-                (chat.pieces, chat.pieces_encoded) if chat else (batch, encoded)
-            )
             verify_sample(
-                unit, checked, batch_index, checked_encoding, tokenizer, task.verify_sample, counts
+                unit, batch, batch_index, encoded, tokenizer, task.verify_sample, counts, chat
             )
             times.verify_s += time.perf_counter() - t_verify
         if chat:
@@ -259,30 +256,38 @@ def verify_sample(
     tokenizer: TokenizerBase,
     share: float,
     counts: UnitCounts,
+    chat: ChatEncoded | None = None,
 ) -> None:
     """Re-encode a deterministic sample of the batch's documents (each kept with probability
     `share`, drawn from a generator seeded by the unit and batch) with the tokenizer's reference;
     a difference fails the unit, naming the document, the first differing position and the
-    encoder."""
+    encoder. A chat document is checked piece by piece (its plain-text pieces: special ids come
+    from the template, not the encoder)."""
     seed = int.from_bytes(hashlib.blake2b(f"{unit.unit_id}:{batch_index}".encode()).digest()[:8])
     picked = np.flatnonzero(np.random.default_rng(seed).random(len(batch.texts)) < share)
     if not len(picked):
         return
-    reference = tokenizer.reference_encode_batch([batch.texts[i] for i in picked])
-    for i, expected in zip(picked, reference, strict=True):
-        got = encoded.flat[encoded.offsets[i] : encoded.offsets[i + 1]]
+    if chat is None:
+        checks = [(batch.doc_ids[i], batch.texts[i], encoded, i) for i in picked]
+    else:
+        pieces = np.flatnonzero(np.isin(chat.piece_doc, picked))
+        texts, doc_of = chat.pieces.texts, chat.piece_doc
+        checks = [(batch.doc_ids[doc_of[j]], texts[j], chat.pieces_encoded, j) for j in pieces]
+    reference = tokenizer.reference_encode_batch([text for _, text, _, _ in checks])
+    for (doc_id, _, source, i), expected in zip(checks, reference, strict=True):
+        got = source.flat[source.offsets[i] : source.offsets[i + 1]]
         if not np.array_equal(got, expected):
             n = min(len(got), len(expected))
             diff = np.flatnonzero(got[:n] != expected[:n])
             at = int(diff[0]) if len(diff) else n
             raise VerificationFailed(
-                f"unit {unit.unit_id} ({unit.url}): document {batch.doc_ids[i]!r} encoded by "
+                f"unit {unit.unit_id} ({unit.url}): document {doc_id!r} encoded by "
                 f"{tokenizer.describe().get('encoder', tokenizer.kind)} differs from the reference "
                 f"at token {at} (got {got[at : at + 3].tolist()}, reference "
                 f"{np.asarray(expected)[at : at + 3].tolist()})"
             )
-        counts.verified_documents += 1
-        counts.verified_bytes += batch.byte_lengths[i]
+    counts.verified_documents += len(picked)
+    counts.verified_bytes += sum(batch.byte_lengths[i] for i in picked)
 
 
 def _write_batch(
