@@ -370,3 +370,27 @@ def test_verification_counts_chat_documents_and_names_the_one_that_differs(
     with pytest.raises(VerificationFailed, match=rf"document '{convs[4]['id']}' encoded by \w+"):
         for unit in plan_units(cfg.input, cfg.read_options()):
             process_unit(unit, tokenizer, job.task, Output(cfg.output))
+
+
+def test_sentencepiece_chat_with_user_defined_turn_markers(tmp_path):
+    """A SentencePiece model with chatml's markers as user-defined pieces: the template's markers
+    become their single ids and the mask is exactly the assistant turns."""
+    from tokenizers_impl.sentencepiece_impl import SentencePieceTokenizer
+
+    texts = [r["text"] for lang in LANGS for r in read_jsonl(SAMPLE_DIR / f"{lang}.jsonl")]
+    model = SentencePieceTokenizer.train(
+        texts, vocab_size=3000, user_defined_symbols=["<|im_start|>", "<|im_end|>"]
+    )
+    path = tmp_path / "sp.model"
+    model.save(str(path))
+    tok = SentencePieceTokenizer.load(str(path))
+    assert {"<|im_start|>", "<|im_end|>", "</s>"} <= set(tok.added_tokens)
+    convs = conversations()[:10]
+    src = write_jsonl(tmp_path / "chats.jsonl", convs)
+    run_job(job_config(src, tmp_path / "out", f"sentencepiece:{path}", chat_template="chatml"))
+    rows = {r["doc_id"]: r for r in shard_rows(str(tmp_path / "out"))}
+    for conv in convs:
+        row = rows[conv["id"]]
+        assert row["tokens"].count(tok.added_tokens["<|im_end|>"]) == len(conv["messages"])
+        assistant = [m["content"] for m in conv["messages"] if m["role"] == "assistant"]
+        assert decode_masked(tok, row, 1) == "".join(a + "<|im_end|>" for a in assistant)

@@ -42,6 +42,7 @@ class SentencePieceTokenizer(ByteTableTokenizer):
         self.fingerprint = fingerprint_of(self.kind, model_proto)
         self._bytes = [self._piece_bytes(i) for i in range(self.vocab_size)]
         self._resolve_special_tokens(eos_token, bos_token)
+        self.added_tokens = self._added_pieces()
         texts = list(probe_texts())
         self.lossless = all(
             self.decode_bytes(ids) == t.encode("utf-8")
@@ -69,6 +70,16 @@ class SentencePieceTokenizer(ByteTableTokenizer):
         )
         self.eos_token, self.eos_id = resolved.eos_token, resolved.eos_id
         self.bos_token, self.bos_id = resolved.bos_token, resolved.bos_id
+
+    def _added_pieces(self) -> dict[str, int]:
+        """Control (`<s>`, `</s>`) and user-defined pieces: the ones a chat template's own text may
+        name as one id (the Python API tells control pieces apart but not user-defined ones)."""
+        from sentencepiece import sentencepiece_model_pb2 as pb
+
+        model = pb.ModelProto()
+        model.ParseFromString(self.proto)
+        kinds = (pb.ModelProto.SentencePiece.CONTROL, pb.ModelProto.SentencePiece.USER_DEFINED)
+        return {p.piece: i for i, p in enumerate(model.pieces) if p.type in kinds}
 
     def _piece_bytes(self, i: int) -> bytes:
         piece = self.sp.id_to_piece(i)
