@@ -394,3 +394,38 @@ def test_sentencepiece_chat_with_user_defined_turn_markers(tmp_path):
         assert row["tokens"].count(tok.added_tokens["<|im_end|>"]) == len(conv["messages"])
         assistant = [m["content"] for m in conv["messages"] if m["role"] == "assistant"]
         assert decode_masked(tok, row, 1) == "".join(a + "<|im_end|>" for a in assistant)
+
+
+def test_chats_from_parquet_and_a_saved_hf_dataset_equal_the_jsonl_ones(tok_path, tmp_path):
+    """The usual home of SFT data: the same conversations as Parquet rows and as a `datasets`
+    save_to_disk folder give the JSONL run's tokens and masks (rejects keep their row)."""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    convs = conversations()[:12]
+    bad = {"id": "bad", "messages": [{"role": "narrator", "content": "x"}]}
+    records = convs[:6] + [bad] + convs[6:]
+    spec = f"bpe:{tok_path}"
+    run_job(
+        job_config(
+            write_jsonl(tmp_path / "c.jsonl", records),
+            tmp_path / "j",
+            spec,
+            format="chat",
+            chat_template="chatml",
+        )
+    )
+    pq.write_table(pa.Table.from_pylist(records), tmp_path / "c.parquet")
+    datasets.Dataset.from_list(records).save_to_disk(str(tmp_path / "hf"))
+    want = {r["doc_id"]: (r["tokens"], r["loss_mask"]) for r in shard_rows(str(tmp_path / "j"))}
+    assert len(want) == len(convs)
+    for name, src in (("p", tmp_path / "c.parquet"), ("h", tmp_path / "hf")):
+        out = tmp_path / name
+        summary = run_job(job_config(src, out, spec, format="chat", chat_template="chatml"))
+        assert (summary.documents, summary.rejected) == (len(convs), 1)
+        got = {r["doc_id"]: (r["tokens"], r["loss_mask"]) for r in shard_rows(str(out))}
+        assert got == want
+        (rejects,) = (out / "rejects").glob("*.arrow")
+        (reject,) = pa.ipc.open_file(str(rejects)).read_all().to_pylist()
+        assert (reject["row"], reject["reason"]) == (6, "message 0 has unknown role 'narrator'")
