@@ -7,12 +7,17 @@ default; bench/build_corpus.sh), with a 32k byte-level BPE trained on it. Rows (
             whole 1x corpus, 2 processes x 1 thread and 1 process x 2 threads (the better), cold
             (first pass) and warm (second pass).
   run       `tokenmill run` end to end at each `--scales` (k = k copies of the corpus under other
-            names): MB/s, peak RSS of all processes; steady state = the marginal rate between the
-            smallest and largest scale, against the flat ceiling.
+            names), in each of `--run-modes`: `default` (what the command does by itself: the
+            driver tokenizes at once and starts Ray only when the job needs it) and `actors`
+            (`--actors CORES`: Ray and its actors from the start, as on a cluster). MB/s, peak RSS
+            of all processes, the rate between the first and the last unit commit; steady
+            state = the marginal rate between the smallest and largest scale, against the flat
+            ceiling.
   datatrove datatrove's DocumentTokenizer (its `tokenizers` encoder) on the same files and
             tokenizer, at `--datatrove-scales` (needs the bench venv: make bench-env).
   startup   a one-document `tokenmill run` against a bare `ray.init(); ray.shutdown()`, same venv.
-  zst       the largest scale as one .jsonl.zst against the same lines in 8 .jsonl.zst files.
+  zst       the largest scale as one .jsonl.zst against the same lines in 8 .jsonl.zst files
+            (`--actors CORES` both).
   llama3    a Split-regex (Llama-3 style) tokenizer.json trained here: the backend tokenmill picks,
             its ids against `tokenizers` on the sample, and a `tokenmill run` at 1x.
   stages    one `--unit-mb` unit through `process_unit` in one process (bpe on its fast encoder):
@@ -303,6 +308,9 @@ def tokenmill_run(inputs: str, out: Path, tok_path: Path, extra: list[str] = ())
     wall, peak, stdout = run_measured(cmd, env={**os.environ, **RAY_ENV})
     summary = json.loads(stdout.strip().splitlines()[-1])
     return {
+        "window_mb_s": commit_window_rate(out),
+        "actors": summary.get("actors"),
+        "notes": summary.get("notes"),
         "mb_s": summary["bytes"] / 1e6 / wall,
         "seconds": wall,
         "peak_rss_mb": peak / 2**20,
@@ -312,6 +320,17 @@ def tokenmill_run(inputs: str, out: Path, tok_path: Path, extra: list[str] = ())
         "verified_documents": summary.get("verified_documents"),
         "stage_seconds": summary.get("stage_seconds"),
     }
+
+
+def commit_window_rate(out: Path) -> float | None:
+    """MB/s of input between the run's first and last unit commits (ledger file times): the
+    rate once work flows, whatever the start-up and shutdown cost (None under 3 units)."""
+    entries = sorted((p.stat().st_mtime, json.loads(p.read_text())["unit"])
+                     for p in (out / "ledger").glob("*.json"))  # fmt: skip
+    if len(entries) < 3 or entries[-1][0] <= entries[0][0]:
+        return None
+    later = sum(u["end"] - u["start"] if u["end"] >= 0 else u["size"] for _, u in entries[1:])
+    return later / 1e6 / (entries[-1][0] - entries[0][0])
 
 
 def datatrove_run(data: Path, out: Path, tok_path: Path, cores: int, nbytes: int) -> dict | None:
@@ -348,8 +367,9 @@ def startup_rows(tok_path: Path, work: Path, files: list[str], repeat: int) -> d
     return {"tokenmill_s": tm, "ray_s": ray}
 
 
-def zst_rows(dirs: dict[int, Path], work: Path, tok_path: Path, k: int) -> dict:
-    """The scale-k corpus as one .jsonl.zst and as 8 .jsonl.zst files of the same lines."""
+def zst_rows(dirs: dict[int, Path], work: Path, tok_path: Path, k: int, cores: int) -> dict:
+    """The scale-k corpus as one .jsonl.zst and as 8 .jsonl.zst files of the same lines, each
+    run on `cores` actors from the start (the one file is cut into ranges for all of them)."""
     import zstandard
 
     big, split = work / f"zst-big-{k}", work / f"zst-split-{k}"
@@ -369,7 +389,8 @@ def zst_rows(dirs: dict[int, Path], work: Path, tok_path: Path, k: int) -> dict:
     res = {}
     for name, d in (("one file", big), ("8 files", split)):
         size = sum(f.stat().st_size for f in d.glob("*.zst")) / 1e6
-        r = tokenmill_run(f"{d}/*.jsonl.zst", work / f"out-zst-{name[0]}", tok_path)
+        out = work / f"out-zst-{name[0]}"
+        r = tokenmill_run(f"{d}/*.jsonl.zst", out, tok_path, ["--actors", str(cores)])
         res[name] = {**r, "compressed_mb": size}
         print(f"  {name}: {size:.0f} MB zstd, {r['mb_s']:.2f} MB/s, {r['seconds']:.1f} s")
     return res
@@ -412,17 +433,27 @@ def llama3_rows(files: list[str], work: Path, dirs: dict[int, Path], args) -> di
 
 
 def run_rows(dirs: dict[int, Path], work: Path, tok_path: Path, args, res: dict) -> None:
-    """Each scale `--run-repeat` times, interleaved; res[f"run{k}"] is the median-time run and
-    res[f"runs{k}"] all of them."""
+    """Each scale `--run-repeat` times in each of `--run-modes` (default: what `tokenmill run`
+    does by itself; actors: `--actors N`, Ray and N actors from the start), interleaved;
+    res[f"run{k}"] / res[f"runA{k}"] is the median-time run and res[f"runs{k}"] /
+    res[f"runsA{k}"] all of them."""
+    modes = {"default": ("", []), "actors": ("A", ["--actors", str(args.cores)])}
     for _ in range(args.run_repeat):
         for k in args.scales:
-            r = tokenmill_run(f"{dirs[k]}/*.jsonl", work / f"out-tm-{k}", tok_path)
-            res.setdefault(f"runs{k}", []).append(r)
-            print(f"  tokenmill run {k}x: {r['mb_s']:.2f} MB/s, {r['seconds']:.1f} s, peak RSS "
-                  f"{r['peak_rss_mb']:.0f} MB, stages {r['stage_seconds']}", flush=True)  # fmt: skip
+            for mode in args.run_modes.split(","):
+                tag, extra = modes[mode]
+                r = tokenmill_run(f"{dirs[k]}/*.jsonl", work / f"out-tm-{k}", tok_path, extra)
+                res.setdefault(f"runs{tag}{k}", []).append(r)
+                window = f"{r['window_mb_s']:.0f}" if r["window_mb_s"] else "-"
+                print(f"  tokenmill run {k}x ({mode}): {r['mb_s']:.2f} MB/s, {r['seconds']:.1f} "
+                      f"s, {window} MB/s between first and last commit, {r['actors']} actors, "
+                      f"peak RSS {r['peak_rss_mb']:.0f} MB, stages {r['stage_seconds']}",
+                      flush=True)  # fmt: skip
     for k in args.scales:
-        runs = sorted(res[f"runs{k}"], key=lambda r: r["seconds"])
-        res[f"run{k}"] = runs[(len(runs) - 1) // 2]
+        for tag in ("", "A"):
+            if f"runs{tag}{k}" in res:
+                runs = sorted(res[f"runs{tag}{k}"], key=lambda r: r["seconds"])
+                res[f"run{tag}{k}"] = runs[(len(runs) - 1) // 2]
 
 
 def datatrove_rows(dirs: dict[int, Path], work: Path, tok_path: Path, args, res: dict) -> None:
@@ -448,6 +479,7 @@ def main() -> None:
     parser.add_argument("--part-mb", type=int, default=8)
     parser.add_argument("--scales", default="1,4")
     parser.add_argument("--run-repeat", type=int, default=2, help="tokenmill runs per scale")
+    parser.add_argument("--run-modes", default="default,actors", help="default and/or actors")
     parser.add_argument("--datatrove-scales", default="1")
     parser.add_argument("--encode-mb", type=float, default=16, help="sample for encoder rows")
     parser.add_argument("--startup-repeat", type=int, default=3)
@@ -485,7 +517,9 @@ def main() -> None:
         "startup": lambda: res.update(
             startup=startup_rows(tok_path, args.work, files, args.startup_repeat)
         ),
-        "zst": lambda: res.update(zst=zst_rows(dirs, args.work, tok_path, max(args.scales))),
+        "zst": lambda: res.update(
+            zst=zst_rows(dirs, args.work, tok_path, max(args.scales), args.cores)
+        ),
         "llama3": lambda: res.update(llama3=llama3_rows(files, args.work, dirs, args)),
     }
     for row in ROWS:
@@ -525,9 +559,12 @@ def report(res: dict, args) -> None:
         print(f"| ceiling: gigatoken flat, {ceiling['config']}, whole 1x | {cold:.2f} | "
               f"second pass (warm caches) {warm:.2f} |")  # fmt: skip
     for k in args.scales:
-        for r in res.get(f"runs{k}", []):
-            print(f"| `tokenmill run` {k}x | {r['mb_s']:.2f} | {r['seconds']:.1f} s, "
-                  f"peak RSS {r['peak_rss_mb']:.0f} MB |")  # fmt: skip
+        for tag, flag in (("", ""), ("A", f" --actors {args.cores}")):
+            for r in res.get(f"runs{tag}{k}", []):
+                window = f", {r['window_mb_s']:.0f} MB/s first to last commit" if r[
+                    "window_mb_s"] else ""  # fmt: skip
+                print(f"| `tokenmill run{flag}` {k}x | {r['mb_s']:.2f} | {r['seconds']:.1f} s, "
+                      f"{r['actors']} actors{window}, peak RSS {r['peak_rss_mb']:.0f} MB |")  # fmt: skip
     for k in args.datatrove_scales:
         if f"datatrove{k}" in res:
             r = res[f"datatrove{k}"]
@@ -548,21 +585,30 @@ def report(res: dict, args) -> None:
 def verdicts(res: dict, args) -> None:
     lo, hi = min(args.scales), max(args.scales)
     print()
-    if f"run{lo}" in res and f"run{hi}" in res and hi > lo:
-        a, b = res[f"run{lo}"], res[f"run{hi}"]
-        m = marginal(a, b)
-        pairs = [marginal(x, y) for x in res[f"runs{lo}"] for y in res[f"runs{hi}"]]
-        print(f"steady state (marginal rate {lo}x -> {hi}x): {m:.2f} MB/s (medians; "
-              f"{min(pairs):.1f}-{max(pairs):.1f} over all pairs of runs)")  # fmt: skip
+    m = None
+    for tag, mode in (("A", f"--actors {args.cores}"), ("", "default")):
+        if f"run{tag}{lo}" not in res or f"run{tag}{hi}" not in res or hi <= lo:
+            continue
+        a, b = res[f"run{tag}{lo}"], res[f"run{tag}{hi}"]
+        mm = marginal(a, b)
+        m = mm if m is None else m  # datatrove is compared with the actors' steady state
+        pairs = [marginal(x, y) for x in res[f"runs{tag}{lo}"] for y in res[f"runs{tag}{hi}"]]
+        windows = [r["window_mb_s"] for r in res[f"runs{tag}{hi}"] if r["window_mb_s"]]
+        window = statistics.median(windows) if windows else None
+        print(f"{mode}: steady state (marginal rate {lo}x -> {hi}x): {mm:.2f} MB/s (medians; "
+              f"{min(pairs):.1f}-{max(pairs):.1f} over all pairs of runs); first to last commit "
+              f"at {hi}x: {window or 0:.1f} MB/s (median)")  # fmt: skip
         if "encoders" in res:
             cold, warm = res["encoders"]["ceiling"]["mb_s"]
-            print(f"  vs flat ceiling: {m / cold:.2f} of cold ({min(pairs) / cold:.2f}-"
-                  f"{max(pairs) / cold:.2f}), {m / warm:.2f} of warm (target >= 0.8)")  # fmt: skip
-        peak = {k: [r["peak_rss_mb"] for r in res[f"runs{k}"]] for k in (lo, hi)}
+            print(f"  vs flat ceiling: {mm / cold:.2f} of cold ({min(pairs) / cold:.2f}-"
+                  f"{max(pairs) / cold:.2f}), {mm / warm:.2f} of warm; first to last commit "
+                  f"{(window or 0) / cold:.2f} of cold (target >= 0.8)")  # fmt: skip
+        peak = {k: [r["peak_rss_mb"] for r in res[f"runs{tag}{k}"]] for k in (lo, hi)}
         rss = max(peak[hi]) / max(peak[lo])
         print(f"  peak RSS {hi}x / {lo}x = {rss:.2f} (highest of each; {peak}) (target within 10%)")
+    if m is not None:
         dlo, dhi = res.get(f"datatrove{lo}"), res.get(f"datatrove{hi}")
-        if dlo and dhi:
+        if dlo and dhi and hi > lo:
             dm = (dhi["mb_s"] * dhi["seconds"] - dlo["mb_s"] * dlo["seconds"]) / (
                 dhi["seconds"] - dlo["seconds"]
             )

@@ -11,6 +11,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import psutil
@@ -20,7 +21,7 @@ from tqdm import tqdm
 from pipeline.errors import ConfigError, LeaseLost, UnitFailed
 from pipeline.output.storage import Output
 from pipeline.tokenize.config import JobConfig, tokenizer_options
-from pipeline.tokenize.feed import WorkFeed
+from pipeline.tokenize.feed import Work, WorkFeed
 from pipeline.tokenize.inputs import WorkUnit
 from pipeline.tokenize.unit import UnitTask, process_unit
 from schemas.records import LedgerEntry, RunCounts
@@ -132,11 +133,17 @@ def init_ray(address: str | None = None, dashboard: bool = False) -> str | None:
 @contextlib.contextmanager
 def _keeping_sigterm_handler():
     """ray.init replaces the SIGTERM handler with sys.exit; keep the caller's own handler (the CLI
-    turns SIGTERM into a quiet, resumable stop)."""
+    turns SIGTERM into a quiet, resumable stop), also for a SIGTERM that arrives while ray.init
+    runs (the driver may be tokenizing then)."""
     main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGTERM) if main else None
     try:
         yield
+    except SystemExit as exc:  # SIGTERM while ray.init ran: Ray's handler exits with its number
+        if exc.code != signal.SIGTERM or not callable(previous):
+            raise
+        previous(signal.SIGTERM, None)  # the caller's own reaction (the CLI: a quiet stop)
+        raise
     finally:
         if main and previous not in (signal.SIG_DFL, signal.SIG_IGN, None):
             signal.signal(signal.SIGTERM, previous)
@@ -235,7 +242,7 @@ def _failed(unit: WorkUnit, exc: ray.exceptions.RayTaskError) -> Exception:
     )
 
 
-def _start_actors(cfg: JobConfig, task: UnitTask, n_actors: int) -> list[Any]:
+def start_actors(cfg: JobConfig, task: UnitTask, n_actors: int) -> list[Any]:
     """Start the pool and wait until its actors run; ones that cannot start in time are dropped
     (with a warning) rather than left holding units forever."""
     options = dict(num_cpus=cfg.actor_cpus, max_restarts=-1, max_task_retries=-1)
@@ -265,15 +272,21 @@ def _start_actors(cfg: JobConfig, task: UnitTask, n_actors: int) -> list[Any]:
 def dispatch(cfg: JobConfig, feed: WorkFeed, task: UnitTask, n_actors: int) -> RunCounts:
     """Run the feed's work through n_actors actors, at most max_in_flight units queued at once
     (the feed is read lazily: a stream's ranges are cut as actors free up)."""
-    actors = _start_actors(cfg, task, n_actors)
+    actors = start_actors(cfg, task, n_actors)
+    return run_actors(cfg, actors, iter(feed), None if feed.has_streams else len(feed))
+
+
+def run_actors(
+    cfg: JobConfig, actors: list[Any], work: Iterator[Work], total: int | None
+) -> RunCounts:
+    """Run the work items through the started actors (killed at the end), at most
+    max_in_flight units queued at once; `total`: the units expected, for the progress bar."""
     n_actors = len(actors)
     per_actor = max(1, (cfg.max_in_flight or 2 * n_actors) // n_actors)
     pending: dict[ray.ObjectRef, tuple[int, WorkUnit]] = {}
     load = [0] * n_actors
-    work = iter(feed)
     more = True
     done, t0 = RunCounts(), time.time()
-    total = None if feed.has_streams else len(feed)
     bar = tqdm(
         total=total,
         unit="unit",

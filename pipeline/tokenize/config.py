@@ -184,8 +184,16 @@ class JobConfig(BaseModel):
     local_bytes: int = Field(
         32 << 20,
         ge=0,
-        description="a job with at most this many input bytes left runs in the driver process "
-        "without starting Ray (unless --actors or a Ray address is given); 0 = always Ray",
+        description="a local job (no --actors, no Ray address) with at most this many input "
+        "bytes left runs in the driver process without considering Ray; a bigger one starts in "
+        "the driver too (see ray_after_seconds)",
+    )
+    ray_after_seconds: float = Field(
+        8.0,
+        ge=0,
+        description="a bigger local job starts in the driver and starts Ray (the driver "
+        "tokenizing meanwhile) only once the driver's rate projects more than this many seconds "
+        "of work left; 0 = start Ray at once",
     )
     ray_address: str | None = Field(
         None, description="existing Ray cluster (default: RAY_ADDRESS or local)"

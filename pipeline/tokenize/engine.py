@@ -25,7 +25,7 @@ from pipeline.output.lease import OutputLease, owner_dead
 from pipeline.output.repair import uncommit, uncommit_bad_units
 from pipeline.output.verify import spool_files
 from pipeline.tokenize.config import JobConfig, tokenizer_options
-from pipeline.tokenize.feed import WorkFeed
+from pipeline.tokenize.feed import WorkFeed, todo_bytes
 from pipeline.tokenize.inputs import WorkUnit, is_stream, plan_units, same_file
 from pipeline.tokenize.inputs.chat_template import resolve_chat
 from pipeline.tokenize.unit import UnitTask, process_unit
@@ -162,16 +162,17 @@ def stage_seconds(entries: list[LedgerEntry]) -> dict[str, float]:
     return {stage: round(seconds, 3) for stage, seconds in sorted(totals.items())}
 
 
-def todo_bytes(units: list[WorkUnit]) -> int:
-    """Input bytes the units cover (a whole file counts its stored size)."""
-    return sum(u.end - u.start if u.end >= 0 and u.fmt != "parquet" else u.size for u in units)
+def is_local(cfg: JobConfig) -> bool:
+    """A run on this machine alone: no Ray address and no actor count asked for. Its driver
+    tokenizes too (pipeline/tokenize/driver.py); asking for actors or a cluster always uses Ray
+    for every unit."""
+    return not cfg.actors and not (cfg.ray_address or os.environ.get("RAY_ADDRESS"))
 
 
 def runs_in_driver(cfg: JobConfig, units: list[WorkUnit]) -> bool:
-    """A small job runs in the driver: starting Ray would cost more than the work (same units,
-    same bytes, same ledger either way). Asking for actors or a cluster always uses Ray."""
-    on_cluster = cfg.ray_address or os.environ.get("RAY_ADDRESS")
-    return not cfg.actors and not on_cluster and todo_bytes(units) <= cfg.local_bytes
+    """A small local job runs in the driver without a thought of Ray (same units, same bytes,
+    same ledger either way)."""
+    return is_local(cfg) and todo_bytes(units) <= cfg.local_bytes
 
 
 def run_in_driver(cfg: JobConfig, job: PreparedJob, feed: WorkFeed) -> RunCounts:
@@ -234,6 +235,13 @@ def _run_leased(cfg: JobConfig, lease: OutputLease) -> RunSummary:
     if plan.todo and runs_in_driver(cfg, plan.todo):
         notes.append(f"ran in the driver process: {todo_bytes(plan.todo)} input bytes to do")
         this_run = run_in_driver(cfg, job, feed)
+    elif plan.todo and is_local(cfg):
+        from pipeline.tokenize.driver import run_local
+
+        this_run, n_actors, local_notes = run_local(
+            cfg, job, feed, lambda session_dir: lease.publish(ray_session_dir=session_dir)
+        )
+        notes += local_notes
     elif plan.todo:
         from pipeline.tokenize.actors import dispatch, init_ray, size_pool
 

@@ -10,6 +10,11 @@ from dataclasses import dataclass
 from pipeline.tokenize.inputs import ReadOptions, WorkUnit, is_stream, iter_ranges
 
 
+def todo_bytes(units: list[WorkUnit]) -> int:
+    """Input bytes the units cover (a whole file counts its stored size)."""
+    return sum(u.end - u.start if u.end >= 0 and u.fmt != "parquet" else u.size for u in units)
+
+
 @dataclass(frozen=True)
 class Work:
     """One unit to process, with its bytes when a stream's reader cut it."""

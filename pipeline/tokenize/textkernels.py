@@ -9,7 +9,8 @@ them on hostile and multilingual text and random token boundaries).
 
 The word statistics make one pass over each document's bytes, character by character, with the
 character classes computed on the way (ASCII from a byte table, other characters from a table
-indexed by code point) and the document's token ends marked in a small array reused for every
+indexed by code point; runs of ASCII bytes no rule applies to go through a tight loop of their
+own, branch-free but for its exit) and the document's token ends marked in a small array reused for every
 document: no temporary array as long as the batch (only a batch whose tokens run past the end of
 a document gets one, marking every boundary as the numpy code does).
 """
@@ -70,7 +71,7 @@ def _char_class(b, i, s, e, ascii_cls, cp_cls, quote_cp):  # noqa: ANN001, ANN20
 
 
 @njit(cache=True, nogil=True)
-def _doc_words(b, s, e, mark, base, ascii_cls, kind, cp_cls, quote_cp):  # noqa: ANN001, ANN202
+def _doc_words(b, s, e, mark, base, ascii_cls, kind, cp_cls, quote_cp, fast):  # noqa: ANN001, ANN202
     """(words, continued words) of the document b[s:e]; mark[i - base] is 1 where a token ends
     before byte i. Characters are classified on the fly exactly as `textstats._classify` and
     `word_spans_bytes` do over the joined buffer, where the byte before a document and the one
@@ -81,6 +82,19 @@ def _doc_words(b, s, e, mark, base, ascii_cls, kind, cp_cls, quote_cp):  # noqa:
     has = np.int64(0)  # a token ends strictly inside the current run
     i = s
     while i < e:
+        # a run of plain ASCII bytes (word or not, no apostrophe, '.' or ','): the tight loop
+        while i < e:
+            w = np.int64(fast[b[np.uint64(i)]])
+            if w > 1:
+                break
+            hit = np.int64(mark[np.uint64(i - base)])
+            cont += has & ~w
+            has = (has | hit) & w & prev
+            words += w & ~prev
+            prev = w
+            i += 1
+        if i >= e:
+            break
         x = np.int64(b[np.uint64(i)])  # unsigned indices: no check for negative ones
         if x < 0x80:
             w = np.int64(kind[x])
@@ -145,7 +159,7 @@ def word_stats(b, doc_start, flat, offsets, tok_len, n_bytes, ends, boundary, ta
     kernel returns False (nothing complete) as soon as a document's tokens reach past its end
     (the boundaries would land in later documents) or a token length is negative. Otherwise
     `boundary` marks every boundary of the batch (n + 1 bytes). (Hot loop.)"""
-    ascii_cls, kind, cp_cls, quote_cp = tables
+    ascii_cls, kind, cp_cls, quote_cp, fast = tables
     n_docs = doc_start.shape[0]
     own = boundary.shape[0] == 0
     most = np.int64(0)
@@ -169,12 +183,12 @@ def word_stats(b, doc_start, flat, offsets, tok_len, n_bytes, ends, boundary, ta
                 mark[np.uint64(run)] = 1
         if own:
             words, cont = _doc_words(
-                b, s, s + n_bytes[d], mark, s, ascii_cls, kind, cp_cls, quote_cp
+                b, s, s + n_bytes[d], mark, s, ascii_cls, kind, cp_cls, quote_cp, fast
             )
             mark[: n_bytes[d] + 1] = 0  # cleared for the next document
         else:
             words, cont = _doc_words(
-                b, s, s + n_bytes[d], boundary, 0, ascii_cls, kind, cp_cls, quote_cp
+                b, s, s + n_bytes[d], boundary, 0, ascii_cls, kind, cp_cls, quote_cp, fast
             )
         n_words[d] = words
         continued[d] = cont if run == n_bytes[d] else -1
@@ -207,7 +221,10 @@ def _word_tables(classes: tuple[np.ndarray, np.ndarray, np.ndarray, int]) -> tup
         cp_cls[lo : hi + 1] = 0
     for lo, hi in single:  # single-character words first, as `_classify` decides
         cp_cls[lo : hi + 1] = 2
-    tables = (np.ascontiguousarray(ascii_cls, dtype=np.uint8), kind, cp_cls, np.int64(quote_cp))
+    fast = np.full(256, 2, dtype=np.uint8)  # the tight loop's table: 2 = leave it (any rule)
+    fast[:0x80] = np.minimum(kind[:0x80], 2)
+    ascii_cls = np.ascontiguousarray(ascii_cls, dtype=np.uint8)
+    tables = (ascii_cls, kind, cp_cls, np.int64(quote_cp), fast)
     _tables[key] = (classes, tables)
     return tables
 

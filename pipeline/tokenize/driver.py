@@ -1,0 +1,192 @@
+"""A local run that does not wait for Ray: the driver tokenizes units in a thread of its own from
+the first second, and Ray is started (in the main thread, while the driver keeps working) only
+once the driver's measured rate says the rest of the job would take it longer than
+`ray_after_seconds` alone. A job the driver finishes first never starts Ray; a bigger one hands
+the rest of its units to the actors as soon as they run, the driver stopping after the unit in its
+hands. The same units, through the same `process_unit`, commit the same bytes and ledger entries
+whoever runs them, so the output equals a fresh run on Ray alone.
+
+Used for local runs only (no Ray address, no `--actors`); on a cluster the actors do everything."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from tqdm import tqdm
+
+from pipeline.tokenize.config import JobConfig
+from pipeline.tokenize.feed import Work, WorkFeed, todo_bytes
+from pipeline.tokenize.unit import UnitTask, process_unit
+from schemas.records import RunCounts
+from tokenizers_impl import TokenizerBase
+
+if TYPE_CHECKING:
+    from pipeline.tokenize.engine import PreparedJob
+
+log = logging.getLogger("tokenmill")
+POLL_S = 0.05  # how often the main thread looks at the driver's progress
+
+
+class SharedWork:
+    """The feed's work items, taken one at a time under a lock by the driver thread and by the
+    actors' dispatcher: each item goes to exactly one of them."""
+
+    def __init__(self, feed: WorkFeed):
+        self._items = iter(feed)
+        self._lock = threading.Lock()
+        self.exhausted = False
+
+    def take(self) -> Work | None:
+        with self._lock:
+            if self.exhausted:
+                return None
+            item = next(self._items, None)
+            if item is None:
+                self.exhausted = True
+            return item
+
+    def __iter__(self) -> Iterator[Work]:
+        while (item := self.take()) is not None:
+            yield item
+
+
+@dataclass
+class DriverWorker:
+    """Processes units in a thread until told to stop (after the unit in hand) or out of work;
+    keeps what it added and how fast it went."""
+
+    work: SharedWork
+    tokenizer: TokenizerBase
+    task: UnitTask
+    output: Any  # pipeline.output.storage.Output
+    progress: bool
+    done: RunCounts = field(default_factory=RunCounts)
+    input_bytes: int = 0  # of every unit done
+    warm_bytes: int = 0  # of the units after the first, done in busy_s
+    busy_s: float = 0.0
+    error: BaseException | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+    changed: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._run, name="tokenmill-driver", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        bar = tqdm(unit="unit", disable=not self.progress, file=sys.stderr, desc="tokenize")
+        try:
+            with bar:
+                while not self.stop.is_set():
+                    item = self.work.take()
+                    if item is None:
+                        break
+                    t0 = time.perf_counter()
+                    entry = process_unit(
+                        item.unit, self.tokenizer, self.task, self.output, item.data
+                    ).entry
+                    seconds, nbytes = time.perf_counter() - t0, _input_bytes(item)
+                    if self.done.units:  # the first unit also pays the warm-up: left out
+                        self.busy_s += seconds
+                        self.warm_bytes += nbytes
+                    self.input_bytes += nbytes
+                    self.done = self.done.add(
+                        RunCounts(1, entry.documents, entry.tokens, entry.bytes, entry.rejected)
+                    )
+                    bar.update(1)
+                    self.changed.set()
+        except BaseException as exc:  # re-raised by the main thread
+            self.error = exc
+        finally:
+            self.changed.set()
+
+    @property
+    def alive(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def rate(self) -> float | None:
+        """Input bytes per second of the units after the first (which also loads kernels and
+        fills caches); None before the second unit is done."""
+        return self.warm_bytes / self.busy_s if self.busy_s > 0 else None
+
+    def finish(self) -> RunCounts:
+        """Stop after the unit in hand, wait for it, and return what the driver committed
+        (raising what it failed with)."""
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.done
+
+
+def _input_bytes(item: Work) -> int:
+    return len(item.data) if item.data is not None else todo_bytes([item.unit])
+
+
+def wants_ray(cfg: JobConfig, driver: DriverWorker, total_bytes: int, has_streams: bool) -> bool:
+    """Whether to start Ray now: at once when told (0 s) or when the input holds big compressed
+    files (their size tells little of the work); otherwise once the driver's rate projects more
+    than `ray_after_seconds` for the bytes left."""
+    if cfg.ray_after_seconds <= 0 or has_streams:
+        return True
+    rate = driver.rate()
+    if rate is None:
+        return False
+    return (total_bytes - driver.input_bytes) / rate > cfg.ray_after_seconds
+
+
+def run_local(
+    cfg: JobConfig, job: PreparedJob, feed: WorkFeed, publish_session: Callable[[str], None]
+) -> tuple[RunCounts, int, list[str]]:
+    """Run the feed in the driver, starting Ray and its actors when the job turns out to need
+    them; returns (what this run added, actors used, notes for the summary)."""
+    work = SharedWork(feed)
+    driver = DriverWorker(work, job.tokenizer, job.task, job.output, cfg.progress)
+    total = todo_bytes(feed.todo)
+    started = time.perf_counter()
+    driver.start()
+    try:
+        while driver.alive and not wants_ray(cfg, driver, total, feed.has_streams):
+            driver.changed.wait(POLL_S)
+            driver.changed.clear()
+        if not driver.alive:  # done (or failed) before Ray was needed
+            counts = driver.finish()
+            return counts, 0, [f"ran in the driver process: {total} input bytes to do"]
+        from pipeline.tokenize.actors import init_ray, run_actors, size_pool, start_actors
+
+        rate = driver.rate()
+        log.info(
+            "starting Ray: %s",
+            f"driver rate {rate / 1e6:.1f} MB/s, {total - driver.input_bytes} bytes left"
+            if rate
+            else "no driver rate yet",
+        )
+        session_dir = init_ray(cfg.ray_address, dashboard=cfg.dashboard)
+        if session_dir:
+            publish_session(session_dir)
+        left = max(len(feed) - driver.done.units, 1) + (1 << 20) * feed.has_streams
+        n_actors, notes = size_pool(cfg, left)
+        actors = start_actors(cfg, job.task, n_actors) if not work.exhausted else []
+        driver.stop.set()  # the actors take the rest; the driver ends its unit in hand
+        if driver.error is not None:
+            run_actors(cfg, actors, iter(()), 0)  # (stops the actors)
+            driver.finish()  # raises the driver's error
+        handed_over = time.perf_counter() - started
+        by_actors = run_actors(cfg, actors, iter(work), None) if actors else RunCounts()
+        by_driver = driver.finish()
+    finally:
+        driver.stop.set()
+        if driver.thread is not None:
+            driver.thread.join()
+    notes.append(
+        f"the driver processed {by_driver.units} units ({driver.input_bytes} input bytes) while "
+        f"Ray started ({handed_over:.1f} s); {len(actors)} actors processed {by_actors.units}"
+    )
+    return by_driver.add(by_actors), len(actors), notes

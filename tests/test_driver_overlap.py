@@ -1,0 +1,144 @@
+"""A local run does not wait for Ray: the driver tokenizes from the first second, Ray starts only
+when the driver's rate says the job needs it, and the actors take over the units the driver has not
+taken. Whoever processed a unit, the output is byte for byte the output of a run on actors alone."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import time
+
+import pytest
+
+from pipeline.output.verify import verify_output
+from pipeline.tokenize import driver as driver_module
+from pipeline.tokenize.engine import run_job
+from tests.helpers import job_config, shard_files, start_run, wait_for_commits
+from tests.test_fresh_run import big_corpus
+
+UNIT = 20_000  # bytes per unit: the big corpus (8 copies of the sample) gives ~190 units
+STRIP = ("timings", "lease")
+
+
+def ledger(out) -> dict[str, dict]:
+    return {
+        p.name: {k: v for k, v in json.loads(p.read_text()).items() if k not in STRIP}
+        for p in sorted((out / "ledger").glob("*.json"))
+    }
+
+
+def split(summary) -> tuple[int, int]:
+    """(units the driver processed, units the actors processed) from the run's note."""
+    note = next(n for n in summary.notes if n.startswith("the driver processed"))
+    found = re.search(r"processed (\d+) units .* actors processed (\d+)", note)
+    return int(found[1]), int(found[2])
+
+
+@pytest.fixture(scope="module")
+def on_actors(ray_session, tmp_path_factory, bpe_path):
+    """The big corpus run on two actors alone (Ray from the start): the reference output."""
+    root = tmp_path_factory.mktemp("overlap")
+    src = big_corpus(root / "in")
+    out = root / "actors"
+    summary = run_job(
+        job_config(src / "*.jsonl", out, f"bpe:{bpe_path}", unit_bytes=UNIT, actors=2)
+    )
+    assert summary.complete and summary.actors == 2
+    return src, out, summary
+
+
+def slow_units(monkeypatch, seconds: float, fail_at: int | None = None) -> list[str]:
+    """The driver thread's units take `seconds` longer (so the actors surely start before it is
+    done), and its unit number `fail_at` raises; returns the ids of the units it processed."""
+    real, seen = driver_module.process_unit, []
+
+    def process_unit(unit, *args, **kwargs):
+        if fail_at is not None and len(seen) == fail_at:
+            raise RuntimeError(f"injected failure in unit {unit.unit_id}")
+        time.sleep(seconds)
+        seen.append(unit.unit_id)
+        return real(unit, *args, **kwargs)
+
+    monkeypatch.setattr(driver_module, "process_unit", process_unit)
+    return seen
+
+
+def test_the_driver_works_while_ray_starts_and_the_actors_take_the_rest(
+    on_actors, tmp_path, bpe_path, monkeypatch
+):
+    src, reference, ref_summary = on_actors
+    by_driver = slow_units(monkeypatch, 0.2)
+    out = tmp_path / "out"
+    cfg = job_config(
+        src / "*.jsonl", out, f"bpe:{bpe_path}", unit_bytes=UNIT, local_bytes=0, ray_after_seconds=0
+    )
+    summary = run_job(cfg)
+    n_driver, n_actors = split(summary)
+    assert summary.complete and summary.actors == 2
+    assert n_driver == len(by_driver) >= 1 and n_actors >= 1
+    assert n_driver + n_actors == summary.units_run == ref_summary.units_run
+    assert summary.documents == ref_summary.documents and summary.tokens == ref_summary.tokens
+    assert shard_files(out) == shard_files(reference)
+    assert ledger(out) == ledger(reference)
+    assert verify_output(str(out)).ok
+
+
+def test_a_job_the_driver_finishes_within_ray_after_seconds_never_starts_ray(
+    on_actors, tmp_path, bpe_path
+):
+    src, reference, _ = on_actors
+    out = tmp_path / "out"
+    cfg = job_config(
+        src / "*.jsonl",
+        out,
+        f"bpe:{bpe_path}",
+        unit_bytes=UNIT,
+        local_bytes=0,
+        ray_after_seconds=3600,
+    )
+    summary = run_job(cfg)
+    assert summary.complete and summary.actors == 0
+    assert summary.notes[0].startswith("ran in the driver process")
+    assert shard_files(out) == shard_files(reference) and ledger(out) == ledger(reference)
+
+
+def test_a_failing_driver_unit_stops_the_run_keeping_what_was_committed(
+    on_actors, tmp_path, bpe_path, monkeypatch
+):
+    import ray
+
+    src, reference, _ = on_actors
+    slow_units(monkeypatch, 0.05, fail_at=3)
+    out = tmp_path / "out"
+    cfg = job_config(
+        src / "*.jsonl", out, f"bpe:{bpe_path}", unit_bytes=UNIT, local_bytes=0, ray_after_seconds=0
+    )
+    with pytest.raises(RuntimeError, match="injected failure"):
+        run_job(cfg)
+    assert 3 <= len(ledger(out)) < len(ledger(reference))
+    deadline = time.time() + 30  # the actors were stopped: the session's CPUs are free again
+    while ray.available_resources().get("CPU", 0) < ray.cluster_resources()["CPU"]:
+        assert time.time() < deadline, ray.available_resources()
+        time.sleep(0.1)
+    monkeypatch.undo()
+    again = run_job(cfg)
+    assert again.complete and again.units_skipped >= 3
+    assert shard_files(out) == shard_files(reference) and ledger(out) == ledger(reference)
+
+
+def test_sigterm_while_ray_starts_ends_quietly_and_the_rerun_completes(
+    on_actors, tmp_path, bpe_path
+):
+    src, reference, _ = on_actors
+    out = tmp_path / "out"
+    flags = ("--unit-bytes", str(UNIT), "--local-bytes", "0", "--ray-after-seconds", "0")
+    proc = start_run(src / "*.jsonl", out, f"bpe:{bpe_path}", *flags)
+    wait_for_commits(out, proc)  # the driver's first units, long before Ray is up
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3, err
+    assert "interrupted; committed units are kept" in err and "Traceback" not in err
+    summary = run_job(job_config(src / "*.jsonl", out, f"bpe:{bpe_path}", unit_bytes=UNIT))
+    assert summary.complete
+    assert shard_files(out) == shard_files(reference) and ledger(out) == ledger(reference)
