@@ -132,21 +132,30 @@ def init_ray(address: str | None = None, dashboard: bool = False) -> str | None:
 
 @contextlib.contextmanager
 def _keeping_sigterm_handler():
-    """ray.init replaces the SIGTERM handler with sys.exit; keep the caller's own handler (the CLI
-    turns SIGTERM into a quiet, resumable stop), also for a SIGTERM that arrives while ray.init
-    runs (the driver may be tokenizing then)."""
+    """ray.init replaces the SIGTERM handler with one that calls sys.exit wherever the main thread
+    is (even inside a finalizer, where the exit is lost). Keep the caller's own handler (the CLI
+    turns SIGTERM into a quiet, resumable stop): while ray.init runs (the driver may be
+    tokenizing meanwhile) a SIGTERM is only noted, Ray's handler is not installed, and the
+    caller's handler runs once ray.init is done, so Ray is never left half started."""
     main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGTERM) if main else None
+    if not callable(previous):  # no handler of the caller's own: Ray's is as good
+        yield
+        return
+    pending: list[int] = []
+    utils = getattr(getattr(ray, "_private", None), "utils", None)
+    install = getattr(utils, "set_sigterm_handler", None)  # how ray.init installs its handler
+    signal.signal(signal.SIGTERM, lambda signum, frame: pending.append(signum))
+    if install is not None:
+        utils.set_sigterm_handler = lambda handler: None
     try:
         yield
-    except SystemExit as exc:  # SIGTERM while ray.init ran: Ray's handler exits with its number
-        if exc.code != signal.SIGTERM or not callable(previous):
-            raise
-        previous(signal.SIGTERM, None)  # the caller's own reaction (the CLI: a quiet stop)
-        raise
     finally:
-        if main and previous not in (signal.SIG_DFL, signal.SIG_IGN, None):
-            signal.signal(signal.SIGTERM, previous)
+        if install is not None:
+            utils.set_sigterm_handler = install
+        signal.signal(signal.SIGTERM, previous)
+    if pending:
+        previous(signal.SIGTERM, None)
 
 
 def size_pool(cfg: JobConfig, n_units: int) -> tuple[int, list[str]]:

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tqdm import tqdm
 
@@ -25,9 +25,6 @@ from pipeline.tokenize.feed import Work, WorkFeed, todo_bytes
 from pipeline.tokenize.unit import UnitTask, process_unit
 from schemas.records import RunCounts
 from tokenizers_impl import TokenizerBase
-
-if TYPE_CHECKING:
-    from pipeline.tokenize.engine import PreparedJob
 
 log = logging.getLogger("tokenmill")
 POLL_S = 0.05  # how often the main thread looks at the driver's progress
@@ -143,12 +140,18 @@ def wants_ray(cfg: JobConfig, driver: DriverWorker, total_bytes: int, has_stream
 
 
 def run_local(
-    cfg: JobConfig, job: PreparedJob, feed: WorkFeed, publish_session: Callable[[str], None]
+    cfg: JobConfig,
+    feed: WorkFeed,
+    tokenizer: TokenizerBase,
+    task: UnitTask,
+    output: Any,
+    publish_session: Callable[[str], None],
 ) -> tuple[RunCounts, int, list[str]]:
-    """Run the feed in the driver, starting Ray and its actors when the job turns out to need
-    them; returns (what this run added, actors used, notes for the summary)."""
+    """Run the feed in the driver (with the job's loaded tokenizer, its task and output),
+    starting Ray and its actors when the job turns out to need them; returns (what this run
+    added, actors used, notes for the summary)."""
     work = SharedWork(feed)
-    driver = DriverWorker(work, job.tokenizer, job.task, job.output, cfg.progress)
+    driver = DriverWorker(work, tokenizer, task, output, cfg.progress)
     total = todo_bytes(feed.todo)
     started = time.perf_counter()
     driver.start()
@@ -173,7 +176,7 @@ def run_local(
             publish_session(session_dir)
         left = max(len(feed) - driver.done.units, 1) + (1 << 20) * feed.has_streams
         n_actors, notes = size_pool(cfg, left)
-        actors = start_actors(cfg, job.task, n_actors) if not work.exhausted else []
+        actors = start_actors(cfg, task, n_actors) if not work.exhausted else []
         driver.stop.set()  # the actors take the rest; the driver ends its unit in hand
         if driver.error is not None:
             run_actors(cfg, actors, iter(()), 0)  # (stops the actors)

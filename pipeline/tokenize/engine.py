@@ -239,7 +239,12 @@ def _run_leased(cfg: JobConfig, lease: OutputLease) -> RunSummary:
         from pipeline.tokenize.driver import run_local
 
         this_run, n_actors, local_notes = run_local(
-            cfg, job, feed, lambda session_dir: lease.publish(ray_session_dir=session_dir)
+            cfg,
+            feed,
+            job.tokenizer,
+            job.task,
+            job.output,
+            lambda session_dir: lease.publish(ray_session_dir=session_dir),
         )
         notes += local_notes
     elif plan.todo:
