@@ -2,12 +2,14 @@
 workers) against the ceiling of reading the same shards straight into numpy arrays in one
 process, and against litdata's StreamingDataset + TokensLoader over the same tokens; with --mix,
 also a mixture of two outputs (weights, all_exhausted, best_fit packing, cu_seqlens) against the
-ceiling of both outputs and litdata's CombinedStreamingDataset of the two; with --plans, the
+ceiling of both outputs and litdata's CombinedStreamingDataset of the two, a row per label format
+(--labels: "ids", a labels tensor; "mask", targets + target_mask); with --plans, the
 padding and cut-document fractions plan() reports for concat and best_fit at each seq_len.
 
     .venv-bench/bin/python -m bench.loader --output /tmp/tokenmill-bench-loader/out \
         [--input '/tmp/tokenmill-bench-corpus/corpus/*.jsonl' --tokenizer bpe:/path/bpe.json] \
-        [--mix OUT_A OUT_B [--mix-inputs GLOB_A GLOB_B] --mix-weights 0.7 0.3] [--plans]
+        [--mix OUT_A OUT_B [--mix-inputs GLOB_A GLOB_B] --mix-weights 0.7 0.3] \
+        [--labels ids mask] [--plans]
 
 The output is tokenized by the engine first when it holds no ledger yet (then reused). litdata is
 measured when it is importable (the bench environment, `make bench-env`; never the project
@@ -19,7 +21,8 @@ StreamingDataLoader, unshuffled and shuffled. Nothing is downloaded.
 Every figure is the best of --repeat whole epochs (worker start-up included, both sides) of one
 dataset and loader made once, as a training job makes them (tokenmill: set_epoch(0, 1, ...);
 litdata's loader moves to the next epoch itself), each batch touched as a training step would
-(input/label split, one element read). The ceiling is
+(input/label split, one element read; with --labels mask, input/target split and one element
+of the targets and of the target mask read). The ceiling is
 every committed shard's token column materialised as the dtype the loaders deliver, measured
 alternately with each TokenDataset row (same load on both). Without workers the table also gives
 the ratio in CPU time of the one process (robust to other processes on a shared machine).
@@ -103,13 +106,24 @@ def interleaved(
 
 def consume(loader, split) -> dict:
     """tokens/s over the loop; tokens per CPU second of this process (with workers that leaves
-    their work out: only meaningful without)."""
+    their work out: only meaningful without). `split(batch)` -> (inputs, labels or targets,
+    target mask or None): one element of each is read, as a training step touches them."""
     t0, c0, tokens, checksum = time.perf_counter(), time.process_time(), 0, 0
     for batch in loader:
-        inputs, labels = split(batch)
+        inputs, labels, mask = split(batch)
         tokens += inputs.numel()
         checksum ^= int(labels[0, -1])
+        if mask is not None:
+            checksum ^= int(mask[0, -1])
     return rates(tokens, t0, c0)
+
+
+def split_ids(batch: dict) -> tuple:
+    return batch["input_ids"], batch["labels"], None
+
+
+def split_mask(batch: dict) -> tuple:
+    return batch["input_ids"], batch["targets"], batch["target_mask"]
 
 
 def tokenmill_epochs(
@@ -122,9 +136,10 @@ def tokenmill_epochs(
     persistent = options.pop("persistent", False)
     ds = TokenDataset(output, seq_len, seed=0, batch_size=batch, **options)
     loader = ds.dataloader(num_workers=workers, shared_slots=slots, persistent_workers=persistent)
+    split = split_mask if ds.labels == "mask" else split_ids
     for epoch in itertools.count():
         ds.set_epoch(epoch)
-        result = consume(loader, lambda b: (b["input_ids"], b["labels"]))
+        result = consume(loader, split)
         yield {**result, "dropped_tokens": ds.plan().dropped_tokens}
 
 
@@ -213,7 +228,7 @@ def litdata_epochs(
         persistent_workers=persistent,
     )
     while True:
-        yield consume(loader, lambda b: (b[:, :-1], b[:, 1:]))
+        yield consume(loader, lambda b: (b[:, :-1], b[:, 1:], None))
 
 
 def litdata_available() -> str | None:
@@ -295,6 +310,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--mix", nargs=2, default=None, metavar="OUTPUT", help=mix_help)
     parser.add_argument("--mix-inputs", nargs=2, default=None, metavar="GLOB")
     parser.add_argument("--mix-weights", nargs=2, type=float, default=[0.7, 0.3])
+    parser.add_argument(
+        "--labels",
+        nargs="+",
+        choices=["ids", "mask"],
+        default=["ids", "mask"],
+        help="label formats of the --mix rows (a row each): labels, or targets + target_mask",
+    )
     parser.add_argument("--no-plain", action="store_true", help="only the --mix rows")
     parser.add_argument("--plans", action="store_true", help="padding / cut documents per packing")
     parser.add_argument("--json", default=None, help="write the results here too")
@@ -308,18 +330,21 @@ def measure_row(
     spec: str,
     lit: str | list[str] | None,
     mix: bool = False,
+    labels: str = "ids",
 ) -> dict:
     """One table row: the numpy ceiling, tokenmill and (when measured) litdata at one setting;
     `mix`: the two --mix outputs (ceiling of both; TokenDataset with weights, all_exhausted,
-    best_fit and cu_seqlens; litdata's CombinedStreamingDataset)."""
+    best_fit and cu_seqlens; litdata's CombinedStreamingDataset); `labels`: the label format
+    ("mask": targets + target_mask, the batch touched as a step would, one mask element too)."""
     workers, persistent = int(spec.rstrip("p")), spec.endswith("p")
     outputs, options = (args.mix, MIX_OPTIONS) if mix else (args.output, {})
     options = {**options, "weights": args.mix_weights} if mix else options
+    options = {**options, "labels": labels}
     epochs = tokenmill_epochs(
         outputs, workers, seq_len, args.batch, dtype=DTYPES[dtype], persistent=persistent, **options
     )
     ceiling, tm = interleaved(args.repeat, outputs, dtype, epochs)
-    row = {"seq_len": seq_len, "dtype": dtype, "workers": spec, "mix": mix}
+    row = {"seq_len": seq_len, "dtype": dtype, "workers": spec, "mix": mix, "labels": labels}
     row.update(ceiling=ceiling["tokens_per_s"], tokenmill=tm["tokens_per_s"])
     row["tokenmill_tokens"] = tm["tokens"]
     if workers == 0:  # one process on both sides: CPU time is comparable too
@@ -380,8 +405,9 @@ def run_rows(args: argparse.Namespace, skip: str | None) -> list[dict]:
                 if not args.no_plain:
                     rows.append(measure_row(args, dtype, seq_len, spec, lit_path))
                     print(_line(rows[-1]), flush=True)
-                if args.mix:
-                    rows.append(measure_row(args, dtype, seq_len, spec, lit_mix, mix=True))
+                for labels in args.labels if args.mix else ():
+                    lit = lit_mix if labels == args.labels[0] else None  # litdata: once
+                    rows.append(measure_row(args, dtype, seq_len, spec, lit, True, labels))
                     print(_line(rows[-1]), flush=True)
     return rows
 
@@ -427,15 +453,17 @@ def main() -> None:
 
 
 def mix_table(rows: list[dict]) -> str:
-    head = "| seq_len | dtype | workers | ceiling (2 outputs) | tokenmill mix+best_fit+seq_lens "
+    head = "| seq_len | dtype | workers | labels | ceiling (2 outputs) "
+    head += "| tokenmill mix+best_fit+seq_lens "
     lines = [head + "| vs ceiling | (CPU time) | litdata Combined | tokenmill/litdata |"]
-    lines.append("|" + "---|" * 9)
+    lines.append("|" + "---|" * 10)
     for r in rows:
         cpu = f"{r['tokenmill_cpu'] / r['ceiling_cpu']:.2f}" if "ceiling_cpu" in r else "-"
         lit = r.get("litdata_combined")
         lit_cells = f"| {lit / 1e6:.1f} M | {r['tokenmill'] / lit:.2f} |" if lit else "| - | - |"
         lines.append(
-            f"| {r['seq_len']} | {r['dtype']} | {r['workers']} | {r['ceiling'] / 1e6:.0f} M "
+            f"| {r['seq_len']} | {r['dtype']} | {r['workers']} | {r.get('labels', 'ids')} "
+            f"| {r['ceiling'] / 1e6:.0f} M "
             f"| {r['tokenmill'] / 1e6:.1f} M | {r['tokenmill'] / r['ceiling']:.2f} | {cpu} "
             + lit_cells
         )

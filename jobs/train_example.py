@@ -1,7 +1,12 @@
 """A tiny causal transformer LM trained for a few steps on committed shards through TokenDataset:
 the loader's end-to-end example (CPU here, CUDA where one exists).
 
-    .venv/bin/python -m jobs.train_example --shards out/demo/tokens --steps 20 --device auto
+    .venv/bin/python -m jobs.train_example --shards out/demo/tokens --steps 20 --device auto \
+        [--labels mask|ids]
+
+`--labels mask` (the default): batches carry `targets` and a bool `target_mask` (1 byte a token)
+instead of an int `labels` block; the labels are built on the device after the copy
+(`pipeline.loader.labels_from`). `--labels ids`: the loader's `labels` tensor, copied as is.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipeline.loader import IGNORE_INDEX, TokenDataset
+from pipeline.loader import IGNORE_INDEX, TokenDataset, labels_from
+
+LABELS = ("labels", "targets", "target_mask")  # the label keys of either format
 
 
 class TinyLM(nn.Module):
@@ -60,8 +67,10 @@ def train(
     lr: float = 3e-3,
     storage_options: dict | None = None,
     log: bool = True,
+    labels: str = "mask",
 ) -> dict[str, Any]:
-    """Train `steps` steps; returns loss and the tokens/s the loader delivered to the model."""
+    """Train `steps` steps; returns loss and the tokens/s the loader delivered to the model.
+    `labels`: the loader's label format ("mask": labels built on the device; "ids")."""
     dev = pick_device(device)
     torch.manual_seed(0)
     ds = TokenDataset(
@@ -72,6 +81,7 @@ def train(
         position_ids=True,
         pin_memory=dev.type == "cuda",
         storage_options=storage_options,
+        labels=labels,
     )
     model = TinyLM(int(ds.tokenizer["vocab_size"]), seq_len, dim, layers).to(dev)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
@@ -86,11 +96,13 @@ def train(
         for item in loader:
             waited += time.perf_counter() - fetched
             ids = item["input_ids"].to(dev, non_blocking=True)
-            labels = item["labels"].to(dev, non_blocking=True)
             positions = item["position_ids"].to(dev, non_blocking=True)
+            # either label format as it comes (target_mask: 1 byte a token), labels made here
+            moved = {k: v.to(dev, non_blocking=True) for k, v in item.items() if k in LABELS}
             logits = model(ids, positions)
+            wanted = labels_from(moved).flatten().long()
             loss = nn.functional.cross_entropy(
-                logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX
+                logits.flatten(0, 1), wanted, ignore_index=IGNORE_INDEX
             )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -114,6 +126,7 @@ def train(
         "seq_len": seq_len,
         "batch": batch,
         "workers": workers,
+        "labels": labels,
         "tokens": tokens,
         "seconds": round(seconds, 3),
         "tokens_per_s": round(tokens / seconds),
@@ -131,6 +144,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument(
+        "--labels",
+        choices=["mask", "ids"],
+        default="mask",
+        help="loader label format: targets + target_mask (labels built on the device) or labels",
+    )
     args = parser.parse_args()
     stats = train(
         args.shards,
@@ -139,6 +158,7 @@ def main() -> None:
         batch=args.batch,
         workers=args.workers,
         device=args.device,
+        labels=args.labels,
     )
     print(json.dumps(stats))
 

@@ -1,7 +1,11 @@
 """Ray Train path of the loader: committed shards as a Ray Dataset of packed windows
 (pipeline/loader/ray_data.py), fed to a tiny LM on Ray Train workers through `iter_torch_batches`.
 
-    RAY_AUTH_MODE=disabled .venv/bin/python -m jobs.train_ray_example --shards out/demo/tokens
+    RAY_AUTH_MODE=disabled .venv/bin/python -m jobs.train_ray_example --shards out/demo/tokens \
+        [--labels mask|ids]
+
+`--labels mask` (the default): the rows carry `targets` and a bool `target_mask` instead of
+`labels`; the labels are built on the device (`pipeline.loader.labels_from`).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import torch
 from torch import nn
 
 from jobs.train_example import TinyLM
-from pipeline.loader import IGNORE_INDEX, committed_shards
+from pipeline.loader import IGNORE_INDEX, committed_shards, labels_from
 from pipeline.loader.ray_data import ray_dataset
 
 
@@ -27,8 +31,11 @@ def train_loop(config: dict) -> None:
     model = ray.train.torch.prepare_model(TinyLM(config["vocab_size"], config["seq_len"]))
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     device = ray.train.torch.get_device()
+    columns = ["input_ids", "position_ids"]
+    columns += ["targets", "target_mask"] if config.get("labels") == "mask" else ["labels"]
+    dtypes = {c: torch.bool if c == "target_mask" else torch.int64 for c in columns}
     batches = ray.train.get_dataset_shard("train").iter_torch_batches(
-        batch_size=config["batch"], dtypes=torch.int64, device=device
+        batch_size=config["batch"], dtypes=dtypes, device=device
     )
     t0, tokens, loss = time.perf_counter(), 0, torch.tensor(0.0)
     for step, batch in enumerate(batches):
@@ -36,7 +43,7 @@ def train_loop(config: dict) -> None:
             break
         logits = model(batch["input_ids"], batch["position_ids"])
         loss = nn.functional.cross_entropy(
-            logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE_INDEX
+            logits.flatten(0, 1), labels_from(batch).flatten(), ignore_index=IGNORE_INDEX
         )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -61,6 +68,7 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--use-gpu", action="store_true")
+    parser.add_argument("--labels", choices=["mask", "ids"], default="mask")
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
@@ -75,7 +83,9 @@ def main() -> None:
             include_dashboard=False,
             runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled"}},
         )
-    windows = ray_dataset(args.shards, args.seq_len, position_ids=True, samples_per_block=256)
+    windows = ray_dataset(
+        args.shards, args.seq_len, position_ids=True, samples_per_block=256, labels=args.labels
+    )
     vocab = int(committed_shards(args.shards)[1]["vocab_size"])
     trainer = TorchTrainer(
         train_loop,
@@ -84,6 +94,7 @@ def main() -> None:
             "seq_len": args.seq_len,
             "batch": args.batch,
             "steps": args.steps,
+            "labels": args.labels,
         },
         scaling_config=ScalingConfig(
             num_workers=args.workers, use_gpu=args.use_gpu, resources_per_worker={"CPU": 0.5}

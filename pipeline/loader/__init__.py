@@ -7,11 +7,13 @@ windows is filled), mixing (source shares, order and epoch length), source (one 
 in an epoch, its passes one after another), stream (one pass: shuffle, concat and best_fit
 reading), kernels (the compiled copy, packing and label kernels), plan (EpochPlan), provenance
 (a sample's documents, skipped documents), shards (the ledger's shards, memory-mapped), cache
-(the shared remote shard cache), batches (batch assembly), slots (DataLoader workers' shared batch
-slots), dataloader (which DataLoader `dataloader()` builds), state (resume state), ray_data."""
+(the shared remote shard cache), batches (batch assembly), arrays (recycled chunk arrays), slots
+(DataLoader workers' shared batch slots), dataloader (which DataLoader `dataloader()` builds),
+state (resume state), ray_data. `labels_from(batch)`: a batch's labels from either label format
+(labels="ids" or "mask")."""
 
 from pipeline.errors import LoaderError
-from pipeline.loader.batches import IGNORE_INDEX
+from pipeline.loader.batches import IGNORE_INDEX, labels_from
 from pipeline.loader.cache import ShardCache
 from pipeline.loader.dataset import TokenDataset
 from pipeline.loader.mixing import STRATEGIES, UNITS, Schedule
@@ -38,4 +40,5 @@ __all__ = [
     "SourceEpoch",
     "TokenDataset",
     "committed_shards",
+    "labels_from",
 ]

@@ -13,7 +13,6 @@ are exactly the prefix [0, n * B * R), so a resume point is one number: the glob
 from __future__ import annotations
 
 import os
-import sys
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict
@@ -24,14 +23,15 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipeline.errors import LoaderError
+from pipeline.loader.arrays import ArrayPool
 from pipeline.loader.batches import batch_items, step_ranges
 from pipeline.loader.dataloader import build_dataloader
 from pipeline.loader.kernels import warm_kernels
-from pipeline.loader.options import check_options, check_packing
+from pipeline.loader.options import check_labels, check_options, check_packing
 from pipeline.loader.plan import EpochPlan, plan_epoch
 from pipeline.loader.provenance import load_skip, sample_segments
 from pipeline.loader.shards import LOSS_MASK, ShardStore, committed_shards
-from pipeline.loader.slots import Bundle, WorkerSlots
+from pipeline.loader.slots import Bundle, WorkerSlots, fill_bundles
 from pipeline.loader.state import (
     check_state,
     consumer_state,
@@ -72,9 +72,15 @@ class TokenDataset(IterableDataset):
     `.reshape`/`.flatten`, not `.view`); labels are a block of their own when they differ from the
     shifted tokens (best_fit padding, skipped documents, cross-document masking, loss masks), and
     `position_ids`/`document_ids` are views of further blocks of that array. A batch kept alive
-    keeps its chunk alive. Exceptions: the padded labels of a `drop_last=False` tail (their own
+    keeps its chunk alive. Exceptions: the last batch of each chunk a process reads itself (a
+    copy of its own rows, so that a loop holding its current batch lets the next fill reuse the
+    chunk while it is in the cache), the padded labels of a `drop_last=False` tail (their own
     copy), and pinned batches (`pin_memory`: contiguous pinned copies, ready for non_blocking
-    transfer). docs/loader.md documents every option.
+    transfer).
+
+    `labels="mask"`: `targets` (the view `w[:, 1:]`, never -100) and `target_mask` (bool, True
+    exactly where `labels` would not be -100; 1 byte a token) instead of `labels`: build them on
+    the device (`pipeline.loader.labels_from`). docs/loader.md documents every option.
     """
 
     def __init__(  # noqa: PLR0913
@@ -104,6 +110,7 @@ class TokenDataset(IterableDataset):
         mask_cross_document: bool = False,
         skip_documents: str | os.PathLike | Iterable[str] | None = None,
         loss_mask: bool = True,
+        labels: str = "ids",
         return_index: bool = False,
         pin_memory: bool = False,
         storage_options: dict[str, Any] | None = None,
@@ -120,6 +127,7 @@ class TokenDataset(IterableDataset):
             urls, seq_len, batch_size, rank, world_size, weights, weight_unit, stopping_strategy
         )
         check_packing(packing, pack_buffer, budget_tokens, seq_len, stopping_strategy)
+        check_labels(labels)
         self.urls, self.seq_len, self.seed = urls, seq_len, seed
         self.rank, self.world_size, self.batch_size = rank, world_size, batch_size
         self.shuffle, self.group_shards, self.drop_last = shuffle, group_shards, drop_last
@@ -138,13 +146,7 @@ class TokenDataset(IterableDataset):
             ShardStore(u, storage_options, cache_dir, cache_limit, open_shards) for u in urls
         ]
         self._ids(storage_options, eos_id, bos_id, pad_id)
-        self.masked = [  # per output: its loss_mask applied (True), absent (False), ignored (None)
-            store.has_column(shards[0], LOSS_MASK) if loss_mask else None
-            for store, shards in zip(self.stores, self.shards, strict=True)
-        ]
-        labels = packing == "best_fit" or self.skip is not None or mask_cross_document
-        labels = labels or any(self.masked)  # labels that differ from the shifted window
-        self.rows = Rows(labels, position_ids, document_ids, seq_lens, mask_cross_document)
+        self._rows(loss_mask, labels, position_ids, document_ids, seq_lens, mask_cross_document)
         self._kernels()
         self.weights = [float(w) for w in weights] if weights is not None else [1.0] * len(urls)
         self.epoch = 0
@@ -155,7 +157,27 @@ class TokenDataset(IterableDataset):
         self._built: Epoch | None = None
         self._warned = False
         self._slots: WorkerSlots | None = None  # in a dataloader() worker: its shared slots
-        self._blocks: list[np.ndarray] = []  # chunk arrays this process may refill (_blank)
+        self._blocks = ArrayPool()  # chunk arrays (and target masks) this process may refill
+        self._owned = ArrayPool()  # the copies of chunks' last batches
+
+    def _rows(  # noqa: PLR0913
+        self,
+        loss_mask: bool,
+        labels: str,
+        position: bool,
+        document: bool,
+        seq_lens: bool,
+        mask_cross: bool,
+    ) -> None:
+        """Whose loss masks apply, and what a filled block holds (windows.Rows)."""
+        self.masked = [  # per output: its loss_mask applied (True), absent (False), ignored (None)
+            store.has_column(shards[0], LOSS_MASK) if loss_mask else None
+            for store, shards in zip(self.stores, self.shards, strict=True)
+        ]
+        self.labels = labels  # "ids" or "mask"
+        differ = self.packing == "best_fit" or self.skip is not None or mask_cross
+        differ = differ or any(self.masked)  # labels that differ from the shifted window
+        self.rows = Rows(differ, position, document, seq_lens, mask_cross, labels == "mask")
 
     def _kernels(self) -> None:
         """How documents become windows, and the kernels that will do it compiled (or loaded)
@@ -172,7 +194,9 @@ class TokenDataset(IterableDataset):
         )
         shard_dtype = np.dtype(token_type(self.tokenizer.get("vocab_size") or 0).to_pandas_dtype())
         best = self.packing == "best_fit"
-        warm_kernels(self._np_dtype, shard_dtype, self.group_shards, best=best)
+        warm_kernels(
+            self._np_dtype, shard_dtype, self.group_shards, best=best, mask=self.rows.target_mask
+        )
 
     def _ids(
         self,
@@ -199,7 +223,7 @@ class TokenDataset(IterableDataset):
     def __getstate__(self) -> dict:
         """Pickled for spawned DataLoader workers: without this process's arrays and slots."""
         state = dict(self.__dict__)
-        state.update(_blocks=[], _slots=None)
+        state.update(_blocks=ArrayPool(), _owned=ArrayPool(), _slots=None)
         return state
 
     # -- the global sample sequence -------------------------------------------------------------
@@ -296,9 +320,10 @@ class TokenDataset(IterableDataset):
         end = self._end(epoch, start, per_step)
         self._progress = (layout, start, step, sample)
         if slots is not None:
-            yield from self._bundles(slots, layout, start, step, end)
+            yield from fill_bundles(self, slots, layout, start, step, end)
             return
         single = self.batch_size is None
+        own_last = get_worker_info() is None  # (a worker's batches are pickled anyway)
         base = start + rank * batch  # sample a of step s is base + s * per_step
         while True:  # `chunk` of this consumer's steps at a time: one fill, then views of it
             ranges = step_ranges(
@@ -306,37 +331,17 @@ class TokenDataset(IterableDataset):
             )
             if not ranges:
                 return
-            block, filled = self._chunk(ranges, epoch, self._np_dtype)
-            for item in self._items(block, ranges, filled, single):
+            block, mask, filled = self._chunk(ranges, epoch, self._np_dtype)
+            # the last batch of a chunk is a copy of its own rows (own_last): a loop holding only
+            # its current batch then leaves the chunk arrays unreferenced, and the next fill
+            # refills them while they are in the cache (instead of alternating between two)
+            items = self._items(block, ranges, filled, single, mask=mask, own_last=own_last)
+            del block, mask  # only the batches hold the chunk arrays now
+            for item in items:
                 done = start + (step + 1) * per_step
                 step += workers
                 self._progress = (layout, start, step, done if done < end else end)
                 yield item
-
-    def _bundles(
-        self, slots: WorkerSlots, layout: list[int], start: int, step: int, end: int
-    ) -> Iterator[Bundle]:
-        """A dataloader() worker: bundles of `chunk` consecutive steps (bundle j goes to worker
-        j % workers, the order an in-order DataLoader hands items out), each filled into a free
-        shared slot, or sent by value when the main process holds every slot of this worker."""
-        world, rank, workers, worker, batch, chunk = layout
-        per_step, base = batch * world, start + rank * batch
-        while True:
-            ranges = step_ranges(range(step, step + chunk), base, per_step, batch, end)
-            if not ranges:
-                return
-            slot = slots.take()
-            if slot is None:
-                block, filled = self._chunk(ranges, self.epoch, self._np_dtype)
-                bundle = Bundle(worker, -1, ranges, filled, torch.from_numpy(block))
-            else:
-                rows = sum(b - a for a, b in ranges)
-                block = slots.slots[slot, :, :rows]
-                bundle = Bundle(worker, slot, ranges, self._fill_ranges(ranges, self.epoch, block))
-            done = start + (step + len(ranges)) * per_step
-            step += chunk * workers
-            self._progress = (layout, start, step, done if done < end else end)
-            yield bundle
 
     def _chunk_batches(self, tokens: int) -> int:
         """Batches (or samples, without batch_size) read in one fill of about `tokens`."""
@@ -350,36 +355,30 @@ class TokenDataset(IterableDataset):
 
     def _chunk(
         self, ranges: list[tuple[int, int]], epoch: int, dtype: type
-    ) -> tuple[np.ndarray, Filled]:
-        """A fresh [rows, samples, seq_len + 1] block holding the sample ranges, in order."""
+    ) -> tuple[np.ndarray, np.ndarray | None, Filled]:
+        """A fresh [rows, samples, seq_len + 1] block holding the sample ranges, in order, and
+        (labels="mask") their [samples, seq_len] target mask."""
         n = sum(b - a for a, b in ranges)
-        block = self._blank((self.rows.count, n, self.seq_len + 1), dtype)
-        return block, self._fill_ranges(ranges, epoch, block)
+        masks = (n, self.seq_len) if self.rows.target_mask else None
+        block, mask = self._blocks.take((self.rows.count, n, self.seq_len + 1), dtype, masks)
+        return block, mask, self._fill_ranges(ranges, epoch, block, mask)
 
-    def _blank(self, shape: tuple[int, ...], dtype: type) -> np.ndarray:
-        """An array to fill: a recycled chunk array when nothing references it any more (no
-        batch tensor or view of it is alive: they all hold a reference to it), else a new one.
-        Refilling warm memory avoids the page faults of fresh allocations of this size (about
-        0.45 ns a token here, as much as the copy itself)."""
-        for block in self._blocks:  # references: the list, `block`, getrefcount's argument
-            if sys.getrefcount(block) == 3 and block.shape == shape and block.dtype == dtype:
-                return block
-        block = np.empty(shape, dtype=dtype)
-        if len(self._blocks) < 4:
-            self._blocks.append(block)
-        else:  # replace the oldest entry
-            self._blocks = [*self._blocks[1:], block]
-        return block
-
-    def _fill_ranges(self, ranges: list[tuple[int, int]], epoch: int, block: np.ndarray) -> Filled:
-        """Samples of several ranges placed one after another in block (one read when they
-        follow each other in the stream, as a lone rank's consecutive steps do)."""
+    def _fill_ranges(
+        self,
+        ranges: list[tuple[int, int]],
+        epoch: int,
+        block: np.ndarray,
+        mask: np.ndarray | None = None,
+    ) -> Filled:
+        """Samples of several ranges placed one after another in block (and mask; one read when
+        they follow each other in the stream, as a lone rank's consecutive steps do)."""
         built, skips = self._epoch(epoch), self.skip is not None
         if all(ranges[i][1] == ranges[i + 1][0] for i in range(len(ranges) - 1)):
-            return fill(built, ranges[0][0], ranges[-1][1], block, self.rows, skips)
+            return fill(built, ranges[0][0], ranges[-1][1], block, self.rows, skips, mask)
         at, parts = 0, []
         for a, b in ranges:
-            parts.append(fill(built, a, b, block[:, at : at + b - a], self.rows, skips))
+            part = None if mask is None else mask[at : at + b - a]
+            parts.append(fill(built, a, b, block[:, at : at + b - a], self.rows, skips, part))
             at += b - a
         return join_filled(parts, [b - a for a, b in ranges], self.seq_len)
 
@@ -390,10 +389,13 @@ class TokenDataset(IterableDataset):
         filled: Filled,
         single: bool = False,
         pin: bool | None = None,
+        mask: np.ndarray | None = None,
+        own_last: bool = False,
     ) -> Iterator[dict[str, Any]]:
         """The batch dicts (or samples, `single`) of the sample ranges held by one
-        [rows, samples, seq_len + 1] block (batch_items); pinned copies with pin_memory in the
-        main process."""
+        [rows, samples, seq_len + 1] block and its target mask (labels="mask"; batch_items);
+        pinned copies with pin_memory in the main process; `own_last`: the last item holds
+        copies, not views of the block."""
         if pin is None:
             pin = self.pin_memory and get_worker_info() is None and torch.cuda.is_available()
         return batch_items(
@@ -405,14 +407,16 @@ class TokenDataset(IterableDataset):
             return_index=self.return_index,
             single=single,
             pin=pin,
+            mask=mask,
+            own_last=self._owned.take if own_last else None,
         )
 
     def samples(self, a: int, b: int, epoch: int | None = None) -> dict[str, torch.Tensor]:
         """Global samples a .. b-1 of an epoch (default: the current one) as one batch
         (always batch-shaped, also with batch_size=None)."""
         epoch = self.epoch if epoch is None else epoch
-        block, filled = self._chunk([(a, b)], epoch, self._np_dtype)
-        return next(self._items(block, [(a, b)], filled))
+        block, mask, filled = self._chunk([(a, b)], epoch, self._np_dtype)
+        return next(self._items(block, [(a, b)], filled, mask=mask))
 
     # -- resume --------------------------------------------------------------------------------
 
@@ -473,9 +477,11 @@ class TokenDataset(IterableDataset):
 
     # -- shared batch slots (DataLoader workers, see pipeline/loader/slots.py) ------------------
 
-    def _ring_shape(self, workers: int, slots: int) -> tuple[int, ...]:
+    def _ring_shapes(self, workers: int, slots: int) -> tuple[tuple, tuple | None]:
+        """The slots' ring and, labels="mask", the target masks' ring beside it."""
         samples = self._chunk_batches(self.bundle_tokens) * self.batch_size
-        return (workers, slots, self.rows.count, samples, self.seq_len + 1)
+        masks = (workers, slots, samples, self.seq_len) if self.rows.target_mask else None
+        return (workers, slots, self.rows.count, samples, self.seq_len + 1), masks
 
     def _resume_sample(self) -> int:
         """Where the next iteration of this (main process) dataset starts: a loaded global

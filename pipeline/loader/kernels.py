@@ -6,16 +6,39 @@ what windows are cut from. Reading kernels copy document-stream slices into rows
 document index in its shuffle group, offset in the document's stream); padding is a segment of
 document -1. Segments drive everything a batch adds to the tokens: labels masks, position and
 document ids, cu_seqlens, and provenance.
+A labels row is int (labels="ids": targets, IGNORE) or bool (labels="mask": True, False), written
+by the same loops through `target_value` / `ignore_value` (compiled per row type).
 """
 
 from __future__ import annotations
 
 import numba
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 IGNORE = -100  # torch's cross_entropy ignore_index
 SEG_FIELDS = 5  # row, column, length, document (-1: padding), offset in the document's stream
+
+
+def target_value(lab, v):  # noqa: ANN001, ANN201, ARG001
+    """A counted label's value in labels row `lab`: its target v, or True in a bool row."""
+    return v
+
+
+def ignore_value(lab):  # noqa: ANN001, ANN201, ARG001
+    """A label's value in labels row `lab` where it does not count: IGNORE, or False."""
+    return IGNORE
+
+
+@overload(target_value)
+def _target_value(lab, v):  # noqa: ANN001, ANN202, ARG001
+    return (lambda lab, v: True) if isinstance(lab.dtype, types.Boolean) else (lambda lab, v: v)
+
+
+@overload(ignore_value)
+def _ignore_value(lab):  # noqa: ANN001, ANN202, ARG001
+    return (lambda lab: False) if isinstance(lab.dtype, types.Boolean) else (lambda lab: IGNORE)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -23,13 +46,13 @@ def copy_piece(dst, lab, at, tokens, start, length, lead, bos, eos, q, n):  # no
     """Document-stream positions [q, q + n) into dst[at : at + n]; the stream is `lead` BOS
     tokens (0 or 1), then tokens[start : start + length], then one EOS. With a labels row `lab`
     (length > 0), each token also goes to lab[j - 1] for its column j >= 1 (the label whose
-    target it is), in the same pass: one read of the shard, two stores."""
+    target it is; True in a bool row), in the same pass: one read of the shard, two stores."""
     labelled = len(lab) > 0
     k = 0
     if q < lead:
         dst[at] = bos
         if labelled and at > 0:
-            lab[at - 1] = bos
+            lab[at - 1] = target_value(lab, bos)
         k = 1
     t0 = q + k - lead
     t1 = q + n - lead
@@ -49,11 +72,11 @@ def copy_piece(dst, lab, at, tokens, start, length, lead, bos, eos, q, n):  # no
             for i in range(m):
                 v = tokens[s0 + i]
                 dst[d0 + i] = v
-                lab[l0 + i] = v
+                lab[l0 + i] = target_value(lab, v)
     if q + n == length + lead + 1:
         dst[at + n - 1] = eos
         if labelled and at + n >= 2:
-            lab[at + n - 2] = eos
+            lab[at + n - 2] = target_value(lab, eos)
 
 
 @njit(cache=True, nogil=True)
@@ -153,7 +176,7 @@ def gather_bins(  # noqa: ANN201, PLR0913
             if len(lab):  # labels whose target is padding (the first pad's included)
                 l0 = numba.uint64(c - 1 if c > 0 else 0)
                 for i in range(numba.uint64(window - 1) - l0):
-                    lab[l0 + i] = IGNORE
+                    lab[l0 + i] = ignore_value(lab)
             seg[nseg, 0], seg[nseg, 1], seg[nseg, 2] = row, c, window - c
             seg[nseg, 3], seg[nseg, 4] = -1, 0
             nseg += 1
@@ -284,9 +307,9 @@ def mask_labels(labels, seg, mask):  # noqa: ANN001, ANN201
         row, c, length = seg[k, 0], seg[k, 1], seg[k, 2]
         if mask[k] == 1:
             for j in range(c - 1 if c > 0 else 0, c + length - 1):
-                labels[row, j] = IGNORE
+                labels[row, j] = ignore_value(labels)
         elif c > 0:
-            labels[row, c - 1] = IGNORE
+            labels[row, c - 1] = ignore_value(labels)
 
 
 @njit(cache=True, nogil=True)
@@ -303,7 +326,7 @@ def mask_targets(labels, seg, masks, doc_file, mask_start, doc_len, lead):  # no
         mask, length, base = masks[doc_file[d]], doc_len[d], mask_start[d]
         lab = labels[row]
         if q < lead and c > 0:  # the BOS at column c
-            lab[c - 1] = IGNORE
+            lab[c - 1] = ignore_value(lab)
         if base < 0:
             continue
         t0 = q - lead if q > lead else 0  # the segment's tokens t0 .. t1-1 ...
@@ -315,10 +338,10 @@ def mask_targets(labels, seg, masks, doc_file, mask_start, doc_len, lead):  # no
             m0, l0 = numba.uint64(base + t0), numba.uint64(j0 - 1)
             for i in range(numba.uint64(t1 - t0)):
                 keep = mask[m0 + i] != 0
-                lab[l0 + i] = lab[l0 + i] if keep else IGNORE
+                lab[l0 + i] = lab[l0 + i] if keep else ignore_value(lab)
         e = c + n - 1  # the EOS column when the segment holds it
         if q + n == length + lead + 1 and e > 0 and (length == 0 or mask[base + length - 1] == 0):
-            lab[e - 1] = IGNORE
+            lab[e - 1] = ignore_value(lab)
 
 
 @njit(cache=True, nogil=True)
@@ -428,10 +451,12 @@ def varlen(starts, sizes, seq_len):  # noqa: ANN001, ANN201
     return values, counts, longest
 
 
-def warm_kernels(out_dtype: type, token_dtype: np.dtype, group_shards: int, best: bool) -> None:
+def warm_kernels(
+    out_dtype: type, token_dtype: np.dtype, group_shards: int, best: bool, mask: bool
+) -> None:
     """Compile (or load from numba's disk cache) the kernels a dataset will call, in this
-    process, so that DataLoader workers forked from it start with them (a cold first call
-    costs ~0.5 s each)."""
+    process, so that DataLoader workers forked from it start with them (a cold first call costs
+    ~0.5 s each); `mask`: with bool labels rows too."""
     files = np.zeros(1, dtype=token_dtype)
     files.flags.writeable = False  # as the mapped shards are
     files = (files,) * group_shards
@@ -439,7 +464,8 @@ def warm_kernels(out_dtype: type, token_dtype: np.dtype, group_shards: int, best
     out = np.zeros((1, 3), dtype=out_dtype)
     rows, seg = np.zeros(1, dtype=np.int64), np.zeros((4, SEG_FIELDS), dtype=np.int64)
     doc_file = np.zeros(1, np.int32)
-    for labels in (out[:, :0], out.copy()):
+    label_rows = [out[:, :0], out.copy()] + [np.zeros((1, 2), dtype=np.bool_)] * mask
+    for labels in label_rows:
         gather_concat(
             out, labels, rows, 0, files, doc_file, 0 * one, one, 2 * one, 0, 2, 0, 0, 0, seg, 0
         )
@@ -464,10 +490,11 @@ def warm_kernels(out_dtype: type, token_dtype: np.dtype, group_shards: int, best
                 seg,
                 0,
             )
-    mask_labels(out, seg, np.zeros(1, dtype=np.int8))
     masks = np.zeros(1, dtype=np.uint8)
     masks.flags.writeable = False
-    mask_targets(out, seg[:0], (masks,) * group_shards, doc_file, 0 * one, one, 0)
+    for labels in label_rows[1:]:
+        mask_labels(labels, seg, np.zeros(1, dtype=np.int8))
+        mask_targets(labels, seg[:0], (masks,) * group_shards, doc_file, 0 * one, one, 0)
     segment_ids(out, out.copy(), seg, np.zeros(1, np.int64), True, True)
     mixed_blocks(0, 0, np.array([[0, 0], [1, 1]], dtype=np.int64))
     varlen(input_starts(seg, 2, 4), np.ones(2, dtype=np.int64), 2)

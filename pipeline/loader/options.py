@@ -51,3 +51,14 @@ def check_packing(
                 f"budget_tokens ({budget_tokens}) must be a positive multiple of seq_len "
                 f"({seq_len}): an epoch is budget_tokens / seq_len samples of seq_len tokens"
             )
+
+
+LABELS = ("ids", "mask")
+
+
+def check_labels(labels: str) -> None:
+    if labels not in LABELS:
+        raise ValueError(
+            f"labels {labels!r}: 'ids' (a labels tensor, -100 where masked) or 'mask' "
+            "(targets + a bool target_mask)"
+        )

@@ -36,7 +36,9 @@ def ray_dataset(
     **options: Any,
 ):
     """A ray.data.Dataset of one epoch's windows (columns input_ids, labels, and the optional
-    ones TokenDataset takes as options), read by Ray tasks in blocks of `samples_per_block`.
+    ones TokenDataset takes as options; with labels="mask", targets and target_mask (bool)
+    instead of labels: `pipeline.loader.labels_from(batch)` builds labels from either), read by
+    Ray tasks in blocks of `samples_per_block`.
     Rows are single samples, so `seq_lens` (per batch) is not offered: cu_seqlens of a batch
     follow from its position_ids (0 at every segment start)."""
     import ray.data

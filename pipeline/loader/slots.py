@@ -27,34 +27,39 @@ import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
+from pipeline.loader.batches import step_ranges
+
 RELEASE, RESET = 0, 1
 CONTROL = 3  # generation, epoch, start sample
 
 
 class Bundle:
     """What a worker sends for a bundle of batches: the slot it filled (or, slot -1, the block
-    itself), the sample ranges of its batches and what the fill says besides the block (valid
-    tokens of the last window, sources, cu_seqlens starts: windows.Filled)."""
+    and target mask themselves), the sample ranges of its batches and what the fill says besides
+    the block (valid tokens of the last window, sources, cu_seqlens starts: windows.Filled)."""
 
-    __slots__ = ("worker", "slot", "ranges", "filled", "block")
+    __slots__ = ("worker", "slot", "ranges", "filled", "block", "mask")
 
-    def __init__(self, worker, slot, ranges, filled, block=None):  # noqa: ANN001
+    def __init__(self, worker, slot, ranges, filled, block=None, mask=None):  # noqa: ANN001
         self.worker, self.slot, self.ranges = worker, slot, ranges
-        self.filled, self.block = filled, block
+        self.filled, self.block, self.mask = filled, block, mask
 
     def __getstate__(self) -> tuple:
-        return self.worker, self.slot, self.ranges, self.filled, self.block
+        return self.worker, self.slot, self.ranges, self.filled, self.block, self.mask
 
     def __setstate__(self, state: tuple) -> None:
-        self.worker, self.slot, self.ranges, self.filled, self.block = state
+        self.worker, self.slot, self.ranges, self.filled, self.block, self.mask = state
 
 
 class WorkerSlots:
-    """A worker's side: its slots ([slots, rows, samples, seq_len + 1]), the control block and
-    the pipe on which the main process returns slots."""
+    """A worker's side: its slots ([slots, rows, samples, seq_len + 1]), their target masks
+    ([slots, samples, seq_len] bool, labels="mask"; else None), the control block and the pipe
+    on which the main process returns slots."""
 
-    def __init__(self, slots: np.ndarray, control: np.ndarray, conn: Any):
-        self.slots, self.control, self.conn = slots, control, conn
+    def __init__(
+        self, slots: np.ndarray, control: np.ndarray, conn: Any, masks: np.ndarray | None = None
+    ):
+        self.slots, self.control, self.conn, self.masks = slots, control, conn, masks
         self.free: set[int] = set()
         self.generation = 0
 
@@ -84,15 +89,26 @@ class MainSlots:
     """The main process's side of one ring: it makes the shared memory and pipes (before the
     workers start), starts iterations, and tracks which slots the training loop still holds."""
 
-    def __init__(self, shape: tuple[int, ...], dtype: torch.dtype, context: Any):
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        dtype: torch.dtype,
+        context: Any,
+        mask_shape: tuple[int, ...] | None = None,
+    ):
         workers = shape[0]
         self.ring = torch.empty(shape, dtype=dtype).share_memory_()
+        self.mask_ring = None  # labels="mask": each slot's target mask, 1 byte a token
+        if mask_shape is not None:
+            self.mask_ring = torch.empty(mask_shape, dtype=torch.bool).share_memory_()
         self.control = torch.zeros(CONTROL, dtype=torch.int64).share_memory_()
         pipes = [context.Pipe(duplex=False) for _ in range(workers)]
         self.receivers = [r for r, _ in pipes]
         self.senders = [s for _, s in pipes]
         self.slots = self.ring.numpy()
-        self.held: dict[tuple[int, int], np.ndarray] = {}
+        self.masks = None if self.mask_ring is None else self.mask_ring.numpy()
+        # (worker, slot) -> the views handed out: (block, target mask or None)
+        self.held: dict[tuple[int, int], tuple[np.ndarray, np.ndarray | None]] = {}
         self.generation = 0
         self.bundles = {"in_slots": 0, "by_value": 0}  # how bundles arrived (diagnostics)
         self.finished = False  # an iteration over this ring ran to its end
@@ -109,39 +125,80 @@ class MainSlots:
         """Return to their workers the slots nothing references any more."""
         freed: dict[int, list[int]] = {}
         for key in list(self.held):
-            if sys.getrefcount(self.held[key]) == 2:  # the dict's, getrefcount's argument
+            views = self.held[key]  # references: the tuple's, getrefcount's argument
+            if sys.getrefcount(views[0]) == 2 and (
+                views[1] is None or sys.getrefcount(views[1]) == 2
+            ):
                 del self.held[key]
                 freed.setdefault(key[0], []).append(key[1])
         for worker, slots in freed.items():
             self.senders[worker].send_bytes(np.array([RELEASE, *slots], np.int64).tobytes())
 
-    def block(self, bundle: Bundle) -> np.ndarray:
-        """The bundle's [rows, samples, seq_len + 1] array: a view of its slot (held from now
-        until nothing references it) or the block it came with."""
+    def block(self, bundle: Bundle) -> tuple[np.ndarray, np.ndarray | None]:
+        """The bundle's [rows, samples, seq_len + 1] array and [samples, seq_len] target mask
+        (None without one): views of its slot (held from now until nothing references them)
+        or the arrays it came with."""
         if bundle.slot < 0:
             self.bundles["by_value"] += 1
-            return bundle.block.numpy()
+            return bundle.block.numpy(), None if bundle.mask is None else bundle.mask.numpy()
         self.bundles["in_slots"] += 1
         n = sum(b - a for a, b in bundle.ranges)
         view = self.slots[bundle.worker, bundle.slot, :, :n]
-        self.held[(bundle.worker, bundle.slot)] = view
-        return view
+        mask = None if self.masks is None else self.masks[bundle.worker, bundle.slot, :n]
+        self.held[(bundle.worker, bundle.slot)] = (view, mask)
+        return view, mask
 
     def __getstate__(self) -> dict:
         """What a worker needs (the ring, control block and pipe ends): with the spawn start
         method this is pickled for each worker (tensors as shared memory, pipes as handles)."""
-        return {"ring": self.ring, "control": self.control, "receivers": self.receivers}
+        return {
+            "ring": self.ring,
+            "mask_ring": self.mask_ring,
+            "control": self.control,
+            "receivers": self.receivers,
+        }
 
     def close(self) -> None:
         for conn in (*self.senders, *self.receivers):
             conn.close()
 
 
+def fill_bundles(
+    dataset: Any, slots: WorkerSlots, layout: list[int], start: int, step: int, end: int
+) -> Iterator[Bundle]:
+    """What a dataloader() worker's TokenDataset yields: bundles of `chunk` consecutive steps
+    (bundle j goes to worker j % workers, the order an in-order DataLoader hands items out),
+    each filled into a free shared slot (and its target mask), or sent by value when the main
+    process holds every slot of this worker."""
+    world, rank, workers, worker, batch, chunk = layout
+    per_step, base = batch * world, start + rank * batch
+    while True:
+        ranges = step_ranges(range(step, step + chunk), base, per_step, batch, end)
+        if not ranges:
+            return
+        slot = slots.take()
+        if slot is None:
+            block, mask, filled = dataset._chunk(ranges, dataset.epoch, dataset._np_dtype)
+            mask = None if mask is None else torch.from_numpy(mask)
+            bundle = Bundle(worker, -1, ranges, filled, torch.from_numpy(block), mask)
+        else:
+            rows = sum(b - a for a, b in ranges)
+            block = slots.slots[slot, :, :rows]
+            mask = None if slots.masks is None else slots.masks[slot, :rows]
+            filled = dataset._fill_ranges(ranges, dataset.epoch, block, mask)
+            bundle = Bundle(worker, slot, ranges, filled)
+        done = start + (step + len(ranges)) * per_step
+        step += chunk * workers
+        dataset._progress = (layout, start, step, done if done < end else end)
+        yield bundle
+
+
 def attach(main: MainSlots, user_init: Callable[[int], None] | None, worker_id: int) -> None:
     """worker_init_fn of a slot loader: this worker's dataset copy fills its row of the ring."""
     info = get_worker_info()
+    masks = None if main.mask_ring is None else main.mask_ring.numpy()[worker_id]
     info.dataset._slots = WorkerSlots(
-        main.ring.numpy()[worker_id], main.control.numpy(), main.receivers[worker_id]
+        main.ring.numpy()[worker_id], main.control.numpy(), main.receivers[worker_id], masks
     )
     if user_init is not None:
         user_init(worker_id)
@@ -167,8 +224,8 @@ def slot_loader(base: type) -> type:
                 if slots is not None:
                     slots.close()
                 context = self.multiprocessing_context or torch.multiprocessing
-                shape = dataset._ring_shape(self.num_workers, self.prefetch_factor + 3)
-                slots = self._tm_slots = MainSlots(shape, dataset.dtype, context)
+                shapes = dataset._ring_shapes(self.num_workers, self.prefetch_factor + 3)
+                slots = self._tm_slots = MainSlots(shapes[0], dataset.dtype, context, shapes[1])
             slots.finished = False
             slots.begin(dataset.epoch, dataset._resume_sample())
             self._tm_taken = taken = [0]
@@ -186,7 +243,10 @@ def slot_loader(base: type) -> type:
         def _take(self, iterator: Any, slots: MainSlots, taken: list[int]) -> Iterator[dict]:
             items, pin = self.dataset._items, self.pin_memory and torch.cuda.is_available()
             for bundle in iterator:
-                for item in items(slots.block(bundle), bundle.ranges, bundle.filled, pin=pin):
+                block, mask = slots.block(bundle)
+                batches = items(block, bundle.ranges, bundle.filled, pin=pin, mask=mask)
+                del block, mask  # only the batches may hold the slot now (see release)
+                for item in batches:
                     taken[0] += 1
                     yield item
                 slots.release()  # before waiting for the next bundle

@@ -203,8 +203,8 @@ class SourceEpoch:
         while o < want:  # padding after `limit` (labels IGNORE where it is the target)
             r, c = divmod(o, window)
             out[rows[r], c:] = self.options.pad
-            if labels.shape[1]:
-                labels[rows[r], max(c - 1, 0) :] = IGNORE
+            if labels.shape[1]:  # (a target mask: False)
+                labels[rows[r], max(c - 1, 0) :] = False if labels.dtype == np.bool_ else IGNORE
             segments.add(self.index, 0, -1, None, np.array([[rows[r], c, window - c, -1, 0]]))
             o += window - c
         return placed

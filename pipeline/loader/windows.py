@@ -1,7 +1,7 @@
 """One epoch of a dataset (`Epoch`: its sources, schedule and length) and how a block of its
 windows is filled: tokens first, then the rows a batch asks for besides them (labels when they
-differ from the shifted tokens, position and document ids) and the cu_seqlens starts, all from the
-segments the reading kernels placed (pipeline/loader/kernels.py)."""
+differ from the shifted tokens, or a target mask, position and document ids) and the cu_seqlens
+starts, all from the segments the reading kernels placed (pipeline/loader/kernels.py)."""
 
 from __future__ import annotations
 
@@ -129,18 +129,26 @@ def unused_warning(epoch: Epoch, ds: Any) -> str | None:
 
 @dataclass(frozen=True)
 class Rows:
-    """What a block holds: [tokens, labels?, position ids?, document ids?] and whether the
-    cu_seqlens starts are wanted."""
+    """What a block holds: [tokens, labels?, position ids?, document ids?], whether the
+    cu_seqlens starts are wanted, and whether labels come as a target mask (labels="mask": a
+    bool [samples, seq_len] block of its own beside the token block, always written, and no
+    labels row)."""
 
-    labels: bool = False
+    labels: bool = False  # labels differ from the shifted window
     position: bool = False
     document: bool = False
     seq_lens: bool = False
     mask_cross: bool = False
+    target_mask: bool = False  # labels="mask"
+
+    @property
+    def label_block(self) -> bool:
+        """An int labels row in the block (labels="ids" when labels differ from the window)."""
+        return self.labels and not self.target_mask
 
     @property
     def count(self) -> int:
-        return 1 + self.labels + self.position + self.document
+        return 1 + self.label_block + self.position + self.document
 
 
 @dataclass
@@ -159,7 +167,7 @@ def read_windows(
     epoch: Epoch, a: int, b: int, tokens: np.ndarray, labels: np.ndarray, segments: Segments
 ) -> Filled:
     """Samples a .. b-1 into tokens ([b - a, window]) and, unless labels has no columns, their
-    labels (shifted tokens, IGNORE where padding is the target) into labels."""
+    labels (shifted tokens, IGNORE where padding is the target; or a target mask) into labels."""
     n, window = tokens.shape
     if len(epoch.sources) == 1:
         source = epoch.sources[0]
@@ -174,24 +182,36 @@ def read_windows(
     return Filled(window, sources)
 
 
-def fill(epoch: Epoch, a: int, b: int, block: np.ndarray, rows: Rows, skips: bool) -> Filled:
-    """Samples a .. b-1 into block ([rows.count, b - a, window])."""
+def fill(
+    epoch: Epoch,
+    a: int,
+    b: int,
+    block: np.ndarray,
+    rows: Rows,
+    skips: bool,
+    mask: np.ndarray | None = None,
+) -> Filled:
+    """Samples a .. b-1 into block ([rows.count, b - a, window]) and, with rows.target_mask,
+    their target mask into `mask` ([b - a, seq_len] bool; the kernels write it like labels)."""
     segments = Segments(skips)
-    labels = block[1] if rows.labels else np.empty((1, 0), dtype=block.dtype)
+    if rows.target_mask:
+        labels = mask
+    else:
+        labels = block[1] if rows.labels else np.empty((1, 0), dtype=block.dtype)
     filled = read_windows(epoch, a, b, block[0], labels, segments)
     if not (skips or rows.mask_cross or rows.position or rows.document or rows.seq_lens):
         return filled  # (padding's labels and loss masks are written by the readers)
     table, skipped = segments.table()
-    if rows.labels and (skipped is not None or rows.mask_cross):  # (padding: set by the readers)
-        mask = np.zeros(len(table), dtype=np.int8)
+    if labels.shape[1] and (skipped is not None or rows.mask_cross):  # (padding: the readers)
+        marks = np.zeros(len(table), dtype=np.int8)
         if skipped is not None:
-            mask[skipped] = 1
+            marks[skipped] = 1
         if rows.mask_cross:  # a document's first stream token
-            mask[(mask == 0) & (table[:, 4] == 0) & (table[:, 3] >= 0)] = 2
-        mask_labels(block[1], table, mask)
+            marks[(marks == 0) & (table[:, 4] == 0) & (table[:, 3] >= 0)] = 2
+        mask_labels(labels, table, marks)
     if rows.position or rows.document:
         order = np.lexsort((table[:, 1], table[:, 0]))
-        first = 1 + rows.labels
+        first = 1 + rows.label_block
         positions = block[first] if rows.position else block[0]
         documents = block[first + rows.position] if rows.document else block[0]
         segment_ids(positions, documents, table, order, rows.position, rows.document)
