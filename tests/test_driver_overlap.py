@@ -4,6 +4,7 @@ taken. Whoever processed a unit, the output is byte for byte the output of a run
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import signal
@@ -49,12 +50,13 @@ def on_actors(ray_session, tmp_path_factory, bpe_path):
 
 
 def slow_units(monkeypatch, seconds: float, fail_at: int | None = None) -> list[str]:
-    """The driver thread's units take `seconds` longer (so the actors surely start before it is
-    done), and its unit number `fail_at` raises; returns the ids of the units it processed."""
-    real, seen = driver_module.process_unit, []
+    """The driver threads' units take `seconds` longer (so the actors surely start before they
+    are done), and their call number `fail_at` raises; returns the ids of the units they
+    processed."""
+    real, seen, calls = driver_module.process_unit, [], itertools.count()
 
     def process_unit(unit, *args, **kwargs):
-        if fail_at is not None and len(seen) == fail_at:
+        if next(calls) == fail_at:  # (count's next is atomic: each call gets its own number)
             raise RuntimeError(f"injected failure in unit {unit.unit_id}")
         time.sleep(seconds)
         seen.append(unit.unit_id)
@@ -96,10 +98,11 @@ def test_a_job_the_driver_finishes_within_ray_after_seconds_never_starts_ray(
         unit_bytes=UNIT,
         local_bytes=0,
         ray_after_seconds=3600,
+        driver_threads=3,  # three threads, each with its own tokenizer, one output
     )
     summary = run_job(cfg)
     assert summary.complete and summary.actors == 0
-    assert summary.notes[0].startswith("ran in the driver process")
+    assert summary.notes[0].startswith("ran in the driver process (3 threads)")
     assert shard_files(out) == shard_files(reference) and ledger(out) == ledger(reference)
 
 

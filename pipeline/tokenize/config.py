@@ -195,6 +195,12 @@ class JobConfig(BaseModel):
         "tokenizing meanwhile) only once the driver's rate projects more than this many seconds "
         "of work left; 0 = start Ray at once",
     )
+    driver_threads: int = Field(
+        0,
+        ge=0,
+        description="threads tokenizing in the driver of a local run (each with its own "
+        "tokenizer); 0 = one per CPU, at most 4",
+    )
     ray_address: str | None = Field(
         None, description="existing Ray cluster (default: RAY_ADDRESS or local)"
     )

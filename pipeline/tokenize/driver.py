@@ -11,6 +11,7 @@ Used for local runs only (no Ray address, no `--actors`); on a cluster the actor
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
@@ -20,11 +21,11 @@ from typing import Any
 
 from tqdm import tqdm
 
-from pipeline.tokenize.config import JobConfig
+from pipeline.tokenize.config import JobConfig, tokenizer_options
 from pipeline.tokenize.feed import Work, WorkFeed, todo_bytes
 from pipeline.tokenize.unit import UnitTask, process_unit
 from schemas.records import RunCounts
-from tokenizers_impl import TokenizerBase
+from tokenizers_impl import TokenizerBase, load_tokenizer
 
 log = logging.getLogger("tokenmill")
 POLL_S = 0.05  # how often the main thread looks at the driver's progress
@@ -59,7 +60,7 @@ class DriverWorker:
     keeps what it added and how fast it went."""
 
     work: SharedWork
-    tokenizer: TokenizerBase
+    tokenizer: TokenizerBase | Callable[[], TokenizerBase]  # or how to load its own copy
     task: UnitTask
     output: Any  # pipeline.output.storage.Output
     progress: bool
@@ -79,6 +80,8 @@ class DriverWorker:
     def _run(self) -> None:
         bar = tqdm(unit="unit", disable=not self.progress, file=sys.stderr, desc="tokenize")
         try:
+            if not isinstance(self.tokenizer, TokenizerBase):
+                self.tokenizer = self.tokenizer()
             with bar:
                 while not self.stop.is_set():
                     item = self.work.take()
@@ -123,11 +126,79 @@ class DriverWorker:
         return self.done
 
 
+class DriverPool:
+    """The driver's tokenizing threads (one per core it may use): the first with the job's
+    loaded tokenizer, the others each loading a copy of their own; one stop, one progress
+    signal, and their sums."""
+
+    def __init__(
+        self,
+        work: SharedWork,
+        tokenizer: TokenizerBase,
+        load: Callable[[], TokenizerBase],
+        task: UnitTask,
+        output: Callable[[], Any],
+        threads: int,
+        progress: bool,
+    ):
+        self.stop, self.changed = threading.Event(), threading.Event()
+        self.workers = [
+            DriverWorker(
+                work,
+                tokenizer if i == 0 else load,
+                task,
+                output(),
+                progress and i == 0,
+                stop=self.stop,
+                changed=self.changed,
+            )
+            for i in range(max(threads, 1))
+        ]
+
+    def start(self) -> None:
+        for worker in self.workers:
+            worker.start()
+
+    @property
+    def alive(self) -> bool:
+        return any(w.alive for w in self.workers)
+
+    @property
+    def error(self) -> BaseException | None:
+        return next((w.error for w in self.workers if w.error is not None), None)
+
+    @property
+    def input_bytes(self) -> int:
+        return sum(w.input_bytes for w in self.workers)
+
+    @property
+    def units(self) -> int:
+        return sum(w.done.units for w in self.workers)
+
+    def rate(self) -> float | None:
+        """The threads' summed rate (None until one has a rate)."""
+        rates = [r for r in (w.rate() for w in self.workers) if r is not None]
+        return sum(rates) if rates else None
+
+    def finish(self) -> RunCounts:
+        """Stop every thread after its unit in hand; what they committed (or the first error)."""
+        self.stop.set()
+        for worker in self.workers:
+            if worker.thread is not None:
+                worker.thread.join()
+        if self.error is not None:
+            raise self.error
+        done = RunCounts()
+        for worker in self.workers:
+            done = done.add(worker.done)
+        return done
+
+
 def _input_bytes(item: Work) -> int:
     return len(item.data) if item.data is not None else todo_bytes([item.unit])
 
 
-def wants_ray(cfg: JobConfig, driver: DriverWorker, total_bytes: int, has_streams: bool) -> bool:
+def wants_ray(cfg: JobConfig, driver: DriverPool, total_bytes: int, has_streams: bool) -> bool:
     """Whether to start Ray now: at once when told (0 s) or when the input holds big compressed
     files (their size tells little of the work); otherwise once the driver's rate projects more
     than `ray_after_seconds` for the bytes left."""
@@ -139,19 +210,31 @@ def wants_ray(cfg: JobConfig, driver: DriverWorker, total_bytes: int, has_stream
     return (total_bytes - driver.input_bytes) / rate > cfg.ray_after_seconds
 
 
+def driver_threads(cfg: JobConfig) -> int:
+    """Tokenizing threads in the driver: `driver_threads`, or (0) one per CPU up to 4 (the
+    GIL-held part of a unit, JSON parsing and Python per record, caps the gain of more)."""
+    return cfg.driver_threads or max(1, min(os.cpu_count() or 1, 4))
+
+
 def run_local(
     cfg: JobConfig,
     feed: WorkFeed,
     tokenizer: TokenizerBase,
     task: UnitTask,
-    output: Any,
+    output: Callable[[], Any],
     publish_session: Callable[[str], None],
 ) -> tuple[RunCounts, int, list[str]]:
-    """Run the feed in the driver (with the job's loaded tokenizer, its task and output),
-    starting Ray and its actors when the job turns out to need them; returns (what this run
-    added, actors used, notes for the summary)."""
+    """Run the feed in the driver's threads (the first with the job's loaded tokenizer; `output`
+    makes each thread's Output), starting Ray and its actors when the job turns out to need
+    them; returns (what this run added, actors used, notes for the summary)."""
     work = SharedWork(feed)
-    driver = DriverWorker(work, tokenizer, task, output, cfg.progress)
+
+    def load() -> TokenizerBase:
+        spec, options = cfg.tokenizer.spec, tokenizer_options(cfg)
+        return load_tokenizer(spec, storage_options=task.storage_options, **options)
+
+    threads = driver_threads(cfg)
+    driver = DriverPool(work, tokenizer, load, task, output, threads, cfg.progress)
     total = todo_bytes(feed.todo)
     started = time.perf_counter()
     driver.start()
@@ -161,7 +244,11 @@ def run_local(
             driver.changed.clear()
         if not driver.alive:  # done (or failed) before Ray was needed
             counts = driver.finish()
-            return counts, 0, [f"ran in the driver process: {total} input bytes to do"]
+            return (
+                counts,
+                0,
+                [f"ran in the driver process ({threads} threads): {total} input bytes to do"],
+            )
         from pipeline.tokenize.actors import init_ray, run_actors, size_pool, start_actors
 
         rate = driver.rate()
@@ -174,10 +261,10 @@ def run_local(
         session_dir = init_ray(cfg.ray_address, dashboard=cfg.dashboard)
         if session_dir:
             publish_session(session_dir)
-        left = max(len(feed) - driver.done.units, 1) + (1 << 20) * feed.has_streams
+        left = max(len(feed) - driver.units, 1) + (1 << 20) * feed.has_streams
         n_actors, notes = size_pool(cfg, left)
         actors = start_actors(cfg, task, n_actors) if not work.exhausted else []
-        driver.stop.set()  # the actors take the rest; the driver ends its unit in hand
+        driver.stop.set()  # the actors take the rest; the driver ends its units in hand
         if driver.error is not None:
             run_actors(cfg, actors, iter(()), 0)  # (stops the actors)
             driver.finish()  # raises the driver's error
@@ -186,10 +273,12 @@ def run_local(
         by_driver = driver.finish()
     finally:
         driver.stop.set()
-        if driver.thread is not None:
-            driver.thread.join()
+        for worker in driver.workers:
+            if worker.thread is not None:
+                worker.thread.join()
     notes.append(
-        f"the driver processed {by_driver.units} units ({driver.input_bytes} input bytes) while "
-        f"Ray started ({handed_over:.1f} s); {len(actors)} actors processed {by_actors.units}"
+        f"the driver processed {by_driver.units} units ({driver.input_bytes} input bytes, "
+        f"{threads} threads) while Ray started ({handed_over:.1f} s); {len(actors)} actors "
+        f"processed {by_actors.units}"
     )
     return by_driver.add(by_actors), len(actors), notes

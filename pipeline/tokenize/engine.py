@@ -243,7 +243,7 @@ def _run_leased(cfg: JobConfig, lease: OutputLease) -> RunSummary:
             feed,
             job.tokenizer,
             job.task,
-            job.output,
+            lambda: Output(cfg.output, cfg.storage_options),
             lambda session_dir: lease.publish(ray_session_dir=session_dir),
         )
         notes += local_notes
