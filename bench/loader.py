@@ -3,13 +3,15 @@ workers) against the ceiling of reading the same shards straight into numpy arra
 process, and against litdata's StreamingDataset + TokensLoader over the same tokens; with --mix,
 also a mixture of two outputs (weights, all_exhausted, best_fit packing, cu_seqlens) against the
 ceiling of both outputs and litdata's CombinedStreamingDataset of the two, a row per label format
-(--labels: "ids", a labels tensor; "mask", targets + target_mask); with --plans, the
-padding and cut-document fractions plan() reports for concat and best_fit at each seq_len.
+(--labels: "ids", a labels tensor; "mask", targets + target_mask); without workers, a row per
+--prefetch value (chunks a thread fills ahead; 0: every fill between the batches); with
+--plans, the padding and cut-document fractions plan() reports for concat and best_fit at each
+seq_len.
 
     .venv-bench/bin/python -m bench.loader --output /tmp/tokenmill-bench-loader/out \
         [--input '/tmp/tokenmill-bench-corpus/corpus/*.jsonl' --tokenizer bpe:/path/bpe.json] \
         [--mix OUT_A OUT_B [--mix-inputs GLOB_A GLOB_B] --mix-weights 0.7 0.3] \
-        [--labels ids mask] [--plans]
+        [--labels ids mask] [--prefetch 0 1] [--step-us US] [--plans]
 
 The output is tokenized by the engine first when it holds no ledger yet (then reused). litdata is
 measured when it is importable (the bench environment, `make bench-env`; never the project
@@ -25,7 +27,12 @@ litdata's loader moves to the next epoch itself), each batch touched as a traini
 of the targets and of the target mask read). The ceiling is
 every committed shard's token column materialised as the dtype the loaders deliver, measured
 alternately with each TokenDataset row (same load on both). Without workers the table also gives
-the ratio in CPU time of the one process (robust to other processes on a shared machine).
+the ratio in CPU time of the one process, all its threads (robust to other processes on a
+shared machine; a prefetch thread's work counts there, so that ratio is lower than the wall
+one with prefetch). --step-us N adds a training step to every batch: N us of busy work outside
+the GIL (a numba nogil loop, what a step waiting on its GPU looks like to the host); the
+TokenDataset figures are then tokens per second of the time outside the steps (what the loader
+costs the training loop) and its CPU time less the steps'.
 Prints a table, and writes the JSON with --json.
 """
 
@@ -104,18 +111,43 @@ def interleaved(
     return ceiling, result
 
 
-def consume(loader, split) -> dict:
+def consume(loader, split, step=None) -> dict:
     """tokens/s over the loop; tokens per CPU second of this process (with workers that leaves
     their work out: only meaningful without). `split(batch)` -> (inputs, labels or targets,
-    target mask or None): one element of each is read, as a training step touches them."""
-    t0, c0, tokens, checksum = time.perf_counter(), time.process_time(), 0, 0
+    target mask or None): one element of each is read, as a training step touches them.
+    `step()`: a training step after each batch; its time is left out of both figures."""
+    t0, c0, tokens, checksum, stepped = time.perf_counter(), time.process_time(), 0, 0, 0.0
     for batch in loader:
         inputs, labels, mask = split(batch)
         tokens += inputs.numel()
         checksum ^= int(labels[0, -1])
         if mask is not None:
             checksum ^= int(mask[0, -1])
-    return rates(tokens, t0, c0)
+        if step is not None:
+            s = time.perf_counter()
+            step()
+            stepped += time.perf_counter() - s
+    return rates(tokens, t0 + stepped, c0 + stepped)
+
+
+def gil_free_step(us: float):
+    """A step of about `us` microseconds of busy work outside the GIL (a numba nogil loop: to
+    the host, a training step that waits on its GPU spins like this, the GIL released)."""
+    import numba
+
+    @numba.njit(nogil=True)
+    def spin(n: int) -> int:
+        x = 0
+        for i in range(n):
+            x = (x + i * 7) % 1000003
+        return x
+
+    spin(1000)
+    t = time.perf_counter()
+    spin(10_000_000)
+    per_us = 10_000_000 / ((time.perf_counter() - t) * 1e6)
+    n = max(1, int(us * per_us))
+    return lambda: spin(n)
 
 
 def split_ids(batch: dict) -> tuple:
@@ -134,12 +166,13 @@ def tokenmill_epochs(
     epoch, and that is timed)."""
     slots = options.pop("shared_slots", True)
     persistent = options.pop("persistent", False)
+    step = options.pop("step", None)
     ds = TokenDataset(output, seq_len, seed=0, batch_size=batch, **options)
     loader = ds.dataloader(num_workers=workers, shared_slots=slots, persistent_workers=persistent)
     split = split_mask if ds.labels == "mask" else split_ids
     for epoch in itertools.count():
         ds.set_epoch(epoch)
-        result = consume(loader, split)
+        result = consume(loader, split, step)
         yield {**result, "dropped_tokens": ds.plan().dropped_tokens}
 
 
@@ -317,6 +350,19 @@ def parse_args() -> argparse.Namespace:
         default=["ids", "mask"],
         help="label formats of the --mix rows (a row each): labels, or targets + target_mask",
     )
+    parser.add_argument(
+        "--prefetch",
+        type=int,
+        nargs="+",
+        default=[0, 1],
+        help="rows without workers: TokenDataset(prefetch=...) values (chunks filled ahead)",
+    )
+    parser.add_argument(
+        "--step-us",
+        type=float,
+        default=0.0,
+        help="TokenDataset rows: a GIL-free busy step of this many us after every batch, left out",
+    )
     parser.add_argument("--no-plain", action="store_true", help="only the --mix rows")
     parser.add_argument("--plans", action="store_true", help="padding / cut documents per packing")
     parser.add_argument("--json", default=None, help="write the results here too")
@@ -331,20 +377,27 @@ def measure_row(
     lit: str | list[str] | None,
     mix: bool = False,
     labels: str = "ids",
+    prefetch: int | None = None,
 ) -> dict:
     """One table row: the numpy ceiling, tokenmill and (when measured) litdata at one setting;
     `mix`: the two --mix outputs (ceiling of both; TokenDataset with weights, all_exhausted,
     best_fit and cu_seqlens; litdata's CombinedStreamingDataset); `labels`: the label format
-    ("mask": targets + target_mask, the batch touched as a step would, one mask element too)."""
+    ("mask": targets + target_mask, the batch touched as a step would, one mask element too);
+    `prefetch`: TokenDataset(prefetch=) (None: its default)."""
     workers, persistent = int(spec.rstrip("p")), spec.endswith("p")
     outputs, options = (args.mix, MIX_OPTIONS) if mix else (args.output, {})
     options = {**options, "weights": args.mix_weights} if mix else options
     options = {**options, "labels": labels}
+    if prefetch is not None:
+        options["prefetch"] = prefetch
+    if args.step_us:
+        options["step"] = args.step
     epochs = tokenmill_epochs(
         outputs, workers, seq_len, args.batch, dtype=DTYPES[dtype], persistent=persistent, **options
     )
     ceiling, tm = interleaved(args.repeat, outputs, dtype, epochs)
     row = {"seq_len": seq_len, "dtype": dtype, "workers": spec, "mix": mix, "labels": labels}
+    row.update(prefetch=prefetch, step_us=args.step_us)
     row.update(ceiling=ceiling["tokens_per_s"], tokenmill=tm["tokens_per_s"])
     row["tokenmill_tokens"] = tm["tokens"]
     if workers == 0:  # one process on both sides: CPU time is comparable too
@@ -402,18 +455,27 @@ def run_rows(args: argparse.Namespace, skip: str | None) -> list[dict]:
                 ]
         for seq_len in args.seq_lens:
             for spec in args.workers:
-                if not args.no_plain:
-                    rows.append(measure_row(args, dtype, seq_len, spec, lit_path))
-                    print(_line(rows[-1]), flush=True)
-                for labels in args.labels if args.mix else ():
-                    lit = lit_mix if labels == args.labels[0] else None  # litdata: once
-                    rows.append(measure_row(args, dtype, seq_len, spec, lit, True, labels))
-                    print(_line(rows[-1]), flush=True)
+                # (prefetch is for a process that reads itself: one row per value without
+                # workers, the default with them)
+                for i, prefetch in enumerate(args.prefetch if spec == "0" else [None]):
+                    if not args.no_plain:
+                        lit = lit_path if i == 0 else None  # litdata: once
+                        rows.append(
+                            measure_row(args, dtype, seq_len, spec, lit, False, "ids", prefetch)
+                        )
+                        print(_line(rows[-1]), flush=True)
+                    for labels in args.labels if args.mix else ():
+                        lit = lit_mix if labels == args.labels[0] and i == 0 else None
+                        rows.append(
+                            measure_row(args, dtype, seq_len, spec, lit, True, labels, prefetch)
+                        )
+                        print(_line(rows[-1]), flush=True)
     return rows
 
 
 def main() -> None:
     args = parse_args()
+    args.step = gil_free_step(args.step_us) if args.step_us else None
     if not args.no_plain:
         ensure_output(args.output, args.input, args.tokenizer)
     for i, output in enumerate(args.mix or []):
@@ -429,6 +491,8 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "load_average": os.getloadavg(),
         "litdata": skip or "measured",
+        "step_us": args.step_us,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     if args.plans:
         result["plans"] = packing_plans(args)
@@ -452,18 +516,22 @@ def main() -> None:
             json.dump(result, f, indent=1)
 
 
+def _prefetch(row: dict) -> str:
+    return "-" if row.get("prefetch") is None else str(row["prefetch"])
+
+
 def mix_table(rows: list[dict]) -> str:
-    head = "| seq_len | dtype | workers | labels | ceiling (2 outputs) "
+    head = "| seq_len | dtype | workers | prefetch | labels | ceiling (2 outputs) "
     head += "| tokenmill mix+best_fit+seq_lens "
     lines = [head + "| vs ceiling | (CPU time) | litdata Combined | tokenmill/litdata |"]
-    lines.append("|" + "---|" * 10)
+    lines.append("|" + "---|" * 11)
     for r in rows:
         cpu = f"{r['tokenmill_cpu'] / r['ceiling_cpu']:.2f}" if "ceiling_cpu" in r else "-"
         lit = r.get("litdata_combined")
         lit_cells = f"| {lit / 1e6:.1f} M | {r['tokenmill'] / lit:.2f} |" if lit else "| - | - |"
         lines.append(
-            f"| {r['seq_len']} | {r['dtype']} | {r['workers']} | {r.get('labels', 'ids')} "
-            f"| {r['ceiling'] / 1e6:.0f} M "
+            f"| {r['seq_len']} | {r['dtype']} | {r['workers']} | {_prefetch(r)} "
+            f"| {r.get('labels', 'ids')} | {r['ceiling'] / 1e6:.0f} M "
             f"| {r['tokenmill'] / 1e6:.1f} M | {r['tokenmill'] / r['ceiling']:.2f} | {cpu} "
             + lit_cells
         )
@@ -498,21 +566,23 @@ def extras(args: argparse.Namespace) -> dict:
 
 def _line(row: dict) -> str:
     return " ".join(
-        f"{k}={v / 1e6:.1f}M" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
+        f"{k}={v / 1e6:.1f}M" if isinstance(v, float) and k != "step_us" else f"{k}={v}"
+        for k, v in row.items()
     )
 
 
 def table(rows: list[dict]) -> str:
     head = (
-        "| seq_len | dtype | workers | ceiling | tokenmill | vs ceiling | (CPU time) "
+        "| seq_len | dtype | workers | prefetch | ceiling | tokenmill | vs ceiling | (CPU time) "
         "| litdata ordered | litdata shuffled | tokenmill/litdata (ordered, shuffled) |"
     )
-    lines = [head, "|" + "---|" * 10]
+    lines = [head, "|" + "---|" * 11]
     for r in rows:
         lit_o, lit_s = r.get("litdata_ordered"), r.get("litdata_shuffle")
         cpu = f"{r['tokenmill_cpu'] / r['ceiling_cpu']:.2f}" if "ceiling_cpu" in r else "-"
         lines.append(
-            f"| {r['seq_len']} | {r['dtype']} | {r['workers']} | {r['ceiling'] / 1e6:.0f} M "
+            f"| {r['seq_len']} | {r['dtype']} | {r['workers']} | {_prefetch(r)} "
+            f"| {r['ceiling'] / 1e6:.0f} M "
             f"| {r['tokenmill'] / 1e6:.1f} M | {r['tokenmill'] / r['ceiling']:.2f} | {cpu} "
             + (
                 f"| {lit_o / 1e6:.1f} M | {lit_s / 1e6:.1f} M "

@@ -43,6 +43,30 @@ def bpe_path(tmp_path_factory, sample_texts) -> str:
 
 
 @pytest.fixture(scope="session")
+def plain(tmp_path_factory, sample_dir, bpe_path) -> str:
+    """The loader tests' output: the sample corpus tokenized by the engine (in the driver) in
+    200 kB units, so several shards and shard groups; read, never changed."""
+    from pipeline.tokenize import run_job
+
+    from .helpers import job_config
+
+    out = tmp_path_factory.mktemp("loader") / "plain"
+    run_job(job_config(sample_dir / "*.jsonl", out, f"bpe:{bpe_path}", unit_bytes=200_000))
+    assert len(list((out / "ledger").glob("*.json"))) > 4  # several shards, several groups
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def masked(plain, tmp_path_factory) -> str:
+    """`plain` with a chat loss_mask column (helpers.mask_rule)."""
+    from .helpers import add_loss_mask
+
+    out = tmp_path_factory.mktemp("loader") / "masked"
+    add_loss_mask(plain, out)
+    return str(out)
+
+
+@pytest.fixture(scope="session")
 def sp_path(tmp_path_factory, sample_texts) -> str:
     """A lossless SentencePiece BPE model with 4,000 pieces trained on the sample corpus."""
     from tokenizers_impl.sentencepiece_impl import SentencePieceTokenizer

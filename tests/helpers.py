@@ -110,3 +110,49 @@ def small_dataset(urls: Any, seed: int, **options: Any):
         **options,
     }
     return TokenDataset(urls, LOADER_SEQ, **options)
+
+
+def mask_rule(row: int, length: int) -> list[int] | None:
+    """Every fifth document is all prompt (0), every seventh a plain document of a chat job
+    (a null mask: every token trained); the others train on their second half except every
+    fourth token, so the last token, and with it the EOS, is trained on or not."""
+    if row % 5 == 0:
+        return [0] * length
+    if row % 7 == 3:
+        return None
+    return [int(i >= length // 2 and (i + row) % 4 != 0) for i in range(length)]
+
+
+def add_loss_mask(src: str | Path, dst: Path, rule=mask_rule) -> None:
+    """A copy of output `src` whose committed shards have a loss_mask column (`rule(row,
+    tokens)` for each document, record batches kept as written), their ledger checksums fixed."""
+    import os
+    import shutil
+
+    import pyarrow as pa
+
+    from pipeline.output.shards import file_checksum
+    from schemas.shards import shard_schema
+
+    shutil.copytree(src, dst)
+    field = shard_schema(8000, with_loss_mask=True).field("loss_mask")  # the engine's column
+    for path in sorted((dst / "ledger").glob("*.json")):
+        entry = json.loads(path.read_text())
+        shard = dst / entry["shard"]
+        reader = pa.ipc.open_file(pa.OSFile(str(shard)))
+        schema = reader.schema.append(field)
+        batches, row = [], 0
+        for i in range(reader.num_record_batches):
+            batch = reader.get_batch(i)
+            tokens = batch.column("tokens").to_pylist()
+            masks = [rule(row + k, len(t)) for k, t in enumerate(tokens)]
+            row += batch.num_rows
+            columns = [*batch.columns, pa.array(masks, field.type)]
+            batches.append(pa.RecordBatch.from_arrays(columns, schema=schema))
+        new = dst / f"{entry['shard']}.new"
+        with pa.OSFile(str(new), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+            for batch in batches:
+                writer.write_batch(batch)
+        os.replace(new, shard)
+        entry["shard_checksum"] = file_checksum(str(shard))
+        path.write_text(json.dumps(entry))

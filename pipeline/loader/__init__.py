@@ -7,8 +7,9 @@ windows is filled), mixing (source shares, order and epoch length), source (one 
 in an epoch, its passes one after another), stream (one pass: shuffle, concat and best_fit
 reading), kernels (the compiled copy, packing and label kernels), plan (EpochPlan), provenance
 (a sample's documents, skipped documents), shards (the ledger's shards, memory-mapped), cache
-(the shared remote shard cache), batches (batch assembly), arrays (recycled chunk arrays), slots
-(DataLoader workers' shared batch slots), dataloader (which DataLoader `dataloader()` builds),
+(the shared remote shard cache), batches (batch assembly), arrays (recycled chunk arrays),
+prefetch (a process's own chunk-by-chunk iteration and its prefetch thread), slots (DataLoader
+workers' shared batch slots), dataloader (which DataLoader `dataloader()` builds),
 state (resume state), ray_data. `labels_from(batch)`: a batch's labels from either label format
 (labels="ids" or "mask")."""
 

@@ -7,15 +7,17 @@ import sys
 
 import numpy as np
 
-KEPT = 4  # arrays a pool remembers (the oldest forgotten first)
+KEPT = 4  # arrays a pool remembers (the oldest forgotten first), plus `extra`
 
 
 class ArrayPool:
     """Pairs (block, target mask or None) a process may refill. Refilling warm memory avoids the
     page faults of fresh allocations of a chunk's size (about 0.45 ns a token here, as much as
-    the copy itself), and a pair refilled while it is in the cache costs less again."""
+    the copy itself), and a pair refilled while it is in the cache costs less again. (A
+    prefetch thread takes from the chunk pool under the dataset's lock.)"""
 
-    def __init__(self) -> None:
+    def __init__(self, extra: int = 0) -> None:
+        self.kept = KEPT + extra  # (extra: the chunks a prefetch thread fills ahead)
         self.entries: list[tuple[np.ndarray, np.ndarray | None]] = []
 
     def take(
@@ -36,7 +38,7 @@ class ArrayPool:
                 return block, mask
         block = np.empty(shape, dtype=dtype)
         mask = None if mask_shape is None else np.empty(mask_shape, dtype=np.bool_)
-        if len(self.entries) >= KEPT:
+        if len(self.entries) >= self.kept:
             del self.entries[0]
         self.entries.append((block, mask))
         return block, mask

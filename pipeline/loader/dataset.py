@@ -13,6 +13,7 @@ are exactly the prefix [0, n * B * R), so a resume point is one number: the glob
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict
@@ -24,11 +25,12 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipeline.errors import LoaderError
 from pipeline.loader.arrays import ArrayPool
-from pipeline.loader.batches import batch_items, step_ranges
+from pipeline.loader.batches import batch_items
 from pipeline.loader.dataloader import build_dataloader
 from pipeline.loader.kernels import warm_kernels
 from pipeline.loader.options import check_labels, check_options, check_packing
 from pipeline.loader.plan import EpochPlan, plan_epoch
+from pipeline.loader.prefetch import local_batches
 from pipeline.loader.provenance import load_skip, sample_segments
 from pipeline.loader.shards import LOSS_MASK, ShardStore, committed_shards
 from pipeline.loader.slots import Bundle, WorkerSlots, fill_bundles
@@ -76,7 +78,8 @@ class TokenDataset(IterableDataset):
     copy of its own rows, so that a loop holding its current batch lets the next fill reuse the
     chunk while it is in the cache), the padded labels of a `drop_last=False` tail (their own
     copy), and pinned batches (`pin_memory`: contiguous pinned copies, ready for non_blocking
-    transfer).
+    transfer). Without DataLoader workers a thread fills `prefetch` chunks ahead (0: none;
+    pipeline/loader/prefetch.py).
 
     `labels="mask"`: `targets` (the view `w[:, 1:]`, never -100) and `target_mask` (bool, True
     exactly where `labels` would not be -100; 1 byte a token) instead of `labels`: build them on
@@ -120,6 +123,7 @@ class TokenDataset(IterableDataset):
         dtype: torch.dtype | str = torch.int64,
         chunk_tokens: int = 1 << 19,
         bundle_tokens: int = 1 << 20,
+        prefetch: int = 0,
     ):
         super().__init__()
         urls = [url] if isinstance(url, str) else list(url)
@@ -127,7 +131,7 @@ class TokenDataset(IterableDataset):
             urls, seq_len, batch_size, rank, world_size, weights, weight_unit, stopping_strategy
         )
         check_packing(packing, pack_buffer, budget_tokens, seq_len, stopping_strategy)
-        check_labels(labels)
+        check_labels(labels, prefetch)
         self.urls, self.seq_len, self.seed = urls, seq_len, seed
         self.rank, self.world_size, self.batch_size = rank, world_size, batch_size
         self.shuffle, self.group_shards, self.drop_last = shuffle, group_shards, drop_last
@@ -139,7 +143,7 @@ class TokenDataset(IterableDataset):
         self._np_dtype = {torch.int64: np.int64, torch.int32: np.int32}.get(self.dtype)
         if self._np_dtype is None:
             raise ValueError(f"dtype {dtype}: int64 or int32")
-        self.chunk_tokens, self.bundle_tokens = chunk_tokens, bundle_tokens
+        self.chunk_tokens, self.bundle_tokens, self.prefetch = chunk_tokens, bundle_tokens, prefetch
         self.skip = load_skip(skip_documents)
         open_shards = 2 * group_shards if cache_limit is not None else 16
         self.stores = [
@@ -157,8 +161,9 @@ class TokenDataset(IterableDataset):
         self._built: Epoch | None = None
         self._warned = False
         self._slots: WorkerSlots | None = None  # in a dataloader() worker: its shared slots
-        self._blocks = ArrayPool()  # chunk arrays (and target masks) this process may refill
+        self._blocks = ArrayPool(prefetch)  # chunk arrays (and target masks) to refill
         self._owned = ArrayPool()  # the copies of chunks' last batches
+        self._guard: tuple[int, threading.RLock] | None = None  # (pid, lock): see _lock
 
     def _rows(  # noqa: PLR0913
         self,
@@ -223,8 +228,17 @@ class TokenDataset(IterableDataset):
     def __getstate__(self) -> dict:
         """Pickled for spawned DataLoader workers: without this process's arrays and slots."""
         state = dict(self.__dict__)
-        state.update(_blocks=ArrayPool(), _owned=ArrayPool(), _slots=None)
+        state.update(_blocks=ArrayPool(self.prefetch), _owned=ArrayPool(), _slots=None)
+        state["_guard"] = None
         return state
+
+    def _lock(self) -> threading.RLock:
+        """This process's lock over the epoch, its sources' caches, the shard stores and the
+        chunk pools: held by every fill (a prefetch thread's too) and by plan / provenance /
+        samples. (A forked child makes its own: the parent's may be held by a thread.)"""
+        if self._guard is None or self._guard[0] != os.getpid():
+            self._guard = (os.getpid(), threading.RLock())
+        return self._guard[1]
 
     # -- the global sample sequence -------------------------------------------------------------
 
@@ -237,14 +251,16 @@ class TokenDataset(IterableDataset):
     def _epoch(self, epoch: int | None = None) -> Epoch:
         """The epoch's sources, schedule and length (built once per epoch and process)."""
         epoch = self.epoch if epoch is None else epoch
-        if self._built is None or self._built.epoch != epoch:
-            self._built = build_epoch(self, epoch)
-            if not self._warned:
-                self._warned = True
-                unused = unused_warning(self._built, self)
-                if unused:
-                    warnings.warn(unused, stacklevel=3)
-        return self._built
+        with self._lock():
+            built = self._built
+            if built is None or built.epoch != epoch:
+                self._built = built = build_epoch(self, epoch)
+                if not self._warned:
+                    self._warned = True
+                    unused = unused_warning(built, self)
+                    if unused:
+                        warnings.warn(unused, stacklevel=3)
+            return built
 
     def _source_seed(self, i: int) -> int:
         return (
@@ -268,26 +284,28 @@ class TokenDataset(IterableDataset):
         per source: tokens available and used, repeats, tokens dropped, share, padding, and with
         `detail` cut documents: concat reads every shard's document lengths for it, so the
         default is detail for local outputs (and best_fit, which has the lengths anyway) only."""
-        built = self._epoch(epoch)
-        if detail is None:
-            detail = self.packing == "best_fit" or all(store.local for store in self.stores)
         world, _ = self._world()
         per_step = (self.batch_size or 1) * world
-        return plan_epoch(
-            built,
-            built.end(0, per_step, self.drop_last),
-            per_step,
-            urls=self.urls,
-            weights=self.weights,
-            packing=self.packing,
-            weight_unit=self.weight_unit,
-            detail=detail,
-        )
+        with self._lock():
+            if detail is None:
+                detail = self.packing == "best_fit" or all(store.local for store in self.stores)
+            built = self._epoch(epoch)
+            return plan_epoch(
+                built,
+                built.end(0, per_step, self.drop_last),
+                per_step,
+                urls=self.urls,
+                weights=self.weights,
+                packing=self.packing,
+                weight_unit=self.weight_unit,
+                detail=detail,
+            )
 
     def provenance(self, sample_index: int, epoch: int | None = None) -> list[dict[str, Any]]:
         """The document segments of a global sample (pipeline/loader/provenance.py), from the
         ledger and this deterministic plan alone."""
-        return sample_segments(self._epoch(epoch), sample_index)
+        with self._lock():
+            return sample_segments(self._epoch(epoch), sample_index)
 
     # -- iteration -----------------------------------------------------------------------------
 
@@ -311,8 +329,7 @@ class TokenDataset(IterableDataset):
             self.epoch, sample = slots.begin()
             self._resume = {"epoch": self.epoch, "sample": sample, "exact": True}
         layout = self._layout()
-        world, rank, workers, worker, batch = layout
-        epoch, per_step = self.epoch, batch * world
+        epoch, per_step = self.epoch, layout[4] * layout[0]  # batch * world
         chunk = self._chunk_batches(self.chunk_tokens if slots is None else self.bundle_tokens)
         if slots is not None:  # bundles of `chunk` consecutive steps per worker: part of layout
             layout.append(chunk)
@@ -321,27 +338,8 @@ class TokenDataset(IterableDataset):
         self._progress = (layout, start, step, sample)
         if slots is not None:
             yield from fill_bundles(self, slots, layout, start, step, end)
-            return
-        single = self.batch_size is None
-        own_last = get_worker_info() is None  # (a worker's batches are pickled anyway)
-        base = start + rank * batch  # sample a of step s is base + s * per_step
-        while True:  # `chunk` of this consumer's steps at a time: one fill, then views of it
-            ranges = step_ranges(
-                range(step, step + chunk * workers, workers), base, per_step, batch, end
-            )
-            if not ranges:
-                return
-            block, mask, filled = self._chunk(ranges, epoch, self._np_dtype)
-            # the last batch of a chunk is a copy of its own rows (own_last): a loop holding only
-            # its current batch then leaves the chunk arrays unreferenced, and the next fill
-            # refills them while they are in the cache (instead of alternating between two)
-            items = self._items(block, ranges, filled, single, mask=mask, own_last=own_last)
-            del block, mask  # only the batches hold the chunk arrays now
-            for item in items:
-                done = start + (step + 1) * per_step
-                step += workers
-                self._progress = (layout, start, step, done if done < end else end)
-                yield item
+        else:  # this process reads: one fill of `chunk` steps at a time (and prefetch ahead)
+            yield from local_batches(self, layout, start, step, end, chunk)
 
     def _chunk_batches(self, tokens: int) -> int:
         """Batches (or samples, without batch_size) read in one fill of about `tokens`."""
@@ -360,8 +358,9 @@ class TokenDataset(IterableDataset):
         (labels="mask") their [samples, seq_len] target mask."""
         n = sum(b - a for a, b in ranges)
         masks = (n, self.seq_len) if self.rows.target_mask else None
-        block, mask = self._blocks.take((self.rows.count, n, self.seq_len + 1), dtype, masks)
-        return block, mask, self._fill_ranges(ranges, epoch, block, mask)
+        with self._lock():
+            block, mask = self._blocks.take((self.rows.count, n, self.seq_len + 1), dtype, masks)
+            return block, mask, self._fill_ranges(ranges, epoch, block, mask)
 
     def _fill_ranges(
         self,
@@ -372,15 +371,16 @@ class TokenDataset(IterableDataset):
     ) -> Filled:
         """Samples of several ranges placed one after another in block (and mask; one read when
         they follow each other in the stream, as a lone rank's consecutive steps do)."""
-        built, skips = self._epoch(epoch), self.skip is not None
-        if all(ranges[i][1] == ranges[i + 1][0] for i in range(len(ranges) - 1)):
-            return fill(built, ranges[0][0], ranges[-1][1], block, self.rows, skips, mask)
-        at, parts = 0, []
-        for a, b in ranges:
-            part = None if mask is None else mask[at : at + b - a]
-            parts.append(fill(built, a, b, block[:, at : at + b - a], self.rows, skips, part))
-            at += b - a
-        return join_filled(parts, [b - a for a, b in ranges], self.seq_len)
+        with self._lock():
+            built, skips = self._epoch(epoch), self.skip is not None
+            if all(ranges[i][1] == ranges[i + 1][0] for i in range(len(ranges) - 1)):
+                return fill(built, ranges[0][0], ranges[-1][1], block, self.rows, skips, mask)
+            at, parts = 0, []
+            for a, b in ranges:
+                part = None if mask is None else mask[at : at + b - a]
+                parts.append(fill(built, a, b, block[:, at : at + b - a], self.rows, skips, part))
+                at += b - a
+            return join_filled(parts, [b - a for a, b in ranges], self.seq_len)
 
     def _items(
         self,

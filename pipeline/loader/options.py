@@ -56,9 +56,11 @@ def check_packing(
 LABELS = ("ids", "mask")
 
 
-def check_labels(labels: str) -> None:
+def check_labels(labels: str, prefetch: int = 0) -> None:
     if labels not in LABELS:
         raise ValueError(
             f"labels {labels!r}: 'ids' (a labels tensor, -100 where masked) or 'mask' "
             "(targets + a bool target_mask)"
         )
+    if not isinstance(prefetch, int) or isinstance(prefetch, bool) or prefetch < 0:
+        raise ValueError(f"prefetch {prefetch!r}: chunks filled ahead, an int >= 0")

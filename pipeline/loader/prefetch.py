@@ -1,0 +1,212 @@
+"""The batches of a process that iterates a TokenDataset itself (no DataLoader workers: a loop
+over the dataset, `ds.dataloader(num_workers=0)`, a torch DataLoader without workers), one
+chunk of about `chunk_tokens` at a time, and the thread that fills the next chunks ahead of the
+consumer (`prefetch`, chunks filled ahead; 0: every fill in the consumer, between its batches).
+
+With prefetch, while the consumer works through chunk k's batches a background thread fills
+chunk k + 1 (up to k + prefetch); the consumer cuts a chunk into batch views when it takes it
+(torch calls: Python under the GIL, nothing gained in the thread). The fill's heavy parts are
+numba `nogil` kernels, so they run beside whatever the consumer does outside the GIL (a
+training step waiting on its GPU); its Python parts wait for the GIL (docs/loader.md, "Measured
+(issue 15, prefetch)"). A fill is a pure function of (epoch, sample ranges), so the batches
+are the same, in the same order, as without. Ordering and memory: fill k + prefetch starts only
+once the consumer asks for the second batch of chunk k (it has then let go of chunk k - 1's last
+batch, if it keeps only its current one), so at most `prefetch` chunks exist beyond the one being
+consumed; a chunk's arrays are refilled only when nothing references them any more
+(ArrayPool's reference counts, checked by the filling thread under the dataset's lock), so a
+batch the consumer still holds is never overwritten. The resume position counts the batches
+yielded, never the ones filled ahead. Lifecycle: the thread stops (and is joined) when the
+iteration ends, is abandoned (the generator closed or collected), or raises; an exception in a
+fill re-raises in the consumer at the chunk where it happened, after every batch before it."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from torch.utils.data import get_worker_info
+
+from pipeline.loader.batches import step_ranges
+
+WAIT_S = 0.1  # the filling thread's waits for the dataset lock: it checks for a stop between
+JOIN_S = 10.0  # close(): longest wait for a fill under way (a download, say: it then ends alone)
+
+
+class Prefetcher:
+    """Runs `make(spec)` for each spec of `specs` in a daemon thread, under `guard` (the
+    dataset's lock), and hands the results out in order (`take`); result j + ahead is made only
+    once result j is released (`release`)."""
+
+    def __init__(
+        self,
+        make: Callable[[Any], Any],
+        specs: Iterable[Any],
+        ahead: int,
+        guard: threading.RLock,
+    ):
+        self.make, self.specs, self.ahead, self.guard = make, iter(specs), ahead, guard
+        self.cond = threading.Condition(threading.RLock())  # (re-entrant: a close() run by GC)
+        self.ready: deque[tuple[str, Any]] = deque()
+        self.released = 0  # results the consumer is done with but for their current batch
+        self.stopped = False
+        self.thread = threading.Thread(target=self._run, name="tokenmill-prefetch", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        made = 0
+        try:
+            for spec in self.specs:
+                with self.cond:
+                    while not self.stopped and made >= self.released + self.ahead:
+                        self.cond.wait()
+                if self.stopped or not self._lock():
+                    return
+                try:
+                    result = self.make(spec)
+                finally:
+                    self.guard.release()
+                made += 1
+                if not self._put("item", result):
+                    return
+                del result
+            self._put("end", None)
+        except BaseException as error:  # noqa: BLE001 (re-raised in the consumer)
+            self._put("error", error)
+
+    def _lock(self) -> bool:
+        """The dataset's lock, or False once stopped (a consumer closing this while it holds
+        the lock, e.g. from a garbage collection inside plan(), must not wait on us)."""
+        while not self.guard.acquire(timeout=WAIT_S):
+            if self.stopped:
+                return False
+        return True
+
+    def _put(self, kind: str, value: Any) -> bool:
+        with self.cond:
+            if self.stopped:
+                return False
+            self.ready.append((kind, value))
+            self.cond.notify_all()
+            return True
+
+    def take(self) -> Any:
+        """The next result (re-raising the exception of its fill); StopIteration at the end."""
+        with self.cond:
+            while not self.ready:
+                if not self.thread.is_alive() and not self.ready:
+                    raise RuntimeError("the prefetch thread ended without a result")
+                self.cond.wait(WAIT_S)
+            kind, value = self.ready.popleft()
+        if kind == "error":
+            raise value
+        if kind == "end":
+            raise StopIteration
+        return value
+
+    def release(self) -> None:
+        """The oldest result not released yet may be overwritten once nothing references it:
+        the thread may make one more."""
+        with self.cond:
+            self.released += 1
+            self.cond.notify_all()
+
+    def close(self) -> None:
+        """Stop the thread (after the fill under way, if any) and join it (a fill still running
+        after JOIN_S ends on its own, its result dropped); results not taken are dropped."""
+        with self.cond:
+            self.stopped = True
+            self.ready.clear()
+            self.cond.notify_all()
+        if self.thread is not threading.current_thread() and not sys.is_finalizing():
+            self.thread.join(JOIN_S)  # (at exit a daemon thread may never run again)
+
+
+def chunk_specs(
+    step: int, chunk: int, workers: int, base: int, per_step: int, batch: int, end: int
+) -> Iterator[list[tuple[int, int]]]:
+    """The sample ranges of each chunk of a consumer's steps (`chunk` steps a chunk, every
+    `workers`-th step from `step`; step s starts at sample base + s * per_step)."""
+    while True:
+        ranges = step_ranges(
+            range(step, step + chunk * workers, workers), base, per_step, batch, end
+        )
+        if not ranges:
+            return
+        yield ranges
+        step += chunk * workers
+
+
+def local_batches(
+    ds: Any, layout: list[int], start: int, step: int, end: int, chunk: int
+) -> Iterator[dict[str, Any]]:
+    """What TokenDataset.__iter__ yields in a process that reads the dataset itself, from
+    consumer step `step` of `layout`: batches (or samples) of `chunk` steps a fill; the dataset's
+    `_progress` after each (the batches yielded, not those filled ahead)."""
+    world, rank, workers, _, batch = layout
+    epoch, per_step, single = ds.epoch, batch * world, ds.batch_size is None
+    specs = chunk_specs(step, chunk, workers, start + rank * batch, per_step, batch, end)
+    worker = get_worker_info() is not None  # (torch's per-tensor transport: no thread there)
+    if ds.prefetch > 0 and not worker:
+        chunks = prefetched(ds, specs, epoch, single)
+    else:  # (a worker's batches are pickled anyway: no own last batch there)
+        chunks = (chunk_items(ds, ranges, epoch, single, not worker) for ranges in specs)
+    try:
+        for items in chunks:
+            for item in items:
+                done = start + (step + 1) * per_step
+                step += workers
+                ds._progress = (layout, start, step, done if done < end else end)
+                yield item
+            items = item = None  # nothing here holds the chunk while the next one is filled
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+
+
+def chunk_items(
+    ds: Any, ranges: list[tuple[int, int]], epoch: int, single: bool, own_last: bool = True
+) -> Iterator[dict[str, Any]]:
+    """One chunk filled and cut into its batches; `own_last`: the last one a copy of its own
+    rows, so that a loop holding only its current batch leaves the chunk arrays unreferenced
+    and the next fill refills them while they are in the cache (not alternating between two)."""
+    block, mask, filled = ds._chunk(ranges, epoch, ds._np_dtype)
+    return ds._items(block, ranges, filled, single, mask=mask, own_last=own_last)
+
+
+def prefetched(ds: Any, specs: Iterator, epoch: int, single: bool) -> Iterator[Iterator]:
+    """Each chunk's batches: filled by a Prefetcher thread `ds.prefetch` chunks ahead, cut into
+    batch views here (torch calls: Python, no gain in the thread)."""
+
+    def make(ranges: list[tuple[int, int]]) -> tuple:
+        return ranges, *ds._chunk(ranges, epoch, ds._np_dtype)
+
+    pre = Prefetcher(make, specs, ds.prefetch, ds._lock())
+    try:
+        while True:
+            try:
+                ranges, block, mask, filled = pre.take()
+            except StopIteration:
+                return
+            items = ds._items(block, ranges, filled, single, mask=mask, own_last=True)
+            del block, mask  # only the batches hold the chunk arrays now
+            yield released(items, pre)
+            del items
+    finally:
+        pre.close()
+
+
+def released(items: Iterator[dict[str, Any]], pre: Prefetcher) -> Iterator[dict[str, Any]]:
+    """A chunk's batches; the next fill may start once the consumer asks for the batch after
+    the chunk's first: a loop that holds only its current batch has let go of the previous
+    chunk's last batch by then (a view of that chunk when it is not a copy), so the fill
+    reuses the previous chunk's arrays: 1 + prefetch chunks in all."""
+    first = True
+    for item in items:
+        yield item
+        if first:
+            first = False
+            pre.release()
