@@ -1,9 +1,9 @@
-"""A local run that does not wait for Ray: the driver tokenizes units in a thread of its own from
-the first second, and Ray is started (in the main thread, while the driver keeps working) only
-once the driver's measured rate says the rest of the job would take it longer than
-`ray_after_seconds` alone. A job the driver finishes first never starts Ray; a bigger one hands
-the rest of its units to the actors as soon as they run, the driver stopping after the unit in its
-hands. The same units, through the same `process_unit`, commit the same bytes and ledger entries
+"""A local run that does not wait for Ray: the driver tokenizes units from the first second, in
+threads of its own (one per CPU up to 4, each with its own tokenizer), and Ray is started (in the
+main thread, while the driver keeps working) only once the driver's measured rate says the rest
+of the job would take it longer than `ray_after_seconds` alone. A job the driver finishes first
+never starts Ray; a bigger one hands the rest of its units to the actors as soon as they run, the
+driver's threads stopping after the units in their hands. The same units, through the same `process_unit`, commit the same bytes and ledger entries
 whoever runs them, so the output equals a fresh run on Ray alone.
 
 Used for local runs only (no Ray address, no `--actors`); on a cluster the actors do everything."""
@@ -32,7 +32,7 @@ POLL_S = 0.05  # how often the main thread looks at the driver's progress
 
 
 class SharedWork:
-    """The feed's work items, taken one at a time under a lock by the driver thread and by the
+    """The feed's work items, taken one at a time under a lock by the driver's threads and by the
     actors' dispatcher: each item goes to exactly one of them."""
 
     def __init__(self, feed: WorkFeed):
@@ -114,16 +114,6 @@ class DriverWorker:
         """Input bytes per second of the units after the first (which also loads kernels and
         fills caches); None before the second unit is done."""
         return self.warm_bytes / self.busy_s if self.busy_s > 0 else None
-
-    def finish(self) -> RunCounts:
-        """Stop after the unit in hand, wait for it, and return what the driver committed
-        (raising what it failed with)."""
-        self.stop.set()
-        if self.thread is not None:
-            self.thread.join()
-        if self.error is not None:
-            raise self.error
-        return self.done
 
 
 class DriverPool:
@@ -266,7 +256,8 @@ def run_local(
         actors = start_actors(cfg, task, n_actors) if not work.exhausted else []
         driver.stop.set()  # the actors take the rest; the driver ends its units in hand
         if driver.error is not None:
-            run_actors(cfg, actors, iter(()), 0)  # (stops the actors)
+            if actors:
+                run_actors(cfg, actors, iter(()), 0)  # (stops the actors)
             driver.finish()  # raises the driver's error
         handed_over = time.perf_counter() - started
         by_actors = run_actors(cfg, actors, iter(work), None) if actors else RunCounts()
