@@ -5,7 +5,7 @@ default; bench/build_corpus.sh), with a 32k byte-level BPE trained on it. Rows (
             gigatoken with Python lists and with flat output; `--encode-mb` of the corpus, one pass
             (cold: a new stream for gigatoken's caches). The ceiling: gigatoken flat over the
             whole 1x corpus, 2 processes x 1 thread and 1 process x 2 threads (the better), cold
-            (first pass) and warm (second pass).
+            (first pass) and warm (second pass), each the median of `--ceiling-repeat` runs.
   run       `tokenmill run` end to end at each `--scales` (k = k copies of the corpus under other
             names), in each of `--run-modes`: `default` (what the command does by itself: the
             driver tokenizes at once and starts Ray only when the job needs it) and `actors`
@@ -229,9 +229,13 @@ def encoder_rows(tok_path: Path, files: list[str], args) -> dict:
             print(f"  {kind:16s} {threads} thread(s) {r['mb_s'][0]:8.2f} MB/s", flush=True)
     ceiling = {}
     for procs, threads in ((args.cores, 1), (1, args.cores)):
-        r = raw_encoder("gigatoken-flat", tok_path, files, 0, procs, threads, passes=2)
+        reps = [raw_encoder("gigatoken-flat", tok_path, files, 0, procs, threads, passes=2)
+                for _ in range(args.ceiling_repeat)]  # fmt: skip
+        r = {**reps[0], "mb_s": [statistics.median(x["mb_s"][p] for x in reps) for p in (0, 1)],
+             "runs": [x["mb_s"] for x in reps]}  # fmt: skip
         ceiling[r["config"]] = r
-        print(f"  ceiling {r['config']}: cold {r['mb_s'][0]:.1f}, warm {r['mb_s'][1]:.1f} MB/s")
+        print(f"  ceiling {r['config']}: cold {r['mb_s'][0]:.1f}, warm {r['mb_s'][1]:.1f} MB/s "
+              f"(medians of {[[round(v) for v in x] for x in r['runs']]})")  # fmt: skip
     best = max(ceiling.values(), key=lambda r: r["mb_s"][0])
     res["ceiling"] = {**best, "all": ceiling}
     return res
@@ -482,6 +486,7 @@ def main() -> None:
     parser.add_argument("--run-modes", default="default,actors", help="default and/or actors")
     parser.add_argument("--datatrove-scales", default="1")
     parser.add_argument("--encode-mb", type=float, default=16, help="sample for encoder rows")
+    parser.add_argument("--ceiling-repeat", type=int, default=3, help="ceiling: median of N")
     parser.add_argument("--startup-repeat", type=int, default=3)
     parser.add_argument("--cores", type=int, default=os.cpu_count())
     parser.add_argument("--unit-mb", type=float, default=64, help="stages: the unit's size")

@@ -14,12 +14,14 @@ import pytest
 
 from pipeline.output.verify import verify_output
 from pipeline.tokenize import driver as driver_module
+from pipeline.tokenize.driver import RAY_START_S, ray_after_seconds
 from pipeline.tokenize.engine import run_job
-from tests.helpers import job_config, shard_files, start_run, wait_for_commits
+from tests.helpers import SAMPLE_DIR, job_config, shard_files, start_run, wait_for_commits
 from tests.test_fresh_run import big_corpus
 
 UNIT = 20_000  # bytes per unit: the big corpus (8 copies of the sample) gives ~190 units
 STRIP = ("timings", "lease")
+SAMPLE = SAMPLE_DIR / "*.jsonl"
 
 
 def ledger(out) -> dict[str, dict]:
@@ -145,3 +147,12 @@ def test_sigterm_while_ray_starts_ends_quietly_and_the_rerun_completes(
     summary = run_job(job_config(src / "*.jsonl", out, f"bpe:{bpe_path}", unit_bytes=UNIT))
     assert summary.complete
     assert shard_files(out) == shard_files(reference) and ledger(out) == ledger(reference)
+
+
+def test_by_default_ray_starts_only_where_its_start_up_pays_for_itself(tmp_path, bpe_path):
+    cfg = job_config(SAMPLE, tmp_path / "o", f"bpe:{bpe_path}")
+    auto = {cpus: ray_after_seconds(cfg, min(cpus, 4), cpus) for cpus in (1, 2, 4, 8, 64)}
+    assert auto[1] == float("inf")  # one CPU: actors cannot beat the driver
+    assert auto[2] > 20 > auto[4] > auto[8] > auto[64] > RAY_START_S  # toward the start-up
+    explicit = job_config(SAMPLE, tmp_path / "o", f"bpe:{bpe_path}", ray_after_seconds=3)
+    assert ray_after_seconds(explicit, 2, 2) == 3

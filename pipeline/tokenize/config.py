@@ -188,12 +188,13 @@ class JobConfig(BaseModel):
         "bytes left runs in the driver process without considering Ray; a bigger one starts in "
         "the driver too (see ray_after_seconds)",
     )
-    ray_after_seconds: float = Field(
-        8.0,
+    ray_after_seconds: float | None = Field(
+        None,
         ge=0,
         description="a bigger local job starts in the driver and starts Ray (the driver "
         "tokenizing meanwhile) only once the driver's rate projects more than this many seconds "
-        "of work left; 0 = start Ray at once",
+        "of work left; 0 = start Ray at once; default: from this machine's CPUs (when Ray's "
+        "start-up pays for itself: about 8 s on many cores, 15-25 s on 2)",
     )
     driver_threads: int = Field(
         0,

@@ -1,7 +1,8 @@
 """A local run that does not wait for Ray: the driver tokenizes units from the first second, in
 threads of its own (one per CPU up to 4, each with its own tokenizer), and Ray is started (in the
 main thread, while the driver keeps working) only once the driver's measured rate says the rest
-of the job would take it longer than `ray_after_seconds` alone. A job the driver finishes first
+of the job would take it longer than `ray_after_seconds` alone (by default: when Ray's start-up
+pays for itself on this machine's CPUs, see `ray_after_seconds()`). A job the driver finishes first
 never starts Ray; a bigger one hands the rest of its units to the actors as soon as they run, the
 driver's threads stopping after the units in their hands. The same units, through the same `process_unit`, commit the same bytes and ledger entries
 whoever runs them, so the output equals a fresh run on Ray alone.
@@ -188,16 +189,36 @@ def _input_bytes(item: Work) -> int:
     return len(item.data) if item.data is not None else todo_bytes([item.unit])
 
 
-def wants_ray(cfg: JobConfig, driver: DriverPool, total_bytes: int, has_streams: bool) -> bool:
+RAY_START_S = 8.0  # a local Ray's start-up and its actors' (5-12 s measured on 2 cores)
+DRIVER_SLOWDOWN = 0.6  # the driver's speed while Ray starts beside it
+THREAD_GAIN = 0.35  # what each driver thread after the first adds (the GIL: JSON parsing)
+ACTOR_EFFICIENCY = 0.8  # an actor per CPU, against a lone process on the same CPU
+
+
+def ray_after_seconds(cfg: JobConfig, threads: int, cpus: int | None = None) -> float:
+    """`ray_after_seconds`, or by default the projected driver time beyond which starting Ray
+    pays: with S the start-up, g the actors' speed over the driver's threads and the driver
+    working on (slowed) during S, Ray takes S + (T - 0.6 S) / g for what the driver does in T,
+    so it pays when T > S (g - 0.6) / (g - 1); never on one CPU."""
+    if cfg.ray_after_seconds is not None:
+        return cfg.ray_after_seconds
+    cpus = cpus or os.cpu_count() or 1
+    gain = ACTOR_EFFICIENCY * cpus / (1 + THREAD_GAIN * (threads - 1))
+    if gain <= 1:
+        return float("inf")
+    return RAY_START_S * (gain - DRIVER_SLOWDOWN) / (gain - 1)
+
+
+def wants_ray(after_s: float, driver: DriverPool, total_bytes: int, has_streams: bool) -> bool:
     """Whether to start Ray now: at once when told (0 s) or when the input holds big compressed
     files (their size tells little of the work); otherwise once the driver's rate projects more
-    than `ray_after_seconds` for the bytes left."""
-    if cfg.ray_after_seconds <= 0 or has_streams:
+    than `after_s` for the bytes left."""
+    if after_s <= 0 or has_streams:
         return True
     rate = driver.rate()
     if rate is None:
         return False
-    return (total_bytes - driver.input_bytes) / rate > cfg.ray_after_seconds
+    return (total_bytes - driver.input_bytes) / rate > after_s
 
 
 def driver_threads(cfg: JobConfig) -> int:
@@ -225,11 +246,11 @@ def run_local(
 
     threads = driver_threads(cfg)
     driver = DriverPool(work, tokenizer, load, task, output, threads, cfg.progress)
-    total = todo_bytes(feed.todo)
+    total, after_s = todo_bytes(feed.todo), ray_after_seconds(cfg, threads)
     started = time.perf_counter()
     driver.start()
     try:
-        while driver.alive and not wants_ray(cfg, driver, total, feed.has_streams):
+        while driver.alive and not wants_ray(after_s, driver, total, feed.has_streams):
             driver.changed.wait(POLL_S)
             driver.changed.clear()
         if not driver.alive:  # done (or failed) before Ray was needed
