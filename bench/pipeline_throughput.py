@@ -115,27 +115,12 @@ def train_tokenizer(files: list[Path], work: Path, vocab: int, train_mb: int, st
 
         BPETokenizer.train(_train_texts(files, train_mb), vocab_size=vocab).save(str(path))
     else:
-        from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
-        from tokenizers import Tokenizer as HFTokenizer
-
+        from tokenizers_impl.bpe import train_byte_level
         from tokenizers_impl.encoders.patterns import LLAMA3_PATTERN
 
-        hf = HFTokenizer(models.BPE())
-        hf.pre_tokenizer = pre_tokenizers.Sequence(
-            [
-                pre_tokenizers.Split(Regex(LLAMA3_PATTERN), behavior="isolated"),
-                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-            ]
-        )
-        hf.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(
-            vocab_size=vocab,
-            special_tokens=["<|begin_of_text|>", "<|end_of_text|>"],
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-            show_progress=False,
-        )
-        hf.train_from_iterator(_train_texts(files, train_mb), trainer=trainer)
-        hf.save(str(path))
+        specials = ["<|begin_of_text|>", "<|end_of_text|>"]
+        texts = _train_texts(files, train_mb)
+        train_byte_level(texts, vocab, specials, split_pattern=LLAMA3_PATTERN).save(str(path))
     print(f"trained {style} {vocab}-token BPE in {time.perf_counter() - t0:.0f} s", flush=True)
     return path
 

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import models, pre_tokenizers, trainers
 
 from tokenizers_impl import TokenizerError, load_tokenizer
-from tokenizers_impl.bpe import BPETokenizer
+from tokenizers_impl.bpe import BPETokenizer, train_byte_level
 from tokenizers_impl.encoders import (
     Encoder,
     build_encoder,
@@ -46,40 +46,13 @@ FASTEST = "gigatoken" if HAS_GIGATOKEN else "tiktoken"
 LLAMA_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>"]
 
 
-def _train(texts, pre_tokenizer, specials, vocab_size=4000) -> HFTokenizer:
-    hf = HFTokenizer(models.BPE())
-    hf.pre_tokenizer = pre_tokenizer
-    hf.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    hf.train_from_iterator(texts, trainer=trainer)
-    return hf
-
-
-def _split_style(pattern: str) -> pre_tokenizers.PreTokenizer:
-    return pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(pattern), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
-
-
 @pytest.fixture(scope="module")
 def style_paths(tmp_path_factory, sample_texts) -> dict[str, str]:
     """tokenizer.json files of both byte-level styles, trained on the sample corpus; the Split
     style is Llama-3-like (its special tokens, a tokenizer_config.json beside it)."""
     root = tmp_path_factory.mktemp("styles")
-    gpt2 = _train(
-        sample_texts,
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-        ["<|endoftext|>"],
-    )
-    llama = _train(sample_texts, _split_style(LLAMA3_PATTERN), LLAMA_SPECIALS)
+    gpt2 = train_byte_level(sample_texts, 4000, ["<|endoftext|>"])
+    llama = train_byte_level(sample_texts, 4000, LLAMA_SPECIALS, split_pattern=LLAMA3_PATTERN)
     (root / "gpt2").mkdir()
     (root / "llama").mkdir()
     gpt2.save(str(root / "gpt2" / "tokenizer.json"))
@@ -267,7 +240,7 @@ def test_the_gate_catches_a_regex_the_two_engines_read_differently(sample_texts,
     """tiktoken's own cl100k regex in a tokenizer.json: Oniguruma (`tokenizers`) reads its
     `\\p{N}{1,3}+` as "runs of 1-3 digits, repeated", fancy-regex (tiktoken) as a possessive
     {1,3}; only the adversarial digit-run probe shows it. gigatoken knows no such regex."""
-    hf = _train(sample_texts[::4], _split_style(CL100K_PATTERN), ["<|endoftext|>"], 1000)
+    hf = train_byte_level(sample_texts[::4], 1000, ["<|endoftext|>"], split_pattern=CL100K_PATTERN)
     path = tmp_path / "possessive.json"
     hf.save(str(path))
     tok = load_tokenizer(f"bpe:{path}")

@@ -9,8 +9,8 @@ from functools import lru_cache
 from typing import Any, ClassVar
 
 import numpy as np
+from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from tokenizers_impl.base import (
     ByteTableTokenizer,
@@ -76,6 +76,38 @@ def _metaspace_bytes(token: str) -> bytes:
     if len(token) == 6 and token.startswith("<0x") and token.endswith(">"):
         return bytes([int(token[3:5], 16)])
     return token.replace("▁", " ").encode("utf-8")
+
+
+def train_byte_level(
+    texts: Iterable[str],
+    vocab_size: int,
+    special_tokens: Sequence[str] = (EOS,),
+    min_frequency: int = 0,
+    split_pattern: str | None = None,
+) -> HFTokenizer:
+    """A byte-level BPE `tokenizers` model trained on `texts`: GPT-2 style (ByteLevel with its
+    own regex), or with `split_pattern` the Llama-3 / GPT-4 style (Split(regex, isolated), then
+    ByteLevel without a regex)."""
+    hf = HFTokenizer(models.BPE())
+    if split_pattern is None:
+        hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    else:
+        hf.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(split_pattern), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
+    hf.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=list(special_tokens),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    hf.train_from_iterator(texts, trainer=trainer)
+    return hf
 
 
 class BPETokenizer(ByteTableTokenizer):
@@ -167,18 +199,7 @@ class BPETokenizer(ByteTableTokenizer):
         special_tokens: Sequence[str] = (EOS,),
         name: str = "bpe",
     ) -> BPETokenizer:
-        hf = HFTokenizer(models.BPE())
-        hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-        hf.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(
-            vocab_size=vocab_size,
-            min_frequency=min_frequency,
-            special_tokens=list(special_tokens),
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-            show_progress=False,
-        )
-        hf.train_from_iterator(texts, trainer=trainer)
-        return cls(hf, name=name)
+        return cls(train_byte_level(texts, vocab_size, special_tokens, min_frequency), name=name)
 
     @classmethod
     def load(cls, path: str, storage_options: dict | None = None, **options: Any) -> BPETokenizer:

@@ -34,35 +34,17 @@ def _texts(paths: Sequence[str]) -> list[str]:
 
 
 def _tokenizer(args: argparse.Namespace, texts: list[str]):
-    from tokenizers import Regex, pre_tokenizers
     from tokenizers import Tokenizer as HFTokenizer
 
-    from tokenizers_impl.bpe import BPETokenizer
+    from tokenizers_impl.bpe import BPETokenizer, train_byte_level
     from tokenizers_impl.encoders.patterns import LLAMA3_PATTERN
 
     if args.tokenizer:
         with open(args.tokenizer, encoding="utf-8") as handle:
             return HFTokenizer.from_str(handle.read())
-    hf = BPETokenizer.train(texts, vocab_size=args.vocab).hf
-    if args.style == "split":  # retrain with a Llama-3-style pre-tokenizer
-        from tokenizers import decoders, models, trainers
-
-        hf = HFTokenizer(models.BPE())
-        hf.pre_tokenizer = pre_tokenizers.Sequence(
-            [
-                pre_tokenizers.Split(Regex(LLAMA3_PATTERN), behavior="isolated"),
-                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-            ]
-        )
-        hf.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(
-            vocab_size=args.vocab,
-            special_tokens=["<|endoftext|>"],
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-            show_progress=False,
-        )
-        hf.train_from_iterator(texts, trainer=trainer)
-    return hf
+    if args.style == "split":  # a Llama-3-style pre-tokenizer
+        return train_byte_level(texts, args.vocab, split_pattern=LLAMA3_PATTERN)
+    return BPETokenizer.train(texts, vocab_size=args.vocab).hf
 
 
 def _mb_s(
