@@ -192,3 +192,31 @@ def test_jsonl_with_orjson_reads_what_json_reads(tmp_path, monkeypatch):
     monkeypatch.setattr(jsonl_format, "orjson", None)
     assert fast == read_all()
     assert sum(len(b["texts"]) for b in fast) > 300 and sum(len(b["rejects"]) for b in fast) > 300
+
+
+# mostly plain ASCII, as prose and code are: the compiled statistics go 8 bytes a step there
+ASCII_HEAVY = [*"abcdefghXYZ_0123456789", *" \n\t.,;:'\"()-+=/", "’", "é", "中", "..", "''"]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_compiled_word_statistics_in_8_byte_steps(seed):
+    """Long, mostly ASCII documents at every offset within 8 bytes, cut at random token
+    boundaries: '.', ',' and apostrophes at every position of a step, beside digits and word
+    bytes inside it and across its edges."""
+    rng = random.Random(100 + seed)
+    table = np.arange(1024, dtype=np.int32)  # token id = its byte length
+    for _ in range(60):
+        weights = [rng.random() for _ in ASCII_HEAVY]
+        texts = [
+            "".join(rng.choices(ASCII_HEAVY, weights, k=rng.randint(0, 300)))
+            for _ in range(rng.randint(1, 24))
+        ]
+        mode = rng.choice(["exact", "exact", "short", "long"])
+        lens = [_token_lengths(rng, len(t.encode()), mode) for t in texts]
+        flat = np.array([n for doc in lens for n in doc], dtype=np.uint32)
+        offsets = np.concatenate(([0], np.cumsum([len(doc) for doc in lens]))).astype(np.int64)
+        ref = batch_stats(texts, flat, offsets, table, want_ends=True, kernel=False)
+        got = batch_stats(texts, flat, offsets, table, want_ends=True, kernel=True)
+        for f in dataclasses.fields(ref):
+            a, b = getattr(ref, f.name), getattr(got, f.name)
+            assert (a is None and b is None) or np.array_equal(a, b), (f.name, texts, lens)

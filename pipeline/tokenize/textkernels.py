@@ -70,20 +70,91 @@ def _char_class(b, i, s, e, ascii_cls, cp_cls, quote_cp):  # noqa: ANN001, ANN20
     return np.int64(i > s and ascii_cls[b[i - 1]] == 1 and after), width
 
 
+_ONES = np.uint64(0x0101010101010101)
+_HIGH = np.uint64(0x8080808080808080)
+_LOW7 = np.uint64(0x7F7F7F7F7F7F7F7F)
+_GATHER = np.uint64(0x0102040810204080)  # (bytes of 0 or 1) * _GATHER >> 56: byte k -> bit k
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _bytes_eq(x, c):  # noqa: ANN001, ANN202
+    """High bit of each byte of x (all < 0x80) set where the byte equals c, exactly per byte."""
+    t = x ^ (np.uint64(c) * _ONES)
+    return ~(((t & _LOW7) + _LOW7) | t) & _HIGH
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _bytes_in(x, lo, hi):  # noqa: ANN001, ANN202
+    """High bit of each byte of x (all < 0x80) set where lo <= byte <= hi (no carry crosses a
+    byte: every sum stays under 0x100)."""
+    ge = x + np.uint64(0x80 - lo) * _ONES
+    gt = x + np.uint64(0x7F - hi) * _ONES
+    return ge & ~gt & _HIGH
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _gather(high):  # noqa: ANN001, ANN202
+    """The high bits of the 8 bytes as an 8-bit mask, byte k (k-th in memory) at bit k."""
+    return ((high >> np.uint64(7)) * _GATHER) >> np.uint64(56)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _chunk_masks(x):  # noqa: ANN001, ANN202
+    """(ok, word mask) of 8 ASCII bytes x (bit k: byte k is a word byte, apostrophes between word
+    bytes included); ok is False where the chunk needs the byte loop: a byte >= 0x80, a '.' or ','
+    beside a digit of the chunk, an apostrophe at either end."""
+    if x & _HIGH:
+        return False, np.uint64(0)
+    digit = _bytes_in(x, 0x30, 0x39)
+    joins = _bytes_eq(x, 0x2E) | _bytes_eq(x, 0x2C)
+    if joins and digit:  # '.' or ',' between digits may be a word byte: the byte loop decides
+        return False, np.uint64(0)
+    alpha = _bytes_in(x | (np.uint64(0x20) * _ONES), 0x61, 0x7A)  # letters, folded to lower case
+    word = _gather(digit | alpha | _bytes_eq(x, 0x5F))
+    quote = _gather(_bytes_eq(x, 0x27))
+    if quote & np.uint64(0x81):  # an apostrophe whose neighbour is outside the chunk
+        return False, np.uint64(0)
+    # an apostrophe between word bytes (their own classes) is a word byte
+    word |= quote & (word << np.uint64(1)) & (word >> np.uint64(1))
+    return True, word
+
+
 @njit(cache=True, nogil=True)
-def _doc_words(b, s, e, mark, base, ascii_cls, kind, cp_cls, quote_cp, fast):  # noqa: ANN001, ANN202
+def _doc_words(b, b64, s, e, mark, mark64, base, ascii_cls, kind, cp_cls, quote_cp, fast, pop):  # noqa: ANN001, ANN202, PLR0913
     """(words, continued words) of the document b[s:e]; mark[i - base] is 1 where a token ends
     before byte i. Characters are classified on the fly exactly as `textstats._classify` and
     `word_spans_bytes` do over the joined buffer, where the byte before a document and the one
-    after it are a 0 separator. (Hot loop.)"""
+    after it are a 0 separator. b64 and mark64 are b and mark read 8 bytes at a time (base is a
+    multiple of 8, so that both are aligned at the same i): plain ASCII text goes 8 bytes a step,
+    its word and token-end bits as 8-bit masks (`pop`: the popcount of a byte). (Hot loop.)"""
     words = np.int64(0)
     cont = np.int64(0)
     prev = np.int64(0)  # the byte before is in a run of word bytes
     has = np.int64(0)  # a token ends strictly inside the current run
+    chunks = b64.shape[0] > 0  # empty: a class table other than textstats' (no 8-byte steps)
     i = s
     while i < e:
-        # a run of plain ASCII bytes (word or not, no apostrophe, '.' or ','): the tight loop
+        # a run of plain ASCII bytes (word or not, no apostrophe, '.' or ','): the tight loop,
+        # 8 bytes a step where it can
         while i < e:
+            if (i & 7) == 0 and i + 8 <= e and chunks:
+                ok, w8 = _chunk_masks(b64[np.uint64(i >> 3)])
+                if ok:
+                    h8 = _gather(mark64[np.uint64((i - base) >> 3)] << np.uint64(7))
+                    p8 = ((w8 << np.uint64(1)) | np.uint64(prev)) & np.uint64(0xFF)
+                    words += np.int64(pop[w8 & ~p8])
+                    cont += has & np.int64(~w8 & np.uint64(1))  # a run ended before the chunk
+                    x8 = h8 & w8 & p8  # token ends strictly inside runs
+                    if has and (w8 & np.uint64(1)):
+                        x8 |= np.uint64(1)  # the run going on had one already
+                    # adding a run's inside ends to it carries once past its last byte: that bit
+                    # marks the runs with an inside end (bit 8: the last run goes on)
+                    ends = (w8 + x8) & ~w8
+                    cont += np.int64(pop[ends & np.uint64(0xFF)])
+                    has = np.int64(ends >> np.uint64(8))
+                    prev = np.int64(w8 >> np.uint64(7))
+                    i += 8
+                    continue
             w = np.int64(fast[b[np.uint64(i)]])
             if w > 1:
                 break
@@ -150,7 +221,7 @@ def _doc_words(b, s, e, mark, base, ascii_cls, kind, cp_cls, quote_cp, fast):  #
 
 
 @njit(cache=True, nogil=True)
-def word_stats(b, doc_start, flat, offsets, tok_len, n_bytes, ends, boundary, tables):  # noqa: ANN001, ANN201
+def word_stats(b, b64, doc_start, flat, offsets, tok_len, n_bytes, ends, boundary, tables):  # noqa: ANN001, ANN201
     """Words, continued words and token ends of a batch joined with one 0 byte between
     documents (`textstats.batch_stats` byte for byte), into n_words and continued (int32;
     continued -1 where the tokens' bytes do not add up to the text) and, when it is not empty,
@@ -158,19 +229,24 @@ def word_stats(b, doc_start, flat, offsets, tok_len, n_bytes, ends, boundary, ta
     boundaries are its own token ends, marked in a small array reused for every document, and the
     kernel returns False (nothing complete) as soon as a document's tokens reach past its end
     (the boundaries would land in later documents) or a token length is negative. Otherwise
-    `boundary` marks every boundary of the batch (n + 1 bytes). (Hot loop.)"""
-    ascii_cls, kind, cp_cls, quote_cp, fast = tables
+    `boundary` marks every boundary of the batch (n + 1 bytes, padded to a multiple of 8). b is
+    8-aligned and b64 its first len // 8 * 8 bytes as uint64 (empty: byte by byte). (Hot loop.)"""
+    ascii_cls, kind, cp_cls, quote_cp, fast, pop = tables
+    classes = (ascii_cls, kind, cp_cls, quote_cp, fast)
     n_docs = doc_start.shape[0]
     own = boundary.shape[0] == 0
     most = np.int64(0)
     for d in range(n_docs):
         most = max(most, n_bytes[d])
-    mark = np.zeros(most + 1 if own else 0, dtype=np.uint8)
+    # a document's marks start at its first byte's offset within 8, so that mark and b line up
+    mark = np.zeros((most + 16) & ~7 if own else 0, dtype=np.uint8)
+    mark64 = mark.view(np.uint64) if own else boundary.view(np.uint64)
     n_words = np.zeros(n_docs, dtype=np.int32)
     continued = np.zeros(n_docs, dtype=np.int32)
     keep = ends.shape[0] > 0
     for d in range(n_docs):
         s = doc_start[d]
+        lead = s & 7
         run = np.int64(0)
         for t in range(offsets[d], offsets[d + 1]):
             length = np.int64(tok_len[flat[np.uint64(t)]])
@@ -180,15 +256,15 @@ def word_stats(b, doc_start, flat, offsets, tok_len, n_bytes, ends, boundary, ta
             if own:
                 if length < 0 or run > n_bytes[d]:
                     return False, n_words, continued
-                mark[np.uint64(run)] = 1
+                mark[np.uint64(run + lead)] = 1
         if own:
             words, cont = _doc_words(
-                b, s, s + n_bytes[d], mark, s, ascii_cls, kind, cp_cls, quote_cp, fast
+                b, b64, s, s + n_bytes[d], mark, mark64, s - lead, *classes, pop
             )
-            mark[: n_bytes[d] + 1] = 0  # cleared for the next document
+            mark[lead : lead + n_bytes[d] + 1] = 0  # cleared for the next document
         else:
             words, cont = _doc_words(
-                b, s, s + n_bytes[d], boundary, 0, ascii_cls, kind, cp_cls, quote_cp, fast
+                b, b64, s, s + n_bytes[d], boundary, mark64, 0, *classes, pop
             )
         n_words[d] = words
         continued[d] = cont if run == n_bytes[d] else -1
@@ -205,9 +281,10 @@ def group_counts(flat, offsets, doc_group, counts):  # noqa: ANN001, ANN201
 
 
 def _word_tables(classes: tuple[np.ndarray, np.ndarray, np.ndarray, int]) -> tuple:
-    """(ASCII byte classes, ASCII kinds, class per code point, right single quote) from
-    textstats' class table and ranges; kinds are the byte's class, or 2 for an apostrophe and 3
-    for '.' and ',' that are not word bytes themselves (the rules between word bytes and digits)."""
+    """(ASCII byte classes, ASCII kinds, class per code point, right single quote, the tight
+    loop's table, popcount of a byte) from textstats' class table and ranges; kinds are the
+    byte's class, or 2 for an apostrophe and 3 for '.' and ',' that are not word bytes themselves
+    (the rules between word bytes and digits)."""
     ascii_cls, single, non_word, quote_cp = classes
     key = id(classes)
     if key in _tables and _tables[key][0] is classes:
@@ -224,9 +301,25 @@ def _word_tables(classes: tuple[np.ndarray, np.ndarray, np.ndarray, int]) -> tup
     fast = np.full(256, 2, dtype=np.uint8)  # the tight loop's table: 2 = leave it (any rule)
     fast[:0x80] = np.minimum(kind[:0x80], 2)
     ascii_cls = np.ascontiguousarray(ascii_cls, dtype=np.uint8)
-    tables = (ascii_cls, kind, cp_cls, np.int64(quote_cp), fast)
+    pop = np.array([bin(v).count("1") for v in range(256)], dtype=np.uint8)
+    tables = (ascii_cls, kind, cp_cls, np.int64(quote_cp), fast, pop)
     _tables[key] = (classes, tables)
     return tables
+
+
+def _chunks_apply(ascii_cls: np.ndarray) -> bool:
+    """Whether the 8-byte steps (which spell out textstats' ASCII classes: letters, digits, '_'
+    are word bytes, and the apostrophe, '.' and ',' rules) apply to this class table."""
+    word = np.zeros(128, dtype=bool)
+    word[[*range(48, 58), *range(65, 91), *range(97, 123), 95]] = True
+    return bool(np.array_equal(ascii_cls[:128] == 1, word) and not (ascii_cls[:128] > 1).any())
+
+
+def _aligned(joined: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(joined, its first len // 8 * 8 bytes as uint64), copied once if it is not 8-aligned."""
+    if joined.ctypes.data % 8:
+        joined = joined.copy()  # numpy's own allocations are aligned
+    return joined, joined[: joined.shape[0] & ~7].view(np.uint64)
 
 
 def batch_word_stats(
@@ -244,15 +337,18 @@ def batch_word_stats(
     if joined.shape[0] != max(int(n_bytes.sum()) + len(n_bytes) - 1, 0):
         raise ValueError("n_bytes do not add up to the joined texts")  # the kernel would overrun
     tables = _word_tables(classes)
+    joined, b64 = _aligned(joined)
+    if not _chunks_apply(tables[0]):
+        b64 = b64[:0]
     offsets = np.ascontiguousarray(offsets, dtype=np.int64)
     ends = np.empty(flat.shape[0] if want_ends else 0, dtype=np.uint32)
-    args = (joined, doc_start, flat, offsets, token_byte_lengths, n_bytes, ends)
+    args = (joined, b64, doc_start, flat, offsets, token_byte_lengths, n_bytes, ends)
     done, n_words, continued = word_stats(*args, np.zeros(0, dtype=np.uint8), tables)
     if not done:  # boundaries of some document land in later ones: mark them all, as numpy does
         run = np.cumsum(token_byte_lengths[flat], dtype=np.int64)
         before = np.concatenate(([0], run))[offsets[:-1]]
         doc_of_token = np.repeat(np.arange(len(doc_start)), np.diff(offsets))
-        boundary = np.zeros(joined.shape[0] + 1, dtype=np.uint8)
+        boundary = np.zeros((joined.shape[0] + 8) & ~7, dtype=np.uint8)  # n + 1, padded to 8
         boundary[np.minimum(run - before[doc_of_token] + doc_start[doc_of_token], len(joined))] = 1
         _, n_words, continued = word_stats(*args, boundary, tables)
     return n_words, continued, ends if want_ends else None
