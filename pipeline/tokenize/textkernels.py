@@ -263,9 +263,7 @@ def word_stats(b, b64, doc_start, flat, offsets, tok_len, n_bytes, ends, boundar
             )
             mark[lead : lead + n_bytes[d] + 1] = 0  # cleared for the next document
         else:
-            words, cont = _doc_words(
-                b, b64, s, s + n_bytes[d], boundary, mark64, 0, *classes, pop
-            )
+            words, cont = _doc_words(b, b64, s, s + n_bytes[d], boundary, mark64, 0, *classes, pop)
         n_words[d] = words
         continued[d] = cont if run == n_bytes[d] else -1
     return True, n_words, continued
