@@ -3,7 +3,10 @@ rejects -> ledger entry, written last). Plain Python, so the Ray actor and tests
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import hashlib
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -185,7 +188,28 @@ def process_unit(
         )
         check_fence(output, task.fence, f"unit {unit.unit_id}")
         output.write_json(names.ledger, entry.to_json())  # the commit point: written last
+    release_freed_memory()
     return UnitOutcome(entry)
+
+
+def _malloc_trim() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
+def release_freed_memory() -> None:
+    """Hand the memory a unit freed back to the system (glibc keeps freed heap pages, and the
+    encoder's caches and a unit's batches come and go in big pieces: without this the resident
+    size creeps up unit after unit although nothing is kept). About a millisecond."""
+    if _TRIM is not None:
+        _TRIM(0)
 
 
 def _schema(
