@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
@@ -25,7 +26,10 @@ from pipeline.errors import RunIncomplete
 def run_cmd(config_file, storage_option, tokenizer_option, **flags) -> None:
     """Tokenize a corpus into Arrow token shards (resumes a stopped run; --overwrite redoes it)."""
     from pipeline.tokenize.engine import run_job
+    from pipeline.tokenize.unit import WORKER_ENV
 
+    for name, value in WORKER_ENV.items():  # the driver's threads, one core each, like actors
+        os.environ.setdefault(name, value)
     stop_quietly_on_sigterm()
     cfg = build_config(config_file, storage_option, tokenizer_option, **flags)
     summary = run_job(cfg)

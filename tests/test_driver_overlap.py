@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 import signal
 import time
 
 import pytest
+from click.testing import CliRunner
 
+from jobs.cli import main as cli
 from pipeline.output.verify import verify_output
 from pipeline.tokenize import driver as driver_module
 from pipeline.tokenize.driver import RAY_START_S, ray_after_seconds
@@ -156,3 +159,22 @@ def test_by_default_ray_starts_only_where_its_start_up_pays_for_itself(tmp_path,
     assert auto[2] > 20 > auto[4] > auto[8] > auto[64] > RAY_START_S  # toward the start-up
     explicit = job_config(SAMPLE, tmp_path / "o", f"bpe:{bpe_path}", ray_after_seconds=3)
     assert ray_after_seconds(explicit, 2, 2) == 3
+
+
+def test_tokenmill_run_keeps_the_tokenizer_libraries_to_one_core_per_thread(
+    tmp_path, bpe_path, monkeypatch
+):
+    """The driver's threads are the run's parallelism (like the actors): `tokenmill run` runs the
+    libraries' own pools on one thread, unless the environment already says otherwise."""
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")  # the user's own setting stays
+    monkeypatch.setenv("RAYON_NUM_THREADS", "x")
+    monkeypatch.delenv("RAYON_NUM_THREADS")  # unset (monkeypatch restores it afterwards)
+    args = ["--input", str(SAMPLE_DIR / "zh.jsonl"), "--output", str(tmp_path / "o")]
+    result = CliRunner().invoke(
+        cli, ["run", *args, "--tokenizer", f"bpe:{bpe_path}", "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    summary = next(line for line in result.output.splitlines() if line.startswith("{"))
+    assert json.loads(summary)["actors"] == 0
+    assert os.environ["RAYON_NUM_THREADS"] == "1"
+    assert os.environ["TOKENIZERS_PARALLELISM"] == "true"

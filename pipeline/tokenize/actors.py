@@ -23,12 +23,11 @@ from pipeline.output.storage import Output
 from pipeline.tokenize.config import JobConfig, tokenizer_options
 from pipeline.tokenize.feed import Work, WorkFeed
 from pipeline.tokenize.inputs import WorkUnit
-from pipeline.tokenize.unit import UnitTask, process_unit
+from pipeline.tokenize.unit import WORKER_ENV, UnitTask, process_unit
 from schemas.records import LedgerEntry, RunCounts
 from tokenizers_impl import load_tokenizer
 
 # One thread per actor: N single-threaded actors beat one multi-threaded tokenizer on few cores.
-WORKER_ENV = {"RAYON_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
 RAY_CONNECT_TIMEOUT_S = 10.0
 ACTOR_START_TIMEOUT_S = 300.0  # loading a big tokenizer on a busy node can take a while
 log = logging.getLogger("tokenmill")

@@ -35,6 +35,11 @@ from schemas.records import LedgerEntry
 from schemas.shards import SCHEMA_VERSION, TOKENMILL_VERSION, shard_schema
 from tokenizers_impl import EncodedBatch, TokenizerBase
 
+# A unit runs on one core: the tokenizer libraries' own thread pools would only compete with the
+# other workers (Ray actors set this at start; `tokenmill run` sets it for its driver's threads,
+# unless the environment already says otherwise)
+WORKER_ENV = {"RAYON_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+
 
 @dataclass(frozen=True)
 class UnitTask:
