@@ -314,8 +314,8 @@ def tokenmill_run(inputs: str, out: Path, tok_path: Path, extra: list[str] = ())
 def commit_window_rate(out: Path) -> float | None:
     """MB/s of input between the run's first and last unit commits (ledger file times): the
     rate once work flows, whatever the start-up and shutdown cost (None under 3 units)."""
-    entries = sorted((p.stat().st_mtime, json.loads(p.read_text())["unit"])
-                     for p in (out / "ledger").glob("*.json"))  # fmt: skip
+    entries = sorted(((p.stat().st_mtime, json.loads(p.read_text())["unit"])
+                      for p in (out / "ledger").glob("*.json")), key=lambda e: e[0])  # fmt: skip
     if len(entries) < 3 or entries[-1][0] <= entries[0][0]:
         return None
     later = sum(u["end"] - u["start"] if u["end"] >= 0 else u["size"] for _, u in entries[1:])
