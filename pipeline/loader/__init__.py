@@ -3,15 +3,15 @@ shuffled, resumable token windows for torch (`TokenDataset`, `TokenDataset.datal
 `pipeline.loader.ray_data.ray_dataset`, for Ray Train (imported on its own: it needs Ray).
 
 Modules: dataset (TokenDataset), options (its checks), windows (an epoch and how a block of its
-windows is filled), mixing (source shares, order and epoch length), source (one output's windows
-in an epoch, its passes one after another), stream (one pass: shuffle, concat and best_fit
-reading), kernels (the compiled copy, packing and label kernels), plan (EpochPlan), provenance
-(a sample's documents, skipped documents), shards (the ledger's shards, memory-mapped), cache
-(the shared remote shard cache), batches (batch assembly), arrays (recycled chunk arrays),
-prefetch (a process's own chunk-by-chunk iteration and its prefetch thread), slots (DataLoader
-workers' shared batch slots), dataloader (which DataLoader `dataloader()` builds),
-state (resume state), ray_data. `labels_from(batch)`: a batch's labels from either label format
-(labels="ids" or "mask")."""
+windows is filled), mixing (source shares, order and epoch length), source (one output's windows in
+an epoch, its passes one after another), stream (one pass: shuffle, concat and best_fit reading),
+kernels (the compiled copy and label kernels), plankernels (packing, mixture order, ids, cu_seqlens
+kernels), plan (EpochPlan), provenance (a sample's documents, skipped documents), shards (the
+ledger's shards, memory-mapped), cache (the shared remote shard cache), batches (batch assembly),
+arrays (recycled chunk arrays), prefetch (a process's own chunk-by-chunk iteration and its prefetch
+thread), slots (DataLoader workers' shared batch slots), dataloader (which DataLoader `dataloader()`
+builds), state (resume state), ray_data. `labels_from(batch)`: a batch's labels from either label
+format (labels="ids" or "mask")."""
 
 from pipeline.errors import LoaderError
 from pipeline.loader.batches import IGNORE_INDEX, labels_from

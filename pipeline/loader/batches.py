@@ -5,13 +5,15 @@ asked); `labels_from`, a batch's labels from either format."""
 
 from __future__ import annotations
 
+import functools
+import itertools
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
 
-from pipeline.loader.kernels import varlen
+from pipeline.loader.plankernels import varlen
 from pipeline.loader.windows import Filled, Rows
 
 IGNORE_INDEX = -100  # label value of padding (torch's cross_entropy default ignore_index)
@@ -53,17 +55,96 @@ def batch_items(
     the last item's rows (and mask) are copied into, its tensors then views of them, so that it
     does not keep the block alive (only when it is at most 1 / OWN_LAST_SHARE of the block: the
     copy costs that share of the fill's writes)."""
-    whole = torch.from_numpy(block)
-    sizes = [1] * sum(b - a for a, b in ranges) if single else [b - a for a, b in ranges]
+    sizes = item_sizes(ranges, single)
+    total, last = sum(sizes), sizes[-1]
+    cut = viewed(sizes, own_last is not None and not pin)  # (the last one: a copy if not all)
+    own = cut < len(sizes)
+    columns = window_views(block, mask, sizes, seq_len=seq_len, rows=rows, single=single, cut=cut)
+    keys, at = key_rows(rows)
+    if own:  # one copy of the last item's rows, its views cut from it (numpy copies: torch's
+        # may wake its thread pool)
+        first = total - last
+        tail, tail_mask = block[:, first:], None if mask is None else mask[first:]
+        copy, copy_mask = own_last(tail.shape, tail.dtype, getattr(tail_mask, "shape", None))
+        np.copyto(copy, tail)
+        copied = torch.from_numpy(copy)  # [rows, last, seq_len + 1], contiguous
+        shape, strides = ((seq_len,), (1,)) if single else ((last, seq_len), (seq_len + 1, 1))
+        for k, (row, shift) in zip(keys, at, strict=True):
+            view = copied.as_strided(shape, strides, row * last * (seq_len + 1) + shift)
+            columns[k] = [*columns[k][:cut], view]
+        if rows.target_mask:
+            np.copyto(copy_mask, tail_mask)
+            flag = torch.from_numpy(copy_mask)
+            columns["target_mask"] = [*columns["target_mask"][:cut], flag[0] if single else flag]
+    if return_index:
+        index = [np.arange(a, b) for a, b in ranges]
+        index = torch.from_numpy(index[0] if len(index) == 1 else np.concatenate(index))
+        columns["index"] = index.unbind(0) if single else index.split(sizes)
+        if filled.source is not None:
+            source = torch.from_numpy(filled.source)
+            columns["source"] = source.unbind(0) if single else source.split(sizes)
+    if filled.valid < seq_len + 1 and not rows.labels and not rows.target_mask:
+        labels = list(columns["labels"])  # padding masked: the last gets a copy
+        end = labels[-1].clone()
+        (end if single else end[-1])[max(filled.valid - 1, 0) :] = IGNORE_INDEX
+        columns["labels"] = [*labels[:-1], end]
+    if filled.starts is not None:
+        columns.update(cu_seqlens(filled.starts, sizes, seq_len))
+    names = list(columns)
+    if pin:
+        return pinned_items(names, columns)
+    # every dict at once (a list's iterator lets go of them all once it is exhausted; map:
+    # dict(zip(...)) per item without zip's keyword, which costs as much as the dict)
+    items = zip(*columns.values(), strict=True)
+    return iter(list(map(dict, map(zip, itertools.repeat(names), items))))
+
+
+def pinned_items(names: list[str], columns: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Contiguous pinned copies of each item: what a non_blocking copy to the GPU wants."""
+    for values in zip(*columns.values(), strict=True):
+        yield {k: pinned(v) for k, v in zip(names, values, strict=True)}
+
+
+@functools.cache
+def key_rows(rows: Rows) -> tuple[tuple[str, ...], tuple[tuple[int, int], ...]]:
+    """The window keys of a block's items and the (block row, shift) each is a view of."""
     keys = ["input_ids", "targets" if rows.target_mask else "labels"]
     keys += ["position_ids"] * rows.position + ["document_ids"] * rows.document
-    # (block row, shift) of each key's window view
     at = [(0, 0), (1, 0) if rows.label_block else (0, 1)]
     at += [(1 + rows.label_block + i, 0) for i in range(rows.position + rows.document)]
+    return tuple(keys), tuple(at)
+
+
+def item_sizes(ranges: list[tuple[int, int]], single: bool) -> list[int]:
+    """Samples of each item of the ranges: their batches, or one each (`single`)."""
+    return [1] * sum(b - a for a, b in ranges) if single else [b - a for a, b in ranges]
+
+
+def viewed(sizes: list[int], own: bool) -> int:
+    """Items of `sizes` samples viewed in their block: all but the last when it gets a copy of
+    its own (`own`, and it is at most 1 / OWN_LAST_SHARE of the block)."""
+    return len(sizes) - (own and sizes[-1] * OWN_LAST_SHARE <= sum(sizes))
+
+
+def window_views(
+    block: np.ndarray,
+    mask: np.ndarray | None,
+    sizes: list[int],
+    *,
+    seq_len: int,
+    rows: Rows,
+    single: bool,
+    cut: int,
+) -> dict[str, Any]:
+    """The views of each window key and of the target mask of the block's items of `sizes`
+    samples (or samples, `single`): of the first `cut` items at least (equal batches: one
+    strided view per key, unbound; else a torch split)."""
+    whole = torch.from_numpy(block)
+    keys, at = key_rows(rows)
     equal = not single and sizes.count(sizes[0]) == len(sizes)
     if equal:  # equal batches: one view per key
         columns = {
-            k: batch_views(whole, row, shift, sizes[0], seq_len)
+            k: batch_views(whole, row, shift, sizes[0], seq_len, cut)
             for k, (row, shift) in zip(keys, at, strict=True)
         }
     else:
@@ -77,41 +158,7 @@ def batch_items(
         columns["target_mask"] = (
             flags.unbind(0) if single else flags.split(sizes[0] if equal else sizes)
         )
-    first = sum(sizes) - sizes[-1]
-    if own_last is not None and not pin and sizes[-1] * OWN_LAST_SHARE <= first + sizes[-1]:
-        # one copy of the last item's rows, its views cut from it (numpy copies: torch's may
-        # wake its thread pool)
-        tail, tail_mask = block[:, first:], None if mask is None else mask[first:]
-        copy, copy_mask = own_last(tail.shape, tail.dtype, getattr(tail_mask, "shape", None))
-        np.copyto(copy, tail)
-        own = torch.from_numpy(copy)
-        for k, (row, shift) in zip(keys, at, strict=True):
-            view = own[row, :, shift : shift + seq_len]
-            columns[k] = [*columns[k][:-1], view[0] if single else view]
-        if rows.target_mask:
-            np.copyto(copy_mask, tail_mask)
-            flag = torch.from_numpy(copy_mask)
-            columns["target_mask"] = [*columns["target_mask"][:-1], flag[0] if single else flag]
-    if return_index:
-        index = [np.arange(a, b) for a, b in ranges]
-        index = torch.from_numpy(index[0] if len(index) == 1 else np.concatenate(index))
-        columns["index"] = index.unbind(0) if single else index.split(sizes)
-        if filled.source is not None:
-            source = torch.from_numpy(filled.source)
-            columns["source"] = source.unbind(0) if single else source.split(sizes)
-    if filled.valid < seq_len + 1 and not rows.labels and not rows.target_mask:
-        labels = list(columns["labels"])  # padding masked: the last gets a copy
-        last = labels[-1].clone()
-        (last if single else last[-1])[max(filled.valid - 1, 0) :] = IGNORE_INDEX
-        columns["labels"] = [*labels[:-1], last]
-    if filled.starts is not None:
-        columns.update(cu_seqlens(filled.starts, sizes, seq_len))
-    names = list(columns)
-    for values in zip(*columns.values(), strict=True):
-        if pin:  # contiguous pinned copies: what a non_blocking copy to the GPU wants
-            yield {k: pinned(v) for k, v in zip(names, values, strict=True)}
-        else:
-            yield dict(zip(names, values, strict=True))
+    return columns
 
 
 def labels_from(batch: dict[str, Any], ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
@@ -137,12 +184,15 @@ def cu_seqlens(starts: np.ndarray, sizes: list[int], seq_len: int) -> dict[str, 
     }
 
 
-def batch_views(whole: torch.Tensor, row: int, shift: int, batch: int, seq_len: int) -> tuple:
+def batch_views(
+    whole: torch.Tensor, row: int, shift: int, batch: int, seq_len: int, count: int | None = None
+) -> tuple:
     """Each batch's [batch, seq_len] view of block row `row` from column `shift` (the block
-    [rows, samples, seq_len + 1] holds whole batches one after another): one strided view of
-    them all, unbound (two torch calls per key and block, whatever its layout's strides)."""
+    [rows, samples, seq_len + 1] holds whole batches one after another), of the first `count`
+    batches (default: all): one strided view of them, unbound (two torch calls per key and
+    block, whatever its layout's strides)."""
     s_row, s_sample, s_col = whole.stride()
-    batches = whole.shape[1] // batch
+    batches = whole.shape[1] // batch if count is None else count
     return whole.as_strided(
         (batches, batch, seq_len),
         (batch * s_sample, s_sample, s_col),

@@ -1,4 +1,6 @@
-"""The loader's compiled kernels (numba, cached on disk once per machine).
+"""The loader's compiled copy and label kernels (numba, cached on disk once per machine; the
+layout kernels, best_fit packing, the mixture's order, ids and cu_seqlens, are in plankernels.py
+and importable from here).
 
 A document's *stream* is `[BOS] + tokens + [EOS]` (BOS only when the dataset inserts one): that is
 what windows are cut from. Reading kernels copy document-stream slices into rows of a
@@ -14,11 +16,23 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from llvmlite import ir
 from numba import njit, types
-from numba.extending import overload
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
+
+from pipeline.loader.plankernels import (  # noqa: F401 (importable from here as before)
+    best_fit,
+    input_starts,
+    mixed_blocks,
+    segment_ids,
+    varlen,
+)
 
 IGNORE = -100  # torch's cross_entropy ignore_index
 SEG_FIELDS = 5  # row, column, length, document (-1: padding), offset in the document's stream
+AHEAD = 4096  # tokens of a piece prefetched ahead at most (8 KB of uint16: a 2048 window whole)
+LINE = 64  # bytes of a cache line
 
 
 def target_value(lab, v):  # noqa: ANN001, ANN201, ARG001
@@ -39,6 +53,49 @@ def _target_value(lab, v):  # noqa: ANN001, ANN202, ARG001
 @overload(ignore_value)
 def _ignore_value(lab):  # noqa: ANN001, ANN202, ARG001
     return (lambda lab: False) if isinstance(lab.dtype, types.Boolean) else (lambda lab: IGNORE)
+
+
+@intrinsic
+def prefetch(typingctx, array, index):  # noqa: ANN001, ANN201, ARG001
+    """A hint (llvm.prefetch: read, locality 2, i.e. prefetcht1: into L2, not L1, whose few
+    outstanding misses a whole window's lines would fill) that array[index] is read soon; never
+    faults, whatever the index."""
+
+    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202, ARG001
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        byte = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        hint = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(ir.VoidType(), [byte, i32, i32, i32]),
+            "llvm.prefetch.p0i8",
+        )
+        at = builder.bitcast(builder.gep(data, [args[1]]), byte)
+        builder.call(hint, [at, i32(0), i32(2), i32(1)])
+        return context.get_dummy_value()
+
+    return types.void(array, index), codegen
+
+
+@njit(cache=True, nogil=True, inline="always")
+def prefetch_start(files, doc_file, doc_start, doc_len, d, q, n):  # noqa: ANN001, ANN201, PLR0913
+    """Prefetch the n stream positions of document d from q (the first AHEAD tokens): pieces lie
+    at random places of the shards, and the hardware prefetcher, which starts anew at each, keeps
+    too few lines in flight to hide the memory's latency on pieces of a few KB (one window
+    ahead, the best-fit copy runs ~0.6 -> ~0.44 ns a token in int64, see docs/loader.md)."""
+    tokens = files[doc_file[d]]
+    start = doc_start[d] + q
+    stop = min(start + min(n, AHEAD), doc_start[d] + doc_len[d])
+    for t in range(start, stop, LINE // tokens.itemsize):
+        prefetch(tokens, numba.uint64(t))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def prefetch_bin(files, doc_file, doc_start, doc_len, bins, pieces, b):  # noqa: ANN001, ANN201, PLR0913
+    """prefetch_start of each piece of best-fit bin b."""
+    for p in range(bins[b], bins[b + 1]):
+        d, q, n = pieces[p, 0], pieces[p, 1], pieces[p, 2]
+        prefetch_start(files, doc_file, doc_start, doc_len, d, q, n)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -101,8 +158,9 @@ def gather_concat(  # noqa: ANN201, PLR0913
     """Hot loop: copy a shuffle group's stream positions [rel, stop) to flat position `o` of
     consecutive windows whose rows in `out` ([n, window]) are `rows` (and, shifted, to the same
     rows of `labels` unless it has no columns); document d's stream spans
-    [ends[d] - (doc_len[d] + 1 + lead), ends[d]). Appends a segment per slice to seg (from nseg);
-    returns (new flat position, new segment count)."""
+    [ends[d] - (doc_len[d] + 1 + lead), ends[d]). The next document (its first AHEAD tokens) is
+    prefetched while one is copied. Appends a segment per slice to seg (from nseg); returns (new
+    flat position, new segment count)."""
     window = out.shape[1]
     d = np.searchsorted(ends, rel, side="right")  # the document holding position rel
     pos = rel
@@ -112,6 +170,8 @@ def gather_concat(  # noqa: ANN201, PLR0913
         hi = (stop if stop < end else end) - first
         q = pos - first
         tokens = files[doc_file[d]]
+        if end < stop and d + 1 < len(ends):  # the next document's start
+            prefetch_start(files, doc_file, doc_start, doc_len, d + 1, 0, doc_len[d + 1])
         while q < hi:
             r = o // window
             c = o - r * window
@@ -154,9 +214,14 @@ def gather_bins(  # noqa: ANN201, PLR0913
     """Hot loop: windows (bins) b0 .. b1-1 of a best-fit group layout into out[rows[b - b0]]
     (and shifted into labels, as gather_concat): each bin's pieces (document, offset in its
     stream, length: rows of `pieces`, bins[b] .. bins[b + 1]) one after another, then padding
-    (labels IGNORE where it is the target). Returns the new segment count."""
+    (labels IGNORE where it is the target); the next bin's pieces are prefetched while one is
+    copied. Returns the new segment count."""
     window = out.shape[1]
+    if b0 < b1:
+        prefetch_bin(files, doc_file, doc_start, doc_len, bins, pieces, b0)
     for b in range(b0, b1):
+        if b + 1 < b1:
+            prefetch_bin(files, doc_file, doc_start, doc_len, bins, pieces, b + 1)
         row = rows[b - b0]
         dst = out[row]
         lab = labels[row] if labels.shape[1] else labels[0]
@@ -181,119 +246,6 @@ def gather_bins(  # noqa: ANN201, PLR0913
             seg[nseg, 3], seg[nseg, 4] = -1, 0
             nseg += 1
     return nseg
-
-
-@njit(cache=True, nogil=True)
-def _first_at_least(tree, size, x):  # noqa: ANN001, ANN201
-    """Smallest leaf index >= x with a non-zero count in a segment tree of `size` leaves (or -1)."""
-    if x >= size:
-        return -1
-    i = x + size
-    if tree[i] > 0:
-        return x
-    while True:  # climb until a right sibling subtree holds something
-        if (i & 1) == 0 and tree[i + 1] > 0:
-            i += 1
-            break
-        i >>= 1
-        if i <= 1:
-            return -1
-    while i < size:  # descend to its leftmost non-empty leaf
-        i = 2 * i if tree[2 * i] > 0 else 2 * i + 1
-    return i - size
-
-
-@njit(cache=True, nogil=True)
-def _tree_add(tree, size, x, delta):  # noqa: ANN001, ANN201
-    i = x + size
-    while i >= 1:
-        tree[i] += delta
-        i >>= 1
-
-
-@njit(cache=True, nogil=True)
-def best_fit(lengths, window, buffer, keys):  # noqa: ANN001, ANN201
-    """Hot loop: best-fit-decreasing packing of document streams (`lengths`: stream tokens of each
-    document, in stream order) into windows of `window` tokens, one buffer of `buffer`
-    consecutive documents at a time. A document longer than a window is cut into window-sized
-    pieces (each its own bin) and its remainder; every other piece goes, largest first (ties: the
-    earlier), into the open bin of the buffer with the least room that holds it (a segment tree
-    over free room), or into a new bin. The bins of a buffer are then ordered by `keys` (random:
-    a shuffle; at least as many as bins). Returns (bin starts [bins + 1], pieces [document,
-    stream offset, length] in bin order)."""
-    n = len(lengths)
-    cap = n + 1
-    for d in range(n):
-        cap += lengths[d] // window
-    pieces = np.empty((cap, 3), dtype=np.int64)
-    bins = np.zeros(cap + 1, dtype=np.int64)
-    size = 1
-    while size < window + 1:
-        size *= 2
-    tree = np.zeros(2 * size, dtype=np.int64)  # count of open bins per free room
-    head = np.full(window + 1, -1, dtype=np.int64)  # open bins of each free room (linked)
-    nxt = np.empty(cap, dtype=np.int64)
-    room = np.empty(cap, dtype=np.int64)
-    placed = np.empty((cap, 4), dtype=np.int64)  # per piece: bin, document, offset, length
-    sizes = np.empty(buffer, dtype=np.int64)
-    nbins, npieces = 0, 0
-    for b0 in range(0, n, buffer):
-        b1 = min(b0 + buffer, n)
-        first_bin, first_piece = nbins, npieces
-        for d in range(b0, b1):
-            whole, rest = lengths[d] // window, lengths[d] % window
-            for k in range(whole if rest else whole - 1):  # full pieces: a bin each
-                placed[npieces, 0], placed[npieces, 1] = nbins, d
-                placed[npieces, 2], placed[npieces, 3] = k * window, window
-                room[nbins] = 0
-                npieces += 1
-                nbins += 1
-            sizes[d - b0] = rest if rest else window
-        for j in np.argsort(-sizes[: b1 - b0], kind="mergesort"):
-            d, s = b0 + j, sizes[j]
-            r = _first_at_least(tree, size, s)
-            if r < 0:  # no open bin holds it: a new one
-                b = nbins
-                nbins += 1
-                room[b] = window
-            else:
-                b = head[r]
-                head[r] = nxt[b]
-                _tree_add(tree, size, r, -1)
-            placed[npieces, 0], placed[npieces, 1] = b, d
-            placed[npieces, 2], placed[npieces, 3] = lengths[d] - s, s
-            npieces += 1
-            room[b] -= s
-            if room[b] > 0:
-                nxt[b] = head[room[b]]
-                head[room[b]] = b
-                _tree_add(tree, size, room[b], 1)
-        for b in range(first_bin, nbins):  # the buffer's bins close
-            if room[b] > 0:
-                _tree_add(tree, size, room[b], -1)
-                head[room[b]] = -1
-        _order_bins(bins, pieces, placed, keys, first_bin, nbins, first_piece, npieces)
-    return bins[: nbins + 1].copy(), pieces[:npieces].copy()
-
-
-@njit(cache=True, nogil=True)
-def _order_bins(bins, pieces, placed, keys, first_bin, nbins, first_piece, npieces):  # noqa: ANN001, ANN201, PLR0913
-    """Write a buffer's bins (first_bin .. nbins-1) in the order of their keys, each bin's pieces
-    in placement order, into `bins` (starts) and `pieces`."""
-    m = nbins - first_bin
-    newpos = np.empty(m, dtype=np.int64)
-    newpos[np.argsort(keys[first_bin:nbins], kind="mergesort")] = np.arange(m)
-    count = np.zeros(m + 1, dtype=np.int64)
-    for p in range(first_piece, npieces):
-        count[newpos[placed[p, 0] - first_bin] + 1] += 1
-    for i in range(m):
-        count[i + 1] += count[i]
-        bins[first_bin + i + 1] = first_piece + count[i + 1]
-    for p in range(first_piece, npieces):
-        k = newpos[placed[p, 0] - first_bin]
-        at = first_piece + count[k]
-        count[k] += 1
-        pieces[at, 0], pieces[at, 1], pieces[at, 2] = placed[p, 1], placed[p, 2], placed[p, 3]
 
 
 @njit(cache=True, nogil=True)
@@ -342,113 +294,6 @@ def mask_targets(labels, seg, masks, doc_file, mask_start, doc_len, lead):  # no
         e = c + n - 1  # the EOS column when the segment holds it
         if q + n == length + lead + 1 and e > 0 and (length == 0 or mask[base + length - 1] == 0):
             lab[e - 1] = ignore_value(lab)
-
-
-@njit(cache=True, nogil=True)
-def mixed_blocks(key, k0, before):  # noqa: ANN001, ANN201
-    """Source and source-window index of every sample of mixture blocks k0, k0 + 1, ...:
-    `before[i, s]` is the count of source s before block k0 + i (one row more than blocks).
-    Block k holds each source s `before[k + 1, s] - before[k, s]` times, in an order permuted by
-    a splitmix64 hash of (key, k, position) (stable sort of the hashes)."""
-    blocks, n_sources = before.shape[0] - 1, before.shape[1]
-    total = 0
-    for s in range(n_sources):
-        total += before[blocks, s] - before[0, s]
-    sources = np.empty(total, dtype=np.int64)
-    local = np.empty(total, dtype=np.int64)
-    at = 0
-    for i in range(blocks):
-        n = 0
-        for s in range(n_sources):
-            n += before[i + 1, s] - before[i, s]
-        hashes = np.empty(n, dtype=np.uint64)
-        base = numba.uint64(key) ^ (numba.uint64(k0 + i) * numba.uint64(0x9E3779B97F4A7C15))
-        for j in range(n):
-            z = base + numba.uint64(j + 1) * numba.uint64(0xBF58476D1CE4E5B9)
-            z = (z ^ (z >> numba.uint64(30))) * numba.uint64(0xBF58476D1CE4E5B9)
-            z = (z ^ (z >> numba.uint64(27))) * numba.uint64(0x94D049BB133111EB)
-            hashes[j] = z ^ (z >> numba.uint64(31))
-        order = np.argsort(hashes, kind="mergesort")
-        label = np.empty(n, dtype=np.int64)
-        j = 0
-        for s in range(n_sources):
-            for _ in range(before[i + 1, s] - before[i, s]):
-                label[j] = s
-                j += 1
-        seen = before[i].copy()
-        for j in range(n):
-            s = label[order[j]]
-            sources[at + j] = s
-            local[at + j] = seen[s]
-            seen[s] += 1
-        at += n
-    return sources, local
-
-
-@njit(cache=True, nogil=True)
-def segment_ids(positions, documents, seg, order, want_positions, want_documents):  # noqa: ANN001, ANN201
-    """Position ids (0 at each segment start, then counting) into positions and segment numbers
-    within the row into documents (both [n, seq_len + 1], first seq_len columns written; only
-    those wanted); `order` lists the segments sorted by (row, column)."""
-    limit = positions.shape[1] - 1
-    last_row, number = -1, 0
-    for k in order:
-        row, c, length = seg[k, 0], seg[k, 1], seg[k, 2]
-        number = number + 1 if row == last_row else 0
-        last_row = row
-        end = c + length if c + length < limit else limit
-        if want_positions:
-            for j in range(c, end):
-                positions[row, j] = j - c
-        if want_documents:
-            for j in range(c, end):
-                documents[row, j] = number
-
-
-@njit(cache=True, nogil=True)
-def input_starts(seg, seq_len, total):  # noqa: ANN001, ANN201
-    """The flat input positions (row * seq_len + column) where the segments start, sorted, with
-    `total` appended: what varlen takes. A segment at the last column (seq_len) is a label only."""
-    n = 0
-    for k in range(len(seg)):
-        n += seg[k, 1] < seq_len
-    starts = np.empty(n + 1, dtype=np.int64)
-    j = 0
-    for k in range(len(seg)):
-        if seg[k, 1] < seq_len:
-            starts[j] = seg[k, 0] * seq_len + seg[k, 1]
-            j += 1
-    starts[:n].sort()
-    starts[n] = total
-    return starts
-
-
-@njit(cache=True, nogil=True)
-def varlen(starts, sizes, seq_len):  # noqa: ANN001, ANN201
-    """flash-attn varlen inputs of items of `sizes` rows from a block's segment starts (flat
-    input positions, sorted, the block's total last; every row starts a segment): each item's
-    cu_seqlens (int32, concatenated), their lengths, and each item's longest segment."""
-    items = len(sizes)
-    at = np.empty(items + 1, dtype=np.int64)
-    bound, k = 0, 0
-    for i in range(items + 1):
-        while starts[k] < bound:
-            k += 1
-        at[i] = k
-        if i < items:
-            bound += sizes[i] * seq_len
-    counts = at[1:] - at[:-1] + 1
-    values = np.empty(counts.sum(), dtype=np.int32)
-    longest = np.zeros(items, dtype=np.int64)
-    o, base = 0, 0
-    for i in range(items):
-        for j in range(at[i], at[i + 1] + 1):
-            values[o] = starts[j] - base
-            o += 1
-            if j < at[i + 1] and starts[j + 1] - starts[j] > longest[i]:
-                longest[i] = starts[j + 1] - starts[j]
-        base += sizes[i] * seq_len
-    return values, counts, longest
 
 
 def warm_kernels(

@@ -28,10 +28,11 @@ from fractions import Fraction
 import numpy as np
 
 from pipeline.errors import LoaderError
-from pipeline.loader.kernels import mixed_blocks
+from pipeline.loader.plankernels import mixed_blocks
 
 STRATEGIES = ("first_exhausted", "all_exhausted")
 UNITS = ("token", "byte", "document")
+SPAN_BLOCKS = 64  # blocks a Schedule locates at once: a fill's locate is then mostly a slice
 
 
 def integer_rates(shares: list[Fraction]) -> list[int]:
@@ -62,6 +63,7 @@ class Schedule:
         self.total = sum(rates)
         self.key = int(np.random.SeedSequence([seed, epoch, 2]).generate_state(1)[0])
         self._counts: dict[int, list[int]] = {}
+        self._span: tuple[int, int, np.ndarray, np.ndarray] | None = None  # (k0, k1, located)
 
     def counts(self, m: int) -> list[int]:
         """Samples of each source among the first m."""
@@ -92,14 +94,18 @@ class Schedule:
         return c
 
     def locate(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
-        """Source and source-window index of samples a .. b-1."""
+        """Source and source-window index of samples a .. b-1. A block's order depends on that
+        block alone: SPAN_BLOCKS blocks from the first one asked are located at once and kept."""
         if len(self.rates) == 1:
             return np.zeros(b - a, dtype=np.int64), np.arange(a, b, dtype=np.int64)
         k0, k1 = a // self.block, (b - 1) // self.block + 1
-        before = np.array([self.counts(k * self.block) for k in range(k0, k1 + 1)], np.int64)
-        sources, local = mixed_blocks(self.key, k0, before)
-        lo = a - k0 * self.block
-        return sources[lo : lo + b - a], local[lo : lo + b - a]
+        span = self._span
+        if span is None or k0 < span[0] or k1 > span[1]:  # blocks k0 .. k0 + SPAN_BLOCKS at once
+            k1 = max(k1, k0 + SPAN_BLOCKS)
+            before = np.array([self.counts(k * self.block) for k in range(k0, k1 + 1)], np.int64)
+            self._span = span = (k0, k1, *mixed_blocks(self.key, k0, before))
+        lo = a - span[0] * self.block  # (copies: a caller may keep or change them)
+        return span[2][lo : lo + b - a].copy(), span[3][lo : lo + b - a].copy()
 
     def last_within(self, limits: list[int]) -> int:
         """The most samples with no source past its limit (sources of rate 0 aside)."""

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.errors import LoaderError
-from pipeline.loader.kernels import SEG_FIELDS, best_fit, gather_bins, gather_concat, mask_targets
+from pipeline.loader.kernels import SEG_FIELDS, gather_bins, gather_concat, mask_targets
+from pipeline.loader.plankernels import best_fit
 from pipeline.loader.shards import LOSS_MASK, ShardInfo, ShardStore, ShardTokens
 
 GROUPS_KEPT = 2  # a read may straddle two groups

@@ -11,8 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.loader.kernels import input_starts, mask_labels, segment_ids
+from pipeline.loader.kernels import mask_labels
 from pipeline.loader.mixing import Schedule, epoch_end, integer_rates, sample_rates
+from pipeline.loader.plankernels import input_starts, segment_ids
 from pipeline.loader.source import SourceEpoch
 from pipeline.loader.stream import Segments
 

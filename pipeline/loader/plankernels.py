@@ -1,0 +1,243 @@
+"""The loader's layout kernels (numba, cached on disk once per machine): the ones that decide
+where windows' tokens go without copying any (pipeline/loader/kernels.py copies them): best-fit
+packing of documents into windows, the mixture's per-block source order, position and document ids
+and cu_seqlens from the segments a fill placed (segments: kernels.py's module docstring)."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True, nogil=True)
+def _first_at_least(tree, size, x):  # noqa: ANN001, ANN201
+    """Smallest leaf index >= x with a non-zero count in a segment tree of `size` leaves (or -1)."""
+    if x >= size:
+        return -1
+    i = x + size
+    if tree[i] > 0:
+        return x
+    while True:  # climb until a right sibling subtree holds something
+        if (i & 1) == 0 and tree[i + 1] > 0:
+            i += 1
+            break
+        i >>= 1
+        if i <= 1:
+            return -1
+    while i < size:  # descend to its leftmost non-empty leaf
+        i = 2 * i if tree[2 * i] > 0 else 2 * i + 1
+    return i - size
+
+
+@njit(cache=True, nogil=True)
+def _tree_add(tree, size, x, delta):  # noqa: ANN001, ANN201
+    i = x + size
+    while i >= 1:
+        tree[i] += delta
+        i >>= 1
+
+
+@njit(cache=True, nogil=True)
+def best_fit(lengths, window, buffer, keys):  # noqa: ANN001, ANN201
+    """Hot loop: best-fit-decreasing packing of document streams (`lengths`: stream tokens of each
+    document, in stream order) into windows of `window` tokens, one buffer of `buffer`
+    consecutive documents at a time. A document longer than a window is cut into window-sized
+    pieces (each its own bin) and its remainder; every other piece goes, largest first (ties: the
+    earlier), into the open bin of the buffer with the least room that holds it (a segment tree
+    over free room), or into a new bin. The bins of a buffer are then ordered by `keys` (random:
+    a shuffle; at least as many as bins). Returns (bin starts [bins + 1], pieces [document,
+    stream offset, length] in bin order)."""
+    n = len(lengths)
+    cap = n + 1
+    for d in range(n):
+        cap += lengths[d] // window
+    pieces = np.empty((cap, 3), dtype=np.int64)
+    bins = np.zeros(cap + 1, dtype=np.int64)
+    size = 1
+    while size < window + 1:
+        size *= 2
+    tree = np.zeros(2 * size, dtype=np.int64)  # count of open bins per free room
+    head = np.full(window + 1, -1, dtype=np.int64)  # open bins of each free room (linked)
+    nxt = np.empty(cap, dtype=np.int64)
+    room = np.empty(cap, dtype=np.int64)
+    placed = np.empty((cap, 4), dtype=np.int64)  # per piece: bin, document, offset, length
+    sizes = np.empty(buffer, dtype=np.int64)
+    nbins, npieces = 0, 0
+    for b0 in range(0, n, buffer):
+        b1 = min(b0 + buffer, n)
+        first_bin, first_piece = nbins, npieces
+        for d in range(b0, b1):
+            whole, rest = lengths[d] // window, lengths[d] % window
+            for k in range(whole if rest else whole - 1):  # full pieces: a bin each
+                placed[npieces, 0], placed[npieces, 1] = nbins, d
+                placed[npieces, 2], placed[npieces, 3] = k * window, window
+                room[nbins] = 0
+                npieces += 1
+                nbins += 1
+            sizes[d - b0] = rest if rest else window
+        for j in np.argsort(-sizes[: b1 - b0], kind="mergesort"):
+            d, s = b0 + j, sizes[j]
+            r = _first_at_least(tree, size, s)
+            if r < 0:  # no open bin holds it: a new one
+                b = nbins
+                nbins += 1
+                room[b] = window
+            else:
+                b = head[r]
+                head[r] = nxt[b]
+                _tree_add(tree, size, r, -1)
+            placed[npieces, 0], placed[npieces, 1] = b, d
+            placed[npieces, 2], placed[npieces, 3] = lengths[d] - s, s
+            npieces += 1
+            room[b] -= s
+            if room[b] > 0:
+                nxt[b] = head[room[b]]
+                head[room[b]] = b
+                _tree_add(tree, size, room[b], 1)
+        for b in range(first_bin, nbins):  # the buffer's bins close
+            if room[b] > 0:
+                _tree_add(tree, size, room[b], -1)
+                head[room[b]] = -1
+        _order_bins(bins, pieces, placed, keys, first_bin, nbins, first_piece, npieces)
+    return bins[: nbins + 1].copy(), pieces[:npieces].copy()
+
+
+@njit(cache=True, nogil=True)
+def _order_bins(bins, pieces, placed, keys, first_bin, nbins, first_piece, npieces):  # noqa: ANN001, ANN201, PLR0913
+    """Write a buffer's bins (first_bin .. nbins-1) in the order of their keys, each bin's pieces
+    in placement order, into `bins` (starts) and `pieces`."""
+    m = nbins - first_bin
+    newpos = np.empty(m, dtype=np.int64)
+    newpos[np.argsort(keys[first_bin:nbins], kind="mergesort")] = np.arange(m)
+    count = np.zeros(m + 1, dtype=np.int64)
+    for p in range(first_piece, npieces):
+        count[newpos[placed[p, 0] - first_bin] + 1] += 1
+    for i in range(m):
+        count[i + 1] += count[i]
+        bins[first_bin + i + 1] = first_piece + count[i + 1]
+    for p in range(first_piece, npieces):
+        k = newpos[placed[p, 0] - first_bin]
+        at = first_piece + count[k]
+        count[k] += 1
+        pieces[at, 0], pieces[at, 1], pieces[at, 2] = placed[p, 1], placed[p, 2], placed[p, 3]
+
+
+@njit(cache=True, nogil=True)
+def mixed_blocks(key, k0, before):  # noqa: ANN001, ANN201
+    """Source and source-window index of every sample of mixture blocks k0, k0 + 1, ...:
+    `before[i, s]` is the count of source s before block k0 + i (one row more than blocks).
+    Block k holds each source s `before[k + 1, s] - before[k, s]` times, in an order permuted by
+    a splitmix64 hash of (key, k, position) (stable sort of the hashes)."""
+    blocks, n_sources = before.shape[0] - 1, before.shape[1]
+    total = 0
+    for s in range(n_sources):
+        total += before[blocks, s] - before[0, s]
+    sources = np.empty(total, dtype=np.int64)
+    local = np.empty(total, dtype=np.int64)
+    at = 0
+    for i in range(blocks):
+        n = 0
+        for s in range(n_sources):
+            n += before[i + 1, s] - before[i, s]
+        hashes = np.empty(n, dtype=np.uint64)
+        base = numba.uint64(key) ^ (numba.uint64(k0 + i) * numba.uint64(0x9E3779B97F4A7C15))
+        for j in range(n):
+            z = base + numba.uint64(j + 1) * numba.uint64(0xBF58476D1CE4E5B9)
+            z = (z ^ (z >> numba.uint64(30))) * numba.uint64(0xBF58476D1CE4E5B9)
+            z = (z ^ (z >> numba.uint64(27))) * numba.uint64(0x94D049BB133111EB)
+            hashes[j] = z ^ (z >> numba.uint64(31))
+        order = np.argsort(hashes, kind="mergesort")
+        label = np.empty(n, dtype=np.int64)
+        j = 0
+        for s in range(n_sources):
+            for _ in range(before[i + 1, s] - before[i, s]):
+                label[j] = s
+                j += 1
+        seen = before[i].copy()
+        for j in range(n):
+            s = label[order[j]]
+            sources[at + j] = s
+            local[at + j] = seen[s]
+            seen[s] += 1
+        at += n
+    return sources, local
+
+
+@njit(cache=True, nogil=True)
+def segment_ids(positions, documents, seg, order, want_positions, want_documents):  # noqa: ANN001, ANN201
+    """Position ids (0 at each segment start, then counting) into positions and segment numbers
+    within the row into documents (both [n, seq_len + 1], first seq_len columns written; only
+    those wanted); `order` lists the segments sorted by (row, column)."""
+    limit = positions.shape[1] - 1
+    last_row, number = -1, 0
+    for k in order:
+        row, c, length = seg[k, 0], seg[k, 1], seg[k, 2]
+        number = number + 1 if row == last_row else 0
+        last_row = row
+        end = c + length if c + length < limit else limit
+        if want_positions:
+            for j in range(c, end):
+                positions[row, j] = j - c
+        if want_documents:
+            for j in range(c, end):
+                documents[row, j] = number
+
+
+@njit(cache=True, nogil=True)
+def input_starts(seg, seq_len, total):  # noqa: ANN001, ANN201
+    """The flat input positions (row * seq_len + column) where the segments start, sorted, with
+    `total` appended: what varlen takes. A segment at the last column (seq_len) is a label only.
+    Placed by row (a counting sort: the readers record each row's segments in column order),
+    then checked, and sorted only if they are not in order after all."""
+    n, rows = 0, 0
+    for k in range(len(seg)):
+        if seg[k, 1] < seq_len:
+            n += 1
+            rows = max(rows, seg[k, 0] + 1)
+    at = np.zeros(rows + 1, dtype=np.int64)  # each row's first slot
+    for k in range(len(seg)):
+        if seg[k, 1] < seq_len:
+            at[seg[k, 0] + 1] += 1
+    for r in range(rows):
+        at[r + 1] += at[r]
+    starts = np.empty(n + 1, dtype=np.int64)
+    for k in range(len(seg)):
+        if seg[k, 1] < seq_len:
+            row = seg[k, 0]
+            starts[at[row]] = row * seq_len + seg[k, 1]
+            at[row] += 1
+    for j in range(1, n):
+        if starts[j] < starts[j - 1]:
+            starts[:n].sort()
+            break
+    starts[n] = total
+    return starts
+
+
+@njit(cache=True, nogil=True)
+def varlen(starts, sizes, seq_len):  # noqa: ANN001, ANN201
+    """flash-attn varlen inputs of items of `sizes` rows from a block's segment starts (flat
+    input positions, sorted, the block's total last; every row starts a segment): each item's
+    cu_seqlens (int32, concatenated), their lengths, and each item's longest segment."""
+    items = len(sizes)
+    at = np.empty(items + 1, dtype=np.int64)
+    bound, k = 0, 0
+    for i in range(items + 1):
+        while starts[k] < bound:
+            k += 1
+        at[i] = k
+        if i < items:
+            bound += sizes[i] * seq_len
+    counts = at[1:] - at[:-1] + 1
+    values = np.empty(counts.sum(), dtype=np.int32)
+    longest = np.zeros(items, dtype=np.int64)
+    o, base = 0, 0
+    for i in range(items):
+        for j in range(at[i], at[i + 1] + 1):
+            values[o] = starts[j] - base
+            o += 1
+            if j < at[i + 1] and starts[j + 1] - starts[j] > longest[i]:
+                longest[i] = starts[j + 1] - starts[j]
+        base += sizes[i] * seq_len
+    return values, counts, longest
