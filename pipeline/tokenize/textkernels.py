@@ -18,6 +18,8 @@ end of a document gets one, marking every boundary as the numpy code does).
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 from numba import njit
 
@@ -308,7 +310,10 @@ def _word_tables(classes: tuple[np.ndarray, np.ndarray, np.ndarray, int]) -> tup
 
 def _chunks_apply(ascii_cls: np.ndarray) -> bool:
     """Whether the 8-byte steps (which spell out textstats' ASCII classes: letters, digits, '_'
-    are word bytes, and the apostrophe, '.' and ',' rules) apply to this class table."""
+    are word bytes, and the apostrophe, '.' and ',' rules) apply to this class table (and to this
+    machine: their masks read the first byte in memory as the lowest)."""
+    if sys.byteorder != "little":
+        return False
     word = np.zeros(128, dtype=bool)
     word[[*range(48, 58), *range(65, 91), *range(97, 123), 95]] = True
     return bool(np.array_equal(ascii_cls[:128] == 1, word) and not (ascii_cls[:128] > 1).any())
