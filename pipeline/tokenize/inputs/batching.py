@@ -46,7 +46,8 @@ class BatchBuilder:
         self._batch = self._new_batch()
         self.bad_ids = 0  # records whose id field is present but not a string/integer
         self._first_bad_id = ""
-        self._id_prefix = f"{unit.url}\0".encode()  # fallback ids hash f"{url}\0{offset}"
+        # fallback ids hash f"{url}\0{offset}": the url's part hashed once, copied per id
+        self._id_hash = hashlib.sha256(f"{unit.url}\0".encode())
 
     @property
     def blank(self) -> int:
@@ -126,7 +127,9 @@ class BatchBuilder:
 
     def fallback_id(self, offset: int) -> str:
         """The id of a document whose record has none: a hash of (url, offset or row)."""
-        return hashlib.sha256(self._id_prefix + str(offset).encode()).hexdigest()[:24]
+        digest = self._id_hash.copy()
+        digest.update(str(offset).encode())
+        return digest.hexdigest()[:24]
 
     def check_text(self, text: Any, where: str) -> tuple[str | None, int]:
         """(reason, utf8 length): reason is None when the text is acceptable."""
@@ -182,7 +185,7 @@ class BatchBuilder:
                 self.reject(*position, reason, _raw(raw))
                 return
         doc_id = record.get(opts.id_field)
-        if type(doc_id) is not str:
+        if type(doc_id) is not str and doc_id is not None:  # None: no id, nothing to count
             doc_id = self._usable_id(doc_id, position)
         source = record.get(opts.source_field)
         lang = record.get(opts.lang_field)
