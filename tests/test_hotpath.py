@@ -16,6 +16,7 @@ from pipeline.tokenize.inputs import ReadOptions, plan_units, read_unit
 from pipeline.tokenize.inputs import jsonl as jsonl_format
 from pipeline.tokenize.textstats import batch_stats
 from pipeline.tokenize.unigrams import UNIGRAMS_SCHEMA, UnigramCounter
+from tests.helpers import SAMPLE_DIR
 from tokenizers_impl import load_tokenizer
 
 ALPHABET = [
@@ -220,3 +221,36 @@ def test_compiled_word_statistics_in_8_byte_steps(seed):
         for f in dataclasses.fields(ref):
             a, b = getattr(ref, f.name), getattr(got, f.name)
             assert (a is None and b is None) or np.array_equal(a, b), (f.name, texts, lens)
+
+
+def test_batches_encoded_together_give_the_same_unit_bytes(tmp_path, bpe_path, monkeypatch):
+    """The texts of consecutive engine batches go to the encoder in one call (its fixed cost per
+    call), and are cut back per batch: shard, rejects and ledger are byte for byte those of one
+    call per batch, with rejects and blank lines between the batches kept in their place."""
+    from pipeline.output.storage import Output
+    from pipeline.tokenize import unit as unit_module
+    from pipeline.tokenize.unit import UnitTask, process_unit
+
+    lines = (SAMPLE_DIR / "en.jsonl").read_bytes().splitlines()
+    mixed = []
+    for i, line in enumerate(lines):
+        mixed.append(line)
+        if i % 9 == 4:
+            mixed += [b"{not json", b"", b'{"text": 3}']
+    source = tmp_path / "mixed.jsonl"
+    source.write_bytes(b"\n".join(mixed) + b"\n")
+    tok = load_tokenizer(f"bpe:{bpe_path}")
+    opts = ReadOptions(batch_docs=7)
+    task = UnitTask(opts, "0" * 16, True, True, {}, None, 0.5)
+    results = {}
+    for group_docs in (1, 20, unit_module.GROUP_DOCS):  # 1: every batch alone, as before
+        monkeypatch.setattr(unit_module, "GROUP_DOCS", group_docs)
+        out = tmp_path / f"out-{group_docs}"
+        (unit,) = plan_units([str(source)], opts)
+        entry = process_unit(unit, tok, task, Output(str(out))).entry
+        files = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*.arrow")}
+        ledger = {k: v for k, v in entry.to_json().items() if k not in ("timings", "lease")}
+        results[group_docs] = (files, ledger)
+    assert results[1][1]["rejected"] == 2 * len(range(4, len(lines), 9)) > 0
+    assert results[1][1]["batches"] > 10 and results[1][1]["verified_documents"] > 0
+    assert results[20] == results[1] and results[unit_module.GROUP_DOCS] == results[1]

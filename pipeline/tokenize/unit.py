@@ -35,6 +35,8 @@ from schemas.records import LedgerEntry
 from schemas.shards import SCHEMA_VERSION, TOKENMILL_VERSION, shard_schema
 from tokenizers_impl import EncodedBatch, TokenizerBase
 
+GROUP_DOCS = 4096  # documents of consecutive engine batches encoded in one call, at most
+
 # A unit runs on one core: the tokenizer libraries' own thread pools would only compete with the
 # other workers (Ray actors set this at start; `tokenmill run` sets it for its driver's threads,
 # unless the environment already says otherwise)
@@ -255,12 +257,7 @@ def _tokenize_batches(
     """Stream the unit's batches through the tokenizer into the files; returns the batch count."""
     byte_lengths = tokenizer.token_byte_lengths()
     batch_index = 0
-    while True:
-        t_read = time.perf_counter()
-        batch = next(reader, None)
-        times.read_s += time.perf_counter() - t_read
-        if batch is None:
-            return batch_index
+    for batch, encoded in _encoded_batches(reader, tokenizer, task.read.batch_bytes, times):
         counts.docs_read += batch.records
         counts.rejected += len(batch.rejects)
         counts.blank_lines += batch.blank
@@ -269,7 +266,10 @@ def _tokenize_batches(
             continue
         t_tok = time.perf_counter()
         chat = encode_chat(tokenizer, batch) if batch.segments is not None else None
-        encoded = chat.encoded if chat else tokenizer.encode_for_shard(batch.texts, batch_index)
+        if chat:
+            encoded = chat.encoded
+        elif encoded is None:
+            encoded = tokenizer.encode_for_shard(batch.texts, batch_index)
         t_verify = time.perf_counter()
         times.tokenize_s += t_verify - t_tok
         if task.verify_sample and tokenizer.verifiable:
@@ -281,6 +281,55 @@ def _tokenize_batches(
             encoded.columns[LOSS_MASK] = chat.loss_mask
         _write_batch(batch, encoded, tokenizer, task, byte_lengths, files, counts, times)
         batch_index += 1
+    return batch_index
+
+
+def _encoded_batches(
+    reader: Iterator[DocBatch], tokenizer: TokenizerBase, group_bytes: int, times: StageTimes
+) -> Iterator[tuple[DocBatch, EncodedBatch | None]]:
+    """(batch, its encoding or None) for each of the reader's batches, in their order. A call of
+    the encoder has a fixed cost (gigatoken's about 1 ms) that small documents would pay every
+    `batch_docs` of them, so the texts of consecutive plain batches (up to GROUP_DOCS documents or
+    `group_bytes` of text) are encoded in one `encode_batch_flat` call and cut back per batch:
+    shards are still written batch by batch, byte for byte as before. Only for a tokenizer that
+    keeps the base `encode_for_shard` (ids depend on each document alone); None (encode it
+    yourself) for its other batches: chats, batches without texts, and every batch of a tokenizer
+    with its own `encode_for_shard`."""
+    grouped = type(tokenizer).encode_for_shard is TokenizerBase.encode_for_shard
+    pending: list[DocBatch] = []
+    docs = nbytes = 0
+    while True:
+        t_read = time.perf_counter()
+        batch = next(reader, None)
+        times.read_s += time.perf_counter() - t_read
+        joins = batch is not None and grouped and bool(batch.texts) and batch.segments is None
+        if joins:
+            pending.append(batch)
+            docs, nbytes = docs + len(batch.texts), nbytes + batch.nbytes
+            if docs < GROUP_DOCS and nbytes < group_bytes:
+                continue
+        if pending:  # full, or the next batch is not one to join, or the unit ends
+            yield from _encode_group(pending, tokenizer, times)
+            pending, docs, nbytes = [], 0, 0
+        if batch is None:
+            return
+        if not joins:
+            yield batch, None
+
+
+def _encode_group(
+    batches: list[DocBatch], tokenizer: TokenizerBase, times: StageTimes
+) -> Iterator[tuple[DocBatch, EncodedBatch]]:
+    """The batches with their encodings, from one encoder call over all their texts."""
+    t_tok = time.perf_counter()
+    flat, offsets = tokenizer.encode_batch_flat([t for b in batches for t in b.texts])
+    times.tokenize_s += time.perf_counter() - t_tok
+    first = 0
+    for batch in batches:
+        end = first + len(batch.texts)
+        lo, hi = offsets[first], offsets[end]
+        yield batch, EncodedBatch(flat[lo:hi], offsets[first : end + 1] - lo)
+        first = end
 
 
 def verify_sample(
