@@ -3,6 +3,7 @@ factory, and readers of committed output."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,27 @@ def small_dataset(urls: Any, seed: int, **options: Any):
         **options,
     }
     return TokenDataset(urls, LOADER_SEQ, **options)
+
+
+def resume_at_a_new_world_size(make: Any, take: int, workers_rank: int) -> tuple:
+    """An epoch read at world size 2 (`take` batches a rank, each through a DataLoader with 2
+    workers), its global state, then the rest of it read at world size 3 from that state (rank
+    `workers_rank` with 2 workers, the others without). `make(rank, world_size)` builds a rank's
+    TokenDataset. Returns (first batches, the rest, the state)."""
+    from pipeline.loader import TokenDataset
+
+    first, states = [], []
+    for rank in range(2):
+        loader = make(rank, 2).dataloader(num_workers=2)
+        first += list(itertools.islice(loader, take))
+        states.append(loader.state_dict())
+    state = TokenDataset.global_state(states)
+    rest = []
+    for rank in range(3):
+        ds = make(rank, 3)
+        ds.load_state_dict(state)
+        rest += list(ds.dataloader(num_workers=2 if rank == workers_rank else 0))
+    return first, rest, state
 
 
 def mask_rule(row: int, length: int) -> list[int] | None:

@@ -9,7 +9,6 @@ committed shard (the ledger's checksum fixed) with a deterministic rule."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import shutil
 from dataclasses import asdict
@@ -29,6 +28,7 @@ from .helpers import (
     LOADER_SEQ,
     add_loss_mask,
     mask_rule,
+    resume_at_a_new_world_size,
     small_dataset,
 )
 
@@ -148,19 +148,12 @@ def test_a_masked_and_an_unmasked_output_mix_across_ranks_workers_and_a_resume(
     whole = dataset([masked, plain], **options)
     assert whole.masked == [True, False]
     end = whole.plan().num_samples
-    first, states = [], []
-    for rank in range(2):
-        ds = dataset([masked, plain], rank=rank, world_size=2, **options)
-        loader = ds.dataloader(num_workers=2)
-        first += list(itertools.islice(loader, 6))
-        states.append(loader.state_dict())
-    state = TokenDataset.global_state(states)
+    first, rest, state = resume_at_a_new_world_size(
+        lambda rank, world: dataset([masked, plain], rank=rank, world_size=world, **options),
+        take=6,
+        workers_rank=0,
+    )
     assert state["sample"] == 6 * 2 * BATCH
-    rest = []
-    for rank in range(3):
-        ds = dataset([masked, plain], rank=rank, world_size=3, **options)
-        ds.load_state_dict(state)
-        rest += list(ds.dataloader(num_workers=2 if rank == 0 else 0))
     indices = [i for b in first + rest for i in b["index"].tolist()]
     assert sorted(indices) == list(range(end))
     counts = check(whole, first + rest, documents, {0})

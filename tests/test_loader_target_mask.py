@@ -19,7 +19,13 @@ import torch
 
 from pipeline.loader import IGNORE_INDEX, TokenDataset, labels_from
 
-from .helpers import LOADER_BATCH, LOADER_BOS, LOADER_SEQ, small_dataset
+from .helpers import (
+    LOADER_BATCH,
+    LOADER_BOS,
+    LOADER_SEQ,
+    resume_at_a_new_world_size,
+    small_dataset,
+)
 
 BATCH, BOS = LOADER_BATCH, LOADER_BOS
 # the configurations of `configuration()`, each checked over whole epochs
@@ -251,19 +257,14 @@ def test_samples_and_a_resume_under_another_world_size(plain, masked, skip):
     ids_ds, mask_ds = pair(urls, **options)
     for a, b in ((0, 5), (7, 19), (30, 31)):
         assert_equivalent(ids_ds.samples(a, b), mask_ds.samples(a, b))
-    first, states = [], []
-    for rank in range(2):
-        ds = small_dataset(urls, 3, labels="mask", rank=rank, world_size=2, **options)
-        loader = ds.dataloader(num_workers=2)
-        first += list(itertools.islice(loader, 3))
-        states.append(loader.state_dict())
-    state = TokenDataset.global_state(states)
+    first, rest, state = resume_at_a_new_world_size(
+        lambda rank, world: small_dataset(
+            urls, 3, labels="mask", rank=rank, world_size=world, **options
+        ),
+        take=3,
+        workers_rank=1,
+    )
     assert state["sample"] == 3 * 2 * BATCH
-    rest = []
-    for rank in range(3):
-        ds = small_dataset(urls, 3, labels="mask", rank=rank, world_size=3, **options)
-        ds.load_state_dict(state)
-        rest += list(ds.dataloader(num_workers=2 if rank == 1 else 0))
     found = by_index(first + rest)  # (all_exhausted: whole steps of 3 ranks, maybe a few more)
     assert len(found) >= ids_ds.plan().num_samples
     assert_same_samples(found, by_index([ids_ds.samples(0, len(found))]))
