@@ -548,8 +548,7 @@ def mix_table(rows: list[dict]) -> str:
             f"| {r['seq_len']} | {r['dtype']} | {r['workers']} | {_prefetch(r)} "
             f"| {r.get('labels', 'ids')} | {r['ceiling'] / 1e6:.0f} M "
             f"| {r['tokenmill'] / 1e6:.1f} M | {r['tokenmill'] / r['ceiling']:.2f} | {cpu} "
-            f"| {r['tokenmill_alone'] / r['ceiling']:.2f} "
-            + lit_cells
+            f"| {r['tokenmill_alone'] / r['ceiling']:.2f} " + lit_cells
         )
     return "\n".join(lines)
 

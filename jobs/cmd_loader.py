@@ -23,6 +23,28 @@ def parse_weights(values: tuple[str, ...]) -> list[float] | None:
         raise LoaderError(f"--weights {' '.join(values)}: numbers, e.g. 0.7,0.3") from None
 
 
+def _number(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def weights_and_outputs(
+    outputs: tuple[str, ...], weights: tuple[str, ...]
+) -> tuple[list[str], list[float] | None]:
+    """(outputs, weights) of the command line. `--weights 0.7 0.3` (the values space-separated)
+    leaves the values after the first among the OUTPUT arguments: with --weights given, an
+    "output" that is a number and names no existing path is one of the weights, in order."""
+    import os
+
+    weights_given = bool(weights)
+    stray = [o for o in outputs if weights_given and _number(o) and not os.path.exists(o)]
+    kept = [o for o in outputs if o not in stray]
+    return kept, parse_weights((*weights, *stray))
+
+
 def dataset_options(func: Any) -> Any:
     """The TokenDataset options both commands take (the sequence a trainer's dataset defines)."""
     options = [
@@ -33,7 +55,10 @@ def dataset_options(func: Any) -> Any:
         click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True),
         click.option("--world-size", type=click.IntRange(min=1), default=1, show_default=True),
         click.option(
-            "--weights", multiple=True, metavar="W,W,...", help="mixing weights, one per output"
+            "--weights",
+            multiple=True,
+            metavar="W,W,...",
+            help="mixing weights, one per output (0.7,0.3 or 0.7 0.3)",
         ),
         click.option(
             "--weight-unit",
@@ -71,14 +96,15 @@ def dataset_options(func: Any) -> Any:
 def make_dataset(kwargs: dict[str, Any], **extra: Any) -> Any:
     from pipeline.loader import TokenDataset
 
+    outputs, weights = weights_and_outputs(kwargs["outputs"], kwargs["weights"])
     return TokenDataset(
-        list(kwargs["outputs"]),
+        outputs,
         kwargs["seq_len"],
         kwargs["seed"],
         rank=extra.pop("rank", 0),
         world_size=kwargs["world_size"],
         batch_size=kwargs["batch_size"],
-        weights=parse_weights(kwargs["weights"]),
+        weights=weights,
         weight_unit=kwargs["weight_unit"],
         stopping_strategy=kwargs["stopping_strategy"],
         budget_tokens=kwargs["budget_tokens"],
@@ -128,7 +154,7 @@ def plan_cmd(detail: bool | None, **kwargs: Any) -> None:
 
 
 def plan_table(plan: dict[str, Any]) -> str:
-    head = "source  weight  available  used  repeats  dropped  share  padding  split"
+    head = "source  weight  available       used  repeats    dropped  share  padding  split"
     lines = [
         f"epoch {plan['epoch']}: {plan['num_samples']} samples, {plan['steps']} steps of "
         f"{plan['samples_per_step']} ({plan['stopping_strategy']}, {plan['packing']}, shares "
@@ -138,8 +164,8 @@ def plan_table(plan: dict[str, Any]) -> str:
     for i, s in enumerate(plan["sources"]):
         split = s.get("split_fraction")
         lines.append(
-            f"{i:>6}  {s['weight']:>6.3g}  {s['tokens_available']:>9}  {s['tokens_used']:>4}  "
-            f"{s['repeats']:>7.3f}  {s['tokens_dropped']:>7}  {s['share']:>5.3f}  "
+            f"{i:>6}  {s['weight']:>6.3g}  {s['tokens_available']:>9}  {s['tokens_used']:>9}  "
+            f"{s['repeats']:>7.3f}  {s['tokens_dropped']:>9}  {s['share']:>5.3f}  "
             f"{s['padding_fraction']:>7.4f}  {'-' if split is None else f'{split:.3f}'}"
         )
     return "\n".join(lines)

@@ -213,3 +213,13 @@ def test_plan_command_prints_the_dataset_plan(outputs):
     assert printed == json.loads(json.dumps(asdict(ds.plan())))
     bad = CliRunner().invoke(main, ["plan", *outputs, "--seq-len", "8", "--weights", "1,2"])
     assert bad.exit_code == 2 and "3 outputs" in bad.output
+    # the weights space-separated, after the outputs or before them: the same plan
+    spaced = [o if o != "0.5,0.3,0.2" else "0.5" for o in args] + ["0.3", "0.2"]
+    options = [a for a in args[len(outputs) :] if a not in ("--weights", "0.5,0.3,0.2")]
+    before = ["--weights", "0.5", "0.3", "0.2", *outputs, *options]
+    for line in (spaced, before):
+        again = CliRunner().invoke(main, ["plan", *line])
+        assert again.exit_code == 0, again.output
+        assert json.loads(again.stdout.strip().splitlines()[-1]) == printed
+    bad = CliRunner().invoke(main, ["plan", *outputs, "--seq-len", "8", "--weights", "1", "2"])
+    assert bad.exit_code == 2 and "2 weights for 3 outputs" in bad.output
