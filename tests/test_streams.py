@@ -72,6 +72,27 @@ def test_a_big_compressed_file_is_cut_into_newline_aligned_ranges(tmp_path, suff
     assert from_bytes == from_file and sum(map(len, from_bytes)) > 0
 
 
+def test_a_big_compressed_text_file_is_read_in_ranges_too(tmp_path):
+    """Plain text, one document per line: a big .txt.gz is a stream cut into ranges like JSON
+    lines, and each range reads the same documents from its handed-over bytes as from the
+    file; together, the lines of the file in order."""
+    lines = [r["text"].replace("\n", " ") for r in records()]
+    data = "".join(line + "\n" for line in lines).encode()
+    path = tmp_path / "big.txt.gz"
+    path.write_bytes(gzip.compress(data, mtime=0))
+    opts = ReadOptions(unit_bytes=UNIT)
+    (stream,) = plan_units([str(path)], opts)
+    assert is_stream(stream)
+    ranges = list(iter_ranges(stream, opts, None))
+    assert len(ranges) > 2
+    texts = []
+    for unit, chunk in ranges:
+        from_bytes = [t for b in read_unit(unit, opts, None, chunk) for t in b.texts]
+        assert from_bytes == [t for b in read_unit(unit, opts, None) for t in b.texts]
+        texts += from_bytes
+    assert texts == lines
+
+
 def test_one_and_two_actors_and_the_driver_write_the_same_shards(ray_session, tmp_path, bpe_path):
     rows = records()
     write_compressed(tmp_path / "big.jsonl.zst", rows)

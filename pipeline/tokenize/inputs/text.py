@@ -23,12 +23,17 @@ class TextFormat(LineFormat):
         return super().plan_file(file, opts)
 
     def read(
-        self, unit: WorkUnit, opts: ReadOptions, storage_options: dict | None
+        self,
+        unit: WorkUnit,
+        opts: ReadOptions,
+        storage_options: dict | None,
+        data: bytes | None = None,
     ) -> Iterator[DocBatch]:
+        """`data`: a range of a big compressed file (line mode), handed over by its reader."""
         if unit.whole_file_text:
             yield self._whole_file(BatchBuilder(unit, opts), storage_options)
         else:
-            yield from super().read(unit, opts, storage_options)
+            yield from super().read(unit, opts, storage_options, data)
 
     def parse_line(
         self, out: BatchBuilder, offset: int, line_no: int | None, text: str, raw: bytes
