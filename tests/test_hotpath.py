@@ -14,6 +14,7 @@ import pytest
 
 from pipeline.tokenize.inputs import ReadOptions, plan_units, read_unit
 from pipeline.tokenize.inputs import jsonl as jsonl_format
+from pipeline.tokenize.inputs import lines as lines_module
 from pipeline.tokenize.textstats import batch_stats
 from pipeline.tokenize.unigrams import UNIGRAMS_SCHEMA, UnigramCounter
 from tests.helpers import SAMPLE_DIR
@@ -183,7 +184,16 @@ def test_jsonl_with_orjson_reads_what_json_reads(tmp_path, monkeypatch):
 
     def read_all() -> list[dict]:
         out = []
-        for opts in (ReadOptions(), ReadOptions(unit_bytes=20000, batch_docs=5, max_doc_bytes=900)):
+        small = ReadOptions(unit_bytes=20000, batch_docs=5, max_doc_bytes=900)
+        # read blocks of 1 MiB and of a few hundred bytes (lines carried over from block to
+        # block, runs of whole lines cut short), lines too long for a record among the others
+        for block, opts in (
+            (1 << 20, ReadOptions()),
+            (1 << 20, small),
+            (333, dataclasses.replace(small, max_record_bytes=700)),
+            (4096, dataclasses.replace(small, unit_bytes=1 << 20)),
+        ):
+            monkeypatch.setattr(lines_module, "READ_BLOCK", block)
             for unit in plan_units([str(tmp_path / "*.jsonl")], opts):
                 out += [dataclasses.asdict(b) for b in read_unit(unit, opts, {})]
         return out
@@ -254,3 +264,47 @@ def test_batches_encoded_together_give_the_same_unit_bytes(tmp_path, bpe_path, m
     assert results[1][1]["rejected"] == 2 * len(range(4, len(lines), 9)) > 0
     assert results[1][1]["batches"] > 10 and results[1][1]["verified_documents"] > 0
     assert results[20] == results[1] and results[unit_module.GROUP_DOCS] == results[1]
+
+
+@pytest.mark.parametrize("block", [7, 64, 333, 1 << 20])
+def test_line_runs_are_the_lines_of_the_stream(block, monkeypatch):
+    """iter_line_runs against splitting the whole stream: the same lines at the same offsets,
+    each line longer than max_record_bytes as None with its first bytes, for read blocks smaller
+    and larger than the lines, a range that starts and ends inside the stream, and streams with
+    and without a last newline."""
+    import io
+
+    from schemas.shards import REJECT_RAW_BYTES
+
+    monkeypatch.setattr(lines_module, "READ_BLOCK", block)
+    rng = random.Random(block)
+    limit = REJECT_RAW_BYTES + 44  # (a reject keeps a too long line's first bytes)
+    for trial in range(40):
+        lines = [bytes(rng.choice(b"ab \r") for _ in range(rng.choice([0, 1, 5, limit - 1, limit, limit + 1, 700])))
+                 for _ in range(rng.randrange(1, 30))]  # fmt: skip
+        data = b"\n".join(lines) + (b"\n" if trial % 2 else b"")
+        start = rng.randrange(len(data) + 1) if trial % 3 == 0 else 0
+        start = data.rfind(b"\n", 0, start) + 1 if start else 0  # a line start
+        end = -1 if trial % 4 else len(data)
+        want, at = [], start
+        body = data[start : None if end < 0 else end]
+        pieces = body.split(b"\n")
+        if pieces and pieces[-1] == b"":
+            pieces.pop()
+        for piece in pieces:
+            too_long = len(piece) > limit
+            want.append(
+                (at, None if too_long else piece, piece[:REJECT_RAW_BYTES] if too_long else piece)
+            )
+            at += len(piece) + 1
+        stream = io.BytesIO(data)
+        stream.seek(start)
+        got = []
+        for offset, run, head in lines_module.iter_line_runs(stream, start, end, limit):
+            if run is None:
+                got.append((offset, None, head))
+                continue
+            for line in run:
+                got.append((offset, line, line))
+                offset += len(line) + 1
+        assert got == want, (block, trial)

@@ -44,10 +44,16 @@ class BatchBuilder:
         self.default_source = posixpath.basename(unit.url)
         self.chat = ChatRenderer(opts) if opts.chat_template else None
         self._batch = self._new_batch()
+        self.last_offset = unit.start  # the last record's offset (line readers: for errors)
         self.bad_ids = 0  # records whose id field is present but not a string/integer
         self._first_bad_id = ""
         # fallback ids hash f"{url}\0{offset}": the url's part hashed once, copied per id
         self._id_hash = hashlib.sha256(f"{unit.url}\0".encode())
+
+    @property
+    def current(self) -> DocBatch:
+        """The batch being filled (a reader's own loop may append to it as `record` does)."""
+        return self._batch
 
     @property
     def blank(self) -> int:

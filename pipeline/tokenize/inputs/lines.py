@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 from abc import abstractmethod
-from collections.abc import Iterator
+from collections.abc import Generator, Iterable, Iterator
 
 from pipeline.output.storage import url_to_fs
 from pipeline.tokenize.inputs.batching import BatchBuilder
@@ -114,20 +114,30 @@ def _first_bytes(parts: list[bytes], n: int) -> bytes:
     return bytes(head)
 
 
-def iter_lines(
-    stream, start: int, end: int, max_record_bytes: int
-) -> Iterator[tuple[int, bytes | None, bytes]]:
-    """Yield (offset, line or None if too large, head) for each line in [start, end) of a stream.
+def _lines_of(block: bytes, at: int, last: int) -> Iterator[bytes]:
+    """The lines of block[at : last + 1] (block[last] is a newline), each sliced when it is
+    taken (while the line is read, it is in the cache)."""
+    find = block.find
+    while at <= last:
+        nl = find(b"\n", at)
+        yield block[at:nl]
+        at = nl + 1
 
-    Lines longer than max_record_bytes are never held whole: they yield None plus their first bytes
-    (`head`; for a line that is held whole, `head` is the line itself: readers cut it when they
-    reject). `end` = -1 reads to the end of the stream. Decompression errors propagate as they
-    happen. (Hot loop: one pass over every input byte.)
+
+def iter_line_runs(
+    stream, start: int, end: int, max_record_bytes: int
+) -> Iterator[tuple[int, Iterable[bytes] | None, bytes]]:
+    """Yield (offset, lines, head) for the lines in [start, end) of a stream: `lines`, consecutive
+    whole lines from `offset` on (without their line ends), or None for one line longer than
+    max_record_bytes, which is never held whole (`head`: its first bytes, what a reject keeps).
+    `end` = -1 reads to the end of the stream. Decompression errors propagate as they happen.
+    (Hot loop: one pass over every input byte. A block's whole lines come as one run, unless one
+    is too long; the line it ends inside is carried over.)
     """
     pos = start
-    pending: list[bytes] = []
+    pending: list[bytes] = []  # the start of a line carried over from earlier blocks
     pending_len = 0
-    oversized = False
+    oversized = False  # the carried line is too long: only its `head` is kept
     head = b""
     line_start = start
     remaining = None if end < 0 else end - start
@@ -138,43 +148,47 @@ def iter_lines(
             break
         if remaining is not None:
             remaining -= len(block)
-        view_start = 0
-        if not pending and not oversized:  # whole lines of this block, without the bookkeeping
-            nl = block.find(b"\n")
-            while nl >= 0 and nl - view_start <= max_record_bytes:
-                line = block[view_start:nl]
-                yield line_start, line, line
-                view_start = nl + 1
-                line_start = pos + view_start
-                nl = block.find(b"\n", view_start)
-        while True:
-            nl = block.find(b"\n", view_start)
-            piece = block[view_start : nl if nl >= 0 else len(block)]
-            if not oversized:
-                if pending_len + len(piece) > max_record_bytes:
-                    oversized = True
-                    head = _first_bytes([*pending, piece], REJECT_RAW_BYTES)
-                    pending, pending_len = [], 0
-                else:
-                    pending.append(piece)
-                    pending_len += len(piece)
-            if nl < 0:
-                break
+        last = block.rfind(b"\n")
+        tail = block[last + 1 :]  # after the block's last newline: the start of a line, or b""
+        at = 0  # where the block's whole lines start (after the end of a carried line)
+        if last >= 0 and (pending or oversized):  # the carried line ends at the first newline
+            at = block.find(b"\n") + 1
+            first = block[: at - 1]
+            if not oversized and pending_len + len(first) > max_record_bytes:
+                oversized, head = True, _first_bytes([*pending, first], REJECT_RAW_BYTES)
             if oversized:
                 yield line_start, None, head
             else:
-                line = b"".join(pending)
-                yield line_start, line, line
-            pos_after = pos + nl + 1
-            line_start = pos_after
+                yield line_start, [b"".join([*pending, first])], b""
+            line_start = pos + at
             pending, pending_len, oversized, head = [], 0, False, b""
-            view_start = nl + 1
+        if last >= at:
+            if len(block) <= max_record_bytes:  # no line of it is too long: sliced as read
+                yield line_start, _lines_of(block, at, last), b""
+            else:
+                pieces = block[at:last].split(b"\n")
+                if max(map(len, pieces)) <= max_record_bytes:
+                    yield line_start, pieces, b""
+                else:  # one by one: the too long as rejects
+                    for piece in pieces:
+                        if len(piece) > max_record_bytes:
+                            yield line_start, None, piece[:REJECT_RAW_BYTES]
+                        else:
+                            yield line_start, [piece], b""
+                        line_start += len(piece) + 1
+            line_start = pos + last + 1
+        if tail and not oversized:
+            if pending_len + len(tail) > max_record_bytes:
+                oversized, head = True, _first_bytes([*pending, tail], REJECT_RAW_BYTES)
+                pending, pending_len = [], 0
+            else:
+                pending.append(tail)
+                pending_len += len(tail)
         pos += len(block)
     if oversized:
         yield line_start, None, head
     elif pending_len:
-        line = b"".join(pending)
-        yield line_start, line, line
+        yield line_start, [b"".join(pending)], b""
 
 
 class LineFormat(InputFormat):
@@ -203,14 +217,16 @@ class LineFormat(InputFormat):
         over by the reader of a stream instead of being read from the file."""
         out = BatchBuilder(unit, opts)
         line_no: int | None = 1 if unit.start == 0 else None
-        last_offset = unit.start
         try:
             with _source(unit, storage_options, data) as stream:
-                for offset, raw, head in iter_lines(
+                for offset, lines, head in iter_line_runs(
                     stream, unit.start, unit.end, opts.max_record_bytes
                 ):
-                    last_offset = offset
-                    self._line(out, offset, line_no, raw, head)
+                    if lines is not None:
+                        line_no = yield from self._lines(out, offset, line_no, lines)
+                        continue
+                    out.last_offset = offset
+                    self._line(out, offset, line_no, None, head)
                     if line_no is not None:
                         line_no += 1
                     if out.full():
@@ -219,14 +235,30 @@ class LineFormat(InputFormat):
             if isinstance(exc, FileNotFoundError):
                 raise
             where = "decompressed offset" if unit.compression else "offset"
+            last = out.last_offset
             out.reject(
-                last_offset,
+                last,
                 None,
                 None,
-                f"unreadable input after {where} {last_offset}: {type(exc).__name__}: {exc}",
+                f"unreadable input after {where} {last}: {type(exc).__name__}: {exc}",
                 b"",
             )
         yield out.finish()
+
+    def _lines(
+        self, out: BatchBuilder, offset: int, line_no: int | None, lines: Iterable[bytes]
+    ) -> Generator[DocBatch, None, int | None]:
+        """Consecutive whole lines from `offset` (a run of iter_line_runs), each through `_line`;
+        yields each batch that fills, returns the next line number."""
+        for raw in lines:
+            out.last_offset = offset
+            self._line(out, offset, line_no, raw, raw)
+            offset += len(raw) + 1
+            if line_no is not None:
+                line_no += 1
+            if out.full():
+                yield out.take()
+        return line_no
 
     def _line(
         self, out: BatchBuilder, offset: int, line_no: int | None, raw: bytes | None, head: bytes
