@@ -9,6 +9,13 @@ import click
 from jobs.common import parse_pairs, parse_storage_options, reports_user_errors, storage_option_flag
 from tokenizers_impl import known_kinds
 
+NOT_TRAINED = {
+    "tiktoken": " (it reads a .tiktoken ranks file made elsewhere, such as OpenAI's published "
+    "encodings; a byte-level BPE trained with --kind bpe encodes on the same fast backends)",
+    "dynamic_merge": " (its merges are decided per batch while running: its config file is "
+    "written by hand, see docs/dynamic_merge.md)",
+}
+
 
 @click.command("train-tokenizer")
 @click.option("--kind", required=True, type=click.Choice(known_kinds()))
@@ -68,8 +75,17 @@ def train_tokenizer_cmd(
     """Train a tokenizer on a corpus (same input formats as `run`) and save it to PATH."""
     from jobs.corpus_text import iter_texts
     from pipeline.tokenize.config import load_config
-    from tokenizers_impl.base import tokenizer_class
+    from tokenizers_impl.base import TokenizerError, tokenizer_class
 
+    cls = tokenizer_class(kind)
+    if not callable(getattr(cls, "train", None)):
+        trainable = [
+            k for k in known_kinds() if callable(getattr(tokenizer_class(k), "train", None))
+        ]
+        raise TokenizerError(
+            f"tokenizer kind {kind!r} is not trained here{NOT_TRAINED.get(kind, '')}; "
+            f"kinds that train: {', '.join(trainable)}"
+        )
     storage = parse_storage_options(storage_option)
     cfg = load_config(
         input=list(input_),
@@ -86,8 +102,6 @@ def train_tokenizer_cmd(
     }
     extra = {k: v for k, v in named.items() if v is not None}
     extra.update(parse_pairs(option, "--option"))
-    tokenizer = tokenizer_class(kind).train(
-        iter_texts(cfg, max_docs=max_docs), vocab_size=vocab_size, **extra
-    )
+    tokenizer = cls.train(iter_texts(cfg, max_docs=max_docs), vocab_size=vocab_size, **extra)
     tokenizer.save(output, storage_options=storage)
     click.echo(json.dumps({"output": output, **tokenizer.describe()}, sort_keys=True))

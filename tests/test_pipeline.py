@@ -349,3 +349,16 @@ def test_train_tokenizer_and_demo_commands(ray_session, tmp_path, sample_dir):
         "ok": True,
     }
     assert Path(final["shards"]).is_dir()
+
+
+@pytest.mark.parametrize("kind", ["tiktoken", "dynamic_merge"])
+def test_train_tokenizer_refuses_a_kind_that_does_not_train(tmp_path, sample_dir, kind):
+    """A kind without training (a .tiktoken file or a dynamic_merge config come from elsewhere)
+    is a one-line user error naming the kinds that train, not a traceback; nothing is written."""
+    out = tmp_path / "tok.out"
+    args = ["train-tokenizer", "--kind", kind, "--input", str(sample_dir / "*.jsonl")]
+    result = CliRunner().invoke(cli, [*args, "--vocab-size", "300", "--output", str(out)])
+    assert result.exit_code == 2, result.output
+    assert f"tokenizer kind {kind!r} is not trained here" in result.output
+    assert "kinds that train: bpe, lib, sentencepiece" in result.output
+    assert "Traceback" not in result.output and not out.exists()
