@@ -1,6 +1,6 @@
 -- Tokenization-efficiency analytics over committed tokenmill outputs (DuckDB), version 1.
 --
--- pipeline/analytics.py registers the raw relations and then runs every section below in order:
+-- pipeline/analytics/ (sql.py) registers the raw relations and then runs every section below in order:
 --   _outputs   one row per (output, tokenizer fingerprint): dataset_id, output, tokenizer (label),
 --              tokenizer_kind, tokenizer_name, tokenizer_fingerprint, vocab_size, base_vocab_size
 --   _shards    every committed shard row: dataset_id, unit_id, doc_id, source, lang,

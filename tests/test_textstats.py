@@ -1,4 +1,4 @@
-"""Word counting and continued words, as reports state them (pipeline/textstats.py)."""
+"""Word counting and continued words, as reports state them (pipeline/tokenize/textstats.py)."""
 
 from __future__ import annotations
 
