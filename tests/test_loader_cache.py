@@ -172,3 +172,25 @@ def test_a_shard_in_use_is_never_evicted(local_url, s3_url, s3, tmp_path):
         holder.join(60)
     with pytest.raises(LoaderError, match="exceeds cache_limit"):
         ShardStore(s3_url, s3.storage_options, str(tmp_path / "tiny"), 100).tokens(shards[0])
+
+
+def test_a_limit_too_small_for_one_reader_fails_at_once(local_url, s3_url, s3, tmp_path):
+    """When what blocks an admission is this process's own holdings, nobody can free them (the
+    reader is the one waiting): LoaderError at once, saying how much it holds and needs, not a
+    wait of wait_s (600 s) first. A hold whose arrays are gone does not count."""
+    sizes = shard_sizes(local_url)
+    shards, _ = committed_shards(s3_url, s3.storage_options)
+    limit = sizes[0] + sizes[1] - 1  # room for one of the two, not both
+    store = ShardStore(s3_url, s3.storage_options, str(tmp_path / "cache"), limit)
+    assert store.cache.wait_s == 600.0
+    first = store.tokens(shards[0])
+    started = time.monotonic()
+    with pytest.raises(LoaderError, match="cannot hold what this process reads at once") as err:
+        store.tokens(shards[1])
+    assert time.monotonic() - started < 60
+    assert f"holds 1 shard(s), {sizes[0]} bytes" in str(err.value)
+    assert f"at least {sizes[0] + sizes[1]} bytes" in str(err.value)
+    del first
+    store._open.clear()  # the first shard's arrays go: its hold ends, it may be evicted
+    second = store.tokens(shards[1])
+    assert len(second.doc_len) == shards[1].documents

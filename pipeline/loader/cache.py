@@ -8,7 +8,8 @@ must stay within the limit, so least-recently-used shards (by modification time,
 use) are evicted first, and only those no process holds (an exclusive non-blocking `flock` on them
 succeeds). When nothing can be evicted the admission waits for a holder to let go, and after
 `wait_s` raises LoaderError (the limit is too small for the shards in use at once: about
-2 * group_shards per reading process). A download reserves its size first (`<name>.reserve`, held
+2 * group_shards per reading process and output); it raises at once when this process's own
+holdings leave no room (no other process can free those, and this one is waiting). A download reserves its size first (`<name>.reserve`, held
 under an exclusive lock while the download runs, so a crashed download's reservation is seen as
 stale and removed), fetches to a temporary file, checks it, takes its shared lock and renames it
 into place: a fresh shard is held before anyone can see it.
@@ -20,6 +21,7 @@ after the admission, counted under the directory lock): the tests check the limi
 from __future__ import annotations
 
 import fcntl
+import gc
 import os
 import time
 import uuid
@@ -35,8 +37,8 @@ _HELD: dict[int, Held] = {}  # descriptor -> holder, to close inherited ones aft
 class Held:
     """A shared lock on one cached file (its open descriptor), released by `release()` once."""
 
-    def __init__(self, fd: int):
-        self.fd = fd
+    def __init__(self, fd: int, path: str = ""):
+        self.fd, self.path = fd, path
         _HELD[fd] = self
 
     def release(self) -> None:
@@ -91,7 +93,7 @@ class ShardCache:
             os.close(fd)
             return None
         os.utime(path)  # most recently used
-        return path, Held(fd)
+        return path, Held(fd, path)
 
     def acquire(
         self, name: str, size: Callable[[], int], fetch: Callable[[str], None]
@@ -120,7 +122,7 @@ class ShardCache:
                 if reservation is not None:
                     os.remove(self.path(name) + RESERVE)
                     os.close(reservation)
-            return self.path(name), Held(fd)
+            return self.path(name), Held(fd, self.path(name))
 
     def _reserve(self, name: str, size: int) -> int:
         """Room for `size` more bytes (evicting unheld shards, least recently used first), and
@@ -138,6 +140,18 @@ class ShardCache:
                     os.write(fd, str(size).encode())
                     self._log(name, size, usage + size)
                     return fd
+            own, count = self._own_holdings()
+            if own + size > self.limit:  # a hold whose arrays are only garbage ends with them
+                gc.collect()
+                own, count = self._own_holdings()
+            if own + size > self.limit:  # what blocks it is this process's own: no use waiting
+                raise LoaderError(
+                    f"cache {self.directory}: cache_limit={self.limit} cannot hold what this "
+                    f"process reads at once: it holds {count} shard(s), {own} bytes, and needs "
+                    f"{name} ({size} bytes) too. A reading process holds up to about "
+                    "2 * group_shards shards of each output of a mixture: raise cache_limit to "
+                    f"at least {own + size} bytes (more with other readers), or lower group_shards"
+                )
             if time.monotonic() > deadline:
                 raise LoaderError(
                     f"cache {self.directory}: no room for {name} ({size} bytes) within "
@@ -145,6 +159,19 @@ class ShardCache:
                     "in use; raise cache_limit (about 2 * group_shards shards per reading process)"
                 )
             time.sleep(0.05)
+
+    def _own_holdings(self) -> tuple[int, int]:
+        """(bytes, count) of the shards of this directory that this process holds: no other
+        process can let go of them, and a reader waiting for room does not either."""
+        own = count = 0
+        for held in list(_HELD.values()):
+            if held.fd >= 0 and os.path.dirname(held.path) == self.directory:
+                try:
+                    own += os.fstat(held.fd).st_size
+                    count += 1
+                except OSError:  # released meanwhile (another thread)
+                    pass
+        return own, count
 
     def _make_room(self, size: int) -> int:
         """Under the directory lock: evict unheld shards, oldest use first, until `size` more
