@@ -319,6 +319,14 @@ def test_sentencepiece_job_decodes_back_to_input(
     rows = shard_rows(str(out))
     assert len(rows) == summary.documents == len(expected)
     assert all(tok.decode(r["tokens"]) == expected[r["doc_id"]] for r in rows)
+    import sentencepiece
+
+    # the library that encoded, and its version, recorded as for the bpe backends
+    assert (summary.encoder, summary.encoder_version) == (
+        "sentencepiece",
+        sentencepiece.__version__,
+    )
+    assert summary.tokenizer["encoder_version"] == sentencepiece.__version__
 
 
 def test_train_tokenizer_and_demo_commands(ray_session, tmp_path, sample_dir):

@@ -159,7 +159,13 @@ class SentencePieceTokenizer(ByteTableTokenizer):
         return flat, offsets
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "eos_token": self.eos_token, "bos_token": self.bos_token}
+        return {
+            **super().describe(),
+            "eos_token": self.eos_token,
+            "bos_token": self.bos_token,
+            "encoder": "sentencepiece",  # the library encodes: no other backend is exact for it
+            "encoder_version": str(getattr(spm, "__version__", "")),
+        }
 
 
 def _split_long(texts: Iterable[str], limit: int = 1 << 15) -> Iterable[str]:
