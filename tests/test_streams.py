@@ -152,3 +152,67 @@ def test_a_driver_killed_mid_file_redoes_only_the_ranges_in_flight(ray_session, 
     assert summary.units_skipped == committed
     clean = run_job(job_config(inputs, tmp_path / "clean", spec, unit_bytes=UNIT, actors=1))
     assert shard_files(out) == shard_files(tmp_path / "clean") and clean.complete
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".zst"])
+def test_a_big_file_cut_short_keeps_its_whole_lines_and_rejects_the_rest(
+    ray_session, tmp_path, bpe_path, suffix
+):
+    """A stream (compressed file over unit_bytes) that cannot be decompressed to its end: the
+    ranges before the failure are units as usual, the last is the whole lines read so far, and
+    the failure is one reject after its last line; the run completes, the driver and two actors
+    write the same shards, and a rerun has nothing to do (it used to abort the whole run)."""
+    rows = records()
+    path = tmp_path / f"big.jsonl{suffix}"
+    data = write_compressed(path, rows)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size * 2 // 3])
+    spec = f"bpe:{bpe_path}"
+    local = run_job(job_config(path, tmp_path / "local", spec, unit_bytes=UNIT))
+    two = run_job(job_config(path, tmp_path / "two", spec, unit_bytes=UNIT, actors=2))
+    assert local.complete and two.complete and local.units_planned == two.units_planned > 2
+    assert shard_files(tmp_path / "local") == shard_files(tmp_path / "two")
+    kept = shard_rows(tmp_path / "local")
+    assert 0 < len(kept) < len(rows)
+    assert [r["doc_id"] for r in kept] == [r["id"] for r in rows[: len(kept)]]  # a prefix
+    assert local.rejected == 1 and local.docs_read == len(kept) + 1
+    entries = committed_entries(Output(str(tmp_path / "local")))
+    (reject,) = [r for e in entries if e.rejects for r in reads(tmp_path / "local" / e.rejects)]
+    last = kept[-1]["input_offset"]
+    assert reject["offset"] == last and data[last:].startswith(
+        json.dumps(rows[len(kept) - 1], ensure_ascii=False).encode()
+    )
+    why = "Compressed file ended" if suffix == ".gz" else "Truncated compressed stream"
+    assert reject["reason"].startswith(f"unreadable input after decompressed offset {last}: ")
+    assert why in reject["reason"]
+    again = run_job(job_config(path, tmp_path / "two", spec, unit_bytes=UNIT, actors=2))
+    assert again.units_run == 0 and again.complete
+
+
+def reads(path) -> list[dict]:
+    """The rows of a committed rejects file."""
+    import pyarrow.ipc as ipc
+
+    with open(path, "rb") as f:
+        return ipc.open_file(f).read_all().to_pylist()
+
+
+def test_a_corrupt_gzip_is_a_reject_not_a_crash(tmp_path):
+    """zlib's own error (a damaged deflate stream, not a cut one) ends the unit with a reject,
+    as EOFError and OSError do, instead of escaping from the reader."""
+    import random
+    import zlib
+
+    raw = "".join(json.dumps(r) + "\n" for r in records(1)).encode()
+    packed = bytearray(gzip.compress(raw, mtime=0))
+    rng = random.Random(0)
+    for _ in range(200):  # (random bytes: here an invalid back-reference distance)
+        packed[rng.randrange(20, len(packed) - 20)] = rng.randrange(256)
+    with pytest.raises(zlib.error):
+        gzip.decompress(bytes(packed))
+    path = tmp_path / "bad.jsonl.gz"
+    path.write_bytes(bytes(packed))
+    opts = ReadOptions()
+    (unit,) = plan_units([str(path)], opts)
+    rejects = [r for b in read_unit(unit, opts, None) for r in b.rejects]
+    assert rejects[-1].reason.startswith("unreadable input after decompressed offset ")
+    assert "zlib.error: Error -3 while decompressing data" in rejects[-1].reason

@@ -4,6 +4,7 @@ uncompressed file or a whole compressed file, read as a stream of lines of bound
 from __future__ import annotations
 
 import io
+import zlib
 from abc import abstractmethod
 from collections.abc import Generator, Iterable, Iterator
 
@@ -15,6 +16,8 @@ from schemas.shards import REJECT_RAW_BYTES
 
 READ_BLOCK = 1 << 20
 BOM = b"\xef\xbb\xbf"
+# what reading a cut or damaged input raises (zlib.error: a corrupt deflate stream in a .gz)
+READ_ERRORS = (EOFError, OSError, ValueError, zlib.error)
 
 
 # WorkUnit.end of a compressed file that is split into ranges while it is read (streams.py)
@@ -30,6 +33,27 @@ def stream_unit(file: InputFile, fmt: str, opts: ReadOptions) -> WorkUnit | None
     if not file.compression or file.size <= opts.unit_bytes:
         return None
     return WorkUnit(file.url, fmt, file.compression, 0, STREAM, file.size, file.etag)
+
+
+def error_name(exc: BaseException) -> str:
+    """The name a reject gives a read error (zlib's plain `error` qualified)."""
+    return "zlib.error" if isinstance(exc, zlib.error) else type(exc).__name__
+
+
+class DamagedRange(bytes):
+    """The bytes of a stream's last range when decompressing the file failed: its whole lines
+    (the line the failure cut is not among them), and the failure, which its reader turns into
+    the reject after the range's last line, as a whole-file unit's reader does."""
+
+    error: BaseException
+
+    def __new__(cls, data: bytes, error: BaseException) -> DamagedRange:
+        made = super().__new__(cls, data)
+        made.error = error
+        return made
+
+    def __reduce__(self) -> tuple:  # (to an actor: bytes and error, pickled)
+        return DamagedRange, (bytes(self), self.error)
 
 
 def same_file(stream: WorkUnit, unit: WorkUnit) -> bool:
@@ -231,7 +255,9 @@ class LineFormat(InputFormat):
                         line_no += 1
                     if out.full():
                         yield out.take()
-        except (EOFError, OSError, ValueError) as exc:
+            if isinstance(data, DamagedRange):  # the file could not be read past this range
+                raise data.error
+        except READ_ERRORS as exc:
             if isinstance(exc, FileNotFoundError):
                 raise
             where = "decompressed offset" if unit.compression else "offset"
@@ -240,7 +266,7 @@ class LineFormat(InputFormat):
                 last,
                 None,
                 None,
-                f"unreadable input after {where} {last}: {type(exc).__name__}: {exc}",
+                f"unreadable input after {where} {last}: {error_name(exc)}: {exc}",
                 b"",
             )
         yield out.finish()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 
-from pipeline.tokenize.inputs.lines import READ_BLOCK, open_unit
+from pipeline.tokenize.inputs.lines import READ_BLOCK, READ_ERRORS, DamagedRange, open_unit
 from pipeline.tokenize.inputs.types import ReadOptions, WorkUnit
 
 
@@ -25,12 +25,21 @@ def iter_ranges(
     newline at or after each multiple of `unit_bytes`. When no newline comes within
     `max_record_bytes` of a boundary, the rest of the file is one last range handed over without
     its bytes (None: its reader decompresses up to it), so memory stays bounded whatever the
-    lines."""
+    lines. When the file cannot be decompressed further (cut short, corrupt), the last range is
+    the whole lines read so far, handed over as a DamagedRange: its reader rejects the rest, with
+    the error, after them (a zero-length range when there are none)."""
     unit_bytes, limit = opts.unit_bytes, opts.max_record_bytes
     start, buffer = 0, bytearray()
     with open_unit(stream, storage_options) as source:
         while True:
-            block = source.read(READ_BLOCK)
+            try:
+                block = source.read(READ_BLOCK)
+            except READ_ERRORS as exc:  # cut or damaged: the whole lines so far, then the error
+                if isinstance(exc, FileNotFoundError):
+                    raise
+                whole = buffer.rfind(b"\n") + 1
+                yield _range(stream, start, start + whole), DamagedRange(buffer[:whole], exc)
+                return
             if block:
                 buffer += block
             cut = _cut(buffer, start, unit_bytes)

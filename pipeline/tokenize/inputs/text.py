@@ -6,7 +6,13 @@ import hashlib
 from collections.abc import Iterator
 
 from pipeline.tokenize.inputs.batching import BatchBuilder
-from pipeline.tokenize.inputs.lines import BOM, LineFormat, open_unit
+from pipeline.tokenize.inputs.lines import (
+    BOM,
+    READ_ERRORS,
+    LineFormat,
+    error_name,
+    open_unit,
+)
 from pipeline.tokenize.inputs.registry import register_format
 from pipeline.tokenize.inputs.types import DocBatch, InputFile, ReadOptions, WorkUnit
 
@@ -49,10 +55,10 @@ class TextFormat(LineFormat):
         try:
             with open_unit(unit, storage_options) as stream:
                 data = stream.read(limit + 1)
-        except (EOFError, OSError, ValueError) as exc:
+        except READ_ERRORS as exc:
             if isinstance(exc, FileNotFoundError):
                 raise
-            out.reject(0, None, None, f"unreadable input: {type(exc).__name__}: {exc}", b"")
+            out.reject(0, None, None, f"unreadable input: {error_name(exc)}: {exc}", b"")
             return out.take()
         if len(data) > limit:
             out.reject(
