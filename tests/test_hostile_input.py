@@ -292,3 +292,52 @@ def test_a_hostile_folder_end_to_end_through_ray(ray_session, tmp_path, bpe_path
     assert summary.docs_read == summary.documents + summary.rejected
     assert summary.rejected == 5  # 4 bad lines of mixed.jsonl + the truncated gzip's tail
     assert verify_output(str(tmp_path / "out")).ok
+
+
+@pytest.mark.parametrize("codec", ["gzip", "zstd"])
+def test_a_cut_compressed_file_loses_only_what_the_cut_took(tmp_path, tokenizer, codec):
+    """The read that meets the cut would lose everything it asked for (up to a whole read
+    block: all of a small file); the file is read again up to there and then in small pieces,
+    so every whole line the decompressor can still produce is kept, but for a few KB."""
+    import zlib
+
+    raw = corpus(1_500)  # under one read block (1 MiB) of JSON lines
+    packed = gzip.compress(raw) if codec == "gzip" else zstandard.ZstdCompressor().compress(raw)
+    cut = packed[: len(packed) * 2 // 3]
+    if codec == "gzip":
+        readable = zlib.decompressobj(31).decompress(cut)
+    else:
+        readable = zstandard.ZstdDecompressor().decompressobj().decompress(cut)
+    whole_lines = readable.count(b"\n")
+    path = tmp_path / ("in.jsonl.gz" if codec == "gzip" else "in.jsonl.zst")
+    path.write_bytes(cut)
+    entries, rejects, texts = tokenize(str(path), tokenizer, tmp_path / "out")
+    assert len(rejects) == 1 and texts == [doc_text(i) for i in range(len(texts))]
+    line = len(raw) // 1_500
+    assert whole_lines - 8192 // line - 1 <= len(texts) <= whole_lines
+
+
+def test_a_read_error_that_does_not_come_back_is_read_past():
+    """Salvaging opens the file again after a failed read: when the second reading does not
+    fail (a passing network error), every byte comes out and no error is raised."""
+    import io
+
+    from pipeline.tokenize.inputs.lines import Salvaging
+
+    data = bytes(range(256)) * 4096  # 1 MiB
+    opened = []
+
+    class FailsOnce(io.BytesIO):
+        def read(self, n=-1):
+            if len(opened) == 1 and self.tell() >= 300_000:
+                raise OSError("connection reset")
+            return super().read(n)
+
+    def opener():
+        opened.append(1)
+        return FailsOnce(data)
+
+    stream, out = Salvaging(opener), bytearray()
+    while chunk := stream.read(100_000):
+        out += chunk
+    assert bytes(out) == data and len(opened) == 2

@@ -6,7 +6,8 @@ from __future__ import annotations
 import io
 import zlib
 from abc import abstractmethod
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
+from typing import Any
 
 from pipeline.output.storage import url_to_fs
 from pipeline.tokenize.inputs.batching import BatchBuilder
@@ -64,7 +65,7 @@ def same_file(stream: WorkUnit, unit: WorkUnit) -> bool:
 
 
 def open_unit(unit: WorkUnit, storage_options: dict | None):
-    """A binary stream of the unit's file, decompressed."""
+    """A binary stream of the unit's file, decompressed (a compressed one read as Salvaging)."""
     fs, path = url_to_fs(unit.url, storage_options)
     if unit.compression == "zstd":
         # Not fsspec's zstandard stream_reader: it returns EOF silently when the input is truncated
@@ -72,8 +73,70 @@ def open_unit(unit: WorkUnit, storage_options: dict | None):
         # bounds its output per read, and raises OSError("Truncated compressed stream").
         import pyarrow as pa
 
-        return pa.CompressedInputStream(fs.open(path, "rb"), "zstd")
-    return fs.open(path, "rb", compression=unit.compression)
+        return Salvaging(lambda: pa.CompressedInputStream(fs.open(path, "rb"), "zstd"))
+    if unit.compression:
+        return Salvaging(lambda: fs.open(path, "rb", compression=unit.compression))
+    return fs.open(path, "rb")
+
+
+SALVAGE_PIECE = 8 << 10  # bytes a read asks for again, after a read failed
+
+
+class Salvaging:
+    """A decompressed stream whose failing read gives up only what the damage took: a read that
+    fails (a file cut short or corrupt) loses everything it would have returned, up to a whole
+    block, so the file is opened again, read up to where that read began, then in small pieces
+    up to the failure; those bytes are returned, and the error is raised by the next read. A
+    failure that does not come back (a passing network error) is read past. Costs nothing
+    until a read fails."""
+
+    def __init__(self, opener: Callable[[], Any]):
+        self._opener, self._stream = opener, opener()
+        self._pos = 0  # decompressed bytes returned so far
+        self._error: BaseException | None = None
+
+    def read(self, n: int = -1) -> bytes:
+        if self._error is not None:
+            raise self._error
+        try:
+            data = self._stream.read(n)
+        except READ_ERRORS as exc:
+            if isinstance(exc, FileNotFoundError):
+                raise
+            data = self._salvage(n)
+        self._pos += len(data)
+        return data
+
+    def _salvage(self, n: int) -> bytes:
+        self._stream.close()
+        self._stream = stream = self._opener()
+        out = bytearray()
+        try:
+            left = self._pos
+            while left > 0:  # as far as the reads that worked
+                skipped = stream.read(min(READ_BLOCK, left))
+                if not skipped:
+                    break
+                left -= len(skipped)
+            while n < 0 or len(out) < n:
+                piece = stream.read(SALVAGE_PIECE if n < 0 else min(SALVAGE_PIECE, n - len(out)))
+                if not piece:
+                    break
+                out += piece
+        except READ_ERRORS as exc:
+            if not out:
+                raise
+            self._error = exc  # what came before it first
+        return bytes(out)
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def __enter__(self) -> Salvaging:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def aligned_bounds(fs, path: str, size: int, unit_bytes: int) -> list[int]:
