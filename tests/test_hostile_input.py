@@ -341,3 +341,25 @@ def test_a_read_error_that_does_not_come_back_is_read_past():
     while chunk := stream.read(100_000):
         out += chunk
     assert bytes(out) == data and len(opened) == 2
+
+
+def test_a_cut_compressed_text_file_in_file_mode_is_a_reject_not_a_short_document(tmp_path):
+    """text_mode=file reads a whole file as one document: a cut .txt.gz must not become the
+    document's first part (a read that met the cut returns what came before it; the error
+    comes with the next read, which the whole-file reader makes)."""
+    from pipeline.tokenize.inputs import ReadOptions, plan_units, read_unit
+
+    text = "".join(doc_text(i) + "\n" for i in range(3_000)).encode()
+    packed = gzip.compress(text)
+    (tmp_path / "whole.txt.gz").write_bytes(packed)
+    (tmp_path / "cut.txt.gz").write_bytes(packed[: len(packed) // 2])
+    opts = ReadOptions(text_mode="file")
+    for name, docs, rejects in (("whole.txt.gz", 1, 0), ("cut.txt.gz", 0, 1)):
+        (unit,) = plan_units([str(tmp_path / name)], opts)
+        batches = list(read_unit(unit, opts, None))
+        assert sum(len(b.texts) for b in batches) == docs
+        found = [r for b in batches for r in b.rejects]
+        assert len(found) == rejects
+    assert [t for b in read_unit(plan_units([str(tmp_path / "whole.txt.gz")], opts)[0], opts, None)
+            for t in b.texts] == [text.decode()]  # fmt: skip
+    assert found[0].reason.startswith("unreadable input: EOFError: Compressed file ended")

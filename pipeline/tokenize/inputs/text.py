@@ -53,8 +53,15 @@ class TextFormat(LineFormat):
     def _whole_file(self, out: BatchBuilder, storage_options: dict | None) -> DocBatch:
         unit, limit = out.unit, out.opts.max_doc_bytes
         try:
-            with open_unit(unit, storage_options) as stream:
-                data = stream.read(limit + 1)
+            with open_unit(unit, storage_options) as stream:  # to its end, or past the limit
+                parts, got = [], 0  # (a read may return less; a cut file's error comes after)
+                while got <= limit:
+                    part = stream.read(limit + 1 - got)
+                    if not part:
+                        break
+                    parts.append(part)
+                    got += len(part)
+                data = b"".join(parts)
         except READ_ERRORS as exc:
             if isinstance(exc, FileNotFoundError):
                 raise
