@@ -36,8 +36,8 @@ class JsonLinesFormat(LineFormat):
         """A run of whole lines in one loop: the usual record (an object whose text is a
         non-empty string of acceptable size, whose id is a string or absent) is taken here,
         exactly as `parse_fast` and `BatchBuilder.record` take it, without their calls per line;
-        any other line (blank, a CR or BOM to strip, not JSON, anything to reject or count) goes
-        through `_line` as before. Same documents, ids, rejects and batch cuts."""
+        any other line (blank, a BOM to strip, not JSON, anything to reject or count) goes through
+        `_line` as before. Same documents, ids, rejects and batch cuts."""
         if orjson is None or out.chat is not None:
             return (yield from super()._lines(out, offset, line_no, lines))
         loads, not_json, containers = orjson.loads, orjson.JSONDecodeError, _CONTAINERS
@@ -50,9 +50,10 @@ class JsonLinesFormat(LineFormat):
         for raw in lines:
             out.last_offset = offset
             record = None
-            if offset and raw[-1:] != b"\r":  # (offset 0: a BOM to strip; a CR: _line strips it)
+            if offset:  # (offset 0: a BOM to strip, in _line)
+                body = raw[:-1] if raw[-1:] == b"\r" else raw  # a CRLF line end, as _line strips it
                 try:  # noqa: SIM105 (contextlib.suppress: a context manager per line)
-                    record = loads(raw)
+                    record = loads(body)
                 except not_json:
                     pass
             taken = False
@@ -61,7 +62,7 @@ class JsonLinesFormat(LineFormat):
                 doc_id = record.get(id_field)
                 if type(text) is str and text and (type(doc_id) is str or doc_id is None):
                     nbytes = len(text) if text.isascii() else _utf8_length(text)
-                    taken = 0 < nbytes <= max_doc and _shallow(record, raw, containers)
+                    taken = 0 < nbytes <= max_doc and _shallow(record, body, containers)
             if taken:
                 source = record.get(source_field)
                 lang = record.get(lang_field)
