@@ -95,11 +95,8 @@ class JsonLinesFormat(LineFormat):
         opts = out.opts
         if type(record.get(opts.text_field)) is float or type(record.get(opts.id_field)) is float:
             return False  # an integer beyond 64 bits: json reads an int
-        for value in record.values():
-            if type(value) in _CONTAINERS:  # nested: json may refuse what orjson reads
-                if raw.count(b"[") + raw.count(b"{") >= _SAFE_BRACKETS:
-                    return False
-                break
+        if not _shallow(record, raw, _CONTAINERS):  # nested deep: json may refuse what orjson reads
+            return False
         out.record(record, (offset, line_no, None), offset, raw)
         return True
 

@@ -218,8 +218,8 @@ def iter_line_runs(
     whole lines from `offset` on (without their line ends), or None for one line longer than
     max_record_bytes, which is never held whole (`head`: its first bytes, what a reject keeps).
     `end` = -1 reads to the end of the stream. Decompression errors propagate as they happen.
-    (Hot loop: one pass over every input byte. A block's whole lines come as one run, unless one
-    is too long; the line it ends inside is carried over.)
+    (Hot loop: one pass over every input byte. A block's whole lines come as one run, one line a
+    run when the block is longer than max_record_bytes; the line it ends inside is carried over.)
     """
     pos = start
     pending: list[bytes] = []  # the start of a line carried over from earlier blocks
@@ -253,16 +253,12 @@ def iter_line_runs(
             if len(block) <= max_record_bytes:  # no line of it is too long: sliced as read
                 yield line_start, _lines_of(block, at, last), b""
             else:
-                pieces = block[at:last].split(b"\n")
-                if max(map(len, pieces)) <= max_record_bytes:
-                    yield line_start, pieces, b""
-                else:  # one by one: the too long as rejects
-                    for piece in pieces:
-                        if len(piece) > max_record_bytes:
-                            yield line_start, None, piece[:REJECT_RAW_BYTES]
-                        else:
-                            yield line_start, [piece], b""
-                        line_start += len(piece) + 1
+                for piece in block[at:last].split(b"\n"):  # one by one: the too long rejected
+                    if len(piece) > max_record_bytes:
+                        yield line_start, None, piece[:REJECT_RAW_BYTES]
+                    else:
+                        yield line_start, [piece], b""
+                    line_start += len(piece) + 1
             line_start = pos + last + 1
         if tail and not oversized:
             if pending_len + len(tail) > max_record_bytes:
