@@ -9,6 +9,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -19,7 +21,7 @@ from pipeline.output.verify import verify_output
 from pipeline.tokenize import driver as driver_module
 from pipeline.tokenize.driver import RAY_START_S, ray_after_seconds
 from pipeline.tokenize.engine import run_job
-from tests.helpers import SAMPLE_DIR, job_config, shard_files, start_run, wait_for_commits
+from tests.helpers import REPO, SAMPLE_DIR, job_config, shard_files, start_run, wait_for_commits
 from tests.test_fresh_run import big_corpus
 
 UNIT = 20_000  # bytes per unit: the big corpus (8 copies of the sample) gives ~190 units
@@ -178,3 +180,47 @@ def test_tokenmill_run_keeps_the_tokenizer_libraries_to_one_core_per_thread(
     assert json.loads(summary)["actors"] == 0
     assert os.environ["RAYON_NUM_THREADS"] == "1"
     assert os.environ["TOKENIZERS_PARALLELISM"] == "true"
+
+
+HEAVY = ("pandas", "torch", "duckdb", "ray")
+IMPORTED = "print(json.dumps(sorted(m for m in {heavy!r} if m in sys.modules)))"
+
+
+def _heavy_imports(script: str, tmp_path) -> list[str]:
+    """The heavy libraries a fresh interpreter has imported after `script`."""
+    code = "import json, sys\n" + script + "\n" + IMPORTED.format(heavy=HEAVY)
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_local_run_imports_no_library_off_its_path(tmp_path, bpe_path):
+    """A run that stays in the driver imports neither Ray nor pandas (pyarrow imports pandas on
+    its first `pa.array` or `to_numpy`: 0.2 s of every run's start-up), torch nor duckdb; the
+    shards it writes are those of the reference run (every column built without them)."""
+    out = tmp_path / "o"
+    script = (
+        "from jobs.cli import main\n"
+        f"main(['run', '--input', {str(SAMPLE)!r}, '--output', {str(out)!r}, '--tokenizer',"
+        f" 'bpe:{bpe_path}', '--no-progress', '--unit-bytes', '200000'],"
+        " standalone_mode=False)"
+    )
+    assert _heavy_imports(script, tmp_path) == []
+    reference = tmp_path / "ref"
+    run_job(job_config(SAMPLE, reference, f"bpe:{bpe_path}", unit_bytes=200_000))
+    assert shard_files(out) == shard_files(reference) and ledger(out) == ledger(reference)
+
+
+def test_the_loader_does_not_import_pandas(tmp_path, plain):
+    """A training process that reads shards pays torch, nothing heavier it does not use."""
+    script = (
+        "from pipeline.loader import TokenDataset\n"
+        f"ds = TokenDataset({plain!r}, 64, seed=1, batch_size=4, packing='best_fit',"
+        " seq_lens=True)\n"
+        "n = sum(b['input_ids'].numel() for b in ds.dataloader(num_workers=0))\n"
+        "assert n > 0 and ds.plan().sources[0]['tokens_available'] > 0"
+    )
+    assert _heavy_imports(script, tmp_path) == ["torch"]

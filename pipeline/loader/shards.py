@@ -232,7 +232,7 @@ class ShardStore:
             mapped = self._map(shard)
             reader = mapped.reader
             n_bytes = [
-                reader.get_batch(i).column("n_bytes").to_numpy()
+                numpy_view(reader.get_batch(i).column("n_bytes"))
                 for i in range(reader.num_record_batches)
             ]
             table = np.stack([mapped.doc_len, np.concatenate(n_bytes)]).astype(np.int64)

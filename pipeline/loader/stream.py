@@ -229,12 +229,14 @@ class Pass:
         return tuple(m.mask for m in mapped) + (pad,) * (self.options.group_shards - len(mapped))
 
     def _skipped(self, shard: ShardInfo) -> np.ndarray:
-        import pyarrow as pa
         import pyarrow.compute as pc
 
+        from pipeline.output.shards import bits, string_array
+
         ids = self.store.doc_ids(shard)
-        found = pc.is_in(ids, value_set=pa.array(sorted(self.skip), type=ids.type))
-        return found.to_numpy(zero_copy_only=False).astype(bool)
+        wanted = pc.cast(string_array(sorted(self.skip)), ids.type)
+        found = pc.is_in(ids, value_set=wanted).combine_chunks().fill_null(False)
+        return bits(found)
 
 
 def masked_targets(labels: np.ndarray, seg: np.ndarray, group: Group, lead: int) -> None:

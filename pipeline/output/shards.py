@@ -37,11 +37,96 @@ def _numpy_type(value_type: pa.DataType) -> np.dtype:
     return np.dtype(value_type.to_pandas_dtype())
 
 
+# Arrays are built from their buffers, never with `pa.array` (nor read with `to_numpy`): the first
+# call of either imports pandas, 0.2 s of every run's and every actor's start-up.
+
+
+def _validity(missing: np.ndarray | None) -> pa.Buffer | None:
+    """The validity bitmap (bit set: a value) of a boolean `missing` array; None when none is."""
+    if missing is None or not missing.any():
+        return None
+    return pa.py_buffer(np.packbits(~missing, bitorder="little"))
+
+
+def numeric_array(
+    values: np.ndarray, arrow_type: pa.DataType, missing: np.ndarray | None = None
+) -> pa.Array:
+    """A fixed-width column of `values` (cast to the type; zero-copy when they have it; booleans
+    packed to bits), null where `missing` is True."""
+    if arrow_type == pa.bool_():
+        n, data = len(values), np.packbits(np.asarray(values, dtype=bool), bitorder="little")
+    else:
+        data = np.ascontiguousarray(values, dtype=_numpy_type(arrow_type))
+        n = len(data)
+    return pa.Array.from_buffers(arrow_type, n, [_validity(missing), pa.py_buffer(data)])
+
+
+def values_view(array: pa.Array) -> np.ndarray:
+    """Zero-copy numpy view of a fixed-width (not boolean) column without nulls."""
+    if array.null_count:
+        raise ValueError(f"{array.type} column with {array.null_count} nulls")
+    dtype = _numpy_type(array.type)
+    if not len(array):
+        return np.zeros(0, dtype=dtype)
+    data = array.buffers()[1]
+    return np.frombuffer(data, dtype=dtype, count=len(array), offset=array.offset * dtype.itemsize)
+
+
+def bits(array: pa.BooleanArray) -> np.ndarray:
+    """A boolean column without nulls as a numpy bool array."""
+    if not len(array):
+        return np.zeros(0, dtype=bool)
+    packed = np.frombuffer(array.buffers()[1], dtype=np.uint8)
+    start = array.offset
+    return np.unpackbits(packed, count=start + len(array), bitorder="little")[start:].astype(bool)
+
+
+def optional_ints(values: Sequence[int | None], arrow_type: pa.DataType) -> pa.Array:
+    """An integer column of Python ints, null where a value is None."""
+    n = len(values)
+    missing = np.fromiter((v is None for v in values), dtype=bool, count=n)
+    data = np.fromiter((0 if v is None else v for v in values), _numpy_type(arrow_type), n)
+    return numeric_array(data, arrow_type, missing)
+
+
+def string_array(values: Sequence[Any], binary: bool = False) -> pa.Array:
+    """A string (or, `binary`, binary) column of str (bytes) values, null where None."""
+    n = len(values)
+    arrow_type = pa.binary() if binary else pa.string()
+    missing = None
+    if any(v is None for v in values):
+        missing = np.fromiter((v is None for v in values), dtype=bool, count=n)
+        values = [b"" if v is None else v for v in values] if binary else [v or "" for v in values]
+    joined = b"".join(values) if binary else "".join(values)
+    if binary or joined.isascii():  # one byte a character: the lengths are the str lengths
+        data, parts = joined if binary else joined.encode("ascii"), values
+    else:
+        parts = [v.encode("utf-8") for v in values]
+        data = b"".join(parts)
+    if len(data) > np.iinfo(np.int32).max:
+        raise ValueError(f"{len(data)} bytes of strings in one batch: over 2 GiB")
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(np.fromiter(map(len, parts), dtype=np.int64, count=n), out=offsets[1:])
+    buffers = [_validity(missing), pa.py_buffer(offsets), pa.py_buffer(data)]
+    return pa.Array.from_buffers(arrow_type, n, buffers)
+
+
+def repeated_string(value: str | None, n: int) -> pa.Array:
+    """A string column of `n` copies of one value (None: all null)."""
+    if value is None:
+        return pa.nulls(n, pa.string())
+    data = value.encode("utf-8")
+    offsets = np.arange(n + 1, dtype=np.int32) * len(data)
+    return pa.Array.from_buffers(
+        pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data * n)]
+    )
+
+
 def list_array(flat: np.ndarray, offsets: np.ndarray, value_type: pa.DataType) -> pa.ListArray:
     """A list column from flat values and offsets without touching Python objects: the values'
     buffer is handed to Arrow as it is when it already has the column's type."""
-    values = pa.array(flat.astype(_numpy_type(value_type), copy=False), type=value_type)
-    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32, copy=False)), values)
+    values = numeric_array(flat, value_type)
+    return pa.ListArray.from_arrays(numeric_array(offsets, pa.int32()), values)
 
 
 class ShardWriter:
@@ -95,12 +180,12 @@ class RejectsWriter:
         self._writer.write_batch(
             pa.record_batch(
                 [
-                    pa.array([r.source for r in rejects], pa.string()),
-                    pa.array([r.offset for r in rejects], pa.int64()),
-                    pa.array([r.line for r in rejects], pa.int64()),
-                    pa.array([r.row for r in rejects], pa.int64()),
-                    pa.array([r.reason for r in rejects], pa.string()),
-                    pa.array([r.raw for r in rejects], pa.binary()),
+                    string_array([r.source for r in rejects]),
+                    optional_ints([r.offset for r in rejects], pa.int64()),
+                    optional_ints([r.line for r in rejects], pa.int64()),
+                    optional_ints([r.row for r in rejects], pa.int64()),
+                    string_array([r.reason for r in rejects]),
+                    string_array([r.raw for r in rejects], binary=True),
                 ],
                 schema=REJECTS_SCHEMA,
             )

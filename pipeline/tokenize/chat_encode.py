@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from pipeline.output.shards import numeric_array
 from pipeline.tokenize.inputs import DocBatch
 from tokenizers_impl import EncodedBatch, TokenizerBase
 
@@ -93,7 +94,9 @@ def encode_chat(tokenizer: TokenizerBase, batch: DocBatch) -> ChatEncoded:
     mask_offsets = np.zeros(len(plans) + 1, dtype=np.int32)
     np.cumsum(np.where(plain, 0, lengths), out=mask_offsets[1:])
     mask_column = pa.ListArray.from_arrays(
-        pa.array(mask_offsets), pa.array(mask, pa.uint8()), mask=pa.array(plain)
+        numeric_array(mask_offsets, pa.int32()),
+        numeric_array(mask, pa.uint8()),
+        mask=numeric_array(np.asarray(plain, dtype=bool), pa.bool_()),
     )
     return ChatEncoded(
         EncodedBatch(flat, offsets),

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
+from pipeline.output.shards import numeric_array, repeated_string
 from pipeline.tokenize.textstats import kernels_wanted
 
 UNIGRAMS_SCHEMA = pa.schema(
@@ -91,10 +92,10 @@ class UnigramCounter:
             parts.append(
                 pa.table(
                     {
-                        "source": pa.array([source] * n, pa.string()),
-                        "lang": pa.array([lang] * n, pa.string()),
-                        "token_id": pa.array(ids.astype(np.uint32)),
-                        "count": pa.array(counts[ids]),
+                        "source": repeated_string(source, n),
+                        "lang": repeated_string(lang, n),
+                        "token_id": numeric_array(ids, pa.uint32()),
+                        "count": numeric_array(counts[ids], pa.int64()),
                     },
                     schema=UNIGRAMS_SCHEMA,
                 )

@@ -23,6 +23,9 @@ from pipeline.output.shards import (
     ShardWriter,
     file_checksum,
     list_array,
+    numeric_array,
+    optional_ints,
+    string_array,
     token_column,
 )
 from pipeline.output.storage import Output
@@ -398,20 +401,20 @@ def _write_batch(
     t_write = time.perf_counter()
     times.stats_s += t_write - t_stats
     columns = {
-        "doc_id": pa.array(batch.doc_ids, pa.string()),
-        "source": pa.array(batch.sources, pa.string()),
-        "lang": pa.array(batch.langs, pa.string()),
+        "doc_id": string_array(batch.doc_ids),
+        "source": string_array(batch.sources),
+        "lang": string_array(batch.langs),
         "tokens": token_column(encoded.flat, encoded.offsets, tokenizer.vocab_size),
-        "n_tokens": pa.array(np.diff(encoded.offsets).astype(np.int32)),
-        "n_bytes": pa.array(stats.n_bytes),
-        "n_chars": pa.array(stats.n_chars),
-        "n_words": pa.array(stats.n_words),
+        "n_tokens": numeric_array(np.diff(encoded.offsets), pa.int32()),
+        "n_bytes": numeric_array(stats.n_bytes, pa.int64()),
+        "n_chars": numeric_array(stats.n_chars, pa.int64()),
+        "n_words": numeric_array(stats.n_words, pa.int32()),
         "n_continued_words": (
-            pa.array(stats.n_continued_words, mask=stats.n_continued_words < 0)
+            numeric_array(stats.n_continued_words, pa.int32(), stats.n_continued_words < 0)
             if stats.n_continued_words is not None
             else pa.nulls(len(batch.texts), pa.int32())
         ),
-        "input_offset": pa.array(batch.input_offsets, pa.int64()),
+        "input_offset": optional_ints(batch.input_offsets, pa.int64()),
         **encoded.columns,
     }
     if task.token_offsets:

@@ -205,7 +205,8 @@ class DynamicMergeTokenizer(TokenizerBase):
 
     def encode_for_shard(self, texts: Sequence[str], batch_index: int) -> EncodedBatch:
         result = self.merge_batch(texts)
-        batch_id = pa.array(np.full(len(texts), batch_index, dtype=np.int64), pa.int64())
+        ids = np.full(len(texts), batch_index, dtype=np.int64)  # (not pa.array: imports pandas)
+        batch_id = pa.Array.from_buffers(pa.int64(), len(ids), [None, pa.py_buffer(ids)])
         return EncodedBatch(
             result.flat,
             result.offsets,

@@ -52,6 +52,8 @@ class ShardsFormat(InputFormat):
         """Documents of a committed shard, decoded to their exact bytes by the source tokenizer."""
         import pyarrow as pa
 
+        from pipeline.output.shards import values_view
+
         out = BatchBuilder(unit, opts)
         tokenizer = decoder_for(opts.source_tokenizer, storage_options)
         fs, path = url_to_fs(unit.url, storage_options)
@@ -62,8 +64,9 @@ class ShardsFormat(InputFormat):
             rb = reader.get_batch(i)
             ids, sources, langs = (rb.column(n).to_pylist() for n in ("doc_id", "source", "lang"))
             tokens = rb.column("tokens")
+            flat, offsets = values_view(tokens.values), values_view(tokens.offsets)
             for j in range(rb.num_rows):
-                raw = tokenizer.decode_bytes(tokens[j].values.to_numpy(zero_copy_only=False))
+                raw = tokenizer.decode_bytes(flat[offsets[j] : offsets[j + 1]])
                 try:
                     text = raw.decode("utf-8")
                 except UnicodeDecodeError as exc:
