@@ -194,3 +194,21 @@ def test_a_limit_too_small_for_one_reader_fails_at_once(local_url, s3_url, s3, t
     store._open.clear()  # the first shard's arrays go: its hold ends, it may be evicted
     second = store.tokens(shards[1])
     assert len(second.doc_len) == shards[1].documents
+
+
+def test_a_damaged_local_shard_is_named_not_a_pyarrow_traceback(local_url, tmp_path):
+    """A shard cut short (a copy interrupted, a full disk) or replaced by another shard's file
+    stops the loader with an error naming the shard and the way to redo it."""
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(local_url, out)
+    shards, _ = committed_shards(str(out))
+    first, second = (str(out / s.rel) for s in shards[:2])
+    size = os.path.getsize(first)
+    os.truncate(first, size // 2)
+    with pytest.raises(LoaderError, match=rf"{shards[0].rel}: damaged shard.*--repair"):
+        list(dataset(str(out)).dataloader(num_workers=0))
+    shutil.copyfile(second, first)  # a readable Arrow file, another unit's documents
+    with pytest.raises(LoaderError, match=rf"{shards[0].rel}: \d+ documents .* ledger says"):
+        list(dataset(str(out)).dataloader(num_workers=0))

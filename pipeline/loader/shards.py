@@ -161,6 +161,8 @@ class ShardStore:
                 return name in pa.ipc.open_file(handle).schema.names
         except FileNotFoundError as exc:
             raise LoaderError(f"{self.url}/{shard.rel} listed by the ledger is missing") from exc
+        except pa.ArrowException as exc:
+            raise damaged(f"{self.url}/{shard.rel}", exc) from exc
 
     def _name(self, shard: ShardInfo) -> str:
         return shard.rel.replace("/", "__")
@@ -281,12 +283,26 @@ def map_shard(path: str, shard: ShardInfo, url: str) -> ShardTokens:
     located in the one array that views the whole file (record batches' token buffers lie in
     the file at offsets aligned to the token size, as Arrow IPC aligns every buffer); so is its
     loss_mask, when the shard has one (a uint8 view of the same file)."""
+    name = f"{url}/{shard.rel}"
+    try:
+        return _mapped(path, shard, name)
+    except (pa.ArrowException, KeyError) as exc:  # (KeyError: a footer without "tokens")
+        raise damaged(name, exc) from exc
+
+
+def damaged(name: str, exc: BaseException) -> LoaderError:
+    return LoaderError(
+        f"{name}: damaged shard, not the Arrow file the ledger lists ({exc}); "
+        "`tokenmill run ... --repair` with the job's options redoes its unit"
+    )
+
+
+def _mapped(path: str, shard: ShardInfo, name: str) -> ShardTokens:
     mapped = pa.memory_map(path, "r")
     whole = mapped.read_buffer(mapped.size())  # zero-copy: the mapping as one buffer
     reader = pa.ipc.open_file(whole)  # record batches are slices of `whole`
     dtype = np.dtype(str(reader.schema.field("tokens").type.value_type))
     data = np.frombuffer(whole, dtype=dtype, count=whole.size // dtype.itemsize)
-    name = f"{url}/{shard.rel}"
     masked = reader.schema.get_field_index(LOSS_MASK) >= 0
     kind = reader.schema.field(LOSS_MASK).type if masked else None
     if masked and not (pa.types.is_list(kind) and kind.value_type == pa.uint8()):
