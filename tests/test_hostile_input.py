@@ -210,7 +210,7 @@ def test_directories_missing_paths_and_symlink_loops_give_clear_errors(tmp_path,
     assert [u.url for u in units] == [str(tmp_path / "good.jsonl")]
     assert "dir.jsonl (a directory)" in caplog.text
     assert "self.jsonl (a broken or looping symlink)" in caplog.text
-    with pytest.raises(InputError, match=r"dir\.jsonl' is not a regular file \(directory\)$"):
+    with pytest.raises(InputError, match=r"dir\.jsonl' is a directory: name its files, e\.g\. "):
         plan_units([str(tmp_path / "dir.jsonl")], ReadOptions())
     with pytest.raises(
         InputError, match=r"dir\*\.jsonl' matches no files \(skipped: .*a directory"

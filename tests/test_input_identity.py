@@ -463,6 +463,26 @@ def test_a_name_with_glob_characters_that_exists_is_that_file(tmp_path):
     assert [u.url for u in units] == [real(tmp_path / "a1.jsonl")]
 
 
+def test_a_folder_is_named_by_its_files_and_double_star_takes_all_of_them(s3, tmp_path, caplog):
+    """A folder given as an input is an error that says how to name its files; `folder/**`
+    takes every file under it, at any depth, without warning about the folders on the way."""
+    (tmp_path / "in" / "a" / "b").mkdir(parents=True)
+    for name in ("one.jsonl", "a/two.jsonl", "a/b/three.jsonl"):
+        (tmp_path / "in" / name).write_text('{"text": "%s"}\n' % name)
+    with pytest.raises(
+        InputError, match=r"is a directory: name its files, e\.g\. '.*/in/\*\.jsonl'"
+    ):
+        plan_units([str(tmp_path / "in")], ReadOptions())
+    s3.create_bucket("folders")
+    s3.filesystem().put(str(tmp_path / "in"), "folders/in", recursive=True)
+    caplog.set_level(logging.WARNING, logger="tokenmill")
+    for root, opts in ((str(tmp_path / "in"), None), ("s3://folders/in", s3.storage_options)):
+        units = plan_units([f"{root}/**"], ReadOptions(), storage_options=opts)
+        names = sorted(u.url.split("/in/")[-1] for u in units)
+        assert names == ["a/b/three.jsonl", "a/two.jsonl", "one.jsonl"], root
+    assert "skipping" not in caplog.text
+
+
 def test_special_files_say_what_they_are(tmp_path, caplog):
     (tmp_path / "zero.jsonl").symlink_to("/dev/zero")
     os.mkfifo(tmp_path / "fifo.jsonl")
@@ -479,7 +499,8 @@ def test_special_files_say_what_they_are(tmp_path, caplog):
         expected = {
             "zero.jsonl": "is not a regular file (character device)",
             "fifo.jsonl": "is not a regular file (FIFO)",
-            "dir.jsonl": "is not a regular file (directory)",
+            "dir.jsonl": f"is a directory: name its files, e.g. '{tmp_path / 'dir.jsonl'}/*.jsonl',"
+            f" or '{tmp_path / 'dir.jsonl'}/**' for every file under it",
             "gone.jsonl": "is a broken or looping symlink",
             "nope.jsonl": "does not exist",
         }

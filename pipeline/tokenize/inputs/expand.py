@@ -201,6 +201,12 @@ def _one_path(fs: Any, path: str, pattern: str) -> list[InputFile]:
         raise InputError(f"input {pattern!r} does not exist")
     if kind == LINK:
         raise InputError(f"input {pattern!r} is a {LINK}")
+    if kind == "directory":
+        folder = pattern.rstrip("/")
+        raise InputError(
+            f"input {pattern!r} is a directory: name its files, e.g. '{folder}/*.jsonl', or "
+            f"'{folder}/**' for every file under it"
+        )
     raise InputError(f"input {pattern!r} is not a regular file ({kind})")
 
 
@@ -238,10 +244,11 @@ def _pattern_files(
     )
     kept = [f for f in files if not is_under(f.url, excluded)]
     # what is not a regular file, less the output folder itself and what is under it
+    recursive = "**" in pattern  # (the folders it passes through are no surprise)
     skipped = [
         f"{p} ({_with_article(kind)})"
         for p, (url, kind) in others.items()
-        if not is_under(url, excluded)
+        if not is_under(url, excluded) and not (recursive and kind == "directory")
     ]
     note = ""
     if len(kept) < len(files):
