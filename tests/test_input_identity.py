@@ -468,7 +468,7 @@ def test_a_folder_is_named_by_its_files_and_double_star_takes_all_of_them(s3, tm
     takes every file under it, at any depth, without warning about the folders on the way."""
     (tmp_path / "in" / "a" / "b").mkdir(parents=True)
     for name in ("one.jsonl", "a/two.jsonl", "a/b/three.jsonl"):
-        (tmp_path / "in" / name).write_text('{"text": "%s"}\n' % name)
+        (tmp_path / "in" / name).write_text(json.dumps({"text": name}) + "\n")
     with pytest.raises(
         InputError, match=r"is a directory: name its files, e\.g\. '.*/in/\*\.jsonl'"
     ):
