@@ -119,6 +119,9 @@ def test_lone_surrogates_and_overlong_utf8_are_rejected_with_the_position(tmp_pa
             b'{"text": "\xe0\x80\xaf"}',  # 3-byte overlong
             b'{"text": "\xed\xa0\x80"}',  # a surrogate encoded as UTF-8 (CESU-8)
             b'{"text": "fine"}',
+            b'{"id": "a\\udc00", "text": "fine text, broken id"}',
+            b'{"text": "fine text, broken lang", "lang": "\\ud800"}',
+            b'{"text": "fine text, broken source", "source": "s\\ud800"}',
         )
     )
     _, rejects, texts = tokenize(str(tmp_path / "bad.jsonl"), tokenizer, tmp_path / "out")
@@ -128,6 +131,9 @@ def test_lone_surrogates_and_overlong_utf8_are_rejected_with_the_position(tmp_pa
         "invalid UTF-8 at byte 10 of the record",
         "invalid UTF-8 at byte 10 of the record",
         "invalid UTF-8 at byte 10 of the record",
+        "id field 'id' has a lone surrogate at character 1 (not encodable as UTF-8)",
+        "lang field 'lang' has a lone surrogate at character 0 (not encodable as UTF-8)",
+        "source field 'source' has a lone surrogate at character 1 (not encodable as UTF-8)",
     ]
 
 

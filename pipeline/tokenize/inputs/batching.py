@@ -30,6 +30,11 @@ def _raw(raw: bytes | Callable[[], bytes]) -> bytes:
     return raw() if callable(raw) else raw
 
 
+def _plain(value: Any) -> bool:
+    """Whether a record's id, source or lang needs no encoding check: not a str, or ASCII."""
+    return type(value) is not str or value.isascii()
+
+
 def _a(name: str) -> str:
     return f"{'an' if name[:1] in 'aeiou' else 'a'} {name}"
 
@@ -195,6 +200,11 @@ class BatchBuilder:
             doc_id = self._usable_id(doc_id, position)
         source = record.get(opts.source_field)
         lang = record.get(opts.lang_field)
+        if not (_plain(doc_id) and _plain(source) and _plain(lang)):
+            reason = self._unencodable(doc_id, source, lang)
+            if reason:
+                self.reject(*position, reason, _raw(raw))
+                return
         b = self._batch  # accept(), inlined
         b.doc_ids.append(doc_id or self.fallback_id(key))
         b.texts.append(text)
@@ -205,6 +215,23 @@ class BatchBuilder:
         b.nbytes += nbytes
         if b.segments is not None:
             b.segments.append(None)
+
+    def _unencodable(self, doc_id: Any, source: Any, lang: Any) -> str | None:
+        """Why a record's id, source or lang string cannot be stored (a lone surrogate, which
+        Python's json reads from a JSON escape and UTF-8 cannot encode); None when they can."""
+        opts = self.opts
+        for role, field, value in (("id", opts.id_field, doc_id),
+                                   ("source", opts.source_field, source),
+                                   ("lang", opts.lang_field, lang)):  # fmt: skip
+            if isinstance(value, str):
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    return (
+                        f"{role} field {field!r} has a lone surrogate at character {exc.start} "
+                        "(not encodable as UTF-8)"
+                    )
+        return None
 
     def row(self, row: int, record: dict[str, Any]) -> None:
         """A row of a table format (Parquet, Arrow): `record` at its row index in the file."""
@@ -238,6 +265,12 @@ class BatchBuilder:
             self.reject(*position, reason, _raw(raw))
             return
         doc_id = self._usable_id(record.get(opts.id_field), position)
+        reason = self._unencodable(
+            doc_id, record.get(opts.source_field), record.get(opts.lang_field)
+        )
+        if reason:
+            self.reject(*position, reason, _raw(raw))
+            return
         self.accept(
             doc_id or self.fallback_id(key),
             text,
