@@ -122,11 +122,21 @@ def repeated_string(value: str | None, n: int) -> pa.Array:
     )
 
 
-def list_array(flat: np.ndarray, offsets: np.ndarray, value_type: pa.DataType) -> pa.ListArray:
+def list_type(value_type: pa.DataType) -> pa.DataType:
+    """The type of the shards' list columns: lists of non-null `value_type` items."""
+    return pa.list_(pa.field("item", value_type, nullable=False))
+
+
+def list_array(
+    flat: np.ndarray, offsets: np.ndarray, value_type: pa.DataType, mask: pa.Array | None = None
+) -> pa.ListArray:
     """A list column from flat values and offsets without touching Python objects: the values'
-    buffer is handed to Arrow as it is when it already has the column's type."""
+    buffer is handed to Arrow as it is when it already has the column's type, and the column has
+    the schema's exact type (a record batch would otherwise cast it: 0.4 ms a batch); null lists
+    where `mask` is True."""
     values = numeric_array(flat, value_type)
-    return pa.ListArray.from_arrays(numeric_array(offsets, pa.int32()), values)
+    offsets = numeric_array(offsets, pa.int32())
+    return pa.ListArray.from_arrays(offsets, values, type=list_type(value_type), mask=mask)
 
 
 class ShardWriter:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from pipeline.output.shards import numeric_array
+from pipeline.output.shards import list_array, numeric_array
 from pipeline.tokenize.inputs import DocBatch
 from tokenizers_impl import EncodedBatch, TokenizerBase
 
@@ -93,9 +93,10 @@ def encode_chat(tokenizer: TokenizerBase, batch: DocBatch) -> ChatEncoded:
     mask = np.concatenate(masks) if masks else np.zeros(0, np.uint8)
     mask_offsets = np.zeros(len(plans) + 1, dtype=np.int32)
     np.cumsum(np.where(plain, 0, lengths), out=mask_offsets[1:])
-    mask_column = pa.ListArray.from_arrays(
-        numeric_array(mask_offsets, pa.int32()),
-        numeric_array(mask, pa.uint8()),
+    mask_column = list_array(
+        mask,
+        mask_offsets,
+        pa.uint8(),
         mask=numeric_array(np.asarray(plain, dtype=bool), pa.bool_()),
     )
     return ChatEncoded(
