@@ -94,7 +94,7 @@ def string_array(values: Sequence[Any], binary: bool = False) -> pa.Array:
     n = len(values)
     arrow_type = pa.binary() if binary else pa.string()
     missing = None
-    if any(v is None for v in values):
+    if None in values:
         missing = np.fromiter((v is None for v in values), dtype=bool, count=n)
         values = [b"" if v is None else v for v in values] if binary else [v or "" for v in values]
     joined = b"".join(values) if binary else "".join(values)

@@ -25,6 +25,7 @@ from numba import njit
 
 _CP_SPACE = 1 << 21  # every code point a 4-byte lead can spell
 _tables: dict[int, tuple[tuple, tuple]] = {}  # id(classes): (classes, kernel tables)
+_steps: dict[int, tuple[np.ndarray, bool]] = {}  # id(ASCII classes): (them, 8-byte steps apply)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -308,6 +309,14 @@ def _word_tables(classes: tuple[np.ndarray, np.ndarray, np.ndarray, int]) -> tup
     return tables
 
 
+def _steps_apply(ascii_cls: np.ndarray) -> bool:
+    """`_chunks_apply`, once per class table."""
+    found = _steps.get(id(ascii_cls))
+    if found is None or found[0] is not ascii_cls:
+        found = _steps[id(ascii_cls)] = (ascii_cls, _chunks_apply(ascii_cls))
+    return found[1]
+
+
 def _chunks_apply(ascii_cls: np.ndarray) -> bool:
     """Whether the 8-byte steps (which spell out textstats' ASCII classes: letters, digits, '_'
     are word bytes, and the apostrophe, '.' and ',' rules) apply to this class table (and to this
@@ -342,7 +351,7 @@ def batch_word_stats(
         raise ValueError("n_bytes do not add up to the joined texts")  # the kernel would overrun
     tables = _word_tables(classes)
     joined, b64 = _aligned(joined)
-    if not _chunks_apply(tables[0]):
+    if not _steps_apply(tables[0]):
         b64 = b64[:0]
     offsets = np.ascontiguousarray(offsets, dtype=np.int64)
     ends = np.empty(flat.shape[0] if want_ends else 0, dtype=np.uint32)

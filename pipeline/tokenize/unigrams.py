@@ -43,13 +43,19 @@ class UnigramCounter:
     def add(
         self, flat: np.ndarray, offsets: np.ndarray, sources: Sequence, langs: Sequence
     ) -> None:
-        keys = list(zip(sources, langs, strict=True))
-        if not keys:
+        n = len(sources)
+        if n != len(langs):
+            raise ValueError(f"{n} sources for {len(langs)} langs")
+        if not n:
             return
-        rows = self._rows
-        doc_row = [rows.get(key) for key in keys]
-        if None in doc_row:
-            doc_row = [self._row(key) for key in keys]
+        if sources.count(sources[0]) == n and langs.count(langs[0]) == n:  # one group (usual)
+            doc_row = [self._row((sources[0], langs[0]))] * n
+        else:
+            keys = list(zip(sources, langs, strict=True))
+            rows = self._rows
+            doc_row = [rows.get(key) for key in keys]
+            if None in doc_row:
+                doc_row = [self._row(key) for key in keys]
         v = self.vocab_size
         if kernels_wanted(len(flat), KERNEL_MIN_TOKENS):
             from pipeline.tokenize.textkernels import group_counts
