@@ -63,6 +63,8 @@ def numeric_array(
 
 def values_view(array: pa.Array) -> np.ndarray:
     """Zero-copy numpy view of a fixed-width (not boolean) column without nulls."""
+    if array.type == pa.bool_():
+        raise TypeError("a boolean column is packed to bits: read it with bits()")
     if array.null_count:
         raise ValueError(f"{array.type} column with {array.null_count} nulls")
     dtype = _numpy_type(array.type)
