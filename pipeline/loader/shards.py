@@ -17,7 +17,7 @@ import pyarrow as pa
 from pipeline.errors import LoaderError
 from pipeline.loader.cache import DOCS, Held, ShardCache
 from pipeline.output import Output, iter_committed, read_manifest
-from pipeline.output.shards import file_checksum
+from pipeline.output.shards import file_checksum, values_view
 from schemas.records import LedgerEntry
 
 OPEN_SHARDS = 16  # shards kept mapped per process (a few shuffle groups' worth)
@@ -269,13 +269,12 @@ class ShardStore:
 
 
 def numpy_view(array: pa.Array) -> np.ndarray:
-    """Zero-copy numpy view of a primitive Arrow array without nulls. (Array.to_numpy imports
-    pandas on first use: about half a second in every fresh DataLoader worker, every epoch.)"""
-    if array.null_count:
-        raise LoaderError(f"token array with {array.null_count} nulls")
-    dtype = np.dtype(str(array.type))
-    data = array.buffers()[1]
-    return np.frombuffer(data, dtype=dtype, count=len(array), offset=array.offset * dtype.itemsize)
+    """Zero-copy numpy view of a primitive Arrow array without nulls (`values_view`: no pandas
+    import, which `Array.to_numpy` costs every fresh DataLoader worker)."""
+    try:
+        return values_view(array)
+    except ValueError as exc:
+        raise LoaderError(f"token array: {exc}") from exc
 
 
 def map_shard(path: str, shard: ShardInfo, url: str) -> ShardTokens:

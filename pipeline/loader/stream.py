@@ -235,8 +235,7 @@ class Pass:
 
         ids = self.store.doc_ids(shard)
         wanted = pc.cast(string_array(sorted(self.skip)), ids.type)
-        found = pc.is_in(ids, value_set=wanted).fill_null(False)
-        return bits(found.combine_chunks() if hasattr(found, "combine_chunks") else found)
+        return bits(pc.is_in(ids, value_set=wanted).fill_null(False))
 
 
 def masked_targets(labels: np.ndarray, seg: np.ndarray, group: Group, lead: int) -> None:
