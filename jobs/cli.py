@@ -10,7 +10,7 @@ import click
 from jobs.cmd_analytics import compare_cmd, report_cmd, sql_cmd
 from jobs.cmd_byte_probs import byte_probs_cmd
 from jobs.cmd_export import export_cmd
-from jobs.cmd_loader import plan_cmd, which_cmd
+from jobs.cmd_loader import find_cmd, plan_cmd, which_cmd
 from jobs.cmd_ngram import train_ngram_cmd
 from jobs.cmd_retokenize import retokenize_cmd
 from jobs.cmd_run import run_cmd, verify_cmd
@@ -30,6 +30,7 @@ COMMANDS = [
     byte_probs_cmd,
     plan_cmd,
     which_cmd,
+    find_cmd,
     export_cmd,
 ]
 

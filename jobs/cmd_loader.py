@@ -201,3 +201,36 @@ def which_cmd(step: int, rank: int, **kwargs: Any) -> None:
     for i in range(first, min(first + batch, plan.num_samples)):
         for segment in ds.provenance(i):
             click.echo(json.dumps({"step": step, "batch_row": i - first, **segment}))
+
+
+@click.command("find")
+@click.argument("outputs", nargs=-1, required=True, metavar="OUTPUT...")
+@click.option("--id", "ids", multiple=True, help="a document id (repeatable)")
+@click.option(
+    "--ids-file",
+    type=click.Path(dir_okay=False),
+    help="a file of document ids, one a line (what skip_documents takes)",
+)
+@storage_option_flag
+@reports_user_errors
+def find_cmd(
+    outputs: tuple[str, ...], ids: tuple[str, ...], ids_file: str | None, storage_option: tuple
+) -> None:
+    """Where documents are, by id, in OUTPUT... (a mixture's outputs, in order): one JSON line per
+    copy found (doc_id, source, url, offset, row, shard, tokens), then one line with the ids found
+    in no output. Exits 1 when some id is missing: check a skip_documents list before training
+    (an id that names nothing skips nothing)."""
+    from pipeline.errors import LoaderError
+    from pipeline.loader.provenance import find_documents, load_skip
+
+    wanted = set(ids)
+    if ids_file is not None:
+        wanted |= load_skip(ids_file) or set()
+    if not wanted:
+        raise LoaderError("give the ids to find: --id ID (repeatable) or --ids-file FILE")
+    found, missing = find_documents(list(outputs), wanted, parse_storage_options(storage_option))
+    for place in found:
+        click.echo(json.dumps(place, sort_keys=True))
+    click.echo(json.dumps({"found": len({p["doc_id"] for p in found}), "missing": missing}))
+    if missing:
+        raise SystemExit(1)

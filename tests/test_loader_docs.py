@@ -239,3 +239,35 @@ def test_provenance_gives_the_byte_offset_of_each_record(url):
             assert record["id"] == seg["doc_id"]
             checked += 1
     assert checked > 50
+
+
+def test_find_locates_documents_by_id_and_names_the_missing(url, documents, tmp_path):
+    """`find_documents` / `tokenmill find`: every copy of each id, in output order, with the
+    record's input file and byte offset (the JSON line there holds that id) and the document's
+    token count in its shard; ids found nowhere are listed, and the command exits 1 for them."""
+    from click.testing import CliRunner
+
+    from jobs.cli import main as cli
+    from pipeline.loader import find_documents
+
+    picked = dict(itertools.islice(documents.items(), 0, None, 37))  # a few, across shards
+    wanted = {doc["doc_id"] for doc in picked.values()}
+    (tmp_path / "ids.txt").write_text("\n".join([*sorted(wanted), "no-such-doc", ""]) + "\n")
+    found, missing = find_documents([url, url], tmp_path / "ids.txt")
+    assert missing == ["no-such-doc"]
+    assert [f["source"] for f in found] == [0] * len(picked) + [1] * len(picked)
+    for place in found[: len(picked)]:
+        doc = documents[(place["shard"], place["row"])]
+        assert place["doc_id"] == doc["doc_id"] and place["tokens"] == len(doc["tokens"])
+        with open(place["url"], "rb") as handle:
+            handle.seek(place["offset"])
+            assert json.loads(handle.readline())["id"] == place["doc_id"]
+    assert {p["doc_id"] for p in found} == wanted
+    one = sorted(wanted)[0]
+    result = CliRunner().invoke(cli, ["find", url, "--id", one])
+    lines = [json.loads(line) for line in result.output.splitlines()]
+    assert result.exit_code == 0 and lines[-1] == {"found": 1, "missing": []}
+    assert [line["doc_id"] for line in lines[:-1]] == [one]
+    result = CliRunner().invoke(cli, ["find", url, "--ids-file", str(tmp_path / "ids.txt")])
+    lines = [json.loads(line) for line in result.output.splitlines()]
+    assert result.exit_code == 1 and lines[-1] == {"found": len(wanted), "missing": ["no-such-doc"]}

@@ -6,7 +6,8 @@ Modules: dataset (TokenDataset), options (its checks), windows (an epoch and how
 windows is filled), mixing (source shares, order and epoch length), source (one output's windows in
 an epoch, its passes one after another), stream (one pass: shuffle, concat and best_fit reading),
 kernels (the compiled copy and label kernels), plankernels (packing, mixture order, ids, cu_seqlens
-kernels), plan (EpochPlan), provenance (a sample's documents, skipped documents), shards (the
+kernels), plan (EpochPlan), provenance (a sample's documents, skipped documents, `find_documents` by
+id), shards (the
 ledger's shards, memory-mapped), cache (the shared remote shard cache), batches (batch assembly),
 arrays (recycled chunk arrays), prefetch (a process's own chunk-by-chunk iteration and its prefetch
 thread), slots (DataLoader workers' shared batch slots), dataloader (which DataLoader `dataloader()`
@@ -19,6 +20,7 @@ from pipeline.loader.cache import ShardCache
 from pipeline.loader.dataset import TokenDataset
 from pipeline.loader.mixing import STRATEGIES, UNITS, Schedule
 from pipeline.loader.plan import EpochPlan
+from pipeline.loader.provenance import find_documents
 from pipeline.loader.shards import ShardInfo, ShardStore, committed_shards
 from pipeline.loader.source import PACKINGS, SourceEpoch
 from pipeline.loader.state import STATE_VERSION
@@ -41,5 +43,6 @@ __all__ = [
     "SourceEpoch",
     "TokenDataset",
     "committed_shards",
+    "find_documents",
     "labels_from",
 ]

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import LoaderError
+from pipeline.loader.shards import ShardStore, committed_shards
 from pipeline.loader.stream import Segments
 from pipeline.loader.windows import Epoch, read_windows
 
@@ -82,3 +83,48 @@ def sample_segments(epoch: Epoch, index: int) -> list[dict[str, Any]]:
                 }
             )
     return sorted(found, key=lambda seg: seg["window"][0])
+
+
+def find_documents(
+    urls: str | list[str],
+    ids: str | os.PathLike | Iterable[str],
+    storage_options: dict[str, Any] | None = None,
+    cache_dir: str | None = None,
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Where documents are, by id (an iterable of ids, or a file of one id a line, as
+    `skip_documents` takes them): one dict per copy found, in output then shard order (doc_id,
+    source: the output's index, url and offset of its record, row and shard, tokens), and the
+    ids found in no output, sorted. Check a skip list with it before training: an id that names
+    nothing skips nothing. Reads every committed shard's doc_id column (a remote output's shards
+    go through the loader's cache)."""
+    import pyarrow.compute as pc
+
+    from pipeline.output.shards import bits, string_array
+
+    wanted = load_skip(ids) or frozenset()
+    found: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for source, url in enumerate([urls] if isinstance(urls, str) else list(urls)):
+        store = ShardStore(url, storage_options, cache_dir)
+        for shard in committed_shards(url, storage_options)[0] if wanted else ():
+            doc_ids = store.doc_ids(shard)
+            names = pc.cast(string_array(sorted(wanted)), doc_ids.type)
+            rows = np.flatnonzero(bits(pc.is_in(doc_ids, value_set=names).fill_null(False)))
+            if not len(rows):
+                continue
+            offsets, lengths = store.column(shard, OFFSET_COLUMN), store.lengths(shard)
+            for row in rows.tolist():
+                doc_id = doc_ids[row].as_py()
+                seen.add(doc_id)
+                found.append(
+                    {
+                        "doc_id": doc_id,
+                        "source": source,
+                        "url": shard.url,
+                        "offset": shard.start if offsets is None else offsets[row].as_py(),
+                        "row": row,
+                        "shard": shard.rel,
+                        "tokens": int(lengths[row]),
+                    }
+                )
+    return found, sorted(wanted - seen)
