@@ -94,6 +94,22 @@ def test_parquet_row_groups_are_units_with_configurable_fields(tmp_path):
     ]
 
 
+def test_a_binary_text_column_is_read_as_utf8(tmp_path):
+    """Table formats may store text as bytes (a `binary` column): UTF-8 is decoded, anything
+    else is a reject naming the byte, an empty or null value as for strings."""
+    values = ["Grüße".encode(), b"plain", b"bad \xff byte", b"", None]
+    pq.write_table(pa.table({"text": pa.array(values, pa.binary())}), tmp_path / "b.parquet")
+    docs, rejects, _ = read_all(
+        plan_units([str(tmp_path / "b.parquet")], ReadOptions()), ReadOptions()
+    )
+    assert [d[1] for d in docs] == ["Grüße", "plain"]
+    assert [(r.row, r.reason) for r in rejects] == [
+        (2, "text field 'text' is bytes, not UTF-8 (invalid at byte 4)"),
+        (3, "empty text"),
+        (4, "text field 'text' is NoneType, expected string"),
+    ]
+
+
 def test_bad_records_are_rejected_with_reason_file_offset_and_line(tmp_path):
     lines = [
         b'{"id": "ok1", "text": "fine"}',

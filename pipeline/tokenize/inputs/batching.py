@@ -191,6 +191,15 @@ class BatchBuilder:
         if type(text) is str and text and text.isascii() and len(text) <= opts.max_doc_bytes:
             nbytes = len(text)
         else:
+            if isinstance(text, bytes):  # a binary column of a table format: UTF-8 text
+                try:
+                    text = text.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    reason = (
+                        f"text field {field!r} is bytes, not UTF-8 (invalid at byte {exc.start})"
+                    )
+                    self.reject(*position, reason, _raw(raw))
+                    return
             reason, nbytes = self.check_text(text, f"text field {field!r}")
             if reason:
                 self.reject(*position, reason, _raw(raw))
