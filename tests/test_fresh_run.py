@@ -374,8 +374,14 @@ def test_ray_metrics_count_what_the_run_committed(ray_session, tmp_path, bpe_pat
     port = ray._private.worker._global_node.metrics_export_port
     wanted = f'output="{out}"'
     totals: dict[str, float] = {}
-    deadline = time.time() + 90  # Ray exports metrics every few seconds
-    while time.time() < deadline and totals.get("units") != summary.units_run:
+    expected = {
+        "units": summary.units_run,
+        "documents": summary.documents,
+        "tokens": summary.tokens,
+        "bytes": summary.bytes,
+    }
+    deadline = time.time() + 90  # Ray exports metrics every few seconds, not all at once
+    while time.time() < deadline and any(totals.get(k) != v for k, v in expected.items()):
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
         totals = {}
         for line in body.decode().splitlines():
