@@ -51,10 +51,9 @@ def reports_user_errors(func: F) -> F:
 
 
 def stop_quietly_on_sigterm() -> None:
-    """SIGTERM ends a long command like Ctrl-C: cleanly, with one line, exit 3."""
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+    """SIGTERM ends a long command like Ctrl-C: cleanly, with one line, exit 3 (held back while
+    the command imports and loads what it needs or starts Ray: pipeline/interrupts.py)."""
+    from pipeline.interrupts import interrupt
 
     signal.signal(signal.SIGTERM, interrupt)
 

@@ -224,3 +224,40 @@ def test_the_loader_does_not_import_pandas(tmp_path, plain):
         "assert n > 0 and ds.plan().sources[0]['tokens_available'] > 0"
     )
     assert _heavy_imports(script, tmp_path) == ["torch"]
+
+
+def test_a_stop_request_waits_for_the_end_of_a_deferred_block():
+    """The CLI's SIGTERM handler raises KeyboardInterrupt at once, except inside
+    `pipeline.interrupts.deferred()` (tokenizer loading, Ray's start, a driver unit): there it is
+    raised when the outermost block ends, so an import is never cut in half. (A SIGTERM that
+    landed inside awkward's import left it half initialised, gigatoken then returned lists, and
+    the run went on with another encoder, the stop request lost.)"""
+    code = (
+        "import os, signal, sys\n"
+        "from jobs.common import stop_quietly_on_sigterm\n"
+        "from pipeline.interrupts import deferred\n"
+        "stop_quietly_on_sigterm()\n"
+        "steps = []\n"
+        "try:\n"
+        "    with deferred():\n"
+        "        with deferred():\n"
+        "            os.kill(os.getpid(), signal.SIGTERM)\n"
+        "            import awkward\n"
+        "            steps.append('imported')\n"
+        "        steps.append('inner block ended')\n"
+        "except KeyboardInterrupt:\n"
+        "    steps.append('interrupted')\n"
+        "assert hasattr(awkward, '_connect'), 'awkward half imported'\n"
+        "try:\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    steps.append('not interrupted')\n"
+        "except KeyboardInterrupt:\n"
+        "    steps.append('interrupted at once')\n"
+        "print(steps)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(
+        ["imported", "inner block ended", "interrupted", "interrupted at once"]
+    )

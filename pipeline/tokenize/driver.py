@@ -22,6 +22,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from pipeline.interrupts import deferred
 from pipeline.tokenize.config import JobConfig, tokenizer_options
 from pipeline.tokenize.feed import Work, WorkFeed, todo_bytes
 from pipeline.tokenize.unit import UnitTask, process_unit
@@ -260,21 +261,22 @@ def run_local(
                 0,
                 [f"ran in the driver process ({threads} threads): {total} input bytes to do"],
             )
-        from pipeline.tokenize.actors import init_ray, run_actors, size_pool, start_actors
+        with deferred():  # importing and starting Ray, and the actors, are not cut short
+            from pipeline.tokenize.actors import init_ray, run_actors, size_pool, start_actors
 
-        rate = driver.rate()
-        log.info(
-            "starting Ray: %s",
-            f"driver rate {rate / 1e6:.1f} MB/s, {total - driver.input_bytes} bytes left"
-            if rate
-            else "no driver rate yet",
-        )
-        session_dir = init_ray(cfg.ray_address, dashboard=cfg.dashboard)
-        if session_dir:
-            publish_session(session_dir)
-        left = max(len(feed) - driver.units, 1) + (1 << 20) * feed.has_streams
-        n_actors, notes = size_pool(cfg, left)
-        actors = start_actors(cfg, task, n_actors) if not work.exhausted else []
+            rate = driver.rate()
+            log.info(
+                "starting Ray: %s",
+                f"driver rate {rate / 1e6:.1f} MB/s, {total - driver.input_bytes} bytes left"
+                if rate
+                else "no driver rate yet",
+            )
+            session_dir = init_ray(cfg.ray_address, dashboard=cfg.dashboard)
+            if session_dir:
+                publish_session(session_dir)
+            left = max(len(feed) - driver.units, 1) + (1 << 20) * feed.has_streams
+            n_actors, notes = size_pool(cfg, left)
+            actors = start_actors(cfg, task, n_actors) if not work.exhausted else []
         driver.stop.set()  # the actors take the rest; the driver ends its units in hand
         if driver.error is not None:
             if actors:

@@ -14,6 +14,7 @@ from typing import Any
 from tqdm import tqdm
 
 from pipeline.errors import ConfigError, InputsChanged
+from pipeline.interrupts import deferred
 from pipeline.output import (
     Output,
     check_manifest,
@@ -182,7 +183,9 @@ def run_in_driver(cfg: JobConfig, job: PreparedJob, feed: WorkFeed) -> RunCounts
     bar = tqdm(total=total, unit="unit", disable=not cfg.progress, file=sys.stderr, desc="tokenize")
     with bar:
         for work in feed:
-            entry = process_unit(work.unit, job.tokenizer, job.task, job.output, work.data).entry
+            with deferred():  # a stop request ends the unit in hand first (its first imports)
+                unit = process_unit(work.unit, job.tokenizer, job.task, job.output, work.data)
+            entry = unit.entry
             done = done.add(
                 RunCounts(1, entry.documents, entry.tokens, entry.bytes, entry.rejected)
             )
@@ -208,7 +211,8 @@ def run_job(cfg: JobConfig) -> RunSummary:
 
 def _run_leased(cfg: JobConfig, lease: OutputLease) -> RunSummary:
     started = time.time()
-    job = prepare(cfg, lease.fence())
+    with deferred():  # loading the tokenizer imports extension modules
+        job = prepare(cfg, lease.fence())
     stale_spool = spool_files(job.output)
     for rel in stale_spool:
         job.output.remove(rel)
