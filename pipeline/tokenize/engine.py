@@ -252,11 +252,12 @@ def _run_leased(cfg: JobConfig, lease: OutputLease) -> RunSummary:
         )
         notes += local_notes
     elif plan.todo:
-        from pipeline.tokenize.actors import dispatch, init_ray, size_pool
+        with deferred():  # importing and starting Ray are not cut short
+            from pipeline.tokenize.actors import dispatch, init_ray, size_pool
 
-        session_dir = init_ray(cfg.ray_address, dashboard=cfg.dashboard)
-        if session_dir:
-            lease.publish(ray_session_dir=session_dir)
+            session_dir = init_ray(cfg.ray_address, dashboard=cfg.dashboard)
+            if session_dir:
+                lease.publish(ray_session_dir=session_dir)
         # a stream's ranges are not counted yet: it may keep every actor busy
         n_actors, pool_notes = size_pool(cfg, len(feed) + (1 << 20) * feed.has_streams)
         notes += pool_notes
