@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import LoaderError
-from pipeline.loader.shards import ShardStore, committed_shards
+from pipeline.loader.shards import ShardStore, committed_shards, id_matches
 from pipeline.loader.stream import Segments
 from pipeline.loader.windows import Epoch, read_windows
 
@@ -97,10 +97,6 @@ def find_documents(
     ids found in no output, sorted. Check a skip list with it before training: an id that names
     nothing skips nothing. Reads every committed shard's doc_id column (a remote output's shards
     go through the loader's cache)."""
-    import pyarrow.compute as pc
-
-    from pipeline.output.shards import bits, string_array
-
     wanted = load_skip(ids) or frozenset()
     found: list[dict[str, Any]] = []
     seen: set[str] = set()
@@ -108,8 +104,7 @@ def find_documents(
         store = ShardStore(url, storage_options, cache_dir)
         for shard in committed_shards(url, storage_options)[0] if wanted else ():
             doc_ids = store.doc_ids(shard)
-            names = pc.cast(string_array(sorted(wanted)), doc_ids.type)
-            rows = np.flatnonzero(bits(pc.is_in(doc_ids, value_set=names).fill_null(False)))
+            rows = np.flatnonzero(id_matches(doc_ids, wanted))
             if not len(rows):
                 continue
             offsets, lengths = store.column(shard, OFFSET_COLUMN), store.lengths(shard)

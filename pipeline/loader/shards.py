@@ -4,6 +4,7 @@ as zero-copy numpy views; per-shard document lengths and ids for packing, proven
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import tempfile
@@ -17,7 +18,7 @@ import pyarrow as pa
 from pipeline.errors import LoaderError
 from pipeline.loader.cache import DOCS, Held, ShardCache
 from pipeline.output import Output, iter_committed, read_manifest
-from pipeline.output.shards import file_checksum, values_view
+from pipeline.output.shards import bits, file_checksum, string_array, values_view
 from schemas.records import LedgerEntry
 
 OPEN_SHARDS = 16  # shards kept mapped per process (a few shuffle groups' worth)
@@ -266,6 +267,20 @@ class ShardStore:
             while len(self._ids) > 2 * self.open_shards:
                 self._ids.popitem(last=False)
         return self._ids[key]
+
+
+def id_matches(doc_ids: pa.Array, ids: frozenset[str]) -> np.ndarray:
+    """Which rows of a shard's doc_id column hold one of `ids` (a bool per row)."""
+    import pyarrow.compute as pc
+
+    names = pc.cast(_id_column(ids), doc_ids.type)
+    return bits(pc.is_in(doc_ids, value_set=names).fill_null(False))
+
+
+@functools.lru_cache(maxsize=4)
+def _id_column(ids: frozenset[str]) -> pa.Array:
+    """The ids as one string column, built once per set (not once per shard)."""
+    return string_array(sorted(ids))
 
 
 def numpy_view(array: pa.Array) -> np.ndarray:

@@ -26,7 +26,7 @@ import numpy as np
 from pipeline.errors import LoaderError
 from pipeline.loader.kernels import SEG_FIELDS, gather_bins, gather_concat, mask_targets
 from pipeline.loader.plankernels import best_fit
-from pipeline.loader.shards import LOSS_MASK, ShardInfo, ShardStore, ShardTokens
+from pipeline.loader.shards import LOSS_MASK, ShardInfo, ShardStore, ShardTokens, id_matches
 
 GROUPS_KEPT = 2  # a read may straddle two groups
 
@@ -229,13 +229,7 @@ class Pass:
         return tuple(m.mask for m in mapped) + (pad,) * (self.options.group_shards - len(mapped))
 
     def _skipped(self, shard: ShardInfo) -> np.ndarray:
-        import pyarrow.compute as pc
-
-        from pipeline.output.shards import bits, string_array
-
-        ids = self.store.doc_ids(shard)
-        wanted = pc.cast(string_array(sorted(self.skip)), ids.type)
-        return bits(pc.is_in(ids, value_set=wanted).fill_null(False))
+        return id_matches(self.store.doc_ids(shard), self.skip)
 
 
 def masked_targets(labels: np.ndarray, seg: np.ndarray, group: Group, lead: int) -> None:
