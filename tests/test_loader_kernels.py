@@ -1,13 +1,18 @@
 """Loader layout shortcuts against their plain definitions: `input_starts` (a counting sort by row
-that falls back to a sort) against numpy's sort, and `Schedule.locate` (64 mixture blocks located
-at once and kept) against a fresh schedule per call."""
+that falls back to a sort) against numpy's sort, `Schedule.locate` (64 mixture blocks located
+at once and kept) against a fresh schedule per call, `best_fit` (a bitset of free rooms, a
+counting sort of piece sizes, a quicksort of the bin keys) against a plain-Python best-fit
+decreasing, and its two sorts against numpy's stable sort."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from pipeline.loader.mixing import Schedule
-from pipeline.loader.plankernels import input_starts
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.loader.plankernels import best_fit, input_starts, longest_first, stable_argsort
 
 
 def sorted_starts(seg: np.ndarray, seq_len: int, total: int) -> np.ndarray:
@@ -45,3 +50,62 @@ def test_locate_with_kept_blocks_is_locate_from_scratch():
         local[:] = -1
         again = kept.locate(a, b)
         assert again[0].tolist() == fresh[0].tolist() and again[1].tolist() == fresh[1].tolist()
+
+
+def plain_best_fit(lengths: list[int], window: int, buffer: int, keys: list[int]) -> tuple:
+    """Best-fit decreasing as docs/loader.md states it, in plain Python: per buffer of documents,
+    full windows first (a bin each), then the remainders largest first (ties: the earlier
+    document) into the open bin with the least room that holds it (ties: the bin that last
+    reached that room), else a new bin; the buffer's bins ordered by their keys (stable)."""
+    bins, pieces, placed, room, nbins = [0], [], [], {}, 0
+    for b0 in range(0, len(lengths), buffer):
+        first, sizes, at_room = nbins, [], {}  # at_room: free room -> its open bins, last on top
+        for d in range(b0, min(b0 + buffer, len(lengths))):
+            whole, rest = divmod(lengths[d], window)
+            for k in range(whole if rest else whole - 1):
+                placed.append((nbins, d, k * window, window))
+                nbins += 1
+            sizes.append((d, rest or window))
+        for d, s in sorted(sizes, key=lambda x: -x[1]):
+            fits = [r for r in at_room if r >= s and at_room[r]]
+            if fits:
+                b = at_room[min(fits)].pop()
+            else:
+                b, room[nbins] = nbins, window
+                nbins += 1
+            placed.append((b, d, lengths[d] - s, s))
+            room[b] -= s
+            if room[b] > 0:
+                at_room.setdefault(room[b], []).append(b)
+        order = sorted(range(first, nbins), key=lambda b: keys[b])
+        for b in order:
+            pieces += [p[1:] for p in placed if p[0] == b]
+            bins.append(len(pieces))
+        placed = []
+    return bins, pieces
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.integers(1, 60), max_size=80),
+    st.integers(2, 25),
+    st.integers(1, 12),
+    st.integers(0, 2**31),
+)
+def test_best_fit_is_plain_best_fit_decreasing(lengths, window, buffer, seed):
+    rng = np.random.default_rng(seed)
+    n_keys = len(lengths) + 1 + sum(n // window for n in lengths)
+    keys = rng.integers(0, 4 if seed % 2 else 1 << 62, n_keys)  # (few distinct keys: ties)
+    got_bins, got_pieces = best_fit(np.array(lengths, dtype=np.int64), window, buffer, keys)
+    bins, pieces = plain_best_fit(lengths, window, buffer, keys.tolist())
+    assert got_bins.tolist() == bins
+    assert [tuple(p) for p in got_pieces.tolist()] == pieces
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 40), max_size=300), st.sampled_from([3, 40, 1 << 62]))
+def test_the_layout_sorts_are_numpys_stable_sort(values, spread):
+    sizes = np.array(values, dtype=np.int64)
+    assert longest_first(sizes, 40).tolist() == np.argsort(-sizes, kind="stable").tolist()
+    keys = (np.array(values, dtype=np.uint64) * np.uint64(spread // 40 + 1)) % np.uint64(spread)
+    assert stable_argsort(keys).tolist() == np.argsort(keys, kind="stable").tolist()
