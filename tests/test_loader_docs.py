@@ -271,3 +271,30 @@ def test_find_locates_documents_by_id_and_names_the_missing(url, documents, tmp_
     result = CliRunner().invoke(cli, ["find", url, "--ids-file", str(tmp_path / "ids.txt")])
     lines = [json.loads(line) for line in result.output.splitlines()]
     assert result.exit_code == 1 and lines[-1] == {"found": len(wanted), "missing": ["no-such-doc"]}
+
+
+def test_a_unit_whose_every_record_was_rejected_reads_as_no_documents(
+    tmp_path, ray_session, sample_dir, bpe_path
+):
+    """A unit whose records are all rejects commits a shard with no record batch. Reading such
+    an output crashed (numpy/pyarrow concatenations of no arrays) in plan(), best_fit packing,
+    skip_documents and find: it holds no document, and everything reads the other units."""
+    from pipeline.loader import find_documents
+    from pipeline.tokenize import run_job
+
+    (tmp_path / "rejects.jsonl").write_text('42\n[1, 2]\n{"id": "e", "text": ""}\n')
+    shutil.copy(sample_dir / "de.jsonl", tmp_path / "de.jsonl")
+    out = tmp_path / "out"
+    run_job(job_config(tmp_path / "*.jsonl", out, f"bpe:{bpe_path}"))
+    entries = list(iter_committed(Output(str(out))))
+    assert sorted(e.documents for e in entries)[0] == 0 and len(entries) == 2
+    rows = read_ipc(Output(str(out)), next(e.shard for e in entries if e.documents)).to_pylist()
+    first = rows[0]["doc_id"]
+    for options in ({}, {"packing": "best_fit", "seq_lens": True}, {"skip_documents": [first]}):
+        ds = TokenDataset(str(out), SEQ, batch_size=BATCH, eos_id=EOS, seed=1, **options)
+        plan = ds.plan()
+        assert plan.sources[0]["tokens_available"] == sum(len(r["tokens"]) + 1 for r in rows)
+        assert plan.sources[0]["documents"] == len(rows)
+        assert sum(b["input_ids"].shape[0] for b in ds) == plan.num_samples > 0
+    found, missing = find_documents([str(out)], [first, "e"])
+    assert [f["doc_id"] for f in found] == [first] and missing == ["e"]

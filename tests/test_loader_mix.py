@@ -185,6 +185,27 @@ def test_default_first_exhausted_warns_and_plan_reports_what_it_leaves(outputs):
     assert max(s["repeats"] for s in plan.sources) > 0.99  # the first exhausted one
 
 
+@pytest.mark.parametrize("packing", ["concat", "best_fit"])
+def test_plan_counts_the_samples_the_loader_delivers_for_every_seed(outputs, packing):
+    """A mixture block's sources are permuted, so an epoch that ends inside a block holds that
+    block's first samples, not its ideal counts: the epoch's length and plan() must count those
+    (they counted the ideal ones, and then first_exhausted read a source past its full windows,
+    all_exhausted could leave a window out, and plan's samples were off by one or two)."""
+    for seed, strategy in itertools.product(range(8), ("first_exhausted", "all_exhausted")):
+        ds = mixture(outputs, seed=seed, stopping_strategy=strategy, packing=packing)
+        delivered = Counter(s for b in ds for s in b["source"].tolist())
+        plan = ds.plan()
+        assert [r["samples"] for r in plan.sources] == [delivered[s] for s in range(len(LANGS))]
+        epoch = ds._epoch(0)
+        sources, windows_of = epoch.schedule.locate(0, epoch.length)  # each sample's
+        for s, source in enumerate(epoch.sources):
+            seen = set(windows_of[sources == s].tolist())
+            if strategy == "first_exhausted":  # never past its full windows: nothing repeats
+                assert max(seen) < source.full_windows(), (seed, s)
+            else:  # every window of its first pass
+                assert seen >= set(range(source.covering_windows())), (seed, s)
+
+
 def test_mixture_resume_across_world_sizes_with_best_fit_sees_each_sample_once(outputs):
     options = {"stopping_strategy": "all_exhausted", "packing": "best_fit", "drop_last": False}
     reference = windows(mixture(outputs, **options))

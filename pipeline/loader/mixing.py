@@ -11,7 +11,10 @@ source first). Among the first m samples source s then has its share within one 
 m, and the count is a closed form (plus at most one correction per source), so any sample is
 located without the ones before it. Blocks of `block` samples keep their counts and are permuted by
 a hash of (seed, epoch, block, position): with integer weights whose shares times the block are
-whole numbers every block holds exactly those counts, as before.
+whole numbers every block holds exactly those counts, as before. Counts at a block boundary are
+the closed form; within a block they are the closed form at the block's start plus what the
+permuted block places before the sample, so an epoch's length (the fewest samples covering every
+source, or the most within every source's windows) and plan() count what the loader reads.
 
 Length. "first_exhausted" (the default, HF datasets' convention): the epoch ends before any source
 would repeat a window (a single source: its whole windows, as before). "all_exhausted": it ends
@@ -66,9 +69,22 @@ class Schedule:
         self._span: tuple[int, int, np.ndarray, np.ndarray] | None = None  # (k0, k1, located)
 
     def counts(self, m: int) -> list[int]:
-        """Samples of each source among the first m."""
+        """Samples of each source among the first m, as located (a block's permutation
+        included)."""
         if len(self.rates) == 1:
             return [m]
+        k, r = divmod(m, self.block)
+        due = self._due(k * self.block)
+        if r == 0:
+            return due
+        before = np.array([due, self._due((k + 1) * self.block)], np.int64)
+        sources = mixed_blocks(self.key, k, before)[0][:r]
+        placed = np.bincount(sources, minlength=len(self.rates)).tolist()
+        return [c + n for c, n in zip(due, placed, strict=True)]
+
+    def _due(self, m: int) -> list[int]:
+        """Samples of each source due among the first m (in the order of their ideal times):
+        the counts at a block boundary."""
         found = self._counts.get(m)
         if found is not None:
             return found
@@ -102,7 +118,7 @@ class Schedule:
         span = self._span
         if span is None or k0 < span[0] or k1 > span[1]:  # blocks k0 .. k0 + SPAN_BLOCKS at once
             k1 = max(k1, k0 + SPAN_BLOCKS)
-            before = np.array([self.counts(k * self.block) for k in range(k0, k1 + 1)], np.int64)
+            before = np.array([self._due(k * self.block) for k in range(k0, k1 + 1)], np.int64)
             self._span = span = (k0, k1, *mixed_blocks(self.key, k0, before))
         lo = a - span[0] * self.block  # (copies: a caller may keep or change them)
         return span[2][lo : lo + b - a].copy(), span[3][lo : lo + b - a].copy()

@@ -234,7 +234,8 @@ class ShardStore:
         else:
             mapped = self._map(shard)
             reader = mapped.reader
-            n_bytes = [
+            n_bytes = [np.zeros(0, np.int64)]  # (a unit whose every record was rejected: none)
+            n_bytes += [
                 numpy_view(reader.get_batch(i).column("n_bytes"))
                 for i in range(reader.num_record_batches)
             ]
@@ -260,9 +261,9 @@ class ShardStore:
             reader = self._map(shard).reader
             found = None
             if reader.schema.get_field_index(name) >= 0:
-                found = pa.concat_arrays(
-                    [reader.get_batch(i).column(name) for i in range(reader.num_record_batches)]
-                )
+                parts = [reader.get_batch(i).column(name) for i in range(reader.num_record_batches)]
+                kind = reader.schema.field(name).type  # (no batches: every record was rejected)
+                found = pa.concat_arrays(parts) if parts else pa.array([], type=kind)
             self._ids[key] = found
             while len(self._ids) > 2 * self.open_shards:
                 self._ids.popitem(last=False)
