@@ -298,3 +298,14 @@ def test_a_unit_whose_every_record_was_rejected_reads_as_no_documents(
         assert sum(b["input_ids"].shape[0] for b in ds) == plan.num_samples > 0
     found, missing = find_documents([str(out)], [first, "e"])
     assert [f["doc_id"] for f in found] == [first] and missing == ["e"]
+
+
+def test_an_epoch_with_no_batch_says_so(url):
+    """A seq_len or batch larger than the output gave an empty epoch without a word: a training
+    loop then ran no step. It warns with what the output holds and the way out."""
+    with pytest.warns(UserWarning, match=r"holds no batch: [\d,]+ stream tokens make 0 window"):
+        assert list(TokenDataset(url, 1 << 24, batch_size=BATCH, eos_id=EOS)) == []
+    ds = TokenDataset(url, 1 << 24, batch_size=BATCH, eos_id=EOS, drop_last=False)
+    assert len(list(ds)) == 1  # (the padded partial window)
+    with pytest.warns(UserWarning, match=r"window\(s\) .*\(best_fit\), fewer than batch_size=4096"):
+        assert list(TokenDataset(url, 1 << 24, batch_size=4096, packing="best_fit")) == []

@@ -112,7 +112,18 @@ def refined_rates(rates: list[int], used: list[float], weights: list[float]) -> 
 
 
 def unused_warning(epoch: Epoch, ds: Any) -> str | None:
-    """What a mixture that stops at its first exhausted source by default leaves unused."""
+    """An epoch with no batch at all (what it has and why), or what a mixture that stops at its
+    first exhausted source by default leaves unused."""
+    batch = ds.batch_size or 1
+    if epoch.end(0, batch, ds.drop_last) == 0:  # (none for one process: none for any layout)
+        tokens = sum(s.total for s in epoch.sources)
+        return (
+            f"epoch {epoch.epoch} of {', '.join(ds.urls)} holds no "
+            f"{'batch' if ds.batch_size else 'sample'}: {tokens:,} stream tokens make "
+            f"{epoch.length} window(s) of seq_len + 1 = {ds.seq_len + 1} tokens ({ds.packing})"
+            + (f", fewer than batch_size={batch}" if epoch.length else "")
+            + (" (drop_last=False also gives what is left)" if ds.drop_last else "")
+        )
     if len(epoch.sources) < 2 or ds.stopping_strategy or ds.budget_tokens is not None:
         return None
     counts = epoch.samples_of(epoch.length)
