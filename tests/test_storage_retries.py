@@ -71,7 +71,6 @@ def test_botocore_connection_errors_are_transient():
     "error",
     [
         FileNotFoundError(errno.ENOENT, "no such key"),
-        PermissionError(errno.EACCES, "access denied"),
         IsADirectoryError(errno.EISDIR, "a directory"),
         FileExistsError(errno.EEXIST, "exists"),
         OSError(errno.ELOOP, "too many levels of symbolic links"),
@@ -237,3 +236,32 @@ def test_an_s3_outage_shorter_than_the_deadline_is_ridden_out(own_s3):
     assert restarted.is_set() and len(calls) >= 2
     output.write_bytes("ledger/b.json", b"{}")
     assert output.list("ledger") == ["b.json"]
+
+
+def test_an_object_store_without_credentials_is_one_line_that_says_what_to_set(
+    s3, bpe_path, tmp_path, monkeypatch
+):
+    """No credentials anywhere: botocore's NoCredentialsError ended the command in a traceback.
+    It is a StorageError (exit 2) naming the operation and the settings that give them; a
+    PermissionError (s3fs's access denied) says so too. Other errors are untouched."""
+    from click.testing import CliRunner
+
+    from jobs.cli import main as cli
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    args = ["run", "--input", "s3://corpus/x.jsonl", "--output", str(tmp_path / "out")]
+    args += ["--tokenizer", f"bpe:{bpe_path}", "--storage-option", f"endpoint_url={s3.endpoint}"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert "stat s3://corpus/x.jsonl: no credentials for the object store" in result.output
+    assert "AWS_ACCESS_KEY_ID" in result.output and "NoCredentialsError" in result.output
+    denied = Flaky(float("inf"), PermissionError(errno.EACCES, "no"))
+    with pytest.raises(StorageError, match=r"^read x: access denied: .*PermissionError.*no"):
+        with_retries(denied, "read x", **FAST)  # (at once: a StorageError is an OSError too)
+    assert denied.calls == 1
+    with pytest.raises(FileNotFoundError):
+        with_retries(Flaky(1, FileNotFoundError(errno.ENOENT, "gone")), "read x", **FAST)

@@ -164,6 +164,29 @@ def is_transient(exc: BaseException) -> bool:
     return getattr(exc, "errno", None) not in PERMANENT_ERRNOS
 
 
+NO_CREDENTIALS = {  # (names: the client libraries are not imported to name their errors)
+    "NoCredentialsError",  # botocore (s3://)
+    "PartialCredentialsError",
+    "DefaultCredentialsError",  # google.auth (gs://)
+    "ClientAuthenticationError",  # azure (az://, abfs://)
+}
+
+
+def access_problem(exc: BaseException) -> str | None:
+    """What to do about a store that refuses us (no credentials found, or access denied), or
+    None for any other error."""
+    if any(cls.__name__ in NO_CREDENTIALS for cls in type(exc).__mro__):
+        return (
+            "no credentials for the object store: set them in the environment (AWS_ACCESS_KEY_ID "
+            "and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE; GOOGLE_APPLICATION_CREDENTIALS) or pass "
+            "--storage-option key=... --storage-option secret=... (endpoint_url=... for a server "
+            "other than AWS)"
+        )
+    if isinstance(exc, PermissionError) and not isinstance(exc, TokenmillError):
+        return "access denied: check the credentials and what they may read or write there"
+    return None
+
+
 def _log_retry(what: str, state: tenacity.RetryCallState) -> None:
     exc = state.outcome.exception() if state.outcome else None
     log.info(
@@ -205,6 +228,9 @@ def with_retries(
     try:
         return retrying(fn)
     except Exception as exc:
+        denied = access_problem(exc)
+        if denied:
+            raise StorageError(f"{what}: {denied} ({type(exc).__name__}: {exc})") from exc
         if not is_transient(exc):
             raise
         tries = retrying.statistics.get("attempt_number", 1)
