@@ -7,11 +7,10 @@ decreasing, and its two sorts against numpy's stable sort."""
 from __future__ import annotations
 
 import numpy as np
-
-from pipeline.loader.mixing import Schedule
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.loader.mixing import Schedule
 from pipeline.loader.plankernels import best_fit, input_starts, longest_first, stable_argsort
 
 

@@ -265,3 +265,19 @@ def test_an_object_store_without_credentials_is_one_line_that_says_what_to_set(
     assert denied.calls == 1
     with pytest.raises(FileNotFoundError):
         with_retries(Flaky(1, FileNotFoundError(errno.ENOENT, "gone")), "read x", **FAST)
+
+
+def test_a_store_that_cannot_be_opened_is_one_line_naming_the_url(monkeypatch):
+    """An fsspec protocol whose package is not installed (gs:// without gcsfs) or an unknown
+    protocol: a StorageError naming the URL, not fsspec's ImportError / ValueError traceback."""
+    from fsspec.registry import known_implementations
+
+    monkeypatch.setitem(
+        known_implementations,
+        "nopkg",
+        {"class": "tokenmill_no_such_pkg.FileSystem", "err": "Install tokenmill_no_such_pkg"},
+    )
+    with pytest.raises(StorageError, match=r"^nopkg://b/x: the nopkg:// store needs a package: "):
+        url_to_fs("nopkg://b/x")
+    with pytest.raises(StorageError, match=r"^foo://x: cannot open the foo:// store: ValueError"):
+        url_to_fs("foo://x")

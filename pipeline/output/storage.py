@@ -113,7 +113,15 @@ def url_to_fs(
     options = dict(storage_options or {})
     if protocol in S3_PROTOCOLS:
         options = s3_retry_options(options)
-    fs, path = fsspec.core.url_to_fs(url, **options)
+    try:
+        fs, path = fsspec.core.url_to_fs(url, **options)
+    except ImportError as exc:  # gs:// without gcsfs, az:// without adlfs, ...
+        raise StorageError(f"{url}: the {protocol}:// store needs a package: {exc}") from exc
+    except Exception as exc:  # an unknown protocol, a storage option the store refuses, ...
+        given = f" with storage options {sorted(options)}" if storage_options else ""
+        raise StorageError(
+            f"{url}: cannot open the {protocol}:// store{given}: {type(exc).__name__}: {exc}"
+        ) from exc
     # s3fs 2026.9 takes no `retries=` argument (it would reach AioSession and fail): an attribute.
     if protocol in S3_PROTOCOLS and hasattr(fs, "retries") and "retries" not in vars(fs):
         fs.retries = S3FS_ATTEMPTS
