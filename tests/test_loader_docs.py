@@ -309,3 +309,18 @@ def test_an_epoch_with_no_batch_says_so(url):
     assert len(list(ds)) == 1  # (the padded partial window)
     with pytest.warns(UserWarning, match=r"window\(s\) .*\(best_fit\), fewer than batch_size=4096"):
         assert list(TokenDataset(url, 1 << 24, batch_size=4096, packing="best_fit")) == []
+
+
+def test_a_url_that_is_no_output_says_what_it_is(url, tmp_path):
+    """A missing folder said 'no committed shards (ledger/ is empty)', and a file's path (say,
+    the input instead of the output) ended in NotADirectoryError."""
+    from pipeline.loader import LoaderError
+
+    with pytest.raises(LoaderError, match=r"output .*/missing does not exist$"):
+        TokenDataset(str(tmp_path / "missing"), SEQ)
+    (tmp_path / "some.jsonl").write_text("{}\n")
+    with pytest.raises(LoaderError, match=r"some.jsonl is a file: give the output folder"):
+        TokenDataset(str(tmp_path / "some.jsonl"), SEQ)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LoaderError, match=r"empty has no committed shards \(ledger/ is empty\)"):
+        TokenDataset(str(tmp_path / "empty"), SEQ)

@@ -80,10 +80,15 @@ def committed_shards(
     (with the manifest's eos_id / bos_id when the ledger's lacks them)."""
     output = Output(url, storage_options)
     shards, tokenizers = [], {}
-    for entry in iter_committed(output):
-        shards.append(ShardInfo.of(entry))
-        tokenizers.setdefault(entry.tokenizer["fingerprint"], entry.tokenizer)
+    try:
+        for entry in iter_committed(output):
+            shards.append(ShardInfo.of(entry))
+            tokenizers.setdefault(entry.tokenizer["fingerprint"], entry.tokenizer)
+    except NotADirectoryError as exc:
+        raise LoaderError(f"{url} is a file: give the output folder (ledger/, shards/)") from exc
     if not shards:
+        if not output.exists(""):
+            raise LoaderError(f"output {url} does not exist")
         raise LoaderError(f"output {url} has no committed shards (ledger/ is empty)")
     if len(tokenizers) > 1:
         raise LoaderError(f"output {url} mixes tokenizers {sorted(tokenizers)}")
