@@ -48,9 +48,9 @@ from pipeline.loader.windows import (
     Filled,
     Rows,
     build_epoch,
+    epoch_warning,
     fill,
     join_filled,
-    unused_warning,
 )
 from schemas.shards import token_type
 
@@ -257,9 +257,9 @@ class TokenDataset(IterableDataset):
                 self._built = built = build_epoch(self, epoch)
                 if not self._warned:
                     self._warned = True
-                    unused = unused_warning(built, self)
-                    if unused:
-                        warnings.warn(unused, stacklevel=3)
+                    warning = epoch_warning(built, self)
+                    if warning:
+                        warnings.warn(warning, stacklevel=3)
             return built
 
     def _source_seed(self, i: int) -> int:

@@ -73,9 +73,9 @@ def best_fit(lengths, window, buffer, keys):  # noqa: ANN001, ANN201
     consecutive documents at a time. A document longer than a window is cut into window-sized
     pieces (each its own bin) and its remainder; every other piece goes, largest first (ties: the
     earlier), into the open bin of the buffer with the least room that holds it (a bitset of the
-    free rooms that have open bins, each room's bins a linked list), or into a new bin. The bins of a buffer are then ordered by `keys` (random:
-    a shuffle; at least as many as bins). Returns (bin starts [bins + 1], pieces [document,
-    stream offset, length] in bin order)."""
+    free rooms that have open bins, each room's bins a linked list), or into a new bin. The bins
+    of a buffer are then ordered by `keys` (random: a shuffle; at least as many as bins). Returns
+    (bin starts [bins + 1], pieces [document, stream offset, length] in bin order)."""
     n = len(lengths)
     cap = n + 1
     for d in range(n):

@@ -111,7 +111,7 @@ def refined_rates(rates: list[int], used: list[float], weights: list[float]) -> 
     )
 
 
-def unused_warning(epoch: Epoch, ds: Any) -> str | None:
+def epoch_warning(epoch: Epoch, ds: Any) -> str | None:
     """An epoch with no batch at all (what it has and why), or what a mixture that stops at its
     first exhausted source by default leaves unused."""
     batch = ds.batch_size or 1
