@@ -244,3 +244,30 @@ def test_plan_command_prints_the_dataset_plan(outputs):
         assert json.loads(again.stdout.strip().splitlines()[-1]) == printed
     bad = CliRunner().invoke(main, ["plan", *outputs, "--seq-len", "8", "--weights", "1", "2"])
     assert bad.exit_code == 2 and "2 weights for 3 outputs" in bad.output
+
+
+def test_a_state_saved_for_another_sample_order_warns_when_loaded(outputs):
+    """A resume state names the sample index of its epoch's order; loaded into a dataset whose
+    order differs (other weights, packing or outputs) it resumed silently at that index of
+    another order. It warns now; the same order, or a state from before the order was recorded,
+    loads without a word, and global_state keeps the order of the states it combines."""
+    import warnings
+
+    saved = mixture(outputs, stopping_strategy="all_exhausted")
+    state = saved.state_dict(steps=3)
+    assert len(state["order"]) == 16
+    workers = run_ranks(outputs, world=2, workers=2, steps=2, stopping_strategy="all_exhausted")[1]
+    assert TokenDataset.global_state(workers[0].state_dict())["order"] == state["order"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mixture(outputs, stopping_strategy="all_exhausted", batch_size=4).load_state_dict(state)
+        old = {k: v for k, v in state.items() if k != "order"}
+        mixture(outputs, stopping_strategy="all_exhausted", weights=[1, 1, 1]).load_state_dict(old)
+    for changed in ({"weights": [0.2, 0.3, 0.5]}, {"packing": "best_fit"}, {"mix_block": 8}):
+        other = mixture(outputs, stopping_strategy="all_exhausted", **changed)
+        with pytest.warns(UserWarning, match="saved for another sample order"):
+            other.load_state_dict(state)
+    with pytest.warns(UserWarning, match="saved for another sample order"):
+        mixture(outputs[:2], stopping_strategy="all_exhausted", weights=[1, 1]).load_state_dict(
+            state
+        )

@@ -39,8 +39,10 @@ from pipeline.loader.state import (
     consumer_state,
     epoch_state,
     global_state,
+    order_key,
     resume_sample,
     start_point,
+    warn_other_order,
 )
 from pipeline.loader.stream import StreamOptions
 from pipeline.loader.windows import (
@@ -346,7 +348,7 @@ class TokenDataset(IterableDataset):
         return max(1, tokens // ((self.batch_size or 1) * (self.seq_len + 1)))
 
     def _state(self, sample: int, exact: bool) -> dict[str, Any]:
-        return epoch_state(self.epoch, sample, self.seed, self.seq_len, exact)
+        return epoch_state(self.epoch, sample, self.seed, self.seq_len, exact, order_key(self))
 
     def _consumer_state(self, layout: list[int], start: int, next_step: int, sample: int) -> dict:
         return consumer_state(self._state(sample, layout[2] == 1), layout, start, next_step)
@@ -437,6 +439,7 @@ class TokenDataset(IterableDataset):
         """Resume from a state of `state_dict` or `global_state` (also with another world size
         or worker count when the state is global)."""
         check_state(state, seed=self.seed, seq_len=self.seq_len)
+        warn_other_order(state, order_key(self))
         self.epoch = state["epoch"]
         self._resume = dict(state)
         self._progress = None

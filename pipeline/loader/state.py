@@ -9,6 +9,9 @@ states of several workers are first combined with `global_state`.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import warnings
 from typing import Any
 
 from pipeline.errors import LoaderError
@@ -16,9 +19,12 @@ from pipeline.errors import LoaderError
 STATE_VERSION = 1
 
 
-def epoch_state(epoch: int, sample: int, seed: int, seq_len: int, exact: bool) -> dict[str, Any]:
-    """A resume point: global sample `sample` of `epoch` for a dataset of (seed, seq_len)."""
-    return {
+def epoch_state(
+    epoch: int, sample: int, seed: int, seq_len: int, exact: bool, order: str | None = None
+) -> dict[str, Any]:
+    """A resume point: global sample `sample` of `epoch` for a dataset of (seed, seq_len) whose
+    other settings of the sample order have the digest `order` (order_key)."""
+    state = {
         "version": STATE_VERSION,
         "epoch": epoch,
         "sample": sample,
@@ -26,6 +32,41 @@ def epoch_state(epoch: int, sample: int, seed: int, seq_len: int, exact: bool) -
         "seq_len": seq_len,
         "exact": exact,
     }
+    if order is not None:
+        state["order"] = order
+    return state
+
+
+def order_key(ds: Any) -> str:
+    """A digest of what fixes a dataset's sample order besides seed and seq_len: each output's
+    committed shards (names and tokens), the weights and their unit, the stopping strategy or
+    budget, the packing and its buffer, the mixture block, shuffling, shuffle groups and BOS
+    insertion. Batch size, world size, workers, dtype and labels do not enter it."""
+    key = ds.__dict__.get("_order_key")
+    if key is None:
+        opts = ds.options
+        parts = [
+            [[(s.rel, s.tokens) for s in shards] for shards in ds.shards],
+            [ds.weights, ds.weight_unit, ds.stopping_strategy, ds.budget_tokens, ds.mix_block],
+            [ds.packing, opts.buffer, opts.shuffle, opts.group_shards, opts.lead],
+        ]
+        digest = hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
+        key = ds.__dict__["_order_key"] = digest
+    return key
+
+
+def warn_other_order(state: dict[str, Any], key: str) -> None:
+    """Warn when a state was saved under another sample order (states saved before the order
+    was recorded are taken as they are)."""
+    if state.get("order", key) != key:
+        warnings.warn(
+            f"resume state of epoch {state.get('epoch')} at sample {state.get('sample')} was "
+            "saved for another sample order (the outputs' shards, weights, stopping strategy or "
+            "budget, packing or shuffling changed): resuming at that sample of this order, so "
+            "samples of this epoch may repeat or be missed; resume at an epoch boundary "
+            "(set_epoch) for none of that",
+            stacklevel=3,
+        )
 
 
 def consumer_state(
@@ -79,9 +120,11 @@ def global_state(loader_states: Any) -> dict[str, Any]:
         loader_states = [loader_states]
     per_rank = [max(consumer_states(s), key=lambda c: c["sample"]) for s in loader_states]
     first = min(per_rank, key=lambda c: c["sample"])
-    if len({(c["epoch"], c["seed"], c["seq_len"]) for c in per_rank}) > 1:
-        raise LoaderError("ranks' states disagree on epoch, seed or seq_len")
-    return epoch_state(first["epoch"], first["sample"], first["seed"], first["seq_len"], True)
+    if len({(c["epoch"], c["seed"], c["seq_len"], c.get("order")) for c in per_rank}) > 1:
+        raise LoaderError("ranks' states disagree on epoch, seed, seq_len or sample order")
+    return epoch_state(
+        first["epoch"], first["sample"], first["seed"], first["seq_len"], True, first.get("order")
+    )
 
 
 def consumer_states(state: dict[str, Any]) -> list[dict[str, Any]]:
