@@ -102,6 +102,30 @@ def train_tokenizer_cmd(
     }
     extra = {k: v for k, v in named.items() if v is not None}
     extra.update(parse_pairs(option, "--option"))
-    tokenizer = cls.train(iter_texts(cfg, max_docs=max_docs), vocab_size=vocab_size, **extra)
+    seen = {"documents": 0, "chars": 0}
+
+    def texts():  # noqa: ANN202
+        for text in iter_texts(cfg, max_docs=max_docs):
+            seen["documents"] += 1
+            seen["chars"] += len(text)
+            yield text
+
+    tokenizer = cls.train(texts(), vocab_size=vocab_size, **extra)
+    if not seen["documents"]:
+        raise TokenizerError(f"no documents to train on in {', '.join(input_)}: nothing saved")
     tokenizer.save(output, storage_options=storage)
-    click.echo(json.dumps({"output": output, **tokenizer.describe()}, sort_keys=True))
+    described = tokenizer.describe()
+    got = described.get("vocab_size")
+    if got is not None and got != vocab_size:  # (the trainer's own floor or ceiling)
+        click.echo(
+            f"note: the trained vocabulary has {got} tokens, not the {vocab_size} asked: "
+            + (
+                f"the corpus ({seen['documents']:,} documents, {seen['chars']:,} characters) "
+                "has nothing more frequent enough to add"
+                if got < vocab_size
+                else "the trainer's base vocabulary (bytes or characters and special tokens) "
+                "is larger"
+            ),
+            err=True,
+        )
+    click.echo(json.dumps({"output": output, **described}, sort_keys=True))

@@ -359,6 +359,32 @@ def test_train_tokenizer_and_demo_commands(ray_session, tmp_path, sample_dir):
     assert Path(final["shards"]).is_dir()
 
 
+def test_train_tokenizer_says_when_the_vocabulary_is_not_the_size_asked(tmp_path, sample_dir):
+    """An empty corpus trained and saved a bytes-only tokenizer, and a vocabulary smaller or
+    larger than asked came out without a word: no documents is now an error (nothing saved),
+    and another size is a note on stderr with the corpus' size or the trainer's base."""
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "tiny.jsonl").write_text('{"text": "hello world"}\n{"text": "hello there"}\n')
+    runner = CliRunner()  # (click 8.2+: stdout and stderr apart, output both)
+
+    def train(corpus: str, size: int, out: str):
+        args = ["train-tokenizer", "--kind", "bpe", "--input", str(tmp_path / corpus)]
+        return runner.invoke(
+            cli, [*args, "--vocab-size", str(size), "--output", str(tmp_path / out)]
+        )
+
+    result = train("empty.jsonl", 300, "e.json")
+    assert result.exit_code == 2 and not (tmp_path / "e.json").exists()
+    assert "no documents to train on in " in result.output
+    result = train("tiny.jsonl", 300, "t.json")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout.strip().splitlines()[-1])["vocab_size"] < 300
+    assert "not the 300 asked: the corpus (2 documents, 22 characters)" in result.stderr
+    result = train("tiny.jsonl", 100, "s.json")
+    assert result.exit_code == 0
+    assert "has 257 tokens, not the 100 asked: the trainer's base vocabulary" in result.stderr
+
+
 @pytest.mark.parametrize("kind", ["tiktoken", "dynamic_merge"])
 def test_train_tokenizer_refuses_a_kind_that_does_not_train(tmp_path, sample_dir, kind):
     """A kind without training (a .tiktoken file or a dynamic_merge config come from elsewhere)
