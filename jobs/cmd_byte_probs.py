@@ -3,6 +3,8 @@ and token healing."""
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from jobs.common import reports_user_errors
@@ -34,7 +36,11 @@ def byte_label(key: int | str) -> str:
     help="n-gram token model (.npz from train-ngram)",
 )
 @click.option("--tokenizer", required=True, metavar="KIND:PATH")
-@click.option("--prompt", required=True, help="prompt text (UTF-8)")
+@click.option(
+    "--prompt",
+    required=True,
+    help="prompt text; its bytes as given, so it may end inside a UTF-8 character",
+)
 @click.option("--top", type=click.IntRange(1, 257), default=10, show_default=True)
 @click.option(
     "--canonical/--raw",
@@ -52,7 +58,7 @@ def byte_probs_cmd(model_path: str, tokenizer: str, prompt: str, top: int, canon
             f"model vocabulary {model.vocab_size} != tokenizer vocabulary {tok.vocab_size}"
         )
     token_model = CanonicalModel(model, tok) if canonical else model
-    data = prompt.encode("utf-8")
+    data = os.fsencode(prompt)  # (the argument's own bytes: a cut character stays as it is)
     exact = next_byte_distribution(tok, token_model, data)
     naive = naive_next_byte_distribution(tok, token_model, data)
     healed = token_healing_distribution(tok, token_model, data)

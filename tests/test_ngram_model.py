@@ -115,3 +115,12 @@ def test_cli_train_ngram_then_byte_probs(shard_and_tokenizer, tmp_path):
     assert lines[0].split() == ["next", "byte", "exact", "naive", "healing"] and len(lines) == 6
     exact = [float(line.split()[-3]) for line in lines[1:]]
     assert exact == sorted(exact, reverse=True) and 0 < sum(exact) <= 1 + 1e-9
+    # a prompt that ends inside a UTF-8 character (the shell passes its bytes; Python holds the
+    # cut byte as a surrogate escape): it crashed with UnicodeEncodeError; the exact next bytes
+    # are continuation bytes
+    args = ["--model", out, "--tokenizer", f"bpe:{tok_path}", "--top", "3", "--prompt"]
+    result = runner.invoke(byte_probs, [*args, b"caf\xc3".decode("utf-8", "surrogateescape")])
+    assert result.exit_code == 0, result.output
+    rows = [line.split() for line in result.output.strip().splitlines()[1:]]
+    assert all(0x80 <= int(r[0], 16) <= 0xBF for r in rows if float(r[1]) > 0), rows
+    assert sum(float(r[1]) for r in rows) > 0.5
