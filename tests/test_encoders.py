@@ -295,6 +295,22 @@ def test_gigatoken_is_rebuilt_to_bound_its_caches_without_changing_ids(
     assert tok._encoder.resets >= 4
 
 
+def test_gigatoken_small_batches_take_lists_with_the_same_ids(loaded, sample_texts):
+    """A batch of at most SMALL_BATCH_CHARS characters is encoded to lists (awkward's array costs
+    ~0.15 ms a call: a small file's one document paid it per unit); one text at a time (most of
+    the sample's documents under the bound, some over) gives the ids of the whole batch."""
+    from tokenizers_impl.encoders.gigatoken_backend import SMALL_BATCH_CHARS
+
+    encoder = loaded("split", "gigatoken")._encoder
+    flat, offsets = encoder.encode_flat(sample_texts)
+    sizes = [len(t) <= SMALL_BATCH_CHARS for t in sample_texts]
+    assert 0 < sum(sizes) < len(sample_texts)
+    for i, text in enumerate(sample_texts):
+        one, ends = encoder.encode_flat([text])
+        assert one.dtype == flat.dtype and ends.tolist() == [0, len(one)]
+        assert one.tolist() == flat[offsets[i] : offsets[i + 1]].tolist(), i
+
+
 def test_encode_bytes_uses_tiktoken_whatever_the_encoder(bpe_path):
     tok = load_tokenizer(f"bpe:{bpe_path}")
     data = "Grüße 你好".encode()
