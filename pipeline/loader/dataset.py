@@ -42,7 +42,6 @@ from pipeline.loader.state import (
     order_key,
     resume_sample,
     start_point,
-    warn_other_order,
 )
 from pipeline.loader.stream import StreamOptions
 from pipeline.loader.windows import (
@@ -438,8 +437,7 @@ class TokenDataset(IterableDataset):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from a state of `state_dict` or `global_state` (also with another world size
         or worker count when the state is global)."""
-        check_state(state, seed=self.seed, seq_len=self.seq_len)
-        warn_other_order(state, order_key(self))
+        check_state(state, order_key(self), seed=self.seed, seq_len=self.seq_len)
         self.epoch = state["epoch"]
         self._resume = dict(state)
         self._progress = None

@@ -65,7 +65,7 @@ def warn_other_order(state: dict[str, Any], key: str) -> None:
             "budget, packing or shuffling changed): resuming at that sample of this order, so "
             "samples of this epoch may repeat or be missed; resume at an epoch boundary "
             "(set_epoch) for none of that",
-            stacklevel=3,
+            stacklevel=4,
         )
 
 
@@ -77,11 +77,14 @@ def consumer_state(
     return state
 
 
-def check_state(state: dict[str, Any], **expected: Any) -> None:
-    """Refuse a state made for a dataset with other values of `expected` (seed, seq_len)."""
+def check_state(state: dict[str, Any], order: str | None = None, **expected: Any) -> None:
+    """Refuse a state made for a dataset with other values of `expected` (seed, seq_len); warn
+    when it was saved for another sample `order` (warn_other_order)."""
     for key, value in expected.items():
         if state.get(key) != value:
             raise LoaderError(f"resume state has {key}={state.get(key)}, dataset has {value}")
+    if order is not None:
+        warn_other_order(state, order)
 
 
 def start_point(resume: dict[str, Any] | None, layout: list[int]) -> tuple[int, int, int]:
