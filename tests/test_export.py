@@ -323,6 +323,17 @@ def test_destination_rules_and_a_corrupted_file_is_named_then_rewritten(sample_o
     fixed = export_output(str(sample_output), str(dest), options)  # and rewrites it
     assert fixed.ok and fixed.files_written == 1 and tree(dest) == before
 
+    for fmt in ("hf", "litdata"):  # files in a folder of their own (hf: data/)
+        options = ExportOptions(fmt, verify="tokenmill")
+        assert export_output(str(sample_output), str(tmp_path / fmt), options).ok
+        # replaced: the old files went, and with them their folder; it read as foreign content
+        # ("is not empty (data) and holds no tokenmill export": `make demo` failed the 2nd time)
+        replaced = replace(options, append_eod=True, overwrite=True)
+        assert export_output(str(sample_output), str(tmp_path / fmt), replaced).ok
+
+    (tmp_path / "left" / "data").mkdir(parents=True)  # an empty folder is no foreign content
+    assert export_output(str(sample_output), str(tmp_path / "left"), options).ok
+
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")

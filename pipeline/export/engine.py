@@ -154,7 +154,9 @@ def prepare_destination(
         discard(dest, existing)
         existing = None
     if existing is None:
-        foreign = [n for n in dest.list("") if n not in (EXPORT_DIR, MANIFEST)]
+        foreign = [
+            n for n in dest.list("") if n not in (EXPORT_DIR, MANIFEST) and not empty_dir(dest, n)
+        ]
         if foreign:
             raise ExportError(
                 f"{dest.url} is not empty ({', '.join(foreign[:5])}) and holds no tokenmill "
@@ -183,11 +185,25 @@ def finished_records(dest: Output, key: str, names: dict[int, list[str]]) -> dic
     return done
 
 
+def empty_dir(dest: Output, name: str) -> bool:
+    """A local folder with nothing in it (it holds nothing an export could clobber)."""
+    path = dest.path(name)
+    return dest.local and os.path.isdir(path) and not os.listdir(path)
+
+
 def discard(dest: Output, plan: dict[str, Any]) -> None:
-    """Remove what an earlier export listed in its plan (and nothing else)."""
-    for name in [MANIFEST, *plan.get("objects", [])]:
+    """Remove what an earlier export listed in its plan (and nothing else), and on a local
+    destination the folders they were in once empty (hf's `data/`: left there, it made the
+    destination look foreign to the export replacing it)."""
+    names = [MANIFEST, *plan.get("objects", [])]
+    for name in names:
         dest.remove(name)
     dest.remove(EXPORT_DIR, recursive=True)
+    if dest.local:
+        folders = {name.rsplit("/", k)[0] for name in names for k in range(1, name.count("/") + 1)}
+        for folder in sorted(folders, key=lambda f: -f.count("/")):  # deepest first
+            with contextlib.suppress(OSError):  # (not empty: something else is in it)
+                os.rmdir(dest.path(folder))
 
 
 def remove_spool(dest: Output) -> None:
