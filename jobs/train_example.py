@@ -92,6 +92,8 @@ def train(
     t0 = time.perf_counter()
     while len(losses) < steps:
         ds.set_epoch(epoch)
+        if epoch and not losses:  # (the loader warned: an epoch holds no batch)
+            raise SystemExit(f"{shards}: an epoch holds no batch of {batch} x {seq_len} tokens")
         fetched = time.perf_counter()
         for item in loader:
             waited += time.perf_counter() - fetched

@@ -343,3 +343,9 @@ def test_training_example_gives_the_same_losses_with_either_format(plain):
     assert runs["mask"]["labels"] == "mask"
     for key in ("first_loss", "last_loss", "tokens"):
         assert runs["mask"][key] == runs["ids"][key]
+    # a window larger than the output: the loop asked for epoch after epoch of nothing, forever
+    with (
+        pytest.warns(UserWarning, match="holds no batch"),
+        pytest.raises(SystemExit, match="an epoch holds no batch"),
+    ):
+        train(plain, log=False, **{**options, "seq_len": 1 << 24})
