@@ -85,10 +85,8 @@ def train(
     )
     model = TinyLM(int(ds.tokenizer["vocab_size"]), seq_len, dim, layers).to(dev)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
-    losses: list[float] = []
-    tokens, epoch, waited = 0, 0, 0.0
-    # one loader for the whole run
-    loader = ds.dataloader(num_workers=workers)  # persistent workers follow set_epoch
+    losses, tokens, epoch, waited = [], 0, 0, 0.0  # (losses: one float a step)
+    loader = ds.dataloader(num_workers=workers)  # one for the run: workers follow set_epoch
     t0 = time.perf_counter()
     while len(losses) < steps:
         ds.set_epoch(epoch)
