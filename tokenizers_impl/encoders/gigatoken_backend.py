@@ -61,8 +61,9 @@ class GigatokenEncoder(Encoder):
         self.__dict__.update(state)
         self._backend, self._chars = _make(self.recipe), 0
 
-    def _encoder(self, texts: Sequence[str]) -> Any:
-        self._chars += sum(map(len, texts))
+    def _encoder(self, chars: int) -> Any:
+        """The library's encoder for a batch of `chars` characters (rebuilt past reset_chars)."""
+        self._chars += chars
         if self._reset_chars and self._chars > self._reset_chars:
             self._backend, self._chars = _make(self.recipe), 0  # frees the grown caches
             self.resets += 1
@@ -72,13 +73,14 @@ class GigatokenEncoder(Encoder):
         if not texts:
             return empty_flat(0)
         texts = texts if isinstance(texts, list) else list(texts)
-        encoder = self._encoder(texts)
-        if sum(map(len, texts)) <= SMALL_BATCH_CHARS:  # (awkward's array costs ~0.15 ms a call)
+        chars = sum(map(len, texts))
+        encoder = self._encoder(chars)
+        if chars <= SMALL_BATCH_CHARS:  # (awkward's array costs ~0.15 ms a call)
             return flat_from_lists(encoder.encode_batch_list(texts, parallel=False))
         layout = encoder.encode_batch(texts, parallel=False).layout
         offsets, content = getattr(layout, "offsets", None), getattr(layout, "content", None)
         if offsets is None or not hasattr(content, "data"):  # not the usual list-offset layout
-            return flat_from_lists(self._backend.encode_batch_list(texts, parallel=False))
+            return flat_from_lists(encoder.encode_batch_list(texts, parallel=False))
         offsets = np.asarray(offsets.data, dtype=np.int64)
         flat = np.asarray(content.data, dtype=np.uint32)
         if offsets[0]:
