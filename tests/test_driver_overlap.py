@@ -109,7 +109,7 @@ def test_a_job_the_driver_finishes_within_ray_after_seconds_never_starts_ray(
     )
     summary = run_job(cfg)
     assert summary.complete and summary.actors == 0
-    assert summary.notes[0].startswith("ran in the driver process (3 threads)")
+    assert summary.notes[0].startswith("ran in the driver process (3 threads; units ")
     assert shard_files(out) == shard_files(reference) and ledger(out) == ledger(reference)
 
 

@@ -199,8 +199,14 @@ class JobConfig(BaseModel):
     driver_threads: int = Field(
         0,
         ge=0,
-        description="threads tokenizing in the driver of a local run (each with its own "
-        "tokenizer); 0 = one per CPU, at most 4",
+        description="workers tokenizing in the driver of a local run (each with its own "
+        "tokenizer); 0 = one per CPU, at most 8",
+    )
+    driver_processes: bool | None = Field(
+        None,
+        description="the driver's workers after the first run in helper processes of their own "
+        "(spawned, each loading the tokenizer; no Ray) instead of threads, which share its GIL; "
+        "default: helpers from 4 workers on (fewer threads rarely wait on the GIL)",
     )
     ray_address: str | None = Field(
         None, description="existing Ray cluster (default: RAY_ADDRESS or local)"

@@ -1,11 +1,13 @@
-"""A local run that does not wait for Ray: the driver tokenizes units from the first second, in
-threads of its own (one per CPU up to 4, each with its own tokenizer), and Ray is started (in the
-main thread, while the driver keeps working) only once the driver's measured rate says the rest
-of the job would take it longer than `ray_after_seconds` alone (by default: when Ray's start-up
-pays for itself on this machine's CPUs, see `ray_after_seconds()`). A job the driver finishes first
-never starts Ray; a bigger one hands the rest of its units to the actors as soon as they run, the
-driver's threads stopping after the units in their hands. The same units, through the same `process_unit`, commit the same bytes and ledger entries
-whoever runs them, so the output equals a fresh run on Ray alone.
+"""A local run that does not wait for Ray: the driver tokenizes units from the first second, with
+workers of its own (one per CPU up to 8, each with its own tokenizer: threads, or from 4 workers on
+a thread and helper processes, see `uses_helpers` and pipeline/tokenize/helpers.py), and Ray is
+started (in the main thread, while the driver keeps working) only once the driver's measured rate
+says the rest of the job would take it longer than `ray_after_seconds` alone (by default: when
+Ray's start-up pays for itself on this machine's CPUs, see `ray_after_seconds()`). A job the driver
+finishes first never starts Ray; a bigger one hands the rest of its units to the actors as soon as
+they run, the driver's workers stopping after the units in their hands. The same units, through the
+same `process_unit`, commit the same bytes and ledger entries whoever runs them, so the output
+equals a fresh run on Ray alone.
 
 Used for local runs only (no Ray address, no `--actors`); on a cluster the actors do everything."""
 
@@ -25,6 +27,7 @@ from tqdm import tqdm
 from pipeline.interrupts import deferred
 from pipeline.tokenize.config import JobConfig, tokenizer_options
 from pipeline.tokenize.feed import Work, WorkFeed, todo_bytes
+from pipeline.tokenize.helpers import HelperProcess
 from pipeline.tokenize.unit import UnitTask, process_unit
 from schemas.records import RunCounts
 from tokenizers_impl import TokenizerBase, load_tokenizer
@@ -62,7 +65,8 @@ class DriverWorker:
     keeps what it added and how fast it went."""
 
     work: SharedWork
-    tokenizer: TokenizerBase | Callable[[], TokenizerBase]  # or how to load its own copy
+    # a loaded tokenizer, how to load its own copy, or a helper process to hand its units to
+    tokenizer: TokenizerBase | Callable[[], TokenizerBase] | HelperProcess
     task: UnitTask
     output: Any  # pipeline.output.storage.Output
     progress: bool
@@ -81,8 +85,11 @@ class DriverWorker:
 
     def _run(self) -> None:
         bar = tqdm(unit="unit", disable=not self.progress, file=sys.stderr, desc="tokenize")
+        helper = self.tokenizer if isinstance(self.tokenizer, HelperProcess) else None
         try:
-            if not isinstance(self.tokenizer, TokenizerBase):
+            if helper is not None:
+                helper.wait_ready()  # (units are taken once it can process them)
+            elif not isinstance(self.tokenizer, TokenizerBase):
                 self.tokenizer = self.tokenizer()
             with bar:
                 while not self.stop.is_set():
@@ -90,9 +97,12 @@ class DriverWorker:
                     if item is None:
                         break
                     t0 = time.perf_counter()
-                    entry = process_unit(
-                        item.unit, self.tokenizer, self.task, self.output, item.data
-                    ).entry
+                    if helper is not None:
+                        entry = helper.process_unit(item.unit, item.data)
+                    else:
+                        entry = process_unit(
+                            item.unit, self.tokenizer, self.task, self.output, item.data
+                        ).entry
                     seconds, nbytes = time.perf_counter() - t0, _input_bytes(item)
                     if self.done.units:  # the first unit also pays the warm-up: left out
                         self.busy_s += seconds
@@ -106,6 +116,8 @@ class DriverWorker:
         except BaseException as exc:  # re-raised by the main thread
             self.error = exc
         finally:
+            if helper is not None:
+                helper.close()
             self.changed.set()
 
     @property
@@ -120,10 +132,11 @@ class DriverWorker:
 
 class DriverPool:
     """The driver's tokenizing threads (one per core it may use): the first with the job's
-    loaded tokenizer, the others each loading a copy of their own; one stop, one progress
-    signal, and their sums."""
+    loaded tokenizer, the others each handing their units to a helper process (`helpers`, which
+    starts them: spawned from the calling thread) or loading a copy of the tokenizer of their
+    own; one stop, one progress signal, and their sums."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913
         self,
         work: SharedWork,
         tokenizer: TokenizerBase,
@@ -132,12 +145,13 @@ class DriverPool:
         output: Callable[[], Any],
         threads: int,
         progress: bool,
+        helpers: Callable[[], HelperProcess] | None = None,
     ):
         self.stop, self.changed = threading.Event(), threading.Event()
         self.workers = [
             DriverWorker(
                 work,
-                tokenizer if i == 0 else load,
+                tokenizer if i == 0 else helpers() if helpers else load,
                 task,
                 output(),
                 progress and i == 0,
@@ -193,28 +207,40 @@ def _input_bytes(item: Work) -> int:
 RAY_START_S = 8.0  # a local Ray's start-up and its actors' (5-12 s measured on 2 cores)
 DRIVER_SLOWDOWN = 0.6  # the driver's speed while Ray starts beside it
 THREAD_GAIN = 0.35  # what each driver thread after the first adds (the GIL: JSON parsing)
+HELPER_GAIN = 1.0  # what each helper process adds: a core, as an actor does
 ACTOR_EFFICIENCY = 0.8  # an actor per CPU, against a lone process on the same CPU
+MAX_WORKERS = 8  # the driver's workers by default: past that, Ray's actors on every core
+HELPERS_FROM = 4  # workers from which the driver's workers are processes by default
 
 
-def ray_after_seconds(cfg: JobConfig, threads: int, cpus: int | None = None) -> float:
+def ray_after_seconds(
+    cfg: JobConfig, threads: int, cpus: int | None = None, helpers: bool = False
+) -> float:
     """`ray_after_seconds`, or by default the projected driver time beyond which starting Ray
-    pays: with S the start-up, g the actors' speed over the driver's threads and the driver
-    working on (slowed) during S, Ray takes S + (T - 0.6 S) / g for what the driver does in T,
-    so it pays when T > S (g - 0.6) / (g - 1); never on one CPU."""
+    pays: with S the start-up, g the actors' speed over the driver's workers (`threads`, after
+    the first helper processes with `helpers`) and the driver working on (slowed) during S, Ray
+    takes S + (T - 0.6 S) / g for what the driver does in T, so it pays when
+    T > S (g - 0.6) / (g - 1); never on one CPU, nor where the driver's helpers use every CPU."""
     if cfg.ray_after_seconds is not None:
         return cfg.ray_after_seconds
     cpus = cpus or os.cpu_count() or 1
-    gain = ACTOR_EFFICIENCY * cpus / (1 + THREAD_GAIN * (threads - 1))
+    gain_each = HELPER_GAIN if helpers else THREAD_GAIN
+    gain = ACTOR_EFFICIENCY * cpus / (1 + gain_each * (threads - 1))
     if gain <= 1:
         return float("inf")
     return RAY_START_S * (gain - DRIVER_SLOWDOWN) / (gain - 1)
 
 
 def wants_ray(after_s: float, driver: DriverPool, total_bytes: int, has_streams: bool) -> bool:
-    """Whether to start Ray now: at once when told (0 s) or when the input holds big compressed
-    files (their size tells little of the work); otherwise once the driver's rate projects more
-    than `after_s` for the bytes left."""
-    if after_s <= 0 or has_streams:
+    """Whether to start Ray now: at once when told (0 s); never where it cannot pay (`after_s`
+    infinite: one CPU, or helper processes on every CPU); at once when the input holds big
+    compressed files (their size tells little of the work); otherwise once the driver's rate
+    projects more than `after_s` for the bytes left."""
+    if after_s <= 0:
+        return True
+    if after_s == float("inf"):  # actors would not beat the driver's workers here
+        return False
+    if has_streams:
         return True
     rate = driver.rate()
     if rate is None:
@@ -223,9 +249,20 @@ def wants_ray(after_s: float, driver: DriverPool, total_bytes: int, has_streams:
 
 
 def driver_threads(cfg: JobConfig) -> int:
-    """Tokenizing threads in the driver: `driver_threads`, or (0) one per CPU up to 4 (the
-    GIL-held part of a unit, JSON parsing and Python per record, caps the gain of more)."""
-    return cfg.driver_threads or max(1, min(os.cpu_count() or 1, 4))
+    """Tokenizing workers in the driver: `driver_threads`, or (0) one per CPU up to MAX_WORKERS
+    (4 with threads alone: the GIL-held part of a unit, JSON parsing and Python per record,
+    caps the gain of more threads)."""
+    cap = 4 if cfg.driver_processes is False else MAX_WORKERS
+    return cfg.driver_threads or max(1, min(os.cpu_count() or 1, cap))
+
+
+def uses_helpers(cfg: JobConfig, workers: int) -> bool:
+    """Whether the driver's workers after the first are helper processes: `driver_processes`,
+    or by default from HELPERS_FROM workers on (a unit holds the GIL about 30% of its time, so
+    up to 3 threads seldom wait on it, and a helper costs a process start and a tokenizer)."""
+    if workers < 2:
+        return False
+    return cfg.driver_processes if cfg.driver_processes is not None else workers >= HELPERS_FROM
 
 
 def run_local(
@@ -245,9 +282,16 @@ def run_local(
         spec, options = cfg.tokenizer.spec, tokenizer_options(cfg)
         return load_tokenizer(spec, storage_options=task.storage_options, **options)
 
+    def helper() -> HelperProcess:
+        return HelperProcess(cfg.tokenizer.spec, tokenizer_options(cfg), cfg.output, task)
+
     threads = driver_threads(cfg)
-    driver = DriverPool(work, tokenizer, load, task, output, threads, cfg.progress)
-    total, after_s = todo_bytes(feed.todo), ray_after_seconds(cfg, threads)
+    helpers = uses_helpers(cfg, threads)
+    driver = DriverPool(
+        work, tokenizer, load, task, output, threads, cfg.progress, helper if helpers else None
+    )
+    total, after_s = todo_bytes(feed.todo), ray_after_seconds(cfg, threads, helpers=helpers)
+    how = f"{threads} threads" if not helpers else f"1 thread and {threads - 1} helper processes"
     started = time.perf_counter()
     driver.start()
     try:
@@ -256,11 +300,9 @@ def run_local(
             driver.changed.clear()
         if not driver.alive:  # done (or failed) before Ray was needed
             counts = driver.finish()
-            return (
-                counts,
-                0,
-                [f"ran in the driver process ({threads} threads): {total} input bytes to do"],
-            )
+            split = " + ".join(str(w.done.units) for w in driver.workers)
+            note = f"ran in the driver process ({how}; units {split}): {total} input bytes to do"
+            return counts, 0, [note]
         with deferred():  # importing and starting Ray, and the actors, are not cut short
             from pipeline.tokenize.actors import init_ray, run_actors, size_pool, start_actors
 
@@ -292,7 +334,7 @@ def run_local(
                 worker.thread.join()
     notes.append(
         f"the driver processed {by_driver.units} units ({driver.input_bytes} input bytes, "
-        f"{threads} threads) while Ray started ({handed_over:.1f} s); {len(actors)} actors "
+        f"{how}) while Ray started ({handed_over:.1f} s); {len(actors)} actors "
         f"processed {by_actors.units}"
     )
     return by_driver.add(by_actors), len(actors), notes

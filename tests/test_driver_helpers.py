@@ -1,0 +1,180 @@
+"""The driver's helper processes: a local run's workers after the first can be processes of their
+own (no GIL shared, no Ray). Whoever processed a unit, in a thread or a helper, the output is byte
+for byte the same; a helper's error reaches the driver as the error it was; a helper that dies
+fails the run naming it; a killed driver leaves no helper working, and the rerun completes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import time
+
+import psutil
+import pytest
+
+from pipeline.tokenize.driver import uses_helpers
+from pipeline.tokenize.engine import prepare, run_job
+from pipeline.tokenize.helpers import HelperDied, HelperProcess
+from pipeline.tokenize.inputs import WorkUnit
+from pipeline.tokenize.unit import process_unit
+from tests.helpers import SAMPLE_DIR, job_config, shard_files, start_run, wait_for_commits
+from tests.test_fresh_run import big_corpus
+
+UNIT = 20_000  # bytes per unit: the big corpus (8 copies of the sample) gives ~190 units
+LOCAL = {"unit_bytes": UNIT, "local_bytes": 0, "ray_after_seconds": 3600}
+
+
+def ledger(out) -> dict[str, dict]:
+    strip = ("timings", "lease")
+    return {
+        p.name: {k: v for k, v in json.loads(p.read_text()).items() if k not in strip}
+        for p in sorted((out / "ledger").glob("*.json"))
+    }
+
+
+def units_split(note: str) -> list[int]:
+    """Units per worker from the run's note ("...; units 80 + 110): ...")."""
+    return [int(n) for n in re.search(r"units ([\d + ]+)\)", note)[1].split(" + ")]
+
+
+@pytest.fixture(scope="module")
+def on_threads(tmp_path_factory, bpe_path):
+    """The big corpus run by two threads of the driver: the reference output."""
+    root = tmp_path_factory.mktemp("helpers")
+    src = big_corpus(root / "in")
+    out = root / "threads"
+    cfg = job_config(
+        src / "*.jsonl", out, f"bpe:{bpe_path}", driver_threads=2, driver_processes=False, **LOCAL
+    )
+    summary = run_job(cfg)
+    assert summary.complete and summary.actors == 0
+    assert summary.notes[0].startswith("ran in the driver process (2 threads; units ")
+    return src, out, summary
+
+
+def test_helper_processes_commit_byte_for_byte_what_threads_commit(on_threads, tmp_path, bpe_path):
+    src, reference, ref_summary = on_threads
+    out = tmp_path / "out"
+    cfg = job_config(
+        src / "*.jsonl", out, f"bpe:{bpe_path}", driver_threads=2, driver_processes=True, **LOCAL
+    )
+    summary = run_job(cfg)
+    assert summary.complete and summary.actors == 0
+    note = summary.notes[0]
+    assert note.startswith("ran in the driver process (1 thread and 1 helper processes; units ")
+    by_thread, by_helper = units_split(note)
+    assert by_helper >= 1 and by_thread + by_helper == summary.units_run == ref_summary.units_run
+    assert summary.documents == ref_summary.documents and summary.tokens == ref_summary.tokens
+    assert shard_files(out) == shard_files(reference)
+    assert ledger(out) == ledger(reference)
+
+
+def test_helpers_are_the_default_from_four_workers(tmp_path, bpe_path):
+    cfg = job_config(SAMPLE_DIR / "*.jsonl", tmp_path / "o", f"bpe:{bpe_path}")
+    assert [uses_helpers(cfg, n) for n in (1, 2, 3, 4, 8)] == [False, False, False, True, True]
+    off = job_config(SAMPLE_DIR / "*.jsonl", tmp_path / "o", f"bpe:{bpe_path}", driver_processes=0)
+    assert not uses_helpers(off, 8)
+    on = job_config(SAMPLE_DIR / "*.jsonl", tmp_path / "o", f"bpe:{bpe_path}", driver_processes=1)
+    assert uses_helpers(on, 2) and not uses_helpers(on, 1)
+
+
+@pytest.fixture
+def helper_job(tmp_path, bpe_path):
+    cfg = job_config(SAMPLE_DIR / "en.jsonl", tmp_path / "out", f"bpe:{bpe_path}")
+    job = prepare(cfg)
+    helper = HelperProcess(cfg.tokenizer.spec, {}, cfg.output, job.task)
+    yield cfg, job, helper
+    helper.close()
+
+
+def missing_unit(tmp_path) -> WorkUnit:
+    """A unit of a file removed after planning."""
+    gone = tmp_path / "gone.jsonl"
+    return WorkUnit(str(gone), "jsonl", None, 0, 14, 14)
+
+
+def test_a_unit_error_in_a_helper_is_raised_in_the_driver_as_it_was(helper_job, tmp_path):
+    cfg, job, helper = helper_job
+    unit = missing_unit(tmp_path)
+    with pytest.raises(Exception) as in_driver:
+        process_unit(unit, job.tokenizer, job.task, job.output)
+    with pytest.raises(Exception) as in_helper:
+        helper.process_unit(unit, None)
+    assert type(in_helper.value) is type(in_driver.value)
+    assert str(in_helper.value) == str(in_driver.value) and "gone.jsonl" in str(in_helper.value)
+    path = SAMPLE_DIR / "en.jsonl"  # the helper goes on with the next unit
+    size = path.stat().st_size
+    entry = helper.process_unit(WorkUnit(str(path), "jsonl", None, 0, size, size), None)
+    assert entry.documents > 0 and entry.rejected == 0
+
+
+def test_a_helper_that_dies_fails_its_unit_naming_it(helper_job, tmp_path):
+    _, _, helper = helper_job
+    helper.wait_ready()
+    os.kill(helper.process.pid, signal.SIGKILL)
+    unit = missing_unit(tmp_path)
+    with pytest.raises(HelperDied, match=r"killed by signal 9\) while unit "):
+        for _ in range(3):  # (the first send may still reach the pipe before it is closed)
+            helper.process_unit(unit, None)
+
+
+def test_a_killed_driver_leaves_no_helper_and_the_rerun_equals_a_fresh_run(
+    on_threads, tmp_path, bpe_path
+):
+    src, reference, _ = on_threads
+    out = tmp_path / "out"
+    flags = ["--driver-threads", "2", "--driver-processes", "--unit-bytes", str(UNIT)]
+    flags += ["--local-bytes", "0", "--ray-after-seconds", "3600"]
+    proc = start_run(src / "*.jsonl", out, f"bpe:{bpe_path}", *flags)
+    wait_for_commits(out, proc, count=5)
+    helpers = [
+        p
+        for p in psutil.Process(proc.pid).children(recursive=True)
+        if "spawn" in " ".join(p.cmdline())
+    ]
+    assert helpers, "no helper process found"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    gone, alive = psutil.wait_procs(helpers, timeout=20)
+    assert not alive, [p.pid for p in alive]
+    time.sleep(0.2)
+    assert len(ledger(out)) < len(ledger(reference))
+    summary = run_job(job_config(src / "*.jsonl", out, f"bpe:{bpe_path}", **LOCAL))
+    assert summary.complete and summary.units_skipped >= 5
+    assert shard_files(out) == shard_files(reference) and ledger(out) == ledger(reference)
+
+
+def test_a_big_compressed_file_feeds_the_helpers_its_ranges(tmp_path, bpe_path, monkeypatch):
+    """A stream's ranges, cut by the driver, reach the helpers as bytes (no Ray where the
+    helpers use every CPU); the shards are those of a run in the driver alone."""
+    from pipeline.tokenize import driver as driver_module
+    from tests.test_streams import UNIT as STREAM_UNIT
+    from tests.test_streams import records, write_compressed
+
+    write_compressed(tmp_path / "big.jsonl.zst", records())
+    spec, inputs = f"bpe:{bpe_path}", tmp_path / "big.jsonl.zst"
+    alone = run_job(job_config(inputs, tmp_path / "alone", spec, unit_bytes=STREAM_UNIT))
+    real = driver_module.process_unit
+
+    def slow(*args, **kwargs):  # the driver's own thread: slow, so that the helper takes ranges
+        time.sleep(0.3)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(driver_module, "process_unit", slow)
+    cfg = job_config(
+        inputs,
+        tmp_path / "helpers",
+        spec,
+        unit_bytes=STREAM_UNIT,
+        local_bytes=0,
+        driver_threads=2,
+        driver_processes=True,
+    )
+    summary = run_job(cfg)
+    assert summary.complete and summary.actors == 0
+    by_thread, by_helper = units_split(summary.notes[0])
+    assert by_helper >= 1 and by_thread + by_helper == summary.units_run == alone.units_run > 10
+    assert shard_files(tmp_path / "helpers") == shard_files(tmp_path / "alone")
+    assert ledger(tmp_path / "helpers") == ledger(tmp_path / "alone")
