@@ -9,6 +9,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 
 import psutil
@@ -19,7 +21,7 @@ from pipeline.tokenize.engine import prepare, run_job
 from pipeline.tokenize.helpers import HelperDied, HelperProcess
 from pipeline.tokenize.inputs import WorkUnit
 from pipeline.tokenize.unit import process_unit
-from tests.helpers import SAMPLE_DIR, job_config, shard_files, start_run, wait_for_commits
+from tests.helpers import REPO, SAMPLE_DIR, job_config, shard_files, start_run, wait_for_commits
 from tests.test_fresh_run import big_corpus
 
 UNIT = 20_000  # bytes per unit: the big corpus (8 copies of the sample) gives ~190 units
@@ -113,7 +115,7 @@ def test_a_unit_error_in_a_helper_is_raised_in_the_driver_as_it_was(helper_job, 
 def test_a_helper_that_dies_fails_its_unit_naming_it(helper_job, tmp_path):
     _, _, helper = helper_job
     helper.wait_ready()
-    os.kill(helper.process.pid, signal.SIGKILL)
+    os.kill(helper.pid, signal.SIGKILL)
     unit = missing_unit(tmp_path)
     with pytest.raises(HelperDied, match=r"killed by signal 9\) while unit "):
         for _ in range(3):  # (the first send may still reach the pipe before it is closed)
@@ -132,7 +134,7 @@ def test_a_killed_driver_leaves_no_helper_and_the_rerun_equals_a_fresh_run(
     helpers = [
         p
         for p in psutil.Process(proc.pid).children(recursive=True)
-        if "spawn" in " ".join(p.cmdline())
+        if "pipeline.tokenize.helpers" in p.cmdline()
     ]
     assert helpers, "no helper process found"
     proc.send_signal(signal.SIGKILL)
@@ -178,3 +180,30 @@ def test_a_big_compressed_file_feeds_the_helpers_its_ranges(tmp_path, bpe_path, 
     assert by_helper >= 1 and by_thread + by_helper == summary.units_run == alone.units_run > 10
     assert shard_files(tmp_path / "helpers") == shard_files(tmp_path / "alone")
     assert ledger(tmp_path / "helpers") == ledger(tmp_path / "alone")
+
+
+SCRIPT = """
+from pipeline.tokenize import load_config, run_job
+cfg = load_config(input=[{inputs!r}], output={output!r}, tokenizer={spec!r}, progress=False,
+                  unit_bytes=20000, local_bytes=0, driver_threads=2, driver_processes=True)
+summary = run_job(cfg)
+print("RUN", summary.complete, summary.units_run, summary.notes[0])
+"""
+
+
+def test_a_script_that_runs_a_job_at_its_top_level_runs_it_once(tmp_path, bpe_path):
+    """Helpers do not re-import the caller's main script (a multiprocessing spawn would: the
+    job would start again in every helper)."""
+    script = tmp_path / "job.py"
+    out = tmp_path / "out"
+    inputs, spec = str(SAMPLE_DIR / "*.jsonl"), f"bpe:{bpe_path}"
+    script.write_text(SCRIPT.format(inputs=inputs, output=str(out), spec=spec))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled"}
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    runs = [line for line in done.stdout.splitlines() if line.startswith("RUN")]
+    assert len(runs) == 1 and runs[0].startswith("RUN True ")
+    assert "1 thread and 1 helper processes" in runs[0]
+    assert len(list((out / "runs").glob("*.json"))) == 1

@@ -28,6 +28,7 @@ from pipeline.interrupts import deferred
 from pipeline.tokenize.config import JobConfig, tokenizer_options
 from pipeline.tokenize.feed import Work, WorkFeed, todo_bytes
 from pipeline.tokenize.helpers import HelperProcess
+from pipeline.tokenize.helpers import available as helpers_available
 from pipeline.tokenize.unit import UnitTask, process_unit
 from schemas.records import RunCounts
 from tokenizers_impl import TokenizerBase, load_tokenizer
@@ -260,7 +261,7 @@ def uses_helpers(cfg: JobConfig, workers: int) -> bool:
     """Whether the driver's workers after the first are helper processes: `driver_processes`,
     or by default from HELPERS_FROM workers on (a unit holds the GIL about 30% of its time, so
     up to 3 threads seldom wait on it, and a helper costs a process start and a tokenizer)."""
-    if workers < 2:
+    if workers < 2 or not helpers_available():
         return False
     return cfg.driver_processes if cfg.driver_processes is not None else workers >= HELPERS_FROM
 

@@ -1,24 +1,30 @@
 """Helper processes of a local run: the driver's workers after the first each hand their units to
 a process of their own, so that a local run uses every core it is given. Threads alone cannot:
-record parsing and the Python around each batch hold the GIL, and a second thread added about a
-third of a core.
+record parsing and the Python around each batch hold the GIL (about 30% of a unit's time).
 
-A helper is a spawned interpreter (not a fork: the driver may already hold the tokenizer
-libraries' thread pools and Arrow's) that loads its own tokenizer and output, then runs
-`process_unit` on each unit its driver thread sends it, one at a time, exactly as an actor does:
-the same units commit the same bytes and ledger entries whoever runs them. It leaves stopping to
-its driver (a Ctrl-C to the terminal's process group ends the unit in hand, then the driver says
-stop) and dies with it (Linux: the parent-death signal), so a killed run leaves no helper behind."""
+A helper is a fresh interpreter (`python -m pipeline.tokenize.helpers FD`), not a fork: the driver
+may already hold the tokenizer libraries' thread pools and Arrow's. Nor is it a multiprocessing
+"spawn", which re-imports the caller's main script: a script calling `run_job` at its top level
+would run again in every helper. It talks to its driver thread over a socket pair
+(multiprocessing's Connection: pickled messages), loads its own tokenizer and output, then runs
+`process_unit` on each unit it is sent, one at a time, exactly as an actor does: the same units
+commit the same bytes and ledger entries whoever runs them. It leaves stopping to its driver (a
+Ctrl-C to the terminal's process group ends the unit in hand, then the driver says stop) and dies
+with it (Linux: the parent-death signal; elsewhere it sees the socket close after its unit), so a
+killed run leaves no helper working."""
 
 from __future__ import annotations
 
 import contextlib
-import multiprocessing as mp
 import os
 import pickle
 import signal
+import socket
+import subprocess
 import sys
 import traceback
+from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from pipeline.tokenize.unit import WORKER_ENV, UnitTask, process_unit
@@ -27,34 +33,46 @@ from schemas.records import LedgerEntry
 READY_TIMEOUT_S = 300.0  # loading a big tokenizer on a busy machine can take a while
 STOP_TIMEOUT_S = 30.0
 PR_SET_PDEATHSIG = 1
+ROOT = Path(__file__).resolve().parents[2]  # the folder holding the `pipeline` package
 
 
 class HelperDied(RuntimeError):
     """A helper process ended without answering (killed, out of memory, crashed)."""
 
 
+def available() -> bool:
+    """Helpers need POSIX file-descriptor passing (`pass_fds`)."""
+    return os.name == "posix"
+
+
 class HelperProcess:
-    """One spawned process running units for one driver thread; `process` blocks that thread
+    """One helper process running units for one driver thread; `process_unit` blocks that thread
     (not the GIL) until the unit is committed."""
 
     def __init__(self, spec: str, options: dict[str, Any], output_url: str, task: UnitTask):
-        context = mp.get_context("spawn")
-        self._conn, child = context.Pipe()
-        self.process = context.Process(
-            target=serve,
-            args=(child, spec, options, output_url, task, os.getpid()),
-            name="tokenmill-helper",
-            daemon=True,  # multiprocessing ends it if the driver exits without `close`
-        )
-        self.process.start()
-        child.close()
+        ours, theirs = socket.socketpair()
+        env = dict(os.environ, **WORKER_ENV)  # before the tokenizer libraries start their pools
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+        with theirs:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "pipeline.tokenize.helpers", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                env=env,
+                stdin=subprocess.DEVNULL,
+            )
+        self._conn = Connection(ours.detach())
+        self._conn.send((spec, options, output_url, task, os.getpid(), sys.path))
         self._ready = False
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
 
     def wait_ready(self) -> None:
         """Until the helper has loaded its tokenizer (its load error is raised here)."""
         if not self._ready:
             if not self._conn.poll(READY_TIMEOUT_S):
-                raise HelperDied(f"helper process {self.process.pid} did not start in time")
+                raise HelperDied(f"helper process {self.pid} did not start in time")
             self._answer("starting")
             self._ready = True
 
@@ -63,44 +81,47 @@ class HelperProcess:
         self.wait_ready()
         try:
             self._conn.send((unit, data))
-        except (BrokenPipeError, ConnectionResetError, EOFError) as exc:
+        except OSError as exc:  # (a broken pipe: it is gone)
             raise self._died(f"unit {unit.unit_id}") from exc
         return self._answer(f"unit {unit.unit_id}")
 
     def close(self) -> None:
         """Tell the helper to stop (between units) and wait for it; kill it if it hangs."""
-        with contextlib.suppress(OSError, EOFError):  # (a broken pipe: it is gone already)
+        with contextlib.suppress(OSError):  # (a broken pipe: it is gone already)
             self._conn.send(None)
-        self.process.join(STOP_TIMEOUT_S)
-        if self.process.is_alive():
+        try:
+            self.process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
             self.process.kill()
-            self.process.join()
+            self.process.wait()
         self._conn.close()
 
     def _answer(self, doing: str) -> Any:
         try:
             status, value = self._conn.recv()
-        except (EOFError, ConnectionResetError, OSError) as exc:
+        except (EOFError, OSError) as exc:
             raise self._died(doing) from exc
         if status == "error":
             raise value
         return value
 
     def _died(self, doing: str) -> HelperDied:
-        self.process.join(1.0)
-        code = self.process.exitcode
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(1.0)
+        code = self.process.returncode
         how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit {code}"
-        return HelperDied(f"helper process {self.process.pid} ended ({how}) while {doing}")
+        return HelperDied(f"helper process {self.pid} ended ({how}) while {doing}")
 
 
-def serve(  # noqa: PLR0913
-    conn: Any, spec: str, options: dict, output_url: str, task: UnitTask, parent: int
-) -> None:
+def serve(conn: Connection) -> None:
     """A helper's life: load, then one unit per message until told to stop (None) or orphaned."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver stops it, after the unit in hand
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        spec, options, output_url, task, parent, path = conn.recv()
+    except (EOFError, OSError):
+        return
     _die_with_parent(parent)
-    os.environ.update(WORKER_ENV)  # before the tokenizer libraries start their pools
+    sys.path[:] = [*path, *(p for p in sys.path if p not in path)]  # as the driver imports
     try:
         from pipeline.output.storage import Output
         from tokenizers_impl import load_tokenizer
@@ -127,7 +148,7 @@ def serve(  # noqa: PLR0913
         _send(conn, "ok", entry)
 
 
-def _send(conn: Any, status: str, value: Any) -> None:
+def _send(conn: Connection, status: str, value: Any) -> None:
     """Send an answer; an exception that does not survive pickling goes as a RuntimeError with
     its type, message and the helper's traceback."""
     if status == "error":
@@ -153,3 +174,7 @@ def _die_with_parent(parent: int) -> None:
         return
     if os.getppid() != parent:  # the driver died before prctl
         os._exit(1)
+
+
+if __name__ == "__main__":
+    serve(Connection(int(sys.argv[1])))
