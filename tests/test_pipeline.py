@@ -319,14 +319,25 @@ def test_sentencepiece_job_decodes_back_to_input(
     rows = shard_rows(str(out))
     assert len(rows) == summary.documents == len(expected)
     assert all(tok.decode(r["tokens"]) == expected[r["doc_id"]] for r in rows)
+    import gigatoken.gigatoken_rs  # noqa: F401
     import sentencepiece
 
-    # the library that encoded, and its version, recorded as for the bpe backends
-    assert (summary.encoder, summary.encoder_version) == (
-        "sentencepiece",
-        sentencepiece.__version__,
+    from tokenizers_impl.encoders.base import package_version
+
+    # a BPE model: gigatoken encodes it (exact on the probes), recorded as for the bpe backends;
+    # the library is its reference, re-encoding the verification sample
+    assert (summary.encoder, summary.encoder_version) == ("gigatoken", package_version("gigatoken"))
+    assert summary.tokenizer["encoder_fallbacks"] == []
+    assert summary.verified_documents > 0
+    ids = [r["tokens"] for r in rows]
+    texts = [expected[r["doc_id"]] for r in rows]
+    library = sentencepiece.SentencePieceProcessor(model_file=str(sp_path))
+    assert ids == library.encode(texts, out_type=int)  # every document, not only the sample
+    slow = run_job(
+        job(sample_dir, tmp_path / "lib", f"sentencepiece:{sp_path}", encoder="sentencepiece")
     )
-    assert summary.tokenizer["encoder_version"] == sentencepiece.__version__
+    assert slow.encoder == "sentencepiece" and slow.encoder_version == sentencepiece.__version__
+    assert shard_files(tmp_path / "lib") == shard_files(out)  # the same bytes whichever encodes
 
 
 def test_train_tokenizer_and_demo_commands(ray_session, tmp_path, sample_dir):

@@ -1,10 +1,13 @@
-"""SentencePiece plugin (`sentencepiece`): trains and loads `.model` files (BPE or unigram)."""
+"""SentencePiece plugin (`sentencepiece`): trains and loads `.model` files (BPE or unigram).
+
+The library is the reference encoder; a BPE model with an equivalent tokenizer.json
+(encoders/sentencepiece_backend.py) is encoded by gigatoken when it reproduces the library on the
+load-time probes (`encoder=auto`, the default), as for `bpe` tokenizers."""
 
 from __future__ import annotations
 
 import io
 from collections.abc import Iterable, Sequence
-from itertools import chain
 from typing import Any, ClassVar
 
 import numpy as np
@@ -17,8 +20,14 @@ from tokenizers_impl.base import (
     fingerprint_of,
     register,
 )
+from tokenizers_impl.encoders import EncoderSource, build_encoder, probe_set, select_encoder
+from tokenizers_impl.encoders.base import encoder_options as check_encoder_options
+from tokenizers_impl.encoders.sentencepiece_backend import tokenizer_json
 from tokenizers_impl.files import probe_texts, read_file, write_file
 from tokenizers_impl.special_tokens import resolve_special_tokens
+
+AUTO_ORDER = ("gigatoken", "sentencepiece")  # what `auto` tries (the library: the reference)
+LOAD_OPTIONS = {"name", "eos_token", "bos_token", "encoder", "encoder_reset_mb"}
 
 
 class SentencePieceTokenizer(ByteTableTokenizer):
@@ -30,6 +39,8 @@ class SentencePieceTokenizer(ByteTableTokenizer):
         name: str = "sentencepiece",
         eos_token: str | None = None,
         bos_token: str | None = None,
+        encoder: str | None = None,
+        encoder_options: dict[str, Any] | None = None,
     ):
         self.proto = model_proto
         self.sp = spm.SentencePieceProcessor()
@@ -43,11 +54,32 @@ class SentencePieceTokenizer(ByteTableTokenizer):
         self._bytes = [self._piece_bytes(i) for i in range(self.vocab_size)]
         self._resolve_special_tokens(eos_token, bos_token)
         self.added_tokens = self._added_pieces()
-        texts = list(probe_texts())
-        self.lossless = all(
-            self.decode_bytes(ids) == t.encode("utf-8")
-            for ids, t in zip(self.sp.encode(texts, out_type=int), texts, strict=True)
+        self._select(encoder or "auto", encoder_options or {})
+
+    def _select(self, choice: str, options: dict[str, Any]) -> None:
+        """Check losslessness and choose the encoder (both on the probe texts)."""
+        config, note = tokenizer_json(self.proto)
+        source = EncoderSource(
+            label=f"{self.kind}:{self.name}",
+            config=config,
+            config_note=note,
+            model_proto=self.proto,
+            options=options,
         )
+        self._reference = build_encoder("sentencepiece", source)
+        probes = probe_set(self.added_tokens)
+        expected = self._reference.encode_flat(probes)
+        flat, offsets = expected
+        self.lossless = all(
+            self.decode_bytes(flat[offsets[i] : offsets[i + 1]]) == text.encode("utf-8")
+            for i, text in enumerate(probe_texts())
+        )
+        selection = select_encoder(choice, source, self._reference, probes, AUTO_ORDER, expected)
+        self._encoder = selection.encoder
+        self.encoder = selection.encoder.name
+        self.encoder_version = selection.encoder.version
+        self.encoder_fallbacks = selection.fallbacks
+        self.verifiable = self.encoder != self._reference.name
 
     def _resolve_special_tokens(self, eos_token: str | None, bos_token: str | None) -> None:
         """EOS/BOS: the pieces named by the options, else the model's own eos/bos ids."""
@@ -133,38 +165,40 @@ class SentencePieceTokenizer(ByteTableTokenizer):
     def load(
         cls, path: str, storage_options: dict | None = None, **options: Any
     ) -> SentencePieceTokenizer:
-        """Options: name, eos_token, bos_token (pieces; default: the model's own eos/bos)."""
-        check_options(cls.kind, path, options, {"name", "eos_token", "bos_token"})
+        """Options: name, eos_token, bos_token (pieces; default: the model's own eos/bos),
+        encoder (auto|gigatoken|sentencepiece|tokenizers), encoder_reset_mb (gigatoken: rebuild
+        after this many MB of text; 0: never)."""
+        check_options(cls.kind, path, options, LOAD_OPTIONS)
         return cls(
             read_file(path, storage_options),
             name=options.get("name") or path.rsplit("/", 1)[-1],
             eos_token=options.get("eos_token"),
             bos_token=options.get("bos_token"),
+            encoder=options.get("encoder"),
+            encoder_options=check_encoder_options(options),
         )
 
     def save(self, url: str, storage_options: dict | None = None) -> None:
         write_file(url, self.proto, storage_options)
 
     def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
-        return [
-            np.array(ids, dtype=np.uint32)
-            for ids in self.sp.encode(list(texts), out_type=int, num_threads=1)
-        ]
+        return self._encoder.encode_batch(texts)
 
     def encode_batch_flat(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        lists = self.sp.encode(list(texts), out_type=int, num_threads=1)
-        offsets = np.zeros(len(lists) + 1, dtype=np.int64)
-        np.cumsum([len(x) for x in lists], out=offsets[1:])
-        flat = np.fromiter(chain.from_iterable(lists), dtype=np.uint32, count=int(offsets[-1]))
-        return flat, offsets
+        return self._encoder.encode_flat(texts)
+
+    def reference_encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Ids from the sentencepiece library itself, whatever the encoder."""
+        return self._reference.encode_batch(texts)
 
     def describe(self) -> dict[str, Any]:
         return {
             **super().describe(),
             "eos_token": self.eos_token,
             "bos_token": self.bos_token,
-            "encoder": "sentencepiece",  # the library encodes: no other backend is exact for it
-            "encoder_version": str(getattr(spm, "__version__", "")),
+            "encoder": self.encoder,
+            "encoder_version": self.encoder_version,
+            "encoder_fallbacks": list(self.encoder_fallbacks),
         }
 
 

@@ -144,10 +144,11 @@ class JobConfig(BaseModel):
     batch_docs: int = Field(256, gt=0, description="documents per tokenizer batch")
     batch_bytes: int = Field(4 << 20, gt=0, description="text bytes per tokenizer batch")
     token_offsets: bool = Field(False, description="store each token's byte end offset")
-    encoder: Literal["auto", "gigatoken", "tiktoken", "tokenizers"] | None = Field(
+    encoder: Literal["auto", "gigatoken", "tiktoken", "tokenizers", "sentencepiece"] | None = Field(
         None,
-        description="BPE encoder backend (auto: the fastest one that reproduces the reference on "
-        "the load-time probes); the ids are the same whichever runs",
+        description="encoder backend of bpe, tiktoken and sentencepiece tokenizers (auto: the "
+        "fastest one that reproduces the reference on the load-time probes); the ids are the "
+        "same whichever runs",
     )
     verify_sample: float = Field(
         0.001,

@@ -6,7 +6,8 @@ A helper is a fresh interpreter (`python -m pipeline.tokenize.helpers FD`), not 
 may already hold the tokenizer libraries' thread pools and Arrow's. Nor is it a multiprocessing
 "spawn", which re-imports the caller's main script: a script calling `run_job` at its top level
 would run again in every helper. It talks to its driver thread over a socket pair
-(multiprocessing's Connection: pickled messages), loads its own tokenizer and output, then runs
+(multiprocessing's Connection: pickled messages, between the driver and the child it started on
+an inherited socket, nothing read from storage or a network), loads its own tokenizer and output, then runs
 `process_unit` on each unit it is sent, one at a time, exactly as an actor does: the same units
 commit the same bytes and ledger entries whoever runs them. It leaves stopping to its driver (a
 Ctrl-C to the terminal's process group ends the unit in hand, then the driver says stop) and dies
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pickle
 import signal
 import socket
 import subprocess
@@ -149,16 +149,24 @@ def serve(conn: Connection) -> None:
 
 
 def _send(conn: Connection, status: str, value: Any) -> None:
-    """Send an answer; an exception that does not survive pickling goes as a RuntimeError with
-    its type, message and the helper's traceback."""
+    """Send an answer. An exception goes as it is when the driver can rebuild it (its class
+    called with its args: what the driver's side does), else as a RuntimeError with its type,
+    message and the helper's traceback."""
     if status == "error":
         try:
-            pickle.loads(pickle.dumps(value))
+            type(value)(*value.args)
         except Exception:  # noqa: BLE001
-            text = "".join(traceback.format_exception(value))
-            value = RuntimeError(f"{type(value).__name__}: {value} (in a helper process)\n{text}")
+            value = _described(value)
     with contextlib.suppress(OSError):  # the driver is gone
-        conn.send((status, value))
+        try:
+            conn.send((status, value))
+        except Exception:  # noqa: BLE001 - it cannot be sent as it is (e.g. an unpicklable arg)
+            conn.send((status, _described(value)))
+
+
+def _described(exc: BaseException) -> RuntimeError:
+    text = "".join(traceback.format_exception(exc))
+    return RuntimeError(f"{type(exc).__name__}: {exc} (in a helper process)\n{text}")
 
 
 def _die_with_parent(parent: int) -> None:

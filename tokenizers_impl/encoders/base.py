@@ -61,7 +61,9 @@ class EncoderSource:
     - `ranks_builder`: returns tiktoken-style mergeable ranks (token bytes -> id), or None when the
       vocabulary has none; called at most once (`ranks()`).
     - `special_tokens`: special-token text -> id (never produced for document text);
-    - `options`: the tokenizer's load options, for backend settings (e.g. `encoder_reset_mb`).
+    - `options`: the tokenizer's load options, for backend settings (e.g. `encoder_reset_mb`);
+    - `model_proto`: a SentencePiece model (the `sentencepiece` backend);
+    - `config_note`: why there is no `config` (told by the backends that need one).
     """
 
     label: str
@@ -72,6 +74,8 @@ class EncoderSource:
     ranks_builder: Callable[[], dict[bytes, int] | None] | None = None
     special_tokens: dict[str, int] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
+    model_proto: bytes | None = None
+    config_note: str = ""
     _ranks: dict[bytes, int] | None = field(default=None, repr=False)
     _ranks_built: bool = field(default=False, repr=False)
 

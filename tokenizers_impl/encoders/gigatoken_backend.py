@@ -96,6 +96,8 @@ def build(source: EncoderSource) -> GigatokenEncoder:
         return GigatokenEncoder(
             ("json", json.dumps(_plain_text_config(source.config))), reset_chars
         )
+    if source.config_note:  # (a SentencePiece model with no equivalent tokenizer.json)
+        raise EncoderUnavailable("not applicable", source.config_note)
     scheme = _SCHEMES.get(source.pattern_name or "")
     ranks = source.ranks()
     if scheme is None or ranks is None:

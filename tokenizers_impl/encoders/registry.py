@@ -27,6 +27,7 @@ _BUILTIN = {
     "tokenizers": "tokenizers_impl.encoders.tokenizers_backend",
     "tiktoken": "tokenizers_impl.encoders.tiktoken_backend",
     "gigatoken": "tokenizers_impl.encoders.gigatoken_backend",
+    "sentencepiece": "tokenizers_impl.encoders.sentencepiece_backend",
 }
 
 

@@ -36,6 +36,12 @@ class TokenizersEncoder(Encoder):
 
 
 def build(source: EncoderSource) -> TokenizersEncoder:
+    if source.hf is None and source.config is not None:  # (a SentencePiece model's equivalent)
+        import json
+
+        from tokenizers import Tokenizer
+
+        return TokenizersEncoder(Tokenizer.from_str(json.dumps(source.config)))
     if source.hf is None:
-        raise EncoderUnavailable("not applicable", "no tokenizer.json to load")
+        raise EncoderUnavailable("not applicable", source.config_note or "no tokenizer.json")
     return TokenizersEncoder(source.hf)
