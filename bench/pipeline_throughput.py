@@ -8,8 +8,10 @@ default; bench/build_corpus.sh), with a 32k byte-level BPE trained on it. Rows (
             (first pass) and warm (second pass), each the median of `--ceiling-repeat` runs.
   run       `tokenmill run` end to end at each `--scales` (k = k copies of the corpus under other
             names), in each of `--run-modes`: `default` (what the command does by itself: the
-            driver tokenizes at once and starts Ray only when the job needs it) and `actors`
-            (`--actors CORES`: Ray and its actors from the start, as on a cluster). MB/s, peak RSS
+            driver tokenizes at once and starts Ray only when the job needs it), `actors`
+            (`--actors CORES`: Ray and its actors from the start, as on a cluster) and `helpers`
+            (`--driver-processes`: the driver's workers after the first in helper processes,
+            its default from 4 CPUs on; the default run on fewer). MB/s, peak RSS
             of all processes, the rate between the first and the last unit commit; steady
             state = the marginal rate between the smallest and largest scale, against the flat
             ceiling.
@@ -426,7 +428,11 @@ def run_rows(dirs: dict[int, Path], work: Path, tok_path: Path, args, res: dict)
     does by itself; actors: `--actors N`, Ray and N actors from the start), interleaved;
     res[f"run{k}"] / res[f"runA{k}"] is the median-time run and res[f"runs{k}"] /
     res[f"runsA{k}"] all of them."""
-    modes = {"default": ("", []), "actors": ("A", ["--actors", str(args.cores)])}
+    modes = {
+        "default": ("", []),
+        "actors": ("A", ["--actors", str(args.cores)]),
+        "helpers": ("H", ["--driver-processes"]),
+    }
     for _ in range(args.run_repeat):
         for k in args.scales:
             for mode in args.run_modes.split(","):
@@ -439,7 +445,7 @@ def run_rows(dirs: dict[int, Path], work: Path, tok_path: Path, args, res: dict)
                       f"peak RSS {r['peak_rss_mb']:.0f} MB, stages {r['stage_seconds']}",
                       flush=True)  # fmt: skip
     for k in args.scales:
-        for tag in ("", "A"):
+        for tag in ("", "A", "H"):
             if f"runs{tag}{k}" in res:
                 runs = sorted(res[f"runs{tag}{k}"], key=lambda r: r["seconds"])
                 res[f"run{tag}{k}"] = runs[(len(runs) - 1) // 2]
@@ -468,7 +474,7 @@ def main() -> None:
     parser.add_argument("--part-mb", type=int, default=8)
     parser.add_argument("--scales", default="1,4")
     parser.add_argument("--run-repeat", type=int, default=2, help="tokenmill runs per scale")
-    parser.add_argument("--run-modes", default="default,actors", help="default and/or actors")
+    parser.add_argument("--run-modes", default="default,actors", help="default, actors, helpers")
     parser.add_argument("--datatrove-scales", default="1")
     parser.add_argument("--encode-mb", type=float, default=16, help="sample for encoder rows")
     parser.add_argument("--ceiling-repeat", type=int, default=3, help="ceiling: median of N")
@@ -549,7 +555,7 @@ def report(res: dict, args) -> None:
         print(f"| ceiling: gigatoken flat, {ceiling['config']}, whole 1x | {cold:.2f} | "
               f"second pass (warm caches) {warm:.2f} |")  # fmt: skip
     for k in args.scales:
-        for tag, flag in (("", ""), ("A", f" --actors {args.cores}")):
+        for tag, flag in (("", ""), ("A", f" --actors {args.cores}"), ("H", " --driver-processes")):
             for r in res.get(f"runs{tag}{k}", []):
                 window = f", {r['window_mb_s']:.0f} MB/s first to last commit" if r[
                     "window_mb_s"] else ""  # fmt: skip
@@ -576,7 +582,11 @@ def verdicts(res: dict, args) -> None:
     lo, hi = min(args.scales), max(args.scales)
     print()
     m = None
-    for tag, mode in (("A", f"--actors {args.cores}"), ("", "default")):
+    for tag, mode in (
+        ("A", f"--actors {args.cores}"),
+        ("", "default"),
+        ("H", "--driver-processes"),
+    ):
         if f"run{tag}{lo}" not in res or f"run{tag}{hi}" not in res or hi <= lo:
             continue
         a, b = res[f"run{tag}{lo}"], res[f"run{tag}{hi}"]
