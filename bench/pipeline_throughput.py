@@ -11,7 +11,8 @@ default; bench/build_corpus.sh), with a 32k byte-level BPE trained on it. Rows (
             driver tokenizes at once and starts Ray only when the job needs it), `actors`
             (`--actors CORES`: Ray and its actors from the start, as on a cluster) and `helpers`
             (`--driver-processes`: the driver's workers after the first in helper processes,
-            its default from 4 CPUs on; the default run on fewer). MB/s, peak RSS
+            its default from 4 CPUs on) and `threads` (`--no-driver-processes`: threads only, the
+            default on fewer). MB/s, peak RSS
             of all processes, the rate between the first and the last unit commit; steady
             state = the marginal rate between the smallest and largest scale, against the flat
             ceiling.
@@ -432,6 +433,7 @@ def run_rows(dirs: dict[int, Path], work: Path, tok_path: Path, args, res: dict)
         "default": ("", []),
         "actors": ("A", ["--actors", str(args.cores)]),
         "helpers": ("H", ["--driver-processes"]),
+        "threads": ("T", ["--no-driver-processes"]),
     }
     for _ in range(args.run_repeat):
         for k in args.scales:
@@ -445,7 +447,7 @@ def run_rows(dirs: dict[int, Path], work: Path, tok_path: Path, args, res: dict)
                       f"peak RSS {r['peak_rss_mb']:.0f} MB, stages {r['stage_seconds']}",
                       flush=True)  # fmt: skip
     for k in args.scales:
-        for tag in ("", "A", "H"):
+        for tag in ("", "A", "H", "T"):
             if f"runs{tag}{k}" in res:
                 runs = sorted(res[f"runs{tag}{k}"], key=lambda r: r["seconds"])
                 res[f"run{tag}{k}"] = runs[(len(runs) - 1) // 2]
@@ -474,7 +476,7 @@ def main() -> None:
     parser.add_argument("--part-mb", type=int, default=8)
     parser.add_argument("--scales", default="1,4")
     parser.add_argument("--run-repeat", type=int, default=2, help="tokenmill runs per scale")
-    parser.add_argument("--run-modes", default="default,actors", help="default, actors, helpers")
+    parser.add_argument("--run-modes", default="default,actors", help="default, actors, helpers, threads")
     parser.add_argument("--datatrove-scales", default="1")
     parser.add_argument("--encode-mb", type=float, default=16, help="sample for encoder rows")
     parser.add_argument("--ceiling-repeat", type=int, default=3, help="ceiling: median of N")
@@ -555,7 +557,8 @@ def report(res: dict, args) -> None:
         print(f"| ceiling: gigatoken flat, {ceiling['config']}, whole 1x | {cold:.2f} | "
               f"second pass (warm caches) {warm:.2f} |")  # fmt: skip
     for k in args.scales:
-        for tag, flag in (("", ""), ("A", f" --actors {args.cores}"), ("H", " --driver-processes")):
+        flags = ("", ""), ("A", f" --actors {args.cores}"), ("H", " --driver-processes")
+        for tag, flag in (*flags, ("T", " --no-driver-processes")):
             for r in res.get(f"runs{tag}{k}", []):
                 window = f", {r['window_mb_s']:.0f} MB/s first to last commit" if r[
                     "window_mb_s"] else ""  # fmt: skip
@@ -586,6 +589,7 @@ def verdicts(res: dict, args) -> None:
         ("A", f"--actors {args.cores}"),
         ("", "default"),
         ("H", "--driver-processes"),
+        ("T", "--no-driver-processes"),
     ):
         if f"run{tag}{lo}" not in res or f"run{tag}{hi}" not in res or hi <= lo:
             continue
