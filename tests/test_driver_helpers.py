@@ -207,3 +207,29 @@ def test_a_script_that_runs_a_job_at_its_top_level_runs_it_once(tmp_path, bpe_pa
     assert len(runs) == 1 and runs[0].startswith("RUN True ")
     assert "1 thread and 1 helper processes" in runs[0]
     assert len(list((out / "runs").glob("*.json"))) == 1
+
+
+def test_sigterm_ends_the_helpers_after_their_units_and_the_rerun_completes(
+    on_threads, tmp_path, bpe_path
+):
+    src, reference, _ = on_threads
+    out = tmp_path / "out"
+    flags = ["--driver-threads", "2", "--driver-processes", "--unit-bytes", str(UNIT)]
+    flags += ["--local-bytes", "0", "--ray-after-seconds", "3600"]
+    proc = start_run(src / "*.jsonl", out, f"bpe:{bpe_path}", *flags)
+    wait_for_commits(out, proc, count=5)
+    helpers = [
+        p
+        for p in psutil.Process(proc.pid).children(recursive=True)
+        if "pipeline.tokenize.helpers" in p.cmdline()
+    ]
+    assert helpers
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3, err
+    assert "interrupted; committed units are kept" in err and "Traceback" not in err
+    gone, alive = psutil.wait_procs(helpers, timeout=20)
+    assert not alive
+    summary = run_job(job_config(src / "*.jsonl", out, f"bpe:{bpe_path}", **LOCAL))
+    assert summary.complete and summary.units_skipped >= 5
+    assert shard_files(out) == shard_files(reference) and ledger(out) == ledger(reference)
