@@ -36,7 +36,9 @@ def _split(cls: type, data: Any, required: tuple[str, ...]) -> tuple[dict, dict]
 @dataclass(frozen=True)
 class WorkUnit:
     """One independently committed piece of input: a newline-aligned byte range of an uncompressed
-    text/JSONL file, one Parquet row group, a whole compressed file, or one committed shard.
+    text/JSONL file, one Parquet row group, a whole compressed file, one committed shard, or a
+    pack of small whole files (`members`, each a unit of its own kind; fmt "pack", the first
+    member's URL; `pack_small_files`).
 
     Its id is a pure function of every field, so replanning the same inputs gives the same units
     (and the same output object names) on any machine. `version` says which version of the file
@@ -53,6 +55,7 @@ class WorkUnit:
     etag: str = ""
     whole_file_text: bool = False
     version: str = ""  # which version of the file was planned; "" = unknown (ids as before)
+    members: tuple[WorkUnit, ...] = ()  # a pack's files, in plan order (enter id and entry if any)
 
     @property
     def unit_id(self) -> str:
@@ -68,19 +71,26 @@ class WorkUnit:
         ]
         if self.version:
             parts.append(self.version)
+        if self.members:
+            parts.append([m.unit_id for m in self.members])
         return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
 
     def describe(self) -> dict[str, Any]:
         data = {"unit_id": self.unit_id, **asdict(self)}
         if not self.version:  # entries of unversioned units stay byte-identical to earlier ones
             data.pop("version")
+        data.pop("members")
+        if self.members:
+            data["members"] = [m.describe() for m in self.members]
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WorkUnit:
         known, _ = _split(cls, data, ("url", "fmt", "start", "end", "size"))
         known.setdefault("compression", None)
-        return cls(**known)
+        known.pop("unit_id", None)
+        members = known.pop("members", None) or ()
+        return cls(**known, members=tuple(cls.from_dict(m) for m in members))
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ def shard_schema(
     *,
     with_offsets: bool = False,
     with_loss_mask: bool = False,
+    with_input_file: bool = False,
     extra_fields: dict[str, pa.DataType] | None = None,
     metadata: dict[str, str] | None = None,
 ) -> pa.Schema:
@@ -44,6 +45,8 @@ def shard_schema(
         # for row-based inputs (Parquet, Arrow) and re-tokenized shards
         pa.field("input_offset", pa.int64()),
     ]
+    if with_input_file:  # a pack of files: the record's file, an index into the unit's members
+        fields.append(pa.field("input_file", pa.int32(), nullable=False))
     if with_offsets:
         fields.append(
             pa.field("token_offsets", pa.list_(pa.field("item", pa.uint32(), nullable=False)))

@@ -28,6 +28,7 @@ from pipeline.loader.stream import Segments
 from pipeline.loader.windows import Epoch, read_windows
 
 OFFSET_COLUMN = "input_offset"  # a shard column of record byte offsets, when the engine writes one
+FILE_COLUMN = "input_file"  # a pack's shard: each record's file, an index into its members
 
 
 def load_skip(skip: str | os.PathLike | Iterable[str] | None) -> frozenset[str] | None:
@@ -43,6 +44,15 @@ def load_skip(skip: str | os.PathLike | Iterable[str] | None) -> frozenset[str] 
     else:
         ids = frozenset(str(i) for i in skip)
     return ids or None
+
+
+def record_url(store: Any, shard: Any, row: int) -> str:
+    """The input file of a shard's record: its unit's file, or in a pack the member its
+    `input_file` names."""
+    if not shard.members:
+        return shard.url
+    files = store.column(shard, FILE_COLUMN)
+    return shard.members[files[row].as_py()] if files is not None else shard.url
 
 
 def sample_segments(epoch: Epoch, index: int) -> list[dict[str, Any]]:
@@ -70,7 +80,7 @@ def sample_segments(epoch: Epoch, index: int) -> list[dict[str, Any]]:
                     "sample": index,
                     "doc_id": doc_id,
                     "source": s,
-                    "url": shard.url,
+                    "url": record_url(source.store, shard, row),
                     "offset": offset,
                     "row": row,
                     "shard": shard.rel,
@@ -115,7 +125,7 @@ def find_documents(
                     {
                         "doc_id": doc_id,
                         "source": source,
-                        "url": shard.url,
+                        "url": record_url(store, shard, row),
                         "offset": shard.start if offsets is None else offsets[row].as_py(),
                         "row": row,
                         "shard": shard.rel,

@@ -36,6 +36,7 @@ class ShardInfo:
     url: str = ""  # the input file of its unit
     start: int = 0  # the unit's byte offset in that file (row group for Parquet)
     bytes: int = 0  # UTF-8 bytes of its documents' text
+    members: tuple[str, ...] = ()  # a pack's files (its `input_file` column indexes them)
 
     @classmethod
     def of(cls, entry: LedgerEntry) -> ShardInfo:
@@ -47,6 +48,7 @@ class ShardInfo:
             entry.unit.url,
             int(entry.unit.start),
             int(entry.bytes),
+            tuple(m.url for m in entry.unit.members),
         )
 
     @property

@@ -137,6 +137,13 @@ class JobConfig(BaseModel):
     source_field: str = Field("source", description="record field naming the source")
     lang_field: str = Field("lang", description="record field naming the language")
     unit_bytes: int = Field(64 << 20, gt=0, description="work unit size for uncompressed files")
+    pack_small_files: int = Field(
+        0,
+        ge=0,
+        description="JSON lines and text files of at most this many bytes are packed, several "
+        "to a unit of up to unit_bytes (one shard and ledger entry for many files; 0: one unit "
+        "per file)",
+    )
     max_doc_bytes: int = Field(32 << 20, gt=0, description="larger documents are rejected")
     max_record_bytes: int = Field(
         64 << 20, gt=0, description="larger raw records (lines) are rejected unread"
@@ -274,6 +281,8 @@ class JobConfig(BaseModel):
         if not options["chat_template"]:
             for name in CHAT_READ_FIELDS:
                 options.pop(name)
+        if not options["pack_small_files"]:  # (hashes as before packing existed)
+            options.pop("pack_small_files")
         return {
             "read": options,
             "token_offsets": self.token_offsets,

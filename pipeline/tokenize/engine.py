@@ -29,6 +29,7 @@ from pipeline.tokenize.config import JobConfig, tokenizer_options
 from pipeline.tokenize.feed import WorkFeed, todo_bytes
 from pipeline.tokenize.inputs import WorkUnit, is_stream, plan_units, same_file
 from pipeline.tokenize.inputs.chat_template import resolve_chat
+from pipeline.tokenize.inputs.packs import packable
 from pipeline.tokenize.unit import UnitTask, process_unit
 from schemas.layout import COMMITTED_PATHS
 from schemas.records import LedgerEntry, RunCounts, RunSummary
@@ -137,8 +138,9 @@ def reconcile(cfg: JobConfig, job: PreparedJob, units: list[WorkUnit]) -> Reconc
         return entry.unit_id in planned or any(same_file(s, entry.unit) for s in ranges_of)
 
     stale = [e for e in entries if not current(e)]
-    changed = sorted({e.unit.url for e in stale})
-    if stale and cfg.on_input_change == "refuse":
+    files = {m.unit_id for u in units for m in (u.members or (u,))}
+    changed = sorted({url for e in stale for url in _changed_files(e, files)})
+    if changed and cfg.on_input_change == "refuse":
         raise InputsChanged(
             f"{len(changed)} input file(s) changed or disappeared since their units were "
             f"committed to {job.output.url}: {', '.join(changed[:10])}"
@@ -146,12 +148,44 @@ def reconcile(cfg: JobConfig, job: PreparedJob, units: list[WorkUnit]) -> Reconc
             f"retokenize them, or restore the files"
         )
     for entry in stale:
-        log.warning("input changed: uncommitting unit %s of %s", entry.unit_id, entry.unit.url)
+        if _changed_files(entry, files):
+            log.warning("input changed: uncommitting unit %s of %s", entry.unit_id, entry.unit.url)
+        else:  # a pack whose files are all still there, cut otherwise (a file was added nearby)
+            log.info("pack re-cut: uncommitting unit %s of %s", entry.unit_id, entry.unit.url)
         uncommit(job.output, entry, remove_files=True)
     kept = [e for e in entries if current(e)]
     done = {e.unit_id for e in kept}
     todo = [u for u in units if is_stream(u) or u.unit_id not in done]
     return Reconciled(todo, kept, changed, len(stale))
+
+
+SMALL_FILE = 1 << 20  # a whole file under this many bytes is a small one
+SMALL_FILES_NOTE = 1000  # files: from this many small ones, the run suggests packing them
+
+
+def small_file_note(cfg: JobConfig, units: list[WorkUnit]) -> str | None:
+    """A note when the plan holds many small whole files, one unit (shard, ledger entry) each,
+    and packing them is off."""
+    if cfg.pack_small_files:
+        return None
+    opts = replace(cfg.read_options(), pack_small_files=SMALL_FILE)
+    small = sum(packable(u, opts) for u in units)
+    if small < SMALL_FILES_NOTE:
+        return None
+    return (
+        f"{small} of {len(units)} units are whole files under 1 MiB, each its own shard and "
+        f"ledger entry: --pack-small-files {SMALL_FILE} packs them into units of up to "
+        "--unit-bytes"
+    )
+
+
+def _changed_files(entry: LedgerEntry, planned_files: set[str]) -> list[str]:
+    """The files of a stale entry that changed or disappeared: the unit's file, or a pack's
+    members planned no more (none: the pack was only cut otherwise); `planned_files`: the unit
+    ids of every planned file (a pack's members)."""
+    if not entry.unit.members:
+        return [entry.unit.url]
+    return [m.url for m in entry.unit.members if m.unit_id not in planned_files]
 
 
 def stage_seconds(entries: list[LedgerEntry]) -> dict[str, float]:
@@ -233,6 +267,10 @@ def _run_leased(cfg: JobConfig, lease: OutputLease) -> RunSummary:
             "one to separate documents (give one with --tokenizer-option eos_token=TOKEN)"
         )
         log.warning(notes[-1])
+    small = small_file_note(cfg, units)
+    if small:
+        notes.append(small)
+        log.warning(small)
     feed = WorkFeed(
         plan.todo, {e.unit_id for e in plan.committed}, job.task.read, cfg.storage_options
     )

@@ -243,6 +243,7 @@ def _schema(
         tokenizer.vocab_size,
         with_offsets=task.token_offsets,
         with_loss_mask=bool(task.read.chat_template),
+        with_input_file=bool(unit.members),
         extra_fields=dict(tokenizer.shard_columns),
         metadata=metadata,
     )
@@ -417,6 +418,8 @@ def _write_batch(
         "input_offset": optional_ints(batch.input_offsets, pa.int64()),
         **encoded.columns,
     }
+    if batch.input_files is not None:
+        columns["input_file"] = numeric_array(np.asarray(batch.input_files), pa.int32())
     if task.token_offsets:
         columns["token_offsets"] = list_array(stats.token_ends, encoded.offsets, pa.uint32())
     files.shard.write(columns)

@@ -8,6 +8,7 @@ import dataclasses
 from collections.abc import Iterable, Iterator
 
 from pipeline.tokenize.inputs.expand import expand_inputs
+from pipeline.tokenize.inputs.packs import pack_units, read_pack
 from pipeline.tokenize.inputs.registry import detect, get_format
 from pipeline.tokenize.inputs.types import DocBatch, InputFile, ReadOptions, WorkUnit
 
@@ -39,7 +40,7 @@ def plan_units(
         fmt, compression = detect(found.path, opts)
         file = dataclasses.replace(found, compression=compression)
         units.extend(_stamped(fmt.plan_file(file, opts), file))
-    return units
+    return pack_units(units, opts)
 
 
 def read_unit(
@@ -52,4 +53,6 @@ def read_unit(
     of a stream (see streams.py), handed over by the reader that cut it."""
     if data is not None:
         return get_format(unit.fmt).read(unit, opts, storage_options, data)
+    if unit.members:
+        return read_pack(unit, opts, storage_options, lambda m: read_unit(m, opts, storage_options))
     return get_format(unit.fmt).read(unit, opts, storage_options)

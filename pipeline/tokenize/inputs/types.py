@@ -24,6 +24,7 @@ class ReadOptions:
     source_field: str = "source"
     lang_field: str = "lang"
     unit_bytes: int = 64 << 20
+    pack_small_files: int = 0  # whole JSONL/text files up to this size share units (0: never)
     max_doc_bytes: int = 32 << 20  # UTF-8 bytes of one document's text
     max_record_bytes: int = 64 << 20  # raw bytes of one input line/record (JSON escapes included)
     batch_docs: int = 256
@@ -66,6 +67,8 @@ class DocBatch:
     blank: int = 0  # blank lines skipped (not records)
     # jobs with a chat template: per document, its chat segments (None for a plain text document)
     segments: list[list[tuple[str, bool, bool]] | None] | None = None
+    # a pack's batches: per document, the index of its file among the pack's members
+    input_files: list[int] | None = None
 
     @property
     def records(self) -> int:

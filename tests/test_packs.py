@@ -1,0 +1,178 @@
+"""Packs of small files (`pack_small_files`): many small JSON lines and text files share units, one
+shard and ledger entry per pack. Every document and reject is exactly what the same files give one
+unit each (ids, tokens, offsets, rejects naming their own file); provenance names each record's
+file; packs are the same for any worker count; a changed or added file redoes its own pack only,
+and the output equals a fresh run over the current files."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+
+import pyarrow as pa
+import pytest
+
+from pipeline.errors import LedgerError
+from pipeline.loader import find_documents
+from pipeline.tokenize.engine import run_job
+from tests.helpers import SAMPLE_DIR, job_config, shard_files, shard_rows
+
+UNIT = 400_000  # bytes per unit: the ~260 files below (2.8 MB) make a few dozen packs
+PACK = 64_000  # files up to this size are packed
+STRIP = ("timings", "lease")
+
+
+def small_files(folder, copies: int = 2):
+    """The sample corpus cut into small files: JSON lines files of 1-3 records (some gzipped, some
+    with a bad line), text files of a few lines, and a few files too big to pack."""
+    folder.mkdir(parents=True, exist_ok=True)
+    n = 0
+    for copy in range(copies):
+        for path in sorted(SAMPLE_DIR.glob("*.jsonl")):
+            records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+            for i in range(0, len(records), 3):
+                part = records[i : i + 1 + n % 3]
+                lines = [
+                    json.dumps({**r, "id": f"{r['id']}-{copy}-{i}"}, ensure_ascii=False)
+                    for r in part
+                ]
+                if n % 17 == 5:
+                    lines.insert(1, '{"text": broken')  # a reject in the middle of a file
+                body = ("\n".join(lines) + "\n").encode("utf-8")
+                name = f"{path.stem}-{copy}-{i:04d}.jsonl"
+                if n % 11 == 3:
+                    (folder / f"{name}.gz").write_bytes(gzip.compress(body, mtime=0))
+                else:
+                    (folder / name).write_bytes(body)
+                if n % 13 == 7:
+                    text = "\n".join(r["text"].splitlines()[0] for r in part if r["text"].strip())
+                    (folder / f"{path.stem}-{copy}-{i:04d}.txt").write_text(text + "\n")
+                n += 1
+    return folder
+
+
+def run(src, out, bpe_path, **fields):
+    inputs = [src / "*.jsonl", src / "*.jsonl.gz", src / "*.txt"]
+    return run_job(job_config(inputs, out, f"bpe:{bpe_path}", unit_bytes=UNIT, **fields))
+
+
+def ledger(out) -> dict[str, dict]:
+    return {
+        p.name: {k: v for k, v in json.loads(p.read_text()).items() if k not in STRIP}
+        for p in sorted((out / "ledger").glob("*.json"))
+    }
+
+
+def rejects(out) -> list[tuple]:
+    rows = []
+    for path in sorted((out / "rejects").glob("*.arrow")):
+        with pa.memory_map(str(path)) as mapped:
+            table = pa.ipc.open_file(mapped).read_all()
+        rows += [(r["source"], r["offset"], r["line"], r["reason"]) for r in table.to_pylist()]
+    return sorted(rows)
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory, bpe_path):
+    root = tmp_path_factory.mktemp("packs")
+    src = small_files(root / "in")
+    one_each = run(src, root / "one-each", bpe_path)
+    packs = run(src, root / "packed", bpe_path, pack_small_files=PACK)
+    return src, root, one_each, packs
+
+
+def test_packed_files_give_exactly_the_documents_and_rejects_of_one_unit_each(packed):
+    src, root, one_each, packs = packed
+    files = len(list(src.iterdir()))
+    assert one_each.complete and packs.complete
+    assert one_each.units_planned >= files > 250  # (a few big files are cut in ranges)
+    assert 10 <= packs.units_planned < files // 5  # packs, and the files too big to pack
+    assert (packs.documents, packs.rejected, packs.tokens) == (
+        one_each.documents,
+        one_each.rejected,
+        one_each.tokens,
+    )
+    assert packs.rejected > 5
+    mine = {r["doc_id"]: r for r in shard_rows(str(root / "packed"))}
+    theirs = {r["doc_id"]: r for r in shard_rows(str(root / "one-each"))}
+    assert mine.keys() == theirs.keys()
+    for doc_id, row in theirs.items():
+        got = mine[doc_id]
+        assert got["tokens"] == row["tokens"] and got["input_offset"] == row["input_offset"]
+    assert rejects(root / "packed") == rejects(root / "one-each")  # each names its own file
+    entries = [json.loads(p.read_text()) for p in (root / "packed" / "ledger").glob("*.json")]
+    pack = next(e for e in entries if e["unit"]["fmt"] == "pack")
+    assert len(pack["unit"]["members"]) > 1
+    assert pack["unit"]["url"] == pack["unit"]["members"][0]["url"]
+
+
+def test_each_record_s_file_is_named_by_provenance(packed):
+    src, root, _, _ = packed
+    ids = [r["doc_id"] for r in shard_rows(str(root / "packed"))][::5]
+    found, missing = find_documents(str(root / "packed"), ids)
+    alone, _ = find_documents(str(root / "one-each"), ids)
+    assert not missing and len(found) == len(ids)
+    where = {hit["doc_id"]: (hit["url"], hit["offset"]) for hit in alone}
+    assert {hit["doc_id"]: (hit["url"], hit["offset"]) for hit in found} == where
+    from pipeline.loader import TokenDataset
+
+    ds = TokenDataset(str(root / "packed"), 512, seed=0)
+    segments = [seg for i in range(0, 40, 3) for seg in ds.provenance(i)]
+    hits, _ = find_documents(str(root / "one-each"), {seg["doc_id"] for seg in segments})
+    where = {hit["doc_id"]: (hit["url"], hit["offset"]) for hit in hits}
+    assert {seg["doc_id"]: (seg["url"], seg["offset"]) for seg in segments}.items() <= where.items()
+    assert len({seg["url"] for seg in segments}) > 3  # records of several files of the packs
+    for hit in found:  # a JSON lines file holds the record at that offset
+        path = hit["url"]
+        if ".jsonl" not in path:
+            continue
+        opener = gzip.open if path.endswith(".gz") else open
+        with opener(path, "rb") as handle:
+            handle.seek(hit["offset"])
+            line = handle.readline().decode("utf-8")
+        assert json.loads(line)["id"] == hit["doc_id"]
+
+
+def test_packs_are_the_same_bytes_for_any_worker_count(packed, bpe_path, ray_session, tmp_path):
+    src, root, _, packs = packed
+    actors = run(src, tmp_path / "actors", bpe_path, pack_small_files=PACK, actors=2)
+    helpers = run(
+        src,
+        tmp_path / "helpers",
+        bpe_path,
+        pack_small_files=PACK,
+        local_bytes=0,
+        driver_threads=2,
+        driver_processes=True,
+    )
+    assert actors.units_planned == helpers.units_planned == packs.units_planned
+    assert shard_files(tmp_path / "actors") == shard_files(root / "packed")
+    assert shard_files(tmp_path / "helpers") == shard_files(root / "packed")
+    assert ledger(tmp_path / "actors") == ledger(root / "packed") == ledger(tmp_path / "helpers")
+
+
+def test_a_changed_or_added_file_redoes_its_own_pack_only(packed, bpe_path, tmp_path):
+    src, root, _, packs = packed
+    mine = tmp_path / "in"
+    shutil.copytree(src, mine)
+    out = tmp_path / "out"
+    first = run(mine, out, bpe_path, pack_small_files=PACK)
+    assert first.units_run == packs.units_planned
+    changed = sorted(mine.glob("de-0-*.jsonl"))[3]
+    changed.write_text(changed.read_text(encoding="utf-8").replace("e", "E"), encoding="utf-8")
+    (mine / "added-0001.jsonl").write_text('{"id": "new-1", "text": "A new small file."}\n')
+    again = run(mine, out, bpe_path, pack_small_files=PACK)
+    assert again.complete and again.inputs_changed == [str(changed)]
+    assert 1 <= again.units_run <= 4 and again.units_skipped >= first.units_run - 3
+    run(mine, tmp_path / "fresh", bpe_path, pack_small_files=PACK)
+    assert shard_files(out) == shard_files(tmp_path / "fresh")
+    assert ledger(out) == ledger(tmp_path / "fresh")
+
+
+def test_switching_packing_on_for_an_output_is_refused_not_mixed(packed, bpe_path):
+    src, root, _, _ = packed
+    with pytest.raises(LedgerError):
+        run(src, root / "one-each", bpe_path, pack_small_files=PACK)
+    assert os.path.isdir(root / "one-each" / "ledger")
