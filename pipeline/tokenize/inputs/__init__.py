@@ -3,7 +3,8 @@ bounded DocBatches, by an `InputFormat` from the registry (one module per format
 
 A WorkUnit is a newline-aligned byte range of an uncompressed JSONL/text file, one Parquet row
 group, the byte range of whole record batches of an Arrow IPC file, one whole compressed file (or
-whole text file in `text_mode: file`), or one committed shard.
+whole text file in `text_mode: file`), one committed shard, or with `pack_small_files` a pack of
+small whole files (packs.py: each member read as its own unit would be).
 Every record read ends up as a document or as a `Reject` naming its file, byte offset and line.
 A unit records its file's canonical URL (a local file's real path) and version (`expand`), so its
 id changes exactly when the bytes it covers may have changed; nothing under the job's output is
