@@ -176,3 +176,28 @@ def test_switching_packing_on_for_an_output_is_refused_not_mixed(packed, bpe_pat
     with pytest.raises(LedgerError):
         run(src, root / "one-each", bpe_path, pack_small_files=PACK)
     assert os.path.isdir(root / "one-each" / "ledger")
+
+
+def test_where_packs_end_depends_on_each_file_not_on_its_position():
+    """20,000 tiny files and a few big ones: packs stay within unit_bytes and 8,192 files, keep
+    the plan's order, and inserting or removing one file changes at most two packs."""
+    from pipeline.tokenize.inputs import ReadOptions, WorkUnit
+    from pipeline.tokenize.inputs.packs import MEMBERS_MAX, pack_units
+
+    opts = ReadOptions(unit_bytes=1 << 20, pack_small_files=4096)
+
+    def unit(i: int, size: int = 300) -> WorkUnit:
+        return WorkUnit(f"/corpus/f{i:06d}.jsonl", "jsonl", None, 0, -1, size, f"e{i}")
+
+    files = [unit(i, 300 + i % 500) if i % 5000 else unit(i, 1 << 21) for i in range(20_000)]
+    packs = pack_units(files, opts)
+    flat = [m for p in packs for m in (p.members or (p,))]
+    assert flat == files  # every file once, in order
+    assert all(
+        len(p.members) <= MEMBERS_MAX and p.size <= opts.unit_bytes for p in packs if p.members
+    )
+    assert 15 <= sum(bool(p.members) for p in packs) <= 60  # ~1,024 files a pack on average
+    assert all(m.size <= 4096 for p in packs for m in p.members)  # the big files stand alone
+    for edited in (files[:7000] + [unit(99_999)] + files[7000:], files[:12_345] + files[12_346:]):
+        again = {p.unit_id for p in pack_units(edited, opts)}
+        assert len(again - {p.unit_id for p in packs}) <= 2

@@ -7,7 +7,8 @@ engine writes as the shard's `input_file` column.
 
 Where packs end is decided by the files themselves, not by their position: a pack closes after a
 file whose name hashes under a threshold proportional to its size (on average a pack every
-unit_bytes / 4), or before one that would take it past unit_bytes. Adding or changing one file
+unit_bytes / 4, or every 1,024 files of tiny ones), or before one that would take it past
+unit_bytes or 8,192 files. Adding or changing one file
 then changes its own pack (and at most the next one), never the packs of the rest of the corpus:
 a rerun redoes those units only, and the output still equals a fresh run."""
 
@@ -20,7 +21,9 @@ from collections.abc import Iterator
 from pipeline.tokenize.inputs.types import DocBatch, ReadOptions, WorkUnit
 
 PACKED_FORMATS = ("jsonl", "text")
-SPREAD = 4  # a pack closes on average every unit_bytes / SPREAD bytes of files
+SPREAD = 4  # a pack closes on average every unit_bytes / SPREAD bytes of files ...
+MEMBERS_MEAN = 1024  # ... or every MEMBERS_MEAN files, whichever comes first
+MEMBERS_MAX = 8192  # and never holds more (the ledger entry lists every member: ~250 bytes each)
 HASH_SPACE = 1 << 64
 
 
@@ -38,7 +41,7 @@ def packable(unit: WorkUnit, opts: ReadOptions) -> bool:
 def closes_after(unit: WorkUnit, opts: ReadOptions) -> bool:
     """Whether a pack ends after this file: its name's hash against a threshold proportional to
     its size (a pack every unit_bytes / SPREAD bytes on average)."""
-    share = min(1.0, SPREAD * max(unit.size, 1) / opts.unit_bytes)
+    share = min(1.0, max(SPREAD * unit.size / opts.unit_bytes, 1 / MEMBERS_MEAN))
     name = posixpath.basename(unit.url.rstrip("/"))  # (a corpus moved elsewhere packs the same)
     digest = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big")
     return digest < share * HASH_SPACE
@@ -67,7 +70,7 @@ def pack_units(units: list[WorkUnit], opts: ReadOptions) -> list[WorkUnit]:
             total = 0
             out.append(unit)
             continue
-        if run and total + unit.size > opts.unit_bytes:
+        if run and (total + unit.size > opts.unit_bytes or len(run) >= MEMBERS_MAX):
             flush()
             total = 0
         run.append(unit)
