@@ -122,20 +122,23 @@ def test_a_helper_that_dies_fails_its_unit_naming_it(helper_job, tmp_path):
             helper.process_unit(unit, None)
 
 
+def start_with_helpers(src, out, bpe_path):
+    """`tokenmill run` in a subprocess with a thread and a helper, once 5 units are committed:
+    (the process, its helper processes)."""
+    flags = ["--driver-threads", "2", "--driver-processes", "--unit-bytes", str(UNIT)]
+    flags += ["--local-bytes", "0", "--ray-after-seconds", "3600"]
+    proc = start_run(src / "*.jsonl", out, f"bpe:{bpe_path}", *flags)
+    wait_for_commits(out, proc, count=5)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    return proc, [p for p in children if "pipeline.tokenize.helpers" in p.cmdline()]
+
+
 def test_a_killed_driver_leaves_no_helper_and_the_rerun_equals_a_fresh_run(
     on_threads, tmp_path, bpe_path
 ):
     src, reference, _ = on_threads
     out = tmp_path / "out"
-    flags = ["--driver-threads", "2", "--driver-processes", "--unit-bytes", str(UNIT)]
-    flags += ["--local-bytes", "0", "--ray-after-seconds", "3600"]
-    proc = start_run(src / "*.jsonl", out, f"bpe:{bpe_path}", *flags)
-    wait_for_commits(out, proc, count=5)
-    helpers = [
-        p
-        for p in psutil.Process(proc.pid).children(recursive=True)
-        if "pipeline.tokenize.helpers" in p.cmdline()
-    ]
+    proc, helpers = start_with_helpers(src, out, bpe_path)
     assert helpers, "no helper process found"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
@@ -214,15 +217,7 @@ def test_sigterm_ends_the_helpers_after_their_units_and_the_rerun_completes(
 ):
     src, reference, _ = on_threads
     out = tmp_path / "out"
-    flags = ["--driver-threads", "2", "--driver-processes", "--unit-bytes", str(UNIT)]
-    flags += ["--local-bytes", "0", "--ray-after-seconds", "3600"]
-    proc = start_run(src / "*.jsonl", out, f"bpe:{bpe_path}", *flags)
-    wait_for_commits(out, proc, count=5)
-    helpers = [
-        p
-        for p in psutil.Process(proc.pid).children(recursive=True)
-        if "pipeline.tokenize.helpers" in p.cmdline()
-    ]
+    proc, helpers = start_with_helpers(src, out, bpe_path)
     assert helpers
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
