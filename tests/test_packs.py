@@ -201,3 +201,22 @@ def test_where_packs_end_depends_on_each_file_not_on_its_position():
     for edited in (files[:7000] + [unit(99_999)] + files[7000:], files[:12_345] + files[12_346:]):
         again = {p.unit_id for p in pack_units(edited, opts)}
         assert len(again - {p.unit_id for p in packs}) <= 2
+
+
+def test_a_plan_of_many_small_unpacked_files_suggests_packing(tmp_path, bpe_path):
+    from pipeline.tokenize.engine import small_file_note
+    from pipeline.tokenize.inputs import WorkUnit
+
+    def units(n: int, size: int = 500) -> list[WorkUnit]:
+        return [WorkUnit(f"/c/f{i}.jsonl", "jsonl", None, 0, -1, size) for i in range(n)]
+
+    cfg = job_config(SAMPLE_DIR / "*.jsonl", tmp_path / "o", f"bpe:{bpe_path}")
+    assert small_file_note(cfg, units(999)) is None
+    assert small_file_note(cfg, units(1000, 2 << 20)) is None  # not small
+    note = small_file_note(cfg, units(1500))
+    assert note.startswith("1500 of 1500 units are whole files under 1 MiB")
+    assert "--pack-small-files 1048576" in note
+    packing = job_config(
+        SAMPLE_DIR / "*.jsonl", tmp_path / "o", f"bpe:{bpe_path}", pack_small_files=1
+    )
+    assert small_file_note(packing, units(1500)) is None
