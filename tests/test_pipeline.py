@@ -313,7 +313,7 @@ def test_sentencepiece_job_decodes_back_to_input(
     ray_session, tmp_path, sample_dir, sp_path, sample_records
 ):
     out = tmp_path / "sp"
-    summary = run_job(job(sample_dir, out, f"sentencepiece:{sp_path}"))
+    summary = run_job(job(sample_dir, out, f"sentencepiece:{sp_path}", verify_sample=1.0))
     tok = load_tokenizer(f"sentencepiece:{sp_path}")
     expected = {r["id"]: r["text"] for lang in LANGS for r in sample_records[lang]}
     rows = shard_rows(str(out))
@@ -328,7 +328,7 @@ def test_sentencepiece_job_decodes_back_to_input(
     # the library is its reference, re-encoding the verification sample
     assert (summary.encoder, summary.encoder_version) == ("gigatoken", package_version("gigatoken"))
     assert summary.tokenizer["encoder_fallbacks"] == []
-    assert summary.verified_documents > 0
+    assert summary.verified_documents == summary.documents  # (verify_sample=1: every document)
     ids = [r["tokens"] for r in rows]
     texts = [expected[r["doc_id"]] for r in rows]
     library = sentencepiece.SentencePieceProcessor(model_file=str(sp_path))
