@@ -228,3 +228,25 @@ def test_sigterm_ends_the_helpers_after_their_units_and_the_rerun_completes(
     summary = run_job(job_config(src / "*.jsonl", out, f"bpe:{bpe_path}", **LOCAL))
     assert summary.complete and summary.units_skipped >= 5
     assert shard_files(out) == shard_files(reference) and ledger(out) == ledger(reference)
+
+
+def test_a_helper_that_cannot_start_leaves_the_work_to_the_others(
+    on_threads, tmp_path, bpe_path, monkeypatch, caplog
+):
+    from pipeline.tokenize import driver as driver_module
+
+    class Broken(HelperProcess):
+        def wait_ready(self) -> None:
+            raise HelperDied("helper process 1 ended (exit 1) while starting")
+
+    monkeypatch.setattr(driver_module, "HelperProcess", Broken)
+    src, reference, _ = on_threads
+    out = tmp_path / "out"
+    cfg = job_config(
+        src / "*.jsonl", out, f"bpe:{bpe_path}", driver_threads=2, driver_processes=True, **LOCAL
+    )
+    summary = run_job(cfg)
+    assert summary.complete
+    assert units_split(summary.notes[0]) == [summary.units_run, 0]
+    assert "a helper process could not start" in caplog.text
+    assert shard_files(out) == shard_files(reference) and ledger(out) == ledger(reference)

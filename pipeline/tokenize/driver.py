@@ -87,10 +87,10 @@ class DriverWorker:
     def _run(self) -> None:
         bar = tqdm(unit="unit", disable=not self.progress, file=sys.stderr, desc="tokenize")
         helper = self.tokenizer if isinstance(self.tokenizer, HelperProcess) else None
+        if helper is not None and not self._helper_started(helper):
+            return
         try:
-            if helper is not None:
-                helper.wait_ready()  # (units are taken once it can process them)
-            elif not isinstance(self.tokenizer, TokenizerBase):
+            if helper is None and not isinstance(self.tokenizer, TokenizerBase):
                 self.tokenizer = self.tokenizer()
             with bar:
                 while not self.stop.is_set():
@@ -120,6 +120,21 @@ class DriverWorker:
             if helper is not None:
                 helper.close()
             self.changed.set()
+
+    def _helper_started(self, helper: HelperProcess) -> bool:
+        """Wait until the helper can take units. One that cannot start (it has taken no unit)
+        leaves the work to the driver's other workers, with a warning, instead of failing the
+        run."""
+        try:
+            helper.wait_ready()
+            return True
+        except Exception as exc:  # noqa: BLE001 - any start-up failure: the others go on
+            log.warning(
+                "a helper process could not start (%s); the driver's other workers go on", exc
+            )
+            helper.close()
+            self.changed.set()
+            return False
 
     @property
     def alive(self) -> bool:
