@@ -236,7 +236,7 @@ def test_a_helper_that_cannot_start_leaves_the_work_to_the_others(
     from pipeline.tokenize import driver as driver_module
 
     class Broken(HelperProcess):
-        def wait_ready(self) -> None:
+        def wait_ready(self, give_up=None) -> bool:
             raise HelperDied("helper process 1 ended (exit 1) while starting")
 
     monkeypatch.setattr(driver_module, "HelperProcess", Broken)

@@ -122,19 +122,19 @@ class DriverWorker:
             self.changed.set()
 
     def _helper_started(self, helper: HelperProcess) -> bool:
-        """Wait until the helper can take units. One that cannot start (it has taken no unit)
-        leaves the work to the driver's other workers, with a warning, instead of failing the
-        run."""
+        """Wait until the helper can take units (not past the end of the work or a stop). One
+        that cannot start (it has taken no unit) leaves the work to the driver's other workers,
+        with a warning, instead of failing the run."""
         try:
-            helper.wait_ready()
-            return True
+            if helper.wait_ready(lambda: self.stop.is_set() or self.work.exhausted):
+                return True
         except Exception as exc:  # noqa: BLE001 - any start-up failure: the others go on
             log.warning(
                 "a helper process could not start (%s); the driver's other workers go on", exc
             )
-            helper.close()
-            self.changed.set()
-            return False
+        helper.close()  # (or the work ran out, or the run stops, before it was ready)
+        self.changed.set()
+        return False
 
     @property
     def alive(self) -> bool:

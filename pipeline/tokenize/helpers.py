@@ -61,20 +61,29 @@ class HelperProcess:
                 stdin=subprocess.DEVNULL,
             )
         self._conn = Connection(ours.detach())
-        self._conn.send((spec, options, output_url, task, os.getpid(), sys.path))
+        with contextlib.suppress(OSError):  # (one that died at once is told by wait_ready)
+            self._conn.send((spec, options, output_url, task, os.getpid(), sys.path))
         self._ready = False
 
     @property
     def pid(self) -> int:
         return self.process.pid
 
-    def wait_ready(self) -> None:
-        """Until the helper has loaded its tokenizer (its load error is raised here)."""
-        if not self._ready:
-            if not self._conn.poll(READY_TIMEOUT_S):
-                raise HelperDied(f"helper process {self.pid} did not start in time")
-            self._answer("starting")
-            self._ready = True
+    def wait_ready(self, give_up: Any = None) -> bool:
+        """Until the helper has loaded its tokenizer (its load error is raised here); False
+        when `give_up()` turns true first (checked every second)."""
+        waited = 0.0
+        while not self._ready:
+            if self._conn.poll(1.0):
+                self._answer("starting")
+                self._ready = True
+            elif give_up is not None and give_up():
+                return False
+            else:
+                waited += 1.0
+                if waited >= READY_TIMEOUT_S:
+                    raise HelperDied(f"helper process {self.pid} did not start in time")
+        return True
 
     def process_unit(self, unit: Any, data: bytes | None) -> LedgerEntry:
         """Commit one unit in the helper; its ledger entry (the unit's error is raised here)."""
