@@ -20,9 +20,11 @@ pytest.importorskip("gigatoken.gigatoken_rs")
 # What SentencePiece's words and whitespace handling make hard: runs of spaces, tabs and newlines
 # (whitespace-only pieces), digits (split one by one), characters outside the vocabulary (byte
 # fallback), apostrophes, the U+2581 character itself, and text from the vocabulary's own pieces.
+MARKERS = ["<|im_start|>", "<|im_end|>", "<tool>"]  # user-defined pieces (chat markers)
 _HARD = st.lists(
     st.sampled_from(
-        list("aab e  \t\n\r0123456789.,'’-_ÄöéЖжх中文🙂\u200b\u2581\u00a0") + ["  ", "    ", "\n\n"]
+        list("aab e  \t\n\r0123456789.,'’-_ÄöéЖжх中文🙂\u200b\u2581\u00a0<|>")
+        + ["  ", "    ", "\n\n", *MARKERS, "<|im_st", "im_end|>", "</s>"]
     ),
     max_size=40,
 ).map("".join)
@@ -47,6 +49,12 @@ def models(tmp_path_factory, sample_texts) -> dict[str, str]:
     specs = {
         "bpe": {"model_type": "bpe"},
         "dummy_prefix": {"model_type": "bpe", "add_dummy_prefix": True},
+        "markers": {"model_type": "bpe", "user_defined_symbols": MARKERS},
+        "markers_dummy_prefix": {
+            "model_type": "bpe",
+            "add_dummy_prefix": True,
+            "user_defined_symbols": MARKERS,
+        },
         "unigram": {"model_type": "unigram"},
         "nfkc": {
             "model_type": "bpe",
@@ -65,11 +73,11 @@ def library_ids(path: str, texts: list[str]) -> list[list[int]]:
     return sentencepiece.SentencePieceProcessor(model_file=path).encode(texts, out_type=int)
 
 
-@pytest.mark.parametrize("name", ["bpe", "dummy_prefix"])
+@pytest.mark.parametrize("name", ["bpe", "dummy_prefix", "markers"])
 def test_a_bpe_model_is_encoded_by_gigatoken_with_the_library_s_ids(models, name, sample_texts):
     tok = load_tokenizer(f"sentencepiece:{models[name]}")
     assert (tok.encoder, tok.encoder_fallbacks, tok.verifiable) == ("gigatoken", (), True)
-    texts = list(sample_texts)
+    texts = [*sample_texts, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<tool>x"]
     flat, offsets = tok.encode_batch_flat(texts)
     got = [flat[offsets[i] : offsets[i + 1]].tolist() for i in range(len(texts))]
     assert got == library_ids(models[name], texts)
@@ -79,7 +87,7 @@ def test_a_bpe_model_is_encoded_by_gigatoken_with_the_library_s_ids(models, name
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(texts=_TEXTS)
 def test_gigatoken_gives_the_library_s_ids_on_generated_text(models, texts):
-    for name in ("bpe", "dummy_prefix"):
+    for name in ("bpe", "dummy_prefix", "markers"):
         tok = _loaded(models[name])
         assert [a.tolist() for a in tok.encode_batch(texts)] == library_ids(models[name], texts)
 
@@ -98,6 +106,7 @@ def _loaded(path: str) -> SentencePieceTokenizer:
     [
         ("unigram", "a unigram model"),
         ("nfkc", "normalisation 'nmt_nfkc', extra whitespace removed"),
+        ("markers_dummy_prefix", "user-defined pieces with a dummy prefix"),
     ],
 )
 def test_a_model_without_an_equivalent_stays_on_the_library_saying_why(models, name, reason):

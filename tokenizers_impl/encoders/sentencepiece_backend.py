@@ -10,10 +10,12 @@ What the tokenizer.json spells out (docs/encoders.md has the measurements):
   ranked by the joined piece's score (then its id), joins the same pairs in the same order;
 - the normaliser: spaces become U+2581, after a U+2581 prepended when the model adds a dummy
   prefix; no pre-tokeniser (SentencePiece's words do not change what BPE joins in this vocabulary:
-  no piece holds U+2581 after another character).
+  no piece holds U+2581 after another character);
+- user-defined pieces (chat markers, say): added tokens that are not special, matched anywhere
+  in the text, as SentencePiece matches them.
 Models outside that are left to the library, with the reason: unigram models, a normalisation
-other than identity, removed extra whitespace, whitespace as a suffix, user-defined pieces, and a
-piece with U+2581 inside."""
+other than identity, removed extra whitespace, whitespace as a suffix, user-defined pieces with
+whitespace or with a dummy prefix, and a piece with U+2581 inside."""
 
 from __future__ import annotations
 
@@ -79,7 +81,13 @@ def tokenizer_json(model_proto: bytes) -> tuple[dict[str, Any] | None, str]:
         "extra whitespace removed": norm.remove_extra_whitespaces,
         "whitespace not escaped": not norm.escape_whitespaces,
         "whitespace as a suffix": trainer.treat_whitespace_as_suffix,
-        "user-defined pieces": any(p.type == kind.USER_DEFINED for p in model.pieces),
+        "user-defined pieces with whitespace": any(
+            p.type == kind.USER_DEFINED and (SPACE in p.piece or any(c.isspace() for c in p.piece))
+            for p in model.pieces
+        ),
+        # (the tokenizer.json would prefix each stretch of text between two of them)
+        "user-defined pieces with a dummy prefix": norm.add_dummy_prefix
+        and any(p.type == kind.USER_DEFINED for p in model.pieces),
         f"a piece with {SPACE} after another character": any(
             SPACE in p.piece.lstrip(SPACE) for p in model.pieces if p.type == kind.NORMAL
         ),
@@ -106,7 +114,19 @@ def tokenizer_json(model_proto: bytes) -> tuple[dict[str, Any] | None, str]:
         "version": "1.0",
         "truncation": None,
         "padding": None,
-        "added_tokens": [],
+        "added_tokens": [  # matched anywhere in the text, as SentencePiece matches them
+            {
+                "id": i,
+                "content": p.piece,
+                "single_word": False,
+                "lstrip": False,
+                "rstrip": False,
+                "normalized": False,
+                "special": False,
+            }
+            for i, p in enumerate(model.pieces)
+            if p.type == kind.USER_DEFINED
+        ],
         "normalizer": {"type": "Sequence", "normalizers": steps},
         "pre_tokenizer": None,
         "post_processor": None,
