@@ -65,7 +65,7 @@ def test_helper_processes_commit_byte_for_byte_what_threads_commit(on_threads, t
     summary = run_job(cfg)
     assert summary.complete and summary.actors == 0
     note = summary.notes[0]
-    assert note.startswith("ran in the driver process (1 thread and 1 helper processes; units ")
+    assert note.startswith("ran in the driver process (1 thread and 1 helper process; units ")
     by_thread, by_helper = units_split(note)
     assert by_helper >= 1 and by_thread + by_helper == summary.units_run == ref_summary.units_run
     assert summary.documents == ref_summary.documents and summary.tokens == ref_summary.tokens
@@ -208,7 +208,7 @@ def test_a_script_that_runs_a_job_at_its_top_level_runs_it_once(tmp_path, bpe_pa
     assert done.returncode == 0, done.stderr
     runs = [line for line in done.stdout.splitlines() if line.startswith("RUN")]
     assert len(runs) == 1 and runs[0].startswith("RUN True ")
-    assert "1 thread and 1 helper processes" in runs[0]
+    assert "1 thread and 1 helper process" in runs[0]
     assert len(list((out / "runs").glob("*.json"))) == 1
 
 

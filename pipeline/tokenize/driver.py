@@ -307,7 +307,12 @@ def run_local(
         work, tokenizer, load, task, output, threads, cfg.progress, helper if helpers else None
     )
     total, after_s = todo_bytes(feed.todo), ray_after_seconds(cfg, threads, helpers=helpers)
-    how = f"{threads} threads" if not helpers else f"1 thread and {threads - 1} helper processes"
+    plural = "es" if threads > 2 else ""
+    how = (
+        f"{threads} threads"
+        if not helpers
+        else f"1 thread and {threads - 1} helper process{plural}"
+    )
     started = time.perf_counter()
     driver.start()
     try:
