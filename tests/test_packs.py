@@ -159,7 +159,7 @@ def test_a_changed_or_added_file_redoes_its_own_pack_only(packed, bpe_path, tmp_
     shutil.copytree(src, mine)
     out = tmp_path / "out"
     first = run(mine, out, bpe_path, pack_small_files=PACK)
-    assert first.units_run == packs.units_planned
+    assert first.complete and first.units_run < first.docs_read // 5
     changed = sorted(mine.glob("de-0-*.jsonl"))[3]
     changed.write_text(changed.read_text(encoding="utf-8").replace("e", "E"), encoding="utf-8")
     (mine / "added-0001.jsonl").write_text('{"id": "new-1", "text": "A new small file."}\n')
@@ -201,6 +201,10 @@ def test_where_packs_end_depends_on_each_file_not_on_its_position():
     for edited in (files[:7000] + [unit(99_999)] + files[7000:], files[:12_345] + files[12_346:]):
         again = {p.unit_id for p in pack_units(edited, opts)}
         assert len(again - {p.unit_id for p in packs}) <= 2
+    same_name = [  # one file name in 20,000 folders: the whole URL decides where packs end
+        WorkUnit(f"/corpus/d{i:05d}/data.jsonl", "jsonl", None, 0, -1, 300) for i in range(20_000)
+    ]
+    assert 15 <= len(pack_units(same_name, opts)) <= 60
 
 
 def test_a_plan_of_many_small_unpacked_files_suggests_packing(tmp_path, bpe_path):

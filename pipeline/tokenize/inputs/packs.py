@@ -6,7 +6,7 @@ naming the member's file); the pack's batches carry each document's member index
 engine writes as the shard's `input_file` column.
 
 Where packs end is decided by the files themselves, not by their position: a pack closes after a
-file whose name hashes under a threshold proportional to its size (on average a pack every
+file whose URL hashes under a threshold proportional to its size (on average a pack every
 unit_bytes / 4, or every 1,024 files of tiny ones), or before one that would take it past
 unit_bytes or 8,192 files. Adding or changing one file
 then changes its own pack (and at most the next one), never the packs of the rest of the corpus:
@@ -15,7 +15,6 @@ a rerun redoes those units only, and the output still equals a fresh run."""
 from __future__ import annotations
 
 import hashlib
-import posixpath
 from collections.abc import Iterator
 
 from pipeline.tokenize.inputs.types import DocBatch, ReadOptions, WorkUnit
@@ -39,11 +38,11 @@ def packable(unit: WorkUnit, opts: ReadOptions) -> bool:
 
 
 def closes_after(unit: WorkUnit, opts: ReadOptions) -> bool:
-    """Whether a pack ends after this file: its name's hash against a threshold proportional to
+    """Whether a pack ends after this file: its URL's hash against a threshold proportional to
     its size (a pack every unit_bytes / SPREAD bytes on average)."""
     share = min(1.0, max(SPREAD * unit.size / opts.unit_bytes, 1 / MEMBERS_MEAN))
-    name = posixpath.basename(unit.url.rstrip("/"))  # (a corpus moved elsewhere packs the same)
-    digest = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big")
+    # the whole URL: files of one name in many folders (data.jsonl, README.md) decide apart
+    digest = int.from_bytes(hashlib.sha256(unit.url.encode()).digest()[:8], "big")
     return digest < share * HASH_SPACE
 
 
