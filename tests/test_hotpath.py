@@ -137,6 +137,39 @@ def test_compiled_unigram_counts_equal_the_numpy_reference(monkeypatch):
     assert outputs[0] == outputs[1]
 
 
+def test_unigram_counts_of_many_groups_stay_bounded_and_exact():
+    """A source per document (or a pack of files, each its own source): groups past the first 16
+    are counted sparsely, so memory does not grow by vocab_size * 8 bytes per group, and the
+    counts are exactly those of a plain count."""
+    from collections import Counter
+
+    from pipeline.tokenize import unigrams
+
+    rng = np.random.default_rng(11)
+    vocab = 32000
+    counter, want = UnigramCounter(vocab), Counter()
+    for batch in range(40):
+        lens = rng.integers(0, 50, 60)
+        offsets = np.concatenate(([0], np.cumsum(lens))).astype(np.int64)
+        flat = rng.integers(0, vocab, int(offsets[-1])).astype(np.uint32)
+        sources = [f"doc-{batch}-{i % 30}" if i % 3 else "common" for i in range(len(lens))]
+        langs = ["en" if i % 2 else None for i in range(len(lens))]
+        counter.add(flat, offsets, sources, langs)
+        for i in range(len(lens)):
+            for token in flat[offsets[i] : offsets[i + 1]].tolist():
+                want[(sources[i], langs[i], token)] += 1
+        if batch == 20:
+            counter._merge()  # (a merge half way: later parts add to it)
+    assert counter._counts.shape[0] <= unigrams.DENSE_GROUPS
+    table = counter.table().to_pylist()
+    got = Counter({(r["source"], r["lang"], r["token_id"]): r["count"] for r in table})
+    assert got == want and len(table) == len(want)
+    keys = [(r["source"] or "", r["lang"] or "") for r in table]
+    assert keys == sorted(keys)  # groups in (source, lang) order, as before
+    ids = counter.groups[("common", "en")]
+    assert ids.sum() == sum(c for (s, g, _), c in want.items() if (s, g) == ("common", "en"))
+
+
 HOSTILE = [
     b'{"text": "hello", "id": 7}',
     b'{"text": "x", "id": 123456789012345678901234567890}',

@@ -25,20 +25,39 @@ UNIGRAMS_SCHEMA = pa.schema(
 # batches with at least this many tokens are counted by the compiled kernel (textkernels.py), and
 # all batches once it is loaded; a tiny job counts with numpy and never imports numba
 KERNEL_MIN_TOKENS = 1 << 14
+# groups counted in dense rows (vocab_size int64s each); groups after these (a source per
+# document, a pack of files each its own source) are counted sparsely, as (group, token) keys
+DENSE_GROUPS = 16
+SPARSE_MERGE = 1 << 22  # sparse keys held before they are merged (summed) again
 
 
 class UnigramCounter:
-    """Dense per-group counts (vocab_size int64s per distinct (source, lang) of the unit), rows of
-    one matrix in the order the groups first appeared."""
+    """Per-group counts of a unit, a group being a distinct (source, lang). The first
+    DENSE_GROUPS groups are rows of one dense matrix (vocab_size int64s each, in the order the
+    groups first appeared); later ones are sparse counts keyed by group row * vocab_size + token
+    id, so memory stays bounded by the unit's tokens however many groups it has (a source per
+    document would otherwise take vocab_size * 8 bytes per document)."""
 
     def __init__(self, vocab_size: int):
         self.vocab_size = vocab_size
         self._rows: dict[tuple[str | None, str | None], int] = {}
         self._counts = np.zeros((0, vocab_size), dtype=np.int64)
+        self._keys: list[np.ndarray] = []  # sparse: sorted unique keys of each part ...
+        self._key_counts: list[np.ndarray] = []  # ... and their counts
+        self._pending = 0
 
     @property
     def groups(self) -> dict[tuple[str | None, str | None], np.ndarray]:
-        return {key: self._counts[row] for key, row in self._rows.items()}
+        """Each group's dense counts (built for the sparse ones)."""
+        return {key: self._dense(row) for key, row in self._rows.items()}
+
+    def _dense(self, row: int) -> np.ndarray:
+        if row < DENSE_GROUPS:
+            return self._counts[row]
+        ids, counts = self._sparse_row(row)
+        out = np.zeros(self.vocab_size, dtype=np.int64)
+        out[ids] = counts
+        return out
 
     def add(
         self, flat: np.ndarray, offsets: np.ndarray, sources: Sequence, langs: Sequence
@@ -57,6 +76,9 @@ class UnigramCounter:
             if None in doc_row:
                 doc_row = [self._row(key) for key in keys]
         v = self.vocab_size
+        if max(doc_row) >= DENSE_GROUPS:
+            self._add_split(flat, offsets, np.asarray(doc_row, dtype=np.int64))
+            return
         if kernels_wanted(len(flat), KERNEL_MIN_TOKENS):
             from pipeline.tokenize.textkernels import group_counts
 
@@ -77,13 +99,52 @@ class UnigramCounter:
         n = len(self._rows)
         self._counts[:n] += np.bincount(token_row * v + flat, minlength=n * v).reshape(n, v)
 
+    def _add_split(self, flat: np.ndarray, offsets: np.ndarray, doc_row: np.ndarray) -> None:
+        """A batch with documents of sparse groups: dense rows by bincount, the rest as keys."""
+        v = self.vocab_size
+        if len(flat) and int(flat.max()) >= v:
+            raise ValueError(f"token id {int(flat.max())} >= vocab_size {v}")
+        token_row = np.repeat(doc_row, np.diff(np.asarray(offsets, dtype=np.int64)))
+        dense = token_row < DENSE_GROUPS
+        keys = token_row * v + flat.astype(np.int64)
+        if dense.any():
+            n = min(len(self._rows), DENSE_GROUPS)
+            self._counts[:n] += np.bincount(keys[dense], minlength=n * v).reshape(n, v)
+        keys, counts = np.unique(keys[~dense], return_counts=True)
+        self._keys.append(keys)
+        self._key_counts.append(counts.astype(np.int64))
+        self._pending += len(keys)
+        if self._pending > SPARSE_MERGE:
+            self._merge()
+
+    def _merge(self) -> tuple[np.ndarray, np.ndarray]:
+        """The sparse parts summed into one (sorted unique keys, counts)."""
+        if len(self._keys) > 1:
+            keys, counts = np.concatenate(self._keys), np.concatenate(self._key_counts)
+            order = np.argsort(keys, kind="stable")
+            keys, counts = keys[order], counts[order]
+            starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+            self._keys, self._key_counts = [keys[starts]], [np.add.reduceat(counts, starts)]
+        self._pending = len(self._keys[0]) if self._keys else 0
+        if not self._keys:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return self._keys[0], self._key_counts[0]
+
+    def _sparse_row(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """(token ids ascending, counts) of a sparse group."""
+        keys, counts = self._merge()
+        v = self.vocab_size
+        lo, hi = np.searchsorted(keys, [row * v, (row + 1) * v])
+        return keys[lo:hi] - row * v, counts[lo:hi]
+
     def _row(self, key: tuple[str | None, str | None]) -> int:
-        """The row of a group, added (zeros) when new."""
+        """The row of a group, added (zeros) when new (a dense row for the first DENSE_GROUPS)."""
         row = self._rows.get(key)
         if row is None:
             row = self._rows[key] = len(self._rows)
-            if row >= len(self._counts):  # grow by doubling: rows are never moved otherwise
-                grown = np.zeros((max(4, 2 * len(self._counts)), self.vocab_size), np.int64)
+            if row < DENSE_GROUPS and row >= len(self._counts):  # grow by doubling
+                size = min(max(4, 2 * len(self._counts)), DENSE_GROUPS)
+                grown = np.zeros((size, self.vocab_size), np.int64)
                 grown[: len(self._counts)] = self._counts
                 self._counts = grown
         return row
@@ -92,8 +153,13 @@ class UnigramCounter:
         """Nonzero counts, groups in (source, lang) order, token ids ascending."""
         parts = []
         for source, lang in sorted(self._rows, key=lambda k: (k[0] or "", k[1] or "")):
-            counts = self._counts[self._rows[(source, lang)]]
-            ids = np.flatnonzero(counts)
+            row = self._rows[(source, lang)]
+            if row < DENSE_GROUPS:
+                counts = self._counts[row]
+                ids = np.flatnonzero(counts)
+                found = counts[ids]
+            else:
+                ids, found = self._sparse_row(row)
             n = len(ids)
             parts.append(
                 pa.table(
@@ -101,7 +167,7 @@ class UnigramCounter:
                         "source": repeated_string(source, n),
                         "lang": repeated_string(lang, n),
                         "token_id": numeric_array(ids, pa.uint32()),
-                        "count": numeric_array(counts[ids], pa.int64()),
+                        "count": numeric_array(found, pa.int64()),
                     },
                     schema=UNIGRAMS_SCHEMA,
                 )
