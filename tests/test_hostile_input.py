@@ -369,3 +369,28 @@ def test_a_cut_compressed_text_file_in_file_mode_is_a_reject_not_a_short_documen
     assert [t for b in read_unit(plan_units([str(tmp_path / "whole.txt.gz")], opts)[0], opts, None)
             for t in b.texts] == [text.decode()]  # fmt: skip
     assert found[0].reason.startswith("unreadable input: EOFError: Compressed file ended")
+
+
+def test_a_unit_of_bad_records_is_read_in_bounded_batches(tmp_path, bpe_path):
+    """Rejects count toward a batch's size too: 30,000 bad lines (and a few good ones) come out
+    as rejects in batches of at most 4,096 (one batch held them all, 1.2 GB for 2 M lines), every
+    one accounted for, each naming its line."""
+    from pipeline.tokenize.inputs.batching import REJECTS_PER_BATCH
+
+    path = tmp_path / "bad.jsonl"
+    lines = [
+        f"{i},not,json" if i % 10_000 else json.dumps({"text": f"good {i}"}) for i in range(30_000)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    summary = run_job(
+        load_config(input=[str(path)], output=str(out), tokenizer=f"bpe:{bpe_path}", progress=False)
+    )
+    assert summary.complete and (summary.documents, summary.rejected) == (3, 29_997)
+    (rejects,) = (out / "rejects").glob("*.arrow")
+    with pa.memory_map(str(rejects)) as mapped:
+        reader = pa.ipc.open_file(mapped)
+        sizes = [reader.get_batch(i).num_rows for i in range(reader.num_record_batches)]
+        table = reader.read_all()
+    assert max(sizes) <= REJECTS_PER_BATCH and sum(sizes) == 29_997
+    assert table.column("line").to_pylist() == [i + 1 for i in range(30_000) if i % 10_000]

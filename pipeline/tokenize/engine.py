@@ -150,7 +150,7 @@ def reconcile(cfg: JobConfig, job: PreparedJob, units: list[WorkUnit]) -> Reconc
     for entry in stale:
         if _changed_files(entry, files):
             log.warning("input changed: uncommitting unit %s of %s", entry.unit_id, entry.unit.url)
-        else:  # a pack whose files are all still there, cut otherwise (a file was added nearby)
+        else:  # files all still there, packed otherwise (a file was added beside them)
             log.info("pack re-cut: uncommitting unit %s of %s", entry.unit_id, entry.unit.url)
         uncommit(job.output, entry, remove_files=True)
     kept = [e for e in entries if current(e)]
@@ -180,12 +180,11 @@ def small_file_note(cfg: JobConfig, units: list[WorkUnit]) -> str | None:
 
 
 def _changed_files(entry: LedgerEntry, planned_files: set[str]) -> list[str]:
-    """The files of a stale entry that changed or disappeared: the unit's file, or a pack's
-    members planned no more (none: the pack was only cut otherwise); `planned_files`: the unit
-    ids of every planned file (a pack's members)."""
-    if not entry.unit.members:
-        return [entry.unit.url]
-    return [m.url for m in entry.unit.members if m.unit_id not in planned_files]
+    """The files of a stale entry that changed or disappeared: its files (the unit's, or a
+    pack's members) planned no more. None: the files are all still there, packed otherwise (a
+    file added beside them); `planned_files`: the unit ids of every planned file (units, and
+    packs' members)."""
+    return [m.url for m in entry.unit.members or (entry.unit,) if m.unit_id not in planned_files]
 
 
 def stage_seconds(entries: list[LedgerEntry]) -> dict[str, float]:

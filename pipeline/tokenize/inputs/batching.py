@@ -39,13 +39,24 @@ def _a(name: str) -> str:
     return f"{'an' if name[:1] in 'aeiou' else 'a'} {name}"
 
 
+REJECTS_PER_BATCH = 4096  # a batch is cut at this many rejects too (or batch_docs if more)
+
+
+def max_rejects(opts: ReadOptions) -> int:
+    """Rejects a batch holds at most: memory stays bounded in a unit of bad records (each holds
+    up to REJECT_RAW_BYTES of its record; 2 M bad lines in one batch took 1.2 GB)."""
+    return max(opts.batch_docs, REJECTS_PER_BATCH)
+
+
 class BatchBuilder:
-    """Collects one unit's documents and rejects into batches of at most `batch_docs` documents or
-    `batch_bytes` text bytes; every record read goes through `accept` or `reject`."""
+    """Collects one unit's documents and rejects into batches of at most `batch_docs` documents,
+    `batch_bytes` text bytes or `max_rejects` rejects; every record read goes through `accept` or
+    `reject`."""
 
     def __init__(self, unit: WorkUnit, opts: ReadOptions):
         self.unit = unit
         self.opts = opts
+        self.max_rejects = max_rejects(opts)
         self.default_source = posixpath.basename(unit.url)
         self.chat = ChatRenderer(opts) if opts.chat_template else None
         self._batch = self._new_batch()
@@ -69,7 +80,11 @@ class BatchBuilder:
 
     def full(self) -> bool:
         b = self._batch
-        return len(b.texts) >= self.opts.batch_docs or b.nbytes >= self.opts.batch_bytes
+        return (
+            len(b.texts) >= self.opts.batch_docs
+            or b.nbytes >= self.opts.batch_bytes
+            or len(b.rejects) >= self.max_rejects
+        )
 
     def _new_batch(self) -> DocBatch:
         return DocBatch(segments=[] if self.chat is not None else None)

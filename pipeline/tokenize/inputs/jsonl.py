@@ -45,6 +45,7 @@ class JsonLinesFormat(LineFormat):
         text_field, id_field = opts.text_field, opts.id_field
         source_field, lang_field = opts.source_field, opts.lang_field
         max_doc, max_docs, max_bytes = opts.max_doc_bytes, opts.batch_docs, opts.batch_bytes
+        most_rejects = out.max_rejects
         default_source = out.default_source
         batch = out.current
         for raw in lines:
@@ -78,7 +79,11 @@ class JsonLinesFormat(LineFormat):
             offset += len(raw) + 1
             if line_no is not None:
                 line_no += 1
-            if len(batch.texts) >= max_docs or batch.nbytes >= max_bytes:  # out.full()
+            if (  # out.full()
+                len(batch.texts) >= max_docs
+                or batch.nbytes >= max_bytes
+                or len(batch.rejects) >= most_rejects
+            ):
                 yield out.take()
                 batch = out.current
         return line_no

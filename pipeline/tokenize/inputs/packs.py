@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 
+from pipeline.tokenize.inputs.batching import max_rejects
 from pipeline.tokenize.inputs.types import DocBatch, ReadOptions, WorkUnit
 
 PACKED_FORMATS = ("jsonl", "text")
@@ -87,11 +88,15 @@ def read_pack(
     """The pack's members read one after another (`read_member(member)`: the member's own
     DocBatches), joined into batches of up to batch_docs documents / batch_bytes, each document
     with its member's index."""
-    out = DocBatch(input_files=[])
+    out, most_rejects = DocBatch(input_files=[]), max_rejects(opts)
     for index, member in enumerate(unit.members):
         for batch in read_member(member):
             _append(out, batch, index)
-            if len(out.texts) >= opts.batch_docs or out.nbytes >= opts.batch_bytes:
+            if (
+                len(out.texts) >= opts.batch_docs
+                or out.nbytes >= opts.batch_bytes
+                or len(out.rejects) >= most_rejects
+            ):
                 yield out
                 out = DocBatch(input_files=[])
     if out.records or out.blank:
