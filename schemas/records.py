@@ -7,6 +7,7 @@ does not know in `extra`, so reading and rewriting an entry never loses anything
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
@@ -57,8 +58,8 @@ class WorkUnit:
     version: str = ""  # which version of the file was planned; "" = unknown (ids as before)
     members: tuple[WorkUnit, ...] = ()  # a pack's files, in plan order (enter id and entry if any)
 
-    @property
-    def unit_id(self) -> str:
+    @functools.cached_property
+    def unit_id(self) -> str:  # (cached: a pack's id hashes every member's)
         parts: list[Any] = [
             self.url,
             self.fmt,
