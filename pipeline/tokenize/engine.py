@@ -139,7 +139,8 @@ def reconcile(cfg: JobConfig, job: PreparedJob, units: list[WorkUnit]) -> Reconc
 
     stale = [e for e in entries if not current(e)]
     files = {m.unit_id for u in units for m in (u.members or (u,))}
-    changed = sorted({url for e in stale for url in _changed_files(e, files)})
+    changed_of = {e.unit_id: _changed_files(e, files) for e in stale}
+    changed = sorted({url for urls in changed_of.values() for url in urls})
     if changed and cfg.on_input_change == "refuse":
         raise InputsChanged(
             f"{len(changed)} input file(s) changed or disappeared since their units were "
@@ -148,7 +149,7 @@ def reconcile(cfg: JobConfig, job: PreparedJob, units: list[WorkUnit]) -> Reconc
             f"retokenize them, or restore the files"
         )
     for entry in stale:
-        if _changed_files(entry, files):
+        if changed_of[entry.unit_id]:
             log.warning("input changed: uncommitting unit %s of %s", entry.unit_id, entry.unit.url)
         else:  # files all still there, packed otherwise (a file was added beside them)
             log.info("pack re-cut: uncommitting unit %s of %s", entry.unit_id, entry.unit.url)

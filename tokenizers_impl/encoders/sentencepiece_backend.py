@@ -20,7 +20,6 @@ whitespace or with a dummy prefix, and a piece with U+2581 inside."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from itertools import chain
 from typing import Any, ClassVar
 
 import numpy as np
@@ -30,6 +29,7 @@ from tokenizers_impl.encoders.base import (
     EncoderSource,
     EncoderUnavailable,
     empty_flat,
+    flat_from_lists,
     package_version,
 )
 
@@ -48,11 +48,7 @@ class SentencePieceEncoder(Encoder):
     def encode_flat(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         if not texts:
             return empty_flat(0)
-        lists = self.processor.encode(list(texts), out_type=int, num_threads=1)
-        offsets = np.zeros(len(lists) + 1, dtype=np.int64)
-        np.cumsum([len(x) for x in lists], out=offsets[1:])
-        flat = np.fromiter(chain.from_iterable(lists), dtype=np.uint32, count=int(offsets[-1]))
-        return flat, offsets
+        return flat_from_lists(self.processor.encode(list(texts), out_type=int, num_threads=1))
 
 
 def build(source: EncoderSource) -> SentencePieceEncoder:

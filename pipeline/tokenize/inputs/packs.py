@@ -82,9 +82,7 @@ def pack_units(units: list[WorkUnit], opts: ReadOptions) -> list[WorkUnit]:
     return out
 
 
-def read_pack(
-    unit: WorkUnit, opts: ReadOptions, storage_options: dict | None, read_member
-) -> Iterator[DocBatch]:
+def read_pack(unit: WorkUnit, opts: ReadOptions, read_member) -> Iterator[DocBatch]:
     """The pack's members read one after another (`read_member(member)`: the member's own
     DocBatches), joined into batches of up to batch_docs documents / batch_bytes, each document
     with its member's index."""

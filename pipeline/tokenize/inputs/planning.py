@@ -54,5 +54,5 @@ def read_unit(
     if data is not None:
         return get_format(unit.fmt).read(unit, opts, storage_options, data)
     if unit.members:
-        return read_pack(unit, opts, storage_options, lambda m: read_unit(m, opts, storage_options))
+        return read_pack(unit, opts, lambda m: read_unit(m, opts, storage_options))
     return get_format(unit.fmt).read(unit, opts, storage_options)
