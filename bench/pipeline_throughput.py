@@ -476,7 +476,9 @@ def main() -> None:
     parser.add_argument("--part-mb", type=int, default=8)
     parser.add_argument("--scales", default="1,4")
     parser.add_argument("--run-repeat", type=int, default=2, help="tokenmill runs per scale")
-    parser.add_argument("--run-modes", default="default,actors", help="default, actors, helpers, threads")
+    parser.add_argument(
+        "--run-modes", default="default,actors", help="default, actors, helpers, threads"
+    )
     parser.add_argument("--datatrove-scales", default="1")
     parser.add_argument("--encode-mb", type=float, default=16, help="sample for encoder rows")
     parser.add_argument("--ceiling-repeat", type=int, default=3, help="ceiling: median of N")

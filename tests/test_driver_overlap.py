@@ -105,7 +105,7 @@ def test_a_job_the_driver_finishes_within_ray_after_seconds_never_starts_ray(
         unit_bytes=UNIT,
         local_bytes=0,
         ray_after_seconds=3600,
-        driver_threads=3,  # three threads, each with its own tokenizer, one output
+        driver_threads=3,  # three threads sharing the job's tokenizer (bpe is thread_safe)
     )
     summary = run_job(cfg)
     assert summary.complete and summary.actors == 0
@@ -261,3 +261,25 @@ def test_a_stop_request_waits_for_the_end_of_a_deferred_block():
     assert done.stdout.strip() == str(
         ["imported", "inner block ended", "interrupted", "interrupted at once"]
     )
+
+
+def test_the_driver_threads_share_a_thread_safe_tokenizer_and_load_copies_of_others(bpe_path):
+    """One encoder (and one set of its caches) for all the driver's threads when the tokenizer
+    says it may encode from several threads at once; a copy each otherwise; helpers regardless."""
+    from types import SimpleNamespace
+
+    from pipeline.tokenize.driver import DriverPool
+    from tokenizers_impl import load_tokenizer
+
+    def pool(tokenizer, helpers=None) -> list:
+        built = DriverPool(None, tokenizer, load, None, lambda: None, 3, False, helpers)
+        return [w.tokenizer for w in built.workers]
+
+    def load():
+        raise AssertionError("not called when the pool is built")
+
+    bpe = load_tokenizer(f"bpe:{bpe_path}")
+    assert bpe.thread_safe and pool(bpe) == [bpe, bpe, bpe]
+    other = SimpleNamespace(thread_safe=False)
+    assert pool(other) == [other, load, load]
+    assert pool(bpe, helpers=lambda: "helper") == [bpe, "helper", "helper"]

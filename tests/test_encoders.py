@@ -10,6 +10,7 @@ import importlib.util
 import json
 import logging
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -293,6 +294,39 @@ def test_gigatoken_is_rebuilt_to_bound_its_caches_without_changing_ids(
     _assert_same_as_reference(tok, sample_texts, sample_reference["split"])
     _assert_same_as_reference(tok, sample_texts, sample_reference["split"])
     assert tok._encoder.resets >= 4
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_one_tokenizer_encodes_from_several_threads_at_once_with_one_threads_ids(
+    style_paths, sample_reference, sample_texts, backend
+):
+    """`thread_safe` (the driver's threads share one tokenizer): four threads encode the sample
+    at once, in small batches, through one object, gigatoken rebuilt every 0.25 MB of text (a
+    rebuild while other threads encode); each gets exactly the one-thread ids."""
+    tok = load_tokenizer(f"bpe:{style_paths['split']}", encoder=backend, encoder_reset_mb=0.25)
+    assert tok.thread_safe
+    want = sample_reference["split"]
+    results: dict[int, list] = {}
+
+    def encode(k: int) -> None:
+        n = len(sample_texts)
+        order = [(i + k * n // 4) % n for i in range(n)]  # each thread from elsewhere
+        got = {}
+        for start in range(0, len(order), 7):
+            picked = order[start : start + 7]
+            flat, offsets = tok.encode_batch_flat([sample_texts[i] for i in picked])
+            for j, i in enumerate(picked):
+                got[i] = flat[offsets[j] : offsets[j + 1]].tolist()
+        results[k] = [got[i] for i in range(len(sample_texts))]
+
+    threads = [threading.Thread(target=encode, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [results[k] == want for k in range(4)] == [True] * 4
+    if backend == "gigatoken":
+        assert tok._encoder.resets >= 4
 
 
 def test_gigatoken_small_batches_take_lists_with_the_same_ids(loaded, sample_texts):

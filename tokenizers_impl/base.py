@@ -77,6 +77,9 @@ class TokenizerBase(ABC):
       (added/special tokens); never applied to document text. `chat_template`: the jinja2 chat
       template that came with the tokenizer (tokenizer_config.json), or None.
     - `eos_token`/`bos_token`: the text of the EOS/BOS token, or None.
+    - `thread_safe`: one object may encode from several threads at once, with the same ids as
+      one thread (the driver's threads then share it: one encoder and one set of encoder caches
+      instead of one per thread). False unless the plugin knows it.
 
     Sampled verification: `reference_encode_batch(texts)` encodes with an independent reference
     implementation when the plugin has one (`verifiable` is then True: its fast encoder differs
@@ -105,6 +108,7 @@ class TokenizerBase(ABC):
     chat_template: str | None = None
     eos_token: str | None = None
     bos_token: str | None = None
+    thread_safe: bool = False
     _byte_lengths: np.ndarray | None = None  # cache of token_byte_lengths()
 
     # -- the contract ---------------------------------------------------------------------------

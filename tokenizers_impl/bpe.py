@@ -119,6 +119,9 @@ class BPETokenizer(ByteTableTokenizer):
     tokenizer_config.json that may name them."""
 
     kind: ClassVar[str] = "bpe"
+    # its encoders (gigatoken, tiktoken, `tokenizers`) are Rust objects encoding through shared
+    # references; tests/test_encoders.py checks two threads on one object against one thread
+    thread_safe = True
 
     def __init__(
         self,

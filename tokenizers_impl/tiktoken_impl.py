@@ -89,6 +89,9 @@ class TiktokenTokenizer(ByteTableTokenizer):
     `encode_ordinary`: special-token text inside documents stays plain text."""
 
     kind: ClassVar[str] = "tiktoken"
+    # its encoders (gigatoken, tiktoken, `tokenizers`) are Rust objects encoding through shared
+    # references; tests/test_encoders.py checks two threads on one object against one thread
+    thread_safe = True
 
     def __init__(
         self,

@@ -1,6 +1,6 @@
 """A local run that does not wait for Ray: the driver tokenizes units from the first second, with
-workers of its own (one per CPU up to 8, each with its own tokenizer: threads, or from 4 workers on
-a thread and helper processes, see `uses_helpers` and pipeline/tokenize/helpers.py), and Ray is
+workers of its own (one per CPU up to 8: threads, sharing the job's tokenizer when it is
+`thread_safe` and each with a copy otherwise, or from 4 workers on a thread and helper processes, see `uses_helpers` and pipeline/tokenize/helpers.py), and Ray is
 started (in the main thread, while the driver keeps working) only once the driver's measured rate
 says the rest of the job would take it longer than `ray_after_seconds` alone (by default: when
 Ray's start-up pays for itself on this machine's CPUs, see `ray_after_seconds()`). A job the driver
@@ -66,7 +66,7 @@ class DriverWorker:
     keeps what it added and how fast it went."""
 
     work: SharedWork
-    # a loaded tokenizer, how to load its own copy, or a helper process to hand its units to
+    # a loaded tokenizer (its own or shared), how to load its own copy, or a helper process
     tokenizer: TokenizerBase | Callable[[], TokenizerBase] | HelperProcess
     task: UnitTask
     output: Any  # pipeline.output.storage.Output
@@ -149,8 +149,9 @@ class DriverWorker:
 class DriverPool:
     """The driver's tokenizing threads (one per core it may use): the first with the job's
     loaded tokenizer, the others each handing their units to a helper process (`helpers`, which
-    starts them: spawned from the calling thread) or loading a copy of the tokenizer of their
-    own; one stop, one progress signal, and their sums."""
+    starts them: spawned from the calling thread), or sharing the job's tokenizer when it is
+    `thread_safe` (one encoder and one set of encoder caches), or loading a copy of their own;
+    one stop, one progress signal, and their sums."""
 
     def __init__(  # noqa: PLR0913
         self,
@@ -167,7 +168,11 @@ class DriverPool:
         self.workers = [
             DriverWorker(
                 work,
-                tokenizer if i == 0 else helpers() if helpers else load,
+                tokenizer
+                if i == 0 or (tokenizer.thread_safe and not helpers)
+                else helpers()
+                if helpers
+                else load,
                 task,
                 output(),
                 progress and i == 0,
