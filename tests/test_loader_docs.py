@@ -187,6 +187,8 @@ def test_skipped_documents_never_contribute_a_label_and_nothing_else_moves(
 
 def test_seq_lens_ids_and_cross_document_masks_follow_the_documents(url):
     options = {"position_ids": True, "document_ids": True, "seq_lens": True, "drop_last": False}
+    options["return_index"] = True
+    split_rests = 0  # segments of a split document's rest after another segment (best_fit)
     for packing in ("concat", "best_fit"):
         ds = dataset(url, packing=packing, mask_cross_document=True, **options)
         in_process = list(ds)
@@ -204,7 +206,15 @@ def test_seq_lens_ids_and_cross_document_masks_follow_the_documents(url):
             if packing == "concat":  # no padding: a label is masked iff its target starts a doc
                 after_eos = batch["input_ids"] == EOS
                 assert torch.equal(batch["labels"] == IGNORE_INDEX, after_eos)
+            # no label predicts a segment's first token from another segment (with best_fit: a
+            # split document's rest placed after another document too)
+            starts = batch["position_ids"][:, 1:] == 0
+            assert bool((batch["labels"][:, :-1][starts] == IGNORE_INDEX).all())
+            for index in batch["index"].tolist():  # the rests of split documents, by provenance
+                segments = ds.provenance(index)
+                split_rests += sum(s["window"][0] > 0 and s["doc_tokens"][0] > 0 for s in segments)
     assert any(len(b["cu_seqlens"]) > BATCH + 1 for b in in_process)
+    assert split_rests > 0
 
 
 def test_bos_from_the_ledger_precedes_every_document_unless_turned_off(url, tmp_path):

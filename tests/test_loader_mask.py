@@ -59,7 +59,8 @@ def expected(ds: TokenDataset, index: int, documents: dict, masked_sources: set[
     window from the documents' tokens (BOS / EOS where a segment says), and the labels the
     window shifted by one, -100 where the target is padding, a BOS, a token of mask 0 (the EOS
     takes its document's last token's mask; a null mask is all 1) in a masked source, a token
-    of a skipped document, or (mask_cross_document) a document's first stream token."""
+    of a skipped document, or (mask_cross_document) a segment's first token (a document's
+    start, or the rest of a split document, after another segment of the row)."""
     window, trained = [ds.pad_id] * (SEQ + 1), [0] * (SEQ + 1)
     for seg in ds.provenance(index):
         doc = documents[(seg["shard"], seg["row"])]
@@ -74,8 +75,7 @@ def expected(ds: TokenDataset, index: int, documents: dict, masked_sources: set[
         if seg["skipped"]:
             mask = [0] * len(mask)
         start, end = seg["window"]
-        first = seg["bos"] if ds.bos_id is not None else a == 0
-        if ds.rows.mask_cross and first:
+        if ds.rows.mask_cross:  # every segment's first token (it follows another segment)
             mask[0] = 0
         window[start:end], trained[start:end] = tokens, mask
     labels = [t if m else IGNORE_INDEX for t, m in zip(window[1:], trained[1:], strict=True)]

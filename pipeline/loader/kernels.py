@@ -251,8 +251,8 @@ def gather_bins(  # noqa: ANN201, PLR0913
 @njit(cache=True, nogil=True)
 def mask_labels(labels, seg, mask):  # noqa: ANN001, ANN201
     """IGNORE over the labels whose targets are in segments of mask 1 (skipped documents), and
-    at the first target of segments of mask 2 (a document's first stream token: cross-document
-    labels). Padding's labels are written by the readers."""
+    at the first target of segments of mask 2 (a segment's first token after another one in its
+    row: cross-document labels). Padding's labels are written by the readers."""
     for k in range(len(mask)):
         if mask[k] == 0:
             continue

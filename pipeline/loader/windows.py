@@ -218,8 +218,9 @@ def fill(
         marks = np.zeros(len(table), dtype=np.int8)
         if skipped is not None:
             marks[skipped] = 1
-        if rows.mask_cross:  # a document's first stream token
-            marks[(marks == 0) & (table[:, 4] == 0) & (table[:, 3] >= 0)] = 2
+        if rows.mask_cross:  # a segment's first token after another segment in its row: a
+            # document's start, or (best_fit) the rest of a split document after another one
+            marks[(marks == 0) & (table[:, 3] >= 0)] = 2
         mask_labels(labels, table, marks)
     if rows.position or rows.document:
         order = np.lexsort((table[:, 1], table[:, 0]))
