@@ -13,6 +13,7 @@ from collections import defaultdict
 
 import pytest
 import torch
+from click.testing import CliRunner
 
 from pipeline.loader import IGNORE_INDEX, TokenDataset
 from pipeline.output import Output, iter_committed
@@ -233,6 +234,37 @@ def test_bos_from_the_ledger_precedes_every_document_unless_turned_off(url, tmp_
     after_eos = window[:, 1:][window[:, :-1] == EOS]
     assert len(after_eos) > 0 and bool((after_eos == BOS).all())
     assert dataset(str(copy), bos_id=-1).bos_id is None
+
+
+def test_bos_named_at_run_time_reaches_the_loader_and_a_mixture_needs_one_bos(
+    url, sample_dir, bpe_path, tmp_path
+):
+    """`--bos-token` / `--eos-token` (job fields): recorded in the ledger, read by the loader; a
+    rerun naming other special tokens is refused (they are hashed into the config: before, it
+    skipped every unit and the ledger kept the old ones, so the BOS was silently never used);
+    a mixture whose outputs disagree on the BOS is refused unless bos_id= settles it."""
+    from jobs.cli import main as cli
+    from pipeline.errors import LedgerError, LoaderError
+    from pipeline.tokenize import run_job
+    from tokenizers_impl import load_tokenizer
+
+    the = load_tokenizer(f"bpe:{bpe_path}").hf.token_to_id("the")
+    out = tmp_path / "with-bos"
+    flags = ["--input", str(sample_dir / "en.jsonl"), "--output", str(out)]
+    flags += ["--tokenizer", f"bpe:{bpe_path}", "--no-progress", "--unit-bytes", "200000"]
+    result = CliRunner().invoke(cli, ["run", *flags, "--bos-token", "the"])
+    assert result.exit_code == 0, result.output
+    entries = [json.loads(p.read_text()) for p in (out / "ledger").glob("*.json")]
+    assert entries and {e["tokenizer"]["bos_id"] for e in entries} == {the}
+    assert dataset(str(out)).bos_id == the
+    with pytest.raises(LedgerError, match="another configuration"):
+        run_job(job_config(sample_dir / "en.jsonl", out, f"bpe:{bpe_path}", unit_bytes=200_000))
+    again = CliRunner().invoke(cli, ["run", *flags, "--tokenizer-option", "bos_token=the"])
+    assert again.exit_code == 0 and '"units_skipped": ' in again.output  # the same config
+    with pytest.raises(LoaderError, match=r"outputs disagree on bos_id .*: None"):
+        dataset([str(out), url])
+    assert dataset([str(out), url], bos_id=-1).bos_id is None
+    assert dataset([url, str(out)], bos_id=the).bos_id == the
 
 
 def test_provenance_gives_the_byte_offset_of_each_record(url):

@@ -219,6 +219,14 @@ class TokenDataset(IterableDataset):
         if len({t["fingerprint"] for t in tokenizers}) > 1:
             raise LoaderError(f"outputs {self.urls} were tokenized with different tokenizers")
         self.tokenizer = tokenizers[0]
+        for key, given in (("eos_id", eos_id), ("bos_id", bos_id)):
+            found = {u: t.get(key) for u, t in zip(self.urls, tokenizers, strict=True)}
+            if given is None and len(set(found.values())) > 1:  # one id for every document
+                raise LoaderError(
+                    f"outputs disagree on {key} ({', '.join(f'{u}: {v}' for u, v in found.items())}"
+                    f"): the same tokenizer run with other special tokens; pass {key}= (it "
+                    f"applies to every output{', -1 for none' if key == 'bos_id' else ''})"
+                )
         self.eos_id = eos_id if eos_id is not None else self.tokenizer.get("eos_id")
         if self.eos_id is None:
             raise LoaderError(f"tokenizer of {self.urls[0]} has no eos_id; pass eos_id=")

@@ -94,10 +94,24 @@ class TokenizerSpec(BaseModel):
         return f"{self.kind}:{self.path}"
 
 
+SPECIAL_TOKEN_OPTIONS = ("eos_token", "bos_token")
+
+
 def tokenizer_options(cfg: JobConfig) -> dict[str, Any]:
-    """The options a job loads its tokenizer with: the spec's, plus the job's encoder choice."""
+    """The options a job loads its tokenizer with: the spec's, plus the job's encoder choice and
+    special tokens (`eos_token` / `bos_token` fields win over the spec's options)."""
     extra = {"encoder": cfg.encoder} if cfg.encoder else {}
+    extra.update({k: getattr(cfg, k) for k in SPECIAL_TOKEN_OPTIONS if getattr(cfg, k)})
     return {**cfg.tokenizer.options, **extra}
+
+
+def given_special_tokens(cfg: JobConfig) -> dict[str, str] | None:
+    """The EOS / BOS token texts the job names itself (fields or tokenizer options), or None.
+    They do not change the tokens in the shards, but they are what the loader reads from the
+    ledger: hashed into the config, so that a rerun naming others is refused, not mixed in."""
+    options = tokenizer_options(cfg)
+    given = {k: str(options[k]) for k in SPECIAL_TOKEN_OPTIONS if options.get(k) is not None}
+    return given or None
 
 
 class JobConfig(BaseModel):
@@ -156,6 +170,16 @@ class JobConfig(BaseModel):
         description="encoder backend of bpe, tiktoken and sentencepiece tokenizers (auto: the "
         "fastest one that reproduces the reference on the load-time probes); the ids are the "
         "same whichever runs",
+    )
+    eos_token: str | None = Field(
+        None,
+        description="the EOS token's text (default: the tokenizer's own, from its special tokens "
+        "or a tokenizer_config.json beside it); the loader appends its id to every document",
+    )
+    bos_token: str | None = Field(
+        None,
+        description="the BOS token's text (default: the tokenizer's own, as for the EOS); the "
+        "loader puts its id before every document",
     )
     verify_sample: float = Field(
         0.001,
@@ -290,11 +314,13 @@ class JobConfig(BaseModel):
         }
 
     def config_hash(self, tokenizer_fingerprint: str, read: ReadOptions | None = None) -> str:
+        specials = given_special_tokens(self)  # (a job naming none hashes as before)
         payload = json.dumps(
             {
                 "tokenizer": tokenizer_fingerprint,
                 "schema_version": SCHEMA_VERSION,
                 **self.output_options(read),
+                **({"special_tokens": specials} if specials else {}),
             },
             sort_keys=True,
         )
