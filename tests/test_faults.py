@@ -270,6 +270,36 @@ def test_stale_lease_of_a_crashed_driver_elsewhere_is_taken_over_after_expiry(tm
             crashed.check()
 
 
+def test_a_lease_whose_owner_was_killed_but_not_yet_reaped_is_taken_over_at_once(tmp_path):
+    """A killed driver is a zombie until its parent reaps it (a harness that has not called
+    wait() yet; init takes about a second for an orphan): same pid, same start time. Its lease
+    is stale at once, as a dead owner's is (a rerun was refused for up to a minute)."""
+    import json
+    import signal
+
+    import psutil
+
+    from schemas.layout import LEASE_FILE
+
+    output = Output(str(tmp_path / "out"))
+    crashed = OutputLease(output, ttl_s=60, heartbeat_s=3600).acquire()
+    crashed._stop.set()
+    child = subprocess.Popen(["sleep", "60"])
+    try:
+        lease = json.loads(output.read_bytes(LEASE_FILE))
+        lease.update(pid=child.pid, pid_started=psutil.Process(child.pid).create_time())
+        output.write_bytes(LEASE_FILE, json.dumps(lease).encode())
+        os.kill(child.pid, signal.SIGKILL)
+        deadline = time.time() + 10
+        while psutil.Process(child.pid).status() != psutil.STATUS_ZOMBIE:
+            assert time.time() < deadline
+            time.sleep(0.01)
+        with OutputLease(output, ttl_s=60) as fresh:  # (no wait for the expiry)
+            assert fresh.owner != lease["owner"]
+    finally:
+        child.wait()
+
+
 class FlakyProxy:
     """A TCP forwarder in front of the S3 server whose `outage()` drops every connection and
     refuses new ones for a while, like a storage endpoint that goes away and comes back."""

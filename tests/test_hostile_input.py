@@ -303,8 +303,10 @@ def test_a_hostile_folder_end_to_end_through_ray(ray_session, tmp_path, bpe_path
 @pytest.mark.parametrize("codec", ["gzip", "zstd"])
 def test_a_cut_compressed_file_loses_only_what_the_cut_took(tmp_path, tokenizer, codec):
     """The read that meets the cut would lose everything it asked for (up to a whole read
-    block: all of a small file); the file is read again up to there and then in small pieces,
-    so every whole line the decompressor can still produce is kept, but for a few KB."""
+    block: all of a small file); the file is read again up to there and then in small pieces
+    (a .gz by zlib over its raw bytes: gzip's reader loses what its failing read decompressed),
+    so every whole line the decompressor can still produce is kept, and the reject is the line
+    the cut went through, with its offset and line number."""
     import zlib
 
     raw = corpus(1_500)  # under one read block (1 MiB) of JSON lines
@@ -319,8 +321,9 @@ def test_a_cut_compressed_file_loses_only_what_the_cut_took(tmp_path, tokenizer,
     path.write_bytes(cut)
     entries, rejects, texts = tokenize(str(path), tokenizer, tmp_path / "out")
     assert len(rejects) == 1 and texts == [doc_text(i) for i in range(len(texts))]
-    line = len(raw) // 1_500
-    assert whole_lines - 8192 // line - 1 <= len(texts) <= whole_lines
+    assert len(texts) == whole_lines
+    cut_at = readable.rfind(b"\n") + 1
+    assert (rejects[0]["offset"], rejects[0]["line"]) == (cut_at, whole_lines + 1)
 
 
 def test_a_read_error_that_does_not_come_back_is_read_past():
@@ -394,3 +397,43 @@ def test_a_unit_of_bad_records_is_read_in_bounded_batches(tmp_path, bpe_path):
         table = reader.read_all()
     assert max(sizes) <= REJECTS_PER_BATCH and sum(sizes) == 29_997
     assert table.column("line").to_pylist() == [i + 1 for i in range(30_000) if i % 10_000]
+
+
+def test_gzip_pieces_reads_what_gzip_reads_and_all_before_the_damage():
+    """The salvage reader of a .gz: members and zero padding as gzip reads them; a cut or a
+    corrupt byte gives every byte zlib can still produce, then the error."""
+    import io
+    import zlib
+
+    from pipeline.tokenize.inputs.salvage import GzipPieces
+
+    def read_all(data: bytes, piece: int) -> tuple[bytes, BaseException | None]:
+        reader, out = GzipPieces(io.BytesIO(data)), bytearray()
+        try:
+            while chunk := reader.read(piece):
+                out += chunk
+        except (EOFError, zlib.error) as exc:
+            return bytes(out), exc
+        return bytes(out), None
+
+    raw = corpus(3_000)
+    members = gzip.compress(raw[:100_000]) + b"\0" * 9 + gzip.compress(raw[100_000:]) + b"\0" * 3
+    for piece in (1, 777, 1 << 20, -1):
+        assert read_all(members, piece) == (gzip.decompress(members), None)
+    cut = members[: len(members) // 2]
+    got, error = read_all(cut, 4096)
+    inflate = zlib.decompressobj(31)
+    first = inflate.decompress(cut)
+    assert got == first + zlib.decompressobj(31).decompress(inflate.unused_data.lstrip(b"\0"))
+    assert isinstance(error, EOFError) and raw.startswith(got) and len(got) > 100_000
+    damaged = bytearray(gzip.compress(raw))
+    damaged[len(damaged) // 2 :: 97] = b"\xff" * len(damaged[len(damaged) // 2 :: 97])
+    got, error = read_all(bytes(damaged), 4096)
+    assert isinstance(error, zlib.error)  # (deflate may decode damage to bytes before it sees it)
+    inflate, expected = zlib.decompressobj(31), bytearray()
+    for i in range(len(damaged)):  # zlib a byte at a time: all it gives before the damage
+        try:
+            expected += inflate.decompress(bytes(damaged[i : i + 1]))
+        except zlib.error:
+            break
+    assert got == bytes(expected) and len(got) > len(raw) // 3

@@ -34,8 +34,13 @@ log = logging.getLogger("tokenmill")
 
 
 def _process_start(pid: int) -> float | None:
+    """When the process started; None when it is gone, or a zombie (killed, not yet reaped by
+    its parent: until then it still has its pid and start time)."""
     try:
-        return psutil.Process(pid).create_time()
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return process.create_time()
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
 

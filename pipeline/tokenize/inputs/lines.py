@@ -12,13 +12,16 @@ from typing import Any
 from pipeline.output.storage import url_to_fs
 from pipeline.tokenize.inputs.batching import BatchBuilder
 from pipeline.tokenize.inputs.registry import InputFormat
+from pipeline.tokenize.inputs.salvage import (  # noqa: F401 (READ_BLOCK: set by tests)
+    READ_BLOCK,
+    READ_ERRORS,
+    GzipPieces,
+    Salvaging,
+)
 from pipeline.tokenize.inputs.types import DocBatch, InputFile, ReadOptions, WorkUnit
 from schemas.shards import REJECT_RAW_BYTES
 
-READ_BLOCK = 1 << 20
 BOM = b"\xef\xbb\xbf"
-# what reading a cut or damaged input raises (zlib.error: a corrupt deflate stream in a .gz)
-READ_ERRORS = (EOFError, OSError, ValueError, zlib.error)
 
 
 # WorkUnit.end of a compressed file that is split into ranges while it is read (streams.py)
@@ -75,68 +78,11 @@ def open_unit(unit: WorkUnit, storage_options: dict | None):
 
         return Salvaging(lambda: pa.CompressedInputStream(fs.open(path, "rb"), "zstd"))
     if unit.compression:
-        return Salvaging(lambda: fs.open(path, "rb", compression=unit.compression))
+        return Salvaging(
+            lambda: fs.open(path, "rb", compression=unit.compression),
+            (lambda: GzipPieces(fs.open(path, "rb"))) if unit.compression == "gzip" else None,
+        )
     return fs.open(path, "rb")
-
-
-SALVAGE_PIECE = 8 << 10  # bytes a read asks for again, after a read failed
-
-
-class Salvaging:
-    """A decompressed stream whose failing read gives up only what the damage took: a read that
-    fails (a file cut short or corrupt) loses everything it would have returned, up to a whole
-    block, so the file is opened again, read up to where that read began, then in small pieces
-    up to the failure; those bytes are returned, and the error is raised by the next read. A
-    failure that does not come back (a passing network error) is read past. Costs nothing
-    until a read fails."""
-
-    def __init__(self, opener: Callable[[], Any]):
-        self._opener, self._stream = opener, opener()
-        self._pos = 0  # decompressed bytes returned so far
-        self._error: BaseException | None = None
-
-    def read(self, n: int = -1) -> bytes:
-        if self._error is not None:
-            raise self._error
-        try:
-            data = self._stream.read(n)
-        except READ_ERRORS as exc:
-            if isinstance(exc, FileNotFoundError):
-                raise
-            data = self._salvage(n)
-        self._pos += len(data)
-        return data
-
-    def _salvage(self, n: int) -> bytes:
-        self._stream.close()
-        self._stream = stream = self._opener()
-        out = bytearray()
-        try:
-            left = self._pos
-            while left > 0:  # as far as the reads that worked
-                skipped = stream.read(min(READ_BLOCK, left))
-                if not skipped:
-                    break
-                left -= len(skipped)
-            while n < 0 or len(out) < n:
-                piece = stream.read(SALVAGE_PIECE if n < 0 else min(SALVAGE_PIECE, n - len(out)))
-                if not piece:
-                    break
-                out += piece
-        except READ_ERRORS as exc:
-            if not out:
-                raise
-            self._error = exc  # what came before it first
-        return bytes(out)
-
-    def close(self) -> None:
-        self._stream.close()
-
-    def __enter__(self) -> Salvaging:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def aligned_bounds(fs, path: str, size: int, unit_bytes: int) -> list[int]:
@@ -230,7 +176,11 @@ def iter_line_runs(
     remaining = None if end < 0 else end - start
     while remaining is None or remaining > 0:
         want = READ_BLOCK if remaining is None else min(READ_BLOCK, remaining)
-        block = stream.read(want)
+        try:
+            block = stream.read(want)
+        except READ_ERRORS as exc:
+            exc.cut_at = line_start  # (the start of the line the damage cut: its reject's offset)
+            raise
         if not block:
             break
         if remaining is not None:
@@ -315,17 +265,18 @@ class LineFormat(InputFormat):
                     if out.full():
                         yield out.take()
             if isinstance(data, DamagedRange):  # the file could not be read past this range
+                data.error.cut_at = unit.start + len(data)
                 raise data.error
         except READ_ERRORS as exc:
             if isinstance(exc, FileNotFoundError):
                 raise
             where = "decompressed offset" if unit.compression else "offset"
-            last = out.last_offset
+            cut = getattr(exc, "cut_at", out.last_offset)  # where the first unread line starts
             out.reject(
-                last,
+                cut,
+                line_no,
                 None,
-                None,
-                f"unreadable input after {where} {last}: {error_name(exc)}: {exc}",
+                f"unreadable input after {where} {cut}: {error_name(exc)}: {exc}",
                 b"",
             )
         yield out.finish()

@@ -1,0 +1,135 @@
+"""Reading a compressed input that is cut short or corrupt without losing what is still readable:
+every whole line before the damage is a document, and the damage is one reject after them."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+READ_BLOCK = 1 << 20
+# what reading a cut or damaged input raises (zlib.error: a corrupt deflate stream in a .gz)
+READ_ERRORS = (EOFError, OSError, ValueError, zlib.error)
+SALVAGE_PIECE = 8 << 10  # bytes a read asks for again, after a read failed
+
+
+class Salvaging:
+    """A decompressed stream whose failing read gives up only what the damage took: a read that
+    fails (a file cut short or corrupt) loses everything it would have returned, up to a whole
+    block, so the file is opened again (with `salvage_opener` when given: a reader that returns
+    every byte before the damage, e.g. GzipPieces), read up to where that read began, then in
+    small pieces up to the failure; those bytes are returned, and the error is raised by the next
+    read. A failure that does not come back (a passing network error) is read past. Costs nothing
+    until a read fails."""
+
+    def __init__(self, opener: Callable[[], Any], salvage_opener: Callable[[], Any] | None = None):
+        self._opener, self._stream = opener, opener()
+        self._salvage_opener = salvage_opener or opener
+        self._pos = 0  # decompressed bytes returned so far
+        self._error: BaseException | None = None
+
+    def read(self, n: int = -1) -> bytes:
+        if self._error is not None:
+            raise self._error
+        try:
+            data = self._stream.read(n)
+        except READ_ERRORS as exc:
+            if isinstance(exc, FileNotFoundError):
+                raise
+            data = self._salvage(n)
+        self._pos += len(data)
+        return data
+
+    def _salvage(self, n: int) -> bytes:
+        self._stream.close()
+        self._stream = stream = self._salvage_opener()
+        out = bytearray()
+        try:
+            left = self._pos
+            while left > 0:  # as far as the reads that worked
+                skipped = stream.read(min(READ_BLOCK, left))
+                if not skipped:
+                    break
+                left -= len(skipped)
+            while n < 0 or len(out) < n:
+                piece = stream.read(SALVAGE_PIECE if n < 0 else min(SALVAGE_PIECE, n - len(out)))
+                if not piece:
+                    break
+                out += piece
+        except READ_ERRORS as exc:
+            if not out:
+                raise
+            self._error = exc  # what came before it first
+        return bytes(out)
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def __enter__(self) -> Salvaging:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class GzipPieces:
+    """A .gz file decompressed with zlib over its raw bytes: every byte the stream still gives
+    comes out before the error, which the next read raises (EOFError for a file cut inside a
+    member, as gzip's own reader says it; zlib.error for corrupt data, a bad CRC or a header that
+    is not gzip's). gzip.GzipFile loses what the failing read had decompressed (up to
+    SALVAGE_PIECE, several records; found with a cut file: 42 whole lines before the cut were in
+    neither the shards nor the rejects). Members follow one another; zero bytes between and after
+    them are skipped, as GzipFile skips them."""
+
+    RAW = 8 << 10  # compressed bytes fed at a time (at most ~8 MB out: deflate's ratio)
+
+    def __init__(self, raw: Any):
+        self._raw = raw
+        self._inflate: Any = None  # the member being read (None: between members)
+        self._out = bytearray()
+        self._error: BaseException | None = None
+        self._done = False
+
+    def read(self, n: int = -1) -> bytes:
+        while not self._done and (n < 0 or len(self._out) < n):
+            chunk = self._raw.read(self.RAW)
+            if chunk:
+                self._feed(chunk)
+                continue
+            self._done = True
+            if self._inflate is not None:
+                self._error = EOFError(
+                    "Compressed file ended before the end-of-stream marker was reached"
+                )
+        if not self._out and self._error is not None:
+            raise self._error
+        take = len(self._out) if n < 0 else min(n, len(self._out))
+        data = bytes(self._out[:take])
+        del self._out[:take]
+        return data
+
+    def _feed(self, data: bytes) -> None:
+        while data:
+            if self._inflate is None:
+                data = data.lstrip(b"\x00")
+                if not data:
+                    return
+                self._inflate = zlib.decompressobj(31)
+            before = self._inflate.copy()
+            try:
+                self._out += self._inflate.decompress(data)
+            except zlib.error as exc:  # again a byte at a time from before: all up to the damage
+                self._inflate = before
+                for i in range(len(data)):
+                    try:
+                        self._out += self._inflate.decompress(data[i : i + 1])
+                    except zlib.error:
+                        break
+                self._error, self._done = exc, True
+                return
+            if not self._inflate.eof:
+                return
+            data, self._inflate = self._inflate.unused_data, None
+
+    def close(self) -> None:
+        self._raw.close()
