@@ -6,8 +6,7 @@ from __future__ import annotations
 import io
 import zlib
 from abc import abstractmethod
-from collections.abc import Callable, Generator, Iterable, Iterator
-from typing import Any
+from collections.abc import Generator, Iterable, Iterator
 
 from pipeline.output.storage import url_to_fs
 from pipeline.tokenize.inputs.batching import BatchBuilder
