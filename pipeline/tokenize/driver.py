@@ -143,7 +143,7 @@ class DriverWorker:
     def rate(self) -> float | None:
         """Input bytes per second of the units after the first (which also loads kernels and
         fills caches); None before the second unit is done."""
-        return self.warm_bytes / self.busy_s if self.busy_s > 0 else None
+        return self.warm_bytes / self.busy_s if self.busy_s > 0 and self.warm_bytes else None
 
 
 class DriverPool:
@@ -222,6 +222,10 @@ class DriverPool:
 
 
 def _input_bytes(item: Work) -> int:
+    """The planned input bytes a work item stands for (a stream's range: the compressed bytes
+    read for it), so that rates project the run's bytes to do."""
+    if item.planned_bytes is not None:
+        return item.planned_bytes
     return len(item.data) if item.data is not None else todo_bytes([item.unit])
 
 
@@ -252,17 +256,16 @@ def ray_after_seconds(
     return RAY_START_S * (gain - DRIVER_SLOWDOWN) / (gain - 1)
 
 
-def wants_ray(after_s: float, driver: DriverPool, total_bytes: int, has_streams: bool) -> bool:
+def wants_ray(after_s: float, driver: DriverPool, total_bytes: int) -> bool:
     """Whether to start Ray now: at once when told (0 s); never where it cannot pay (`after_s`
-    infinite: one CPU, or helper processes on every CPU); at once when the input holds big
-    compressed files (their size tells little of the work); otherwise once the driver's rate
-    projects more than `after_s` for the bytes left."""
+    infinite: one CPU, or helper processes on every CPU); otherwise once the driver's rate
+    projects more than `after_s` for the bytes left (a big compressed file's ranges count the
+    compressed bytes read for them, as the file counts in the bytes to do: before, such a file
+    started Ray at once, whatever `ray_after_seconds` said)."""
     if after_s <= 0:
         return True
     if after_s == float("inf"):  # actors would not beat the driver's workers here
         return False
-    if has_streams:
-        return True
     rate = driver.rate()
     if rate is None:
         return False
@@ -321,7 +324,7 @@ def run_local(
     started = time.perf_counter()
     driver.start()
     try:
-        while driver.alive and not wants_ray(after_s, driver, total, feed.has_streams):
+        while driver.alive and not wants_ray(after_s, driver, total - feed.skipped_bytes):
             driver.changed.wait(POLL_S)
             driver.changed.clear()
         if not driver.alive:  # done (or failed) before Ray was needed

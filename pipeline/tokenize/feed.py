@@ -21,11 +21,15 @@ class Work:
 
     unit: WorkUnit
     data: bytes | None = None
+    # the planned input bytes it stands for, when not its unit's range: a stream's range counts
+    # the compressed bytes read for it, as the stream counts in the run's bytes to do
+    planned_bytes: int | None = None
 
 
 class WorkFeed:
     """Iterates the Work of a run; afterwards `planned` holds the ids of every unit the run
-    planned (streams' ranges included) and `skipped` the ranges found already committed."""
+    planned (streams' ranges included) and `skipped` the ranges found already committed
+    (`skipped_bytes`: the compressed bytes they stand for, so far)."""
 
     def __init__(
         self,
@@ -40,6 +44,7 @@ class WorkFeed:
         self.storage_options = storage_options
         self.planned: list[str] = []
         self.skipped = 0
+        self.skipped_bytes = 0  # planned input bytes of the skipped ranges
 
     @property
     def has_streams(self) -> bool:
@@ -55,9 +60,16 @@ class WorkFeed:
                 self.planned.append(unit.unit_id)
                 yield Work(unit)
                 continue
-            for piece, data in iter_ranges(unit, self.opts, self.storage_options):
+            cut = [0, 0]  # compressed position at the previous range's cut, and now
+
+            def on_cut(position: int | None, cut: list[int] = cut, size: int = unit.size) -> None:
+                cut[1] = min(position, size) if position is not None else cut[1]
+
+            for piece, data in iter_ranges(unit, self.opts, self.storage_options, on_cut):
                 self.planned.append(piece.unit_id)
+                share, cut[0] = max(cut[1] - cut[0], 0), cut[1]
                 if piece.unit_id in self.committed:
                     self.skipped += 1
+                    self.skipped_bytes += share
                     continue
-                yield Work(piece, data)
+                yield Work(piece, data, share)

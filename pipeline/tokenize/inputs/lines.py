@@ -3,6 +3,7 @@ uncompressed file or a whole compressed file, read as a stream of lines of bound
 
 from __future__ import annotations
 
+import gzip
 import io
 import zlib
 from abc import abstractmethod
@@ -15,6 +16,7 @@ from pipeline.tokenize.inputs.salvage import (  # noqa: F401 (READ_BLOCK: set by
     READ_BLOCK,
     READ_ERRORS,
     GzipPieces,
+    RawFile,
     Salvaging,
 )
 from pipeline.tokenize.inputs.types import DocBatch, InputFile, ReadOptions, WorkUnit
@@ -75,12 +77,17 @@ def open_unit(unit: WorkUnit, storage_options: dict | None):
         # bounds its output per read, and raises OSError("Truncated compressed stream").
         import pyarrow as pa
 
-        return Salvaging(lambda: pa.CompressedInputStream(fs.open(path, "rb"), "zstd"))
-    if unit.compression:
+        raw = RawFile(fs, path)
+        return Salvaging(lambda: pa.CompressedInputStream(raw.open(), "zstd"), raw=raw)
+    if unit.compression == "gzip":
+        raw = RawFile(fs, path)
         return Salvaging(
-            lambda: fs.open(path, "rb", compression=unit.compression),
-            (lambda: GzipPieces(fs.open(path, "rb"))) if unit.compression == "gzip" else None,
+            lambda: gzip.GzipFile(fileobj=raw.open(), mode="rb"),  # (what fsspec's "gzip" makes)
+            lambda: GzipPieces(raw.open()),
+            raw=raw,
         )
+    if unit.compression:
+        return Salvaging(lambda: fs.open(path, "rb", compression=unit.compression))
     return fs.open(path, "rb")
 
 

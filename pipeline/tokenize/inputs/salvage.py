@@ -22,9 +22,15 @@ class Salvaging:
     read. A failure that does not come back (a passing network error) is read past. Costs nothing
     until a read fails."""
 
-    def __init__(self, opener: Callable[[], Any], salvage_opener: Callable[[], Any] | None = None):
+    def __init__(
+        self,
+        opener: Callable[[], Any],
+        salvage_opener: Callable[[], Any] | None = None,
+        raw: RawFile | None = None,
+    ):
         self._opener, self._stream = opener, opener()
         self._salvage_opener = salvage_opener or opener
+        self._raw = raw  # the compressed file under the stream, when the openers use one
         self._pos = 0  # decompressed bytes returned so far
         self._error: BaseException | None = None
 
@@ -62,8 +68,15 @@ class Salvaging:
             self._error = exc  # what came before it first
         return bytes(out)
 
+    def compressed_position(self) -> int | None:
+        """Compressed bytes read so far (a little ahead of what was returned: the decompressor
+        reads ahead), or None when unknown."""
+        return self._raw.position() if self._raw is not None else None
+
     def close(self) -> None:
         self._stream.close()
+        if self._raw is not None:
+            self._raw.close()
 
     def __enter__(self) -> Salvaging:
         return self
@@ -133,3 +146,29 @@ class GzipPieces:
 
     def close(self) -> None:
         self._raw.close()
+
+
+class RawFile:
+    """The compressed file under a decompressing stream: opened (again) by the stream's openers,
+    which do not close it themselves; its position tells how far the stream has read."""
+
+    def __init__(self, fs: Any, path: str):
+        self.fs, self.path = fs, path
+        self._file: Any = None
+        self._last = 0
+
+    def open(self) -> Any:
+        self.close()
+        self._file = self.fs.open(self.path, "rb")
+        return self._file
+
+    def position(self) -> int:
+        if self._file is not None and not self._file.closed:
+            self._last = self._file.tell()
+        return self._last
+
+    def close(self) -> None:
+        if self._file is not None:
+            self.position()
+            self._file.close()
+            self._file = None

@@ -12,14 +12,18 @@ that were not committed."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from pipeline.tokenize.inputs.lines import READ_BLOCK, READ_ERRORS, DamagedRange, open_unit
 from pipeline.tokenize.inputs.types import ReadOptions, WorkUnit
 
 
 def iter_ranges(
-    stream: WorkUnit, opts: ReadOptions, storage_options: dict | None
+    stream: WorkUnit,
+    opts: ReadOptions,
+    storage_options: dict | None,
+    on_cut: Callable[[int | None], None] | None = None,
 ) -> Iterator[tuple[WorkUnit, bytes | None]]:
     """(range unit, its decompressed bytes) in file order. A range boundary is just after the first
     newline at or after each multiple of `unit_bytes`. When no newline comes within
@@ -27,7 +31,8 @@ def iter_ranges(
     its bytes (None: its reader decompresses up to it), so memory stays bounded whatever the
     lines. When the file cannot be decompressed further (cut short, corrupt), the last range is
     the whole lines read so far, handed over as a DamagedRange: its reader rejects the rest, with
-    the error, after them (a zero-length range when there are none)."""
+    the error, after them (a zero-length range when there are none). `on_cut`, when given, is
+    told before each range how far into the compressed file the reader is (None: unknown)."""
     unit_bytes, limit = opts.unit_bytes, opts.max_record_bytes
     start, buffer = 0, bytearray()
     with open_unit(stream, storage_options) as source:
@@ -38,12 +43,14 @@ def iter_ranges(
                 if isinstance(exc, FileNotFoundError):
                     raise
                 whole = buffer.rfind(b"\n") + 1
+                _tell(on_cut, source)
                 yield _range(stream, start, start + whole), DamagedRange(buffer[:whole], exc)
                 return
             if block:
                 buffer += block
             cut = _cut(buffer, start, unit_bytes)
             while cut is not None:
+                _tell(on_cut, source)
                 yield _range(stream, start, start + cut), bytes(buffer[:cut])
                 del buffer[:cut]
                 start += cut
@@ -51,10 +58,18 @@ def iter_ranges(
             if not block:
                 break
             if len(buffer) > unit_bytes + limit:  # a line longer than any record may be
+                _tell(on_cut, source)
                 yield _range(stream, start, -1), None
                 return
     if buffer:
+        _tell(on_cut, source)
         yield _range(stream, start, start + len(buffer)), bytes(buffer)
+
+
+def _tell(on_cut: Callable[[int | None], None] | None, source: Any) -> None:
+    if on_cut is not None:
+        position = getattr(source, "compressed_position", None)
+        on_cut(position() if position is not None else None)
 
 
 def _cut(buffer: bytearray, start: int, unit_bytes: int) -> int | None:
