@@ -212,3 +212,22 @@ def test_a_damaged_local_shard_is_named_not_a_pyarrow_traceback(local_url, tmp_p
     shutil.copyfile(second, first)  # a readable Arrow file, another unit's documents
     with pytest.raises(LoaderError, match=rf"{shards[0].rel}: \d+ documents .* ledger says"):
         list(dataset(str(out)).dataloader(num_workers=0))
+
+
+@pytest.mark.parametrize(("group", "packing"), [(1, "concat"), (2, "concat"), (2, "best_fit")])
+def test_one_reader_fits_in_two_groups_of_shards(local_url, s3_url, s3, tmp_path, group, packing):
+    """What docs/loader.md says a reader holds: 2 * group_shards shards. Both caches (the
+    stream's groups, the store's mappings) now drop their oldest entry before mapping the next,
+    not after: a limit of the 2 * group_shards largest shards failed ("cannot hold what this
+    process reads at once") and needed 3 * group_shards."""
+    sizes = shard_sizes(local_url)
+    limit = sum(sorted(sizes)[-2 * group :])
+    options = {"group_shards": group, "packing": packing}
+    ds = dataset(
+        s3_url,
+        storage_options=s3.storage_options,
+        cache_dir=str(tmp_path / "cache"),
+        cache_limit=limit,
+        **options,
+    )
+    assert windows(ds) == windows(dataset(local_url, **options))

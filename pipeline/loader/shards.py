@@ -198,10 +198,10 @@ class ShardStore:
         if found is not None:
             self._open.move_to_end(shard.rel)
             return found
+        while len(self._open) >= self.open_shards:  # before mapping: the limit counts it
+            self._open.popitem(last=False)
         opened = self._map(shard)
         self._open[shard.rel] = opened
-        while len(self._open) > self.open_shards:
-            self._open.popitem(last=False)
         return opened
 
     def _map(self, shard: ShardInfo) -> ShardTokens:

@@ -172,6 +172,8 @@ class Pass:
         found = self._cache.get(g)
         if found is not None:
             return found
+        while len(self._cache) >= GROUPS_KEPT:  # before mapping: a cache_limit holds 2 groups
+            self._cache.popitem(last=False)
         shards = self.groups[g]
         mapped = [self.store.tokens(s) for s in shards]
         dtypes = {m.data.dtype for m in mapped}
@@ -205,8 +207,6 @@ class Pass:
             group.masks = masks
             group.mask_start = np.concatenate([m.mask_start for m in mapped])[perm]
         self._cache[g] = group
-        while len(self._cache) > GROUPS_KEPT:
-            self._cache.popitem(last=False)
         return group
 
     def _masks(
