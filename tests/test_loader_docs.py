@@ -342,6 +342,25 @@ def test_a_unit_whose_every_record_was_rejected_reads_as_no_documents(
     assert [f["doc_id"] for f in found] == [first] and missing == ["e"]
 
 
+def test_a_mixture_source_without_a_window_is_refused_unless_its_weight_is_0(
+    url, tmp_path, ray_session, bpe_path
+):
+    """An output whose every record was rejected (or whose documents are empty) has no window:
+    its sampling rate came out 0, so a 0.5 / 0.5 mixture silently read the other output alone
+    (plan shares 1.0 / 0.0). Now the loader says so; with weight 0 it is accepted."""
+    from pipeline.errors import LoaderError
+    from pipeline.tokenize import run_job
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "rejects.jsonl").write_text('42\n[1, 2]\n{"id": "e", "text": ""}\n')
+    empty = tmp_path / "empty"
+    assert run_job(job_config(tmp_path / "in" / "*.jsonl", empty, f"bpe:{bpe_path}")).complete
+    with pytest.raises(LoaderError, match=rf"mixture source {empty} has no window .* 0 stream"):
+        dataset([url, str(empty)], weights=[0.5, 0.5]).plan()
+    plan = dataset([url, str(empty)], weights=[1, 0]).plan()
+    assert [s["share"] for s in plan.sources] == [1.0, 0.0]
+
+
 def test_an_epoch_with_no_batch_says_so(url):
     """A seq_len or batch larger than the output gave an empty epoch without a word: a training
     loop then ran no step. It warns with what the output holds and the way out."""

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.errors import LoaderError
 from pipeline.loader.kernels import mask_labels
 from pipeline.loader.mixing import Schedule, epoch_end, integer_rates, sample_rates
 from pipeline.loader.plankernels import input_starts, segment_ids
@@ -59,11 +60,16 @@ def build_epoch(ds: Any, epoch: int) -> Epoch:
     ]
     rates = [1]
     if len(sources) > 1:
-        rates = sample_rates(
-            ds.weights,
-            [s.windows_per_pass() for s in sources],
-            [s.units(ds.weight_unit) for s in sources],
-        )
+        windows = [s.windows_per_pass() for s in sources]
+        units = [s.units(ds.weight_unit) for s in sources]
+        for source, url, w, n, u in zip(sources, ds.urls, ds.weights, windows, units, strict=True):
+            if w > 0 and not (n and u):  # (its rate would be 0: the weight silently dropped)
+                raise LoaderError(
+                    f"mixture source {url} has no window of seq_len + 1 = {ds.seq_len + 1} "
+                    f"tokens (its committed documents hold {source.total} stream tokens), so "
+                    f"its weight {w} cannot be met: give it weight 0 or leave it out"
+                )
+        rates = sample_rates(ds.weights, windows, units)
     schedule = Schedule(rates, block=ds.mix_block, seed=ds.seed, epoch=epoch)
     mode, length = epoch_length(ds, schedule, sources)
     if len(sources) > 1 and (ds.weight_unit != "token" or ds.packing == "best_fit"):
