@@ -47,7 +47,8 @@ class S3Server:
         }
 
     def start(self) -> S3Server:
-        exe = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+        own = Path(sys.executable).parent / "moto_server"  # this venv's, not the PATH's first
+        exe = str(own) if own.exists() else shutil.which("moto_server") or str(own)
         self.proc = subprocess.Popen(
             [exe, "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=subprocess.DEVNULL,
@@ -105,18 +106,25 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=9000)
     parser.add_argument("--bucket", action="append", default=[])
     args = parser.parse_args()
+
+    def stop(signum: int, frame: object) -> None:  # SIGTERM too: the server goes with us
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     server = S3Server(args.port).start()
-    for bucket in args.bucket:
-        server.create_bucket(bucket)
-    print(
-        f"S3 server on {server.endpoint} (key {LOCAL_KEY}); storage options: "
-        f"--storage-option endpoint_url={server.endpoint} --storage-option key={LOCAL_KEY} "
-        f"--storage-option secret=...",
-        flush=True,
-    )
     try:
+        for bucket in args.bucket:
+            server.create_bucket(bucket)
+        print(
+            f"S3 server on {server.endpoint} (key {LOCAL_KEY}); storage options: "
+            f"--storage-option endpoint_url={server.endpoint} --storage-option key={LOCAL_KEY} "
+            f"--storage-option secret=...",
+            flush=True,
+        )
         server.proc.wait()
     except KeyboardInterrupt:
+        pass
+    finally:  # (a bad bucket name, a signal: never a server left behind)
         server.stop()
 
 

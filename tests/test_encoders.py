@@ -467,6 +467,9 @@ def test_tiktoken_kind_with_a_split_regex_and_named_files(style_paths, sample_te
             a.tolist() for a in tok.encode_batch(sample_texts[:5])
         ]
     assert load_tokenizer(f"tiktoken:{named}").eos_id == 100257
+    for name in ("gpt2", "r50k_base"):  # (tiktoken's "gpt2" is r50k_base: the same specials)
+        (tmp_path / f"{name}.tiktoken").write_bytes(dump_ranks(ranks))
+        assert load_tokenizer(f"tiktoken:{tmp_path / name}.tiktoken").eos_id == 50256
 
 
 def test_tiktoken_kind_uses_gigatoken_on_dense_ranks_and_records_why_not_otherwise(

@@ -370,6 +370,16 @@ def test_an_epoch_with_no_batch_says_so(url):
     assert len(list(ds)) == 1  # (the padded partial window)
     with pytest.warns(UserWarning, match=r"window\(s\) .*\(best_fit\), fewer than batch_size=4096"):
         assert list(TokenDataset(url, 1 << 24, batch_size=4096, packing="best_fit")) == []
+    # a mixture stopping at its first exhausted source: drop_last=False gives nothing either,
+    # so the warning does not offer it
+    mix = {"batch_size": BATCH, "eos_id": EOS, "stopping_strategy": "first_exhausted"}
+    with pytest.warns(
+        UserWarning, match=r"make 0 window\(s\) of seq_len \+ 1 = \d+ tokens \(concat\)$"
+    ):
+        assert list(TokenDataset([url, url], 1 << 24, **mix)) == []
+    assert list(TokenDataset([url, url], 1 << 24, drop_last=False, **mix)) == []
+    with pytest.raises(ValueError, match="must be finite, non-negative, not all 0"):
+        TokenDataset([url, url], SEQ, weights=[1.0, float("nan")])
 
 
 def test_a_url_that_is_no_output_says_what_it_is(url, tmp_path):

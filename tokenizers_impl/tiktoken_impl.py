@@ -40,6 +40,7 @@ FIM = ("<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>")
 # The special tokens of OpenAI's public encodings, used when a file carries one of their names
 # and no special_tokens option is given.
 KNOWN_SPECIALS: dict[str, dict[str, int]] = {
+    "gpt2": {ENDOFTEXT: 50256},  # (tiktoken's "gpt2" is r50k_base's ranks and specials)
     "r50k_base": {ENDOFTEXT: 50256},
     "p50k_base": {ENDOFTEXT: 50256},
     "cl100k_base": {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from pipeline.loader.mixing import STRATEGIES, UNITS
@@ -24,8 +25,10 @@ def check_options(
         raise ValueError(f"rank={rank}, world_size={world_size}: give both, 0 <= rank < world_size")
     if weights is not None and len(weights) != len(urls):
         raise ValueError(f"{len(weights)} weights for {len(urls)} outputs")
-    if weights is not None and (any(w < 0 for w in weights) or sum(weights) <= 0):
-        raise ValueError(f"weights {list(weights)} must be non-negative, not all 0")
+    if weights is not None and (
+        not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0
+    ):
+        raise ValueError(f"weights {list(weights)} must be finite, non-negative, not all 0")
     if weight_unit not in UNITS:
         raise ValueError(f"weight_unit {weight_unit!r}: one of {', '.join(UNITS)}")
     if stopping_strategy is not None and stopping_strategy not in STRATEGIES:

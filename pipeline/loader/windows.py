@@ -128,7 +128,11 @@ def epoch_warning(epoch: Epoch, ds: Any) -> str | None:
             f"{'batch' if ds.batch_size else 'sample'}: {tokens:,} stream tokens make "
             f"{epoch.length} window(s) of seq_len + 1 = {ds.seq_len + 1} tokens ({ds.packing})"
             + (f", fewer than batch_size={batch}" if epoch.length else "")
-            + (" (drop_last=False also gives what is left)" if ds.drop_last else "")
+            + (
+                " (drop_last=False also gives what is left)"
+                if ds.drop_last and epoch.end(0, batch, False)
+                else ""
+            )
         )
     if len(epoch.sources) < 2 or ds.stopping_strategy or ds.budget_tokens is not None:
         return None

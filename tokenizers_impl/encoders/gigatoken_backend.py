@@ -102,7 +102,11 @@ def build(source: EncoderSource) -> GigatokenEncoder:
     ranks = source.ranks()
     if scheme is None or ranks is None:
         raise EncoderUnavailable(
-            "not applicable", f"no gigatoken pretokenizer for pattern {source.pattern_name!r}"
+            "not applicable",
+            f"no gigatoken pretokenizer for pattern {source.pattern_name!r}"
+            if source.pattern_name
+            else "no gigatoken pretokenizer for a split regex of its own (gigatoken's are "
+            f"{', '.join(sorted(_SCHEMES))})",
         )
     text = "".join(
         f"{base64.b64encode(token).decode('ascii')} {rank}\n"
