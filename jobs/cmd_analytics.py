@@ -130,12 +130,14 @@ def compare_cmd(
         overwrite=overwrite,
         progress=not no_progress,
     )
-    if baseline is None:
-        from pipeline.analytics import connect, tokenizers
+    if baseline is None:  # the first tokenizer's label among all of them (two tokenizer.json
+        # files are told apart as name#fingerprint only there: alone, the first is its name)
+        from pipeline.analytics import connect
 
-        session = connect(urls[0], storage)
-        baseline = tokenizers(session.con)[0]
-        session.con.close()
+        with connect(urls, storage) as session:
+            baseline = session.con.execute(
+                "SELECT tokenizer FROM _outputs ORDER BY dataset_id LIMIT 1"
+            ).fetchone()[0]
     emit_report(urls, storage, baseline, fmt, out or f"{output.rstrip('/')}/report", alpha)
 
 

@@ -91,8 +91,13 @@ def export_cmd(
     click.echo(
         f"exported {summary['documents']} documents, {summary['tokens_written']} ids in "
         f"{summary['files']} {format_} file(s) ({summary['files_resumed']} resumed) to {dest} in "
-        f"{summary['seconds']} s ({summary['tokens_per_s']} ids/s); verified by tokenmill's reader"
-        f" and {summary['verified']['format_reader']}",
+        f"{summary['seconds']} s ({summary['tokens_per_s']} ids/s); "
+        + (
+            f"verified by tokenmill's reader and {summary['verified']['format_reader']}"
+            if report.ok
+            else f"verification FAILED ({len(report.problems)} problem(s) above) with tokenmill's "
+            f"reader and {summary['verified']['format_reader']}"
+        ),
         err=True,
     )
     click.echo(json.dumps(summary, sort_keys=True))

@@ -120,15 +120,19 @@ GROUP BY ALL
 ORDER BY tokenizer, output
 
 -- name: based
--- Documents with the baseline tokenizer's token count of the same doc_id (NULL where it has none).
+-- Documents with the baseline tokenizer's token count of the same document (NULL where it has
+-- none): the same doc_id, source (a record's own, else its file's name) and text bytes, a key
+-- the baseline holds once. Ids may repeat across input files (per-file row numbers): joined on
+-- doc_id alone, each such document took an arbitrary one's count.
 SELECT d.*, b.base_tokens
 FROM {documents} d
 LEFT JOIN (
-    SELECT doc_id, any_value(n_tokens) AS base_tokens
+    SELECT doc_id, source, n_bytes, any_value(n_tokens) AS base_tokens
     FROM {documents}
     WHERE tokenizer = getvariable('baseline')
-    GROUP BY doc_id
-) b ON b.doc_id = d.doc_id
+    GROUP BY doc_id, source, n_bytes
+    HAVING count(*) = 1
+) b ON b.doc_id = d.doc_id AND b.source IS NOT DISTINCT FROM d.source AND b.n_bytes = d.n_bytes
 
 -- name: length_histogram
 -- Document lengths in tokens, in power-of-two bins: bin b holds lengths in [2^b, 2^(b+1)).

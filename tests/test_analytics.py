@@ -230,6 +230,29 @@ def test_language_rollup_pools_sources_and_the_baseline_can_change(two_tokenizer
     assert got[(ODD_NAME, "en")]["normalized_length"] == 1.0
 
 
+def test_normalized_length_matches_documents_whose_ids_repeat_across_files(tmp_path):
+    """Per-file row numbers as ids: the same doc_id in two files. Joined on doc_id alone, each
+    took an arbitrary baseline count (the baseline against itself: 1.64, not 1.0). Documents
+    match on doc_id, source (a file's name by default) and text bytes; a key the baseline holds
+    twice matches nothing rather than a wrong one."""
+
+    def docs(a: list[int], b: list[int], c: list[int]) -> list[dict]:
+        return [
+            doc("0", "a.jsonl", "en", a, 26, 26, 6, 0),
+            doc("0", "b.jsonl", "en", b, 71, 71, 13, 0),
+            doc("7", "c.jsonl", "en", c, 5, 5, 1, 0),
+            doc("7", "c.jsonl", "en", c, 5, 5, 1, 0),  # (ambiguous: excluded)
+        ]
+
+    base = write_output(tmp_path / "base", "base", 100, docs([1] * 6, [2] * 30, [3]))
+    other = write_output(tmp_path / "other", "other", 100, docs([1] * 7, [2] * 31, [3, 3]))
+    session = connect([base, other], baseline="base")
+    got = rows_by_group(session.query("SELECT * FROM metrics_by_lang"), ("lang",))
+    assert got[("base", "en")]["normalized_length"] == 1.0
+    assert got[("other", "en")]["normalized_length"] == pytest.approx(38 / 36)
+    assert got[("other", "en")]["baseline_documents"] == 2
+
+
 def test_names_with_quotes_are_plain_strings_never_sql(two_tokenizers):
     session = connect(list(two_tokenizers), baseline=ODD_NAME)
     con = session.con
@@ -333,6 +356,32 @@ def compared(ray_session, tmp_path_factory, sample_dir, bpe_path, sp_path):
     )
     assert result.exit_code == 0, result.output
     return out, json.loads(result.stdout)
+
+
+def test_compare_of_two_tokenizer_files_of_one_name_reports_against_the_first(
+    ray_session, tmp_path, sample_dir, bpe_path
+):
+    """Two `tokenizer.json` from two model folders: together they are labelled name#fingerprint,
+    and the default baseline was the first one's label worked out alone (its plain name), so
+    compare did all the work and then failed without a report."""
+    from tokenizers_impl import load_tokenizer
+
+    for folder, size in (("a", 300), ("b", 400)):
+        (tmp_path / folder).mkdir()
+        texts = [json.loads(line)["text"] for line in (sample_dir / "de.jsonl").open()]
+        trained = load_tokenizer(f"bpe:{bpe_path}").train(texts, vocab_size=size)
+        trained.save(str(tmp_path / folder / "tokenizer.json"))
+    out = tmp_path / "cmp"
+    flags = ["compare", "--input", str(sample_dir / "de.jsonl"), "--output", str(out)]
+    for folder in ("a", "b"):
+        flags += ["--tokenizer", f"bpe:{tmp_path / folder / 'tokenizer.json'}"]
+    result = CliRunner().invoke(cli, [*flags, "--format", "json", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    labels = sorted({r["tokenizer"] for r in report["by_lang"]})
+    assert len(labels) == 2 and all(t.startswith("tokenizer.json#") for t in labels)
+    first = next(r for r in report["by_lang"] if r["normalized_length"] == 1.0)
+    assert report["baseline"] == first["tokenizer"]
 
 
 def test_compare_gives_one_row_per_tokenizer_and_language(compared):

@@ -220,7 +220,34 @@ HOSTILE = [
         "{% for m in messages %}{{ m['content'] }}{% if loop.last %}!{% endif %}{% endfor %}",
         "not incremental",
     ),
+    (  # the end of turn only before another message: it would go untrained with the next one
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
+        "{% if not loop.last %}<|im_end|>\n{% endif %}{% endfor %}",
+        "prints nothing after an assistant reply that is the last message",
+    ),
+    (  # the same text from separators printed before each message but the first
+        "{% for m in messages %}{% if not loop.first %}\n{% endif %}{{ m['role'] }}: "
+        "{{ m['content'] }}{% endfor %}",
+        "prints nothing after an assistant reply that is the last message",
+    ),
 ]
+
+
+def test_templates_that_end_each_reply_or_separate_turns_by_whitespace_are_accepted(
+    tok_path, tmp_path
+):
+    src = write_jsonl(tmp_path / "c.jsonl", conversations()[:2])
+    for i, source in enumerate(
+        [
+            "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}",
+            "{% for m in messages %}{{ m['content'] }}{% if not loop.last %}\n\n{% endif %}"
+            "{% endfor %}",
+        ]
+    ):
+        template = tmp_path / f"t{i}.jinja"
+        template.write_text(source)
+        cfg = job_config(src, tmp_path / f"o{i}", f"bpe:{tok_path}", chat_template=str(template))
+        assert run_job(cfg).documents == 2
 
 
 @pytest.mark.parametrize(("source", "message"), HOSTILE)

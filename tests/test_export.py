@@ -318,6 +318,13 @@ def test_destination_rules_and_a_corrupted_file_is_named_then_rewritten(sample_o
     (dest / "part-00001.bin").write_bytes(bytes(data))
     problems, _ = verify_export(str(dest), mode="tokenmill")
     assert problems and all("part-00001" in p for p in problems)
+    shutil.copytree(dest, tmp_path / "d-cli")  # the same damage, seen by the CLI
+    flags = ["--format", "megatron", "--max-tokens-per-file", "200000", "--verify", "tokenmill"]
+    cli_broken = CliRunner().invoke(
+        cli, ["export", str(sample_output), str(tmp_path / "d-cli"), *flags]
+    )
+    assert cli_broken.exit_code == 1 and "PROBLEM: part-00001" in cli_broken.output
+    assert "verification FAILED" in cli_broken.output and "; verified by" not in cli_broken.output
     broken = export_output(str(sample_output), str(dest), options)  # finds it, drops its record
     assert not broken.ok and not (dest / "export.json").exists()
     fixed = export_output(str(sample_output), str(dest), options)  # and rewrites it

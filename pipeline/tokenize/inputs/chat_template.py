@@ -264,6 +264,29 @@ def resolve_chat(
     return chat
 
 
+def _check_turn_end(
+    where: str, full: str, prefix: str, message: dict[str, str], following: dict[str, str]
+) -> None:
+    """Refuse a template that prints nothing after an assistant reply rendered last, but text
+    once another message follows: a turn's text is what the render up to it holds, so that text
+    (an end-of-turn token, e.g. printed unless `loop.last`) would be the next message's, and no
+    reply would train an end of turn (found: `<|im_end|>` untrained after every reply). Two
+    templates that print the same text (an end after each reply but the last, or a separator
+    before each message but the first) cannot be told apart; both leave replies without an end.
+    Whitespace alone between turns is accepted."""
+    if message["role"] != "assistant" or not prefix.endswith(message["content"]):
+        return
+    between = full[len(prefix) : full.find(following["content"], len(prefix))]
+    if between.strip():
+        raise ConfigError(
+            f"chat template {where} prints nothing after an assistant reply that is the last "
+            f"message, and {between!r} once another message follows (e.g. an end-of-turn "
+            "printed unless `loop.last`, or separators printed before messages): that text "
+            "would belong to the next message, so no reply would train an end of turn; print "
+            "the end of turn after every reply"
+        )
+
+
 def _probe(source: str, where: str, chat: dict[str, str]) -> None:
     from jinja2.exceptions import TemplateError
 
@@ -273,12 +296,14 @@ def _probe(source: str, where: str, chat: dict[str, str]) -> None:
     try:
         full = template.render(PROBE, context, 1 << 20)
         for i in range(len(PROBE) - 1):
-            if not full.startswith(template.render(PROBE[: i + 1], context, 1 << 20)):
+            prefix = template.render(PROBE[: i + 1], context, 1 << 20)
+            if not full.startswith(prefix):
                 raise ConfigError(
                     f"chat template {where} is not incremental: it renders the first {i + 1} "
                     "messages of a conversation differently once later messages follow, so "
                     "turns cannot be told apart for the loss mask"
                 )
+            _check_turn_end(where, full, prefix, PROBE[i], PROBE[i + 1])
     except (TemplateError, TemplateTimeout, TemplateTooLarge, RecursionError) as exc:
         raise ConfigError(
             f"chat template {where} failed on a probe conversation: {type(exc).__name__}: {exc}"
