@@ -195,6 +195,8 @@ def sql_cmd(args, baseline, fmt, alpha, storage_option) -> None:
     unigram_counts, metrics, metrics_by_lang) of the outputs; prints the result."""
     if len(args) < 2:
         fail("give at least one output URL and a query")
+    if not args[-1].strip():
+        fail("the query (the last argument) is empty")
     import duckdb
 
     from pipeline.analytics import connect

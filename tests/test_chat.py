@@ -164,6 +164,7 @@ REJECTS = [
         "content of message 0 is list, expected string",
     ),
     ({"id": "r4", "messages": "hello"}, "messages is str, expected a list"),
+    ({"id": "r4b", "messages": [{"content": "x"}]}, "message 0 has no role"),
     (
         {"id": "r5", "messages": [{"role": "user", "content": "a question"}]},
         "no assistant message to train on (train_on assistant)",
@@ -193,7 +194,11 @@ def test_bad_conversations_are_rejects_with_their_reason(tok_path, tmp_path):
     summary = run_job(
         job_config(src, out, f"bpe:{tok_path}", chat_template=str(template), format="chat")
     )
-    assert (summary.docs_read, summary.documents, summary.rejected) == (len(records), 3, 7)
+    assert (summary.docs_read, summary.documents, summary.rejected) == (
+        len(records),
+        3,
+        len(REJECTS),
+    )
     for entry in iter_committed(Output(str(out))):
         assert entry.docs_read == entry.documents + entry.rejected
     import pyarrow as pa

@@ -75,6 +75,8 @@ class ChatRenderer:
             if not isinstance(message, dict):
                 raise ChatError(f"message {i} is {type(message).__name__}, expected an object")
             role, content = message.get("role"), message.get("content")
+            if role is None:
+                raise ChatError(f"message {i} has no role")
             if not isinstance(role, str) or role not in ROLES:
                 raise ChatError(f"message {i} has unknown role {role!r}")
             if not isinstance(content, str):
