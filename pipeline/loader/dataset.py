@@ -28,7 +28,7 @@ from pipeline.loader.arrays import ArrayPool
 from pipeline.loader.batches import batch_items
 from pipeline.loader.dataloader import build_dataloader
 from pipeline.loader.kernels import warm_kernels
-from pipeline.loader.options import check_labels, check_options, check_packing
+from pipeline.loader.options import check_labels, check_options, check_packing, check_special_ids
 from pipeline.loader.plan import EpochPlan, plan_epoch
 from pipeline.loader.prefetch import local_batches
 from pipeline.loader.provenance import load_skip, sample_segments
@@ -204,13 +204,7 @@ class TokenDataset(IterableDataset):
             self._np_dtype, shard_dtype, self.group_shards, best=best, mask=self.rows.target_mask
         )
 
-    def _ids(
-        self,
-        storage_options: dict[str, Any] | None,
-        eos_id: int | None,
-        bos_id: int | None,
-        pad_id: int | None,
-    ) -> None:
+    def _ids(self, storage_options: dict | None, eos_id: Any, bos_id: Any, pad_id: Any) -> None:
         """The ledger's shards and tokenizer of every output; EOS, BOS (the tokenizer's when it
         has one, unless bos_id < 0) and padding ids."""
         self.shards, tokenizers = zip(
@@ -219,14 +213,7 @@ class TokenDataset(IterableDataset):
         if len({t["fingerprint"] for t in tokenizers}) > 1:
             raise LoaderError(f"outputs {self.urls} were tokenized with different tokenizers")
         self.tokenizer = tokenizers[0]
-        for key, given in (("eos_id", eos_id), ("bos_id", bos_id)):
-            found = {u: t.get(key) for u, t in zip(self.urls, tokenizers, strict=True)}
-            if given is None and len(set(found.values())) > 1:  # one id for every document
-                raise LoaderError(
-                    f"outputs disagree on {key} ({', '.join(f'{u}: {v}' for u, v in found.items())}"
-                    f"): the same tokenizer run with other special tokens; pass {key}= (it "
-                    f"applies to every output{', -1 for none' if key == 'bos_id' else ''})"
-                )
+        check_special_ids(self.urls, tokenizers, eos_id=eos_id, bos_id=bos_id)
         self.eos_id = eos_id if eos_id is not None else self.tokenizer.get("eos_id")
         if self.eos_id is None:
             raise LoaderError(f"tokenizer of {self.urls[0]} has no eos_id; pass eos_id=")

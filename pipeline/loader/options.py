@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from pipeline.errors import LoaderError
 from pipeline.loader.mixing import STRATEGIES, UNITS
 from pipeline.loader.source import PACKINGS
 
@@ -67,3 +68,16 @@ def check_labels(labels: str, prefetch: int = 0) -> None:
         )
     if not isinstance(prefetch, int) or isinstance(prefetch, bool) or prefetch < 0:
         raise ValueError(f"prefetch {prefetch!r}: chunks filled ahead, an int >= 0")
+
+
+def check_special_ids(urls: list[str], tokenizers: Sequence[dict], **given: int | None) -> None:
+    """The outputs of a mixture agree on each special id not `given` (one EOS / BOS for every
+    document), else LoaderError naming each output's id."""
+    for key, value in given.items():
+        found = {u: t.get(key) for u, t in zip(urls, tokenizers, strict=True)}
+        if value is None and len(set(found.values())) > 1:
+            raise LoaderError(
+                f"outputs disagree on {key} ({', '.join(f'{u}: {v}' for u, v in found.items())}): "
+                f"the same tokenizer run with other special tokens; pass {key}= (it applies to "
+                f"every output{', -1 for none' if key == 'bos_id' else ''})"
+            )
