@@ -49,6 +49,12 @@ class UnitFailed(TokenmillError, RuntimeError):
     exit_code = 3
 
 
+class InputReadFailed(UnitFailed):
+    """Reading an input from its storage failed (after the storage retries): not damage in the
+    file, so nothing of the unit is committed (no reject stands for the rest of the file) and a
+    rerun reads it again (exit 3)."""
+
+
 class VerificationFailed(TokenmillError, RuntimeError):
     """A fast encoder's ids differ from the tokenizer's reference on a sampled document: the unit
     is not committed (it names the document, the first differing token and the encoder)."""

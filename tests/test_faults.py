@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import select
 import signal
 import socket
@@ -494,3 +495,54 @@ def test_object_storage_server_restarted_mid_run_fails_clearly_and_the_rerun_fin
         assert s3_shards(output) == reference
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz", ".zst"])
+def test_a_storage_error_while_an_input_is_read_fails_the_unit_and_is_no_reject(
+    s3, monkeypatch, suffix
+):
+    """An object store that stops answering while a file is read (here: past the retries) is not
+    damage in the file. It became an `unreadable input` reject, committed, and a rerun had
+    nothing to redo: whole files lost, and a stream's partial range kept beside the full one.
+    Now the unit fails (InputReadFailed, exit 3), nothing of it is committed."""
+    import gzip
+
+    import zstandard
+
+    from pipeline.errors import InputReadFailed
+    from pipeline.output import storage
+    from pipeline.tokenize.inputs import ReadOptions, plan_units, read_unit
+
+    monkeypatch.setattr(storage, "DEFAULT_DEADLINE_S", 1.0)
+    rng = random.Random(0)  # text that compresses only ~2x: every format reads it in many reads
+    raw = "".join(
+        json.dumps({"id": f"d{i}", "text": " ".join(f"{rng.getrandbits(32):x}" for _ in range(90))})
+        + "\n"
+        for i in range(8_000)
+    ).encode()
+    data = {"": raw, ".gz": gzip.compress(raw), ".zst": zstandard.compress(raw)}[suffix]
+    bucket = f"reads{suffix.strip('.')}"
+    s3.create_bucket(bucket)
+    with s3.filesystem().open(f"{bucket}/in.jsonl{suffix}", "wb") as handle:
+        handle.write(data)
+    proxy = FlakyProxy(s3.port)
+    options = {
+        **s3.storage_options,
+        "endpoint_url": f"http://127.0.0.1:{proxy.port}",
+        "default_block_size": 1 << 16,
+        "config_kwargs": {"retries": {"total_max_attempts": 1}},
+    }
+    opts = ReadOptions(unit_bytes=1 << 30)
+    (unit,) = plan_units([f"s3://{bucket}/in.jsonl{suffix}"], opts, options)
+    batches = read_unit(unit, opts, options)
+    first = next(batches)
+    assert first.texts and not first.rejects
+    down = threading.Thread(target=proxy.outage, args=(20.0,), daemon=True)
+    down.start()
+    try:
+        with pytest.raises(InputReadFailed, match="a storage error, not damage in the file"):
+            for batch in batches:
+                assert not batch.rejects
+    finally:
+        proxy.down.clear()
+        proxy.close()

@@ -18,6 +18,7 @@ from pipeline.tokenize.inputs.salvage import (  # noqa: F401 (READ_BLOCK: set by
     GzipPieces,
     RawFile,
     Salvaging,
+    StorageReads,
 )
 from pipeline.tokenize.inputs.types import DocBatch, InputFile, ReadOptions, WorkUnit
 from schemas.shards import REJECT_RAW_BYTES
@@ -88,7 +89,7 @@ def open_unit(unit: WorkUnit, storage_options: dict | None):
         )
     if unit.compression:
         return Salvaging(lambda: fs.open(path, "rb", compression=unit.compression))
-    return fs.open(path, "rb")
+    return StorageReads(fs, path)
 
 
 def aligned_bounds(fs, path: str, size: int, unit_bytes: int) -> list[int]:

@@ -3,9 +3,13 @@ every whole line before the damage is a document, and the damage is one reject a
 
 from __future__ import annotations
 
+import contextlib
 import zlib
 from collections.abc import Callable
 from typing import Any
+
+from pipeline.errors import InputReadFailed
+from pipeline.output.storage import is_transient, with_retries
 
 READ_BLOCK = 1 << 20
 # what reading a cut or damaged input raises (zlib.error: a corrupt deflate stream in a .gz)
@@ -148,6 +152,75 @@ class GzipPieces:
         self._raw.close()
 
 
+class StorageReads:
+    """An input file's bytes as its storage gives them: a read that fails is retried (transient
+    errors, the storage retry policy: the file opened again at the same position) and, if it
+    still fails, raises InputReadFailed, which no reader turns into a reject. The decompressor
+    above it alone says a file is damaged: before, a 503 from an object store while a file was
+    read became `unreadable input` rejects, committed, and a rerun had nothing to redo (whole
+    files lost; a stream's partial range kept beside the full one: duplicates)."""
+
+    def __init__(self, fs: Any, path: str):
+        self.fs, self.path = fs, path
+        self._file = fs.open(path, "rb")
+        self._pos = 0
+        self.closed = False
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            data = self._file.read(n)
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any storage failure: retried, then the unit's
+            data = self._again(n, exc)
+        self._pos += len(data)
+        return data
+
+    def _again(self, n: int, first: BaseException) -> bytes:
+        def reread() -> bytes:
+            with contextlib.suppress(Exception):
+                self._file.close()
+            self._file = self.fs.open(self.path, "rb")
+            self._file.seek(self._pos)
+            return self._file.read(n)
+
+        try:
+            if not is_transient(first):
+                raise first
+            return with_retries(reread, f"read {self.path} at byte {self._pos}")
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise InputReadFailed(
+                f"reading {self.path} failed at byte {self._pos} ({type(exc).__name__}: {exc}); "
+                "a storage error, not damage in the file: nothing of this unit is committed, "
+                "rerun the same command to resume"
+            ) from exc
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self._pos = self._file.seek(offset, whence)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def close(self) -> None:
+        self.closed = True
+        self._file.close()
+
+    def __enter__(self) -> StorageReads:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class RawFile:
     """The compressed file under a decompressing stream: opened (again) by the stream's openers,
     which do not close it themselves; its position tells how far the stream has read."""
@@ -159,7 +232,7 @@ class RawFile:
 
     def open(self) -> Any:
         self.close()
-        self._file = self.fs.open(self.path, "rb")
+        self._file = StorageReads(self.fs, self.path)
         return self._file
 
     def position(self) -> int:
