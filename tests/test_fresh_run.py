@@ -14,7 +14,7 @@ import time
 import pytest
 
 from pipeline.errors import ConfigError, InputsChanged, LeaseLost
-from pipeline.output import Output, committed_entries
+from pipeline.output import Output, committed_entries, iter_committed
 from pipeline.output.lease import OutputLease
 from pipeline.output.verify import verify_output
 from pipeline.tokenize.actors import session_processes
@@ -276,6 +276,42 @@ def test_stale_spool_files_are_reported_by_verify_and_removed_by_the_next_run(
     assert report.ok and report.spool_files == [".tmp/spool-deadbeef"]
     summary = run_job(cfg)
     assert summary.spool_files_removed == 1 and verify_output(str(out)).spool_files == []
+
+
+def test_files_no_ledger_entry_lists_are_reported_by_verify_and_removed_by_the_next_run(
+    ray_session, tmp_path, bpe_path
+):
+    """A crash between publishing a unit's files and writing its ledger entry (or between an
+    uncommit's removal of the entry and of the files), then the unit's input removed: its files
+    stayed forever, and `verify` saw only a shard. A crash inside an atomic write left
+    `ledger/<id>.json.tmp-<uuid>`. The next run removes them all (its lease makes it the only
+    writer), and the output equals a fresh run."""
+    from schemas.layout import UnitNames
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("de.jsonl", "en.jsonl"):
+        shutil.copy(SAMPLE_DIR / name, src / name)
+    out, fresh = tmp_path / "out", tmp_path / "fresh"
+    run_job(job_config(src / "*.jsonl", out, f"bpe:{bpe_path}"))
+    gone = next(e for e in iter_committed(Output(str(out))) if e.unit.url.endswith("en.jsonl"))
+    (out / UnitNames.of(gone.unit_id, gone.config_hash).ledger).unlink()  # crashed before it
+    (src / "en.jsonl").unlink()
+    (out / "ledger" / "abc.json.tmp-0123").write_bytes(b"{")
+    (out / "job.json.tmp-4567").write_bytes(b"{")
+    report = verify_output(str(out))
+    listed = {gone.shard, gone.unigrams, "ledger/abc.json.tmp-0123", "job.json.tmp-4567"}
+    assert report.ok and set(report.orphans) == listed
+    summary = run_job(job_config(src / "*.jsonl", out, f"bpe:{bpe_path}"))
+    assert summary.complete and summary.spool_files_removed == 4
+    assert verify_output(str(out)).orphans == []
+    run_job(job_config(src / "*.jsonl", fresh, f"bpe:{bpe_path}"))
+    files = {p.relative_to(out) for p in out.rglob("*") if p.is_file() and "runs" not in p.parts}
+    fresh_files = {p.relative_to(fresh) for p in fresh.rglob("*") if p.is_file()}
+    assert {f for f in files if f.parts[0] != "_lease.json.lock"} == {
+        f for f in fresh_files if "runs" not in f.parts and f.parts[0] != "_lease.json.lock"
+    }
+    assert shard_files(out) == shard_files(fresh)
 
 
 def big_corpus(folder, copies=8):

@@ -8,7 +8,15 @@ import pyarrow.compute as pc
 from pipeline.output.ledger import committed_entries
 from pipeline.output.shards import bytes_checksum, shard_metadata
 from pipeline.output.storage import Output
-from schemas.layout import LEDGER_DIR, SHARDS_DIR, SPOOL_DIR
+from schemas.layout import (
+    LEDGER_DIR,
+    REJECTS_DIR,
+    RUNS_DIR,
+    SHARDS_DIR,
+    SIDECAR_DIR,
+    SPOOL_DIR,
+    UNIGRAMS_DIR,
+)
 from schemas.records import LedgerEntry, VerifyReport
 
 
@@ -24,8 +32,7 @@ def verify_output(url: str, storage_options: dict | None = None) -> VerifyReport
         if unit_problems:
             bad_units.append(entry.unit_id)
             problems.extend(f"unit {entry.unit_id}: {p}" for p in unit_problems)
-    listed = {e.shard.split("/", 1)[1] for e in entries}
-    orphans = [n for n in output.list(SHARDS_DIR, ".arrow") if n not in listed]
+    orphans = orphan_files(output, entries)
     if not entries and not output.list(LEDGER_DIR):
         problems.append(f"no ledger entries under {output.url}/{LEDGER_DIR}: nothing committed")
     return VerifyReport(
@@ -41,6 +48,23 @@ def verify_output(url: str, storage_options: dict | None = None) -> VerifyReport
         orphans=orphans,
         spool_files=spool_files(output),
     )
+
+
+def orphan_files(output: Output, entries: list[LedgerEntry]) -> list[str]:
+    """Files no committed entry lists: a unit's files published before a crash took its ledger
+    entry (or an uncommit removed the entry and not yet its files) whose unit is no longer
+    planned, and temporary names of atomic writes a crash cut (`*.tmp-<id>` beside the ledger,
+    the runs or job.json). A fresh run has none of them; the next run removes them."""
+    listed = {rel for e in entries for rel in (e.shard, e.rejects, e.sidecar, e.unigrams) if rel}
+    found = [
+        f"{d}/{name}"
+        for d in (SHARDS_DIR, REJECTS_DIR, SIDECAR_DIR, UNIGRAMS_DIR)
+        for name in output.list(d)
+        if f"{d}/{name}" not in listed
+    ]
+    for d in (LEDGER_DIR, RUNS_DIR):
+        found += [f"{d}/{name}" for name in output.list(d) if ".tmp-" in name]
+    return found + [name for name in output.list("") if ".tmp-" in name]
 
 
 def spool_files(output: Output) -> list[str]:

@@ -24,7 +24,7 @@ from pipeline.output import (
 )
 from pipeline.output.lease import OutputLease, owner_dead
 from pipeline.output.repair import uncommit, uncommit_bad_units
-from pipeline.output.verify import spool_files
+from pipeline.output.verify import orphan_files, spool_files
 from pipeline.tokenize.config import JobConfig, tokenizer_options
 from pipeline.tokenize.feed import WorkFeed, todo_bytes
 from pipeline.tokenize.inputs import WorkUnit, is_stream, plan_units, same_file
@@ -254,6 +254,9 @@ def _run_leased(cfg: JobConfig, lease: OutputLease) -> RunSummary:
     units = plan_units(cfg.input, cfg.read_options(), cfg.storage_options, exclude=[cfg.output])
     check_manifest(job.output, job.manifest)  # after planning: a failed plan leaves no trace
     plan = reconcile(cfg, job, units)
+    orphans = orphan_files(job.output, committed_entries(job.output))  # (the lease is ours)
+    for rel in orphans:
+        job.output.remove(rel)
     log.info(
         "%d units planned, %d already committed, %d to run",
         len(units),
@@ -303,10 +306,13 @@ def _run_leased(cfg: JobConfig, lease: OutputLease) -> RunSummary:
     lease.check()
     entries = committed_entries(job.output, job.task.config_hash)
     plan = _with_streams(plan, units, feed)
-    if stale_spool:
-        notes.append(f"removed {len(stale_spool)} scratch files left by interrupted runs")
+    if stale_spool or orphans:
+        notes.append(
+            f"removed {len(stale_spool) + len(orphans)} files left by interrupted runs "
+            f"({len(stale_spool)} scratch, {len(orphans)} listed by no ledger entry)"
+        )
     summary = _summary(cfg, job, units, plan, entries, this_run, n_actors, repaired, started)
-    summary = replace(summary, notes=notes, spool_files_removed=len(stale_spool))
+    summary = replace(summary, notes=notes, spool_files_removed=len(stale_spool) + len(orphans))
     return replace(summary, summary_path=write_run_summary(job.output, summary))
 
 
