@@ -254,7 +254,7 @@ class VerifyReport:
     bytes: int
     bad_units: list[str]
     problems: list[str]  # each names the unit and the object
-    orphans: list[str]  # uncommitted leftovers of crashed attempts: harmless, never read
+    orphans: list[str]  # files no entry lists (paths under the output): the next run removes them
     spool_files: list[str] = field(default_factory=list)  # scratch left by interrupted runs
 
     def to_json(self) -> dict[str, Any]:

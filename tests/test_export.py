@@ -253,7 +253,7 @@ def test_orphan_shards_are_never_exported(sample_output, documents, tmp_path, bp
     (shard,) = (other / "shards").glob("*.arrow")
     config12 = json.loads((out / "job.json").read_text())["config_hash"][:12]
     shutil.copy(shard, out / "shards" / f"{'0' * 24}.{config12}.arrow")  # a crashed attempt's
-    assert verify_output(str(out)).orphans == [f"{'0' * 24}.{config12}.arrow"]
+    assert verify_output(str(out)).orphans == [f"shards/{'0' * 24}.{config12}.arrow"]
 
     report = export_output(str(out), str(tmp_path / "hf"), ExportOptions("hf"))
     assert report.ok, report.problems
