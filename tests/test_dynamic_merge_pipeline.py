@@ -67,3 +67,44 @@ def test_run_writes_batch_ids_and_sidecars_that_decode_every_document(
     ).fetchall()[0]
     assert lword < lm < l0 and lm == summary.tokens
     assert Path(out, entry.sidecar).exists()
+
+
+def test_its_batch_local_ids_are_refused_by_retokenize_and_train_ngram(
+    ray_session, sample_dir, bpe_path, tmp_path
+):
+    """Merged ids mean something only with their batch's sidecar vocabulary: retokenize failed
+    mid-job with 'merged ids need their batch vocabulary' (job.json already written), and
+    train-ngram counted them as one vocabulary (exit 0). Both now refuse up front, naming why."""
+    from click.testing import CliRunner
+
+    from jobs.cli import main as cli
+
+    config = tmp_path / "merge.json"
+    config.write_text(json.dumps({"base": f"bpe:{bpe_path}", "max_merges": 20}))
+    out = tmp_path / "out"
+    run_job(
+        load_config(
+            input=[str(sample_dir / "de.jsonl")],
+            output=str(out),
+            tokenizer=f"dynamic_merge:{config}",
+            progress=False,
+        )
+    )
+    again = tmp_path / "re"
+    flags = ["--input", str(out), "--output", str(again), "--tokenizer", f"bpe:{bpe_path}"]
+    result = CliRunner().invoke(cli, ["retokenize", *flags, "--no-progress"])
+    assert result.exit_code == 2 and "writes ids local to each batch" in result.output
+    assert not (again / "job.json").exists()
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train-ngram",
+            "--shards",
+            str(out),
+            "--tokenizer",
+            f"dynamic_merge:{config}",
+            "--output",
+            str(tmp_path / "m.npz"),
+        ],
+    )
+    assert result.exit_code == 2 and "merged ids are local to their batch" in result.output

@@ -109,3 +109,41 @@ def test_token_offsets_column_maps_byte_spans_to_tokens(
         lo, hi = tokens_to_byte_span(offsets, i, j)
         assert lo <= a and b <= hi
         assert data[lo:hi] == tok.decode_bytes(row["tokens"][i:j])
+
+
+def test_a_source_tokenizer_that_did_not_write_the_shards_is_refused_before_anything(
+    ray_session, tmp_path, sample_dir, bpe_path, sp_path, monkeypatch
+):
+    """A wrong --source-tokenizer decoded the shards into other text with exit 0 and `verify`
+    ok; job.json kept the tokenizer path as typed, so a retokenize from another folder read
+    whatever file of that name was there. Now the source's fingerprint must be the one that
+    wrote the shards (refused before anything is written), and job.json holds an absolute path."""
+    import shutil
+
+    (tmp_path / "tok").mkdir()
+    shutil.copy(bpe_path, tmp_path / "tok" / "bpe.json")
+    monkeypatch.chdir(tmp_path / "tok")
+    first = tmp_path / "bpe"
+    cfg = load_config(
+        input=[str(sample_dir / "de.jsonl")], output=str(first), tokenizer="bpe:bpe.json"
+    )
+    run_job(cfg.model_copy(update={"progress": False}))
+    spec = json.loads((first / "job.json").read_text())["tokenizer_spec"]
+    assert spec["path"] == str(tmp_path / "tok" / "bpe.json")
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "re"
+    flags = ["retokenize", "--input", str(first), "--output", str(out), "--no-progress"]
+    wrong = CliRunner().invoke(
+        cli,
+        [
+            *flags,
+            "--tokenizer",
+            f"bpe:{bpe_path}",
+            "--source-tokenizer",
+            f"sentencepiece:{sp_path}",
+        ],
+    )
+    assert wrong.exit_code == 2 and "not by the source tokenizer" in wrong.output
+    assert not (out / "job.json").exists() and not (out / "shards").exists()
+    right = _cli_json([*flags, "--tokenizer", f"sentencepiece:{sp_path}"])  # from job.json
+    assert right["complete"] and right["rejected"] == 0

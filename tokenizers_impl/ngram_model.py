@@ -75,7 +75,11 @@ class NgramModel:
         """Count n-grams of token documents (each one array of ids) and smooth them."""
         base = vocab_size + 2
         if not 1 <= order <= MAX_ORDER or base**order >= 2**62:
-            raise NgramModelError(f"order {order} with vocab_size {vocab_size} is not supported")
+            most = max((k for k in range(1, MAX_ORDER + 1) if base**k < 2**62), default=0)
+            raise NgramModelError(
+                f"order {order} with vocab_size {vocab_size} is not supported: contexts are coded "
+                f"in 62 bits, so at most order {most} for this vocabulary (and 1-{MAX_ORDER})"
+            )
         chunks: list[tuple[np.ndarray, np.ndarray]] = []
         batch: list[np.ndarray] = []
         for doc in documents:
@@ -205,6 +209,9 @@ def _merge(chunks: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.
     return unique, np.bincount(inverse, weights=counts).astype(np.int64)
 
 
+BATCH_LOCAL_KINDS = ("dynamic_merge",)  # tokenizers whose ids need their batch's sidecar
+
+
 def shard_documents(
     urls: Sequence[str], storage_options: dict | None = None
 ) -> Iterable[np.ndarray]:
@@ -215,6 +222,13 @@ def shard_documents(
             table = pa.ipc.open_file(pa.BufferReader(handle.read())).read_all()
         if "tokens" not in table.column_names:
             raise NgramModelError(f"shard {url!r} has no tokens column")
+        kind = (table.schema.metadata or {}).get(b"tokenmill.tokenizer.kind", b"").decode()
+        if kind in BATCH_LOCAL_KINDS:
+            raise NgramModelError(
+                f"shard {url!r} was written by a {kind} tokenizer: its merged ids are local to "
+                "their batch (they mean nothing outside it), so they cannot be counted as one "
+                "vocabulary; count the shards of its base tokenizer instead"
+            )
         for chunk in table.column("tokens").chunks:
             offsets = chunk.offsets.to_numpy()
             values = chunk.values.to_numpy().astype(np.int64)

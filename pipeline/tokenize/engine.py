@@ -88,7 +88,7 @@ def prepare(cfg: JobConfig, fence: dict[str, Any] | None = None) -> PreparedJob:
     manifest = {
         "config_hash": config_hash,
         "tokenizer": tokenizer.describe(),
-        "tokenizer_spec": cfg.tokenizer.model_dump(),
+        "tokenizer_spec": absolute_spec(cfg.tokenizer.model_dump()),
         "options": cfg.output_options(read),
         "inputs": cfg.input,
         "schema_version": SCHEMA_VERSION,
@@ -103,6 +103,15 @@ def prepare(cfg: JobConfig, fence: dict[str, Any] | None = None) -> PreparedJob:
         cfg.verify_sample,
     )
     return PreparedJob(tokenizer, output, task, manifest)
+
+
+def absolute_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """The tokenizer spec as job.json keeps it: a local path made absolute (retokenize reads it
+    back from anywhere; relative, it named whatever file of that name the current folder held)."""
+    path = spec.get("path")
+    if isinstance(path, str) and path and "://" not in path and not os.path.isabs(path):
+        return {**spec, "path": os.path.abspath(path)}
+    return spec
 
 
 def _chat_fields(cfg: JobConfig, tokenizer: TokenizerBase) -> dict[str, str]:

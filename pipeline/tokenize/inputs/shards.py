@@ -29,6 +29,8 @@ class ShardsFormat(InputFormat):
             entries = list(iter_committed(output))
             if not entries:
                 raise InputError(f"input {url!r} has no committed shards (no ledger entries)")
+            if opts.source_tokenizer:
+                check_source(opts.source_tokenizer, url, entries, storage_options)
             units.extend(
                 WorkUnit(
                     url=f"{output.url}/{entry.shard}",
@@ -78,6 +80,28 @@ class ShardsFormat(InputFormat):
                 if out.full():
                     yield out.take()
         yield out.take()
+
+
+def check_source(spec: str, url: str, entries: list, storage_options: dict | None) -> None:
+    """Refuse, before anything is written, a source tokenizer that did not write these shards
+    (another fingerprint: a wrong --source-tokenizer, or a job.json path that now names another
+    file, decoded them into other text with exit 0 and `verify` ok) or whose ids need each
+    batch's vocabulary (dynamic_merge: its sidecars, which this reader does not use)."""
+    tokenizer = decoder_for(spec, storage_options)
+    if tokenizer.sidecar_schema is not None:
+        raise InputError(
+            f"input {url!r}: its tokenizer {spec!r} writes ids local to each batch (decoded "
+            "only with the batch's vocabulary, in the output's sidecars); re-tokenize from the "
+            "original input instead"
+        )
+    wrote = {e.tokenizer.get("fingerprint") for e in entries}
+    if wrote != {tokenizer.fingerprint}:
+        raise InputError(
+            f"input {url!r} was written by tokenizer fingerprint(s) {sorted(map(str, wrote))}, "
+            f"not by the source tokenizer {spec!r} (fingerprint {tokenizer.fingerprint}): its "
+            "tokens would decode to other text; pass the tokenizer that wrote it "
+            "(--source-tokenizer)"
+        )
 
 
 def source_tokenizer_spec(input_url: str, storage_options: dict | None = None) -> str:
