@@ -36,7 +36,7 @@ def corpus_slice(folder: str, megabytes: float) -> list[str]:
             for line in handle:
                 text = json.loads(line)["text"]
                 texts.append(text)
-                budget -= len(text)
+                budget -= len(text.encode("utf-8"))  # (megabytes of text, not characters)
                 if budget <= 0:
                     break
     return texts

@@ -216,6 +216,18 @@ def test_ngram_byte_by_byte_probability_equals_the_lemma_on_the_whole_text(
         ), lang
 
 
+def test_end_of_text_follows_only_the_encoding_of_the_texts_own_bytes(sample_bpe, sample_ngram):
+    """A text ending in whitespace: [' ', ' '] may be followed by more text, but "  " alone is
+    encoded otherwise; end-of-text after it put mass on a complete non-canonical sequence, so
+    log_byte_prob(x, end=True) was the sum over several encodings, not log P(enc(x) + EOT)."""
+    for text in ("  x  ", "a  ", "x\n\n  ", "end.\n"):
+        enc = [int(i) for i in sample_bpe.encode_batch([text])[0]]
+        logp = sum(float(sample_ngram([enc[:k]])[0][enc[k]]) for k in range(len(enc)))
+        logp += float(sample_ngram([enc])[0][-1])
+        end = log_byte_prob(sample_bpe, sample_ngram, text.encode(), end=True)
+        assert end == pytest.approx(logp, abs=1e-9), text
+
+
 def test_ngram_incremental_equals_scratch_and_trie_equals_scan(sample_bpe, sample_ngram, held_out):
     text = held_out["zh"]
     state = ByteState(sample_bpe, sample_ngram)

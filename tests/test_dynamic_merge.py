@@ -272,6 +272,10 @@ def test_loads_from_a_config_file_and_saves_it_back(bpe_path, tmp_path):
     config.write_text(json.dumps({"base": "bpe:base.json", "max_merge": 7}))
     with pytest.raises(TokenizerError, match="max_merge"):
         load_tokenizer(f"dynamic_merge:{config}")
+    nested = tmp_path / "nested.json"  # (it failed later: "merged ids need their batch vocabulary")
+    nested.write_text(json.dumps({"base": f"dynamic_merge:{tmp_path / 'copy.yaml'}"}))
+    with pytest.raises(TokenizerError, match="base .* is a dynamic_merge tokenizer"):
+        load_tokenizer(f"dynamic_merge:{nested}")
 
 
 def test_wraps_a_sentencepiece_base_without_crossing_words(sp_path, sample_records):

@@ -52,7 +52,11 @@ class CachedModel:
 class CanonicalModel(CachedModel):
     """`model` conditioned on prefix-canonical token sequences: the next token t is kept only when
     context + [t] is one of the encodings of its bytes that more text can follow
-    (`ByteCodec.heads`); end-of-text is always kept; the row is renormalised.
+    (`ByteCodec.heads`); end-of-text only when the context is the encoding of its own bytes (a
+    tokenizer that cannot encode raw bytes keeps it always); the row is renormalised. (Before
+    session 12 end-of-text was always kept, so a context such as [' ', ' '] that more text can
+    follow but that is not how "  " is encoded put mass on a complete non-canonical sequence:
+    byte_prob(x, end=True) of a text ending in whitespace was the sum over several encodings.)
 
     The byte-token lemma assumes the model puts no mass on non-canonical encodings; wrapped this way
     any model satisfies it exactly, so next-byte distributions chain exactly (P(xb) = P(x) P(b|x)).
@@ -63,14 +67,22 @@ class CanonicalModel(CachedModel):
     def __init__(self, model: Callable, tokenizer: TokenizerBase, maxsize: int = 4096):
         super().__init__(model, maxsize)
         self.codec = codec(tokenizer)
+        self.tokenizer = tokenizer
+
+    def _complete(self, context: tuple[int, ...]) -> bool:
+        """Whether the context is the encoding of its own bytes (end-of-text may follow it)."""
+        if not context or not self.tokenizer.supports_encode_bytes:
+            return True
+        data = self.tokenizer.decode_bytes(list(context))
+        return tuple(int(i) for i in self.tokenizer.encode_bytes(data)) == context
 
     def compute(self, contexts: list[tuple[int, ...]]) -> np.ndarray:
         rows = super().compute(contexts)
         ids = self.codec.trie.ids.tolist()
         for row, context in zip(rows, contexts, strict=True):
             keep = np.zeros(len(row), dtype=bool)
-            keep[-1] = True
             keep[ids] = self.codec.allowed_next(context, ids)
+            keep[-1] = self._complete(context) or not keep.any()
             row[~keep] = -np.inf
             row -= logsumexp(row)
         return rows

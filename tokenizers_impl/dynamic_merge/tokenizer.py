@@ -136,6 +136,12 @@ class DynamicMergeTokenizer(TokenizerBase):
         if "://" not in base_path and not base_path.startswith("/") and "/" in path:
             base_path = f"{path.rsplit('/', 1)[0]}/{base_path}"
         base = load_tokenizer(f"{kind}:{base_path}", storage_options=storage_options)
+        if base.sidecar_schema is not None:  # (e.g. another dynamic_merge)
+            raise TokenizerError(
+                f"dynamic_merge config {path!r}: base {config['base']!r} is a {base.kind} "
+                "tokenizer, whose ids need their batch's vocabulary; the base must give global "
+                "ids (bpe, tiktoken, sentencepiece, lib)"
+            )
         return cls(
             base,
             max_merges=config.get("max_merges", 50),
