@@ -37,10 +37,11 @@ def train_loop(config: dict) -> None:
     batches = ray.train.get_dataset_shard("train").iter_torch_batches(
         batch_size=config["batch"], dtypes=dtypes, device=device
     )
-    t0, tokens, loss = time.perf_counter(), 0, torch.tensor(0.0)
-    for step, batch in enumerate(batches):
-        if step == config["steps"]:
+    t0, tokens, loss, steps = time.perf_counter(), 0, torch.tensor(0.0), 0
+    for batch in batches:
+        if steps == config["steps"]:
             break
+        steps += 1
         logits = model(batch["input_ids"], batch["position_ids"])
         loss = nn.functional.cross_entropy(
             logits.flatten(0, 1), labels_from(batch).flatten(), ignore_index=IGNORE_INDEX
@@ -51,7 +52,7 @@ def train_loop(config: dict) -> None:
         tokens += batch["input_ids"].numel()
     metrics = {
         "rank": ray.train.get_context().get_world_rank(),
-        "steps": step,
+        "steps": steps,  # (done: fewer than asked when the shard ran out; 0 on an empty one)
         "loss": round(float(loss), 4),
         "tokens": tokens,
         "tokens_per_s": round(tokens / (time.perf_counter() - t0)),

@@ -196,6 +196,11 @@ def test_an_unreachable_ray_address_fails_fast_naming_it(tmp_path, bpe_path):
     assert result.returncode == 2, result.stderr
     assert "cannot reach the Ray cluster at '127.0.0.1:1'" in result.stderr
     assert time.monotonic() - started < 60  # a bound, not a benchmark: it used to retry for minutes
+    dashboard = cli_run(  # (Ray's own ValueError traceback, exit 1)
+        tmp_path / "o", f"bpe:{bpe_path}", "--ray-address", "http://127.0.0.1:8265", "--no-progress"
+    )
+    assert dashboard.returncode == 2 and "Traceback" not in dashboard.stderr
+    assert "is a dashboard URL" in dashboard.stderr
 
 
 @pytest.mark.parametrize(

@@ -172,6 +172,22 @@ def test_stateful_dataloader_state_round_trip_same_and_other_layout(shards_url, 
     assert windows(first + take(other.dataloader(num_workers=1, stateful=True))) == reference
 
 
+def test_the_loader_without_workers_checkpoints_like_the_others(shards_url, reference):
+    """`dataloader(num_workers=0)` (jobs/train_example.py's default) had no state_dict: the
+    README's `loader.state_dict()` raised AttributeError there. It gives the dataset's state;
+    a loader with workers resumes from it, and it resumes from theirs."""
+    loader = dataset(shards_url, drop_last=False).dataloader(num_workers=0)
+    first = take(loader, 4)
+    state = loader.state_dict()
+    assert state["sample"] == 4 * BATCH
+    workers = dataset(shards_url, drop_last=False).dataloader(num_workers=2)
+    workers.load_state_dict(state)
+    second = take(workers, 3)
+    direct = dataset(shards_url, drop_last=False).dataloader(num_workers=0)
+    direct.load_state_dict(workers.state_dict())
+    assert windows(first + second + take(direct)) == reference
+
+
 def test_bundled_workers_resume_mid_bundle_under_other_layouts(shards_url, reference):
     """Workers send bundles of 3 batches: a state taken 5 batches in (inside a bundle) counts
     batches handed out, not bundles received, so resuming under other layouts, twice, repeats
@@ -411,3 +427,21 @@ def test_ray_dataset_holds_the_same_windows_as_the_loader(shards_url, ray_sessio
     )
     found = windows(ds.iter_torch_batches(batch_size=128))
     assert found == reference
+
+
+def test_ray_dataset_read_blocks_do_not_change_the_epoch(shards_url, ray_session):
+    """The epoch was cut to whole read blocks (a block was the TokenDataset's batch): up to
+    samples_per_block - 1 windows never delivered, none at all for an output smaller than one
+    block. Every block size now gives the windows of TokenDataset's epoch."""
+    from pipeline.loader.ray_data import ray_dataset
+
+    whole = TokenDataset(shards_url, SEQ, 7, eos_id=EOS, return_index=True)
+    whole.set_epoch(0)
+    n = whole.plan(detail=False).num_samples
+    expected = windows([whole.samples(0, n)])
+    for block in (7, n + 1):
+        assert n % 7 and len(expected) == n
+        ds = ray_dataset(
+            shards_url, SEQ, seed=7, eos_id=EOS, return_index=True, samples_per_block=block
+        )
+        assert windows(ds.iter_torch_batches(batch_size=64)) == expected

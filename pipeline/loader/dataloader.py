@@ -65,6 +65,15 @@ class DirectDataLoader(DataLoader):
         pin = self.pin_memory and torch.cuda.is_available()
         return pinned(iter(self.dataset)) if pin else iter(self.dataset)
 
+    def state_dict(self) -> dict:
+        """The resume state after the batches handed out so far: the dataset's own (its iterator
+        runs in this process), as the loaders with workers give theirs."""
+        return self.dataset.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume from `state_dict()` of any of the dataset's loaders (or a StatefulDataLoader's)."""
+        self.dataset.load_state_dict(type(self.dataset).global_state(state))
+
 
 def pinned(items: Iterator[dict[str, torch.Tensor]]) -> Iterator[dict[str, torch.Tensor]]:
     for item in items:

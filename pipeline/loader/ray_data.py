@@ -45,7 +45,10 @@ def ray_dataset(
 
     if options.get("seq_lens"):
         raise LoaderError("ray_dataset rows are samples: ask position_ids, not seq_lens")
-    dataset = TokenDataset(url, seq_len, seed, batch_size=samples_per_block, **options)
+    # (no batch_size: a read block is not a batch, and its size must not change the epoch: with
+    # batch_size=samples_per_block the epoch was cut to whole blocks, up to samples_per_block - 1
+    # windows dropped, and an output of fewer windows than a block gave none)
+    dataset = TokenDataset(url, seq_len, seed, **options)
     dataset.set_epoch(epoch)
     n = dataset.plan(detail=False).num_samples
     ranges = ray.data.from_items(

@@ -95,6 +95,13 @@ def probe_address(address: str, timeout_s: float = RAY_CONNECT_TIMEOUT_S) -> Non
     retry its GCS connection for minutes)."""
     if address in ("auto", "local"):
         return
+    if address.startswith(("http://", "https://")):  # (ray.init: a traceback naming RAY_ADDRESS)
+        raise ConfigError(
+            f"Ray address {address!r} is a dashboard URL (what `ray job submit --address` takes); "
+            "a run connects to the cluster itself: HOST:6379 (its GCS port), ray://HOST:10001 "
+            "(Ray Client) or auto. If RAY_ADDRESS holds the dashboard URL for `ray job submit`, "
+            "pass --ray-address"
+        )
     hostport = address.split("://", 1)[-1].split("/", 1)[0]
     host, sep, port = hostport.rpartition(":")
     if not sep or not port.isdigit():
@@ -264,7 +271,18 @@ def start_actors(cfg: JobConfig, task: UnitTask, n_actors: int) -> list[Any]:
     ready, _ = ray.wait(list(pids), num_returns=len(pids), timeout=ACTOR_START_TIMEOUT_S)
     started = [pids[ref] for ref in ready]
     for ref in ready:
-        ray.get(ref)  # an actor whose constructor failed raises here, with its cause
+        try:
+            ray.get(ref)  # an actor whose constructor failed raises here, with its cause
+        except ray.exceptions.RayError as exc:  # (a page of tracebacks, exit 1)
+            for actor in actors:
+                ray.kill(actor)
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            raise UnitFailed(
+                f"a tokenizer actor could not start on the cluster: {lines[-1] if lines else exc} "
+                "(the actors load the tokenizer and open the output themselves, with the "
+                "cluster's environment: credentials and files must be there too, e.g. through "
+                "--storage-option or a runtime env); committed units are kept"
+            ) from None
     for ref in set(pids) - set(ready):
         ray.kill(pids[ref])
     if not started:
