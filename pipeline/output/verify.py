@@ -50,21 +50,27 @@ def verify_output(url: str, storage_options: dict | None = None) -> VerifyReport
     )
 
 
-def orphan_files(output: Output, entries: list[LedgerEntry]) -> list[str]:
+def orphan_files(output: Output, entries: list[LedgerEntry] | None = None) -> list[str]:
     """Files no committed entry lists: a unit's files published before a crash took its ledger
     entry (or an uncommit removed the entry and not yet its files) whose unit is no longer
     planned, and temporary names of atomic writes a crash cut (`*.tmp-<id>` beside the ledger,
-    the runs or job.json). A fresh run has none of them; the next run removes them."""
-    listed = {rel for e in entries for rel in (e.shard, e.rejects, e.sidecar, e.unigrams) if rel}
-    found = [
-        f"{d}/{name}"
-        for d in (SHARDS_DIR, REJECTS_DIR, SIDECAR_DIR, UNIGRAMS_DIR)
-        for name in output.list(d)
-        if f"{d}/{name}" not in listed
-    ]
-    for d in (LEDGER_DIR, RUNS_DIR):
-        found += [f"{d}/{name}" for name in output.list(d) if ".tmp-" in name]
+    the runs or job.json). A fresh run has none of them; the next run removes them. Without
+    `entries`, the ledger's file names say which units are committed (a unit's files are named
+    after its ledger entry's stem, `UnitNames`): one listing, no entry read."""
+    ledger = output.list(LEDGER_DIR)
+    if entries is None:
+        stems = {name.removesuffix(".json") for name in ledger if name.endswith(".json")}
+        listed = {f"{d}/{stem}.arrow" for stem in stems for d in UNIT_DIRS}
+    else:
+        listed = {r for e in entries for r in (e.shard, e.rejects, e.sidecar, e.unigrams) if r}
+    found = [f"{d}/{name}" for d in UNIT_DIRS for name in output.list(d)]
+    found = [rel for rel in found if rel not in listed]
+    found += [f"{LEDGER_DIR}/{name}" for name in ledger if ".tmp-" in name]
+    found += [f"{RUNS_DIR}/{name}" for name in output.list(RUNS_DIR) if ".tmp-" in name]
     return found + [name for name in output.list("") if ".tmp-" in name]
+
+
+UNIT_DIRS = (SHARDS_DIR, REJECTS_DIR, SIDECAR_DIR, UNIGRAMS_DIR)  # a unit's files, by its stem
 
 
 def spool_files(output: Output) -> list[str]:

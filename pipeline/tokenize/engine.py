@@ -263,7 +263,7 @@ def _run_leased(cfg: JobConfig, lease: OutputLease) -> RunSummary:
     units = plan_units(cfg.input, cfg.read_options(), cfg.storage_options, exclude=[cfg.output])
     check_manifest(job.output, job.manifest)  # after planning: a failed plan leaves no trace
     plan = reconcile(cfg, job, units)
-    orphans = orphan_files(job.output, committed_entries(job.output))  # (the lease is ours)
+    orphans = orphan_files(job.output)  # (the lease makes this run the only writer)
     for rel in orphans:
         job.output.remove(rel)
     log.info(
