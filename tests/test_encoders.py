@@ -329,6 +329,16 @@ def test_one_tokenizer_encodes_from_several_threads_at_once_with_one_threads_ids
         assert tok._encoder.resets >= 4
 
 
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "tiktoken"])
+def test_a_lone_surrogate_is_named_by_the_backends_that_refuse_it(loaded, backend):
+    """Through the Python API (the engine rejects such documents before it encodes): gigatoken
+    said "expected str or bytes, got <class 'str'>". (tiktoken encodes the text anyway.)"""
+    tok = loaded("bytelevel", backend)
+    for encode in (tok.encode_batch, tok.encode_batch_flat):
+        with pytest.raises(TokenizerError, match="text 1 has a lone surrogate at character 1"):
+            encode(["fine", "a\ud800b"])
+
+
 def test_gigatoken_small_batches_take_lists_with_the_same_ids(loaded, sample_texts):
     """A batch of at most SMALL_BATCH_CHARS characters is encoded to lists (awkward's array costs
     ~0.15 ms a call: a small file's one document paid it per unit); one text at a time (most of

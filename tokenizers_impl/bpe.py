@@ -290,10 +290,16 @@ class BPETokenizer(ByteTableTokenizer):
 
     # -- contract -------------------------------------------------------------------------------
     def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
-        return self._encoder.encode_batch(texts)
+        try:
+            return self._encoder.encode_batch(texts)
+        except (TypeError, UnicodeEncodeError) as exc:
+            raise _unencodable(texts, exc) from exc
 
     def encode_batch_flat(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        return self._encoder.encode_flat(texts)
+        try:
+            return self._encoder.encode_flat(texts)
+        except (TypeError, UnicodeEncodeError) as exc:
+            raise _unencodable(texts, exc) from exc
 
     def reference_encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
         """Ids from the `tokenizers` library itself, whatever the encoder."""
@@ -327,6 +333,21 @@ class BPETokenizer(ByteTableTokenizer):
             "encoder_version": self.encoder_version,
             "encoder_fallbacks": list(self.encoder_fallbacks),
         }
+
+
+def _unencodable(texts: Sequence[str], exc: BaseException) -> BaseException:
+    """The error for a batch an encoder refused: a text with a lone surrogate (not UTF-8; the
+    encoders say "expected str or bytes, got str") named by its index and character."""
+    for i, text in enumerate(texts):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as bad:
+            return TokenizerError(
+                f"text {i} has a lone surrogate at character {bad.start} (not encodable as UTF-8)"
+            )
+        except AttributeError:
+            return TokenizerError(f"text {i} is {type(text).__name__}, not str")
+    return exc
 
 
 def _encoder_choice(encoder: Any, use_tiktoken: Any) -> tuple[str, tuple[str, ...]]:
