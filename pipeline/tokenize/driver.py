@@ -1,8 +1,9 @@
 """A local run that does not wait for Ray: the driver tokenizes units from the first second, with
 workers of its own (one per CPU up to 8: threads, sharing the job's tokenizer when it is
-`thread_safe` and each with a copy otherwise, or from 4 workers on a thread and helper processes, see `uses_helpers` and pipeline/tokenize/helpers.py), and Ray is
-started (in the main thread, while the driver keeps working) only once the driver's measured rate
-says the rest of the job would take it longer than `ray_after_seconds` alone (by default: when
+`thread_safe` and each with a copy otherwise, or from 4 workers on a thread and helper processes,
+see `uses_helpers` and pipeline/tokenize/helpers.py), and Ray is started (in the main thread,
+while the driver keeps working) only once the driver's measured rate says the rest of the job
+would take it longer than `ray_after_seconds` alone (by default: when
 Ray's start-up pays for itself on this machine's CPUs, see `ray_after_seconds()`). A job the driver
 finishes first never starts Ray; a bigger one hands the rest of its units to the actors as soon as
 they run, the driver's workers stopping after the units in their hands. The same units, through the
@@ -165,14 +166,18 @@ class DriverPool:
         helpers: Callable[[], HelperProcess] | None = None,
     ):
         self.stop, self.changed = threading.Event(), threading.Event()
+
+        def runner(i: int) -> TokenizerBase | Callable[[], TokenizerBase] | HelperProcess:
+            if i == 0:
+                return tokenizer
+            if helpers:
+                return helpers()
+            return tokenizer if tokenizer.thread_safe else load
+
         self.workers = [
             DriverWorker(
                 work,
-                tokenizer
-                if i == 0 or (tokenizer.thread_safe and not helpers)
-                else helpers()
-                if helpers
-                else load,
+                runner(i),
                 task,
                 output(),
                 progress and i == 0,
