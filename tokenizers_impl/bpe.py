@@ -293,13 +293,19 @@ class BPETokenizer(ByteTableTokenizer):
         try:
             return self._encoder.encode_batch(texts)
         except (TypeError, UnicodeEncodeError) as exc:
-            raise _unencodable(texts, exc) from exc
+            bad = _unencodable(texts)
+            if bad is None:
+                raise  # (not a text it could name: the encoder's own error, as it was)
+            raise bad from exc
 
     def encode_batch_flat(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         try:
             return self._encoder.encode_flat(texts)
         except (TypeError, UnicodeEncodeError) as exc:
-            raise _unencodable(texts, exc) from exc
+            bad = _unencodable(texts)
+            if bad is None:
+                raise  # (not a text it could name: the encoder's own error, as it was)
+            raise bad from exc
 
     def reference_encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
         """Ids from the `tokenizers` library itself, whatever the encoder."""
@@ -335,7 +341,7 @@ class BPETokenizer(ByteTableTokenizer):
         }
 
 
-def _unencodable(texts: Sequence[str], exc: BaseException) -> BaseException:
+def _unencodable(texts: Sequence[str]) -> TokenizerError | None:
     """The error for a batch an encoder refused: a text with a lone surrogate (not UTF-8; the
     encoders say "expected str or bytes, got str") named by its index and character."""
     for i, text in enumerate(texts):
@@ -347,7 +353,7 @@ def _unencodable(texts: Sequence[str], exc: BaseException) -> BaseException:
             )
         except AttributeError:
             return TokenizerError(f"text {i} is {type(text).__name__}, not str")
-    return exc
+    return None
 
 
 def _encoder_choice(encoder: Any, use_tiktoken: Any) -> tuple[str, tuple[str, ...]]:
