@@ -49,6 +49,24 @@ class UnitFailed(TokenmillError, RuntimeError):
     exit_code = 3
 
 
+def unit_failed(unit: object, cause: BaseException) -> UnitFailed:
+    """UnitFailed naming the unit (url, bytes) and the cause; committed units are kept."""
+    where = f"{getattr(unit, 'url', '?')} bytes {getattr(unit, 'start', '?')}..{getattr(unit, 'end', '?')}"
+    return UnitFailed(
+        f"unit {getattr(unit, 'unit_id', '?')} ({where}) failed: {type(cause).__name__}: "
+        f"{cause}. Committed units are kept; rerun the same command to resume"
+    )
+
+
+def local_unit_error(unit: object, exc: BaseException) -> BaseException:
+    """What a run in this process raises for a unit that raised `exc`: an OSError that is not
+    already a tokenmill error (an input removed or made unreadable while the run read it) as
+    UnitFailed naming the unit, as a Ray actor's failure is; anything else as it is."""
+    if isinstance(exc, OSError) and not isinstance(exc, TokenmillError):
+        return unit_failed(unit, exc)
+    return exc
+
+
 class InputReadFailed(UnitFailed):
     """Reading an input from its storage failed (after the storage retries): not damage in the
     file, so nothing of the unit is committed (no reject stands for the rest of the file) and a

@@ -283,3 +283,41 @@ def test_the_driver_threads_share_a_thread_safe_tokenizer_and_load_copies_of_oth
     other = SimpleNamespace(thread_safe=False)
     assert pool(other) == [other, load, load]
     assert pool(bpe, helpers=lambda: "helper") == [bpe, "helper", "helper"]
+
+
+@pytest.mark.parametrize("threads", [0, 2])
+def test_an_input_removed_while_the_run_reads_it_fails_the_unit_naming_it(
+    tmp_path, bpe_path, monkeypatch, threads
+):
+    """A file removed after planning, before its unit read it: a traceback (FileNotFoundError,
+    exit 1) in the driver, where actors said UnitFailed. Now UnitFailed naming the unit's file
+    (exit 3), in the driver alone (0) and in its threads (2); the rerun plans the inputs as they
+    are now and equals a fresh run on them."""
+    import shutil
+
+    from pipeline.errors import UnitFailed
+    from pipeline.tokenize import engine as engine_module
+
+    src = tmp_path / "in"
+    shutil.copytree(SAMPLE_DIR, src)
+    module = driver_module if threads else engine_module
+    real, removed = module.process_unit, []
+
+    def remove_first(unit, *args, **kwargs):
+        if not removed:
+            removed.append(unit.url)
+            os.remove(unit.url.removeprefix("file://"))
+        return real(unit, *args, **kwargs)
+
+    monkeypatch.setattr(module, "process_unit", remove_first)
+    fields = {"local_bytes": 0, "ray_after_seconds": 3600, "driver_threads": 2} if threads else {}
+    cfg = job_config(src / "*.jsonl", tmp_path / "out", f"bpe:{bpe_path}", **fields)
+    with pytest.raises(UnitFailed, match=r"\.jsonl bytes .*FileNotFoundError") as failed:
+        run_job(cfg)
+    name = os.path.basename(removed[0])
+    assert name in str(failed.value) and "rerun the same command" in str(failed.value)
+    monkeypatch.undo()
+    again = run_job(cfg)
+    fresh = run_job(cfg.model_copy(update={"output": str(tmp_path / "fresh")}))
+    assert again.complete and again.documents == fresh.documents
+    assert shard_files(tmp_path / "out") == shard_files(tmp_path / "fresh")

@@ -243,3 +243,59 @@ def test_a_stream_counts_its_compressed_bytes_and_starts_ray_only_when_it_pays(
     summary = run_job(cfg.model_copy(update={"ray_after_seconds": 3600}))
     assert summary.complete and summary.actors == 0
     assert summary.notes[0].startswith("ran in the driver process (")
+
+
+def test_a_stream_whose_first_line_is_longer_than_any_range_is_kept_by_the_rerun(
+    tmp_path, bpe_path
+):
+    """Its reader hands the whole file over as one range (0, -1): the very unit a whole-file unit
+    of it is. That entry was taken for one of an earlier plan, so every rerun uncommitted and
+    redid it, listed the file as changed, and `--on-input-change refuse` refused untouched
+    inputs."""
+    rows = [{"id": f"d{i}", "text": f"Satz {i}: kurz."} for i in range(200)]
+    noise = " ".join(f"{(i * 2654435761) % 2**32:x}" for i in range(130_000)).encode()
+    long_line = b'{"id": "huge", "text": "' + noise + b'"}'  # no cut before its end
+    write_compressed(tmp_path / "big.jsonl.gz", [], [long_line])
+    with open(tmp_path / "big.jsonl.gz", "ab") as handle:
+        handle.write(gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode(), mtime=0))
+    cfg = job_config(
+        tmp_path / "big.jsonl.gz",
+        tmp_path / "out",
+        f"bpe:{bpe_path}",
+        unit_bytes=2_000,
+        max_record_bytes=3_000,
+    )
+    first = run_job(cfg)
+    (entry,) = committed_entries(Output(cfg.output))
+    assert (entry.unit.start, entry.unit.end) == (0, -1)
+    assert first.complete and first.documents == 200 and first.rejected == 1
+    files = shard_files(cfg.output)
+    again = run_job(cfg.model_copy(update={"on_input_change": "refuse"}))
+    assert again.complete and again.units_skipped == 1 and again.units_run == 0
+    assert again.inputs_changed == [] and again.units_uncommitted == 0
+    assert shard_files(cfg.output) == files
+
+
+def test_a_stream_whose_file_is_removed_while_it_is_cut_fails_the_run_naming_it(
+    tmp_path, bpe_path, monkeypatch
+):
+    """The feed's reader could not open the file any more: a traceback (FileNotFoundError,
+    exit 1); now UnitFailed naming the file (exit 3), and the rerun plans the inputs as they
+    are."""
+    from pipeline.errors import UnitFailed
+    from pipeline.tokenize import feed as feed_module
+
+    (tmp_path / "in").mkdir()
+    write_compressed(tmp_path / "in" / "big.jsonl.zst", records(copies=1))
+    cfg = job_config(
+        tmp_path / "in" / "*.zst", tmp_path / "out", f"bpe:{bpe_path}", unit_bytes=UNIT
+    )
+    real = feed_module.iter_ranges
+
+    def removed_first(stream, *args, **kwargs):
+        os.remove(tmp_path / "in" / "big.jsonl.zst")
+        return real(stream, *args, **kwargs)
+
+    monkeypatch.setattr(feed_module, "iter_ranges", removed_first)
+    with pytest.raises(UnitFailed, match=r"big\.jsonl\.zst .*FileNotFoundError"):
+        run_job(cfg)

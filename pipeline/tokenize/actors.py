@@ -18,7 +18,7 @@ import psutil
 import ray
 from tqdm import tqdm
 
-from pipeline.errors import ConfigError, LeaseLost, UnitFailed
+from pipeline.errors import ConfigError, LeaseLost, UnitFailed, unit_failed
 from pipeline.output.storage import Output
 from pipeline.tokenize.config import JobConfig, tokenizer_options
 from pipeline.tokenize.feed import Work, WorkFeed
@@ -250,11 +250,7 @@ def _descendants(proc: psutil.Process) -> list[psutil.Process]:
 def _failed(unit: WorkUnit, exc: ray.exceptions.RayTaskError) -> Exception:
     if isinstance(exc.cause, LeaseLost):  # fenced: this run no longer owns the output
         return LeaseLost(str(exc.cause))
-    return UnitFailed(
-        f"unit {unit.unit_id} ({unit.url} bytes {unit.start}..{unit.end}) failed: "
-        f"{type(exc.cause).__name__}: {exc.cause}. Committed units are kept; "
-        f"rerun the same command to resume"
-    )
+    return unit_failed(unit, exc.cause)
 
 
 def start_actors(cfg: JobConfig, task: UnitTask, n_actors: int) -> list[Any]:

@@ -25,6 +25,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from pipeline.errors import local_unit_error
 from pipeline.interrupts import deferred
 from pipeline.tokenize.config import JobConfig, tokenizer_options
 from pipeline.tokenize.feed import Work, WorkFeed, todo_bytes
@@ -90,11 +91,13 @@ class DriverWorker:
         helper = self.tokenizer if isinstance(self.tokenizer, HelperProcess) else None
         if helper is not None and not self._helper_started(helper):
             return
+        item = None
         try:
             if helper is None and not isinstance(self.tokenizer, TokenizerBase):
                 self.tokenizer = self.tokenizer()
             with bar:
                 while not self.stop.is_set():
+                    item = None  # (a failure taking the next item is not the last unit's)
                     item = self.work.take()
                     if item is None:
                         break
@@ -116,7 +119,7 @@ class DriverWorker:
                     bar.update(1)
                     self.changed.set()
         except BaseException as exc:  # re-raised by the main thread
-            self.error = exc
+            self.error = local_unit_error(item.unit, exc) if item is not None else exc
         finally:
             if helper is not None:
                 helper.close()

@@ -13,7 +13,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from pipeline.errors import ConfigError, InputsChanged
+from pipeline.errors import ConfigError, InputsChanged, local_unit_error
 from pipeline.interrupts import deferred
 from pipeline.output import (
     Output,
@@ -27,7 +27,7 @@ from pipeline.output.repair import uncommit, uncommit_bad_units
 from pipeline.output.verify import orphan_files, spool_files
 from pipeline.tokenize.config import JobConfig, tokenizer_options
 from pipeline.tokenize.feed import WorkFeed, todo_bytes
-from pipeline.tokenize.inputs import WorkUnit, is_stream, plan_units, same_file
+from pipeline.tokenize.inputs import WorkUnit, is_stream, one_range, plan_units, same_file
 from pipeline.tokenize.inputs.chat_template import resolve_chat
 from pipeline.tokenize.inputs.packs import packable
 from pipeline.tokenize.unit import UnitTask, process_unit
@@ -142,9 +142,20 @@ def reconcile(cfg: JobConfig, job: PreparedJob, units: list[WorkUnit]) -> Reconc
             streams.setdefault(unit.url, []).append(unit)
     entries = committed_entries(job.output, job.task.config_hash)
 
+    whole: dict[str, bool] = {}  # stream unit id: its reader hands the file over as one range
+
+    def one(stream: WorkUnit) -> bool:
+        if stream.unit_id not in whole:
+            whole[stream.unit_id] = one_range(stream, cfg.read_options(), cfg.storage_options)
+        return whole[stream.unit_id]
+
     def current(entry: LedgerEntry) -> bool:
         ranges_of = streams.get(entry.unit.url, ())
-        return entry.unit_id in planned or any(same_file(s, entry.unit) for s in ranges_of)
+        if entry.unit_id in planned or any(same_file(s, entry.unit) for s in ranges_of):
+            return True
+        # the range (0, -1) is a whole-file unit: current if the reader still cuts none
+        whole_unit = entry.unit.start == 0 and entry.unit.end == -1
+        return whole_unit and any(replace(s, end=-1) == entry.unit and one(s) for s in ranges_of)
 
     stale = [e for e in entries if not current(e)]
     files = {m.unit_id for u in units for m in (u.members or (u,))}
@@ -227,7 +238,10 @@ def run_in_driver(cfg: JobConfig, job: PreparedJob, feed: WorkFeed) -> RunCounts
     with bar:
         for work in feed:
             with deferred():  # a stop request ends the unit in hand first (its first imports)
-                unit = process_unit(work.unit, job.tokenizer, job.task, job.output, work.data)
+                try:
+                    unit = process_unit(work.unit, job.tokenizer, job.task, job.output, work.data)
+                except Exception as exc:  # noqa: BLE001 - an input gone: UnitFailed, as actors'
+                    raise local_unit_error(work.unit, exc) from exc
             entry = unit.entry
             done = done.add(
                 RunCounts(1, entry.documents, entry.tokens, entry.bytes, entry.rejected)
@@ -330,7 +344,8 @@ def _with_streams(plan: Reconciled, units: list[WorkUnit], feed: WorkFeed) -> Re
     if not feed.has_streams:
         return plan
     ids = [u.unit_id for u in units if not is_stream(u)]
-    ranges = [i for i in feed.planned if i not in set(ids)]
+    known = set(ids)
+    ranges = [i for i in feed.planned if i not in known]
     return replace(plan, planned_ids=[*ids, *ranges], skipped_ranges=feed.skipped)
 
 

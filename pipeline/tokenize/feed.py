@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from pipeline.errors import local_unit_error
 from pipeline.tokenize.inputs import ReadOptions, WorkUnit, is_stream, iter_ranges
 
 
@@ -65,11 +66,14 @@ class WorkFeed:
             def on_cut(position: int | None, cut: list[int] = cut, size: int = unit.size) -> None:
                 cut[1] = min(position, size) if position is not None else cut[1]
 
-            for piece, data in iter_ranges(unit, self.opts, self.storage_options, on_cut):
-                self.planned.append(piece.unit_id)
-                share, cut[0] = max(cut[1] - cut[0], 0), cut[1]
-                if piece.unit_id in self.committed:
-                    self.skipped += 1
-                    self.skipped_bytes += share
-                    continue
-                yield Work(piece, data, share)
+            try:
+                for piece, data in iter_ranges(unit, self.opts, self.storage_options, on_cut):
+                    self.planned.append(piece.unit_id)
+                    share, cut[0] = max(cut[1] - cut[0], 0), cut[1]
+                    if piece.unit_id in self.committed:
+                        self.skipped += 1
+                        self.skipped_bytes += share
+                        continue
+                    yield Work(piece, data, share)
+            except OSError as exc:  # the file removed (or unreadable) while it is cut
+                raise local_unit_error(unit, exc) from exc

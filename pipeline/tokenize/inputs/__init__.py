@@ -15,7 +15,7 @@ from pipeline.tokenize.inputs.expand import current_identity, expand_inputs
 from pipeline.tokenize.inputs.lines import is_stream, same_file
 from pipeline.tokenize.inputs.planning import plan_units, read_unit
 from pipeline.tokenize.inputs.registry import InputFormat, detect, format_names, register_format
-from pipeline.tokenize.inputs.streams import iter_ranges
+from pipeline.tokenize.inputs.streams import iter_ranges, one_range
 from pipeline.tokenize.inputs.types import DocBatch, InputFile, ReadOptions, Reject, WorkUnit
 
 __all__ = [
@@ -34,5 +34,6 @@ __all__ = [
     "plan_units",
     "read_unit",
     "register_format",
+    "one_range",
     "same_file",
 ]

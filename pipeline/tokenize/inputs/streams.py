@@ -66,6 +66,19 @@ def iter_ranges(
         yield _range(stream, start, start + len(buffer)), bytes(buffer)
 
 
+def one_range(stream: WorkUnit, opts: ReadOptions, storage_options: dict | None) -> bool:
+    """Whether the stream's reader hands the whole file over as its one range (0, -1): its
+    first line is longer than `unit_bytes + max_record_bytes`. That range is the very unit a
+    whole-file unit of the file is (same fields, same id), so an entry of it is current. Reads at
+    most about that many decompressed bytes."""
+    ranges = iter_ranges(stream, opts, storage_options)
+    try:
+        first = next(ranges, None)
+    finally:
+        ranges.close()
+    return first is not None and first[0].start == 0 and first[0].end == -1
+
+
 def _tell(on_cut: Callable[[int | None], None] | None, source: Any) -> None:
     if on_cut is not None:
         position = getattr(source, "compressed_position", None)
