@@ -15,6 +15,7 @@ from jobs.cmd_ngram import train_ngram_cmd
 from jobs.cmd_retokenize import retokenize_cmd
 from jobs.cmd_run import run_cmd, verify_cmd
 from jobs.cmd_train import train_tokenizer_cmd
+from jobs.common import use_plugins
 from jobs.demo import demo_cmd
 
 COMMANDS = [
@@ -37,12 +38,23 @@ COMMANDS = [
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="log progress details")
-def main(verbose: bool) -> None:
+@click.option(
+    "--plugin",
+    "plugins",
+    multiple=True,
+    metavar="MODULE",
+    help="import MODULE first: a tokenizer plugin that registers its kind (repeatable; also "
+    "TOKENMILL_PLUGINS=MOD1,MOD2, which this sets for the run's helper processes and local "
+    "Ray workers; on a cluster, install the plugin on every node)",
+)
+def main(verbose: bool, plugins: tuple[str, ...]) -> None:
     """tokenmill: corpora in, exactly-once Arrow token shards out."""
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
+    if plugins:
+        use_plugins(plugins)
 
 
 for _command in COMMANDS:

@@ -107,3 +107,20 @@ def print_run_summary(summary: RunSummary) -> None:
     )
     data = {k: v for k, v in summary.to_json().items() if k != "run_nonce"}
     click.echo(json.dumps(data, sort_keys=True))
+
+
+def use_plugins(modules: tuple[str, ...]) -> None:
+    """`tokenmill --plugin MODULE ...`: the modules (names, or `.py` files) imported now (an
+    import error is one line, exit 2) and added to TOKENMILL_PLUGINS (files as absolute paths), so that the run's helper processes and the workers of
+    a local Ray cluster, which inherit this environment, import them too."""
+    import os
+
+    from tokenizers_impl.base import PLUGINS_ENV, import_plugins
+
+    given = [os.path.abspath(m) if m.endswith(".py") else m for m in modules]
+    names = [*filter(None, os.environ.get(PLUGINS_ENV, "").split(",")), *given]
+    os.environ[PLUGINS_ENV] = ",".join(dict.fromkeys(n.strip() for n in names))
+    try:
+        import_plugins(",".join(given))
+    except TokenmillError as exc:
+        fail(str(exc), exc.exit_code)

@@ -203,6 +203,24 @@ def test_an_unreachable_ray_address_fails_fast_naming_it(tmp_path, bpe_path):
     assert "is a dashboard URL" in dashboard.stderr
 
 
+def test_ray_address_auto_with_no_cluster_running_is_one_line_naming_it(tmp_path, bpe_path):
+    """`auto` finds no cluster (none started under this Ray temp folder): it was Ray's
+    ConnectionError traceback, exit 1."""
+    (tmp_path / "ray").mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "jobs.cli", "run", "--input", str(SAMPLE_DIR / "de.jsonl")]
+        + ["--output", str(tmp_path / "o"), "--tokenizer", f"bpe:{bpe_path}"]
+        + ["--ray-address", "auto", "--no-progress"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**own_cluster_env(), "RAY_TMPDIR": str(tmp_path / "ray")},
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "cannot reach the Ray cluster at 'auto': Could not find any running Ray" in result.stderr
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [

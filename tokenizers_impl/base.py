@@ -7,6 +7,7 @@ import hashlib
 import importlib
 import inspect
 import json
+import os
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence, Set
@@ -248,6 +249,12 @@ def register(kind: str, cls: type[TokenizerBase]) -> None:
         raise TokenizerError(
             f"tokenizer kind {kind!r}: {cls.__name__} does not implement {missing}"
         )
+    builtin = _BUILTIN_KINDS.get(kind)
+    if builtin is not None and cls.__module__ != builtin:
+        raise TokenizerError(
+            f"tokenizer kind {kind!r} is built in ({builtin}); register "
+            f"{cls.__module__}.{cls.__qualname__} under another kind"
+        )
     taken = _REGISTRY.get(kind)
     if taken is not None and taken is not cls:
         raise TokenizerError(
@@ -271,13 +278,83 @@ def registered_kinds() -> list[str]:
 
 
 def tokenizer_class(kind: str) -> type[TokenizerBase]:
-    """The class registered under `kind` (TokenizerError when there is none)."""
+    """The class registered under `kind` (TokenizerError when there is none): a built-in kind,
+    one registered by a module imported already, by a module named in TOKENMILL_PLUGINS, or by an
+    installed package's entry point of group `tokenmill.tokenizers` named `kind` (each looked
+    for in that order, in whichever process loads the tokenizer: a Ray actor's too)."""
     _import_builtin(kind)
     if kind not in _REGISTRY:
+        import_plugins()
+    if kind not in _REGISTRY:
+        _load_entry_point(kind)
+    if kind not in _REGISTRY:
+        hint = (
+            "; a plugin's module must be imported first (tokenmill --plugin MODULE, "
+            f"{PLUGINS_ENV}=MODULE, or an entry point of group {ENTRY_POINT_GROUP!r})"
+        )
         raise TokenizerError(
-            f"unknown tokenizer kind {kind!r}; known: {', '.join(sorted(_REGISTRY))}"
+            f"unknown tokenizer kind {kind!r}; known: {', '.join(known_kinds())}{hint}"
         )
     return _REGISTRY[kind]
+
+
+PLUGINS_ENV = "TOKENMILL_PLUGINS"  # modules (comma-separated) that register tokenizer kinds
+ENTRY_POINT_GROUP = "tokenmill.tokenizers"  # name = kind, value = its class or its module
+
+
+def import_plugins(modules: str | None = None) -> None:
+    """Import the plugin modules named in `modules` (default: the TOKENMILL_PLUGINS variable,
+    comma-separated): module names, or paths of `.py` files (imported under their stem, once);
+    one that cannot be imported is a TokenizerError naming it."""
+    names = os.environ.get(PLUGINS_ENV, "") if modules is None else modules
+    for name in filter(None, (n.strip() for n in names.split(","))):
+        try:
+            if name.endswith(".py"):
+                _import_file(name)
+            else:
+                importlib.import_module(name)
+        except (ImportError, OSError) as exc:
+            raise TokenizerError(f"cannot import tokenizer plugin module {name!r}: {exc}") from exc
+
+
+def _import_file(path: str) -> None:
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = os.path.abspath(path)
+    name = Path(path).stem
+    loaded = sys.modules.get(name)
+    if loaded is not None and getattr(loaded, "__file__", None) == path:
+        return
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such file: {path}")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+
+
+def _load_entry_point(kind: str) -> None:
+    """Register `kind` from an installed package's entry point (group ENTRY_POINT_GROUP): a
+    TokenizerBase subclass is registered under the entry point's name; a module registers its
+    kinds itself when imported."""
+    from importlib.metadata import entry_points
+
+    for point in entry_points(group=ENTRY_POINT_GROUP, name=kind):
+        try:
+            loaded = point.load()
+        except ImportError as exc:
+            raise TokenizerError(
+                f"tokenizer kind {kind!r}: cannot load its entry point {point.value!r}: {exc}"
+            ) from exc
+        if isinstance(loaded, type) and kind not in _REGISTRY:
+            register(kind, loaded)
+        return
 
 
 def parse_spec(spec: str) -> tuple[str, str]:

@@ -122,13 +122,18 @@ def init_ray(address: str | None = None, dashboard: bool = False) -> str | None:
     if address:
         probe_address(address)
     with _keeping_sigterm_handler():
-        context = ray.init(
-            # a fresh local cluster unless told: never attach silently to another one found here
-            address=address or "local",
-            include_dashboard=dashboard if not address else None,
-            logging_level=logging.WARNING,
-            log_to_driver=True,
-        )
+        try:
+            context = ray.init(
+                # a fresh local cluster unless told: never attach silently to another one here
+                address=address or "local",
+                include_dashboard=dashboard if not address else None,
+                logging_level=logging.WARNING,
+                log_to_driver=True,
+            )
+        except ConnectionError as exc:  # ("auto" with no cluster running on this machine)
+            if not address:
+                raise
+            raise ConfigError(f"cannot reach the Ray cluster at {address!r}: {exc}") from exc
     if address:
         return None
     if dashboard and context.dashboard_url:
