@@ -3,6 +3,9 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
+# Where torch comes from: pip's configured index by default (plain PyPI's Linux wheel is the CUDA
+# build, several GB); e.g. `make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu` for CPU.
+TORCH_INDEX ?=
 export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 export RAY_DISABLE_IMPORT_WARNING ?= 1
@@ -12,7 +15,7 @@ export RAY_DISABLE_IMPORT_WARNING ?= 1
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PIP) install -q -e '.[dev,export-check]'
 	$(PIP) check
 	touch $@

@@ -147,3 +147,39 @@ def test_a_source_tokenizer_that_did_not_write_the_shards_is_refused_before_anyt
     assert not (out / "job.json").exists() and not (out / "shards").exists()
     right = _cli_json([*flags, "--tokenizer", f"sentencepiece:{sp_path}"])  # from job.json
     assert right["complete"] and right["rejected"] == 0
+
+
+def test_run_format_shards_takes_the_source_tokenizer_from_the_inputs_job_json(
+    tmp_path, sample_dir, bpe_path, sp_path
+):
+    """As `retokenize` does (the docs say so of both): `run --format shards` without
+    --source-tokenizer said "tokenizer spec '' must look like KIND:PATH". Same shards and config
+    as `retokenize`; inputs written by different tokenizers are refused, naming both."""
+    first, other = tmp_path / "bpe", tmp_path / "sp"
+    for out, spec in ((first, f"bpe:{bpe_path}"), (other, f"sentencepiece:{sp_path}")):
+        run_job(
+            load_config(
+                input=[str(sample_dir / "de.jsonl")],
+                output=str(out),
+                tokenizer=spec,
+                progress=False,
+            )
+        )
+    target = ["--tokenizer", f"sentencepiece:{sp_path}", "--no-progress"]
+    ran = _cli_json(
+        ["run", "--input", str(first), "--format", "shards", "--output", str(tmp_path / "a")]
+        + target
+    )
+    again = _cli_json(
+        ["retokenize", "--input", str(first), "--output", str(tmp_path / "b")] + target
+    )
+    assert ran["complete"] and ran["rejected"] == 0 and ran["documents"] == again["documents"]
+    assert ran["config_hash"] == again["config_hash"]
+    assert shard_rows(str(tmp_path / "a")) == shard_rows(str(tmp_path / "b"))
+    mixed = CliRunner().invoke(
+        cli,
+        ["run", "--input", str(first), "--input", str(other), "--format", "shards"]
+        + ["--output", str(tmp_path / "c"), *target],
+    )
+    assert mixed.exit_code == 2
+    assert "written by different tokenizers" in mixed.output and f"bpe:{bpe_path}" in mixed.output

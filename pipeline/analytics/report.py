@@ -87,7 +87,7 @@ class Report:
     def notes(self) -> list[str]:
         base = (
             f"normalized_length = tokens / tokens of baseline {self.baseline!r} on the same "
-            "documents (joined on doc_id)"
+            "documents (joined on doc_id, source and text bytes)"
             if self.baseline
             else "normalized_length: no baseline chosen (--baseline NAME)"
         )

@@ -126,7 +126,7 @@ def _chat_fields(cfg: JobConfig, tokenizer: TokenizerBase) -> dict[str, str]:
     if chat and (tokenizer.shard_columns or tokenizer.sidecar_schema is not None):
         raise ConfigError(
             f"chat records need a tokenizer that encodes each text on its own; {tokenizer.kind} "
-            "keeps per-batch state (give --chat-template only with bpe, tiktoken, sentencepiece)"
+            "keeps per-batch state (give --chat-template with bpe, tiktoken, sentencepiece or lib)"
         )
     return chat
 
@@ -256,6 +256,11 @@ def run_job(cfg: JobConfig) -> RunSummary:
     The whole run holds the output's lease (pipeline/output/lease.py): a second driver on the same
     output refuses with LeaseError instead of interleaving its writes, and every commit checks that
     the lease is still this run's (a driver that lost it commits nothing more)."""
+    if cfg.format == "shards" and not cfg.source_tokenizer:  # (as `retokenize` defaults it)
+        from pipeline.tokenize.inputs.shards import shards_source
+
+        source = shards_source(cfg.input, cfg.storage_options)
+        cfg = cfg.model_copy(update={"source_tokenizer": source})
     output = Output(cfg.output, cfg.storage_options)
     check_output(output)
     with OutputLease(output, ttl_s=cfg.lease_seconds) as lease:

@@ -115,6 +115,19 @@ def source_tokenizer_spec(input_url: str, storage_options: dict | None = None) -
     return f"{spec['kind']}:{spec['path']}"
 
 
+def shards_source(inputs: list[str], storage_options: dict | None = None) -> str:
+    """The one tokenizer (KIND:PATH) that wrote every input output of a `shards` job, from their
+    job manifests (what `--source-tokenizer` defaults to)."""
+    specs = {url: source_tokenizer_spec(url, storage_options) for url in inputs}
+    if len(set(specs.values())) > 1:
+        raise InputError(
+            "the input outputs were written by different tokenizers "
+            f"({', '.join(f'{u}: {s}' for u, s in specs.items())}); re-tokenize them apart, or "
+            "pass --source-tokenizer"
+        )
+    return next(iter(specs.values()))
+
+
 @lru_cache(maxsize=4)
 def _load(spec: str, storage_key: str) -> TokenizerBase:
     return load_tokenizer(spec, storage_options=json.loads(storage_key) or None)
