@@ -106,7 +106,7 @@ def test_nul_bytes(tmp_path, tokenizer):
     _, rejects, texts = tokenize(str(tmp_path / "nul.jsonl"), tokenizer, tmp_path / "out")
     assert texts == ["escaped \x00 nul"]
     assert [(r["line"], r["reason"]) for r in rejects] == [
-        (1, "invalid JSON: Invalid control character at at column 15"),
+        (1, "invalid JSON: Invalid control character at column 15"),
         (3, "invalid JSON: Expecting value at column 1"),
     ]
 
@@ -165,7 +165,60 @@ def test_deeply_nested_json_is_rejected_not_a_recursion_crash(tmp_path, tokenize
     _, rejects, texts = tokenize(str(tmp_path / "deep.jsonl"), tokenizer, tmp_path / "out")
     assert time.perf_counter() - t0 < 30
     assert texts == ["shallow"]
-    assert [r["reason"] for r in rejects] == ["invalid JSON: nesting too deep"] * 3
+    assert [r["reason"] for r in rejects] == ["invalid JSON: nested deeper than 512"] * 3
+
+
+def test_json_nested_near_the_limit_is_read_or_rejected_the_same_by_every_reader(
+    tmp_path, tokenizer
+):
+    """json's own limit (a RecursionError) moved with the caller's stack: a line nested 980 deep
+    was a reject in the driver's main thread and a document in its threads and on actors, so
+    the shard bytes depended on who ran the unit. Now the depth is counted: up to 512 is read
+    (brackets inside strings do not count), deeper is rejected, from any stack depth."""
+    import threading
+
+    def nested(depth: int, inner: bytes = b"") -> bytes:
+        return b'{"text": "deep", "x": ' + b"[" * depth + inner + b"]" * depth + b"}"
+
+    (tmp_path / "deep.jsonl").write_bytes(
+        # the object itself is a level: 511 and 512 deep, 513 deep, 301 deep with brackets in a string
+        lines(nested(510), nested(511), nested(512), nested(300, b'"' + b"[{" * 800 + b'"'))
+    )
+
+    def read_at_depth(extra: int, found: list) -> None:
+        if extra:
+            return read_at_depth(extra - 1, found)
+        found.append(tokenize(str(tmp_path / "deep.jsonl"), tokenizer, tmp_path / f"o{len(found)}"))
+
+    results: list = []
+    read_at_depth(0, results)
+    read_at_depth(400, results)  # 400 frames deeper in the stack
+    thread = threading.Thread(target=read_at_depth, args=(50, results))
+    thread.start()
+    thread.join()
+    for _, rejects, texts in results:
+        assert texts == ["deep", "deep", "deep"]
+        assert [(r["line"], r["reason"]) for r in rejects] == [
+            (3, "invalid JSON: nested deeper than 512")
+        ]
+
+
+def test_an_integer_too_long_for_python_rejects_its_line_only(tmp_path, tokenizer):
+    """json refuses an integer of more than 4300 digits with a ValueError, which escaped the line
+    and was taken for unreadable input: every later line of the unit was lost, in neither the
+    shards nor the rejects (and the reject named line 1)."""
+    rows = [b'{"id": "first", "text": "first doc"}']
+    rows.append(b'{"id": "big", "text": "x", "n": ' + b"9" * 4301 + b"}")
+    rows += [b'{"id": "a%d", "text": "doc %d"}' % (i, i) for i in range(1000)]
+    _, rejects, texts = tokenize_lines(tmp_path, tokenizer, rows)
+    assert len(texts) == 1001 and texts[:2] == ["first doc", "doc 0"]
+    assert [(r["line"], r["offset"]) for r in rejects] == [(2, len(rows[0]) + 1)]
+    assert rejects[0]["reason"].startswith("invalid JSON: Exceeds the limit (4300 digits)")
+
+
+def tokenize_lines(tmp_path, tokenizer, rows):
+    (tmp_path / "in.jsonl").write_bytes(lines(*rows))
+    return tokenize(str(tmp_path / "in.jsonl"), tokenizer, tmp_path / "out")
 
 
 def test_wrong_types(tmp_path, tokenizer):
@@ -189,8 +242,8 @@ def test_wrong_types(tmp_path, tokenizer):
         "text field 'text' is NoneType, expected string",
         "text field 'text' is list, expected string",
         "text field 'text' is dict, expected string",
-        "record is a JSON str, expected an object",
-        "record is a JSON int, expected an object",
+        "record is a JSON string, expected an object",
+        "record is a JSON number, expected an object",
         "missing text field 'text'",
         "empty text",
     ]

@@ -9,6 +9,9 @@ documents, rejects and reasons are the same with or without orjson."""
 from __future__ import annotations
 
 import json
+import re
+import sys
+import threading
 from collections.abc import Generator, Iterable
 
 from pipeline.tokenize.inputs.batching import BatchBuilder
@@ -24,6 +27,12 @@ except ImportError:  # pragma: no cover - a declared dependency; json alone give
 _CONTAINERS = (dict, list)
 # a line with fewer '[' and '{' than this cannot nest deep enough to reach json's recursion limit
 _SAFE_BRACKETS = 200
+# deeper lines are rejected, whoever reads them: json's own limit (a RecursionError) depends on
+# how deep the caller's stack is, which differs between the driver, its threads and actors
+MAX_DEPTH = 512
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_DEEP = threading.Lock()
+_JSON_TYPES = {list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
 
 
 class JsonLinesFormat(LineFormat):
@@ -108,22 +117,25 @@ class JsonLinesFormat(LineFormat):
     def parse_line(
         self, out: BatchBuilder, offset: int, line_no: int | None, text: str, raw: bytes
     ) -> None:
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError as exc:
-            out.reject(offset, line_no, None, f"invalid JSON: {exc.msg} at column {exc.colno}", raw)
+        deep = _brackets(raw) >= _SAFE_BRACKETS
+        if deep and _depth(raw) > MAX_DEPTH:
+            out.reject(offset, line_no, None, f"invalid JSON: nested deeper than {MAX_DEPTH}", raw)
             return
-        except RecursionError:
+        try:
+            record = _loads_deep(text) if deep else json.loads(text)
+        except json.JSONDecodeError as exc:
+            message = exc.msg if exc.msg.endswith(" at") else f"{exc.msg} at"
+            out.reject(offset, line_no, None, f"invalid JSON: {message} column {exc.colno}", raw)
+            return
+        except RecursionError:  # (not past MAX_DEPTH: a caller deep in its own stack)
             out.reject(offset, line_no, None, "invalid JSON: nesting too deep", raw)
             return
+        except ValueError as exc:  # an integer of more digits than int() takes (4300)
+            out.reject(offset, line_no, None, f"invalid JSON: {exc}", raw)
+            return
         if not isinstance(record, dict):
-            out.reject(
-                offset,
-                line_no,
-                None,
-                f"record is a JSON {type(record).__name__}, expected an object",
-                raw,
-            )
+            kind = "null" if record is None else _JSON_TYPES.get(type(record), "value")
+            out.reject(offset, line_no, None, f"record is a JSON {kind}, expected an object", raw)
             return
         out.record(record, (offset, line_no, None), offset, raw)
 
@@ -135,6 +147,40 @@ def _utf8_length(text: str) -> int:
         return len(text.encode("utf-8"))
     except UnicodeEncodeError:
         return 0
+
+
+def _brackets(raw: bytes) -> int:
+    return raw.count(b"[") + raw.count(b"{")
+
+
+def _loads_deep(text: str) -> object:
+    """json.loads of a line nested up to MAX_DEPTH, with room for that many levels above this
+    frame whatever the caller's stack (the recursion limit raised meanwhile, one thread at a
+    time)."""
+    frame, depth = sys._getframe(), 0
+    while frame is not None:
+        depth, frame = depth + 1, frame.f_back
+    with _DEEP:
+        limit = sys.getrecursionlimit()
+        need = depth + MAX_DEPTH + 100
+        if need > limit:
+            sys.setrecursionlimit(need)
+        try:
+            return json.loads(text)
+        finally:
+            if need > limit:
+                sys.setrecursionlimit(limit)
+
+
+def _depth(raw: bytes) -> int:
+    """How deep the line's arrays and objects nest (brackets inside strings left out)."""
+    import numpy as np
+
+    bare = _STRINGS.sub(b"", raw)
+    codes = np.frombuffer(bare, dtype=np.uint8)
+    steps = (codes == 0x5B).astype(np.int32) + (codes == 0x7B)
+    steps -= (codes == 0x5D).astype(np.int32) + (codes == 0x7D)
+    return int(np.cumsum(steps).max(initial=0))
 
 
 def _shallow(record: dict, raw: bytes, containers: tuple) -> bool:
