@@ -50,8 +50,13 @@ class UnitFailed(TokenmillError, RuntimeError):
 
 
 def unit_failed(unit: object, cause: BaseException) -> UnitFailed:
-    """UnitFailed naming the unit (url, bytes) and the cause; committed units are kept."""
-    where = f"{getattr(unit, 'url', '?')} bytes {getattr(unit, 'start', '?')}..{getattr(unit, 'end', '?')}"
+    """UnitFailed naming the unit (url, its bytes or Parquet row group) and the cause; committed
+    units are kept."""
+    url, start, end = (getattr(unit, k, "?") for k in ("url", "start", "end"))
+    if getattr(unit, "fmt", "") == "parquet":
+        where = f"{url} row group {start}"
+    else:
+        where = f"{url} bytes {start}..{end}"
     return UnitFailed(
         f"unit {getattr(unit, 'unit_id', '?')} ({where}) failed: {type(cause).__name__}: "
         f"{cause}. Committed units are kept; rerun the same command to resume"

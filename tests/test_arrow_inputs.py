@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import struct
 from pathlib import Path
 
@@ -261,3 +262,82 @@ def test_a_file_cut_after_planning_fails_its_unit_naming_the_file(tmp_path):
     assert [len(b.texts) for u in units[:-1] for b in read_unit(u, opts)] == [10, 10, 10]
     with pytest.raises(InputError, match=r"late\.arrow: .*truncated\?"):
         list(read_unit(units[-1], opts))
+
+
+def test_a_file_that_is_no_parquet_or_holds_a_column_twice_is_an_input_error_naming_it(tmp_path):
+    """It was pyarrow's traceback (ArrowInvalid, KeyError), exit 1, naming no file."""
+    import pyarrow.parquet as pq
+
+    (tmp_path / "empty.parquet").write_bytes(b"")
+    (tmp_path / "garbage.parquet").write_bytes(b"not parquet at all " * 20)
+    table = pa.table({"text": ["a", "b"]})
+    pq.write_table(table, tmp_path / "good.parquet")
+    (tmp_path / "cut.parquet").write_bytes((tmp_path / "good.parquet").read_bytes()[:40])
+    twice = pa.Table.from_arrays([pa.array(["a"]), pa.array(["b"])], names=["text", "text"])
+    pq.write_table(twice, tmp_path / "twice.parquet")
+    for name, message in [
+        ("empty", "not a readable Parquet file (Parquet file size is 0 bytes)"),
+        ("garbage", "not a readable Parquet file (Parquet magic bytes not found"),
+        ("cut", "not a readable Parquet file ("),
+        ("twice", "column 'text' appears 2 times in its schema"),
+    ]:
+        with pytest.raises(InputError, match=rf"{name}\.parquet: {re.escape(message)}"):
+            plan_units([str(tmp_path / f"{name}.parquet")], ReadOptions())
+
+
+@pytest.mark.parametrize("kind", ["parquet", "file"])
+def test_values_python_cannot_hold_are_a_wrong_type_not_a_crash(tmp_path, bpe_path, kind):
+    """A timestamp past the year 9999 in the source or text column: OverflowError, a traceback
+    (exit 1) in the driver and a failed unit on actors. Now the column's rows are what a value
+    of a wrong type makes them: the default source, a text rejected naming the Arrow type."""
+    import pyarrow.parquet as pq
+
+    far = pa.array([10**17, 10**17], pa.timestamp("ms"))
+    good = pa.table({"text": ["first text", "second text"], "source": far})
+    bad = pa.table({"text": far, "id": ["x", "y"]})
+    paths = []
+    for name, table in (("good", good), ("bad", bad)):
+        path = tmp_path / f"{name}.{'parquet' if kind == 'parquet' else 'arrow'}"
+        if kind == "parquet":
+            pq.write_table(table, path)
+        else:
+            write_ipc(path, table, "file")
+        paths.append(str(path))
+    summary = run_job(job_config(paths, tmp_path / "out", f"bpe:{bpe_path}"))
+    assert summary.complete and summary.documents == 2 and summary.rejected == 2
+    rows = shard_rows(str(tmp_path / "out"))
+    assert sorted(r["source"] for r in rows) == [os.path.basename(paths[0])] * 2
+    reasons = {r["reason"] for r in reject_rows(tmp_path / "out")}
+    assert reasons == {
+        "text field 'text' is timestamp[ms] value out of Python's range, expected string"
+    }
+
+
+@pytest.mark.parametrize("kind", ["parquet", "file"])
+def test_an_input_with_no_rows_to_plan_is_a_complete_run_that_verify_calls_ok(
+    tmp_path, bpe_path, kind
+):
+    """An Arrow file without record batches, a Parquet file without row groups: the run
+    completed with nothing to commit and `verify` then failed ("nothing committed")."""
+    import pyarrow.parquet as pq
+
+    from pipeline.output.verify import verify_output
+
+    schema = pa.schema([("text", pa.string())])
+    path = tmp_path / ("empty.parquet" if kind == "parquet" else "empty.arrow")
+    if kind == "parquet":
+        pq.ParquetWriter(path, schema).close()
+    else:
+        pa.ipc.new_file(str(path), schema).close()
+    summary = run_job(job_config(str(path), tmp_path / "out", f"bpe:{bpe_path}"))
+    assert summary.complete and summary.units_planned == 0 and summary.documents == 0
+    report = verify_output(str(tmp_path / "out"))
+    assert report.ok and report.units == 0, report.problems
+    assert not verify_output(str(tmp_path / "nothing")).ok  # no output there at all
+
+
+def reject_rows(output) -> list[dict]:
+    rows = []
+    for path in sorted((Path(output) / "rejects").glob("*.arrow")):
+        rows += pa.ipc.open_file(str(path)).read_all().to_pylist()
+    return rows

@@ -33,7 +33,7 @@ def verify_output(url: str, storage_options: dict | None = None) -> VerifyReport
             bad_units.append(entry.unit_id)
             problems.extend(f"unit {entry.unit_id}: {p}" for p in unit_problems)
     orphans = orphan_files(output, entries)
-    if not entries and not output.list(LEDGER_DIR):
+    if not entries and not output.list(LEDGER_DIR) and not _complete_with_nothing(output):
         problems.append(f"no ledger entries under {output.url}/{LEDGER_DIR}: nothing committed")
     return VerifyReport(
         ok=not problems,
@@ -48,6 +48,16 @@ def verify_output(url: str, storage_options: dict | None = None) -> VerifyReport
         orphans=orphans,
         spool_files=spool_files(output),
     )
+
+
+def _complete_with_nothing(output: Output) -> bool:
+    """Whether the output's latest run completed with no unit to commit (its inputs hold no
+    rows: an Arrow file without record batches, a Parquet file without row groups)."""
+    names = sorted(n for n in output.list(RUNS_DIR, ".json") if ".tmp-" not in n)
+    if not names:
+        return False
+    latest = output.read_json(f"{RUNS_DIR}/{names[-1]}")
+    return bool(latest.get("complete")) and latest.get("units_planned") == 0
 
 
 def orphan_files(output: Output, entries: list[LedgerEntry] | None = None) -> list[str]:

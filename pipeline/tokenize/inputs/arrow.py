@@ -33,7 +33,7 @@ from typing import Any
 
 from pipeline.errors import InputError
 from pipeline.output.storage import url_to_fs
-from pipeline.tokenize.inputs.batching import BatchBuilder
+from pipeline.tokenize.inputs.batching import BatchBuilder, column_values
 from pipeline.tokenize.inputs.registry import InputFormat, register_format
 from pipeline.tokenize.inputs.types import DocBatch, InputFile, ReadOptions, WorkUnit
 
@@ -321,7 +321,7 @@ class ArrowFormat(InputFormat):
                 rb = _next_batch(reader, message, i, unit.url)
                 for lo in range(0, rb.num_rows, opts.batch_docs):
                     part = rb.slice(lo, opts.batch_docs)
-                    cols = {name: part.column(name).to_pylist() for name in wanted}
+                    cols = {name: column_values(part.column(name)) for name in wanted}
                     for j in range(part.num_rows):
                         out.row(row, {k: v[j] for k, v in cols.items()})
                         row += 1

@@ -304,3 +304,26 @@ class BatchBuilder:
             position[0],
         )
         self._batch.segments[-1] = segments
+
+
+class OutOfRange:
+    """Stands in for the values of a table column Python cannot hold (a timestamp past the year
+    9999): no field check takes one, so each row is what a value of a wrong type makes it (a
+    reject for a text, a hash id, the default source); its text in a reject's raw record names
+    the column's type."""
+
+    arrow_type = ""
+
+    def __str__(self) -> str:
+        return f"<{self.arrow_type} value out of Python's range>"
+
+
+def column_values(column: Any) -> list[Any]:
+    """A table column's values as Python objects (`to_pylist`), or, where Python cannot hold
+    them, one OutOfRange stand-in per row, named after the column's Arrow type."""
+    try:
+        return column.to_pylist()
+    except (OverflowError, ValueError):  # (ArrowInvalid is a ValueError)
+        name = f"{column.type} value out of Python's range"
+        stand_in = type(name, (OutOfRange,), {"arrow_type": str(column.type)})()
+        return [stand_in] * len(column)
