@@ -229,6 +229,8 @@ def test_ray_address_auto_with_no_cluster_running_is_one_line_naming_it(tmp_path
         ({"lease_seconds": 0.000001}, "lease_seconds: Input should be greater than or equal to 5"),
         ({"storage_options": {"endpoint": "x"}}, "unknown storage option(s) endpoint"),
         ({"on_input_change": "ignore"}, "on_input_change: Input should be 'redo' or 'refuse'"),
+        ({"text_field": ""}, "text_field: String should have at least 1 character"),
+        ({"id_field": ""}, "id_field: String should have at least 1 character"),
     ],
 )
 def test_bad_fields_are_refused_naming_the_field(tmp_path, bpe_path, fields, message):

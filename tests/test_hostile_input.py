@@ -490,3 +490,15 @@ def test_gzip_pieces_reads_what_gzip_reads_and_all_before_the_damage():
         except zlib.error:
             break
     assert got == bytes(expected) and len(got) > len(raw) // 3
+
+
+def test_a_whole_text_file_with_a_bom_names_the_bad_bytes_position_in_the_file(tmp_path, tokenizer):
+    """The position was counted after the stripped BOM (byte 6 for the byte at 9), and the
+    reject's raw bytes left the BOM out."""
+    data = b"\xef\xbb\xbfhello \xff world"
+    (tmp_path / "doc.txt").write_bytes(data)
+    _, rejects, texts = tokenize(
+        str(tmp_path / "doc.txt"), tokenizer, tmp_path / "o", text_mode="file"
+    )
+    assert texts == [] and [r["reason"] for r in rejects] == ["invalid UTF-8 at byte 9 of the file"]
+    assert rejects[0]["raw"] == data and data[9:10] == b"\xff"

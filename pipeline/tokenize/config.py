@@ -134,9 +134,11 @@ class JobConfig(BaseModel):
     text_mode: Literal["line", "file"] = Field(
         "line", description="text inputs: one document per line or per file"
     )
-    text_field: str = Field("text", description="record field holding the text")
+    text_field: str = Field("text", min_length=1, description="record field holding the text")
     messages_field: str = Field(
-        "messages", description="record field holding a chat's list of {role, content} messages"
+        "messages",
+        min_length=1,
+        description="record field holding a chat's list of {role, content} messages",
     )
     chat_template: str | None = Field(
         None,
@@ -147,9 +149,9 @@ class JobConfig(BaseModel):
     train_on: Literal["all", "assistant", "last-assistant"] = Field(
         "assistant", description="chat tokens with loss_mask 1 (the rest get 0)"
     )
-    id_field: str = Field("id", description="record field holding the document id")
-    source_field: str = Field("source", description="record field naming the source")
-    lang_field: str = Field("lang", description="record field naming the language")
+    id_field: str = Field("id", min_length=1, description="record field holding the document id")
+    source_field: str = Field("source", min_length=1, description="record field naming the source")
+    lang_field: str = Field("lang", min_length=1, description="record field naming the language")
     unit_bytes: int = Field(64 << 20, gt=0, description="work unit size for uncompressed files")
     pack_small_files: int = Field(
         0,

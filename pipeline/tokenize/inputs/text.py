@@ -72,12 +72,12 @@ class TextFormat(LineFormat):
                 0, 1, None, f"document too large: more than max_doc_bytes {limit} bytes", data
             )
             return out.take()
-        if data.startswith(BOM):
-            data = data[len(BOM) :]
+        skip = len(BOM) if data.startswith(BOM) else 0  # (a BOM is no text; positions count it)
         try:
-            text = data.decode("utf-8")
+            text = data[skip:].decode("utf-8")
         except UnicodeDecodeError as exc:
-            out.reject(0, None, None, f"invalid UTF-8 at byte {exc.start} of the file", data)
+            where = exc.start + skip
+            out.reject(0, None, None, f"invalid UTF-8 at byte {where} of the file", data)
             return out.take()
         reason, nbytes = out.check_text(text, "text")
         if reason:
