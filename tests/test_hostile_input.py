@@ -4,6 +4,7 @@ error naming the input, never a crash, a hang or memory that grows with the bad 
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import os
 import random
@@ -502,3 +503,31 @@ def test_a_whole_text_file_with_a_bom_names_the_bad_bytes_position_in_the_file(t
     )
     assert texts == [] and [r["reason"] for r in rejects] == ["invalid UTF-8 at byte 9 of the file"]
     assert rejects[0]["raw"] == data and data[9:10] == b"\xff"
+
+
+@pytest.mark.parametrize("damage", ["corrupt frame", "garbage after", "cut frame"])
+def test_a_damaged_zstd_keeps_every_whole_line_of_its_intact_data(tmp_path, tokenizer, damage):
+    """Arrow's reader loses what its failing read had decompressed: a corrupt 11th frame of 50
+    lines each kept 475 of the 500 lines of the 10 intact frames, bytes that are no frame after
+    an intact one lost its last 17 lines. Now the file is read again frame by frame from its
+    raw bytes, so every line before the damaged block is a document."""
+    raw = corpus(3000)
+    ends = [i + 1 for i, byte in enumerate(raw) if byte == 0x0A]
+    cuts = [0, *ends[49::50]]
+    compress = zstandard.ZstdCompressor(level=3, write_checksum=True).compress
+    frames = [compress(raw[a:b]) for a, b in itertools.pairwise(cuts)]
+    if damage == "corrupt frame":
+        bad = bytearray(frames[10])
+        bad[len(bad) // 2] ^= 0xFF
+        data, kept, reason = b"".join([*frames[:10], bytes(bad), *frames[11:]]), 500, "ZSTD"
+    elif damage == "garbage after":
+        data, kept, reason = b"".join(frames) + b"garbage!!", 3000, "ZSTD decompress failed"
+    else:
+        data, kept, reason = b"".join(frames[:20]) + frames[20][:-20], 1000, "Truncated"
+    (tmp_path / "d.jsonl.zst").write_bytes(data)
+    _, rejects, texts = tokenize(str(tmp_path / "d.jsonl.zst"), tokenizer, tmp_path / "o")
+    assert texts[:kept] == [doc_text(i) for i in range(kept)]
+    assert kept <= len(texts) < kept + 50 and len(rejects) == 1
+    assert reason in rejects[0]["reason"]
+    # the reject starts where the first line not read does
+    assert rejects[0]["offset"] == sum(len(line) + 1 for line in raw.split(b"\n")[: len(texts)])

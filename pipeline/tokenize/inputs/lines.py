@@ -19,6 +19,7 @@ from pipeline.tokenize.inputs.salvage import (  # noqa: F401 (READ_BLOCK: set by
     RawFile,
     Salvaging,
     StorageReads,
+    ZstdPieces,
 )
 from pipeline.tokenize.inputs.types import DocBatch, InputFile, ReadOptions, WorkUnit
 from schemas.shards import REJECT_RAW_BYTES
@@ -79,7 +80,11 @@ def open_unit(unit: WorkUnit, storage_options: dict | None):
         import pyarrow as pa
 
         raw = RawFile(fs, path)
-        return Salvaging(lambda: pa.CompressedInputStream(raw.open(), "zstd"), raw=raw)
+        return Salvaging(
+            lambda: pa.CompressedInputStream(raw.open(), "zstd"),
+            lambda: ZstdPieces(raw.open()),
+            raw=raw,
+        )
     if unit.compression == "gzip":
         raw = RawFile(fs, path)
         return Salvaging(
