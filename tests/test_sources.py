@@ -138,7 +138,7 @@ def test_bad_records_are_rejected_with_reason_file_offset_and_line(tmp_path):
         (5, offsets[4], "text field 'text' is int, expected string"),
         (6, offsets[5], "empty text"),
         (7, offsets[6], "document too large: 200 bytes > max_doc_bytes 100"),
-        (8, offsets[7], "record is a JSON array, expected an object"),
+        (8, offsets[7], "record is a JSON list, expected an object"),
         (9, offsets[8], "text has a lone surrogate at character 1 (not encodable as UTF-8)"),
     ]
     assert all(r.source == str(path) for r in rejects)

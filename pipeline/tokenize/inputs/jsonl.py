@@ -32,7 +32,6 @@ _SAFE_BRACKETS = 200
 MAX_DEPTH = 512
 _STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
 _DEEP = threading.Lock()
-_JSON_TYPES = {list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
 
 
 class JsonLinesFormat(LineFormat):
@@ -124,8 +123,8 @@ class JsonLinesFormat(LineFormat):
         try:
             record = _loads_deep(text) if deep else json.loads(text)
         except json.JSONDecodeError as exc:
-            message = exc.msg if exc.msg.endswith(" at") else f"{exc.msg} at"
-            out.reject(offset, line_no, None, f"invalid JSON: {message} column {exc.colno}", raw)
+            # (the reasons are output bytes: json's "...starting at" then reads "at at column")
+            out.reject(offset, line_no, None, f"invalid JSON: {exc.msg} at column {exc.colno}", raw)
             return
         except RecursionError:  # (not past MAX_DEPTH: a caller deep in its own stack)
             out.reject(offset, line_no, None, "invalid JSON: nesting too deep", raw)
@@ -134,7 +133,7 @@ class JsonLinesFormat(LineFormat):
             out.reject(offset, line_no, None, f"invalid JSON: {exc}", raw)
             return
         if not isinstance(record, dict):
-            kind = "null" if record is None else _JSON_TYPES.get(type(record), "value")
+            kind = type(record).__name__  # (Python's type names: reasons are output bytes)
             out.reject(offset, line_no, None, f"record is a JSON {kind}, expected an object", raw)
             return
         out.record(record, (offset, line_no, None), offset, raw)
