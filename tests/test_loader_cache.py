@@ -231,3 +231,40 @@ def test_one_reader_fits_in_two_groups_of_shards(local_url, s3_url, s3, tmp_path
         **options,
     )
     assert windows(ds) == windows(dataset(local_url, **options))
+
+
+@pytest.mark.parametrize("room", [None, 20])
+def test_admissions_scan_the_cache_rarely_and_leave_no_file_per_shard(tmp_path, monkeypatch, room):
+    """Every admission scanned the whole directory (a stat per file) and every download left a
+    `<shard>.lock` behind, so the directory grew with every shard ever fetched: 16k admissions
+    took 103 s with room for 8 shards. Now a running bound on the usage spares the scan while
+    there is room, a scan evicts down to 9/10 of the limit, and downloads lock one of 64 files."""
+    from pipeline.loader import cache as cache_module
+
+    size, count = 1000, 400
+    limit = 10**9 if room is None else room * size
+    cache = ShardCache(str(tmp_path / "cache"), limit=limit)
+    scans = []
+    real = cache_module.ShardCache._make_room
+
+    def make_room(self, need):
+        scans.append(need)
+        return real(self, need)
+
+    monkeypatch.setattr(cache_module.ShardCache, "_make_room", make_room)
+
+    def fetch(path: str) -> None:
+        with open(path, "wb") as f:
+            f.write(b"x" * size)
+
+    for i in range(count):
+        path, held = cache.acquire(f"shard-{i:04d}.arrow", lambda: size, fetch)
+        held.release()
+        assert cache.usage() <= limit
+    names = os.listdir(tmp_path / "cache")
+    shards = [n for n in names if n.startswith("shard-")]
+    assert len(shards) == (count if room is None else len(shards)) and len(shards) <= limit // size
+    assert len(names) - len(shards) <= 64 + 2  # download locks, the directory lock, .usage
+    assert len(scans) <= (1 if room is None else count // 2)
+    if room is not None:  # the most recently used shards stayed
+        assert f"shard-{count - 1:04d}.arrow" in shards and len(shards) >= room * 8 // 10

@@ -11,6 +11,7 @@ import json
 import shutil
 from collections import defaultdict
 
+import pyarrow as pa
 import pytest
 import torch
 from click.testing import CliRunner
@@ -184,6 +185,26 @@ def test_skipped_documents_never_contribute_a_label_and_nothing_else_moves(
                         masked += b - 1 - max(a - 1, 0)
             assert torch.equal(batch["labels"], want)
         assert masked > 0
+
+
+def test_a_skip_list_bigger_than_any_shard_masks_exactly_the_same_labels(url, documents):
+    """Ids bigger than a shard are looked up row by row in a set (Arrow's is_in rebuilt a table
+    of the whole list for every shard: shards x ids); same answer as the small list's is_in."""
+    from pipeline.loader.shards import id_matches
+
+    plain = dataset(url, packing="best_fit", mask_cross_document=False)
+    skipped = sorted({seg["doc_id"] for index in (3, 11) for seg in plain.provenance(index)})
+    padded = [*skipped, *(f"not-a-document-{i}" for i in range(20_000))]
+    small = [b["labels"] for b in dataset(url, packing="best_fit", skip_documents=skipped)]
+    big = [b["labels"] for b in dataset(url, packing="best_fit", skip_documents=padded)]
+    assert len(small) == len(big) and all(map(torch.equal, small, big))
+    column = pa.array([None, *skipped, *(["other"] * len(skipped))])  # longer than `skipped`
+    for ids in (frozenset(skipped), frozenset(padded)):  # Arrow's is_in, then the set
+        assert id_matches(column, ids).tolist() == [
+            False,
+            *[True] * len(skipped),
+            *[False] * len(skipped),
+        ]
 
 
 def test_seq_lens_ids_and_cross_document_masks_follow_the_documents(url):

@@ -14,6 +14,11 @@ under an exclusive lock while the download runs, so a crashed download's reserva
 stale and removed), fetches to a temporary file, checks it, takes its shared lock and renames it
 into place: a fresh shard is held before anyone can see it.
 
+An admission counts the usage by scanning the directory only when its running bound (`.usage`,
+kept under the directory lock) says the shard might not fit, and a scan then evicts down to 9/10 of
+the limit, so scans are rare however many shards the directory holds. Downloads of one shard are
+serialized by one of 64 fixed lock files (`.download-NN.lock`).
+
 Set TOKENMILL_CACHE_LOG to a file to have every admission append `name size usage limit` (usage
 after the admission, counted under the directory lock): the tests check the limit with it.
 """
@@ -26,11 +31,15 @@ import os
 import time
 import uuid
 import weakref
+import zlib
 from collections.abc import Callable
 
 from pipeline.errors import LoaderError
 
 LOCK, RESERVE, TMP, DOCS = ".cache.lock", ".reserve", ".tmp-", ".docs.npy"
+USAGE = ".usage"  # a bound on the bytes cached and reserved (see ShardCache._usage_bound)
+SLACK = 10  # a scan frees room for 1/SLACK of the limit beyond what the admission needs
+DOWNLOAD_LOCKS = 64  # lock files that serialize downloads of one shard (a shard hashes to one)
 _HELD: dict[int, Held] = {}  # descriptor -> holder, to close inherited ones after a fork
 
 
@@ -60,6 +69,12 @@ def _forget_inherited() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_inherited)
+
+
+def _download_lock(name: str) -> str:
+    """The lock file of a shard's download: one of DOWNLOAD_LOCKS, never removed (a lock file
+    per shard grew the directory by one file per shard ever fetched, and every scan with it)."""
+    return f".download-{zlib.crc32(name.encode()) % DOWNLOAD_LOCKS:02d}.lock"
 
 
 def _is_shard(name: str) -> bool:
@@ -104,7 +119,7 @@ class ShardCache:
         if found is not None:
             return found
         os.makedirs(self.directory, exist_ok=True)
-        with open(self.path(name) + ".lock", "wb") as lock:  # one download per shard
+        with open(self.path(_download_lock(name)), "wb") as lock:  # one download per shard
             fcntl.flock(lock, fcntl.LOCK_EX)
             found = self.hold(name)
             if found is not None:
@@ -133,11 +148,14 @@ class ShardCache:
         while True:
             with open(self.path(LOCK), "wb") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
-                usage = self._make_room(size)
+                usage = self._usage_bound()
+                if usage is None or usage + size > self.limit:
+                    usage = self._make_room(size)
                 if usage + size <= self.limit:
                     fd = os.open(self.path(name) + RESERVE, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC)
                     fcntl.flock(fd, fcntl.LOCK_EX)
                     os.write(fd, str(size).encode())
+                    self._set_usage_bound(usage + size)
                     self._log(name, size, usage + size)
                     return fd
             own, count = self._own_holdings()
@@ -173,9 +191,29 @@ class ShardCache:
                     pass
         return own, count
 
+    def _usage_bound(self) -> int | None:
+        """Under the directory lock: the bytes admitted since the last scan counted on top of
+        what it found (`.usage`; None when there is none). Never below the usage: admissions
+        add to it, and what leaves (evictions, failed downloads, a user's clean-up) only makes
+        it higher than the files. While it leaves room, an admission scans nothing (a scan per
+        admission was quadratic in the shards cached)."""
+        try:
+            with open(self.path(USAGE), "rb") as f:
+                return int(f.read() or b"0")
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _set_usage_bound(self, usage: int) -> None:
+        tmp = f"{self.path(USAGE)}{TMP}{uuid.uuid4().hex}"
+        with open(tmp, "wb") as f:
+            f.write(str(usage).encode())
+        os.replace(tmp, self.path(USAGE))
+
     def _make_room(self, size: int) -> int:
         """Under the directory lock: evict unheld shards, oldest use first, until `size` more
-        bytes fit (or nothing more can go); returns the usage left (shards + reservations)."""
+        bytes fit with 1/SLACK of the limit to spare (so that the next admissions need no scan;
+        the hard bound is the limit), or nothing more can go; returns the usage left (shards +
+        reservations)."""
         shards, usage = [], 0
         for entry in os.scandir(self.directory):
             if entry.name.endswith(RESERVE):
@@ -185,7 +223,7 @@ class ShardCache:
                 shards.append((stat.st_mtime_ns, entry.name, stat.st_size))
                 usage += stat.st_size
         for _, name, nbytes in sorted(shards):
-            if usage + size <= self.limit:
+            if usage + size <= self.limit - self.limit // SLACK:
                 break
             if self._evict(name):
                 usage -= nbytes

@@ -31,11 +31,15 @@ def uncommit_bad_units(output: Output) -> list[dict[str, Any]]:
     bad = set(report.bad_units)
     if not bad:
         return []
+    of_unit: dict[str, list[str]] = {}  # (grouped once: a scan per bad unit was quadratic)
+    for problem in report.problems:
+        if problem.startswith("unit "):
+            of_unit.setdefault(problem[5:].split(":", 1)[0], []).append(problem)
     dropped = []
     for entry in committed_entries(output):
         if entry.unit_id not in bad:
             continue
-        problems = [p for p in report.problems if p.startswith(f"unit {entry.unit_id}:")]
+        problems = of_unit.get(entry.unit_id, [])
         log.warning("repair: re-running unit %s (%s)", entry.unit_id, "; ".join(problems))
         uncommit(output, entry, remove_files=False)
         dropped.append({"unit_id": entry.unit_id, "problems": problems})
