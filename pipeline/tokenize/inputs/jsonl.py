@@ -30,7 +30,7 @@ _SAFE_BRACKETS = 200
 # deeper lines are rejected, whoever reads them: json's own limit (a RecursionError) depends on
 # how deep the caller's stack is, which differs between the driver, its threads and actors
 MAX_DEPTH = 512
-_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_STRINGS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')  # a JSON string (the unrolled loop: fast)
 _DEEP = threading.Lock()
 
 
