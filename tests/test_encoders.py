@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import pickle
 import sys
 import threading
 from pathlib import Path
@@ -538,3 +539,76 @@ def test_tokenizers_pickle_with_their_encoder(loaded, style_paths, sample_texts)
             tok.encode_batch_flat(sample_texts[:10])[0],
         )
         assert copy.supports_encode_bytes == (tok.encoder != "tokenizers")
+
+
+# -- characters newer than the reference's Unicode tables ---------------------------------------
+UNICODE_17 = [
+    "\u088f's",  # an Arabic letter added in 17.0, then a contraction
+    "\ua7ce's and \ua7cf's",
+    "x\U00010940's y",
+    "\u1acf's",  # a combining mark added in 17.0
+    "1\U00011de023 and 9\U00011de0\U00011de1",  # digits added in 17.0
+    "Plain text around \u088f's and a \U0001f600 emoji",
+]
+
+
+@pytest.mark.skipif(not HAS_GIGATOKEN, reason="gigatoken is not installed")
+@pytest.mark.parametrize("style", ["bytelevel", "split"])
+def test_characters_the_reference_does_not_know_are_encoded_as_the_reference_does(
+    loaded, style, sample_texts
+):
+    """gigatoken's Unicode 17 tables take U+088F for a letter, U+11DE0 for a digit, where
+    `tokenizers` (and tiktoken) have no character: `"\\u088f's"` was X + 's against X' + s, with
+    no error (the gate passed; found by fuzzing every code point). Texts holding a code point
+    Python's Unicode database does not assign now go to the reference; the rest stay on
+    gigatoken, and the probes hold such characters, so an unguarded gigatoken is refused."""
+    from tokenizers_impl.encoders import select_encoder
+    from tokenizers_impl.encoders.unassigned import Guarded
+
+    tok = loaded(style, "auto")
+    assert tok.encoder == "gigatoken" and isinstance(tok._encoder, Guarded)
+    texts = [*UNICODE_17, *sample_texts[:30]]
+    _assert_same_as_reference(tok, texts)
+    assert tok._encoder.routed >= 5
+    raw = tok._encoder.fast  # the library alone is not exact on them (its tables are newer)
+    register_encoder("gigatoken-unguarded", lambda source: _Unguarded(raw))
+    try:
+        with pytest.raises(TokenizerError, match="is not exact.*probe"):
+            select_encoder(
+                "gigatoken-unguarded", tok._source, tok._reference, tok._probes, ("tokenizers",)
+            )
+    finally:
+        unregister_encoder("gigatoken-unguarded")
+    again = pickle.loads(pickle.dumps(tok))  # (actors and helpers get it pickled)
+    assert isinstance(again._encoder, Guarded)
+    _assert_same_as_reference(again, UNICODE_17)
+
+
+class _Unguarded(Encoder):
+    name = "gigatoken-unguarded"
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def encode_flat(self, texts):
+        return self.inner.encode_flat(texts)
+
+
+def test_risky_texts_finds_unassigned_code_points_in_small_and_big_batches():
+    from tokenizers_impl.encoders.unassigned import KERNEL_UNITS, risky_texts
+
+    texts = [
+        "ascii",
+        "caf\u00e9 \u00fc",  # Latin-1: never scanned
+        "\u4e2d\u6587 \u043c\u0438\u0440 \u201cquotes\u201d",  # assigned BMP characters
+        "\U0001f600 \U0001f44d\U0001f3fd",  # assigned astral characters (emoji)
+        "lone \ud800 surrogate",  # not a character at all, but not unassigned either
+        "a \u088f",  # unassigned in Python's database, a letter in Unicode 17
+        "\U00011de0",  # the same above U+FFFF
+        "\u0378",  # unassigned in every version so far
+        "\U000e01f0 \U00050000",  # unassigned astral
+    ]
+    assert risky_texts(texts) == [5, 6, 7, 8]
+    pad = "\u4e2d" * KERNEL_UNITS  # past KERNEL_UNITS: the compiled scan, same answer
+    assert risky_texts([t + pad for t in texts]) == [5, 6, 7, 8]
+    assert risky_texts([pad, pad + "\U0001f600"]) == []

@@ -47,6 +47,9 @@ class GigatokenEncoder(Encoder):
     ("tiktoken", ranks file text, pretokenizer scheme). Pickles as its recipe."""
 
     name: ClassVar[str] = "gigatoken"
+    # its Unicode tables (17.0) are newer than `tokenizers`' and tiktoken's: characters added
+    # since are letters, digits or marks to it, unassigned to them (registry.guarded)
+    newer_unicode: ClassVar[bool] = True
 
     def __init__(self, recipe: tuple[str, ...], reset_chars: int):
         self.recipe, self._reset_chars = recipe, reset_chars

@@ -68,6 +68,16 @@ def build_encoder(name: str, source: EncoderSource) -> Encoder:
         raise EncoderUnavailable("refused", f"{type(exc).__name__}: {first_line}") from exc
 
 
+def guarded(encoder: Encoder, reference: Encoder) -> Encoder:
+    """`encoder`, or, when its Unicode tables are newer than the references' (`newer_unicode`),
+    the encoder with the texts it could split otherwise sent to `reference` (unassigned.Guarded)."""
+    if not getattr(encoder, "newer_unicode", False) or encoder is reference:
+        return encoder
+    from tokenizers_impl.encoders.unassigned import Guarded
+
+    return Guarded(encoder, reference)
+
+
 @dataclass(frozen=True)
 class Selection:
     """The chosen encoder and why each faster backend was passed over ("NAME: reason")."""
@@ -124,7 +134,7 @@ def select_encoder(
         if choice == reference.name:
             return Selection(reference)
         try:
-            encoder = build_encoder(choice, source)
+            encoder = guarded(build_encoder(choice, source), reference)
         except EncoderUnavailable as exc:
             raise TokenizerError(
                 f"encoder {choice!r} is unavailable for {source.label}: {exc}"
@@ -150,7 +160,7 @@ def select_encoder(
 def _try(name: str, source: EncoderSource, gate: _Gate) -> tuple[Encoder | str, bool]:
     """(the encoder, _) when it builds and is exact, else (reason, quiet)."""
     try:
-        encoder = build_encoder(name, source)
+        encoder = guarded(build_encoder(name, source), gate.reference)
     except EncoderUnavailable as exc:
         return str(exc), exc.why == "not applicable"
     diff = gate.check(encoder)

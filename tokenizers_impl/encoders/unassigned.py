@@ -1,0 +1,143 @@
+"""Texts a backend with newer Unicode tables than the reference's may split differently.
+
+gigatoken knows Unicode 17: it takes characters added since (U+088F, the digits U+11DE0-11DE9, the
+marks U+1ACF-1ADD, ...) for letters, digits and marks, where `tokenizers` and tiktoken (the
+references) take them for unassigned code points. Its pre-tokens then differ around them
+(`"\\u088f's"`: `X` + `'s` against `X'` + `s`), and so do the ids, with no error: the load-time gate
+passed and the run's sampled verification rarely meets such a text. `Guarded` encodes every text
+holding a code point unassigned in Python's own Unicode database (an older version than either
+library's, so a superset of where the two can differ) with the reference, and the rest with the
+fast backend: exact, at the cost of a scan of the non-ASCII texts (a table lookup per character)."""
+
+from __future__ import annotations
+
+import threading
+import unicodedata
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from tokenizers_impl.encoders.base import Encoder
+
+_BMP: np.ndarray | None = None
+_BUILT = threading.Lock()
+_ASTRAL: dict[int, bool] = {}  # code point above U+FFFF -> unassigned (asked once each)
+UNASSIGNED, SURROGATE = 1, 2  # a UTF-16 code unit's mark in the BMP table
+
+
+def bmp_marks() -> np.ndarray:
+    """uint8 per UTF-16 code unit: UNASSIGNED where Python's Unicode database has no character
+    (category Cn), SURROGATE for the units of a pair (a code point above U+FFFF: looked up on
+    its own), else 0. Built once per process (65,536 lookups)."""
+    global _BMP
+    with _BUILT:
+        if _BMP is None:
+            category = unicodedata.category
+            marks = np.array([category(chr(cp)) == "Cn" for cp in range(0x10000)], dtype=np.uint8)
+            marks[0xD800:0xE000] = SURROGATE
+            _BMP = marks
+    return _BMP
+
+
+def _astral_unassigned(cp: int) -> bool:
+    found = _ASTRAL.get(cp)
+    if found is None:
+        found = _ASTRAL[cp] = unicodedata.category(chr(cp)) == "Cn"
+    return found
+
+
+def _risky(text: str, marks: np.ndarray) -> bool:
+    found = marks[np.frombuffer(text.encode("utf-16-le", "surrogatepass"), dtype=np.uint16)]
+    if (found == UNASSIGNED).any():
+        return True
+    if not (found == SURROGATE).any():
+        return False
+    points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    return any(map(_astral_unassigned, np.unique(points[points > 0xFFFF]).tolist()))
+
+
+def _latin1(text: str) -> bool:
+    """Whether every character is below U+0100 (all assigned): ASCII at once, others by a Latin-1
+    encoding (a copy of a one-byte string; a wider one fails at its first wide character)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def risky_texts(texts: Sequence[str]) -> list[int]:
+    """Indices of the texts holding a code point Python's Unicode database does not assign. Latin-1
+    texts are skipped; the others are scanned together (one UTF-16 encoding, a lookup per code
+    unit in a 64 KB table), and one by one only when that finds a mark (an unassigned code point,
+    or a character above U+FFFF such as an emoji)."""
+    wide = [i for i, text in enumerate(texts) if not _latin1(text)]
+    if not wide:
+        return []
+    marks = bmp_marks()
+    joined = "\x00".join([texts[i] for i in wide])  # (NUL is assigned: never marked)
+    units = np.frombuffer(joined.encode("utf-16-le", "surrogatepass"), np.uint16)
+    if not _any_marked(units, marks):
+        return []
+    return [i for i in wide if _risky(texts[i], marks)]
+
+
+KERNEL_UNITS = 1 << 16  # from this many code units a scan takes the compiled loop
+
+
+def _any_marked(units: np.ndarray, marks: np.ndarray) -> bool:
+    """Whether any code unit is marked: numpy for small scans (a one-document job never imports
+    numba), a compiled loop without numpy's index copy for big ones."""
+    if len(units) < KERNEL_UNITS:
+        return bool(marks[units].any())
+    from tokenizers_impl.encoders.scankernel import any_marked
+
+    return bool(any_marked(units, marks))
+
+
+class Guarded(Encoder):
+    """`fast` for texts without an unassigned code point, `reference` for the others (same flat
+    output as the reference's on every text where `fast` is exact on assigned characters). Named
+    and versioned as `fast`; pickles as its two encoders."""
+
+    def __init__(self, fast: Encoder, reference: Encoder):
+        self.fast, self.reference = fast, reference
+        self.name, self.version = fast.name, fast.version
+        self.routed = 0  # texts the reference encoded
+
+    def encode_flat(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        texts = texts if isinstance(texts, list) else list(texts)
+        risky = risky_texts(texts)
+        if not risky:
+            return self.fast.encode_flat(texts)
+        self.routed += len(risky)
+        marked = np.zeros(len(texts), dtype=bool)
+        marked[risky] = True
+        safe = np.flatnonzero(~marked).tolist()
+        parts = {
+            False: self.fast.encode_flat([texts[i] for i in safe]),
+            True: self.reference.encode_flat([texts[i] for i in risky]),
+        }
+        lengths = np.empty(len(texts), dtype=np.int64)
+        lengths[safe] = np.diff(parts[False][1])
+        lengths[risky] = np.diff(parts[True][1])
+        offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        flat = np.empty(int(offsets[-1]), dtype=np.uint32)
+        seen = {False: 0, True: 0}
+        for i, is_risky in enumerate(marked.tolist()):
+            source_flat, source_offsets = parts[is_risky]
+            k = seen[is_risky]
+            flat[offsets[i] : offsets[i + 1]] = source_flat[
+                source_offsets[k] : source_offsets[k + 1]
+            ]
+            seen[is_risky] = k + 1
+        return flat, offsets
+
+    def __getattr__(self, name: str) -> Any:  # the fast backend's own attributes (e.g. resets)
+        if name in ("fast", "reference"):
+            raise AttributeError(name)
+        return getattr(self.fast, name)
