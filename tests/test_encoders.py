@@ -612,3 +612,20 @@ def test_risky_texts_finds_unassigned_code_points_in_small_and_big_batches():
     pad = "\u4e2d" * KERNEL_UNITS  # past KERNEL_UNITS: the compiled scan, same answer
     assert risky_texts([t + pad for t in texts]) == [5, 6, 7, 8]
     assert risky_texts([pad, pad + "\U0001f600"]) == []
+
+
+def test_a_non_special_added_token_loads_and_decodes_to_its_text(style_paths, tmp_path):
+    """A byte-level tokenizer.json with non-special added tokens failed to load (KeyError ' ':
+    their text was read through the byte map) and "çà" would have decoded to b'\\xe7\\xe0'."""
+    from tokenizers import AddedToken
+
+    hf = HFTokenizer.from_file(style_paths["split"])
+    hf.add_tokens([AddedToken(" hello world", normalized=False), AddedToken("çà")])
+    path = tmp_path / "added.json"
+    hf.save(str(path))
+    tok = load_tokenizer(f"bpe:{path}")
+    text = "they say hello world and çà, voilà"
+    ids = tok.encode_batch([text])[0]
+    assert tok.added_tokens[" hello world"] in ids.tolist() and tok.added_tokens["çà"] in ids
+    assert tok.decode_bytes(ids) == text.encode("utf-8")
+    assert ids.tolist() == tok.encode_reference([text])[0]

@@ -240,12 +240,14 @@ class BPETokenizer(ByteTableTokenizer):
     def _byte_table(self) -> list[bytes]:
         table: list[bytes] = []
         u2b = _unicode_to_byte()
-        specials = self.special_ids
+        # added tokens, special or not, are matched in the raw text: their bytes are their text
+        # (a non-special one read through the byte map raised KeyError on its space)
+        added = set(self.added_tokens.values())
         for i in range(self.vocab_size):
             token = self.hf.id_to_token(i)
             if token is None:
                 table.append(b"")
-            elif i in specials:
+            elif i in added:
                 table.append(token.encode("utf-8"))
             elif self.byte_level:
                 table.append(bytes(u2b[c] for c in token))
