@@ -407,3 +407,46 @@ def test_train_tokenizer_refuses_a_kind_that_does_not_train(tmp_path, sample_dir
     assert f"tokenizer kind {kind!r} is not trained here" in result.output
     assert "kinds that train: bpe, lib, sentencepiece" in result.output
     assert "Traceback" not in result.output and not out.exists()
+
+
+def test_scratch_files_a_killed_run_left_for_an_s3_output_are_removed_by_the_next(
+    s3, bpe_path, sample_dir, tmp_path, monkeypatch
+):
+    """An object-store output's units are built in this machine's temporary folder, then
+    uploaded. A run killed meanwhile left them there for good (a unit's worth per kill, found by
+    a kill-at-random soak), and neither the next run nor `verify` saw them. Now they live in a
+    folder per output and name their process; the first use in a process removes those of
+    dead processes, and leaves a live one's alone."""
+    import subprocess
+    import sys
+
+    from pipeline.output import storage
+
+    monkeypatch.setattr(storage.tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(storage, "_SWEPT", set())
+    s3.create_bucket("spooled")
+    url = "s3://spooled/out"
+    scratch = storage.remote_spool_dir(url)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        text=True,
+        capture_output=True,
+        check=True,
+    ).stdout.strip()
+    left = os.path.join(scratch, f"spool-{dead}-{'0' * 32}")
+    live = os.path.join(scratch, f"spool-{os.getppid()}-{'1' * 32}")
+    for path in (left, live):
+        with open(path, "wb") as handle:
+            handle.write(b"half a shard")
+    monkeypatch.setattr(storage, "_SWEPT", set())  # a new process, as far as the sweep knows
+    summary = run_job(
+        load_config(
+            input=[str(sample_dir / "de.jsonl")],
+            output=url,
+            tokenizer=f"bpe:{bpe_path}",
+            storage_options=s3.storage_options,
+            progress=False,
+        )
+    )
+    assert summary.complete
+    assert sorted(os.listdir(scratch)) == [os.path.basename(live)]  # the run's own are gone too

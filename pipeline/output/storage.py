@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -319,8 +320,8 @@ class Output:
             scratch = self.path(SPOOL_DIR)
             os.makedirs(scratch, exist_ok=True)
         else:
-            scratch = tempfile.gettempdir()
-        tmp = os.path.join(scratch, f"spool-{uuid.uuid4().hex}")
+            scratch = remote_spool_dir(self.url)
+        tmp = os.path.join(scratch, f"spool-{os.getpid()}-{uuid.uuid4().hex}")
         try:
             yield tmp
         finally:
@@ -346,3 +347,38 @@ class Output:
             return
         with contextlib.suppress(FileNotFoundError):
             with_retries(lambda: self.fs.rm(full, recursive=recursive), f"remove {rel}")
+
+
+_SWEPT: set[str] = set()  # remote outputs' spool folders this process has swept
+
+
+def remote_spool_dir(url: str) -> str:
+    """This machine's scratch folder for an object-store output (its files are built here, then
+    uploaded): one per output under the temporary folder. The first use in a process removes the
+    files that dead processes of this machine left there (a run, helper or actor killed while it
+    built a unit); a file names its process (`spool-<pid>-<id>`). Before, they stayed in the
+    temporary folder for good, a unit's worth per kill, and nothing listed them."""
+    scratch = os.path.join(
+        tempfile.gettempdir(),
+        "tokenmill-spool",
+        hashlib.sha256(url.encode()).hexdigest()[:16],
+    )
+    os.makedirs(scratch, exist_ok=True)
+    if scratch not in _SWEPT:
+        _SWEPT.add(scratch)
+        for name in os.listdir(scratch):
+            pid = name.split("-")[1] if name.startswith("spool-") else ""
+            if pid.isdigit() and not _alive(int(pid)):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(scratch, name))
+    return scratch
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
