@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import zlib
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
@@ -89,7 +90,47 @@ class Salvaging:
         self.close()
 
 
-class GzipPieces:
+class _Pieces(ABC):
+    """A compressed file decompressed over its raw bytes, RAW bytes fed at a time (`_feed`):
+    every byte the decompressor gives before the damage is returned first, then the error (set
+    by `_feed`, or `_cut()` when the raw bytes end inside a member or frame) is raised."""
+
+    RAW = 8 << 10
+
+    def __init__(self, raw: Any):
+        self._raw = raw
+        self._out = bytearray()
+        self._error: BaseException | None = None
+        self._done = False
+
+    @abstractmethod
+    def _feed(self, data: bytes) -> None:
+        """Decompress `data` into `_out`; on damage, keep what came before and set `_error`."""
+
+    @abstractmethod
+    def _cut(self) -> BaseException | None:
+        """The error of raw bytes that end inside a member or frame (None: they end between)."""
+
+    def read(self, n: int = -1) -> bytes:
+        while not self._done and (n < 0 or len(self._out) < n):
+            chunk = self._raw.read(self.RAW)
+            if chunk:
+                self._feed(chunk)
+                continue
+            self._done = True
+            self._error = self._cut()
+        if not self._out and self._error is not None:
+            raise self._error
+        take = len(self._out) if n < 0 else min(n, len(self._out))
+        data = bytes(self._out[:take])
+        del self._out[:take]
+        return data
+
+    def close(self) -> None:
+        self._raw.close()
+
+
+class GzipPieces(_Pieces):
     """A .gz file decompressed with zlib over its raw bytes: every byte the stream still gives
     comes out before the error, which the next read raises (EOFError for a file cut inside a
     member, as gzip's own reader says it; zlib.error for corrupt data, a bad CRC or a header that
@@ -101,29 +142,13 @@ class GzipPieces:
     RAW = 8 << 10  # compressed bytes fed at a time (at most ~8 MB out: deflate's ratio)
 
     def __init__(self, raw: Any):
-        self._raw = raw
+        super().__init__(raw)
         self._inflate: Any = None  # the member being read (None: between members)
-        self._out = bytearray()
-        self._error: BaseException | None = None
-        self._done = False
 
-    def read(self, n: int = -1) -> bytes:
-        while not self._done and (n < 0 or len(self._out) < n):
-            chunk = self._raw.read(self.RAW)
-            if chunk:
-                self._feed(chunk)
-                continue
-            self._done = True
-            if self._inflate is not None:
-                self._error = EOFError(
-                    "Compressed file ended before the end-of-stream marker was reached"
-                )
-        if not self._out and self._error is not None:
-            raise self._error
-        take = len(self._out) if n < 0 else min(n, len(self._out))
-        data = bytes(self._out[:take])
-        del self._out[:take]
-        return data
+    def _cut(self) -> BaseException | None:
+        if self._inflate is None:
+            return None
+        return EOFError("Compressed file ended before the end-of-stream marker was reached")
 
     def _feed(self, data: bytes) -> None:
         while data:
@@ -148,11 +173,8 @@ class GzipPieces:
                 return
             data, self._inflate = self._inflate.unused_data, None
 
-    def close(self) -> None:
-        self._raw.close()
 
-
-class ZstdPieces:
+class ZstdPieces(_Pieces):
     """A .zst file decompressed frame by frame over its raw bytes, fed a little at a time: every
     block before the damage comes out before the error, which the next read raises (OSError:
     "Truncated compressed stream" for a file cut inside a frame, "ZSTD decompress failed: ..."
@@ -166,28 +188,13 @@ class ZstdPieces:
     def __init__(self, raw: Any):
         import zstandard
 
-        self._raw, self._zstd = raw, zstandard
+        super().__init__(raw)
+        self._zstd = zstandard
         self._frames = zstandard.ZstdDecompressor()
         self._frame: Any = None  # the frame being read (None: between frames)
-        self._out = bytearray()
-        self._error: BaseException | None = None
-        self._done = False
 
-    def read(self, n: int = -1) -> bytes:
-        while not self._done and (n < 0 or len(self._out) < n):
-            chunk = self._raw.read(self.RAW)
-            if chunk:
-                self._feed(chunk)
-                continue
-            self._done = True
-            if self._frame is not None:
-                self._error = OSError("Truncated compressed stream")
-        if not self._out and self._error is not None:
-            raise self._error
-        take = len(self._out) if n < 0 else min(n, len(self._out))
-        data = bytes(self._out[:take])
-        del self._out[:take]
-        return data
+    def _cut(self) -> BaseException | None:
+        return None if self._frame is None else OSError("Truncated compressed stream")
 
     def _feed(self, data: bytes) -> None:
         while data:
@@ -202,9 +209,6 @@ class ZstdPieces:
             if not self._frame.eof:
                 return
             data, self._frame = self._frame.unused_data, None
-
-    def close(self) -> None:
-        self._raw.close()
 
 
 class StorageReads:
