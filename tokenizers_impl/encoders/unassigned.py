@@ -47,16 +47,6 @@ def _astral_unassigned(cp: int) -> bool:
     return found
 
 
-def _risky(text: str, marks: np.ndarray) -> bool:
-    found = marks[np.frombuffer(text.encode("utf-16-le", "surrogatepass"), dtype=np.uint16)]
-    if (found == UNASSIGNED).any():
-        return True
-    if not (found == SURROGATE).any():
-        return False
-    points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-    return any(map(_astral_unassigned, np.unique(points[points > 0xFFFF]).tolist()))
-
-
 def _latin1(text: str) -> bool:
     """Whether every character is below U+0100 (all assigned): ASCII at once, others by a Latin-1
     encoding (a copy of a one-byte string; a wider one fails at its first wide character)."""
@@ -72,8 +62,8 @@ def _latin1(text: str) -> bool:
 def risky_texts(texts: Sequence[str]) -> list[int]:
     """Indices of the texts holding a code point Python's Unicode database does not assign. Latin-1
     texts are skipped; the others are scanned together (one UTF-16 encoding, a lookup per code
-    unit in a 64 KB table), and one by one only when that finds a mark (an unassigned code point,
-    or a character above U+FFFF such as an emoji)."""
+    unit in a 64 KB table); only when that finds a mark (an unassigned code point, or a character
+    above U+FFFF such as an emoji) are they read again as code points to say which texts."""
     wide = [i for i, text in enumerate(texts) if not _latin1(text)]
     if not wide:
         return []
@@ -82,7 +72,23 @@ def risky_texts(texts: Sequence[str]) -> list[int]:
     units = np.frombuffer(joined.encode("utf-16-le", "surrogatepass"), np.uint16)
     if not _any_marked(units, marks):
         return []
-    return [i for i in wide if _risky(texts[i], marks)]
+    # a mark: an unassigned BMP character, or a character above U+FFFF (an emoji, say). In code
+    # points (UTF-32) each text's span is its length, so the hits map to texts at once
+    points = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), np.uint32)
+    low = points < 0x10000
+    hit = np.zeros(len(points), dtype=bool)
+    hit[low] = marks[points[low]] == UNASSIGNED
+    astral = np.flatnonzero(~low)
+    if len(astral):
+        values = points[astral]
+        unknown = {int(cp) for cp in np.unique(values) if _astral_unassigned(int(cp))}
+        if unknown:
+            hit[astral[np.isin(values, list(unknown))]] = True
+    where = np.flatnonzero(hit)
+    if not len(where):
+        return []
+    ends = np.cumsum(np.fromiter((len(texts[i]) + 1 for i in wide), np.int64, len(wide)))
+    return [wide[k] for k in np.unique(np.searchsorted(ends, where, side="right")).tolist()]
 
 
 KERNEL_UNITS = 1 << 16  # from this many code units a scan takes the compiled loop
