@@ -40,6 +40,18 @@ def bmp_marks() -> np.ndarray:
     return _BMP
 
 
+_BMP_UNASSIGNED: np.ndarray | None = None
+
+
+def _bmp_unassigned() -> np.ndarray:
+    """bool per code point up to U+FFFF, and False at index 0x10000 (what the code points above
+    are clipped to): True where `bmp_marks` says UNASSIGNED."""
+    global _BMP_UNASSIGNED
+    if _BMP_UNASSIGNED is None:
+        _BMP_UNASSIGNED = np.append(bmp_marks() == UNASSIGNED, False)
+    return _BMP_UNASSIGNED
+
+
 def _astral_unassigned(cp: int) -> bool:
     found = _ASTRAL.get(cp)
     if found is None:
@@ -75,10 +87,8 @@ def risky_texts(texts: Sequence[str]) -> list[int]:
     # a mark: an unassigned BMP character, or a character above U+FFFF (an emoji, say). In code
     # points (UTF-32) each text's span is its length, so the hits map to texts at once
     points = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), np.uint32)
-    low = points < 0x10000
-    hit = np.zeros(len(points), dtype=bool)
-    hit[low] = marks[points[low]] == UNASSIGNED
-    astral = np.flatnonzero(~low)
+    hit = _bmp_unassigned()[np.minimum(points, 0x10000)]  # (above U+FFFF: index 0x10000, 0)
+    astral = np.flatnonzero(points > 0xFFFF)
     if len(astral):
         values = points[astral]
         unknown = {int(cp) for cp in np.unique(values) if _astral_unassigned(int(cp))}
