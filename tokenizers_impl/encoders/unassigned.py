@@ -73,40 +73,45 @@ def _latin1(text: str) -> bool:
 
 def risky_texts(texts: Sequence[str]) -> list[int]:
     """Indices of the texts holding a code point Python's Unicode database does not assign. Latin-1
-    texts are skipped; the others are scanned together (one UTF-16 encoding, a lookup per code
-    unit in a 64 KB table); only when that finds a mark (an unassigned code point, or a character
-    above U+FFFF such as an emoji) are they read again as code points to say which texts."""
+    texts are skipped; the others are scanned together: first as UTF-16 code units against a 64 KB
+    table (stopping at the first mark), and only when that finds one (an unassigned character,
+    or one above U+FFFF such as an emoji) as code points, each text's span its length, the
+    distinct ones above U+FFFF looked up one by one (compiled loops for big batches)."""
     wide = [i for i, text in enumerate(texts) if not _latin1(text)]
     if not wide:
         return []
-    marks = bmp_marks()
     joined = "\x00".join([texts[i] for i in wide])  # (NUL is assigned: never marked)
     units = np.frombuffer(joined.encode("utf-16-le", "surrogatepass"), np.uint16)
-    if not _any_marked(units, marks):
+    if not _any_marked(units, bmp_marks()):  # the usual answer, from the cheapest pass
         return []
-    # a mark: an unassigned BMP character, or a character above U+FFFF (an emoji, say). In code
-    # points (UTF-32) each text's span is its length, so the hits map to texts at once
+    # a mark: an unassigned character, or one above U+FFFF (an emoji, say). In code points
+    # (UTF-32) each text's span is its length: a hit maps to its text at once
     points = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), np.uint32)
-    hit = _bmp_unassigned()[np.minimum(points, 0x10000)]  # (above U+FFFF: index 0x10000, 0)
-    astral = np.flatnonzero(points > 0xFFFF)
-    if len(astral):
-        values = points[astral]
-        unknown = {int(cp) for cp in np.unique(values) if _astral_unassigned(int(cp))}
-        if unknown:
-            hit[astral[np.isin(values, list(unknown))]] = True
-    where = np.flatnonzero(hit)
-    if not len(where):
-        return []
     ends = np.cumsum(np.fromiter((len(texts[i]) + 1 for i in wide), np.int64, len(wide)))
-    return [wide[k] for k in np.unique(np.searchsorted(ends, where, side="right")).tolist()]
+    if len(points) >= KERNEL_UNITS:
+        from tokenizers_impl.encoders.scankernel import scan_points
+
+        risky, astral, owner = scan_points(points, ends, _bmp_unassigned())
+    else:
+        position = np.flatnonzero(_bmp_unassigned()[np.minimum(points, 0x10000)])
+        risky = np.zeros(len(wide), dtype=bool)
+        risky[np.searchsorted(ends, position, side="right")] = True
+        above = np.flatnonzero(points > 0xFFFF)
+        astral, owner = points[above], np.searchsorted(ends, above, side="right")
+    if len(astral):
+        unknown = [int(cp) for cp in np.unique(astral) if _astral_unassigned(int(cp))]
+        if unknown:
+            risky[owner[np.isin(astral, unknown)]] = True
+    return [wide[k] for k in np.flatnonzero(risky).tolist()]
 
 
 KERNEL_UNITS = 1 << 16  # from this many code units a scan takes the compiled loop
 
 
 def _any_marked(units: np.ndarray, marks: np.ndarray) -> bool:
-    """Whether any code unit is marked: numpy for small scans (a one-document job never imports
-    numba), a compiled loop without numpy's index copy for big ones."""
+    """Whether any UTF-16 code unit is marked (unassigned, or half of a pair): numpy for small
+    scans (a one-document job never imports numba), a compiled loop that stops at the first
+    mark for big ones."""
     if len(units) < KERNEL_UNITS:
         return bool(marks[units].any())
     from tokenizers_impl.encoders.scankernel import any_marked
