@@ -292,22 +292,10 @@ class BPETokenizer(ByteTableTokenizer):
 
     # -- contract -------------------------------------------------------------------------------
     def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
-        try:
-            return self._encoder.encode_batch(texts)
-        except (TypeError, UnicodeEncodeError) as exc:
-            bad = _unencodable(texts)
-            if bad is None:
-                raise  # (not a text it could name: the encoder's own error, as it was)
-            raise bad from exc
+        return _naming_bad_text(self._encoder.encode_batch, texts)
 
     def encode_batch_flat(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        try:
-            return self._encoder.encode_flat(texts)
-        except (TypeError, UnicodeEncodeError) as exc:
-            bad = _unencodable(texts)
-            if bad is None:
-                raise  # (not a text it could name: the encoder's own error, as it was)
-            raise bad from exc
+        return _naming_bad_text(self._encoder.encode_flat, texts)
 
     def reference_encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
         """Ids from the `tokenizers` library itself, whatever the encoder."""
@@ -341,6 +329,18 @@ class BPETokenizer(ByteTableTokenizer):
             "encoder_version": self.encoder_version,
             "encoder_fallbacks": list(self.encoder_fallbacks),
         }
+
+
+def _naming_bad_text(encode: Any, texts: Sequence[str]) -> Any:
+    """encode(texts); an encoder's TypeError or UnicodeEncodeError becomes the TokenizerError
+    naming the text it could not take (a lone surrogate), or is re-raised as it was."""
+    try:
+        return encode(texts)
+    except (TypeError, UnicodeEncodeError) as exc:
+        bad = _unencodable(texts)
+        if bad is None:
+            raise  # (not a text it could name: the encoder's own error, as it was)
+        raise bad from exc
 
 
 def _unencodable(texts: Sequence[str]) -> TokenizerError | None:
