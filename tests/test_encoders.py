@@ -569,6 +569,16 @@ def test_characters_the_reference_does_not_know_are_encoded_as_the_reference_doe
     assert tok.encoder == "gigatoken" and isinstance(tok._encoder, Guarded)
     texts = [*UNICODE_17, *sample_texts[:30]]
     _assert_same_as_reference(tok, texts)
+    # routed texts among others, first, in the middle and last: each gets its own ids back
+    mixed = [
+        *sample_texts[:3],
+        UNICODE_17[0],
+        *sample_texts[3:9],
+        *UNICODE_17[1:4],
+        "",
+        UNICODE_17[4],
+    ]
+    _assert_same_as_reference(tok, mixed)
     assert tok._encoder.routed >= 5
     raw = tok._encoder.fast  # the library alone is not exact on them (its tables are newer)
     register_encoder("gigatoken-unguarded", lambda source: _Unguarded(raw))

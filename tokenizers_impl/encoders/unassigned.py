@@ -137,25 +137,20 @@ class Guarded(Encoder):
         self.routed += len(risky)
         marked = np.zeros(len(texts), dtype=bool)
         marked[risky] = True
-        safe = np.flatnonzero(~marked).tolist()
-        parts = {
-            False: self.fast.encode_flat([texts[i] for i in safe]),
-            True: self.reference.encode_flat([texts[i] for i in risky]),
-        }
+        fast_flat, fast_offsets = self.fast.encode_flat(
+            [t for t, m in zip(texts, marked.tolist(), strict=True) if not m]
+        )
+        ref_flat, ref_offsets = self.reference.encode_flat([texts[i] for i in risky])
         lengths = np.empty(len(texts), dtype=np.int64)
-        lengths[safe] = np.diff(parts[False][1])
-        lengths[risky] = np.diff(parts[True][1])
+        lengths[~marked] = np.diff(fast_offsets)
+        lengths[marked] = np.diff(ref_offsets)
         offsets = np.zeros(len(texts) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
+        # both parts keep their texts' order: each fills its texts' token positions in turn
+        from_reference = np.repeat(marked, lengths)
         flat = np.empty(int(offsets[-1]), dtype=np.uint32)
-        seen = {False: 0, True: 0}
-        for i, is_risky in enumerate(marked.tolist()):
-            source_flat, source_offsets = parts[is_risky]
-            k = seen[is_risky]
-            flat[offsets[i] : offsets[i + 1]] = source_flat[
-                source_offsets[k] : source_offsets[k + 1]
-            ]
-            seen[is_risky] = k + 1
+        flat[~from_reference] = fast_flat[fast_offsets[0] : fast_offsets[-1]]
+        flat[from_reference] = ref_flat[ref_offsets[0] : ref_offsets[-1]]
         return flat, offsets
 
     def __getattr__(self, name: str) -> Any:  # the fast backend's own attributes (e.g. resets)
