@@ -206,13 +206,13 @@ def sql_cmd(args, baseline, fmt, alpha, storage_option) -> None:
             list(args[:-1]), parse_storage_options(storage_option), alpha=alpha, baseline=baseline
         )
         relation = session.con.sql(args[-1])
+        if relation is None:
+            return
+        table = relation.to_arrow_table()  # (files are scanned here: a damaged one fails here)
     except TokenmillError as exc:
         fail(str(exc))
-    except duckdb.Error as exc:  # the user's SQL is wrong
+    except duckdb.Error as exc:  # the user's SQL is wrong, or a file no longer reads
         fail(f"query failed: {exc}")
-    if relation is None:
-        return
-    table = relation.to_arrow_table()
     if fmt == "csv":
         import pyarrow.csv as pacsv
 

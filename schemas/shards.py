@@ -15,6 +15,9 @@ def token_type(vocab_size: int) -> pa.DataType:
     return pa.uint16() if vocab_size <= 65536 else pa.uint32()
 
 
+LOSS_MASK = "loss_mask"  # list<uint8> column of chat jobs: 1 where the model trains on the token
+
+
 def shard_schema(
     vocab_size: int,
     *,
@@ -52,7 +55,7 @@ def shard_schema(
             pa.field("token_offsets", pa.list_(pa.field("item", pa.uint32(), nullable=False)))
         )
     if with_loss_mask:  # chat jobs: 1 where the model trains on the token; null = every token
-        fields.append(pa.field("loss_mask", pa.list_(pa.field("item", pa.uint8(), nullable=False))))
+        fields.append(pa.field(LOSS_MASK, pa.list_(pa.field("item", pa.uint8(), nullable=False))))
     for name, dtype in (
         extra_fields or {}
     ).items():  # plugin columns, e.g. dynamic merge's batch_id

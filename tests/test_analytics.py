@@ -580,3 +580,26 @@ def test_report_is_the_same_with_chunked_and_hashed_counting(compared, monkeypat
                     k: pytest.approx(v, rel=1e-12) if isinstance(v, float) else v
                     for k, v in w.items()
                 }
+
+
+def test_a_torn_shard_is_named_by_report_and_sql_not_a_traceback(compared, tmp_path):
+    """A shard torn after its commit gave pyarrow's "Not an Arrow file" traceback (exit 1) in
+    `report` and `sql`, whether it was the first file (read for the schema) or a later one
+    (scanned lazily by the query)."""
+    import shutil
+
+    from pipeline.output import Output, iter_committed
+
+    out, _ = compared
+    url = next(p for p in sorted(out.iterdir()) if p.name != "report")
+    entries = list(iter_committed(Output(str(url))))
+    assert len(entries) >= 2
+    for k in (0, -1):
+        copy = tmp_path / f"torn{k}"
+        shutil.copytree(url, copy)
+        torn = copy / entries[k].shard
+        torn.write_bytes(torn.read_bytes()[:200])
+        for args in (["report", str(copy)], ["sql", str(copy), "SELECT count(*) FROM documents"]):
+            result = CliRunner().invoke(cli, args)
+            assert result.exit_code == 2, (args, result.output)
+            assert str(torn) in result.output and "Traceback" not in result.output

@@ -287,6 +287,36 @@ def test_messages_without_a_template_are_rejected_with_a_hint(tok_path, tmp_path
     assert reasons == {
         "missing text field 'text' (it has 'messages': give --chat-template to read chats)"
     }
+    # whatever `messages` holds (it said only "missing text field 'text'" unless a list)
+    src = write_jsonl(tmp_path / "s.jsonl", [{"id": "s", "messages": "hello"}])
+    run_job(job_config(src, tmp_path / "out-s", f"bpe:{tok_path}"))
+    (path,) = (tmp_path / "out-s" / "rejects").glob("*.arrow")
+    (row,) = pa.ipc.open_file(str(path)).read_all().to_pylist()
+    assert row["reason"].endswith("(it has 'messages': give --chat-template to read chats)")
+
+
+def test_retokenize_refuses_a_chat_output_before_anything_is_written(tok_path, tmp_path):
+    """Its shards decoded to text lost the loss mask and made the template's special ids plain
+    text (`<|im_start|>` became `< | im _ start |`), with exit 0 and `verify` ok."""
+    from click.testing import CliRunner
+
+    from jobs.cli import main as cli
+
+    src = write_jsonl(tmp_path / "chats.jsonl", conversations()[:6])
+    sft = tmp_path / "sft"
+    run_job(job_config(src, sft, f"bpe:{tok_path}", chat_template="chatml"))
+    out = tmp_path / "re"
+    args = ["retokenize", "--input", str(sft), "--output", str(out), "--no-progress"]
+    result = CliRunner().invoke(cli, [*args, "--tokenizer", f"bpe:{tok_path}"])
+    assert result.exit_code == 2 and "holds chat documents" in result.output
+    assert not (out / "shards").exists()
+    # a manifest that does not say so (e.g. removed): each shard's loss_mask column refuses it
+    manifest = json.loads((sft / "job.json").read_text())
+    manifest["options"]["read"]["chat_template"] = ""
+    (sft / "job.json").write_text(json.dumps(manifest))
+    result = CliRunner().invoke(cli, [*args, "--tokenizer", f"bpe:{tok_path}"])
+    assert result.exit_code == 2 and "holds chat documents" in result.output
+    assert not list((out / "ledger").glob("*.json"))
 
 
 def test_chat_rerun_is_byte_identical(tok_path, tmp_path):

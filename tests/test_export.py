@@ -350,3 +350,41 @@ def test_destination_rules_and_a_corrupted_file_is_named_then_rewritten(sample_o
         cli, ["export", str(tmp_path / "nothing"), str(tmp_path / "x"), "--format", "hf"]
     )
     assert result.exit_code == 2 and "has no committed units" in result.output
+
+
+def test_overwrite_beside_foreign_files_is_refused_before_the_old_export_is_deleted(
+    sample_output, tmp_path
+):
+    """`--overwrite` of an export with a user's file beside it deleted the old export, then
+    refused ("holds no tokenmill export": false), leaving neither export."""
+    dest = tmp_path / "d"
+    assert export_output(str(sample_output), str(dest), ExportOptions("megatron")).ok
+    before = tree(dest)
+    (dest / "README.txt").write_text("notes")
+    hf = ExportOptions("hf", overwrite=True)
+    with pytest.raises(ExportError, match=r"is not empty \(README.txt\) and holds files that"):
+        export_output(str(sample_output), str(dest), hf)
+    assert tree(dest) == {**before, "README.txt": b"notes"}  # nothing deleted
+
+
+def test_a_torn_shard_is_named_and_a_per_batch_vocabulary_output_is_refused(
+    sample_output, tmp_path, bpe_path
+):
+    """A torn first shard gave pyarrow's traceback (exit 1, which means "verification found a
+    problem"); a dynamic_merge output exported its batch-local ids as one vocabulary, without
+    their sidecars, "verified"."""
+    torn = tmp_path / "torn"
+    shutil.copytree(sample_output, torn)
+    first = next(iter_committed(Output(str(torn))))
+    (torn / first.shard).write_bytes((torn / first.shard).read_bytes()[:1000])
+    result = CliRunner().invoke(cli, ["export", str(torn), str(tmp_path / "x"), "--format", "hf"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert f"shard {torn}/{first.shard} is not a readable Arrow file" in result.output
+
+    config = tmp_path / "merge.json"
+    config.write_text(json.dumps({"base": f"bpe:{bpe_path}", "max_merges": 50, "batch_docs": 32}))
+    merged = tmp_path / "dm"
+    run_job(job_config(SAMPLE_DIR / "de.jsonl", merged, f"dynamic_merge:{config}"))
+    with pytest.raises(ExportError, match="holds ids local to each batch"):
+        export_output(str(merged), str(tmp_path / "dm-export"), ExportOptions("megatron"))
+    assert not (tmp_path / "dm-export").exists()

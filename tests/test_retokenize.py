@@ -183,3 +183,42 @@ def test_run_format_shards_takes_the_source_tokenizer_from_the_inputs_job_json(
     )
     assert mixed.exit_code == 2
     assert "written by different tokenizers" in mixed.output and f"bpe:{bpe_path}" in mixed.output
+
+
+def test_a_changed_or_torn_shard_is_refused_not_retokenized(tmp_path, sample_dir, bpe_path):
+    """A shard rewritten after its commit (valid Arrow, one id changed: its ledger checksum no
+    longer matches) was re-tokenized as it now reads, with exit 0; a torn one gave pyarrow's
+    traceback. Both are now refused, naming the shard."""
+    import shutil
+
+    import pyarrow as pa
+
+    first = tmp_path / "bpe"
+    run_job(
+        load_config(
+            input=[str(sample_dir / "de.jsonl")],
+            output=str(first),
+            tokenizer=f"bpe:{bpe_path}",
+            progress=False,
+        )
+    )
+    (shard,) = (first / "shards").glob("*.arrow")
+    table = pa.ipc.open_file(str(shard)).read_all()
+    rows = table.to_pylist()
+    rows[0]["tokens"][5] = (rows[0]["tokens"][5] + 1) % 8000
+    changed = tmp_path / "changed"
+    shutil.copytree(first, changed)
+    with pa.ipc.new_file(str(changed / "shards" / shard.name), table.schema) as writer:
+        writer.write_table(pa.Table.from_pylist(rows, schema=table.schema))
+    torn = tmp_path / "torn"
+    shutil.copytree(first, torn)
+    (torn / "shards" / shard.name).write_bytes(shard.read_bytes()[:1000])
+    for source in (changed, torn):
+        out = tmp_path / f"re-{source.name}"
+        args = ["retokenize", "--input", str(source), "--output", str(out), "--no-progress"]
+        result = CliRunner().invoke(cli, [*args, "--tokenizer", f"bpe:{bpe_path}"])
+        assert result.exit_code == 2, result.output
+        assert f"shard {source / 'shards' / shard.name} differs from its ledger entry" in (
+            " ".join(result.output.split())
+        )
+        assert not list((out / "ledger").glob("*.json"))

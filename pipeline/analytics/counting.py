@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
-from pipeline.analytics.relations import Files
+from pipeline.analytics.relations import Files, damaged
 from pipeline.analytics.sql import quote_ident, unigram_stats_sql
 
 KEYED_CHUNK_ROWS = 1 << 22  # per-unit count rows gathered in memory before DuckDB folds them in
@@ -38,14 +38,18 @@ def read_columns(
     order). Off the local disk only those columns' buffers are read (a remote shard's token lists
     are not fetched for its per-document columns); locally the file is memory-mapped, so the
     columns not selected are never touched anyway."""
-    with fs.open_input_file(path) as handle:
-        reader = pa.ipc.open_file(handle)
-        schema = reader.schema
-        cols = [c for c in wanted if c in schema.names]
-        if len(cols) < len(schema.names) and not isinstance(fs, pafs.LocalFileSystem):
-            fields = [schema.get_field_index(c) for c in cols]
-            reader = pa.ipc.open_file(handle, options=pa.ipc.IpcReadOptions(included_fields=fields))
-        batches = [reader.get_batch(i).select(cols) for i in range(reader.num_record_batches)]
+    try:
+        with fs.open_input_file(path) as handle:
+            reader = pa.ipc.open_file(handle)
+            schema = reader.schema
+            cols = [c for c in wanted if c in schema.names]
+            if len(cols) < len(schema.names) and not isinstance(fs, pafs.LocalFileSystem):
+                fields = [schema.get_field_index(c) for c in cols]
+                options = pa.ipc.IpcReadOptions(included_fields=fields)
+                reader = pa.ipc.open_file(handle, options=options)
+            batches = [reader.get_batch(i).select(cols) for i in range(reader.num_record_batches)]
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise damaged(path, exc) from None
     return pa.schema([schema.field(c) for c in cols]), batches
 
 

@@ -22,6 +22,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from pipeline.analytics.sql import quote_ident
+from pipeline.errors import AnalyticsError
 from pipeline.output import LedgerEntry, Output
 from schemas.layout import RUNS_DIR
 from schemas.shards import REJECTS_SCHEMA
@@ -121,12 +122,23 @@ def ledger_dataset(
     """A lazy Arrow IPC dataset over (unit_id, relative path) files, with a `unit_id` column that
     comes from per-file partition expressions (never stored in the files)."""
     paths = [output.path(rel) for _, rel in files]
-    with fs.open_input_file(paths[0]) as handle:
-        schema = pa.ipc.open_file(handle).schema
+    try:
+        with fs.open_input_file(paths[0]) as handle:
+            schema = pa.ipc.open_file(handle).schema
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise damaged(paths[0], exc) from None
     schema = schema.remove_metadata().append(pa.field("unit_id", pa.string()))
     partitions = [pc.field("unit_id") == pc.scalar(unit_id) for unit_id, _ in files]
     return ds.FileSystemDataset.from_paths(
         paths, schema=schema, format=ds.IpcFileFormat(), filesystem=fs, partitions=partitions
+    )
+
+
+def damaged(path: str, exc: Exception) -> AnalyticsError:
+    """The error of an output's file that no longer reads (torn or overwritten after its commit)."""
+    return AnalyticsError(
+        f"{path} is not a readable Arrow file ({exc}): it was damaged after its commit; "
+        "`tokenmill verify` names every such file and `tokenmill run --repair` redoes their units"
     )
 
 

@@ -145,23 +145,33 @@ def prepare_destination(
     """Claim the destination for this export (its plan written first) and return the progress
     records of files already finished by an earlier run of the same export."""
     existing = dest.read_json(PLAN) if dest.exists(PLAN) else None
-    if existing is not None and (overwrite or existing.get("key") != key):
-        if not overwrite:
-            raise ExportError(
-                f"{dest.url} holds another export ({existing.get('format')} of "
-                f"{existing.get('source')}); use --overwrite or another destination"
-            )
-        discard(dest, existing)
-        existing = None
-    if existing is None:
+    replaced = existing is not None and (overwrite or existing.get("key") != key)
+    if replaced and not overwrite:
+        raise ExportError(
+            f"{dest.url} holds another export ({existing.get('format')} of "
+            f"{existing.get('source')}); use --overwrite or another destination"
+        )
+    if existing is None or replaced:  # (refused before anything is deleted)
+        owned = {str(o).split("/")[0] for o in (existing or {}).get("objects", [])}
         foreign = [
-            n for n in dest.list("") if n not in (EXPORT_DIR, MANIFEST) and not empty_dir(dest, n)
+            n
+            for n in dest.list("")
+            if n not in (EXPORT_DIR, MANIFEST) and n not in owned and not empty_dir(dest, n)
         ]
         if foreign:
             raise ExportError(
-                f"{dest.url} is not empty ({', '.join(foreign[:5])}) and holds no tokenmill "
-                "export; choose an empty or new destination"
+                f"{dest.url} is not empty ({', '.join(foreign[:5])}) and "
+                + (
+                    "holds files that are not part of its export"
+                    if replaced
+                    else "holds no tokenmill export"
+                )
+                + "; choose an empty or new destination"
             )
+    if replaced:
+        discard(dest, existing)
+        existing = None
+    if existing is None:
         objects = [n for group in names.values() for n in group] + fmt.final_objects()
         dest.write_json(
             PLAN,

@@ -109,6 +109,13 @@ def load_source(url: str, storage_options: dict[str, Any] | None = None) -> Sour
     fingerprints = sorted({e.tokenizer.get("fingerprint") for e in entries})
     if len(hashes) > 1 or len(fingerprints) > 1:
         raise ExportError(f"output {output.url} mixes configurations {hashes} / tokenizers")
+    if any(e.sidecar for e in entries):
+        raise ExportError(
+            f"output {output.url} holds ids local to each batch (its tokenizer, "
+            f"{entries[0].tokenizer.get('kind')}, gives their meaning in each unit's sidecar "
+            "vocabulary, which no export format carries): export an output of a tokenizer with "
+            "one vocabulary"
+        )
     tokenizer = dict(entries[0].tokenizer)
     for key in ("eos_id", "bos_id"):
         if tokenizer.get(key) is None:
@@ -125,6 +132,11 @@ def shard_columns(output: Output, entry: LedgerEntry) -> tuple[str, ...]:
         raise ExportError(
             f"shard {output.url}/{entry.shard} listed by the ledger is missing"
         ) from exc
+    except (pa.ArrowInvalid, OSError) as exc:  # (torn or overwritten after its commit)
+        raise ExportError(
+            f"shard {output.url}/{entry.shard} is not a readable Arrow file ({exc}): it was "
+            "damaged after its commit; `tokenmill verify` and `tokenmill run --repair` redo it"
+        ) from None
     return tuple(c for c in OPTIONAL_COLUMNS if c in names)
 
 

@@ -20,9 +20,9 @@ from pipeline.loader.cache import DOCS, Held, ShardCache
 from pipeline.output import Output, iter_committed, read_manifest
 from pipeline.output.shards import bits, file_checksum, string_array, values_view
 from schemas.records import LedgerEntry
+from schemas.shards import LOSS_MASK  # noqa: F401 (importable from here)
 
 OPEN_SHARDS = 16  # shards kept mapped per process (a few shuffle groups' worth)
-LOSS_MASK = "loss_mask"  # list<uint8> column of chat outputs: 1 per token trained on, else 0
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ from pipeline.output.shards import list_array, numeric_array
 from pipeline.tokenize.inputs import DocBatch
 from tokenizers_impl import EncodedBatch, TokenizerBase
 
-LOSS_MASK = "loss_mask"
 Splitter = tuple[re.Pattern[str] | None, dict[str, int]]
 
 

@@ -29,13 +29,13 @@ from pipeline.output.shards import (
     token_column,
 )
 from pipeline.output.storage import Output
-from pipeline.tokenize.chat_encode import LOSS_MASK, ChatEncoded, encode_chat
+from pipeline.tokenize.chat_encode import ChatEncoded, encode_chat
 from pipeline.tokenize.inputs import DocBatch, ReadOptions, WorkUnit, read_unit
 from pipeline.tokenize.textstats import batch_stats
 from pipeline.tokenize.unigrams import UnigramCounter
 from schemas.layout import UnitNames
 from schemas.records import LedgerEntry
-from schemas.shards import SCHEMA_VERSION, TOKENMILL_VERSION, shard_schema
+from schemas.shards import LOSS_MASK, SCHEMA_VERSION, TOKENMILL_VERSION, shard_schema
 from tokenizers_impl import EncodedBatch, TokenizerBase
 
 GROUP_DOCS = 4096  # documents of consecutive engine batches encoded in one call, at most

@@ -197,7 +197,7 @@ class BatchBuilder:
             return
         if field not in record:
             hint = ""
-            if isinstance(record.get(opts.messages_field), list):
+            if opts.messages_field in record:  # (what it holds is checked with a template)
                 hint = f" (it has {opts.messages_field!r}: give --chat-template to read chats)"
             self.reject(*position, f"missing text field {field!r}{hint}", _raw(raw))
             return

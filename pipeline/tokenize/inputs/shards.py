@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from functools import lru_cache
+from typing import Any
 
 from pipeline.errors import InputError
 from pipeline.output import Output, iter_committed, read_manifest, url_to_fs, with_retries
 from pipeline.tokenize.inputs.batching import BatchBuilder
 from pipeline.tokenize.inputs.registry import InputFormat, register_format
 from pipeline.tokenize.inputs.types import DocBatch, InputFile, ReadOptions, WorkUnit
+from schemas.shards import LOSS_MASK
 from tokenizers_impl import TokenizerBase, load_tokenizer
 
 
@@ -29,6 +31,7 @@ class ShardsFormat(InputFormat):
             entries = list(iter_committed(output))
             if not entries:
                 raise InputError(f"input {url!r} has no committed shards (no ledger entries)")
+            check_plain(url, output)
             if opts.source_tokenizer:
                 check_source(opts.source_tokenizer, url, entries, storage_options)
             units.extend(
@@ -52,15 +55,11 @@ class ShardsFormat(InputFormat):
         self, unit: WorkUnit, opts: ReadOptions, storage_options: dict | None
     ) -> Iterator[DocBatch]:
         """Documents of a committed shard, decoded to their exact bytes by the source tokenizer."""
-        import pyarrow as pa
-
         from pipeline.output.shards import values_view
 
         out = BatchBuilder(unit, opts)
         tokenizer = decoder_for(opts.source_tokenizer, storage_options)
-        fs, path = url_to_fs(unit.url, storage_options)
-        data = with_retries(lambda: fs.cat_file(path), f"read {path}")
-        reader = pa.ipc.open_file(pa.BufferReader(data))
+        reader = open_checked(unit, storage_options)
         row = 0
         for i in range(reader.num_record_batches):
             rb = reader.get_batch(i)
@@ -80,6 +79,47 @@ class ShardsFormat(InputFormat):
                 if out.full():
                     yield out.take()
         yield out.take()
+
+
+def open_checked(unit: WorkUnit, storage_options: dict | None) -> Any:
+    """The Arrow reader of a committed shard whose bytes match its ledger checksum (the unit's
+    etag): a damaged or replaced shard is refused, naming it, instead of its documents being
+    re-tokenized as they now read (or pyarrow's traceback on a torn file)."""
+    import pyarrow as pa
+
+    from pipeline.output.shards import bytes_checksum
+
+    fs, path = url_to_fs(unit.url, storage_options)
+    data = with_retries(lambda: fs.cat_file(path), f"read {path}")
+    if unit.etag and bytes_checksum(data) != unit.etag:
+        raise InputError(
+            f"shard {unit.url} differs from its ledger entry (checksum): it was changed or "
+            "damaged after its commit; run `tokenmill verify` on that output (and `tokenmill run "
+            "--repair` to redo its unit) before re-tokenizing it"
+        )
+    try:
+        reader = pa.ipc.open_file(pa.BufferReader(data))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"shard {unit.url} is not a readable Arrow file: {exc}") from None
+    if LOSS_MASK in reader.schema.names:
+        raise InputError(chat_refusal(unit.url))
+    return reader
+
+
+def chat_refusal(where: str) -> str:
+    return (
+        f"{where} holds chat documents (a loss mask, and special ids that come from the chat "
+        "template, not from the text): decoding them to text would lose both; re-tokenize "
+        "from the original conversations (`tokenmill run --chat-template ...`) instead"
+    )
+
+
+def check_plain(url: str, output: Output) -> None:
+    """Refuse, before anything is written, an output whose job rendered chat templates."""
+    manifest = read_manifest(output) or {}
+    read = (manifest.get("options") or {}).get("read") or {}
+    if read.get("chat_template"):
+        raise InputError(chat_refusal(f"input {url!r}"))
 
 
 def check_source(spec: str, url: str, entries: list, storage_options: dict | None) -> None:
