@@ -312,10 +312,15 @@ def test_persistent_slot_workers_follow_set_epoch_resume_and_abandoned_iteration
 
     consume_checking(loader, expected(0), 10**9)
     ds.set_epoch(1)
+    # a checkpoint at the epoch boundary: it said epoch 1 was over (epoch 0's batch count added
+    # to epoch 1's start), so a resume from it yielded nothing
+    assert (loader.state_dict()["epoch"], loader.state_dict()["sample"]) == (1, 0)
     assert len(take(loader, 5)) == 5  # abandoned: its unread bundles' slots come back
     ds.set_epoch(2)
     consume_checking(loader, expected(2), 3)
     ds.set_epoch(3)
+    ds.load_state_dict({**loader.state_dict(), "epoch": 3, "sample": 5 * BATCH})
+    assert loader.state_dict()["sample"] == 5 * BATCH  # (not 5 batches + the ones taken before)
     loader.load_state_dict({**loader.state_dict(), "epoch": 3, "sample": 7 * BATCH})
     consume_checking(loader, expected(3, 7 * BATCH), 10**9)
     assert loader.state_dict()["sample"] == ds.plan(3).num_samples

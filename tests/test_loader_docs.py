@@ -401,6 +401,17 @@ def test_an_epoch_with_no_batch_says_so(url):
     assert list(TokenDataset([url, url], 1 << 24, drop_last=False, **mix)) == []
     with pytest.raises(ValueError, match="must be finite, non-negative, not all 0"):
         TokenDataset([url, url], SEQ, weights=[1.0, float("nan")])
+    # options the kernels divide by or repeat (a numba TypingError, a ZeroDivisionError, an
+    # unpacking error before)
+    for bad, match in (
+        ({"group_shards": 0}, r"group_shards \(0\) must be an int >= 1"),
+        ({"mix_block": 0}, r"mix_block \(0\) must be an int >= 1"),
+        ({"chunk_tokens": -1}, r"chunk_tokens \(-1\) must be an int >= 1"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            TokenDataset([url, url], SEQ, **bad)
+    with pytest.raises(ValueError, match="no outputs given"):
+        TokenDataset([], SEQ)
 
 
 def test_a_url_that_is_no_output_says_what_it_is(url, tmp_path):

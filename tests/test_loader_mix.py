@@ -263,6 +263,13 @@ def test_a_state_saved_for_another_sample_order_warns_when_loaded(outputs):
         mixture(outputs, stopping_strategy="all_exhausted", batch_size=4).load_state_dict(state)
         old = {k: v for k, v in state.items() if k != "order"}
         mixture(outputs, stopping_strategy="all_exhausted", weights=[1, 1, 1]).load_state_dict(old)
+        # the same order spelled otherwise (it warned): weights in the same exact proportion,
+        # the default strategy given by name
+        scaled = [4 * w for w in WEIGHTS]  # (exact in binary floats, as 10 * 0.3 is not)
+        mixture(outputs, stopping_strategy="all_exhausted", weights=scaled).load_state_dict(state)
+        with pytest.warns(UserWarning, match="stops when its first source runs out"):
+            default = mixture(outputs).state_dict(steps=3)  # (the default strategy's warning)
+        mixture(outputs, stopping_strategy="first_exhausted").load_state_dict(default)
     for changed in ({"weights": [0.2, 0.3, 0.5]}, {"packing": "best_fit"}, {"mix_block": 8}):
         other = mixture(outputs, stopping_strategy="all_exhausted", **changed)
         with pytest.warns(UserWarning, match="saved for another sample order"):

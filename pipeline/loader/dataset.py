@@ -131,7 +131,17 @@ class TokenDataset(IterableDataset):
         check_options(
             urls, seq_len, batch_size, rank, world_size, weights, weight_unit, stopping_strategy
         )
-        check_packing(packing, pack_buffer, budget_tokens, seq_len, stopping_strategy)
+        check_packing(
+            packing,
+            pack_buffer,
+            budget_tokens,
+            seq_len,
+            stopping_strategy,
+            group_shards=group_shards,
+            mix_block=mix_block,
+            chunk_tokens=chunk_tokens,
+            bundle_tokens=bundle_tokens,
+        )
         check_labels(labels, prefetch)
         self.urls, self.seq_len, self.seed = urls, seq_len, seed
         self.rank, self.world_size, self.batch_size = rank, world_size, batch_size
@@ -159,6 +169,7 @@ class TokenDataset(IterableDataset):
         # consumer state after the last yield here: (layout, start, next_step, sample), made
         # into a dict only when asked (state_dict), not for every batch
         self._progress: tuple | None = None
+        self._moves = 0  # set_epoch to another epoch and load_state_dict: positions moved
         self._built: Epoch | None = None
         self._warned = False
         self._slots: WorkerSlots | None = None  # in a dataloader() worker: its shared slots
@@ -242,6 +253,7 @@ class TokenDataset(IterableDataset):
         """Select the epoch to iterate; a loaded resume point applies only to its own epoch."""
         if epoch != self.epoch:
             self._progress = None
+            self._moves += 1
         self.epoch = epoch
 
     def _epoch(self, epoch: int | None = None) -> Epoch:
@@ -436,6 +448,7 @@ class TokenDataset(IterableDataset):
         self.epoch = state["epoch"]
         self._resume = dict(state)
         self._progress = None
+        self._moves += 1
 
     global_state = staticmethod(global_state)
 

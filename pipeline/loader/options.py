@@ -20,6 +20,8 @@ def check_options(
     weight_unit: str,
     stopping_strategy: str | None,
 ) -> None:
+    if not urls:
+        raise ValueError("no outputs given: url is an output URL or a list of them")
     if seq_len < 1 or (batch_size is not None and batch_size < 1):
         raise ValueError(f"seq_len ({seq_len}) and batch_size ({batch_size}) must be >= 1")
     if (rank is None) != (world_size is None) or (rank is not None and not 0 <= rank < world_size):
@@ -42,7 +44,12 @@ def check_packing(
     budget_tokens: int | None,
     seq_len: int,
     stopping_strategy: str | None,
+    **counts: int,
 ) -> None:
+    """Packing and budget options; `counts`: options that must be ints >= 1 (by name)."""
+    for name, value in counts.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} ({value!r}) must be an int >= 1")
     if packing not in PACKINGS:
         raise ValueError(f"packing {packing!r}: one of {', '.join(PACKINGS)}")
     if pack_buffer < 1:

@@ -215,6 +215,7 @@ def slot_loader(base: type) -> type:
     class SlotLoader(base):
         _tm_slots: MainSlots | None = None
         _tm_taken: list[int] = [0]  # noqa: RUF012  (replaced per iteration)
+        _tm_moves = 0  # the dataset's position moves when the iteration began
 
         def __iter__(self):
             dataset, slots = self.dataset, self._tm_slots
@@ -228,7 +229,7 @@ def slot_loader(base: type) -> type:
                 slots = self._tm_slots = MainSlots(shapes[0], dataset.dtype, context, shapes[1])
             slots.finished = False
             slots.begin(dataset.epoch, dataset._resume_sample())
-            self._tm_taken = taken = [0]
+            self._tm_taken, self._tm_moves = (taken := [0]), dataset._moves
             return self._take(super().__iter__(), slots, taken)
 
         def _get_iterator(self):
@@ -259,7 +260,12 @@ def slot_loader(base: type) -> type:
             return dict(self._tm_slots.bundles) if self._tm_slots else {}
 
         def state_dict(self) -> dict[str, Any]:
-            return self.dataset.state_dict(steps=self._tm_taken[0])
+            """The global position after the batches taken since the iteration began; none taken
+            yet once the dataset moved since (set_epoch to another epoch, or its own
+            load_state_dict: the count belongs to the old position, and added to the new one
+            it said an epoch not begun was over)."""
+            moved = self.dataset._moves != self._tm_moves
+            return self.dataset.state_dict(steps=0 if moved else self._tm_taken[0])
 
         def load_state_dict(self, state: dict[str, Any]) -> None:
             self.dataset.load_state_dict(type(self.dataset).global_state(state))

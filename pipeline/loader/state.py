@@ -12,9 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
+from fractions import Fraction
 from typing import Any
 
 from pipeline.errors import LoaderError
+from pipeline.loader.mixing import STRATEGIES, integer_rates
 
 STATE_VERSION = 1
 
@@ -45,9 +47,16 @@ def order_key(ds: Any) -> str:
     key = ds.__dict__.get("_order_key")
     if key is None:
         opts = ds.options
+        # what the order depends on, not how it was spelled: the weights' exact proportions
+        # (the mixture's integer rates follow them: [7, 3] and [14, 6] give one order; floats
+        # such as [0.7, 0.3] are other fractions), the default strategy named or not
+        rates = integer_rates([Fraction(w) for w in ds.weights])
+        strategy = ds.stopping_strategy
+        if strategy is None and ds.budget_tokens is None:
+            strategy = STRATEGIES[0]  # (first_exhausted)
         parts = [
             [[(s.rel, s.tokens) for s in shards] for shards in ds.shards],
-            [ds.weights, ds.weight_unit, ds.stopping_strategy, ds.budget_tokens, ds.mix_block],
+            [rates, ds.weight_unit, strategy, ds.budget_tokens, ds.mix_block],
             [ds.packing, opts.buffer, opts.shuffle, opts.group_shards, opts.lead],
         ]
         digest = hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
