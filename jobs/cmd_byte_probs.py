@@ -60,10 +60,20 @@ def byte_probs_cmd(model_path: str, tokenizer: str, prompt: str, top: int, canon
     token_model = CanonicalModel(model, tok) if canonical else model
     data = os.fsencode(prompt)  # (the argument's own bytes: a cut character stays as it is)
     exact = next_byte_distribution(tok, token_model, data)
-    naive = naive_next_byte_distribution(tok, token_model, data)
-    healed = token_healing_distribution(tok, token_model, data)
+    try:
+        naive = naive_next_byte_distribution(tok, token_model, data)
+        healed = token_healing_distribution(tok, token_model, data)
+    except ValueError:  # both encode the prompt: bytes that are not UTF-8 need `encode_bytes`
+        naive = healed = None
     click.echo(f"{'next byte':>10}  {'exact':>9}  {'naive':>9}  {'healing':>9}")
     for key in sorted(exact, key=lambda k: -exact[k])[:top]:
+        others = "  ".join(
+            f"{'n/a':>9}" if d is None else f"{d[key]:9.6f}" for d in (naive, healed)
+        )
+        click.echo(f"{byte_label(key):>10}  {exact[key]:9.6f}  {others}")
+    if naive is None:
         click.echo(
-            f"{byte_label(key):>10}  {exact[key]:9.6f}  {naive[key]:9.6f}  {healed[key]:9.6f}"
+            f"naive and healing: n/a (tokenizer {tokenizer} encodes text only, and the prompt "
+            "ends inside a UTF-8 character; the exact column needs no encoding of it)",
+            err=True,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import posixpath
+from typing import Any
 
 import click
 
@@ -49,6 +50,26 @@ def expand_shards(patterns: tuple[str, ...], storage_options: dict) -> list[str]
     return urls
 
 
+def check_written_by(urls: list[str], tok: Any, spec: str, storage_options: dict) -> None:
+    """Refuse shards another tokenizer wrote (their footer's fingerprint; a model counted from
+    them with this tokenizer's vocabulary size was meaningless, and `byte-probs` used it)."""
+    import pyarrow as pa
+
+    for url in urls:
+        fs, path = url_to_fs(url, storage_options)
+        try:
+            with fs.open(path, "rb") as handle:
+                meta = pa.ipc.open_file(handle).schema.metadata or {}
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise InputError(f"shard {url} is not a readable Arrow file: {exc}") from None
+        wrote = meta.get(b"tokenmill.tokenizer.fingerprint", b"").decode()
+        if wrote and wrote != tok.fingerprint:
+            raise InputError(
+                f"shard {url} was written by tokenizer fingerprint {wrote}, not by {spec} "
+                f"(fingerprint {tok.fingerprint}): give the tokenizer that wrote the shards"
+            )
+
+
 @click.command("train-ngram")
 @click.option(
     "--shards",
@@ -81,6 +102,7 @@ def train_ngram_cmd(
     options = parse_storage_options(storage_option)
     tok = load_tokenizer(tokenizer, storage_options=options)
     urls = expand_shards(shards, options)
+    check_written_by(urls, tok, tokenizer, options)
     model = NgramModel.train_from_shards(
         urls, tok.vocab_size, order, tokenizer=tokenizer, storage_options=options
     )

@@ -138,6 +138,7 @@ def test_oracle_must_hold_properties(which, request):
         covers = cover_encodings(tok, prefix)
         assert codec(tok).encode(prefix) in covers  # enc(x) is a cover
         decoded = [codec(tok).decode(t) for t in covers]
+        # (no lookahead in these tokenizers: a prefix-canonical cover is canonical)
         assert len(set(decoded)) == len(decoded)  # covers decode to distinct strings
         assert all(d.startswith(prefix) for d in decoded)
         assert covers == cover_encodings(tok, prefix, index="scan")
@@ -226,6 +227,47 @@ def test_end_of_text_follows_only_the_encoding_of_the_texts_own_bytes(sample_bpe
         logp += float(sample_ngram([enc])[0][-1])
         end = log_byte_prob(sample_bpe, sample_ngram, text.encode(), end=True)
         assert end == pytest.approx(logp, abs=1e-9), text
+
+
+def test_end_of_text_needs_the_encoding_of_the_contexts_own_bytes_on_every_tokenizer(
+    sample_bpe, tmp_path
+):
+    """Without `encode_bytes` (LiB; a BPE on the `tokenizers` encoder) every context was taken
+    for complete: end-of-text after a cut UTF-8 character, or after [a, ' ', ' '] (whose bytes
+    encode as [a, '  ']), had mass."""
+    from tokenizers_impl import load_tokenizer
+    from tokenizers_impl.lib import LiBTokenizer
+
+    lib = LiBTokenizer.from_lexicon(["ab", "a", "b"])
+    uniform = CanonicalModel(lambda c: np.zeros((len(c), lib.vocab_size + 1)), lib)
+    cut = "\u4e2d".encode()[:1]
+    assert next_byte_distribution(lib, uniform, cut)[EOT] == 0.0
+    assert byte_prob(lib, uniform, cut, end=True) == 0.0
+    assert next_byte_distribution(lib, uniform, b"ab")[EOT] > 0  # [ab] is enc("ab")
+    sample_bpe.save(str(tmp_path / "bpe.json"))
+    tok = load_tokenizer(f"bpe:{tmp_path / 'bpe.json'}", encoder="tokenizers")
+    assert not tok.supports_encode_bytes
+    model = CanonicalModel(lambda c: np.zeros((len(c), tok.vocab_size + 1)), tok)
+    a, space = (int(tok.encode_batch([t])[0][0]) for t in ("a", " "))
+    assert tuple(int(i) for i in tok.encode_batch(["a  "])[0]) != (a, space, space)
+    assert model([(a, space, space)])[0][-1] == -np.inf
+    assert model([tuple(int(i) for i in tok.encode_batch(["a  "])[0])])[0][-1] > -np.inf
+
+
+def test_the_lemma_sums_over_prefix_canonical_covers(sample_bpe):
+    """GPT-2's `\\s+(?!\\S)` splits "a\\n\\n" as [a, "\\n\\n"] and the start of "a\\n\\n" + more
+    text as [a, "\\n", "\\n"]: a cover that is not canonical by itself. `cover_encodings` left it
+    out (only canonical covers), so P(x) summed over its covers fell short of byte_prob(x)."""
+    from tokenizers_impl.byte_token.models import Scorer
+
+    model = CanonicalModel(lambda c: np.zeros((len(c), sample_bpe.vocab_size + 1)), sample_bpe)
+    for text in (b"a\n\n", b"x  ", b"end.\n\n"):
+        covers = cover_encodings(sample_bpe, text)
+        longer = tuple(int(i) for i in sample_bpe.encode_batch([text.decode() + "x"])[0])
+        assert any(longer[: len(t)] == t for t in covers)
+        scorer = Scorer(model, ())
+        total = sum(math.exp(scorer.logq(t)) for t in covers)
+        assert total == pytest.approx(byte_prob(sample_bpe, model, text), rel=1e-9), text
 
 
 def test_ngram_incremental_equals_scratch_and_trie_equals_scan(sample_bpe, sample_ngram, held_out):

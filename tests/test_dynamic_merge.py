@@ -272,6 +272,10 @@ def test_loads_from_a_config_file_and_saves_it_back(bpe_path, tmp_path):
     config.write_text(json.dumps({"base": "bpe:base.json", "max_merge": 7}))
     with pytest.raises(TokenizerError, match="max_merge"):
         load_tokenizer(f"dynamic_merge:{config}")
+    for bad in ({"target_reduction": "50%"}, {"target_reduction": True}, {"batch_docs": True}):
+        config.write_text(json.dumps({"base": "bpe:base.json", **bad}))  # (a TypeError before)
+        with pytest.raises(TokenizerError, match=next(iter(bad))):
+            load_tokenizer(f"dynamic_merge:{config}")
     nested = tmp_path / "nested.json"  # (it failed later: "merged ids need their batch vocabulary")
     nested.write_text(json.dumps({"base": f"dynamic_merge:{tmp_path / 'copy.yaml'}"}))
     with pytest.raises(TokenizerError, match="base .* is a dynamic_merge tokenizer"):
@@ -293,3 +297,16 @@ def test_wraps_a_sentencepiece_base_without_crossing_words(sp_path, sample_recor
                 for i, (start, end) in zip(ids.tolist(), spans, strict=True):
                     if i >= base.vocab_size:  # a base piece may span words; merges never do
                         assert not any(b in starts for b in range(start + 1, end))
+
+
+def test_a_lone_surrogate_a_lib_base_keeps_is_merged_too():
+    """LiB encodes a lone surrogate losslessly (as surrogatepass bytes); the merger counted the
+    text's bytes with a strict encode and raised UnicodeEncodeError."""
+    from tokenizers_impl.lib import LiBTokenizer
+
+    base = LiBTokenizer.from_lexicon(["ab", "a", "b"])
+    text = "ab\ud800ab ab"
+    tok = DynamicMergeTokenizer(base, max_merges=5)
+    merged = tok.merge_batch([text, "abab ab"])
+    assert merged.lm < merged.l0  # it merged
+    assert tok.decode_bytes(merged.ids[0], merged.vocab) == text.encode("utf-8", "surrogatepass")

@@ -352,10 +352,23 @@ def test_vocabulary_cap_is_hard_and_stays_lossless():
 
 
 def test_bad_hyperparameters_are_rejected():
-    with pytest.raises(ValueError, match="alpha"):
+    with pytest.raises(TokenizerError, match="alpha"):
         LiBTokenizer.train(["x"], alpha=2.0)
     with pytest.raises(TokenizerError, match="vocab_size"):
         LiBTokenizer.train(["x"], vocab_size=100)
+    # an unknown name or a value of another type (a TypeError's traceback in train-tokenizer)
+    with pytest.raises(TokenizerError, match="aplha"):
+        LiBTokenizer.train(["x"], aplha=0.3)
+    with pytest.raises(TokenizerError, match="delta"):
+        LiBTokenizer.train(["x"], delta="x")
+
+
+def test_without_progress_every_line_is_trained_on():
+    """Every 20th line was held back for the progress sample even without progress: a corpus
+    whose only "z" is on its 20th line never learned it."""
+    lines = ["hello world\n"] * 19 + ["zebra quiz\n"]
+    assert "z" in LiBTokenizer.train(["".join(lines)]).units
+    assert "z" not in LiBTokenizer.train(["".join(lines)], progress=lambda record: None).units
 
 
 # -- encoding --------------------------------------------------------------------------------------

@@ -124,3 +124,38 @@ def test_cli_train_ngram_then_byte_probs(shard_and_tokenizer, tmp_path):
     rows = [line.split() for line in result.output.strip().splitlines()[1:]]
     assert all(0x80 <= int(r[0], 16) <= 0xBF for r in rows if float(r[1]) > 0), rows
     assert sum(float(r[1]) for r in rows) > 0.5
+
+
+def test_train_ngram_refuses_shards_another_tokenizer_wrote(shard_and_tokenizer, tmp_path):
+    """Shards of another tokenizer were counted with this one's vocabulary size (exit 0), and
+    byte-probs then used the meaningless model."""
+    tok, tok_path, _, ids = shard_and_tokenizer
+    schema = shard_schema(tok.vocab_size, metadata={"tokenmill.tokenizer.fingerprint": "other"})
+    tokens = pa.array([a.astype(np.uint16) for a in ids[:3]], type=schema.field("tokens").type)
+    shard = str(tmp_path / "foreign.arrow")
+    table = pa.table({"tokens": tokens}).replace_schema_metadata(schema.metadata)
+    with pa.OSFile(shard, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    args = ["--shards", shard, "--tokenizer", f"bpe:{tok_path}", "--output"]
+    result = CliRunner().invoke(train_ngram, [*args, str(tmp_path / "m.npz")])
+    assert result.exit_code == 2 and "written by tokenizer fingerprint other" in result.output
+    assert not (tmp_path / "m.npz").exists()
+
+
+def test_byte_probs_of_a_cut_prompt_with_a_text_only_tokenizer(sample_texts, tmp_path):
+    """LiB encodes text, not bytes: naive prompting and healing cannot encode a prompt cut inside
+    a character, and the command ended in their ValueError's traceback after the exact column
+    was computed. They are n/a now; the exact column is printed."""
+    from tokenizers_impl.lib import LiBTokenizer
+
+    tok = LiBTokenizer.train(sample_texts[:40], vocab_size=800)
+    tok.save(str(tmp_path / "lib.json"))
+    model = NgramModel.train(tok.encode_batch(sample_texts[:40]), tok.vocab_size, order=2)
+    model.save(str(tmp_path / "lib.npz"))
+    args = ["--model", str(tmp_path / "lib.npz"), "--tokenizer", f"lib:{tmp_path / 'lib.json'}"]
+    prompt = "über".encode()[:1].decode("utf-8", "surrogateescape")
+    result = CliRunner().invoke(byte_probs, [*args, "--top", "3", "--prompt", prompt])
+    assert result.exit_code == 0, result.output
+    rows = [line.split() for line in result.output.splitlines()[1:4]]
+    assert all(r[2:] == ["n/a", "n/a"] for r in rows) and float(rows[0][1]) > 0
+    assert "naive and healing: n/a" in result.output

@@ -28,7 +28,13 @@ from pipeline.loader.arrays import ArrayPool
 from pipeline.loader.batches import batch_items
 from pipeline.loader.dataloader import build_dataloader
 from pipeline.loader.kernels import warm_kernels
-from pipeline.loader.options import check_labels, check_options, check_packing, check_special_ids
+from pipeline.loader.options import (
+    check_counts,
+    check_labels,
+    check_options,
+    check_packing,
+    check_special_ids,
+)
 from pipeline.loader.plan import EpochPlan, plan_epoch
 from pipeline.loader.prefetch import local_batches
 from pipeline.loader.provenance import load_skip, sample_segments
@@ -131,17 +137,8 @@ class TokenDataset(IterableDataset):
         check_options(
             urls, seq_len, batch_size, rank, world_size, weights, weight_unit, stopping_strategy
         )
-        check_packing(
-            packing,
-            pack_buffer,
-            budget_tokens,
-            seq_len,
-            stopping_strategy,
-            group_shards=group_shards,
-            mix_block=mix_block,
-            chunk_tokens=chunk_tokens,
-            bundle_tokens=bundle_tokens,
-        )
+        check_packing(packing, pack_buffer, budget_tokens, seq_len, stopping_strategy)
+        check_counts(group_shards, mix_block, chunk_tokens, bundle_tokens)
         check_labels(labels, prefetch)
         self.urls, self.seq_len, self.seed = urls, seq_len, seed
         self.rank, self.world_size, self.batch_size = rank, world_size, batch_size
@@ -498,11 +495,5 @@ class TokenDataset(IterableDataset):
         return resume_sample(self._loaded(), self._layout())
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "urls": self.urls,
-            "seq_len": self.seq_len,
-            "eos_id": self.eos_id,
-            "bos_id": self.bos_id,
-            "tokenizer": self.tokenizer,
-            **asdict(self.plan(detail=False)),
-        }
+        fields = ("urls", "seq_len", "eos_id", "bos_id", "tokenizer")
+        return {**{k: getattr(self, k) for k in fields}, **asdict(self.plan(detail=False))}

@@ -44,12 +44,7 @@ def check_packing(
     budget_tokens: int | None,
     seq_len: int,
     stopping_strategy: str | None,
-    **counts: int,
 ) -> None:
-    """Packing and budget options; `counts`: options that must be ints >= 1 (by name)."""
-    for name, value in counts.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} ({value!r}) must be an int >= 1")
     if packing not in PACKINGS:
         raise ValueError(f"packing {packing!r}: one of {', '.join(PACKINGS)}")
     if pack_buffer < 1:
@@ -62,6 +57,15 @@ def check_packing(
                 f"budget_tokens ({budget_tokens}) must be a positive multiple of seq_len "
                 f"({seq_len}): an epoch is budget_tokens / seq_len samples of seq_len tokens"
             )
+
+
+def check_counts(group_shards: int, mix_block: int, chunk_tokens: int, bundle_tokens: int) -> None:
+    """Options that must be ints >= 1 (the kernels repeat or divide by them)."""
+    given = {"group_shards": group_shards, "mix_block": mix_block}
+    given.update(chunk_tokens=chunk_tokens, bundle_tokens=bundle_tokens)
+    for name, value in given.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} ({value!r}) must be an int >= 1")
 
 
 LABELS = ("ids", "mask")

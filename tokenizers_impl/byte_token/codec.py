@@ -133,13 +133,14 @@ class ByteCodec:
         enc(data + probe) that decodes to exactly `data` (enc(data) first)."""
         hit = self._heads.get(data)
         if hit is None:
-            hit = self._heads_many([data])[0]
+            hit = self.heads_many([data])[0]
             self._heads[data] = hit
             if len(self._heads) > self._cache_size:
                 self._heads.pop(next(iter(self._heads)))
         return hit
 
-    def _heads_many(self, items: Sequence[bytes]) -> list[tuple[tuple[int, ...], ...]]:
+    def heads_many(self, items: Sequence[bytes]) -> list[tuple[tuple[int, ...], ...]]:
+        """`heads` of each item (with batched tokenizer calls; not cached)."""
         probes = [p.encode("utf-8") for p in PROBES]
         texts, owner = [], []
         for k, data in enumerate(items):
@@ -172,7 +173,7 @@ class ByteCodec:
         )
         rest = np.flatnonzero(~keep)
         if len(rest):
-            heads = self._heads_many([items[r] for r in rest])
+            heads = self.heads_many([items[r] for r in rest])
             for r, options in zip(rest.tolist(), heads, strict=True):
                 keep[r] = (*context, ids[r]) in options
         return keep
@@ -257,9 +258,12 @@ def is_canonical(tokenizer: TokenizerBase, ids: Sequence[int]) -> bool:
 def cover_encodings(
     tokenizer: TokenizerBase, x: bytes, index: str = "trie"
 ) -> list[tuple[int, ...]]:
-    """All canonical cover encodings of `x`: h + [t] with h an encoding of x[:i] that more text
-    can follow (see `ByteCodec.heads`), t a token starting with x[i:], and enc(dec(h + [t])) equal
-    to h + [t].
+    """All cover encodings of `x`: h + [t] with h an encoding of x[:i] that more text can follow
+    (see `ByteCodec.heads`), t a token starting with x[i:], and h + [t] prefix-canonical: the
+    encoding of its own bytes, or (as `ByteCodec.allowed_next` decides for the model) a token
+    prefix of the encoding of longer text. The lemma sums over exactly these: with a lookahead
+    pre-tokenizer (GPT-2's `\\s+(?!\\S)`), "a\\n\\n" encodes as [a, "\\n\\n"] but starts
+    "a\\n\\n中" as [a, "\\n", "\\n"], and both are covers.
 
     Split points range over the last `max token length` bytes (a cover's last token holds x[i:]);
     this contains the split points of x's last pre-token for every plugin, with no pre-tokenizer
@@ -274,5 +278,9 @@ def cover_encodings(
         ids, _ = lookup(x[i:])
         for head in c.heads(x[:i]):
             candidates.extend(head + (int(u),) for u in ids)
-    encoded = c.encode_many([c.decode(t) for t in candidates])
-    return sorted(t for t, e in zip(candidates, encoded, strict=True) if e == t)
+    decoded = [c.decode(t) for t in candidates]
+    keep = [e == t for t, e in zip(candidates, c.encode_many(decoded), strict=True)]
+    rest = [k for k, ok in enumerate(keep) if not ok]
+    for k, options in zip(rest, c.heads_many([decoded[k] for k in rest]), strict=True):
+        keep[k] = candidates[k] in options
+    return sorted(t for t, ok in zip(candidates, keep, strict=True) if ok)

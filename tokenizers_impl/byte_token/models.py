@@ -70,11 +70,13 @@ class CanonicalModel(CachedModel):
         self.tokenizer = tokenizer
 
     def _complete(self, context: tuple[int, ...]) -> bool:
-        """Whether the context is the encoding of its own bytes (end-of-text may follow it)."""
-        if not context or not self.tokenizer.supports_encode_bytes:
+        """Whether the context is the encoding of its own bytes (end-of-text may follow it): for
+        every tokenizer, through the codec (bytes that are not UTF-8 have no encoding without
+        `encode_bytes`; an end-of-text after them, or after any other context that is not
+        enc(dec(context)), gave a non-canonical sequence mass)."""
+        if not context:
             return True
-        data = self.tokenizer.decode_bytes(list(context))
-        return tuple(int(i) for i in self.tokenizer.encode_bytes(data)) == context
+        return self.codec.encode(self.codec.decode(context)) == context
 
     def compute(self, contexts: list[tuple[int, ...]]) -> np.ndarray:
         rows = super().compute(contexts)

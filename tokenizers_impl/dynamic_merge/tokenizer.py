@@ -78,11 +78,14 @@ class DynamicMergeTokenizer(TokenizerBase):
             raise TokenizerError(f"max_merges must be an integer >= 0, got {max_merges!r}")
         if boundary not in BOUNDARY_MODES:
             raise TokenizerError(f"boundary must be one of {BOUNDARY_MODES}, got {boundary!r}")
-        if target_reduction is not None and not 0 <= target_reduction <= 100:
+        number = isinstance(target_reduction, (int, float)) and not isinstance(
+            target_reduction, bool
+        )
+        if target_reduction is not None and not (number and 0 <= target_reduction <= 100):
             raise TokenizerError(
                 f"target_reduction must be a percent in [0, 100], got {target_reduction!r}"
             )
-        if not isinstance(batch_docs, int) or batch_docs < 1:
+        if not isinstance(batch_docs, int) or isinstance(batch_docs, bool) or batch_docs < 1:
             raise TokenizerError(f"batch_docs must be a positive integer, got {batch_docs!r}")
         self.base = base
         self.base_spec = base_spec
@@ -177,7 +180,7 @@ class DynamicMergeTokenizer(TokenizerBase):
         doc_bytes = np.diff(token_bytes)
         texts = list(texts)
         for d, text in enumerate(texts):
-            if not self.base.lossless or len(text.encode("utf-8")) != doc_bytes[d]:
+            if not self.base.lossless or len(text.encode("utf-8", "surrogatepass")) != doc_bytes[d]:
                 ids = flat[offsets[d] : offsets[d + 1]]
                 texts[d] = self.base.decode_bytes(ids).decode("utf-8", "surrogateescape")
         boundaries = batch_pretoken_starts(texts, self.boundary)

@@ -82,9 +82,13 @@ class LiBTokenizer(TokenizerBase):
         `vocab_size` is a hard cap on the final vocabulary (units + 256 bytes + EOS). Every
         `progress_every` documents, `progress` (a callable, or True for a stderr line) gets the
         documents, sentences, lexicon size and tokens per sentence on a held-back sample (every
-        20th line, up to `sample_sentences`, never trained on).
+        20th line, up to `sample_sentences`, never trained on); without `progress` every line is
+        trained on.
         """
-        params = LiBParams(**hyperparams)
+        try:
+            params = LiBParams(**hyperparams)
+        except (TypeError, ValueError) as exc:  # an unknown name, a value of the wrong type
+            raise TokenizerError(f"LiB training options {hyperparams}: {exc}") from None
         if doc_sentences is not None and doc_sentences < 1:
             raise TokenizerError(f"doc_sentences must be >= 1, not {doc_sentences}")
         max_units = None
@@ -104,7 +108,7 @@ class LiBTokenizer(TokenizerBase):
             sentences = []
             for line in text.splitlines(keepends=True):
                 seen += 1
-                if seen % 20 == 0 and len(sample) < sample_sentences:
+                if report is not None and seen % 20 == 0 and len(sample) < sample_sentences:
                     sample.append(line)
                 else:
                     sentences.append(line)
