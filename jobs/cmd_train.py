@@ -110,7 +110,12 @@ def train_tokenizer_cmd(
             seen["chars"] += len(text)
             yield text
 
-    tokenizer = cls.train(texts(), vocab_size=vocab_size, **extra)
+    try:
+        tokenizer = cls.train(texts(), vocab_size=vocab_size, **extra)
+    except (TypeError, ValueError, RuntimeError) as exc:  # the trainer refused an option
+        if isinstance(exc, TokenizerError):
+            raise
+        raise TokenizerError(f"training a {kind} tokenizer with options {extra}: {exc}") from None
     if not seen["documents"]:
         raise TokenizerError(f"no documents to train on in {', '.join(input_)}: nothing saved")
     tokenizer.save(output, storage_options=storage)

@@ -279,6 +279,8 @@ def test_encoder_options_are_checked_and_use_tiktoken_keeps_its_meaning(bpe_path
     assert load_tokenizer(f"bpe:{bpe_path}", use_tiktoken="false").encoder == "tokenizers"
     with pytest.raises(TokenizerError, match="contradicts"):
         load_tokenizer(f"bpe:{bpe_path}", use_tiktoken=False, encoder="tiktoken")
+    with pytest.raises(TokenizerError, match="use_tiktoken=true contradicts"):  # (ran gigatoken)
+        load_tokenizer(f"bpe:{bpe_path}", use_tiktoken=True, encoder="gigatoken")
     with pytest.raises(TokenizerError, match="unknown encoder 'fastest'"):
         load_tokenizer(f"bpe:{bpe_path}", encoder="fastest")
     with pytest.raises(TokenizerError, match="encoder_reset_mb must be a number"):
@@ -639,3 +641,59 @@ def test_a_non_special_added_token_loads_and_decodes_to_its_text(style_paths, tm
     assert tok.added_tokens[" hello world"] in ids.tolist() and tok.added_tokens["çà"] in ids
     assert tok.decode_bytes(ids) == text.encode("utf-8")
     assert ids.tolist() == tok.encode_reference([text])[0]
+
+
+def test_plain_added_tokens_behind_256_specials_are_probed(style_paths, tmp_path, sample_texts):
+    """A Llama-3-style file has 256 reserved specials first; the gate probed the first 256 added
+    tokens only, so a `single_word` non-special one after them was never probed: gigatoken
+    (auto) wrote [x, <tool_call>, y] where `tokenizers` keeps "x<tool_call>y" apart, and
+    tiktoken (which never matches non-special added tokens) split it into pieces. Now every
+    non-special one is probed first, and tiktoken refuses such a tokenizer."""
+    from tokenizers import AddedToken
+
+    hf = HFTokenizer.from_file(style_paths["split"])
+    hf.add_special_tokens([f"<|reserved_special_token_{i}|>" for i in range(1, 257)])
+    hf.add_tokens([AddedToken("<tool_call>", special=False, normalized=False, single_word=True)])
+    path = tmp_path / "tool.json"
+    hf.save(str(path))
+    tok = load_tokenizer(f"bpe:{path}")
+    texts = ["x<tool_call>y", "x <tool_call> y", *sample_texts[:20]]
+    _assert_same_as_reference(tok, texts)
+    assert tok.encode_batch(["x <tool_call> y"])[0].tolist().count(tok.added_tokens["<tool_call>"])
+    with pytest.raises(TokenizerError, match="non-special added token.*tiktoken cannot match"):
+        load_tokenizer(f"bpe:{path}", encoder="tiktoken")
+
+
+def test_a_llama3_style_bpe_trains_from_options_and_a_string_is_no_token_list(sample_texts):
+    trained = BPETokenizer.train(sample_texts[:60], 1000, split_pattern="llama3")
+    assert trained.encoder == FASTEST
+    assert json.loads(trained.hf.to_str())["pre_tokenizer"]["type"] == "Sequence"
+    _assert_same_as_reference(trained, sample_texts[:20])
+    with pytest.raises(TokenizerError, match="a list of token texts"):
+        BPETokenizer.train(sample_texts[:5], 500, special_tokens="<eos>")
+
+
+def test_a_resume_whose_eos_moved_is_refused(style_paths, tmp_path):
+    """A tokenizer_config.json that appeared beside the tokenizer file moved its EOS without
+    changing the config hash: the rerun resumed, and one output held entries of two EOS ids (the
+    loader used the first). It is refused now; without the file (or tokenizer_config=false) the
+    output continues."""
+    import shutil
+
+    from pipeline.errors import LedgerError
+    from pipeline.tokenize import run_job
+    from tests.helpers import SAMPLE_DIR, job_config
+
+    (tmp_path / "tok").mkdir()
+    shutil.copy(style_paths["split"], tmp_path / "tok" / "tokenizer.json")
+    spec, out = f"bpe:{tmp_path / 'tok' / 'tokenizer.json'}", tmp_path / "out"
+    run_job(job_config(SAMPLE_DIR / "en.jsonl", out, spec))
+    config = tmp_path / "tok" / "tokenizer_config.json"
+    config.write_text(json.dumps({"eos_token": "<|reserved_special_token_0|>"}))
+    both = [SAMPLE_DIR / "en.jsonl", SAMPLE_DIR / "de.jsonl"]
+    with pytest.raises(LedgerError, match=r"started with EOS '<\|end_of_text\|>' \(id \d+\)"):
+        run_job(job_config(both, out, spec))
+    ignored = {"kind": "bpe", "path": spec[4:], "options": {"tokenizer_config": False}}
+    assert run_job(job_config(both, out, ignored)).complete
+    eos = {json.loads(p.read_text())["tokenizer"]["eos_id"] for p in (out / "ledger").glob("*")}
+    assert len(eos) == 1

@@ -28,7 +28,7 @@ from tokenizers_impl.encoders import (
     split_pattern,
 )
 from tokenizers_impl.encoders.base import encoder_options as check_encoder_options
-from tokenizers_impl.encoders.patterns import GPT2_PATTERN, pattern_name
+from tokenizers_impl.encoders.patterns import GPT2_PATTERN, LLAMA3_PATTERN, pattern_name
 from tokenizers_impl.encoders.tiktoken_backend import mergeable_ranks
 from tokenizers_impl.files import probe_texts, read_file, write_file
 from tokenizers_impl.special_tokens import (
@@ -157,10 +157,15 @@ class BPETokenizer(ByteTableTokenizer):
             _encoder_choice(encoder, use_tiktoken),
             [tok.content for tok in added.values()],
             encoder_options or {},
+            [tok.content for tok in added.values() if not tok.special],
         )
 
     def _select(
-        self, choice: tuple[str, tuple[str, ...]], added: list[str], options: dict[str, Any]
+        self,
+        choice: tuple[str, tuple[str, ...]],
+        added: list[str],
+        options: dict[str, Any],
+        plain: list[str],
     ) -> None:
         """Check losslessness and choose the encoder (both on the probe texts)."""
         pattern = split_pattern(self._config)
@@ -174,7 +179,7 @@ class BPETokenizer(ByteTableTokenizer):
             options=options,
         )
         self._reference = build_encoder("tokenizers", self._source)
-        self._probes = probe_set(added)
+        self._probes = probe_set(added, plain)
         self._expected = self._reference.encode_flat(self._probes)  # encoded once, used thrice
         flat, offsets = self._expected
         self.lossless = all(
@@ -201,8 +206,18 @@ class BPETokenizer(ByteTableTokenizer):
         min_frequency: int = 2,
         special_tokens: Sequence[str] = (EOS,),
         name: str = "bpe",
+        split_pattern: str | None = None,
     ) -> BPETokenizer:
-        return cls(train_byte_level(texts, vocab_size, special_tokens, min_frequency), name=name)
+        """GPT-2 style, or with `split_pattern` ("llama3", or a regex) Llama-3 / GPT-4 style
+        (Split(regex) then ByteLevel without its regex: the fast encoders take both)."""
+        if isinstance(special_tokens, str) or not all(isinstance(t, str) for t in special_tokens):
+            raise TokenizerError(
+                f"special_tokens {special_tokens!r}: a list of token texts, e.g. "
+                '["<|endoftext|>"] (a string is not split into tokens)'
+            )
+        pattern = {"llama3": LLAMA3_PATTERN}.get(split_pattern or "", split_pattern)
+        hf = train_byte_level(texts, vocab_size, special_tokens, min_frequency, pattern)
+        return cls(hf, name=name)
 
     @classmethod
     def load(cls, path: str, storage_options: dict | None = None, **options: Any) -> BPETokenizer:
@@ -371,6 +386,8 @@ def _encoder_choice(encoder: Any, use_tiktoken: Any) -> tuple[str, tuple[str, ..
         if choice not in ("auto", "tokenizers"):
             raise TokenizerError(f"use_tiktoken=false contradicts encoder={choice!r}")
         return "tokenizers", AUTO_ORDER
+    if use_tiktoken and choice not in ("auto", "tiktoken"):
+        raise TokenizerError(f"use_tiktoken=true contradicts encoder={choice!r}")
     if use_tiktoken and choice == "auto":
         return "auto", ("tiktoken", "tokenizers")  # the old switch: tiktoken when exact
     return choice, AUTO_ORDER

@@ -61,6 +61,24 @@ def check_manifest(output: Output, manifest: dict[str, Any]) -> None:
             f"(config {existing.get('config_hash')}, tokenizer {existing.get('tokenizer', {}).get('fingerprint')}); "
             f"this job has config {manifest['config_hash']}. Use --overwrite or another output."
         )
+    check_special_ids(output, existing.get("tokenizer") or {}, manifest.get("tokenizer") or {})
+
+
+def check_special_ids(output: Output, had: dict[str, Any], has: dict[str, Any]) -> None:
+    """The EOS / BOS a resumed job resolves must be the ones its output was started with: they
+    are what the loader reads, and a tokenizer_config.json that appeared (or changed) beside the
+    tokenizer file moved them without changing the config hash (one output then held entries of
+    two EOS ids, and the loader used either)."""
+    for key in ("eos", "bos"):
+        old, new = had.get(f"{key}_id"), has.get(f"{key}_id")
+        if f"{key}_id" in had and f"{key}_id" in has and old != new:
+            raise LedgerError(
+                f"output {output.url} was started with {key.upper()} {had.get(f'{key}_token')!r} "
+                f"(id {old}); this job's tokenizer resolves {has.get(f'{key}_token')!r} (id {new}) "
+                "(a tokenizer_config.json beside the tokenizer file that appeared or changed?): "
+                "restore what the output was started with (or pass --tokenizer-option "
+                "tokenizer_config=false if it had none), or use --overwrite or another output"
+            )
 
 
 def write_run_summary(output: Output, summary: RunSummary) -> str:

@@ -11,6 +11,7 @@ import numpy as np
 from tokenizers_impl.files import probe_texts
 
 MAX_ADDED_TOKEN_PROBES = 256
+MAX_PLAIN_TOKEN_PROBES = 4096
 
 _CONTRACTIONS = ("'s", "'t", "'re", "'ve", "'m", "'ll", "'d", "'S", "'LL", "'Re")
 _SPACES = (
@@ -90,19 +91,25 @@ ADVERSARIAL: tuple[str, ...] = (
 )
 
 
-def added_token_probes(contents: Iterable[str]) -> list[str]:
-    """Probes that contain each added token's text (special or not), alone and inside words."""
+def added_token_probes(contents: Iterable[str], plain: Iterable[str] = ()) -> list[str]:
+    """Probes that contain each added token's text, alone and inside words: every `plain` one
+    (non-special added tokens, matched inside text; backends differ most on them: single_word,
+    lstrip, rstrip) up to MAX_PLAIN_TOKEN_PROBES, then the others up to MAX_ADDED_TOKEN_PROBES
+    (a Llama-3 file's 256 reserved specials came first and left its plain ones out)."""
     out: list[str] = []
-    for content in list(dict.fromkeys(contents))[:MAX_ADDED_TOKEN_PROBES]:
+    plain = list(dict.fromkeys(plain))[:MAX_PLAIN_TOKEN_PROBES]
+    others = [c for c in dict.fromkeys(contents) if c not in set(plain)]
+    for content in plain + others[:MAX_ADDED_TOKEN_PROBES]:
         if content:
             out += [content, f"x{content}y {content} {content}{content}\n"]
     return out
 
 
-def probe_set(added_tokens: Iterable[str] = ()) -> list[str]:
+def probe_set(added_tokens: Iterable[str] = (), plain: Iterable[str] = ()) -> list[str]:
     """The gate's probe texts: `probe_texts()` first (so callers may slice them off), then the
-    adversarial strings, then strings built from `added_tokens`."""
-    return [*probe_texts(), *ADVERSARIAL, *added_token_probes(added_tokens)]
+    adversarial strings, then strings built from the added tokens (`plain`: the non-special
+    ones, all probed)."""
+    return [*probe_texts(), *ADVERSARIAL, *added_token_probes(added_tokens, plain)]
 
 
 def first_difference(

@@ -59,6 +59,13 @@ def build(source: EncoderSource) -> TiktokenEncoder:
 
     if source.pattern is None:
         raise EncoderUnavailable("not applicable", "not a byte-level BPE split by one regex")
+    added = (source.config or {}).get("added_tokens") or []
+    plain = [t.get("content") for t in added if not t.get("special")]
+    if plain:  # (encode_ordinary never matches them; the reference splits them out first)
+        raise EncoderUnavailable(
+            "not applicable",
+            f"{len(plain)} non-special added token(s) ({plain[0]!r}...), which tiktoken cannot match",
+        )
     ranks = source.ranks()
     if ranks is None:
         raise EncoderUnavailable("not applicable", "its vocabulary lacks a token for some byte")
