@@ -427,3 +427,20 @@ def test_a_url_that_is_no_output_says_what_it_is(url, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(LoaderError, match=r"empty has no committed shards \(ledger/ is empty\)"):
         TokenDataset(str(tmp_path / "empty"), SEQ)
+
+
+def test_an_output_whose_units_disagree_on_eos_needs_it_named(url, tmp_path):
+    """An output resumed after a tokenizer_config.json moved its EOS (refused at run time now)
+    held entries of two eos_ids; the loader took the first entry's without a word."""
+    from pipeline.loader import LoaderError
+
+    mixed = tmp_path / "mixed"
+    shutil.copytree(url, mixed)
+    path = sorted((mixed / "ledger").glob("*.json"))[-1]
+    entry = json.loads(path.read_text())
+    entry["tokenizer"]["eos_id"] += 1
+    path.write_text(json.dumps(entry))
+    with pytest.raises(LoaderError, match=r"mixes eos_ids \[\d+, \d+\] across its units"):
+        TokenDataset(str(mixed), SEQ)
+    eos = json.loads((mixed / "job.json").read_text())["tokenizer"]["eos_id"]
+    assert TokenDataset(str(mixed), SEQ, eos_id=eos).eos_id == eos

@@ -85,6 +85,12 @@ def check_special_ids(urls: list[str], tokenizers: Sequence[dict], **given: int 
     """The outputs of a mixture agree on each special id not `given` (one EOS / BOS for every
     document), else LoaderError naming each output's id."""
     for key, value in given.items():
+        for url, tokenizer in zip(urls, tokenizers, strict=True):
+            mixed = tokenizer.get("mixed", {}).get(key)  # (committed_shards)
+            if mixed and value is None:
+                raise LoaderError(
+                    f"output {url} mixes {key}s {mixed} across its units: pass {key}="
+                )
         found = {u: t.get(key) for u, t in zip(urls, tokenizers, strict=True)}
         if value is None and len(set(found.values())) > 1:
             raise LoaderError(

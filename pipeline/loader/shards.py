@@ -81,11 +81,12 @@ def committed_shards(
     """The committed shards of an output (`iter_committed` order) and its tokenizer description
     (with the manifest's eos_id / bos_id when the ledger's lacks them)."""
     output = Output(url, storage_options)
-    shards, tokenizers = [], {}
+    shards, tokenizers, specials = [], {}, set()
     try:
         for entry in iter_committed(output):
             shards.append(ShardInfo.of(entry))
             tokenizers.setdefault(entry.tokenizer["fingerprint"], entry.tokenizer)
+            specials.add((entry.tokenizer.get("eos_id"), entry.tokenizer.get("bos_id")))
     except NotADirectoryError as exc:
         raise LoaderError(f"{url} is a file: give the output folder (ledger/, shards/)") from exc
     if not shards:
@@ -95,6 +96,11 @@ def committed_shards(
     if len(tokenizers) > 1:
         raise LoaderError(f"output {url} mixes tokenizers {sorted(tokenizers)}")
     tokenizer = dict(next(iter(tokenizers.values())))
+    for k, key in enumerate(("eos_id", "bos_id")):  # entries that disagree (resumed after a
+        # tokenizer_config.json moved them, before that was refused): the dataset must be told
+        if len({pair[k] for pair in specials}) > 1:
+            tokenizer[key] = None
+            tokenizer.setdefault("mixed", {})[key] = sorted({pair[k] for pair in specials}, key=str)
     if tokenizer.get("eos_id") is None or "bos_id" not in tokenizer:
         described = (read_manifest(output) or {}).get("tokenizer", {})
         for key in ("eos_id", "bos_id"):
