@@ -461,3 +461,29 @@ def test_ray_metrics_count_what_the_run_committed(ray_session, tmp_path, bpe_pat
     assert totals["units"] == summary.units_run
     assert totals["documents"] == summary.documents and totals["tokens"] == summary.tokens
     assert totals["bytes"] == summary.bytes
+
+
+def test_an_object_store_output_with_an_empty_path_segment_is_refused():
+    """s3fs wrote `s3://tokens//run`'s objects under `/run/...` and listed `run/...`: no unit
+    ever read as committed, every rerun redid everything (exit 3), and with a sibling
+    `s3://tokens/run` the run read that output's ledger and crashed."""
+    from pipeline.tokenize.config import load_config
+
+    with pytest.raises(ConfigError, match=r"empty path segment.*\(s3://tokens/run\)"):
+        load_config(input=["x.jsonl"], output="s3://tokens//run", tokenizer="bpe:t.json")
+    assert load_config(input=["x"], output="s3://tokens/run/", tokenizer="bpe:t.json").output
+
+
+def test_verify_names_units_another_tokenizer_wrote(tmp_path, bpe_path, sample_dir):
+    """Units written by a node that loaded another file under the tokenizer's path passed
+    `verify`: each shard agreed with its own ledger entry, and nothing compared them with the
+    tokenizer the output was started with (job.json)."""
+    out = tmp_path / "out"
+    run_job(job_config(sample_dir / "de.jsonl", out, f"bpe:{bpe_path}"))
+    assert verify_output(str(out)).ok
+    manifest = json.loads((out / "job.json").read_text())
+    manifest["tokenizer"]["fingerprint"] = "f" * 32
+    (out / "job.json").write_text(json.dumps(manifest))
+    report = verify_output(str(out))
+    assert not report.ok and report.bad_units
+    assert all("not the output's (" + "f" * 32 in p for p in report.problems)

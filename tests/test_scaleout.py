@@ -139,3 +139,37 @@ def test_ray_job_submit_on_a_two_node_cluster_matches_the_single_node_run(
     assert nodes == 2
     assert verify_output(str(tmp_path / "cluster")).ok
     assert shard_files(tmp_path / "cluster") == shard_files(single)
+
+
+def test_actors_get_the_drivers_paths_and_refuse_another_tokenizer(
+    ray_session, tmp_path, monkeypatch, bpe_path, sample_dir
+):
+    """Actors work in the folder their cluster started from, not the driver's: a relative
+    tokenizer path loaded whatever file of that name was there (its ids went into an output
+    recording the driver's tokenizer, and `verify` said ok), a relative output went there too.
+    Actors now get the driver's absolute paths, and one that loads another tokenizer than the
+    driver's refuses to start."""
+    import shutil
+
+    import ray
+
+    from pipeline.errors import ConfigError
+    from pipeline.tokenize.actors import TokenizeWorker
+    from pipeline.tokenize.inputs import ReadOptions
+    from pipeline.tokenize.unit import UnitTask
+    from tests.helpers import job_config
+
+    here = tmp_path / "here"
+    here.mkdir()
+    shutil.copy(bpe_path, here / "tok.json")
+    monkeypatch.chdir(here)  # (the session's actors keep the folder Ray started in)
+    cfg = job_config(sample_dir / "de.jsonl", "out", "bpe:tok.json", actors=2)
+    summary = run_job(cfg)
+    assert summary.complete and summary.actors >= 1, summary
+    assert verify_output(str(here / "out")).ok and list((here / "out" / "shards").glob("*.arrow"))
+
+    task = UnitTask(ReadOptions(), "0" * 16, False, True, {}, tokenizer_fingerprint="other")
+    actor = TokenizeWorker.remote(f"bpe:{bpe_path}", {}, str(tmp_path / "o"), task)
+    with pytest.raises(ray.exceptions.RayActorError, match="not the driver's other"):
+        ray.get(actor.pid.remote())
+    assert ConfigError  # (the cause the actor raised)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.output.ledger import committed_entries
+from pipeline.output.ledger import committed_entries, read_manifest
 from pipeline.output.shards import bytes_checksum, shard_metadata
 from pipeline.output.storage import Output
 from schemas.layout import (
@@ -27,8 +27,16 @@ def verify_output(url: str, storage_options: dict | None = None) -> VerifyReport
     entries = committed_entries(output)
     problems: list[str] = []
     bad_units: list[str] = []
+    manifest = read_manifest(output) or {}
+    started = (manifest.get("tokenizer") or {}).get("fingerprint")
     for entry in entries:
         unit_problems = _check_entry(output, entry)
+        if started and entry.tokenizer.get("fingerprint") != started:  # (a node that loaded
+            # another file under the tokenizer's path wrote it)
+            unit_problems.append(
+                f"written by tokenizer fingerprint {entry.tokenizer.get('fingerprint')}, not "
+                f"the output's ({started}, job.json)"
+            )
         if unit_problems:
             bad_units.append(entry.unit_id)
             problems.extend(f"unit {entry.unit_id}: {p}" for p in unit_problems)

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from pipeline.errors import ConfigError, LeaseLost, UnitFailed, unit_failed
 from pipeline.output.storage import Output
-from pipeline.tokenize.config import JobConfig, tokenizer_options
+from pipeline.tokenize.config import JobConfig, absolute_spec, local_absolute, tokenizer_options
 from pipeline.tokenize.feed import Work, WorkFeed
 from pipeline.tokenize.inputs import WorkUnit
 from pipeline.tokenize.unit import WORKER_ENV, UnitTask, process_unit
@@ -73,6 +73,12 @@ class TokenizeWorker:
         # would start dedicated worker processes instead of reusing Ray's prestarted ones.)
         os.environ.update(WORKER_ENV)
         self.tokenizer = load_tokenizer(spec, storage_options=task.storage_options, **options)
+        wanted, got = task.tokenizer_fingerprint, self.tokenizer.fingerprint
+        if wanted and got != wanted:
+            raise ConfigError(
+                f"tokenizer {spec} on this node has fingerprint {got}, not the driver's {wanted}: "
+                "the nodes hold another file under that path"
+            )
         self.output = Output(output_url, task.storage_options)
         self.task = task
         self.metrics = UnitMetrics(output_url)
@@ -262,10 +268,13 @@ def start_actors(cfg: JobConfig, task: UnitTask, n_actors: int) -> list[Any]:
     """Start the pool and wait until its actors run; ones that cannot start in time are dropped
     (with a warning) rather than left holding units forever."""
     options = dict(num_cpus=cfg.actor_cpus, max_restarts=-1, max_task_retries=-1)
+    # local paths as the driver reads them: an actor of a cluster works in the folder the
+    # cluster was started from (a relative tokenizer path loaded whatever file of that name was
+    # there, and its shards went under the output recording the driver's tokenizer)
+    absolute = absolute_spec(cfg.tokenizer.model_dump())
+    spec, output = f"{absolute['kind']}:{absolute['path']}", local_absolute(cfg.output)
     actors = [
-        TokenizeWorker.options(**options).remote(
-            cfg.tokenizer.spec, tokenizer_options(cfg), cfg.output, task
-        )
+        TokenizeWorker.options(**options).remote(spec, tokenizer_options(cfg), output, task)
         for _ in range(n_actors)
     ]
     pids = {actor.pid.remote(): actor for actor in actors}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import os
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -92,6 +93,22 @@ class TokenizerSpec(BaseModel):
     @property
     def spec(self) -> str:
         return f"{self.kind}:{self.path}"
+
+
+def absolute_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """The tokenizer spec as job.json keeps it: a local path made absolute (retokenize reads it
+    back from anywhere; relative, it named whatever file of that name the current folder held)."""
+    path = spec.get("path")
+    local = isinstance(path, str) and path and "://" not in path and not os.path.isabs(path)
+    if local and os.path.exists(path):  # (a file: not a name some plugin kind resolves itself)
+        return {**spec, "path": os.path.abspath(path)}
+    return spec
+
+
+def local_absolute(url: str) -> str:
+    """A local output path made absolute (what processes with another working folder, Ray
+    actors on a cluster, must be given); URLs as they are."""
+    return url if "://" in url else os.path.abspath(url)
 
 
 SPECIAL_TOKEN_OPTIONS = ("eos_token", "bos_token")
@@ -265,6 +282,13 @@ class JobConfig(BaseModel):
     def _output(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("must name an output folder or URL (it is empty)")
+        scheme, sep, rest = value.partition("://")
+        if sep and "//" in rest.rstrip("/"):  # (s3fs writes the key as given, lists it collapsed)
+            raise ValueError(
+                f"{value!r} has an empty path segment ('//'): objects would be written under one "
+                "key and listed under another, so no unit would ever read as committed; write "
+                f"it with single slashes ({scheme}://{'/'.join(p for p in rest.split('/') if p)})"
+            )
         return value
 
     @field_validator("input", mode="before")

@@ -25,7 +25,7 @@ from pipeline.output import (
 from pipeline.output.lease import OutputLease, owner_dead
 from pipeline.output.repair import uncommit, uncommit_bad_units
 from pipeline.output.verify import orphan_files, spool_files
-from pipeline.tokenize.config import JobConfig, tokenizer_options
+from pipeline.tokenize.config import JobConfig, absolute_spec, tokenizer_options
 from pipeline.tokenize.feed import WorkFeed, todo_bytes
 from pipeline.tokenize.inputs import WorkUnit, is_stream, one_range, plan_units, same_file
 from pipeline.tokenize.inputs.chat_template import resolve_chat
@@ -101,17 +101,9 @@ def prepare(cfg: JobConfig, fence: dict[str, Any] | None = None) -> PreparedJob:
         cfg.storage_options,
         fence,
         cfg.verify_sample,
+        tokenizer.fingerprint,
     )
     return PreparedJob(tokenizer, output, task, manifest)
-
-
-def absolute_spec(spec: dict[str, Any]) -> dict[str, Any]:
-    """The tokenizer spec as job.json keeps it: a local path made absolute (retokenize reads it
-    back from anywhere; relative, it named whatever file of that name the current folder held)."""
-    path = spec.get("path")
-    if isinstance(path, str) and path and "://" not in path and not os.path.isabs(path):
-        return {**spec, "path": os.path.abspath(path)}
-    return spec
 
 
 def _chat_fields(cfg: JobConfig, tokenizer: TokenizerBase) -> dict[str, str]:

@@ -57,6 +57,7 @@ class UnitTask:
     storage_options: dict[str, Any]
     fence: dict[str, Any] | None = None  # the run's lease (owner, generation): commits check it
     verify_sample: float = 0.0  # share of documents re-encoded with the tokenizer's reference
+    tokenizer_fingerprint: str = ""  # what the driver loaded: a worker that loads another refuses
 
 
 @dataclass(frozen=True)
