@@ -52,5 +52,11 @@ def verify_cmd(url: str, storage_option: tuple[str, ...]) -> None:
     report = verify_output(url, parse_storage_options(storage_option))
     for problem in report.problems:
         click.echo(f"PROBLEM: {problem}", err=True)
+    if report.run_complete is False:  # (sound, but not all there: `ok` is about what is)
+        click.echo(
+            f"note: the latest run did not finish ({report.units} of {report.units_planned} "
+            "planned units committed); rerun it to complete the output",
+            err=True,
+        )
     click.echo(json.dumps(report.to_json(), sort_keys=True))
     sys.exit(0 if report.ok else EXIT_FAILURE)

@@ -256,6 +256,10 @@ class VerifyReport:
     problems: list[str]  # each names the unit and the object
     orphans: list[str]  # files no entry lists (paths under the output): the next run removes them
     spool_files: list[str] = field(default_factory=list)  # scratch left by interrupted runs
+    # the latest run's summary: whether it committed every unit it planned (None: no summary),
+    # what `ok` (the committed units are sound) does not say
+    run_complete: bool | None = None
+    units_planned: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

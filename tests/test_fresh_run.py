@@ -487,3 +487,24 @@ def test_verify_names_units_another_tokenizer_wrote(tmp_path, bpe_path, sample_d
     report = verify_output(str(out))
     assert not report.ok and report.bad_units
     assert all("not the output's (" + "f" * 32 in p for p in report.problems)
+
+
+def test_verify_says_whether_the_latest_run_finished(tmp_path, bpe_path):
+    """`verify` of a killed run's output said ok (its committed units are sound) and nothing
+    about the units never committed."""
+    from click.testing import CliRunner
+
+    from jobs.cli import main as cli
+
+    out = tmp_path / "out"
+    summary = run_job(job_config(SAMPLE_DIR / "de.jsonl", out, f"bpe:{bpe_path}"))
+    report = verify_output(str(out))
+    assert report.ok and report.run_complete is True
+    assert report.units_planned == report.units == summary.units_planned
+    (latest,) = sorted((out / "runs").glob("*.json"))[-1:]
+    record = json.loads(latest.read_text())
+    latest.write_text(json.dumps({**record, "complete": False, "units_planned": 80}))
+    result = CliRunner().invoke(cli, ["verify", str(out)])
+    assert result.exit_code == 0 and json.loads(result.output.splitlines()[-1])["ok"]
+    assert f"the latest run did not finish ({report.units} of 80 planned" in result.output
+    assert verify_output(str(tmp_path / "nothing")).run_complete is None

@@ -41,7 +41,8 @@ def verify_output(url: str, storage_options: dict | None = None) -> VerifyReport
             bad_units.append(entry.unit_id)
             problems.extend(f"unit {entry.unit_id}: {p}" for p in unit_problems)
     orphans = orphan_files(output, entries)
-    if not entries and not output.list(LEDGER_DIR) and not _complete_with_nothing(output):
+    latest = latest_run(output)
+    if not entries and not output.list(LEDGER_DIR) and not _complete_with_nothing(latest):
         problems.append(f"no ledger entries under {output.url}/{LEDGER_DIR}: nothing committed")
     return VerifyReport(
         ok=not problems,
@@ -55,17 +56,21 @@ def verify_output(url: str, storage_options: dict | None = None) -> VerifyReport
         problems=problems,
         orphans=orphans,
         spool_files=spool_files(output),
+        run_complete=None if latest is None else bool(latest.get("complete")),
+        units_planned=None if latest is None else latest.get("units_planned"),
     )
 
 
-def _complete_with_nothing(output: Output) -> bool:
+def latest_run(output: Output) -> dict | None:
+    """The summary of the output's latest run (runs/ names sort by time), or None."""
+    names = sorted(n for n in output.list(RUNS_DIR, ".json") if ".tmp-" not in n)
+    return output.read_json(f"{RUNS_DIR}/{names[-1]}") if names else None
+
+
+def _complete_with_nothing(latest: dict | None) -> bool:
     """Whether the output's latest run completed with no unit to commit (its inputs hold no
     rows: an Arrow file without record batches, a Parquet file without row groups)."""
-    names = sorted(n for n in output.list(RUNS_DIR, ".json") if ".tmp-" not in n)
-    if not names:
-        return False
-    latest = output.read_json(f"{RUNS_DIR}/{names[-1]}")
-    return bool(latest.get("complete")) and latest.get("units_planned") == 0
+    return latest is not None and bool(latest.get("complete")) and latest.get("units_planned") == 0
 
 
 def orphan_files(output: Output, entries: list[LedgerEntry] | None = None) -> list[str]:
