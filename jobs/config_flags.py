@@ -108,8 +108,11 @@ def build_config(
     overrides = {k: v for k, v in flags.items() if v is not None and v != ()}
     if "input" in overrides:
         overrides["input"] = list(overrides["input"])
-    if storage_option:
-        overrides["storage_options"] = parse_storage_options(storage_option)
+    if storage_option:  # merged into the file's, key by key (as --tokenizer-option is: one flag
+        # replaced them all, an S3 endpoint and credentials with them)
+        given = parse_storage_options(storage_option)
+        file_options = load_config(config_file, **overrides).storage_options if config_file else {}
+        overrides["storage_options"] = {**file_options, **given}
     if tokenizer_option:
         base = load_config(config_file, **overrides).tokenizer
         options = {**base.options, **parse_pairs(tokenizer_option, "--tokenizer-option")}

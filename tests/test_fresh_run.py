@@ -508,3 +508,81 @@ def test_verify_says_whether_the_latest_run_finished(tmp_path, bpe_path):
     assert result.exit_code == 0 and json.loads(result.output.splitlines()[-1])["ok"]
     assert f"the latest run did not finish ({report.units} of 80 planned" in result.output
     assert verify_output(str(tmp_path / "nothing")).run_complete is None
+
+
+def test_nothing_in_the_output_changes_before_the_plan_and_the_manifest_check_pass(
+    tmp_path, bpe_path
+):
+    """A mistyped --input with --overwrite deleted every committed unit and job.json before
+    failing its plan (exit 2); a --repair refused as another configuration had already
+    uncommitted the unit it found damaged."""
+    out = tmp_path / "out"
+    cfg = job_config(SAMPLE_DIR / "de.jsonl", out, f"bpe:{bpe_path}", unit_bytes=40_000)
+    run_job(cfg)
+    before = shard_files(out)
+    entries = sorted(p.name for p in (out / "ledger").glob("*.json"))
+    typo = job_config(SAMPLE_DIR / "*.jsonll", out, f"bpe:{bpe_path}", overwrite=True)
+    with pytest.raises(Exception, match="matches no files"):
+        run_job(typo)
+    assert shard_files(out) == before and (out / "job.json").exists()
+    shard = next(iter((out / "shards").glob("*.arrow")))
+    shard.write_bytes(shard.read_bytes()[:-10])
+    other = job_config(SAMPLE_DIR / "de.jsonl", out, f"bpe:{bpe_path}", repair=True)
+    with pytest.raises(Exception, match="another configuration"):
+        run_job(other.model_copy(update={"word_stats": False}))
+    assert sorted(p.name for p in (out / "ledger").glob("*.json")) == entries
+
+
+def test_a_resume_under_another_tokenizer_name_is_refused(tmp_path, bpe_path):
+    """The name (the file's, by default) is written into every shard but not hashed: a
+    byte-identical copy under another name resumed, and the output held shards of two names."""
+    from pipeline.errors import LedgerError
+
+    shutil.copy(bpe_path, tmp_path / "tokenizer.json")
+    out = tmp_path / "out"
+    run_job(job_config(SAMPLE_DIR / "de.jsonl", out, f"bpe:{bpe_path}"))
+    with pytest.raises(LedgerError, match="started with a tokenizer named"):
+        run_job(job_config(SAMPLE_DIR / "de.jsonl", out, f"bpe:{tmp_path / 'tokenizer.json'}"))
+    named = {"kind": "bpe", "path": str(tmp_path / "tokenizer.json")}
+    named["options"] = {"name": os.path.basename(bpe_path)}
+    assert run_job(job_config(SAMPLE_DIR / "de.jsonl", out, named)).complete
+
+
+def test_outputs_and_leases_that_cannot_be_and_storage_options_that_merge(tmp_path, bpe_path):
+    """An output under a file and --lease-seconds inf were tracebacks (the second after every
+    unit had committed); one --storage-option flag replaced every storage option of the
+    YAML file."""
+    from jobs.config_flags import build_config
+
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ConfigError, match=r"cannot be created: .*afile is a file"):
+        run_job(job_config(SAMPLE_DIR / "de.jsonl", tmp_path / "afile" / "out", f"bpe:{bpe_path}"))
+    with pytest.raises(ConfigError, match="lease_seconds"):
+        job_config(SAMPLE_DIR / "de.jsonl", tmp_path / "o", f"bpe:{bpe_path}", lease_seconds="inf")
+    config = tmp_path / "job.yaml"
+    config.write_text(
+        f"input: ['{SAMPLE_DIR}/de.jsonl']\noutput: {tmp_path / 'o'}\ntokenizer: bpe:{bpe_path}\n"
+        "storage_options: {use_listings_cache: false, listings_expiry_time: 10}\n"
+    )
+    cfg = build_config(str(config), storage_option=("skip_instance_cache=true",))
+    assert cfg.storage_options == {
+        "use_listings_cache": False,
+        "listings_expiry_time": 10,
+        "skip_instance_cache": True,
+    }
+
+
+def test_a_malformed_ledger_entry_is_named_by_verify_and_redone_by_repair(tmp_path, bpe_path):
+    """verify ended with exit 2 and no report, and --repair could not get past it."""
+    out = tmp_path / "out"
+    cfg = job_config(SAMPLE_DIR / "de.jsonl", out, f"bpe:{bpe_path}", unit_bytes=40_000)
+    run_job(cfg)
+    before = shard_files(out)
+    entry = sorted((out / "ledger").glob("*.json"))[0]
+    entry.write_text(entry.read_text()[:80])
+    report = verify_output(str(out))
+    assert not report.ok and report.bad_units == [entry.name.split(".")[0]]
+    assert "is malformed" in report.problems[0]
+    summary = run_job(cfg.model_copy(update={"repair": True}))
+    assert summary.complete and summary.units_run == 1
+    assert verify_output(str(out)).ok and shard_files(out) == before

@@ -25,7 +25,7 @@ from typing import Any
 
 import psutil
 
-from pipeline.errors import LeaseError, LeaseLost
+from pipeline.errors import ConfigError, LeaseError, LeaseLost
 from pipeline.output.storage import Output, with_retries
 from schemas.layout import LEASE_FILE
 
@@ -182,7 +182,11 @@ class OutputLease:
 
     @contextlib.contextmanager
     def _local_lock(self) -> Iterator[None]:
-        os.makedirs(os.path.dirname(self._path), exist_ok=True)
+        folder = os.path.dirname(self._path)
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as exc:  # (/proc/x, a read-only mount: a traceback before)
+            raise ConfigError(f"output folder {folder} cannot be created: {exc}") from None
         fd = os.open(self._path + ".lock", os.O_CREAT | os.O_RDWR, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)

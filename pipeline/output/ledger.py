@@ -18,7 +18,10 @@ def read_entry(output: Output, rel: str) -> LedgerEntry:
     try:
         return LedgerEntry.from_json(output.read_json(rel))
     except (RecordError, ValueError, TypeError) as exc:
-        raise LedgerError(f"ledger entry {output.url}/{rel} is malformed: {exc}") from exc
+        raise LedgerError(
+            f"ledger entry {output.url}/{rel} is malformed: {exc} (`tokenmill run --repair` "
+            "redoes its unit)"
+        ) from exc
 
 
 def committed_entries(output: Output, config_hash: str | None = None) -> list[LedgerEntry]:
@@ -26,6 +29,21 @@ def committed_entries(output: Output, config_hash: str | None = None) -> list[Le
     names = output.list(LEDGER_DIR, ledger_suffix(config_hash))
     entries = [read_entry(output, f"{LEDGER_DIR}/{name}") for name in names]
     return sorted(entries, key=lambda e: (e.unit.url, e.unit.start))
+
+
+def read_ledger(
+    output: Output, config_hash: str | None = None
+) -> tuple[list[LedgerEntry], dict[str, str]]:
+    """(the readable entries sorted by unit, {object name: why} of the malformed ones): for
+    `verify` and `--repair`, which name a damaged entry and redo its unit; every other reader
+    refuses the output (committed_entries)."""
+    entries, damaged = [], {}
+    for name in output.list(LEDGER_DIR, ledger_suffix(config_hash)):
+        try:
+            entries.append(read_entry(output, f"{LEDGER_DIR}/{name}"))
+        except LedgerError as exc:
+            damaged[f"{LEDGER_DIR}/{name}"] = str(exc)
+    return sorted(entries, key=lambda e: (e.unit.url, e.unit.start)), damaged
 
 
 def iter_committed(output: Output, config_hash: str | None = None) -> Iterator[LedgerEntry]:
@@ -65,10 +83,11 @@ def check_manifest(output: Output, manifest: dict[str, Any]) -> None:
 
 
 def check_special_ids(output: Output, had: dict[str, Any], has: dict[str, Any]) -> None:
-    """The EOS / BOS a resumed job resolves must be the ones its output was started with: they
-    are what the loader reads, and a tokenizer_config.json that appeared (or changed) beside the
-    tokenizer file moved them without changing the config hash (one output then held entries of
-    two EOS ids, and the loader used either)."""
+    """What a resumed job's tokenizer records beside its ids must be what the output was started
+    with: the EOS / BOS the loader reads (a tokenizer_config.json that appeared or changed beside
+    the tokenizer file moved them without changing the config hash: one output then held entries
+    of two EOS ids) and its name, written into every shard (the file's name: a byte-identical copy
+    under another name resumed, and the output held shards of two names)."""
     for key in ("eos", "bos"):
         old, new = had.get(f"{key}_id"), has.get(f"{key}_id")
         if f"{key}_id" in had and f"{key}_id" in has and old != new:
@@ -79,6 +98,12 @@ def check_special_ids(output: Output, had: dict[str, Any], has: dict[str, Any]) 
                 "restore what the output was started with (or pass --tokenizer-option "
                 "tokenizer_config=false if it had none), or use --overwrite or another output"
             )
+    if "name" in had and "name" in has and had["name"] != has["name"]:
+        raise LedgerError(
+            f"output {output.url} was started with a tokenizer named {had['name']!r} (its "
+            f"shards record the name); this job's is named {has['name']!r}: pass --tokenizer-"
+            f"option name={had['name']} to continue it, or use --overwrite or another output"
+        )
 
 
 def write_run_summary(output: Output, summary: RunSummary) -> str:

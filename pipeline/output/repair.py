@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pipeline.output.ledger import committed_entries
+from pipeline.output.ledger import read_ledger
 from pipeline.output.storage import Output
 from pipeline.output.verify import verify_output
 from schemas.layout import UnitNames
@@ -36,7 +36,13 @@ def uncommit_bad_units(output: Output) -> list[dict[str, Any]]:
         if problem.startswith("unit "):
             of_unit.setdefault(problem[5:].split(":", 1)[0], []).append(problem)
     dropped = []
-    for entry in committed_entries(output):
+    entries, damaged = read_ledger(output)
+    for rel in damaged:  # an entry that does not read: its object goes, the rerun redoes the unit
+        unit_id = rel.rsplit("/", 1)[-1].split(".", 1)[0]
+        log.warning("repair: re-running unit %s (its ledger entry is malformed)", unit_id)
+        output.remove(rel)
+        dropped.append({"unit_id": unit_id, "problems": of_unit.get(unit_id, [])})
+    for entry in entries:
         if entry.unit_id not in bad:
             continue
         problems = of_unit.get(entry.unit_id, [])

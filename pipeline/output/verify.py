@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.output.ledger import committed_entries, read_manifest
+from pipeline.output.ledger import read_ledger, read_manifest
 from pipeline.output.shards import bytes_checksum, shard_metadata
 from pipeline.output.storage import Output
 from schemas.layout import (
@@ -24,9 +24,13 @@ def verify_output(url: str, storage_options: dict | None = None) -> VerifyReport
     """Check every ledger entry's shard (checksum, schema, rows, tokens, bytes) and side files
     (rejects, sidecar, unigrams); a problem names the unit and the object."""
     output = Output(url, storage_options)
-    entries = committed_entries(output)
+    entries, damaged = read_ledger(output)
     problems: list[str] = []
     bad_units: list[str] = []
+    for rel, why in damaged.items():  # (it ended verify with exit 2 and no report)
+        unit_id = rel.rsplit("/", 1)[-1].split(".", 1)[0]
+        bad_units.append(unit_id)
+        problems.append(f"unit {unit_id}: {why}")
     manifest = read_manifest(output) or {}
     started = (manifest.get("tokenizer") or {}).get("fingerprint")
     for entry in entries:

@@ -224,6 +224,7 @@ class JobConfig(BaseModel):
     lease_seconds: float = Field(
         60.0,
         ge=MIN_LEASE_SECONDS,
+        le=7 * 24 * 3600,  # (a week: a dead run's lease must expire; inf crashed at release)
         description="output lease expiry; refreshed every quarter of it",
     )
     on_input_change: Literal["redo", "refuse"] = Field(

@@ -72,6 +72,15 @@ def check_output(output: Output) -> None:
     """An output must be a folder or prefix, never an existing file."""
     if output.fs.isfile(output.root):
         raise ConfigError(f"output {output.url!r} is a file; give a folder or prefix URL")
+    if output.local:  # (made on first use: a path under a file, or where nothing can be made,
+        # ended in the lease's OSError traceback; checked without making it, so that a run
+        # refused later leaves nothing behind)
+        existing = output.root
+        while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+            what = "a file" if os.path.isfile(existing) else "not a writable folder"
+            raise ConfigError(f"output {output.url!r} cannot be created: {existing} is {what}")
 
 
 def prepare(cfg: JobConfig, fence: dict[str, Any] | None = None) -> PreparedJob:
@@ -83,8 +92,6 @@ def prepare(cfg: JobConfig, fence: dict[str, Any] | None = None) -> PreparedJob:
     read = cfg.read_options(_chat_fields(cfg, tokenizer))
     config_hash = cfg.config_hash(tokenizer.fingerprint, read)
     output = Output(cfg.output, cfg.storage_options)
-    if cfg.overwrite:
-        reset_output(output)
     manifest = {
         "config_hash": config_hash,
         "tokenizer": tokenizer.describe(),
@@ -270,9 +277,13 @@ def _run_leased(cfg: JobConfig, lease: OutputLease) -> RunSummary:
     stale_spool = spool_files(job.output)
     for rel in stale_spool:
         job.output.remove(rel)
-    repaired = uncommit_bad_units(job.output) if cfg.repair else []
     units = plan_units(cfg.input, cfg.read_options(), cfg.storage_options, exclude=[cfg.output])
-    check_manifest(job.output, job.manifest)  # after planning: a failed plan leaves no trace
+    # nothing in the output changes before the plan and the manifest check pass: a mistyped
+    # --input with --overwrite wiped a good output, a refused --repair had uncommitted units
+    if cfg.overwrite:
+        reset_output(job.output)
+    check_manifest(job.output, job.manifest)
+    repaired = uncommit_bad_units(job.output) if cfg.repair else []
     plan = reconcile(cfg, job, units)
     orphans = orphan_files(job.output)  # (the lease makes this run the only writer)
     for rel in orphans:
