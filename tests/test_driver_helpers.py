@@ -250,3 +250,15 @@ def test_a_helper_that_cannot_start_leaves_the_work_to_the_others(
     assert units_split(summary.notes[0]) == [summary.units_run, 0]
     assert "a helper process could not start" in caplog.text
     assert shard_files(out) == shard_files(reference) and ledger(out) == ledger(reference)
+
+
+def test_a_small_job_takes_the_driver_threads_it_asks_for(tmp_path, bpe_path):
+    """Under --local-bytes a job ran on one thread whatever --driver-threads said."""
+    from pipeline.tokenize.engine import run_job
+    from tests.helpers import SAMPLE_DIR, job_config, shard_files
+
+    one = run_job(job_config(SAMPLE_DIR / "*.jsonl", tmp_path / "a", f"bpe:{bpe_path}"))
+    cfg = job_config(SAMPLE_DIR / "*.jsonl", tmp_path / "b", f"bpe:{bpe_path}", driver_threads=2)
+    two = run_job(cfg)
+    assert "2 threads" in " ".join(two.notes) and "thread" not in " ".join(one.notes)
+    assert shard_files(tmp_path / "a") == shard_files(tmp_path / "b")

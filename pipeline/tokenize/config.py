@@ -252,7 +252,8 @@ class JobConfig(BaseModel):
         0,
         ge=0,
         description="workers tokenizing in the driver of a local run (each with its own "
-        "tokenizer); 0 = one per CPU, at most 8",
+        "tokenizer); 0 = one per CPU, at most 8 (a job under local_bytes: one, unless this "
+        "asks for more)",
     )
     driver_processes: bool | None = Field(
         None,

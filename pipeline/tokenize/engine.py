@@ -225,8 +225,10 @@ def is_local(cfg: JobConfig) -> bool:
 
 def runs_in_driver(cfg: JobConfig, units: list[WorkUnit]) -> bool:
     """A small local job runs in the driver without a thought of Ray (same units, same bytes,
-    same ledger either way)."""
-    return is_local(cfg) and todo_bytes(units) <= cfg.local_bytes
+    same ledger either way), on one thread unless the job asks for more workers there
+    (driver_threads > 1, driver_processes: they were ignored under local_bytes)."""
+    asked = cfg.driver_threads > 1 or bool(cfg.driver_processes)
+    return is_local(cfg) and todo_bytes(units) <= cfg.local_bytes and not asked
 
 
 def run_in_driver(cfg: JobConfig, job: PreparedJob, feed: WorkFeed) -> RunCounts:
