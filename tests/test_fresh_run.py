@@ -586,3 +586,20 @@ def test_a_malformed_ledger_entry_is_named_by_verify_and_redone_by_repair(tmp_pa
     summary = run_job(cfg.model_copy(update={"repair": True}))
     assert summary.complete and summary.units_run == 1
     assert verify_output(str(out)).ok and shard_files(out) == before
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("unit_bytes", True, "True is not a number"),  # (YAML `true` ran 363 one-document units)
+        ("verify_sample", True, "True is not a number"),
+        ("eos_token", "", "at least 1 character"),  # (empty strings were taken for "not given")
+        ("chat_template", "", "at least 1 character"),
+        ("ray_address", "", "at least 1 character"),
+    ],
+)
+def test_a_boolean_for_a_number_or_an_empty_name_is_refused(field, value, message):
+    from pipeline.tokenize.config import load_config
+
+    with pytest.raises(ConfigError, match=f"{field}: .*{message}"):
+        load_config(input=["x.jsonl"], output="o", tokenizer="bpe:t.json", **{field: value})

@@ -6,6 +6,7 @@ import hashlib
 import inspect
 import json
 import os
+import typing
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -146,7 +147,9 @@ class JobConfig(BaseModel):
         description="input format (auto: by file suffix; chat: by suffix, every record a chat)",
     )
     source_tokenizer: str | None = Field(
-        None, description="format shards: KIND:PATH of the tokenizer that wrote the input"
+        None,
+        min_length=1,
+        description="format shards: KIND:PATH of the tokenizer that wrote the input",
     )
     text_mode: Literal["line", "file"] = Field(
         "line", description="text inputs: one document per line or per file"
@@ -159,6 +162,7 @@ class JobConfig(BaseModel):
     )
     chat_template: str | None = Field(
         None,
+        min_length=1,
         description="chat records: chatml | llama3 | a jinja2 template file | a "
         "tokenizer_config.json (default: the tokenizer's own chat_template); with it, records "
         "with messages and no text are chats (format chat: every record is)",
@@ -192,11 +196,13 @@ class JobConfig(BaseModel):
     )
     eos_token: str | None = Field(
         None,
+        min_length=1,
         description="the EOS token's text (default: the tokenizer's own, from its special tokens "
         "or a tokenizer_config.json beside it); the loader appends its id to every document",
     )
     bos_token: str | None = Field(
         None,
+        min_length=1,
         description="the BOS token's text (default: the tokenizer's own, as for the EOS); the "
         "loader puts its id before every document",
     )
@@ -262,9 +268,19 @@ class JobConfig(BaseModel):
         "default: helpers from 4 workers on (fewer threads rarely wait on the GIL)",
     )
     ray_address: str | None = Field(
-        None, description="existing Ray cluster (default: RAY_ADDRESS or local)"
+        None, min_length=1, description="existing Ray cluster (default: RAY_ADDRESS or local)"
     )
     progress: bool = Field(True, description="show a progress bar")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """YAML's `true` is not a number (pydantic took `unit_bytes: true` for 1)."""
+        annotation = cls.model_fields[info.field_name].annotation
+        numeric = {int, float} & ({annotation} | set(typing.get_args(annotation)))
+        if isinstance(value, bool) and numeric and bool not in typing.get_args(annotation):
+            raise ValueError(f"{value!r} is not a number")
+        return value
 
     @field_validator("tokenizer", mode="before")
     @classmethod
