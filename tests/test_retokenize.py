@@ -193,15 +193,10 @@ def test_a_changed_or_torn_shard_is_refused_not_retokenized(tmp_path, sample_dir
 
     import pyarrow as pa
 
+    from tests.helpers import job_config
+
     first = tmp_path / "bpe"
-    run_job(
-        load_config(
-            input=[str(sample_dir / "de.jsonl")],
-            output=str(first),
-            tokenizer=f"bpe:{bpe_path}",
-            progress=False,
-        )
-    )
+    run_job(job_config(sample_dir / "de.jsonl", first, f"bpe:{bpe_path}"))
     (shard,) = (first / "shards").glob("*.arrow")
     table = pa.ipc.open_file(str(shard)).read_all()
     rows = table.to_pylist()
