@@ -46,6 +46,11 @@ def read_ledger(
     return sorted(entries, key=lambda e: (e.unit.url, e.unit.start)), damaged
 
 
+def entry_unit_id(rel: str) -> str:
+    """The unit id a ledger object is named for (`ledger/<unit id>.<config>.json`)."""
+    return rel.rsplit("/", 1)[-1].split(".", 1)[0]
+
+
 def iter_committed(output: Output, config_hash: str | None = None) -> Iterator[LedgerEntry]:
     """The committed units of an output, in unit order: the only way a reader learns which shard,
     rejects, sidecar and unigram files count (anything else under the prefix is an orphan)."""
@@ -53,7 +58,7 @@ def iter_committed(output: Output, config_hash: str | None = None) -> Iterator[L
 
 
 def committed_unit_ids(output: Output, config_hash: str) -> set[str]:
-    return {name.split(".", 1)[0] for name in output.list(LEDGER_DIR, ledger_suffix(config_hash))}
+    return {entry_unit_id(name) for name in output.list(LEDGER_DIR, ledger_suffix(config_hash))}
 
 
 def read_manifest(output: Output) -> dict[str, Any] | None:

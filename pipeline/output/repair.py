@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pipeline.output.ledger import read_ledger
+from pipeline.output.ledger import entry_unit_id, read_ledger
 from pipeline.output.storage import Output
 from pipeline.output.verify import verify_output
 from schemas.layout import UnitNames
@@ -38,7 +38,7 @@ def uncommit_bad_units(output: Output) -> list[dict[str, Any]]:
     dropped = []
     entries, damaged = read_ledger(output)
     for rel in damaged:  # an entry that does not read: its object goes, the rerun redoes the unit
-        unit_id = rel.rsplit("/", 1)[-1].split(".", 1)[0]
+        unit_id = entry_unit_id(rel)
         log.warning("repair: re-running unit %s (its ledger entry is malformed)", unit_id)
         output.remove(rel)
         dropped.append({"unit_id": unit_id, "problems": of_unit.get(unit_id, [])})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.output.ledger import read_ledger, read_manifest
+from pipeline.output.ledger import entry_unit_id, read_ledger, read_manifest
 from pipeline.output.shards import bytes_checksum, shard_metadata
 from pipeline.output.storage import Output
 from schemas.layout import (
@@ -28,7 +28,7 @@ def verify_output(url: str, storage_options: dict | None = None) -> VerifyReport
     problems: list[str] = []
     bad_units: list[str] = []
     for rel, why in damaged.items():  # (it ended verify with exit 2 and no report)
-        unit_id = rel.rsplit("/", 1)[-1].split(".", 1)[0]
+        unit_id = entry_unit_id(rel)
         bad_units.append(unit_id)
         problems.append(f"unit {unit_id}: {why}")
     manifest = read_manifest(output) or {}
