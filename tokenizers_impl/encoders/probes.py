@@ -98,7 +98,8 @@ def added_token_probes(contents: Iterable[str], plain: Iterable[str] = ()) -> li
     (a Llama-3 file's 256 reserved specials came first and left its plain ones out)."""
     out: list[str] = []
     plain = list(dict.fromkeys(plain))[:MAX_PLAIN_TOKEN_PROBES]
-    others = [c for c in dict.fromkeys(contents) if c not in set(plain)]
+    probed = set(plain)
+    others = [c for c in dict.fromkeys(contents) if c not in probed]
     for content in plain + others[:MAX_ADDED_TOKEN_PROBES]:
         if content:
             out += [content, f"x{content}y {content} {content}{content}\n"]
