@@ -119,6 +119,17 @@ def test_dataset_dict_folder_reads_every_split_with_the_split_as_default_source(
     got = {(doc_id, source) for doc_id, _, source in docs}
     assert got == {(r["id"], name) for name, rows in splits.items() for r in rows}
     assert [d[1] for d in docs if d[2] == "validation"] == [r["text"] for r in splits["validation"]]
+    # as `datasets` < 2.8 saved it: one dataset.arrow per split (its name was every source)
+    for name in splits:
+        split = folder / name
+        data = sorted(split.glob("data-*.arrow"))
+        assert len(data) == 1
+        data[0].rename(split / "dataset.arrow")
+        state = json.loads((split / "state.json").read_text())
+        state["_data_files"] = [{"filename": "dataset.arrow"}]
+        (split / "state.json").write_text(json.dumps(state))
+    old_docs = read_all([str(folder)], ReadOptions(unit_bytes=UNIT_BYTES))[1]
+    assert {(doc_id, source) for doc_id, _, source in old_docs} == got
     # a plain .arrow file keeps its own name as the default source
     path = write_ipc(tmp_path / "plain.arrow", pa.Table.from_pylist(plain[:3]), "stream")
     assert {d[2] for d in read_all([path], ReadOptions())[1]} == {"plain.arrow"}
@@ -283,6 +294,10 @@ def test_a_file_that_is_no_parquet_or_holds_a_column_twice_is_an_input_error_nam
     ]:
         with pytest.raises(InputError, match=rf"{name}\.parquet: {re.escape(message)}"):
             plan_units([str(tmp_path / f"{name}.parquet")], ReadOptions())
+    # an Arrow IPC file read its first copy without a word
+    path = write_ipc(tmp_path / "twice.arrow", twice, "file")
+    with pytest.raises(InputError, match=r"twice\.arrow: column 'text' appears 2 times"):
+        read_all([path], ReadOptions())
 
 
 @pytest.mark.parametrize("kind", ["parquet", "file"])

@@ -46,7 +46,8 @@ SCHEMA, DICTIONARY, RECORD_BATCH = 1, 2, 3  # flatbuffer MessageHeader union tag
 COMPRESSED = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd", b"FEA1": "Feather v1"}
 WALK_BLOCK = 1 << 16  # read-ahead of the header walk (a remote read per header at most)
 CACHED_WALKS = 32
-HF_DATA_FILE = re.compile(r"data-\d+-of-\d+\.arrow")
+# a `datasets` save's data file: data-00000-of-00001.arrow, or dataset.arrow (datasets < 2.8)
+HF_DATA_FILE = re.compile(r"data-\d+-of-\d+\.arrow|dataset\.arrow")
 
 
 @dataclass(frozen=True)
@@ -312,6 +313,12 @@ class ArrowFormat(InputFormat):
             schema = _open(pa.ipc.read_schema, pa.py_buffer(head[0]), None, unit.url)
             fields = (opts.text_field, opts.id_field, opts.source_field, opts.lang_field)
             wanted = [c for c in dict.fromkeys((*fields, opts.messages_field)) if c in schema.names]
+            for name in wanted:  # (the first copy was read without a word; Parquet refuses)
+                if schema.names.count(name) > 1:
+                    raise InputError(
+                        f"{unit.url}: column {name!r} appears {schema.names.count(name)} times "
+                        "in its schema"
+                    )
             options = pa.ipc.IpcReadOptions(
                 included_fields=[schema.get_all_field_indices(c)[0] for c in wanted]
             )
