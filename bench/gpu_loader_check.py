@@ -42,7 +42,12 @@ def build_shards(workdir: str) -> str:
     tok = os.path.join(workdir, "bpe-8k.json")
     BPETokenizer.train(texts, vocab_size=8000).save(tok)
     out = os.path.join(workdir, "out")
-    ray.init(num_cpus=min(os.cpu_count() or 2, 8), include_dashboard=False, log_to_driver=False)
+    ray.init(  # (a local Ray: never a cluster an earlier session left in /tmp/ray)
+        address="local",
+        num_cpus=min(os.cpu_count() or 2, 8),
+        include_dashboard=False,
+        log_to_driver=False,
+    )
     try:
         run_job(
             load_config(
@@ -97,7 +102,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="per delivery measurement")
     args = parser.parse_args()
     device = pick_device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device}: this torch has no CUDA device (give auto)")
     if device.type == "cpu":  # fallback: keep the run short, the figures are for plumbing only
+        print("no CUDA device: the CPU fallback checks the plumbing, its figures are not H2D")
         args.steps, args.seq_len = min(args.steps, 3), min(args.seq_len, 256)
         args.batch, args.seconds = min(args.batch, 4), min(args.seconds, 3.0)
     t0 = time.perf_counter()

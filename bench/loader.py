@@ -279,9 +279,14 @@ def litdata_epochs(
 
 def litdata_available() -> str | None:
     try:
-        import litdata  # noqa: F401
+        import litdata
     except ImportError as error:
         return f"litdata not importable ({error}): run from .venv-bench (make bench-env)"
+    import inspect
+
+    if "verbose" not in inspect.signature(litdata.optimize).parameters:  # (the project venv's
+        # litdata, pulled in by the export-check extra, is older than the bench venv's)
+        return f"litdata {litdata.__version__} is older than the bench's: run from .venv-bench"
     return None
 
 

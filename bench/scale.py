@@ -195,6 +195,7 @@ def bench_plan_s3(server: Any, mib: int) -> None:
         lambda: plan_units(["s3://plan/big.jsonl"], ReadOptions(), server.storage_options),
     )
     ROWS[-1]["units"] = len(units)
+    ROWS[-1]["us_per_unit"] = round(ROWS[-1]["seconds"] / max(len(units), 1) * 1e6, 1)
     boundaries = max(len(units) - 1, 1)
     print(
         f"    {len(units)} units, {boundaries} boundaries: {dict(calls)}, "
