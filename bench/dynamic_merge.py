@@ -142,6 +142,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     parts = set(args.parts.split(","))
+    known = {"reductions", "throughput", "oracle"}
+    if parts - known:
+        raise SystemExit(f"unknown --parts {sorted(parts - known)}; known: {sorted(known)}")
 
     samples = [
         json.loads(line)["text"]

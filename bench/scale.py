@@ -459,6 +459,8 @@ def main() -> None:
     parser.add_argument("--json", help="also write the rows as JSON here")
     args = parser.parse_args()
     only = set(args.only.split(","))
+    if only - set(SECTIONS):
+        raise SystemExit(f"unknown --only {sorted(only - set(SECTIONS))}; known: {SECTIONS}")
     work = Path(tempfile.mkdtemp(prefix="tokenmill-scale-", dir=args.workdir))
     print(f"driver RSS at start {rss_mb():.0f} MB; scratch {work}")
     server = None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -30,7 +31,13 @@ def make_slice(corpus: Path, dest: Path, slice_mb: float) -> list[Path]:
     """The first slice_mb / n_files MB of every corpus file, cut at a line end."""
     files = sorted(corpus.glob("*.jsonl"))
     per_file = int(slice_mb * (1 << 20) / len(files))
+    stamp = dest / ".params"
+    params = f"{corpus.resolve()} {per_file}"
+    if dest.exists() and (not stamp.exists() or stamp.read_text() != params):
+        shutil.rmtree(dest)  # (cut for another --slice-mb: it was reused, and so its tokenizer)
+        (dest.parent / "bpe-32k.json").unlink(missing_ok=True)
     dest.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(params)
     out = []
     for path in files:
         target = dest / path.name
