@@ -209,7 +209,8 @@ def which_cmd(step: int, rank: int, **kwargs: Any) -> None:
 @click.option(
     "--ids-file",
     type=click.Path(dir_okay=False),
-    help="a file of document ids, one a line (what skip_documents takes)",
+    help="a file of document ids, one a line, whitespace around each stripped (what "
+    "skip_documents takes; name an id with edge spaces with --id)",
 )
 @storage_option_flag
 @reports_user_errors
