@@ -491,3 +491,23 @@ def test_chats_from_parquet_and_a_saved_hf_dataset_equal_the_jsonl_ones(tok_path
         (rejects,) = (out / "rejects").glob("*.arrow")
         (reject,) = pa.ipc.open_file(str(rejects)).read_all().to_pylist()
         assert (reject["row"], reject["reason"]) == (6, "message 0 has unknown role 'narrator'")
+
+
+def test_templates_without_a_system_role_and_with_loop_controls_are_taken(tok_path, tmp_path):
+    """A template that refuses a system role (Gemma's) failed the probe conversation, which
+    starts with one, so the whole job was refused; `{% break %}` / `{% continue %}` (which
+    HF's template environment allows) did not parse."""
+    template = tmp_path / "t.jinja"
+    template.write_text(
+        "{% for m in messages %}{% if m['role'] == 'system' %}"
+        "{{ raise_exception('System role not supported') }}{% endif %}"
+        "{% if loop.index > 1000 %}{% break %}{% endif %}"
+        "{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
+    )
+    chats = conversations()[:3]
+    plain = [{**c, "id": c["id"] + "-u", "messages": c["messages"][1:]} for c in chats]
+    src = write_jsonl(tmp_path / "c.jsonl", chats + plain)
+    summary = run_job(
+        job_config(src, tmp_path / "out", f"bpe:{tok_path}", chat_template=str(template))
+    )
+    assert (summary.documents, summary.rejected) == (3, 3)  # those with a system message

@@ -115,7 +115,12 @@ def _environment(clock: _Clock) -> Any:
 
         raise TemplateError(str(message))
 
-    env = Sandbox(trim_blocks=True, lstrip_blocks=True, autoescape=False)
+    env = Sandbox(  # (loop controls: `{% break %}` / `{% continue %}`, as HF renders templates)
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+        extensions=["jinja2.ext.loopcontrols"],
+    )
     env.globals.pop("lipsum", None)
     env.globals.update(range=safe_range, raise_exception=raise_exception)
     env.policies["json.dumps_kwargs"] = {"ensure_ascii": False, "sort_keys": False}
@@ -293,22 +298,28 @@ def _probe(source: str, where: str, chat: dict[str, str]) -> None:
     template = ChatTemplate(source, where)
     context = {"bos_token": chat["chat_bos_token"], "eos_token": chat["chat_eos_token"]}
     template.start()
+    probe = PROBE
     try:
-        full = template.render(PROBE, context, 1 << 20)
-        for i in range(len(PROBE) - 1):
-            prefix = template.render(PROBE[: i + 1], context, 1 << 20)
+        try:
+            full = template.render(probe, context, 1 << 20)
+        except TemplateError:  # a template without a system role (Gemma's, Mistral's) refused
+            # the whole job; its records with a system message are its rejects
+            probe = PROBE[1:]
+            full = template.render(probe, context, 1 << 20)
+        for i in range(len(probe) - 1):
+            prefix = template.render(probe[: i + 1], context, 1 << 20)
             if not full.startswith(prefix):
                 raise ConfigError(
                     f"chat template {where} is not incremental: it renders the first {i + 1} "
                     "messages of a conversation differently once later messages follow, so "
                     "turns cannot be told apart for the loss mask"
                 )
-            _check_turn_end(where, full, prefix, PROBE[i], PROBE[i + 1])
+            _check_turn_end(where, full, prefix, probe[i], probe[i + 1])
     except (TemplateError, TemplateTimeout, TemplateTooLarge, RecursionError) as exc:
         raise ConfigError(
             f"chat template {where} failed on a probe conversation: {type(exc).__name__}: {exc}"
         ) from None
-    for message in PROBE:
+    for message in probe:
         if message["content"] not in full:
             raise ConfigError(
                 f"chat template {where} does not print the messages' content "
