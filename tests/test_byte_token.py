@@ -339,3 +339,14 @@ def test_longest_prefix_reference_tokenizer_saves_and_loads_as_plain_json(tmp_pa
     (tmp_path / "bad.json").write_text('{"kind": "longest-prefix", "vocab": ["zz"]}')
     with pytest.raises(TokenizerError, match="bad vocabulary entry"):
         LongestPrefixTokenizer.load(str(tmp_path / "bad.json"))
+
+
+def test_a_str_prompt_is_a_type_error_saying_to_encode_it(sample_bpe):
+    """A str went deep into the tokenizer and failed with "'str' object has no attribute
+    'decode'"."""
+    model = CanonicalModel(lambda c: np.zeros((len(c), sample_bpe.vocab_size + 1)), sample_bpe)
+    for call in (naive_next_byte_distribution, token_healing_distribution, next_byte_distribution):
+        with pytest.raises(TypeError, match="must be bytes, not str: pass text.encode"):
+            call(sample_bpe, model, "The quick bro")
+    with pytest.raises(TypeError, match="x must be bytes"):
+        byte_prob(sample_bpe, model, "The quick bro")

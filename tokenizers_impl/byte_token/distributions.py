@@ -121,7 +121,14 @@ def next_byte_distribution(
     Exact when the model is canonical (`CanonicalModel(model, tokenizer)` makes any model so); with a
     raw model the masses of the covers are normalised to sum to 1.
     """
+    _check_bytes(prefix, "prefix")
     return ByteState(tokenizer, model, prefix, index=index).distribution()
+
+
+def _check_bytes(value: object, what: str) -> None:
+    """Byte strings in (a str failed deep inside the tokenizer with an AttributeError)."""
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise TypeError(f"{what} must be bytes, not {type(value).__name__}: pass text.encode()")
 
 
 def byte_prob(tokenizer: TokenizerBase, model: Callable, x: bytes, end: bool = False) -> float:
@@ -134,6 +141,7 @@ def byte_prob(tokenizer: TokenizerBase, model: Callable, x: bytes, end: bool = F
 
 def log_byte_prob(tokenizer: TokenizerBase, model: Callable, x: bytes, end: bool = False) -> float:
     """log of `byte_prob` (-inf for probability zero)."""
+    _check_bytes(x, "x")
     state = ByteState(tokenizer, model, x, scorer=Scorer(model, ()))
     if end:
         scorer = state.scorer
@@ -152,6 +160,7 @@ def naive_next_byte_distribution(
     tokenizer: TokenizerBase, model: Callable, prompt: bytes
 ) -> dict[int | str, float]:
     """Naive prompting: encode the prompt, read the next token's first byte (tokenization bias)."""
+    _check_bytes(prompt, "prompt")
     c = codec(tokenizer)
     context = c.encode(prompt)
     if context is None:
@@ -168,6 +177,7 @@ def token_healing_distribution(
     When the chosen token is exactly the removed bytes, the byte after it comes from the next token
     (one further model call), so the result is a full next-byte distribution.
     """
+    _check_bytes(prompt, "prompt")
     c = codec(tokenizer)
     encoded = c.encode(prompt)
     if encoded is None:
