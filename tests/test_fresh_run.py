@@ -261,6 +261,24 @@ def test_duplicate_yaml_keys_are_refused(tmp_path, bpe_path):
     )
     result = cli("run", "--config", str(config))
     assert result.returncode == 2 and "duplicate key 'output'" in result.stderr
+    assert result.stderr.count("\n") == 1  # (one line: the YAML error was 4-8)
+
+
+def test_yaml_merge_keys_and_an_empty_config_file(tmp_path, bpe_path):
+    """A merge key (`<<:`), which safe_load takes, was refused ("could not determine a
+    constructor"); an empty file was "must hold a mapping" even with every field a flag."""
+    from pipeline.tokenize.config import load_config
+
+    config = tmp_path / "job.yaml"
+    config.write_text(
+        f"input: [x.jsonl]\noutput: o\ntokenizer:\n  kind: bpe\n  path: {bpe_path}\n"
+        "  options:\n    <<: {name: merged}\n    encoder: tokenizers\n"
+    )
+    options = load_config(str(config)).tokenizer.options
+    assert options == {"name": "merged", "encoder": "tokenizers"}
+    (tmp_path / "empty.yaml").write_text("")
+    cfg = load_config(str(tmp_path / "empty.yaml"), input=["x"], output="o", tokenizer="bpe:t")
+    assert cfg.output == "o"
 
 
 def test_an_output_that_is_a_file_is_refused(tmp_path, bpe_path):

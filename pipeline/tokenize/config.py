@@ -36,6 +36,7 @@ class _UniqueKeySafeLoader(yaml.SafeLoader):
     """A YAML loader that refuses a mapping with the same key twice (YAML keeps the last one)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        self.flatten_mapping(node)  # merge keys (`<<: *defaults`) first, as SafeLoader does
         seen: set = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
@@ -396,8 +397,13 @@ def load_config(path: str | None = None, **overrides: Any) -> JobConfig:
             raise ConfigError(f"config file {path!r} does not exist") from exc
         except UnicodeDecodeError as exc:
             raise ConfigError(f"config file {path!r} is not UTF-8 text: {exc}") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path!r} is not valid YAML: {exc}") from exc
+        except yaml.YAMLError as exc:  # (one line: the problem and where)
+            where = getattr(exc, "problem_mark", None)
+            at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"config file {path!r} is not valid YAML{at}: {problem}") from None
+        if loaded is None:  # an empty file: every field from the flags
+            loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path!r} must hold a mapping of fields")
         data.update(loaded)
