@@ -356,3 +356,21 @@ def reject_rows(output) -> list[dict]:
     for path in sorted((Path(output) / "rejects").glob("*.arrow")):
         rows += pa.ipc.open_file(str(path)).read_all().to_pylist()
     return rows
+
+
+def test_find_names_the_unit_of_a_parquet_document(tmp_path, bpe_path):
+    """`find` gave a Parquet document `offset: null` and a row among its shard's accepted rows,
+    with nothing saying which row group: `unit_start` is now the unit's first row group."""
+    import pyarrow.parquet as pq
+
+    from pipeline.loader import find_documents
+    from pipeline.tokenize import run_job
+    from tests.helpers import job_config
+
+    rows = [{"id": f"doc-{i}", "text": f"document number {i} " * 20} for i in range(30)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "t.parquet", row_group_size=10)
+    out = tmp_path / "out"
+    run_job(job_config(tmp_path / "t.parquet", out, f"bpe:{bpe_path}", unit_bytes=3000))
+    (place,), missing = find_documents(str(out), ["doc-15"])
+    assert missing == [] and place["offset"] is None
+    assert (place["unit_start"], place["row"]) == (1, 5)  # row group 1, its 6th row

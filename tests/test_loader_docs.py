@@ -325,6 +325,7 @@ def test_find_locates_documents_by_id_and_names_the_missing(url, documents, tmp_
         with open(place["url"], "rb") as handle:
             handle.seek(place["offset"])
             assert json.loads(handle.readline())["id"] == place["doc_id"]
+        assert place["unit_start"] <= place["offset"]  # (the unit holds the record)
     assert {p["doc_id"] for p in found} == wanted
     one = sorted(wanted)[0]
     result = CliRunner().invoke(cli, ["find", url, "--id", one])

@@ -128,6 +128,8 @@ def find_documents(
                         "url": record_url(store, shard, row),
                         "offset": shard.start if offsets is None else offsets[row].as_py(),
                         "row": row,
+                        "unit_start": shard.start,  # (Parquet: its first row group; Arrow: the
+                        # byte offset of its first record batch; offset is null for both)
                         "shard": shard.rel,
                         "tokens": int(lengths[row]),
                     }
