@@ -84,10 +84,10 @@ def check_manifest(output: Output, manifest: dict[str, Any]) -> None:
             f"(config {existing.get('config_hash')}, tokenizer {existing.get('tokenizer', {}).get('fingerprint')}); "
             f"this job has config {manifest['config_hash']}. Use --overwrite or another output."
         )
-    check_special_ids(output, existing.get("tokenizer") or {}, manifest.get("tokenizer") or {})
+    check_tokenizer_record(output, existing.get("tokenizer") or {}, manifest.get("tokenizer") or {})
 
 
-def check_special_ids(output: Output, had: dict[str, Any], has: dict[str, Any]) -> None:
+def check_tokenizer_record(output: Output, had: dict[str, Any], has: dict[str, Any]) -> None:
     """What a resumed job's tokenizer records beside its ids must be what the output was started
     with: the EOS / BOS the loader reads (a tokenizer_config.json that appeared or changed beside
     the tokenizer file moved them without changing the config hash: one output then held entries
