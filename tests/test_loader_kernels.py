@@ -108,3 +108,50 @@ def test_the_layout_sorts_are_numpys_stable_sort(values, spread):
     assert longest_first(sizes, 40).tolist() == np.argsort(-sizes, kind="stable").tolist()
     keys = (np.array(values, dtype=np.uint64) * np.uint64(spread // 40 + 1)) % np.uint64(spread)
     assert stable_argsort(keys).tolist() == np.argsort(keys, kind="stable").tolist()
+
+
+def test_stable_argsort_on_keys_that_crowd_or_span_everything():
+    """The bucketed sort equals numpy's stable sort for the keys that make it fall back (all in
+    a few buckets, descending runs) and for the extremes of uint64 and int64."""
+    rng = np.random.default_rng(5)
+    top = np.iinfo(np.uint64).max
+    cases = [
+        np.concatenate([rng.integers(0, 10, 500), rng.integers(1 << 60, 1 << 61, 500)]),
+        np.sort(rng.integers(0, 1 << 62, 2000))[::-1].copy(),
+        np.array([top, 0, top, 1, top - 1], dtype=np.uint64),
+        rng.integers(0, top, 3000, dtype=np.uint64, endpoint=True),
+        rng.integers(-5, 5, 300),
+        np.zeros(100, dtype=np.int64),
+        np.array([7]),
+        np.array([], dtype=np.int64),
+    ]
+    for keys in cases:
+        assert stable_argsort(keys).tolist() == np.argsort(keys, kind="stable").tolist()
+
+
+def test_the_closed_form_counts_with_corrections_are_the_merge_of_ideal_times():
+    """Schedule's counts at block boundaries, batched a span at a time, equal a plain merge of
+    the sources' ideal times (j + 1/2) / r_s (ties: the lower source), rates with corrections
+    included."""
+    from fractions import Fraction
+
+    for rates in (
+        [3, 1],
+        [1, 1, 1],
+        [5, 0, 2],
+        [116294917039837451437509269, 47281316435788287027727442, 3],
+    ):
+        schedule = Schedule(rates, block=4, seed=0, epoch=0)
+        times = sorted(
+            (Fraction(2 * j + 1, 2 * r), s)
+            for s, r in enumerate(rates)
+            if r
+            for j in range(400 * r // sum(rates) + 2)
+        )[:400]
+        counts, expected = [0] * len(rates), []
+        for m in range(401):
+            expected.append(list(counts))
+            if m < 400:
+                counts[times[m][1]] += 1
+        ms = list(range(0, 401, 4))
+        assert schedule._dues(ms) == [expected[m] for m in ms]

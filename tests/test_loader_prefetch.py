@@ -292,3 +292,35 @@ def test_a_shard_that_disappears_raises_in_the_consumer(plain, tmp_path):
     assert 0 < len(got) < len(reference)
     for i, batch in enumerate(got):
         assert_same(batch, reference[i], i)
+
+
+@pytest.mark.parametrize("prefetch", [0, 1])
+def test_the_state_at_every_batch_of_a_chunk_and_after_a_break(plain, prefetch):
+    """Without prefetch a chunk's batches come from a list iterator with no Python per batch,
+    and the position is read from it when a state is asked for: the state after every batch
+    (chunks of three batches) counts exactly the batches taken, and an iteration abandoned after
+    k batches (mid-chunk or at its end) leaves the state at k, lets go of the chunk, and resumes
+    to exactly the rest."""
+    reference = list(small_dataset(plain, 3, prefetch=0))
+    assert len(reference) > 7
+    ds = small_dataset(plain, 3, prefetch=prefetch)
+    it = iter(ds)
+    states = [ds.state_dict()]
+    for batch in reference:
+        assert_same(next(it), batch)
+        states.append(ds.state_dict())
+    assert next(it, None) is None
+    assert [s["sample"] for s in states] == [k * BATCH for k in range(len(reference) + 1)]
+    assert [s["consumer"]["next_step"] for s in states[1:]] == list(range(1, len(reference) + 1))
+    for k in (1, 2, 3, 4, 7):
+        ds = small_dataset(plain, 3, prefetch=prefetch)
+        it = iter(ds)
+        taken = [next(it) for _ in range(k)]
+        del it, taken
+        gc.collect()
+        assert type(ds._progress) is tuple  # (a state that no longer holds the chunk)
+        state = ds.state_dict()
+        assert state["sample"] == k * BATCH
+        resumed = small_dataset(plain, 3, prefetch=prefetch)
+        resumed.load_state_dict(state)
+        assert check_on_arrival(resumed, reference[k:]) == len(reference) - k

@@ -25,13 +25,20 @@ def step_ranges(
 ) -> list[tuple[int, int]]:
     """The sample range [a, b) of each of a consumer's steps (a = base + step * per_step) that
     starts before `end` (the last one cut at `end`)."""
-    ranges = []
-    for step in steps:
-        a = base + step * per_step
-        if a >= end:
-            break
-        ranges.append((a, a + batch if a + batch < end else end))
+    firsts = range(
+        base + steps.start * per_step, min(base + steps.stop * per_step, end), steps.step * per_step
+    )
+    ranges = [(a, a + batch) for a in firsts]
+    if ranges and ranges[-1][1] > end:
+        ranges[-1] = (ranges[-1][0], end)
     return ranges
+
+
+def span(ranges: list[tuple[int, int]]) -> tuple[int, bool]:
+    """(samples in the sorted, disjoint sample ranges, whether each starts where the one before
+    it ends): no Python loop per range."""
+    flat = list(itertools.chain.from_iterable(ranges))
+    return sum(flat[1::2]) - sum(flat[::2]), flat[1:-1:2] == flat[2::2]
 
 
 def batch_items(
@@ -152,7 +159,9 @@ def window_views(
             k: whole[row, :, shift : shift + seq_len]
             for k, (row, shift) in zip(keys, at, strict=True)
         }
-        columns = {k: v.unbind(0) if single else v.split(sizes) for k, v in parts.items()}
+        columns = {
+            k: v.unbind(0) if single else v.split_with_sizes(sizes) for k, v in parts.items()
+        }
     if rows.target_mask:
         flags = torch.from_numpy(mask)
         columns["target_mask"] = (
@@ -179,7 +188,7 @@ def cu_seqlens(starts: np.ndarray, sizes: list[int], seq_len: int) -> dict[str, 
     split per block, nothing per item."""
     values, counts, longest = varlen(starts, np.asarray(sizes, dtype=np.int64), seq_len)
     return {
-        "cu_seqlens": torch.from_numpy(values).split(counts.tolist()),
+        "cu_seqlens": torch.from_numpy(values).split_with_sizes(counts.tolist()),
         "max_seqlen": longest.tolist(),
     }
 

@@ -12,6 +12,7 @@ are exactly the prefix [0, n * B * R), so a resume point is one number: the glob
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import warnings
@@ -25,7 +26,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipeline.errors import LoaderError
 from pipeline.loader.arrays import ArrayPool
-from pipeline.loader.batches import batch_items
+from pipeline.loader.batches import batch_items, span
 from pipeline.loader.dataloader import build_dataloader
 from pipeline.loader.kernels import warm_kernels
 from pipeline.loader.options import (
@@ -36,10 +37,10 @@ from pipeline.loader.options import (
     check_special_ids,
 )
 from pipeline.loader.plan import EpochPlan, plan_epoch
-from pipeline.loader.prefetch import local_batches
+from pipeline.loader.prefetch import Cursor, consume
 from pipeline.loader.provenance import load_skip, sample_segments
 from pipeline.loader.shards import LOSS_MASK, ShardStore, committed_shards
-from pipeline.loader.slots import Bundle, WorkerSlots, fill_bundles
+from pipeline.loader.slots import Bundle, WorkerSlots
 from pipeline.loader.state import (
     check_state,
     consumer_state,
@@ -330,21 +331,9 @@ class TokenDataset(IterableDataset):
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor] | Bundle]:
         slots = self._slots if get_worker_info() is not None else None
-        if slots is not None:  # a dataloader() worker: the main process says where to start
-            self.epoch, sample = slots.begin()
-            self._resume = {"epoch": self.epoch, "sample": sample, "exact": True}
-        layout = self._layout()
-        epoch, per_step = self.epoch, layout[4] * layout[0]  # batch * world
-        chunk = self._chunk_batches(self.chunk_tokens if slots is None else self.bundle_tokens)
-        if slots is not None:  # bundles of `chunk` consecutive steps per worker: part of layout
-            layout.append(chunk)
-        start, step, sample = self._start(layout)
-        end = self._end(epoch, start, per_step)
-        self._progress = (layout, start, step, sample)
-        if slots is not None:
-            yield from fill_bundles(self, slots, layout, start, step, end)
-        else:  # this process reads: one fill of `chunk` steps at a time (and prefetch ahead)
-            yield from local_batches(self, layout, start, step, end, chunk)
+        if slots is not None:  # a dataloader() worker: bundles, where the main process says
+            return consume(self, slots)
+        return itertools.chain.from_iterable(consume(self, None))  # (nothing per batch here)
 
     def _chunk_batches(self, tokens: int) -> int:
         """Batches (or samples, without batch_size) read in one fill of about `tokens`."""
@@ -361,7 +350,7 @@ class TokenDataset(IterableDataset):
     ) -> tuple[np.ndarray, np.ndarray | None, Filled]:
         """A fresh [rows, samples, seq_len + 1] block holding the sample ranges, in order, and
         (labels="mask") their [samples, seq_len] target mask."""
-        n = sum(b - a for a, b in ranges)
+        n, _ = span(ranges)
         masks = (n, self.seq_len) if self.rows.target_mask else None
         with self._lock():
             block, mask = self._blocks.take((self.rows.count, n, self.seq_len + 1), dtype, masks)
@@ -378,7 +367,7 @@ class TokenDataset(IterableDataset):
         they follow each other in the stream, as a lone rank's consecutive steps do)."""
         with self._lock():
             built, skips = self._epoch(epoch), self.skip is not None
-            if all(ranges[i][1] == ranges[i + 1][0] for i in range(len(ranges) - 1)):
+            if span(ranges)[1]:
                 return fill(built, ranges[0][0], ranges[-1][1], block, self.rows, skips, mask)
             at, parts = 0, []
             for a, b in ranges:
@@ -429,8 +418,11 @@ class TokenDataset(IterableDataset):
         """The resume point. In a consumer (a DataLoader worker, or this process when it iterated
         itself) it is that consumer's exact position. With `steps` (batches this rank took since
         the iteration began) it is the global position, right for any DataLoader."""
-        if steps is None and self._progress is not None:
-            return self._consumer_state(*self._progress)
+        progress = self._progress
+        if steps is None and progress is not None:
+            return self._consumer_state(
+                *(progress.position() if type(progress) is Cursor else progress)
+            )
         loaded = self._loaded()
         base = loaded["sample"] if loaded else 0
         world, _ = self._world()

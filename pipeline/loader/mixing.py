@@ -86,11 +86,30 @@ class Schedule:
         """Samples of each source due among the first m (in the order of their ideal times):
         the counts at a block boundary."""
         found = self._counts.get(m)
-        if found is not None:
-            return found
+        if found is None:
+            if len(self._counts) > 64:
+                self._counts.clear()
+            found = self._counts[m] = self._dues([m])[0]
+        return found
+
+    def _dues(self, ms: list[int]) -> list[list[int]]:
+        """_due of each of `ms`: the closed form a source at a time (one list comprehension
+        each), corrected where it does not sum to m."""
         a, total = self.rates, self.total
         # samples due strictly before m / total: j < (2 m a_s - total) / (2 total)
-        c = [max(0, -((total - 2 * m * r) // (2 * total))) if r else 0 for r in a]
+        columns = [
+            [max(0, -((total - 2 * m * r) // (2 * total))) for m in ms] if r else [0] * len(ms)
+            for r in a
+        ]
+        rows = [list(c) for c in zip(*columns, strict=True)]
+        for m, c in zip(ms, rows, strict=True):
+            if sum(c) != m:
+                self._correct(c, m)
+        return rows
+
+    def _correct(self, c: list[int], m: int) -> None:
+        """Bring the closed-form counts `c` to m samples in all, in the order of ideal times."""
+        a = self.rates
         due = [i for i in range(len(a)) if a[i]]
         while sum(c) < m:  # add the next due: least (2 c_s + 1) / a_s, lower source on ties
             s = due[0]
@@ -104,10 +123,6 @@ class Schedule:
                 if c[i] and (s < 0 or (2 * c[i] - 1) * a[s] >= (2 * c[s] - 1) * a[i]):
                     s = i
             c[s] -= 1
-        if len(self._counts) > 64:
-            self._counts.clear()
-        self._counts[m] = c
-        return c
 
     def locate(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
         """Source and source-window index of samples a .. b-1. A block's order depends on that
@@ -118,7 +133,8 @@ class Schedule:
         span = self._span
         if span is None or k0 < span[0] or k1 > span[1]:  # blocks k0 .. k0 + SPAN_BLOCKS at once
             k1 = max(k1, k0 + SPAN_BLOCKS)
-            before = np.array([self._due(k * self.block) for k in range(k0, k1 + 1)], np.int64)
+            ms = [k * self.block for k in range(k0, k1 + 1)]
+            before = np.array(self._dues(ms), np.int64)
             self._span = span = (k0, k1, *mixed_blocks(self.key, k0, before))
         lo = a - span[0] * self.block  # (copies: a caller may keep or change them)
         return span[2][lo : lo + b - a].copy(), span[3][lo : lo + b - a].copy()

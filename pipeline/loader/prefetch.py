@@ -25,11 +25,13 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from operator import length_hint
 from typing import Any
 
 from torch.utils.data import get_worker_info
 
 from pipeline.loader.batches import step_ranges
+from pipeline.loader.slots import fill_bundles
 
 WAIT_S = 0.1  # the filling thread's waits for the dataset lock: it checks for a stop between
 JOIN_S = 10.0  # close(): longest wait for a fill under way (a download, say: it then ends alone)
@@ -139,12 +141,75 @@ def chunk_specs(
         step += chunk * workers
 
 
-def local_batches(
-    ds: Any, layout: list[int], start: int, step: int, end: int, chunk: int
-) -> Iterator[dict[str, Any]]:
-    """What TokenDataset.__iter__ yields in a process that reads the dataset itself, from
-    consumer step `step` of `layout`: batches (or samples) of `chunk` steps a fill; the dataset's
-    `_progress` after each (the batches yielded, not those filled ahead)."""
+LIST_ITERATOR = type(iter([]))
+
+
+class Cursor:
+    """Where a consumer stands in one chunk of its steps: read from the chunk's list iterator
+    (its length hint is what is left) only when a state is asked for, so nothing runs per
+    batch; a chunk that comes as a generator (prefetched, pinned) is counted as it yields."""
+
+    __slots__ = ("before", "layout", "start", "step", "per_step", "end", "items", "count")
+
+    def __init__(
+        self, before: tuple, step: int, per_step: int, end: int, items: Iterator, count: int
+    ):
+        self.before, self.layout, self.start = before, before[0], before[1]
+        self.step, self.per_step, self.end, self.items, self.count = (
+            step,
+            per_step,
+            end,
+            items,
+            count,
+        )
+
+    def counted(self) -> Iterator[dict[str, Any]]:
+        items, self.items, self.count = self.items, None, 0
+        return self._count(items)
+
+    def _count(self, items: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for item in items:
+            self.count += 1
+            yield item
+
+    def position(self, taken: int | None = None) -> tuple:
+        """(layout, start, next step, sample after the last batch taken): the state's parts."""
+        if taken is None:
+            taken = self.count if self.items is None else self.count - length_hint(self.items)
+        if taken == 0:
+            return self.before
+        workers = self.layout[2]
+        done = self.start + (self.step + (taken - 1) * workers + 1) * self.per_step
+        return (self.layout, self.start, self.step + taken * workers, min(done, self.end))
+
+
+def consume(ds: Any, slots: Any) -> Iterator[Any]:
+    """TokenDataset.__iter__'s work: a dataloader() worker's bundles (`slots`: where the main
+    process says), or (this process reads) each fill's batches, `chunk` steps a fill (and
+    prefetch ahead), started where the resume state says."""
+    if slots is not None:
+        ds.epoch, sample = slots.begin()
+        ds._resume = {"epoch": ds.epoch, "sample": sample, "exact": True}
+    layout = ds._layout()
+    epoch, per_step = ds.epoch, layout[4] * layout[0]  # batch * world
+    chunk = ds._chunk_batches(ds.chunk_tokens if slots is None else ds.bundle_tokens)
+    if slots is not None:  # bundles of `chunk` consecutive steps per worker: part of layout
+        layout.append(chunk)
+    start, step, sample = ds._start(layout)
+    end = ds._end(epoch, start, per_step)
+    ds._progress = (layout, start, step, sample)
+    if slots is not None:
+        yield from fill_bundles(ds, slots, layout, start, step, end)
+    else:
+        yield from local_chunks(ds, ds._progress, end, chunk)
+
+
+def local_chunks(ds: Any, here: tuple, end: int, chunk: int) -> Iterator[Iterator[dict[str, Any]]]:
+    """What TokenDataset.__iter__ chains in a process that reads the dataset itself, from
+    `here` (layout, start sample, consumer step, sample reported): each chunk's batches (or
+    samples), `chunk` steps a fill. The dataset's `_progress` is a Cursor over the chunk being
+    consumed (the batches yielded, not those filled ahead)."""
+    layout, start, step, _ = here
     world, rank, workers, _, batch = layout
     epoch, per_step, single = ds.epoch, batch * world, ds.batch_size is None
     specs = chunk_specs(step, chunk, workers, start + rank * batch, per_step, batch, end)
@@ -152,16 +217,17 @@ def local_batches(
     if ds.prefetch > 0 and not worker:
         chunks = prefetched(ds, specs, epoch, single)
     else:  # (a worker's batches are pickled anyway: no own last batch there)
-        chunks = (chunk_items(ds, ranges, epoch, single, not worker) for ranges in specs)
+        chunks = ((r, chunk_items(ds, r, epoch, single, not worker)) for r in specs)
+    at = None
     try:
-        for items in chunks:
-            for item in items:
-                done = start + (step + 1) * per_step
-                step += workers
-                ds._progress = (layout, start, step, done if done < end else end)
-                yield item
-            items = item = None  # nothing here holds the chunk while the next one is filled
-    finally:
+        for ranges, items in chunks:
+            at = Cursor(here, step, per_step, end, items, len(ranges))
+            ds._progress = at
+            yield items if type(items) is LIST_ITERATOR else at.counted()
+            here, step, items = at.position(len(ranges)), step + len(ranges) * workers, None
+    finally:  # (abandoned mid-chunk: the state no longer holds the chunk's batches)
+        if at is not None and ds._progress is at:
+            ds._progress = at.position()
         close = getattr(chunks, "close", None)
         if close is not None:
             close()
@@ -177,7 +243,9 @@ def chunk_items(
     return ds._items(block, ranges, filled, single, mask=mask, own_last=own_last)
 
 
-def prefetched(ds: Any, specs: Iterator, epoch: int, single: bool) -> Iterator[Iterator]:
+def prefetched(
+    ds: Any, specs: Iterator, epoch: int, single: bool
+) -> Iterator[tuple[list, Iterator]]:
     """Each chunk's batches: filled by a Prefetcher thread `ds.prefetch` chunks ahead, cut into
     batch views here (torch calls: Python, no gain in the thread)."""
 
@@ -193,7 +261,7 @@ def prefetched(ds: Any, specs: Iterator, epoch: int, single: bool) -> Iterator[I
                 return
             items = ds._items(block, ranges, filled, single, mask=mask, own_last=True)
             del block, mask  # only the batches hold the chunk arrays now
-            yield released(items, pre)
+            yield ranges, released(items, pre)
             del items
     finally:
         pre.close()
