@@ -16,7 +16,7 @@ import time
 import psutil
 import pytest
 
-from pipeline.tokenize.driver import uses_helpers
+from pipeline.tokenize.driver import HELPER_BYTES, uses_helpers
 from pipeline.tokenize.engine import prepare, run_job
 from pipeline.tokenize.helpers import HelperDied, HelperProcess
 from pipeline.tokenize.inputs import WorkUnit
@@ -73,11 +73,14 @@ def test_helper_processes_commit_byte_for_byte_what_threads_commit(on_threads, t
     assert ledger(out) == ledger(reference)
 
 
-def test_helpers_are_the_default_from_four_workers(tmp_path, bpe_path):
+def test_helpers_are_the_default_from_four_workers_or_a_gib_to_do(tmp_path, bpe_path):
     cfg = job_config(SAMPLE_DIR / "*.jsonl", tmp_path / "o", f"bpe:{bpe_path}")
     assert [uses_helpers(cfg, n) for n in (1, 2, 3, 4, 8)] == [False, False, False, True, True]
+    big = HELPER_BYTES  # (a job this big: the helper's start pays on 2 or 3 workers too)
+    assert [uses_helpers(cfg, n, big) for n in (1, 2, 3)] == [False, True, True]
+    assert not uses_helpers(cfg, 2, big - 1)
     off = job_config(SAMPLE_DIR / "*.jsonl", tmp_path / "o", f"bpe:{bpe_path}", driver_processes=0)
-    assert not uses_helpers(off, 8)
+    assert not uses_helpers(off, 8) and not uses_helpers(off, 2, big)
     on = job_config(SAMPLE_DIR / "*.jsonl", tmp_path / "o", f"bpe:{bpe_path}", driver_processes=1)
     assert uses_helpers(on, 2) and not uses_helpers(on, 1)
 

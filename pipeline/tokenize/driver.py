@@ -1,8 +1,8 @@
 """A local run that does not wait for Ray: the driver tokenizes units from the first second, with
 workers of its own (one per CPU up to 8: threads, sharing the job's tokenizer when it is
-`thread_safe` and each with a copy otherwise, or from 4 workers on a thread and helper processes,
-see `uses_helpers` and pipeline/tokenize/helpers.py), and Ray is started (in the main thread,
-while the driver keeps working) only once the driver's measured rate says the rest of the job
+`thread_safe` and each with a copy otherwise, or a thread and helper processes from 4 workers
+on or for a job of 1 GiB or more, see `uses_helpers` and pipeline/tokenize/helpers.py), and
+Ray is started (in the main thread, while the driver keeps working) only once the driver's measured rate says the rest of the job
 would take it longer than `ray_after_seconds` alone (by default: when
 Ray's start-up pays for itself on this machine's CPUs, see `ray_after_seconds()`). A job the driver
 finishes first never starts Ray; a bigger one hands the rest of its units to the actors as soon as
@@ -244,6 +244,7 @@ HELPER_GAIN = 1.0  # what each helper process adds: a core, as an actor does
 ACTOR_EFFICIENCY = 0.8  # an actor per CPU, against a lone process on the same CPU
 MAX_WORKERS = 8  # the driver's workers by default: past that, Ray's actors on every core
 HELPERS_FROM = 4  # workers from which the driver's workers are processes by default
+HELPER_BYTES = 1 << 30  # input bytes to do from which fewer workers are processes by default
 
 
 def ray_after_seconds(
@@ -288,13 +289,17 @@ def driver_threads(cfg: JobConfig) -> int:
     return cfg.driver_threads or max(1, min(os.cpu_count() or 1, cap))
 
 
-def uses_helpers(cfg: JobConfig, workers: int) -> bool:
+def uses_helpers(cfg: JobConfig, workers: int, todo: int = 0) -> bool:
     """Whether the driver's workers after the first are helper processes: `driver_processes`,
     or by default from HELPERS_FROM workers on (a unit holds the GIL about 30% of its time, so
-    up to 3 threads seldom wait on it, and a helper costs a process start and a tokenizer)."""
+    up to 3 threads seldom wait on it, and a helper costs a process start and a tokenizer), and
+    with fewer workers for a job of HELPER_BYTES input bytes to do or more (the helper's start,
+    about a second of a core, pays there: docs/scale-out.md)."""
     if workers < 2 or not helpers_available():
         return False
-    return cfg.driver_processes if cfg.driver_processes is not None else workers >= HELPERS_FROM
+    if cfg.driver_processes is not None:
+        return cfg.driver_processes
+    return workers >= HELPERS_FROM or todo >= HELPER_BYTES
 
 
 def run_local(
@@ -317,12 +322,12 @@ def run_local(
     def helper() -> HelperProcess:
         return HelperProcess(cfg.tokenizer.spec, tokenizer_options(cfg), cfg.output, task)
 
-    threads = driver_threads(cfg)
-    helpers = uses_helpers(cfg, threads)
+    threads, total = driver_threads(cfg), todo_bytes(feed.todo)
+    helpers = uses_helpers(cfg, threads, total)
     driver = DriverPool(
         work, tokenizer, load, task, output, threads, cfg.progress, helper if helpers else None
     )
-    total, after_s = todo_bytes(feed.todo), ray_after_seconds(cfg, threads, helpers=helpers)
+    after_s = ray_after_seconds(cfg, threads, helpers=helpers)
     plural = "es" if threads > 2 else ""
     how = (
         f"{threads} threads"
