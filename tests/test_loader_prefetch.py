@@ -324,3 +324,60 @@ def test_the_state_at_every_batch_of_a_chunk_and_after_a_break(plain, prefetch):
         resumed = small_dataset(plain, 3, prefetch=prefetch)
         resumed.load_state_dict(state)
         assert check_on_arrival(resumed, reference[k:]) == len(reference) - k
+
+
+def saved_after(plain, batches: int) -> dict:
+    """The state of a fresh dataset after `batches` batches."""
+    ds = small_dataset(plain, 3, prefetch=0)
+    it = iter(ds)
+    for _ in range(batches):
+        next(it)
+    return ds.state_dict()
+
+
+@pytest.mark.parametrize("prefetch", [0, 1])
+def test_close_pickle_two_iterations_and_moves_during_an_iteration(plain, prefetch):
+    """The iterator of a process that reads the dataset itself closes as a generator does (no
+    batch after close(), the thread joined, the position kept); a dataset pickled mid-iteration
+    carries its position, not the chunk's batches; with two iterations alive the state is the
+    latest one's; set_epoch / load_state_dict during an iteration stay the state while the old
+    iteration goes on past chunk boundaries (they apply to the next iteration)."""
+    import pickle
+
+    ds = small_dataset(plain, 3, prefetch=prefetch)
+    it = iter(ds)
+    next(it), next(it)
+    it.close()
+    assert next(it, None) is None and threads() == []
+    assert ds.state_dict()["sample"] == 2 * BATCH
+    it = iter(ds)
+    next(it)
+    blob = pickle.dumps(ds)
+    assert len(blob) < 50_000  # (a chunk of batches is megabytes)
+    assert pickle.loads(blob).state_dict() == ds.state_dict()
+    a = iter(ds)
+    next(a)
+    b = iter(ds)
+    next(b)
+    for _ in range(4):  # (past a's chunk boundary)
+        next(a)
+    assert ds.state_dict()["sample"] == BATCH  # b's position: the latest iteration
+    del it, a, b
+    gc.collect()
+    for move in ("set_epoch", "load_state_dict"):
+        ds = small_dataset(plain, 3, prefetch=prefetch)
+        it = iter(ds)
+        next(it)
+        if move == "set_epoch":
+            ds.set_epoch(1)
+            expected = (1, 0)
+        else:
+            ds.load_state_dict(saved_after(plain, 5))
+            expected = (0, 5 * BATCH)
+        for _ in range(5):  # (past a chunk boundary: chunks of three batches)
+            next(it)
+            state = ds.state_dict()
+            assert (state["epoch"], state["sample"]) == expected, move
+        del it
+        gc.collect()
+        assert [b["index"][0] for b in itertools.islice(ds, 1)] == [expected[1]]

@@ -12,7 +12,6 @@ are exactly the prefix [0, n * B * R), so a resume point is one number: the glob
 
 from __future__ import annotations
 
-import itertools
 import os
 import threading
 import warnings
@@ -37,7 +36,7 @@ from pipeline.loader.options import (
     check_special_ids,
 )
 from pipeline.loader.plan import EpochPlan, plan_epoch
-from pipeline.loader.prefetch import Cursor, consume
+from pipeline.loader.prefetch import Batches, Cursor, consume
 from pipeline.loader.provenance import load_skip, sample_segments
 from pipeline.loader.shards import LOSS_MASK, ShardStore, committed_shards
 from pipeline.loader.slots import Bundle, WorkerSlots
@@ -168,6 +167,7 @@ class TokenDataset(IterableDataset):
         # into a dict only when asked (state_dict), not for every batch
         self._progress: tuple | None = None
         self._moves = 0  # set_epoch to another epoch and load_state_dict: positions moved
+        self._iterations = 0  # iterations begun (the latest one's position is the state's)
         self._built: Epoch | None = None
         self._warned = False
         self._slots: WorkerSlots | None = None  # in a dataloader() worker: its shared slots
@@ -234,6 +234,8 @@ class TokenDataset(IterableDataset):
         """Pickled for spawned DataLoader workers: without this process's arrays and slots."""
         state = dict(self.__dict__)
         state.update(_blocks=ArrayPool(self.prefetch), _owned=ArrayPool(), _slots=None)
+        if type(self._progress) is Cursor:  # (its position, not the chunk's batches)
+            state["_progress"] = self._progress.position()
         state["_guard"] = None
         return state
 
@@ -333,7 +335,7 @@ class TokenDataset(IterableDataset):
         slots = self._slots if get_worker_info() is not None else None
         if slots is not None:  # a dataloader() worker: bundles, where the main process says
             return consume(self, slots)
-        return itertools.chain.from_iterable(consume(self, None))  # (nothing per batch here)
+        return Batches.of(consume(self, None))  # (no Python per batch)
 
     def _chunk_batches(self, tokens: int) -> int:
         """Batches (or samples, without batch_size) read in one fill of about `tokens`."""

@@ -21,11 +21,11 @@ fill re-raises in the consumer at the chunk where it happened, after every batch
 
 from __future__ import annotations
 
+import itertools
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from operator import length_hint
+from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any
 
 from torch.utils.data import get_worker_info
@@ -144,28 +144,42 @@ def chunk_specs(
 LIST_ITERATOR = type(iter([]))
 
 
+class Batches(itertools.chain):
+    """What TokenDataset.__iter__ returns in a process that reads the dataset itself: each
+    chunk's batches chained (chain's own `next`: no Python per batch) and, as a generator has,
+    `close()`: the iteration ends there (a prefetch thread is stopped and joined), its position
+    kept."""
+
+    __slots__ = ("_chunks",)
+
+    @classmethod
+    def of(cls, chunks: Generator[Iterator[Any], None, None]) -> Batches:
+        batches = cls.from_iterable(chunks)
+        batches._chunks = chunks
+        return batches
+
+    def close(self) -> None:
+        self._chunks.close()
+
+
 class Cursor:
     """Where a consumer stands in one chunk of its steps: read from the chunk's list iterator
     (its length hint is what is left) only when a state is asked for, so nothing runs per
     batch; a chunk that comes as a generator (prefetched, pinned) is counted as it yields."""
 
-    __slots__ = ("before", "layout", "start", "step", "per_step", "end", "items", "count")
+    __slots__ = ("before", "layout", "start", "step", "per_step", "end", "items", "count", "gen")
 
     def __init__(
         self, before: tuple, step: int, per_step: int, end: int, items: Iterator, count: int
     ):
-        self.before, self.layout, self.start = before, before[0], before[1]
-        self.step, self.per_step, self.end, self.items, self.count = (
-            step,
-            per_step,
-            end,
-            items,
-            count,
-        )
+        self.before, self.layout, self.start, self.step = before, before[0], before[1], step
+        self.per_step, self.end, self.items, self.count = per_step, end, items, count
+        self.gen: Generator[dict[str, Any], None, None] | None = None
 
     def counted(self) -> Iterator[dict[str, Any]]:
         items, self.items, self.count = self.items, None, 0
-        return self._count(items)
+        self.gen = self._count(items)
+        return self.gen
 
     def _count(self, items: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         for item in items:
@@ -174,13 +188,21 @@ class Cursor:
 
     def position(self, taken: int | None = None) -> tuple:
         """(layout, start, next step, sample after the last batch taken): the state's parts."""
-        if taken is None:
-            taken = self.count if self.items is None else self.count - length_hint(self.items)
+        if taken is None:  # (the iterator's own method: at exit, module globals may be gone)
+            taken = self.count if self.items is None else self.count - self.items.__length_hint__()
         if taken == 0:
             return self.before
         workers = self.layout[2]
         done = self.start + (self.step + (taken - 1) * workers + 1) * self.per_step
         return (self.layout, self.start, self.step + taken * workers, min(done, self.end))
+
+    def stop(self) -> None:
+        """Hand out nothing more of this chunk (the iteration was closed in it)."""
+        if self.gen is not None:
+            self.gen.close()
+        elif self.items is not None:
+            for _ in self.items:
+                pass
 
 
 def consume(ds: Any, slots: Any) -> Iterator[Any]:
@@ -198,6 +220,7 @@ def consume(ds: Any, slots: Any) -> Iterator[Any]:
     start, step, sample = ds._start(layout)
     end = ds._end(epoch, start, per_step)
     ds._progress = (layout, start, step, sample)
+    ds._iterations += 1
     if slots is not None:
         yield from fill_bundles(ds, slots, layout, start, step, end)
     else:
@@ -208,7 +231,9 @@ def local_chunks(ds: Any, here: tuple, end: int, chunk: int) -> Iterator[Iterato
     """What TokenDataset.__iter__ chains in a process that reads the dataset itself, from
     `here` (layout, start sample, consumer step, sample reported): each chunk's batches (or
     samples), `chunk` steps a fill. The dataset's `_progress` is a Cursor over the chunk being
-    consumed (the batches yielded, not those filled ahead)."""
+    consumed (the batches yielded, not those filled ahead) while this is the dataset's latest
+    iteration and nothing moved its position since it began (set_epoch to another epoch,
+    load_state_dict: they apply to the next iteration)."""
     layout, start, step, _ = here
     world, rank, workers, _, batch = layout
     epoch, per_step, single = ds.epoch, batch * world, ds.batch_size is None
@@ -218,16 +243,19 @@ def local_chunks(ds: Any, here: tuple, end: int, chunk: int) -> Iterator[Iterato
         chunks = prefetched(ds, specs, epoch, single)
     else:  # (a worker's batches are pickled anyway: no own last batch there)
         chunks = ((r, chunk_items(ds, r, epoch, single, not worker)) for r in specs)
-    at = None
+    mine, at = (ds._moves, ds._iterations), None
     try:
         for ranges, items in chunks:
             at = Cursor(here, step, per_step, end, items, len(ranges))
-            ds._progress = at
+            if (ds._moves, ds._iterations) == mine:
+                ds._progress = at
             yield items if type(items) is LIST_ITERATOR else at.counted()
             here, step, items = at.position(len(ranges)), step + len(ranges) * workers, None
-    finally:  # (abandoned mid-chunk: the state no longer holds the chunk's batches)
-        if at is not None and ds._progress is at:
-            ds._progress = at.position()
+    finally:  # (closed or abandoned mid-chunk: the state no longer holds the chunk's batches)
+        if at is not None:
+            if ds._progress is at:
+                ds._progress = at.position()
+            at.stop()
         close = getattr(chunks, "close", None)
         if close is not None:
             close()
