@@ -253,6 +253,8 @@ def test_a_state_saved_for_another_sample_order_warns_when_loaded(outputs):
     loads without a word, and global_state keeps the order of the states it combines."""
     import warnings
 
+    from pipeline.loader.state import order_keys
+
     saved = mixture(outputs, stopping_strategy="all_exhausted")
     state = saved.state_dict(steps=3)
     assert len(state["order"]) == 16
@@ -270,6 +272,15 @@ def test_a_state_saved_for_another_sample_order_warns_when_loaded(outputs):
         with pytest.warns(UserWarning, match="stops when its first source runs out"):
             default = mixture(outputs).state_dict(steps=3)  # (the default strategy's warning)
         mixture(outputs, stopping_strategy="first_exhausted").load_state_dict(default)
+        # the digest versions before 2026-12-07 13:49 UTC wrote (weights and strategy as spelled)
+        spelled = order_keys(saved)[1]
+        assert spelled != state["order"]
+        mixture(outputs, stopping_strategy="all_exhausted").load_state_dict(
+            {**state, "order": spelled}
+        )
+    other = mixture(outputs, stopping_strategy="all_exhausted", packing="best_fit")
+    with pytest.warns(UserWarning, match="saved for another sample order"):  # (another order's)
+        saved.load_state_dict({**state, "order": order_keys(other)[1]})
     for changed in ({"weights": [0.2, 0.3, 0.5]}, {"packing": "best_fit"}, {"mix_block": 8}):
         other = mixture(outputs, stopping_strategy="all_exhausted", **changed)
         with pytest.warns(UserWarning, match="saved for another sample order"):

@@ -46,6 +46,7 @@ from pipeline.loader.state import (
     epoch_state,
     global_state,
     order_key,
+    order_keys,
     resume_sample,
     start_point,
 )
@@ -435,7 +436,7 @@ class TokenDataset(IterableDataset):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from a state of `state_dict` or `global_state` (also with another world size
         or worker count when the state is global)."""
-        check_state(state, order_key(self), seed=self.seed, seq_len=self.seq_len)
+        check_state(state, order_keys(self), seed=self.seed, seq_len=self.seq_len)
         self.epoch = state["epoch"]
         self._resume = dict(state)
         self._progress = None

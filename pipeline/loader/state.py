@@ -46,7 +46,6 @@ def order_key(ds: Any) -> str:
     insertion. Batch size, world size, workers, dtype and labels do not enter it."""
     key = ds.__dict__.get("_order_key")
     if key is None:
-        opts = ds.options
         # what the order depends on, not how it was spelled: the weights' exact proportions
         # (the mixture's integer rates follow them: [7, 3] and [14, 6] give one order; floats
         # such as [0.7, 0.3] are other fractions), the default strategy named or not
@@ -54,20 +53,31 @@ def order_key(ds: Any) -> str:
         strategy = ds.stopping_strategy
         if strategy is None and ds.budget_tokens is None:
             strategy = STRATEGIES[0]  # (first_exhausted)
-        parts = [
-            [[(s.rel, s.tokens) for s in shards] for shards in ds.shards],
-            [rates, ds.weight_unit, strategy, ds.budget_tokens, ds.mix_block],
-            [ds.packing, opts.buffer, opts.shuffle, opts.group_shards, opts.lead],
-        ]
-        digest = hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
-        key = ds.__dict__["_order_key"] = digest
+        key = ds.__dict__["_order_key"] = _digest(ds, rates, strategy)
     return key
 
 
-def warn_other_order(state: dict[str, Any], key: str) -> None:
+def order_keys(ds: Any) -> tuple[str, str]:
+    """The digests a state of this dataset's order may hold: order_key, and the one versions
+    before 2026-12-07 13:49 UTC wrote (the weights and the strategy as they were spelled; the
+    sample order itself is the same)."""
+    return order_key(ds), _digest(ds, ds.weights, ds.stopping_strategy)
+
+
+def _digest(ds: Any, weights: list, strategy: str | None) -> str:
+    opts = ds.options
+    parts = [
+        [[(s.rel, s.tokens) for s in shards] for shards in ds.shards],
+        [weights, ds.weight_unit, strategy, ds.budget_tokens, ds.mix_block],
+        [ds.packing, opts.buffer, opts.shuffle, opts.group_shards, opts.lead],
+    ]
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
+
+
+def warn_other_order(state: dict[str, Any], keys: tuple[str, ...]) -> None:
     """Warn when a state was saved under another sample order (states saved before the order
-    was recorded are taken as they are)."""
-    if state.get("order", key) != key:
+    was recorded are taken as they are; `keys`: the digests of this order)."""
+    if state.get("order", keys[0]) not in keys:
         warnings.warn(
             f"resume state of epoch {state.get('epoch')} at sample {state.get('sample')} was "
             "saved for another sample order (the outputs' shards, weights, stopping strategy or "
@@ -86,9 +96,11 @@ def consumer_state(
     return state
 
 
-def check_state(state: dict[str, Any], order: str | None = None, **expected: Any) -> None:
+def check_state(
+    state: dict[str, Any], order: tuple[str, ...] | None = None, **expected: Any
+) -> None:
     """Refuse a state made for a dataset with other values of `expected` (seed, seq_len); warn
-    when it was saved for another sample `order` (warn_other_order)."""
+    when it was saved for another sample order than `order`'s digests (warn_other_order)."""
     for key, value in expected.items():
         if state.get(key) != value:
             raise LoaderError(f"resume state has {key}={state.get(key)}, dataset has {value}")
