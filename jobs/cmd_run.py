@@ -52,10 +52,17 @@ def verify_cmd(url: str, storage_option: tuple[str, ...]) -> None:
     report = verify_output(url, parse_storage_options(storage_option))
     for problem in report.problems:
         click.echo(f"PROBLEM: {problem}", err=True)
-    if report.run_complete is False:  # (sound, but not all there: `ok` is about what is)
+    if report.run_running:
         click.echo(
-            f"note: the latest run did not finish ({report.units} of {report.units_planned} "
-            "planned units committed); rerun it to complete the output",
+            f"note: a run of this output is running now ({report.units} units committed so far)",
+            err=True,
+        )
+    elif report.run_complete is False:  # (sound, but not all there: `ok` is about what is)
+        planned = "" if report.units_planned is None else f" of {report.units_planned} planned"
+        how = " (killed: it left its lease)" if report.run_running is False else ""
+        click.echo(
+            f"note: the latest run did not finish{how} ({report.units}{planned} units "
+            "committed); rerun it to complete the output",
             err=True,
         )
     click.echo(json.dumps(report.to_json(), sort_keys=True))

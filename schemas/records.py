@@ -260,6 +260,10 @@ class VerifyReport:
     # what `ok` (the committed units are sound) does not say
     run_complete: bool | None = None
     units_planned: int | None = None
+    # a run holds the output's lease (it began after the latest summary, so that run did not
+    # finish: run_complete False): True while it runs, False once it stopped without releasing
+    # the lease (killed; the rerun takes the lease over); None: no lease
+    run_running: bool | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

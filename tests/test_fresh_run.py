@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
 from pipeline.errors import ConfigError, InputsChanged, LeaseLost
@@ -526,6 +528,38 @@ def test_verify_says_whether_the_latest_run_finished(tmp_path, bpe_path):
     assert result.exit_code == 0 and json.loads(result.output.splitlines()[-1])["ok"]
     assert f"the latest run did not finish ({report.units} of 80 planned" in result.output
     assert verify_output(str(tmp_path / "nothing")).run_complete is None
+    # a later run killed before its summary (a complete summary is the latest one): its lease
+    # is left, so it did not finish; a live lease is a run going on now
+    latest.write_text(json.dumps(record))
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lease = {
+        "owner": "x",
+        "host": socket.gethostname(),
+        "pid": int(dead.stdout),
+        "pid_started": 1.0,
+        "expires_at": time.time() + 600,
+        "generation": 2,
+    }
+    (out / "_lease.json").write_text(json.dumps(lease))
+    killed = verify_output(str(out))
+    assert killed.ok and killed.run_complete is False and killed.run_running is False
+    assert killed.units_planned is None
+    result = CliRunner().invoke(cli, ["verify", str(out)])
+    assert result.exit_code == 0
+    assert f"the latest run did not finish (killed: it left its lease) ({report.units} units" in (
+        result.output
+    )
+    me = psutil.Process()
+    live = {**lease, "pid": me.pid, "pid_started": me.create_time()}
+    (out / "_lease.json").write_text(json.dumps(live))
+    assert verify_output(str(out)).run_running is True
+    result = CliRunner().invoke(cli, ["verify", str(out)])
+    assert "a run of this output is running now" in result.output
 
 
 def test_nothing_in_the_output_changes_before_the_plan_and_the_manifest_check_pass(

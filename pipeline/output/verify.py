@@ -5,6 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.output.lease import current_holder, is_stale
 from pipeline.output.ledger import entry_unit_id, read_ledger, read_manifest
 from pipeline.output.shards import bytes_checksum, shard_metadata
 from pipeline.output.storage import Output
@@ -46,6 +47,7 @@ def verify_output(url: str, storage_options: dict | None = None) -> VerifyReport
             problems.extend(f"unit {entry.unit_id}: {p}" for p in unit_problems)
     orphans = orphan_files(output, entries)
     latest = latest_run(output)
+    holder = current_holder(output)  # (a run began after the latest summary and has not ended)
     if not entries and not output.list(LEDGER_DIR) and not _complete_with_nothing(latest):
         problems.append(f"no ledger entries under {output.url}/{LEDGER_DIR}: nothing committed")
     return VerifyReport(
@@ -60,8 +62,15 @@ def verify_output(url: str, storage_options: dict | None = None) -> VerifyReport
         problems=problems,
         orphans=orphans,
         spool_files=spool_files(output),
-        run_complete=None if latest is None else bool(latest.get("complete")),
-        units_planned=None if latest is None else latest.get("units_planned"),
+        run_complete=(
+            False
+            if holder is not None
+            else None
+            if latest is None
+            else bool(latest.get("complete"))
+        ),
+        units_planned=None if latest is None or holder else latest.get("units_planned"),
+        run_running=None if holder is None else not is_stale(holder),
     )
 
 
