@@ -329,8 +329,11 @@ def test_dynamic_merge_batch_statistics_come_from_the_sidecar(tmp_path):
 
 
 def test_empty_or_missing_output_is_a_clear_error(tmp_path):
-    with pytest.raises(AnalyticsError, match="no committed units"):
+    with pytest.raises(AnalyticsError, match="nothing does not exist"):
         connect(str(tmp_path / "nothing"))
+    (tmp_path / "empty" / "ledger").mkdir(parents=True)
+    with pytest.raises(AnalyticsError, match="no committed units"):
+        connect(str(tmp_path / "empty"))
 
 
 @pytest.fixture(scope="module")

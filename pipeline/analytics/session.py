@@ -79,6 +79,8 @@ def _datasets(
         for entry in iter_committed(output):
             by_fingerprint[entry.tokenizer["fingerprint"]].append(entry)
         if not by_fingerprint:
+            if not output.exists(""):
+                raise AnalyticsError(f"output {output.url} does not exist")
             raise AnalyticsError(
                 f"no committed units under {output.url}/ledger: nothing to analyse"
             )
