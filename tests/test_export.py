@@ -227,6 +227,8 @@ def test_an_export_killed_midway_reruns_to_the_bytes_of_a_clean_one(sample_outpu
     finished = len(_progress(fs, "export-killed/m"))
     planned = len(list(iter_committed(Output(str(sample_output)))))  # one pair per shard
     assert 1 <= finished < planned and not fs.exists("export-killed/m/export.json")
+    for torn in ("_export/files/00009.json.tmp-1f2e", "_export/plan.json.tmp-3d4c"):
+        fs.pipe(f"export-killed/m/{torn}", b"{")  # (writes a kill cut: the rerun removes them)
 
     rerun = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr

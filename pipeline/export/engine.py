@@ -217,9 +217,15 @@ def discard(dest: Output, plan: dict[str, Any]) -> None:
 
 
 def remove_spool(dest: Output) -> None:
-    """Scratch files a killed export left under a local destination (one writer at a time)."""
+    """Scratch files a killed export left (one writer at a time): the spool of a local
+    destination, and the temporary names of the atomic writes it cut (`<name>.tmp-<id>` of its
+    progress records, plan and manifest)."""
     if dest.local:
         shutil.rmtree(dest.path(SPOOL_DIR), ignore_errors=True)
+    for folder, stem in ((PROGRESS_DIR, ".json"), (EXPORT_DIR, "plan.json"), ("", MANIFEST)):
+        for name in dest.list(folder):
+            if ".tmp-" in name and name.split(".tmp-")[0].endswith(stem):
+                dest.remove(f"{folder}/{name}" if folder else name)
 
 
 def write_file(
