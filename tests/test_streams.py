@@ -107,6 +107,13 @@ def test_one_and_two_actors_and_the_driver_write_the_same_shards(ray_session, tm
     assert [r["doc_id"] for r in shard_rows(tmp_path / "two")] == [r["id"] for r in rows]
     again = run_job(job_config(inputs, tmp_path / "two", spec, unit_bytes=UNIT, actors=2))
     assert again.units_run == 0 and again.units_skipped == again.units_planned and again.complete
+    again = run_job(job_config(inputs, tmp_path / "local", spec, unit_bytes=UNIT))
+    assert again.units_run == 0 and again.complete
+    size = inputs.stat().st_size  # (the summary's bytes to do were all found committed)
+    assert (
+        f"{size} input bytes to do ({size} of them in ranges found already committed"
+        in (again.notes[0])
+    )
 
 
 def test_a_line_too_long_for_any_range_is_read_by_its_actor(ray_session, tmp_path, bpe_path):

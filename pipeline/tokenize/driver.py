@@ -28,7 +28,7 @@ from tqdm import tqdm
 from pipeline.errors import local_unit_error
 from pipeline.interrupts import deferred
 from pipeline.tokenize.config import JobConfig, tokenizer_options
-from pipeline.tokenize.feed import Work, WorkFeed, todo_bytes
+from pipeline.tokenize.feed import Work, WorkFeed, skipped_note, todo_bytes
 from pipeline.tokenize.helpers import HelperProcess
 from pipeline.tokenize.helpers import available as helpers_available
 from pipeline.tokenize.unit import UnitTask, process_unit
@@ -344,6 +344,7 @@ def run_local(
             counts = driver.finish()
             split = " + ".join(str(w.done.units) for w in driver.workers)
             note = f"ran in the driver process ({how}; units {split}): {total} input bytes to do"
+            note += skipped_note(feed)
             return counts, 0, [note]
         with deferred():  # importing and starting Ray, and the actors, are not cut short
             from pipeline.tokenize.actors import init_ray, run_actors, size_pool, start_actors

@@ -26,7 +26,7 @@ from pipeline.output.lease import OutputLease, owner_dead
 from pipeline.output.repair import uncommit, uncommit_bad_units
 from pipeline.output.verify import orphan_files, spool_files
 from pipeline.tokenize.config import JobConfig, absolute_spec, tokenizer_options
-from pipeline.tokenize.feed import WorkFeed, todo_bytes
+from pipeline.tokenize.feed import WorkFeed, skipped_note, todo_bytes
 from pipeline.tokenize.inputs import WorkUnit, is_stream, one_range, plan_units, same_file
 from pipeline.tokenize.inputs.chat_template import resolve_chat
 from pipeline.tokenize.inputs.packs import packable
@@ -311,8 +311,9 @@ def _run_leased(cfg: JobConfig, lease: OutputLease) -> RunSummary:
         plan.todo, {e.unit_id for e in plan.committed}, job.task.read, cfg.storage_options
     )
     if plan.todo and runs_in_driver(cfg, plan.todo):
-        notes.append(f"ran in the driver process: {todo_bytes(plan.todo)} input bytes to do")
         this_run = run_in_driver(cfg, job, feed)
+        todo = todo_bytes(plan.todo)
+        notes.append(f"ran in the driver process: {todo} input bytes to do{skipped_note(feed)}")
     elif plan.todo and is_local(cfg):
         from pipeline.tokenize.driver import run_local
 

@@ -16,6 +16,14 @@ def todo_bytes(units: list[WorkUnit]) -> int:
     return sum(u.end - u.start if u.end >= 0 and u.fmt != "parquet" else u.size for u in units)
 
 
+def skipped_note(feed: WorkFeed) -> str:
+    """What a summary's bytes to do held that was already committed: a compressed stream's
+    ranges found committed as its reader cut them (the file is read again to find them)."""
+    if not feed.skipped_bytes:
+        return ""
+    return f" ({feed.skipped_bytes} of them in ranges found already committed, not tokenized)"
+
+
 @dataclass(frozen=True)
 class Work:
     """One unit to process, with its bytes when a stream's reader cut it."""
