@@ -52,6 +52,8 @@ class UnitFailed(TokenmillError, RuntimeError):
 def unit_failed(unit: object, cause: BaseException) -> UnitFailed:
     """UnitFailed naming the unit (url, its bytes or Parquet row group) and the cause; committed
     units are kept."""
+    if isinstance(cause, UnitFailed):  # (it names its unit already)
+        return cause
     url, start, end = (getattr(unit, k, "?") for k in ("url", "start", "end"))
     if getattr(unit, "fmt", "") == "parquet":
         where = f"{url} row group {start}"

@@ -154,14 +154,18 @@ class TokenizerBase(ABC):
     def encode_batch_flat(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Encode texts into one flat uint32 id buffer plus int64 offsets (len(texts) + 1)."""
         arrays = self.encode_batch(texts)
+        if len(arrays) != len(texts):
+            raise TokenizerError(
+                f"tokenizer {self.kind}: encode_batch returned {len(arrays)} id arrays for "
+                f"{len(texts)} texts"
+            )
         offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
         np.cumsum([len(a) for a in arrays], out=offsets[1:])
-        flat = (
-            np.concatenate(arrays).astype(np.uint32, copy=False)
-            if arrays
-            else np.zeros(0, np.uint32)
-        )
-        return flat, offsets
+        if not arrays:
+            return np.zeros(0, np.uint32), offsets
+        ids = np.concatenate(arrays)  # (checked before the cast: -1 or 2**32 + 5 would wrap)
+        check_ids(self, ids, offsets)
+        return ids.astype(np.uint32, copy=False), offsets
 
     def token_byte_lengths(self) -> np.ndarray:
         """Length in bytes of every token id, as an int32 array indexed by id (cached)."""
@@ -313,8 +317,10 @@ def import_plugins(modules: str | None = None) -> None:
                 _import_file(name)
             else:
                 importlib.import_module(name)
-        except (ImportError, OSError) as exc:
-            raise TokenizerError(f"cannot import tokenizer plugin module {name!r}: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 (a SyntaxError, an error at import: one line)
+            raise TokenizerError(
+                f"cannot import tokenizer plugin module {name!r}: {type(exc).__name__}: {exc}"
+            ) from exc
 
 
 def _import_file(path: str) -> None:
@@ -348,13 +354,32 @@ def _load_entry_point(kind: str) -> None:
     for point in entry_points(group=ENTRY_POINT_GROUP, name=kind):
         try:
             loaded = point.load()
-        except ImportError as exc:
+        except Exception as exc:  # noqa: BLE001 (a SyntaxError, an error at import: one line)
             raise TokenizerError(
-                f"tokenizer kind {kind!r}: cannot load its entry point {point.value!r}: {exc}"
+                f"tokenizer kind {kind!r}: cannot load its entry point {point.value!r}: "
+                f"{type(exc).__name__}: {exc}"
             ) from exc
         if isinstance(loaded, type) and kind not in _REGISTRY:
             register(kind, loaded)
         return
+
+
+def check_ids(tokenizer: TokenizerBase, ids: np.ndarray, offsets: np.ndarray) -> None:
+    """Refuse ids that are not integers in 0 .. vocab_size - 1 (naming the first one and its
+    text's index in the batch)."""
+    if ids.dtype.kind not in "iu":
+        raise TokenizerError(f"tokenizer {tokenizer.kind}: ids of dtype {ids.dtype}, not integers")
+    if not len(ids):
+        return
+    vocab = tokenizer.vocab_size
+    low, high = ids.min(), ids.max()
+    if (ids.dtype.kind == "i" and low < 0) or high >= vocab:
+        at = int(np.flatnonzero((ids < 0) | (ids >= vocab))[0])
+        text = int(np.searchsorted(offsets, at, side="right")) - 1
+        raise TokenizerError(
+            f"tokenizer {tokenizer.kind}: id {int(ids[at])} of text {text} of the batch is out "
+            f"of its vocabulary (0..{vocab - 1})"
+        )
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
@@ -375,9 +400,21 @@ def check_options(kind: str, path: str, options: dict[str, Any], known: set[str]
 
 
 def load_tokenizer(spec: str, storage_options: dict | None = None, **options: Any) -> TokenizerBase:
-    """Load a tokenizer from "KIND:PATH" (local path or fsspec URL)."""
+    """Load a tokenizer from "KIND:PATH" (local path or fsspec URL); one without a fingerprint
+    or a vocabulary is refused (runs, resumes and readers tell tokenizers apart by them)."""
     kind, path = parse_spec(spec)
-    return tokenizer_class(kind).load(path, storage_options=storage_options, **options)
+    tokenizer = tokenizer_class(kind).load(path, storage_options=storage_options, **options)
+    if not tokenizer.fingerprint or not isinstance(tokenizer.fingerprint, str):
+        raise TokenizerError(
+            f"tokenizer {spec} has no fingerprint: its plugin must set `fingerprint` (a digest "
+            "of its model and options: tokenizers_impl.base.fingerprint_of)"
+        )
+    if not isinstance(tokenizer.vocab_size, int) or tokenizer.vocab_size <= 0:
+        raise TokenizerError(
+            f"tokenizer {spec} has vocab_size {tokenizer.vocab_size!r}: its plugin must set it "
+            "to the number of ids it may return"
+        )
+    return tokenizer
 
 
 def _import_builtin(kind: str) -> None:

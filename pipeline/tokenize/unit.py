@@ -30,6 +30,7 @@ from pipeline.output.shards import (
 )
 from pipeline.output.storage import Output
 from pipeline.tokenize.chat_encode import ChatEncoded, encode_chat
+from pipeline.tokenize.contract import check_encoded, encoding
 from pipeline.tokenize.inputs import DocBatch, ReadOptions, WorkUnit, read_unit
 from pipeline.tokenize.textstats import batch_stats
 from pipeline.tokenize.unigrams import UnigramCounter
@@ -262,7 +263,7 @@ def _tokenize_batches(
     """Stream the unit's batches through the tokenizer into the files; returns the batch count."""
     byte_lengths = tokenizer.token_byte_lengths()
     batch_index = 0
-    for batch, encoded in _encoded_batches(reader, tokenizer, task.read.batch_bytes, times):
+    for batch, encoded in _encoded_batches(unit, reader, tokenizer, task.read.batch_bytes, times):
         counts.docs_read += batch.records
         counts.rejected += len(batch.rejects)
         counts.blank_lines += batch.blank
@@ -273,8 +274,15 @@ def _tokenize_batches(
         chat = encode_chat(tokenizer, batch) if batch.segments is not None else None
         if chat:
             encoded = chat.encoded
+            check_encoded(unit, batch, encoded, tokenizer)
         elif encoded is None:
-            encoded = tokenizer.encode_for_shard(batch.texts, batch_index)
+            encoded = encoding(
+                unit,
+                [batch],
+                tokenizer,
+                lambda b=batch, i=batch_index: tokenizer.encode_for_shard(b.texts, i),
+            )
+            check_encoded(unit, batch, encoded, tokenizer)
         t_verify = time.perf_counter()
         times.tokenize_s += t_verify - t_tok
         if task.verify_sample and tokenizer.verifiable:
@@ -290,7 +298,11 @@ def _tokenize_batches(
 
 
 def _encoded_batches(
-    reader: Iterator[DocBatch], tokenizer: TokenizerBase, group_bytes: int, times: StageTimes
+    unit: WorkUnit,
+    reader: Iterator[DocBatch],
+    tokenizer: TokenizerBase,
+    group_bytes: int,
+    times: StageTimes,
 ) -> Iterator[tuple[DocBatch, EncodedBatch | None]]:
     """(batch, its encoding or None) for each of the reader's batches, in their order. A call of
     the encoder has a fixed cost (gigatoken's about 1 ms) that small documents would pay every
@@ -314,7 +326,7 @@ def _encoded_batches(
             if docs < GROUP_DOCS and nbytes < group_bytes:
                 continue
         if pending:  # full, or the next batch is not one to join, or the unit ends
-            yield from _encode_group(pending, tokenizer, times)
+            yield from _encode_group(unit, pending, tokenizer, times)
             pending, docs, nbytes = [], 0, 0
         if batch is None:
             return
@@ -323,11 +335,18 @@ def _encoded_batches(
 
 
 def _encode_group(
-    batches: list[DocBatch], tokenizer: TokenizerBase, times: StageTimes
+    unit: WorkUnit, batches: list[DocBatch], tokenizer: TokenizerBase, times: StageTimes
 ) -> Iterator[tuple[DocBatch, EncodedBatch]]:
     """The batches with their encodings, from one encoder call over all their texts."""
     t_tok = time.perf_counter()
-    flat, offsets = tokenizer.encode_batch_flat([t for b in batches for t in b.texts])
+    texts = [t for b in batches for t in b.texts]
+    flat, offsets = encoding(unit, batches, tokenizer, lambda: tokenizer.encode_batch_flat(texts))
+    joined = DocBatch(
+        [d for b in batches for d in b.doc_ids],
+        texts,
+        input_offsets=[o for b in batches for o in b.input_offsets],
+    )
+    check_encoded(unit, joined, EncodedBatch(flat, offsets), tokenizer)
     times.tokenize_s += time.perf_counter() - t_tok
     first = 0
     for batch in batches:
