@@ -7,12 +7,14 @@ without a fingerprint or a vocabulary is refused at load."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 
 import numpy as np
 import pytest
 
-from pipeline.errors import UnitFailed
+from pipeline.errors import ConfigError, UnitFailed
 from pipeline.tokenize.engine import run_job
 from tokenizers_impl import TokenizerBase, TokenizerError, load_tokenizer, register
 from tokenizers_impl.base import fingerprint_of
@@ -20,6 +22,7 @@ from tokenizers_impl.base import fingerprint_of
 from .helpers import job_config
 
 MARK = "ZZ"  # the document holding it is the one the plugin breaks on
+LOADS = itertools.count()
 
 
 class Faulty(TokenizerBase):
@@ -27,12 +30,17 @@ class Faulty(TokenizerBase):
     MARK, as its file says."""
 
     kind = "faulty-test"
+    lossless = False
 
     def __init__(self, mode: str, name: str):
         self.mode, self.name, self.vocab_size = mode, name, 201
         self.fingerprint = "" if mode == "no-fingerprint" else fingerprint_of(self.kind, mode)
+        if mode == "unstable":  # (another at every load: a temporary path hashed, say)
+            self.fingerprint = fingerprint_of(self.kind, f"{mode}{next(LOADS)}")
         if mode == "no-vocab":
             self.vocab_size = 0
+        if mode == "eos-out":  # (one past its vocabulary)
+            self.eos_token, self.eos_id = "<eos>", self.vocab_size
 
     def encode_batch(self, texts):
         arrays = [np.array([1 + ord(c) % 200 for c in t], dtype=np.int64) for t in texts]
@@ -75,13 +83,14 @@ class Faulty(TokenizerBase):
 register(Faulty.kind, Faulty)
 
 
-def run_with(tmp_path, mode: str):
+def run_with(tmp_path, mode: str, **fields):
     src = tmp_path / "in.jsonl"
     docs = [{"id": f"d{i}", "text": f"document {i} {MARK if i == 7 else ''}"} for i in range(20)]
     src.write_text("".join(json.dumps(d) + "\n" for d in docs))
     tok = tmp_path / f"{mode}.json"
     tok.write_text(json.dumps({"mode": mode}))
-    cfg = job_config(src, tmp_path / f"out-{mode}", f"{Faulty.kind}:{tok}", verify_sample=0.0)
+    out = tmp_path / f"out-{mode}"
+    cfg = job_config(src, out, f"{Faulty.kind}:{tok}", verify_sample=0.0, **fields)
     return run_job(cfg)
 
 
@@ -122,3 +131,34 @@ def test_a_plugin_without_fingerprint_or_vocabulary_is_refused_at_load(tmp_path,
 def test_a_sound_plugin_output_passes_the_checks(tmp_path):
     summary = run_with(tmp_path, "fine")
     assert summary.complete and summary.documents == 20 and summary.rejected == 0
+
+
+def test_a_driver_thread_whose_tokenizer_copy_has_another_fingerprint_refuses(tmp_path):
+    """Ray actors refused a tokenizer of another fingerprint than the driver's; the driver's own
+    threads (each loading a copy of a plugin that is not thread-safe) wrote its shards under the
+    driver's tokenizer record, and verify then failed."""
+    with pytest.raises(ConfigError, match="loaded by a driver thread has fingerprint"):
+        run_with(
+            tmp_path,
+            "unstable",
+            local_bytes=0,
+            driver_threads=2,
+            driver_processes=False,
+            unit_bytes=200,
+        )
+
+
+@pytest.mark.parametrize(
+    ("mode", "fields", "says"),
+    [
+        ("eos-out", {}, "gives eos_id 201, outside its vocabulary (0..200)"),
+        ("fine", {"eos_token": "<|end|>"}, "did not take eos_token='<|end|>'"),
+        ("fine", {"token_offsets": True}, "--token-offsets needs a lossless tokenizer"),
+    ],
+)
+def test_what_a_job_needs_of_its_tokenizer_is_checked_before_it_runs(tmp_path, mode, fields, says):
+    """An EOS id past the vocabulary was accepted (and the loader wrote it); an --eos-token the
+    plugin ignored was taken silently (no EOS, and the same note again); --token-offsets with a
+    lossy tokenizer wrote offsets that do not add up to the text's bytes."""
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        run_with(tmp_path, mode, **fields)

@@ -30,6 +30,7 @@ from pipeline.loader.dataloader import build_dataloader
 from pipeline.loader.kernels import warm_kernels
 from pipeline.loader.options import (
     check_counts,
+    check_id_range,
     check_labels,
     check_options,
     check_packing,
@@ -230,6 +231,7 @@ class TokenDataset(IterableDataset):
         bos = self.tokenizer.get("bos_id") if bos_id is None else bos_id
         self.bos_id = None if bos is None or bos < 0 else bos
         self.pad_id = self.eos_id if pad_id is None else pad_id
+        check_id_range(eos_id=self.eos_id, bos_id=self.bos_id, pad_id=self.pad_id)
 
     def __getstate__(self) -> dict:
         """Pickled for spawned DataLoader workers: without this process's arrays and slots."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
+
 from pipeline.errors import LoaderError
 from pipeline.loader.mixing import STRATEGIES, UNITS
 from pipeline.loader.source import PACKINGS
@@ -98,3 +100,14 @@ def check_special_ids(urls: list[str], tokenizers: Sequence[dict], **given: int 
                 f"the same tokenizer run with other special tokens; pass {key}= (it applies to "
                 f"every output{', -1 for none' if key == 'bos_id' else ''})"
             )
+
+
+def check_id_range(**ids: int | None) -> None:
+    """The special ids the loader writes into windows are token ids (ints >= 0; one past the
+    vocabulary is allowed: a model may give EOS or padding an embedding row of its own), else
+    LoaderError naming the id."""
+    for key, value in ids.items():
+        if value is None:
+            continue
+        if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 0:
+            raise LoaderError(f"{key}={value!r} must be a token id (an int >= 0)")

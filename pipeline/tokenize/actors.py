@@ -23,7 +23,7 @@ from pipeline.output.storage import Output
 from pipeline.tokenize.config import JobConfig, absolute_spec, local_absolute, tokenizer_options
 from pipeline.tokenize.feed import Work, WorkFeed
 from pipeline.tokenize.inputs import WorkUnit
-from pipeline.tokenize.unit import WORKER_ENV, UnitTask, process_unit
+from pipeline.tokenize.unit import WORKER_ENV, UnitTask, check_fingerprint, process_unit
 from schemas.records import LedgerEntry, RunCounts
 from tokenizers_impl import load_tokenizer
 
@@ -73,12 +73,7 @@ class TokenizeWorker:
         # would start dedicated worker processes instead of reusing Ray's prestarted ones.)
         os.environ.update(WORKER_ENV)
         self.tokenizer = load_tokenizer(spec, storage_options=task.storage_options, **options)
-        wanted, got = task.tokenizer_fingerprint, self.tokenizer.fingerprint
-        if wanted and got != wanted:
-            raise ConfigError(
-                f"tokenizer {spec} on this node has fingerprint {got}, not the driver's {wanted}: "
-                "the nodes hold another file under that path"
-            )
+        check_fingerprint(self.tokenizer, task, spec, "by a Ray actor")
         self.output = Output(output_url, task.storage_options)
         self.task = task
         self.metrics = UnitMetrics(output_url)

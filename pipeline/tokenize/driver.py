@@ -31,7 +31,7 @@ from pipeline.tokenize.config import JobConfig, tokenizer_options
 from pipeline.tokenize.feed import Work, WorkFeed, skipped_note, todo_bytes
 from pipeline.tokenize.helpers import HelperProcess
 from pipeline.tokenize.helpers import available as helpers_available
-from pipeline.tokenize.unit import UnitTask, process_unit
+from pipeline.tokenize.unit import UnitTask, check_fingerprint, process_unit
 from schemas.records import RunCounts
 from tokenizers_impl import TokenizerBase, load_tokenizer
 
@@ -95,6 +95,7 @@ class DriverWorker:
         try:
             if helper is None and not isinstance(self.tokenizer, TokenizerBase):
                 self.tokenizer = self.tokenizer()
+                check_fingerprint(self.tokenizer, self.task, "(a copy)", "by a driver thread")
             with bar:
                 while not self.stop.is_set():
                     item = None  # (a failure taking the next item is not the last unit's)

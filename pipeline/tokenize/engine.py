@@ -89,6 +89,7 @@ def prepare(cfg: JobConfig, fence: dict[str, Any] | None = None) -> PreparedJob:
     tokenizer = load_tokenizer(
         cfg.tokenizer.spec, storage_options=cfg.storage_options, **tokenizer_options(cfg)
     )
+    check_tokenizer(cfg, tokenizer)
     read = cfg.read_options(_chat_fields(cfg, tokenizer))
     config_hash = cfg.config_hash(tokenizer.fingerprint, read)
     output = Output(cfg.output, cfg.storage_options)
@@ -111,6 +112,30 @@ def prepare(cfg: JobConfig, fence: dict[str, Any] | None = None) -> PreparedJob:
         tokenizer.fingerprint,
     )
     return PreparedJob(tokenizer, output, task, manifest)
+
+
+def check_tokenizer(cfg: JobConfig, tokenizer: TokenizerBase) -> None:
+    """What a job needs of its tokenizer beyond loading: special ids in its vocabulary, the EOS /
+    BOS the job names taken (a plugin may ignore the option), lossless for token offsets."""
+    spec, options = cfg.tokenizer.spec, tokenizer_options(cfg)
+    for key in ("eos", "bos"):
+        token_id = getattr(tokenizer, f"{key}_id", None)
+        if token_id is not None and not 0 <= token_id < tokenizer.vocab_size:
+            raise ConfigError(
+                f"tokenizer {spec} gives {key}_id {token_id}, outside its vocabulary "
+                f"(0..{tokenizer.vocab_size - 1})"
+            )
+        named = options.get(f"{key}_token")
+        if named is not None and getattr(tokenizer, f"{key}_token", None) != named:
+            raise ConfigError(
+                f"tokenizer {spec} did not take {key}_token={named!r} (its {key}_token is "
+                f"{getattr(tokenizer, f'{key}_token', None)!r}): its plugin ignores that option"
+            )
+    if cfg.token_offsets and not tokenizer.lossless:
+        raise ConfigError(
+            f"--token-offsets needs a lossless tokenizer (each token's bytes are the text's); "
+            f"{spec} is not"
+        )
 
 
 def _chat_fields(cfg: JobConfig, tokenizer: TokenizerBase) -> dict[str, str]:

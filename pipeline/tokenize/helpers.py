@@ -133,9 +133,11 @@ def serve(conn: Connection) -> None:
     sys.path[:] = [*path, *(p for p in sys.path if p not in path)]  # as the driver imports
     try:
         from pipeline.output.storage import Output
+        from pipeline.tokenize.unit import check_fingerprint
         from tokenizers_impl import load_tokenizer
 
         tokenizer = load_tokenizer(spec, storage_options=task.storage_options, **options)
+        check_fingerprint(tokenizer, task, spec, "by a helper process")
         output = Output(output_url, task.storage_options)
     except BaseException as exc:  # noqa: BLE001 - sent to the driver, which raises it
         _send(conn, "error", exc)

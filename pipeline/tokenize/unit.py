@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline.errors import VerificationFailed
+from pipeline.errors import ConfigError, VerificationFailed
 from pipeline.output.lease import check_fence
 from pipeline.output.shards import (
     RejectsWriter,
@@ -59,6 +59,18 @@ class UnitTask:
     fence: dict[str, Any] | None = None  # the run's lease (owner, generation): commits check it
     verify_sample: float = 0.0  # share of documents re-encoded with the tokenizer's reference
     tokenizer_fingerprint: str = ""  # what the driver loaded: a worker that loads another refuses
+
+
+def check_fingerprint(tokenizer: TokenizerBase, task: UnitTask, spec: str, where: str) -> None:
+    """Refuse a worker's tokenizer whose fingerprint is not the one the driver loaded (its shards
+    would be written under the driver's tokenizer record)."""
+    wanted, got = task.tokenizer_fingerprint, tokenizer.fingerprint
+    if wanted and got != wanted:
+        raise ConfigError(
+            f"tokenizer {spec} loaded {where} has fingerprint {got}, not the driver's {wanted}: "
+            "another file under that path (changed since the run began, or another node's), or "
+            "a plugin whose fingerprint is not the same at every load"
+        )
 
 
 @dataclass(frozen=True)
