@@ -12,11 +12,12 @@ import json
 import re
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from pipeline.errors import ConfigError, UnitFailed
 from pipeline.tokenize.engine import run_job
-from tokenizers_impl import TokenizerBase, TokenizerError, load_tokenizer, register
+from tokenizers_impl import EncodedBatch, TokenizerBase, TokenizerError, load_tokenizer, register
 from tokenizers_impl.base import fingerprint_of
 
 from .helpers import job_config
@@ -162,3 +163,48 @@ def test_what_a_job_needs_of_its_tokenizer_is_checked_before_it_runs(tmp_path, m
     lossy tokenizer wrote offsets that do not add up to the text's bytes."""
     with pytest.raises(ConfigError, match=re.escape(says)):
         run_with(tmp_path, mode, **fields)
+
+
+class Noted(Faulty):
+    """Global ids, plus a sidecar row per batch (the documented extra-table capability)."""
+
+    kind = "noted-test"
+    sidecar_schema = pa.schema([("batch_id", pa.int32()), ("note", pa.string())])
+
+    def encode_for_shard(self, texts, batch_index):
+        flat, offsets = self.encode_batch_flat(texts)
+        note = pa.table({"batch_id": [batch_index], "note": [f"{len(texts)} texts"]})
+        return EncodedBatch(flat, offsets, sidecar=note.cast(self.sidecar_schema))
+
+
+class Local(Noted):
+    kind = "local-test"
+    batch_local_ids = True
+
+
+register(Noted.kind, Noted)
+register(Local.kind, Local)
+
+
+def test_export_refuses_batch_local_ids_not_every_sidecar(tmp_path):
+    """Export refused any output with a sidecar, saying its ids were batch-local: a plugin with
+    global ids and a sidecar of its own could not be exported."""
+    from pipeline.errors import ExportError
+    from pipeline.export import ExportOptions, export_output
+
+    tok = tmp_path / "fine.json"
+    tok.write_text(json.dumps({"mode": "fine"}))
+    src = tmp_path / "in.jsonl"
+    src.write_text(
+        "".join(json.dumps({"id": f"d{i}", "text": f"text {i}"}) + "\n" for i in range(9))
+    )
+    for cls in (Noted, Local):
+        out = tmp_path / cls.kind
+        assert run_job(job_config(src, out, f"{cls.kind}:{tok}", verify_sample=0.0)).complete
+        assert list((out / "sidecar").iterdir())
+        if cls is Noted:
+            report = export_output(str(out), str(tmp_path / "hf"), ExportOptions("hf"))
+            assert report.ok and report.manifest["documents"] == 9
+        else:
+            with pytest.raises(ExportError, match="holds ids local to each batch"):
+                export_output(str(out), str(tmp_path / "hf2"), ExportOptions("hf"))

@@ -71,7 +71,9 @@ class TokenizerBase(ABC):
       conversion).
     - `shard_columns` (class): extra per-document shard columns (name -> Arrow type) this tokenizer
       fills through `encode_for_shard`; `sidecar_schema` (class): schema of its per-shard sidecar
-      table (written under <output>/sidecar/ and listed in the ledger), or None.
+      table (written under <output>/sidecar/ and listed in the ledger), or None;
+      `batch_local_ids` (class): True when ids mean something only with their batch's sidecar
+      rows (dynamic merging's): recorded in `describe()`, and export refuses such outputs.
     - `preferred_batch_docs`: documents per engine batch this tokenizer needs (None: the job's
       batch_docs decides).
     - `added_tokens`: text -> id of the tokens a chat template's own text may spell as one id
@@ -103,6 +105,7 @@ class TokenizerBase(ABC):
     special_ids: Set[int] = frozenset()
     shard_columns: ClassVar[dict[str, pa.DataType]] = {}
     sidecar_schema: ClassVar[pa.Schema | None] = None
+    batch_local_ids: ClassVar[bool] = False
     preferred_batch_docs: int | None = None
     supports_encode_bytes: bool = False
     added_tokens: Mapping[str, int] = MappingProxyType({})
@@ -193,6 +196,7 @@ class TokenizerBase(ABC):
             "lossless": self.lossless,
             "eos_id": self.eos_id,
             "bos_id": self.bos_id,
+            **({"batch_local_ids": True} if self.batch_local_ids else {}),
         }
 
 

@@ -109,7 +109,10 @@ def load_source(url: str, storage_options: dict[str, Any] | None = None) -> Sour
     fingerprints = sorted({e.tokenizer.get("fingerprint") for e in entries})
     if len(hashes) > 1 or len(fingerprints) > 1:
         raise ExportError(f"output {output.url} mixes configurations {hashes} / tokenizers")
-    if any(e.sidecar for e in entries):
+    record = entries[0].tokenizer  # (dynamic_merge records itself by kind: older outputs)
+    if record.get("batch_local_ids") or (
+        record.get("kind") == "dynamic_merge" and any(e.sidecar for e in entries)
+    ):
         raise ExportError(
             f"output {output.url} holds ids local to each batch (its tokenizer, "
             f"{entries[0].tokenizer.get('kind')}, gives their meaning in each unit's sidecar "
