@@ -152,6 +152,12 @@ def test_an_unknown_kind_lists_the_built_in_ones_and_says_how_to_import_a_plugin
     missing = tokenmill("--plugin", "no_such_plugin_module", "run", "--help", cwd=REPO)
     assert missing.returncode == 2
     assert "cannot import tokenizer plugin module 'no_such_plugin_module'" in missing.stderr
+    broken = plugin_dir / "broken_plugin.py"  # (a SyntaxError or an error raised at import)
+    for body, says in (("def (:\n", "SyntaxError"), ("raise RuntimeError('no GPU')\n", "no GPU")):
+        broken.write_text(body)
+        result = tokenmill("--plugin", str(broken), "run", "--help", cwd=REPO)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert "cannot import tokenizer plugin module" in result.stderr and says in result.stderr
 
 
 def test_a_plugin_cannot_take_a_built_in_kind_before_its_module_is_imported(plugin_dir):
