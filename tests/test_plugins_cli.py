@@ -179,3 +179,25 @@ def test_a_plugin_cannot_take_a_built_in_kind_before_its_module_is_imported(plug
     )
     assert result.returncode == 0, result.stderr
     assert "tokenizer kind 'bpe' is built in (tokenizers_impl.bpe)" in result.stdout
+
+
+def test_a_plugin_that_kills_its_actor_fails_the_unit_instead_of_restarting_forever(plugin_dir):
+    """A tokenizer that crashes its process on a document (here: os._exit on a German text; a segfault, the
+    machine's memory) restarted its Ray actor and resent the unit forever; after 6 deaths the
+    unit fails the run, naming it (exit 3)."""
+    crashing = PLUGIN.replace(
+        "    def encode_batch(self, texts):\n",
+        "    def encode_batch(self, texts):\n"
+        "        import os\n"
+        "        if any(' und ' in t for t in texts):\n"
+        "            os._exit(1)\n",
+    )
+    (plugin_dir / "crash_plugin.py").write_text(crashing + '\nregister("chars", CharTokenizer)\n')
+    result = tokenmill(
+        *("--plugin", str(plugin_dir / "crash_plugin.py"), "run", "--actors", "1"),
+        *("--input", str(SAMPLE_DIR / "de.jsonl"), "--output", str(plugin_dir / "out")),
+        *("--tokenizer", f"chars:{plugin_dir / 'alphabet.json'}", "--no-progress"),
+        cwd=REPO,
+    )
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert "its actor died 6 times while the unit ran or waited on it" in result.stderr

@@ -64,6 +64,9 @@ class UnitMetrics:
                 self.seconds.inc(seconds, tags={**self.tags, "stage": stage.removesuffix("_s")})
 
 
+TASK_RETRIES = 5  # a unit whose actor dies (restarted each time) is sent again this often
+
+
 @ray.remote
 class TokenizeWorker:
     """A Ray actor holding one loaded tokenizer; processes whole units, one at a time."""
@@ -262,7 +265,7 @@ def _failed(unit: WorkUnit, exc: ray.exceptions.RayTaskError) -> Exception:
 def start_actors(cfg: JobConfig, task: UnitTask, n_actors: int) -> list[Any]:
     """Start the pool and wait until its actors run; ones that cannot start in time are dropped
     (with a warning) rather than left holding units forever."""
-    options = dict(num_cpus=cfg.actor_cpus, max_restarts=-1, max_task_retries=-1)
+    options = dict(num_cpus=cfg.actor_cpus, max_restarts=-1, max_task_retries=TASK_RETRIES)
     # local paths as the driver reads them: an actor of a cluster works in the folder the
     # cluster was started from (a relative tokenizer path loaded whatever file of that name was
     # there, and its shards went under the output recording the driver's tokenizer)
@@ -347,6 +350,14 @@ def run_actors(
                     done = done.add(ray.get(ref))
                 except ray.exceptions.RayTaskError as exc:
                     raise _failed(unit, exc) from exc.cause
+                except ray.exceptions.RayActorError as exc:  # (its retries spent: a crash loop)
+                    raise UnitFailed(
+                        f"unit {unit.unit_id} ({unit.url}) failed: its actor died "
+                        f"{TASK_RETRIES + 1} times while the unit ran or waited on it (a "
+                        "tokenizer that crashes its process on this unit or one sent with it, "
+                        "or the machine's memory). Committed units are kept; rerun the same "
+                        "command to resume"
+                    ) from exc
                 rate = done.bytes / 1e6 / max(time.time() - t0, 1e-9)
                 bar.set_postfix(
                     docs=done.documents, tokens=done.tokens, MBps=f"{rate:.2f}", refresh=False
