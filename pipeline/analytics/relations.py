@@ -137,8 +137,10 @@ def ledger_dataset(
 def damaged(path: str, exc: Exception) -> AnalyticsError:
     """The error of an output's file that no longer reads (torn or overwritten after its commit)."""
     return AnalyticsError(
-        f"{path} is not a readable Arrow file ({exc}): it was damaged after its commit; "
-        "`tokenmill verify` names every such file and `tokenmill run --repair` redoes their units"
+        f"{path} is not a readable Arrow file ({exc}): it was damaged after its commit, or a run "
+        "redoing its unit (--overwrite, changed inputs) removed it while this read the output "
+        "(then run the report again); `tokenmill verify` names every damaged file and "
+        "`tokenmill run --repair` redoes their units"
     )
 
 

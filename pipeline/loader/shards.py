@@ -323,6 +323,11 @@ def map_shard(path: str, shard: ShardInfo, url: str) -> ShardTokens:
         return _mapped(path, shard, name)
     except (pa.ArrowException, KeyError) as exc:  # (KeyError: a footer without "tokens")
         raise damaged(name, exc) from exc
+    except FileNotFoundError as exc:
+        raise LoaderError(
+            f"{name}: listed by the ledger is missing: the output changed after this dataset "
+            "read its ledger (a run redoing units, --overwrite); make the dataset again"
+        ) from exc
 
 
 def damaged(name: str, exc: BaseException) -> LoaderError:

@@ -26,8 +26,12 @@ def read_entry(output: Output, rel: str) -> LedgerEntry:
 
 def committed_entries(output: Output, config_hash: str | None = None) -> list[LedgerEntry]:
     """Every ledger entry of the output (optionally only those of one config), sorted by unit."""
-    names = output.list(LEDGER_DIR, ledger_suffix(config_hash))
-    entries = [read_entry(output, f"{LEDGER_DIR}/{name}") for name in names]
+    entries = []
+    for name in output.list(LEDGER_DIR, ledger_suffix(config_hash)):
+        try:
+            entries.append(read_entry(output, f"{LEDGER_DIR}/{name}"))
+        except FileNotFoundError:  # uncommitted since the listing (a run redoing its unit)
+            continue
     return sorted(entries, key=lambda e: (e.unit.url, e.unit.start))
 
 
@@ -43,6 +47,8 @@ def read_ledger(
             entries.append(read_entry(output, f"{LEDGER_DIR}/{name}"))
         except LedgerError as exc:
             damaged[f"{LEDGER_DIR}/{name}"] = str(exc)
+        except FileNotFoundError:  # uncommitted since the listing (a run redoing its unit)
+            continue
     return sorted(entries, key=lambda e: (e.unit.url, e.unit.start)), damaged
 
 

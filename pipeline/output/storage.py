@@ -280,6 +280,9 @@ class Output:
             try:
                 self.fs.invalidate_cache(full)
                 entries = self.fs.ls(full, detail=False)
+                # (and not kept: s3fs answers a later read's size from a cached listing, so an
+                # object another process wrote after it read as missing in this one)
+                self.fs.invalidate_cache(full)
             except FileNotFoundError:
                 return []
             return sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in entries)
