@@ -100,5 +100,12 @@ def export_cmd(
         ),
         err=True,
     )
+    if report.source_complete is False:
+        click.echo(
+            f"note: the latest run of {output} has not finished (it runs now, or stopped short): "
+            f"this export holds the {summary['documents']} documents committed so far; export "
+            "again with --overwrite once the run is complete",
+            err=True,
+        )
     click.echo(json.dumps(summary, sort_keys=True))
     sys.exit(0 if report.ok else EXIT_FAILURE)

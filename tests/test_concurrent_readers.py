@@ -103,3 +103,38 @@ def test_units_committed_after_a_listing_read_on_s3_in_the_same_process(s3, bpe_
     assert report.ok and report.units > first.units, report.problems
     ds = TokenDataset("s3://late/out", 64, batch_size=2, storage_options=options)
     assert sum(1 for _ in ds) > 0
+
+
+def test_an_export_of_an_output_whose_run_goes_on_says_so(tmp_path, bpe_path):
+    """An export taken while the source's run was still committing units exited 0 and wrote a
+    verified manifest without a word about the units still to come."""
+    import json
+    import socket
+    import time
+
+    import psutil
+    from click.testing import CliRunner
+
+    from jobs.cli import main as cli
+
+    out = tmp_path / "out"
+    run_job(job_config(SAMPLE_DIR / "de.jsonl", out, f"bpe:{bpe_path}", unit_bytes=40_000))
+    me = psutil.Process()
+    lease = {
+        "owner": "x",
+        "host": socket.gethostname(),
+        "pid": me.pid,
+        "pid_started": me.create_time(),
+        "expires_at": time.time() + 600,
+        "generation": 2,
+    }
+    (out / "_lease.json").write_text(json.dumps(lease))  # (a run holds the output)
+    result = CliRunner().invoke(cli, ["export", str(out), str(tmp_path / "hf"), "--format", "hf"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert summary["ok"] and summary["source_complete"] is False
+    assert "has not finished (it runs now, or stopped short)" in result.output
+    (out / "_lease.json").unlink()
+    again = CliRunner().invoke(cli, ["export", str(out), str(tmp_path / "hf2"), "--format", "hf"])
+    assert json.loads(again.output.strip().splitlines()[-1])["source_complete"] is True
+    assert "has not finished" not in again.output

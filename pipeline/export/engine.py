@@ -36,7 +36,9 @@ from pipeline.export.plan import (
     resolve,
 )
 from pipeline.output import Output
+from pipeline.output.lease import current_holder
 from pipeline.output.shards import file_checksum
+from pipeline.output.verify import latest_run
 from schemas.layout import SPOOL_DIR
 
 log = logging.getLogger("tokenmill")
@@ -57,11 +59,15 @@ class ExportReport:
     files_written: int
     files_resumed: int
     seconds: float
+    # whether the source's latest run had finished (False: a run holds its lease or ended short,
+    # so the export holds only what was committed; None: the source has no run summary)
+    source_complete: bool | None = None
 
     def to_json(self) -> dict[str, Any]:
         m = self.manifest
         return {
             "ok": self.ok,
+            "source_complete": self.source_complete,
             "dest": self.dest,
             "format": m["format"],
             "files": len(m["files"]),
@@ -127,7 +133,16 @@ def export_output(
         files_written=len(plans) - len(done),
         files_resumed=len(done),
         seconds=time.monotonic() - started,
+        source_complete=run_complete(source.output),
     )
+
+
+def run_complete(output: Output) -> bool | None:
+    """Whether the output's latest run finished (verify's `run_complete`)."""
+    if current_holder(output) is not None:
+        return False
+    latest = latest_run(output)
+    return None if latest is None else bool(latest.get("complete"))
 
 
 def protocol(url: str) -> str:
