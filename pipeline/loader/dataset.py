@@ -168,8 +168,7 @@ class TokenDataset(IterableDataset):
         # consumer state after the last yield here: (layout, start, next_step, sample), made
         # into a dict only when asked (state_dict), not for every batch
         self._progress: tuple | None = None
-        self._moves = 0  # set_epoch to another epoch and load_state_dict: positions moved
-        self._iterations = 0  # iterations begun (the latest one's position is the state's)
+        self._moves, self._iterations = 0, 0  # state moves (set_epoch...), iterations begun
         self._built: Epoch | None = None
         self._warned = False
         self._slots: WorkerSlots | None = None  # in a dataloader() worker: its shared slots
