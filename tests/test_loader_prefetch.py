@@ -22,6 +22,7 @@ import time
 import pytest
 import torch
 
+from pipeline.errors import LoaderError
 from pipeline.loader import TokenDataset
 
 from .helpers import LOADER_BATCH, LOADER_SEQ, small_dataset
@@ -283,7 +284,7 @@ def test_a_shard_that_disappears_raises_in_the_consumer(plain, tmp_path):
     reference = list(small_dataset(str(out), 3, prefetch=0))
     ds = small_dataset(str(out), 3, prefetch=1)
     got = []
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(LoaderError, match="listed by the ledger is missing: the output changed"):
         for batch in ds:
             if not got:
                 for name in os.listdir(out / "shards"):
