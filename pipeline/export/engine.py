@@ -38,7 +38,7 @@ from pipeline.export.plan import (
 from pipeline.output import Output
 from pipeline.output.lease import current_holder
 from pipeline.output.shards import file_checksum
-from pipeline.output.verify import latest_run
+from pipeline.output.verify import latest_run, run_complete
 from schemas.layout import SPOOL_DIR
 
 log = logging.getLogger("tokenmill")
@@ -133,16 +133,8 @@ def export_output(
         files_written=len(plans) - len(done),
         files_resumed=len(done),
         seconds=time.monotonic() - started,
-        source_complete=run_complete(source.output),
+        source_complete=run_complete(latest_run(source.output), current_holder(source.output)),
     )
-
-
-def run_complete(output: Output) -> bool | None:
-    """Whether the output's latest run finished (verify's `run_complete`)."""
-    if current_holder(output) is not None:
-        return False
-    latest = latest_run(output)
-    return None if latest is None else bool(latest.get("complete"))
 
 
 def protocol(url: str) -> str:

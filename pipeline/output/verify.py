@@ -67,16 +67,18 @@ def verify_output(url: str, storage_options: dict | None = None) -> VerifyReport
         problems=problems,
         orphans=orphans,
         spool_files=spool_files(output),
-        run_complete=(
-            False
-            if holder is not None
-            else None
-            if latest is None
-            else bool(latest.get("complete"))
-        ),
+        run_complete=run_complete(latest, holder),
         units_planned=None if latest is None or holder else latest.get("units_planned"),
         run_running=None if holder is None else not is_stale(holder),
     )
+
+
+def run_complete(latest: dict | None, holder: dict | None) -> bool | None:
+    """Whether an output's latest run finished, from its latest summary and its lease: a run
+    that holds the lease began after that summary and has not ended (None: no run at all)."""
+    if holder is not None:
+        return False
+    return None if latest is None else bool(latest.get("complete"))
 
 
 def latest_run(output: Output) -> dict | None:

@@ -22,16 +22,23 @@ from tokenizers_impl import EncodedBatch, TokenizerBase
 T = TypeVar("T")
 
 
-def where(batch: DocBatch, i: int) -> str:
-    """A document of a batch as a message names it: its id and its record's byte offset."""
-    offset = batch.input_offsets[i] if i < len(batch.input_offsets) else None
-    at = "" if offset is None else f" (byte offset {offset})"
-    return f"document {batch.doc_ids[i]!r}{at}"
+def where(batches: list[DocBatch], i: int) -> str:
+    """Document i of the batches (in order) as a message names it: its id and its record's byte
+    offset."""
+    for batch in batches:
+        if i < len(batch.texts):
+            offset = batch.input_offsets[i] if i < len(batch.input_offsets) else None
+            at = "" if offset is None else f" (byte offset {offset})"
+            return f"document {batch.doc_ids[i]!r}{at}"
+        i -= len(batch.texts)
+    return f"document {i}"
 
 
-def check_encoded(unit: Any, batch: DocBatch, encoded: EncodedBatch, tok: TokenizerBase) -> None:
-    """Refuse an encoding that breaks the contract (see the module docstring)."""
-    flat, offsets, n = encoded.flat, encoded.offsets, len(batch.texts)
+def check_encoded(
+    unit: Any, batches: list[DocBatch], encoded: EncodedBatch, tok: TokenizerBase
+) -> None:
+    """Refuse an encoding of the batches' texts that breaks the contract (module docstring)."""
+    flat, offsets, n = encoded.flat, encoded.offsets, sum(len(b.texts) for b in batches)
 
     def broken(rule: str) -> None:
         raise unit_failed(
@@ -59,7 +66,7 @@ def check_encoded(unit: Any, batch: DocBatch, encoded: EncodedBatch, tok: Tokeni
         at = int(np.flatnonzero((flat < 0) | (flat >= vocab))[0])
         doc = int(np.searchsorted(offsets, at, side="right")) - 1
         broken(
-            f"id {int(flat[at])} of {where(batch, doc)} is out of its vocabulary (0..{vocab - 1})"
+            f"id {int(flat[at])} of {where(batches, doc)} is out of its vocabulary (0..{vocab - 1})"
         )
 
 
@@ -75,11 +82,11 @@ def encoding(unit: Any, batches: list[DocBatch], tok: TokenizerBase, call: Calla
     except (VerificationFailed, KeyboardInterrupt, MemoryError):
         raise
     except Exception as exc:  # noqa: BLE001 (a plugin's error, whatever its type)
-        for batch in batches:
-            for i, text in enumerate(batch.texts):
-                try:
-                    tok.encode_batch_flat([text])
-                except Exception as alone:  # noqa: BLE001
-                    cause = f"{where(batch, i)}: tokenizer {tok.kind} raised {type(alone).__name__}: {alone}"
-                    raise unit_failed(unit, TokenizerContractError(cause)) from alone
+        for i, text in enumerate(t for b in batches for t in b.texts):
+            try:
+                tok.encode_batch_flat([text])
+            except Exception as alone:  # noqa: BLE001
+                said = f"tokenizer {tok.kind} raised {type(alone).__name__}: {alone}"
+                cause = TokenizerContractError(f"{where(batches, i)}: {said}")
+                raise unit_failed(unit, cause) from alone
         raise unit_failed(unit, exc) from exc

@@ -286,7 +286,7 @@ def _tokenize_batches(
         chat = encode_chat(tokenizer, batch) if batch.segments is not None else None
         if chat:
             encoded = chat.encoded
-            check_encoded(unit, batch, encoded, tokenizer)
+            check_encoded(unit, [batch], encoded, tokenizer)
         elif encoded is None:
             encoded = encoding(
                 unit,
@@ -294,7 +294,7 @@ def _tokenize_batches(
                 tokenizer,
                 lambda b=batch, i=batch_index: tokenizer.encode_for_shard(b.texts, i),
             )
-            check_encoded(unit, batch, encoded, tokenizer)
+            check_encoded(unit, [batch], encoded, tokenizer)
         t_verify = time.perf_counter()
         times.tokenize_s += t_verify - t_tok
         if task.verify_sample and tokenizer.verifiable:
@@ -353,12 +353,7 @@ def _encode_group(
     t_tok = time.perf_counter()
     texts = [t for b in batches for t in b.texts]
     flat, offsets = encoding(unit, batches, tokenizer, lambda: tokenizer.encode_batch_flat(texts))
-    joined = DocBatch(
-        [d for b in batches for d in b.doc_ids],
-        texts,
-        input_offsets=[o for b in batches for o in b.input_offsets],
-    )
-    check_encoded(unit, joined, EncodedBatch(flat, offsets), tokenizer)
+    check_encoded(unit, batches, EncodedBatch(flat, offsets), tokenizer)
     times.tokenize_s += time.perf_counter() - t_tok
     first = 0
     for batch in batches:
