@@ -373,17 +373,24 @@ def check_ids(tokenizer: TokenizerBase, ids: np.ndarray, offsets: np.ndarray) ->
     text's index in the batch)."""
     if ids.dtype.kind not in "iu":
         raise TokenizerError(f"tokenizer {tokenizer.kind}: ids of dtype {ids.dtype}, not integers")
-    if not len(ids):
-        return
-    vocab = tokenizer.vocab_size
-    low, high = ids.min(), ids.max()
-    if (ids.dtype.kind == "i" and low < 0) or high >= vocab:
-        at = int(np.flatnonzero((ids < 0) | (ids >= vocab))[0])
-        text = int(np.searchsorted(offsets, at, side="right")) - 1
+    bad = out_of_vocabulary(ids, offsets, tokenizer.vocab_size)
+    if bad is not None:
+        at, text = bad
         raise TokenizerError(
             f"tokenizer {tokenizer.kind}: id {int(ids[at])} of text {text} of the batch is out "
-            f"of its vocabulary (0..{vocab - 1})"
+            f"of its vocabulary (0..{tokenizer.vocab_size - 1})"
         )
+
+
+def out_of_vocabulary(ids: np.ndarray, offsets: np.ndarray, vocab: int) -> tuple[int, int] | None:
+    """(position, text index) of the first integer id outside 0 .. vocab - 1, or None (one min and
+    one max over the ids when they are all in range)."""
+    if not len(ids):
+        return None
+    if not ((ids.dtype.kind == "i" and ids.min() < 0) or ids.max() >= vocab):
+        return None
+    at = int(np.flatnonzero((ids < 0) | (ids >= vocab))[0])
+    return at, int(np.searchsorted(offsets, at, side="right")) - 1
 
 
 def parse_spec(spec: str) -> tuple[str, str]:

@@ -25,14 +25,12 @@ def read_entry(output: Output, rel: str) -> LedgerEntry:
 
 
 def committed_entries(output: Output, config_hash: str | None = None) -> list[LedgerEntry]:
-    """Every ledger entry of the output (optionally only those of one config), sorted by unit."""
-    entries = []
-    for name in output.list(LEDGER_DIR, ledger_suffix(config_hash)):
-        try:
-            entries.append(read_entry(output, f"{LEDGER_DIR}/{name}"))
-        except FileNotFoundError:  # uncommitted since the listing (a run redoing its unit)
-            continue
-    return sorted(entries, key=lambda e: (e.unit.url, e.unit.start))
+    """Every ledger entry of the output (optionally only those of one config), sorted by unit;
+    a malformed one is a LedgerError naming it."""
+    entries, damaged = read_ledger(output, config_hash)
+    if damaged:
+        raise LedgerError(next(iter(damaged.values())))
+    return entries
 
 
 def read_ledger(

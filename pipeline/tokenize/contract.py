@@ -18,6 +18,7 @@ import numpy as np
 from pipeline.errors import TokenmillError, VerificationFailed, unit_failed
 from pipeline.tokenize.inputs import DocBatch
 from tokenizers_impl import EncodedBatch, TokenizerBase
+from tokenizers_impl.base import out_of_vocabulary
 
 T = TypeVar("T")
 
@@ -62,9 +63,9 @@ def check_encoded(
             f"offsets must rise from 0 to the {len(flat)} ids, not {offsets[0]} .. {offsets[-1]}"
         )
     vocab = len(encoded.byte_lengths) if encoded.byte_lengths is not None else tok.vocab_size
-    if len(flat) and ((flat.dtype.kind == "i" and flat.min() < 0) or flat.max() >= vocab):
-        at = int(np.flatnonzero((flat < 0) | (flat >= vocab))[0])
-        doc = int(np.searchsorted(offsets, at, side="right")) - 1
+    bad = out_of_vocabulary(flat, offsets, vocab)
+    if bad is not None:
+        at, doc = bad
         broken(
             f"id {int(flat[at])} of {where(batches, doc)} is out of its vocabulary (0..{vocab - 1})"
         )
