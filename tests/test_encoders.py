@@ -626,6 +626,30 @@ def test_risky_texts_finds_unassigned_code_points_in_small_and_big_batches():
     assert risky_texts([pad, pad + "\U0001f600"]) == []
 
 
+_RISKY_PIECES = ["a", " ", "\u00e9", "\u4e2d", "\u201c", "\u088f", "\u0378", "\ud800", "\x00",
+                 "\U0001f600", "\U00011de0", "\U000e01f0", "plain ascii text " * 3]  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(_RISKY_PIECES), max_size=30).map("".join), max_size=25))
+def test_the_compiled_utf8_scan_agrees_with_the_numpy_scan(texts):
+    """Big batches take the compiled pass over UTF-8 bytes (8 ASCII bytes a step, texts joined
+    without separators), small ones the numpy code units: the same texts, whatever the mix
+    (padding every third text with assigned CJK past KERNEL_UNITS changes no text's answer)."""
+    from tokenizers_impl.encoders.unassigned import KERNEL_UNITS, risky_texts
+
+    padded = [t + "\u4e2d" * KERNEL_UNITS if k % 3 == 0 else t for k, t in enumerate(texts)]
+    want = [k for k, t in enumerate(texts) if any(_unassigned(c) for c in t)]
+    assert risky_texts(texts) == want
+    assert risky_texts(padded) == want
+
+
+def _unassigned(char: str) -> bool:
+    import unicodedata
+
+    return unicodedata.category(char) == "Cn"
+
+
 def test_a_non_special_added_token_loads_and_decodes_to_its_text(style_paths, tmp_path):
     """A byte-level tokenizer.json with non-special added tokens failed to load (KeyError ' ':
     their text was read through the byte map) and "çà" would have decoded to b'\\xe7\\xe0'."""

@@ -71,33 +71,30 @@ def _latin1(text: str) -> bool:
     return True
 
 
+KERNEL_UNITS = 1 << 16  # from this many characters of non-ASCII texts, the compiled pass
+
+
 def risky_texts(texts: Sequence[str]) -> list[int]:
-    """Indices of the texts holding a code point Python's Unicode database does not assign. Latin-1
-    texts are skipped; the others are scanned together: first as UTF-16 code units against a 64 KB
-    table (stopping at the first mark), and only when that finds one (an unassigned character,
-    or one above U+FFFF such as an emoji) as code points, each text's span its length, the
-    distinct ones above U+FFFF looked up one by one (compiled loops for big batches)."""
-    wide = [i for i, text in enumerate(texts) if not _latin1(text)]
+    """Indices of the texts holding a code point Python's Unicode database does not assign.
+    ASCII texts are skipped. Big batches are scanned in one compiled pass over the other texts'
+    UTF-8 bytes (plain ASCII runs 8 bytes a step, a table lookup per other character); small ones
+    with numpy: Latin-1 texts skipped, the rest first as UTF-16 code units against a 64 KB table
+    (stopping at the first mark), and only when that finds one (an unassigned character, or one
+    above U+FFFF such as an emoji) as code points. Either way the distinct code points above
+    U+FFFF are then looked up one by one."""
+    wide = [i for i, text in enumerate(texts) if not text.isascii()]
     if not wide:
         return []
-    joined = "\x00".join([texts[i] for i in wide])  # (NUL is assigned: never marked)
-    units = np.frombuffer(joined.encode("utf-16-le", "surrogatepass"), np.uint16)
-    if not _any_marked(units, bmp_marks()):  # the usual answer, from the cheapest pass
-        return []
-    # a mark: an unassigned character, or one above U+FFFF (an emoji, say). In code points
-    # (UTF-32) each text's span is its length: a hit maps to its text at once
-    points = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), np.uint32)
-    ends = np.cumsum(np.fromiter((len(texts[i]) + 1 for i in wide), np.int64, len(wide)))
-    if len(points) >= KERNEL_UNITS:
-        from tokenizers_impl.encoders.scankernel import scan_points
-
-        risky, astral, owner = scan_points(points, ends, _bmp_unassigned())
+    if sum(len(texts[i]) for i in wide) >= KERNEL_UNITS:
+        risky, astral, owner = _scan_utf8([texts[i] for i in wide])
     else:
-        position = np.flatnonzero(_bmp_unassigned()[np.minimum(points, 0x10000)])
-        risky = np.zeros(len(wide), dtype=bool)
-        risky[np.searchsorted(ends, position, side="right")] = True
-        above = np.flatnonzero(points > 0xFFFF)
-        astral, owner = points[above], np.searchsorted(ends, above, side="right")
+        wide = [i for i in wide if not _latin1(texts[i])]
+        if not wide:
+            return []
+        found = _scan_small([texts[i] for i in wide])
+        if found is None:  # the usual answer, from the cheapest pass
+            return []
+        risky, astral, owner = found
     if len(astral):
         unknown = [int(cp) for cp in np.unique(astral) if _astral_unassigned(int(cp))]
         if unknown:
@@ -105,18 +102,33 @@ def risky_texts(texts: Sequence[str]) -> list[int]:
     return [wide[k] for k in np.flatnonzero(risky).tolist()]
 
 
-KERNEL_UNITS = 1 << 16  # from this many code units a scan takes the compiled loop
+def _scan_utf8(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(per text: a BMP code point unassigned; the code points above U+FFFF; the text of each)
+    from the compiled pass over the texts' UTF-8 bytes."""
+    from tokenizers_impl.encoders.scankernel import scan_utf8
+
+    parts = [text.encode("utf-8", "surrogatepass") for text in texts]
+    ends = np.cumsum(np.fromiter(map(len, parts), np.int64, len(parts)))
+    pad = b"\x00" * (-int(ends[-1]) % 8)  # (NUL: ASCII, past every text's end)
+    array = np.frombuffer(b"".join([*parts, pad]), np.uint8)
+    return scan_utf8(array, array.view(np.uint64), ends, _bmp_unassigned())
 
 
-def _any_marked(units: np.ndarray, marks: np.ndarray) -> bool:
-    """Whether any UTF-16 code unit is marked (unassigned, or half of a pair): numpy for small
-    scans (a one-document job never imports numba), a compiled loop that stops at the first
-    mark for big ones."""
-    if len(units) < KERNEL_UNITS:
-        return bool(marks[units].any())
-    from tokenizers_impl.encoders.scankernel import any_marked
-
-    return bool(any_marked(units, marks))
+def _scan_small(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """`_scan_utf8`'s answer with numpy, or None when no text has a mark at all."""
+    joined = "\x00".join(texts)  # (NUL is assigned: never marked)
+    units = np.frombuffer(joined.encode("utf-16-le", "surrogatepass"), np.uint16)
+    if not bmp_marks()[units].any():
+        return None
+    # a mark: an unassigned character, or one above U+FFFF (an emoji, say). In code points
+    # (UTF-32) each text's span is its length: a hit maps to its text at once
+    points = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), np.uint32)
+    ends = np.cumsum(np.fromiter((len(text) + 1 for text in texts), np.int64, len(texts)))
+    position = np.flatnonzero(_bmp_unassigned()[np.minimum(points, 0x10000)])
+    risky = np.zeros(len(texts), dtype=bool)
+    risky[np.searchsorted(ends, position, side="right")] = True
+    above = np.flatnonzero(points > 0xFFFF)
+    return risky, points[above], np.searchsorted(ends, above, side="right")
 
 
 class Guarded(Encoder):
