@@ -142,26 +142,28 @@ class Guarded(Encoder):
         self.routed = 0  # texts the reference encoded
 
     def encode_flat(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Every text through `fast` first, then the scan (its UTF-8 encodes are copies then: the
+        fast backends' bindings leave each text's UTF-8 cached in it); the tokens of the texts
+        the scan marks are replaced by the reference's."""
         texts = texts if isinstance(texts, list) else list(texts)
+        fast_flat, fast_offsets = self.fast.encode_flat(texts)
         risky = risky_texts(texts)
         if not risky:
-            return self.fast.encode_flat(texts)
+            return fast_flat, fast_offsets
         self.routed += len(risky)
         marked = np.zeros(len(texts), dtype=bool)
         marked[risky] = True
-        fast_flat, fast_offsets = self.fast.encode_flat(
-            [t for t, m in zip(texts, marked.tolist(), strict=True) if not m]
-        )
         ref_flat, ref_offsets = self.reference.encode_flat([texts[i] for i in risky])
-        lengths = np.empty(len(texts), dtype=np.int64)
-        lengths[~marked] = np.diff(fast_offsets)
+        fast_lengths = np.diff(fast_offsets).astype(np.int64)
+        lengths = fast_lengths.copy()
         lengths[marked] = np.diff(ref_offsets)
         offsets = np.zeros(len(texts) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         # both parts keep their texts' order: each fills its texts' token positions in turn
         from_reference = np.repeat(marked, lengths)
+        kept = fast_flat[fast_offsets[0] : fast_offsets[-1]][np.repeat(~marked, fast_lengths)]
         flat = np.empty(int(offsets[-1]), dtype=np.uint32)
-        flat[~from_reference] = fast_flat[fast_offsets[0] : fast_offsets[-1]]
+        flat[~from_reference] = kept
         flat[from_reference] = ref_flat[ref_offsets[0] : ref_offsets[-1]]
         return flat, offsets
 
