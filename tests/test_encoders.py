@@ -582,6 +582,11 @@ def test_characters_the_reference_does_not_know_are_encoded_as_the_reference_doe
     ]
     _assert_same_as_reference(tok, mixed)
     assert tok._encoder.routed >= 5
+    from tokenizers_impl.encoders.unassigned import KERNEL_UNITS
+
+    big = "\u4e2d\u6587 text " * (KERNEL_UNITS // 7)  # past KERNEL_UNITS: the compiled scan
+    _assert_same_as_reference(tok, [big, *mixed, big])
+    assert tok._encoder.routed >= 10
     raw = tok._encoder.fast  # the library alone is not exact on them (its tables are newer)
     register_encoder("gigatoken-unguarded", lambda source: _Unguarded(raw))
     try:
