@@ -629,6 +629,8 @@ def test_risky_texts_finds_unassigned_code_points_in_small_and_big_batches():
     pad = "\u4e2d" * KERNEL_UNITS  # past KERNEL_UNITS: the compiled scan, same answer
     assert risky_texts([t + pad for t in texts]) == [5, 6, 7, 8]
     assert risky_texts([pad, pad + "\U0001f600"]) == []
+    sparse = "\u00e9" + "x" * KERNEL_UNITS  # mostly ASCII: the compiled pass over UTF-8
+    assert risky_texts([t + sparse for t in texts]) == [5, 6, 7, 8]
 
 
 _RISKY_PIECES = ["a", " ", "\u00e9", "\u4e2d", "\u201c", "\u088f", "\u0378", "\ud800", "\x00",
@@ -637,16 +639,19 @@ _RISKY_PIECES = ["a", " ", "\u00e9", "\u4e2d", "\u201c", "\u088f", "\u0378", "\u
 
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.lists(st.sampled_from(_RISKY_PIECES), max_size=30).map("".join), max_size=25))
-def test_the_compiled_utf8_scan_agrees_with_the_numpy_scan(texts):
-    """Big batches take the compiled pass over UTF-8 bytes (8 ASCII bytes a step, texts joined
-    without separators), small ones the numpy code units: the same texts, whatever the mix
-    (padding every third text with assigned CJK past KERNEL_UNITS changes no text's answer)."""
+def test_the_compiled_scans_agree_with_the_numpy_scan(texts):
+    """Big batches take a compiled pass, over UTF-8 bytes (8 ASCII bytes a step) when most
+    characters are ASCII, over UTF-16 code units when others are frequent (texts joined without
+    separators either way); small ones the numpy code units: the same texts, whatever the mix.
+    Padding every third text past KERNEL_UNITS, with assigned CJK (the UTF-16 pass) or with
+    ASCII after an 'e' with an accent (the UTF-8 pass), changes no text's answer."""
     from tokenizers_impl.encoders.unassigned import KERNEL_UNITS, risky_texts
 
-    padded = [t + "\u4e2d" * KERNEL_UNITS if k % 3 == 0 else t for k, t in enumerate(texts)]
     want = [k for k, t in enumerate(texts) if any(_unassigned(c) for c in t)]
     assert risky_texts(texts) == want
-    assert risky_texts(padded) == want
+    for pad in ("\u4e2d" * KERNEL_UNITS, "\u00e9" + "a" * KERNEL_UNITS):
+        padded = [t + pad if k % 3 == 0 else t for k, t in enumerate(texts)]
+        assert risky_texts(padded) == want
 
 
 def _unassigned(char: str) -> bool:

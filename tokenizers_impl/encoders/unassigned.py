@@ -104,14 +104,25 @@ def risky_texts(texts: Sequence[str]) -> list[int]:
 
 def _scan_utf8(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(per text: a BMP code point unassigned; the code points above U+FFFF; the text of each)
-    from the compiled pass over the texts' UTF-8 bytes."""
-    from tokenizers_impl.encoders.scankernel import scan_utf8
+    from one compiled pass: over the texts' UTF-8 bytes (cached in them once a fast backend has
+    encoded them: copies, not encodes) when most characters are ASCII, which goes 8 bytes a
+    step; over their UTF-16 code units (one table lookup each) when other characters are
+    frequent, where UTF-8's branch per character costs more."""
+    from tokenizers_impl.encoders.scankernel import scan_utf8, scan_utf16
 
     parts = [text.encode("utf-8", "surrogatepass") for text in texts]
-    ends = np.cumsum(np.fromiter(map(len, parts), np.int64, len(parts)))
+    lengths = np.fromiter(map(len, parts), np.int64, len(parts))
+    if lengths.sum() > DENSE * sum(map(len, texts)):
+        parts = [text.encode("utf-16-le", "surrogatepass") for text in texts]
+        ends = np.cumsum(np.fromiter(map(len, parts), np.int64, len(parts)) // 2)
+        return scan_utf16(np.frombuffer(b"".join(parts), np.uint16), ends, bmp_marks())
+    ends = np.cumsum(lengths)
     pad = b"\x00" * (-int(ends[-1]) % 8)  # (NUL: ASCII, past every text's end)
     array = np.frombuffer(b"".join([*parts, pad]), np.uint8)
     return scan_utf8(array, array.view(np.uint64), ends, _bmp_unassigned())
+
+
+DENSE = 1.25  # UTF-8 bytes per character from which the UTF-16 scan is the faster
 
 
 def _scan_small(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
