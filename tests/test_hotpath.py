@@ -35,6 +35,7 @@ ALPHABET = [
     "\x00",
 ]
 ALPHABET += ["\u00d7", "\U00020000", "\ufeff", "Ж", "\u180e", "\u00a0", "\u2019"]
+ALPHABET += ["\ufe0f", "\u2014", "\U000e0067", "\U000e0100", "\u00e9"]
 
 
 def _texts(sample_texts: list[str]) -> list[str]:

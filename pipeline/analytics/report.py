@@ -69,7 +69,7 @@ SOURCE_COLUMNS = (
 FORMATS = ("table", "markdown", "html", "json")
 WORD_RULE = (
     "Words are counted at tokenization time (pipeline/tokenize/textstats.py): maximal runs of letters, "
-    'digits and \'_\' (non-ASCII letters included), keeping "it\'s" and "3.14" whole; each CJK '
+    'digits and \'_\' (non-ASCII letters included), keeping "it\'s", "it’s" and "3.14" whole; each CJK '
     "ideograph and kana is one word (as UAX #29 segments ideographs without a dictionary); Thai, "
     "Lao, Khmer and Myanmar runs count as one word each. A word is continued when its bytes span "
     "2+ tokens."

@@ -66,12 +66,34 @@ def _char_class(b, i, s, e, ascii_cls, cp_cls, quote_cp):  # noqa: ANN001, ANN20
     cp, width = _code_point(b, i, x)
     if cp != quote_cp:
         return np.int64(cp_cls[cp]), width
-    # a right single quote between word characters joins them
-    after = False
-    if i + 3 < e:
-        nb = b[i + 3]
-        after = ascii_cls[nb] != 0 or nb >= 0xC0
-    return np.int64(i > s and ascii_cls[b[i - 1]] == 1 and after), width
+    return _quote_class(b, i, s, e, ascii_cls, cp_cls), width
+
+
+@njit(cache=True, nogil=True)
+def _quote_class(b, i, s, e, ascii_cls, cp_cls):  # noqa: ANN001, ANN202
+    """The class of the right single quote at b[i]: a word character between two word characters
+    (their own classes: the quote rule is not applied to them)."""
+    return np.int64(
+        i > s
+        and _own_class(b, i - 1, s, ascii_cls, cp_cls) == 1
+        and i + 3 < e
+        and _own_class(b, i + 3, s, ascii_cls, cp_cls) == 1
+    )
+
+
+@njit(cache=True, nogil=True)
+def _own_class(b, j, s, ascii_cls, cp_cls):  # noqa: ANN001, ANN202
+    """The table class of the character byte j belongs to (no neighbour rule)."""
+    y = np.int64(b[j])
+    if y < 0x80:
+        return np.int64(ascii_cls[y])
+    i = j
+    while i > s and b[i] & 0xC0 == 0x80:  # back to the character's lead byte
+        i -= 1
+    x = np.int64(b[i])
+    if x < 0xC0:
+        return np.int64(0)
+    return np.int64(cp_cls[_code_point(b, i, x)[0]])
 
 
 _ONES = np.uint64(0x0101010101010101)
@@ -197,11 +219,7 @@ def _doc_words(b, b64, s, e, mark, mark64, base, ascii_cls, kind, cp_cls, quote_
         if x >= 0xC0:
             cp, width = _code_point(b, i, x)
             if cp == quote_cp:  # a right single quote between word characters joins them
-                after = False
-                if i + 3 < e:
-                    nb = b[i + 3]
-                    after = ascii_cls[nb] != 0 or nb >= 0xC0
-                c = np.int64(i > s and ascii_cls[b[i - 1]] == 1 and after)
+                c = _quote_class(b, i, s, e, ascii_cls, cp_cls)
             else:
                 c = np.int64(cp_cls[cp])
         if c == 2:  # one CJK character is one word

@@ -1,12 +1,13 @@
 """Per-document statistics computed beside the tokens, vectorised per batch over UTF-8 bytes: bytes,
 chars, words, continued words and per-token byte end offsets.
 
-Words: maximal runs of word characters, where word characters are ASCII letters, digits and '_' and
-every non-ASCII code point outside whitespace, punctuation and symbol blocks; each CJK ideograph
-and each kana counts as one word on its own (as Unicode's default word segmentation, UAX #29,
-separates ideographs without a dictionary). An apostrophe between word characters ("it's") and a
-'.' or ',' between digits ("3.14", "1,000") stay inside the word. Thai, Lao, Khmer and Myanmar runs
-count as one word each (no dictionary segmentation); reports state this rule.
+Words: maximal runs of word characters, where word characters are ASCII letters, digits and '_'
+and every non-ASCII code point outside whitespace, punctuation, symbol, variation-selector and tag
+blocks; each CJK ideograph and each kana counts as one word on its own (as Unicode's default word
+segmentation, UAX #29, separates ideographs without a dictionary). An apostrophe or a right single
+quote between word characters ("it's", "it’s", "Привет’s") and a '.' or ',' between digits
+("3.14", "1,000") stay inside the word. Thai, Lao, Khmer and Myanmar runs count as one word each
+(no dictionary segmentation); reports state this rule.
 A word is continued when at least one token boundary falls strictly inside it.
 """
 
@@ -33,7 +34,7 @@ _NON_WORD_RANGES = np.array(
         (0x2000, 0x2BFF),
         (0x2E00, 0x2E7F),
         (0x3000, 0x303F),
-        (0xFE10, 0xFE1F),
+        (0xFE00, 0xFE1F),  # variation selectors (an emoji's U+FE0F), vertical forms
         (0xFE30, 0xFE6F),
         (0xFEFF, 0xFEFF),
         (0xFF00, 0xFF0F),
@@ -41,6 +42,8 @@ _NON_WORD_RANGES = np.array(
         (0xFF3B, 0xFF40),
         (0xFF5B, 0xFF65),
         (0x1F000, 0x1FAFF),
+        (0xE0000, 0xE007F),  # tags (flag emoji sequences)
+        (0xE0100, 0xE01EF),  # variation selectors supplement
     ],
     dtype=np.int64,
 )
@@ -98,18 +101,24 @@ def _classify(b: np.ndarray) -> np.ndarray:
     lead_cls = np.where(
         _in_ranges(cp, _SINGLE_RANGES), 2, np.where(_in_ranges(cp, _NON_WORD_RANGES), 0, 1)
     ).astype(np.uint8)
-    # a right single quote between word characters joins them ("it’s")
+    cls = _spread(cls.copy(), lead_pos, lead, lead_cls)
+    # a right single quote between word characters (their own classes) joins them ("it’s")
     quote = cp == _RIGHT_QUOTE
     if quote.any():
         qpos = lead_pos[quote]
         before = np.where(qpos > 0, cls[np.maximum(qpos - 1, 0)], 0)
-        after_idx = np.minimum(qpos + 3, len(b) - 1)
-        after = np.where(qpos + 3 < len(b), _ASCII_CLASS[b[after_idx]] | (b[after_idx] >= 0xC0), 0)
-        lead_cls[quote] = ((before == 1) & (after > 0)).astype(np.uint8)
-    # continuation bytes take their lead byte's class
-    cls = cls.copy()
+        after = np.where(qpos + 3 < len(b), cls[np.minimum(qpos + 3, len(b) - 1)], 0)
+        lead_cls[quote] = ((before == 1) & (after == 1)).astype(np.uint8)
+        cls = _spread(cls, lead_pos[quote], lead[quote], lead_cls[quote])
+    return cls
+
+
+def _spread(
+    cls: np.ndarray, lead_pos: np.ndarray, lead: np.ndarray, lead_cls: np.ndarray
+) -> np.ndarray:
+    """cls with each character's bytes (lead byte and continuation bytes) set to its class."""
     cls[lead_pos] = lead_cls
-    n = len(b)
+    n = len(cls)
     for k, min_lead in ((1, 0xC0), (2, 0xE0), (3, 0xF0)):
         sel = (lead >= min_lead) & (lead_pos + k < n)
         cls[lead_pos[sel] + k] = lead_cls[sel]

@@ -437,9 +437,12 @@ def _write_batch(
         "n_bytes": numeric_array(stats.n_bytes, pa.int64()),
         "n_chars": numeric_array(stats.n_chars, pa.int64()),
         "n_words": numeric_array(stats.n_words, pa.int32()),
+        # unknown (null) where the tokens' bytes do not add up to the text, and for every
+        # document of a lossy tokenizer (its token bytes are not the text's, even where the
+        # totals happen to agree)
         "n_continued_words": (
             numeric_array(stats.n_continued_words, pa.int32(), stats.n_continued_words < 0)
-            if stats.n_continued_words is not None
+            if stats.n_continued_words is not None and tokenizer.lossless
             else pa.nulls(len(batch.texts), pa.int32())
         ),
         "input_offset": optional_ints(batch.input_offsets, pa.int64()),
