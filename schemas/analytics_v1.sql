@@ -73,7 +73,8 @@ docs AS (
            (sum(n_words) FILTER (WHERE n_continued_words IS NOT NULL))::BIGINT AS words_split_known,
            quantile_cont(n_tokens, [0.5, 0.9, 0.99]) AS length_quantiles,
            max(n_tokens)::BIGINT AS max_tokens,
-           nullif(count(base_tokens), 0) AS baseline_documents,
+           CASE WHEN getvariable('baseline') IS NOT NULL THEN count(base_tokens) END
+               AS baseline_documents,
            (sum(n_tokens) FILTER (WHERE base_tokens IS NOT NULL))::DOUBLE /
                nullif(sum(base_tokens), 0) AS normalized_length
     FROM based
@@ -94,13 +95,13 @@ SELECT d.tokenizer{d_keys},
        d.normalized_length,
        d.baseline_documents,
        v.vocab_size,
-       u.types,
+       coalesce(u.types, 0) AS types,
        u.entropy / ln(v.vocab_size) AS shannon_efficiency,
        u.entropy / nullif(ln(u.types), 0) AS shannon_efficiency_observed,
        u.renyi_entropy / ln(v.vocab_size) AS renyi_efficiency,
        u.renyi_entropy / nullif(ln(u.types), 0) AS renyi_efficiency_observed,
        u.unigram_bits / nullif(d.bytes, 0) AS bits_per_byte,
-       u.types / v.vocab_size AS vocab_share,
+       coalesce(u.types, 0) / v.vocab_size AS vocab_share,
        u.types * 1e6 / nullif(d.tokens, 0) AS types_per_million,
        d.length_quantiles[1] AS p50_tokens, d.length_quantiles[2] AS p90_tokens,
        d.length_quantiles[3] AS p99_tokens, d.max_tokens
@@ -122,16 +123,17 @@ ORDER BY tokenizer, output
 -- name: based
 -- Documents with the baseline tokenizer's token count of the same document (NULL where it has
 -- none): the same doc_id, source (a record's own, else its file's name) and text bytes, a key
--- the baseline holds once. Ids may repeat across input files (per-file row numbers): joined on
+-- whose baseline documents all have one token count (held once, or the same document in two
+-- outputs of the baseline). Ids may repeat across input files (per-file row numbers): joined on
 -- doc_id alone, each such document took an arbitrary one's count.
 SELECT d.*, b.base_tokens
 FROM {documents} d
 LEFT JOIN (
-    SELECT doc_id, source, n_bytes, any_value(n_tokens) AS base_tokens
+    SELECT doc_id, source, n_bytes, min(n_tokens) AS base_tokens
     FROM {documents}
     WHERE tokenizer = getvariable('baseline')
     GROUP BY doc_id, source, n_bytes
-    HAVING count(*) = 1
+    HAVING min(n_tokens) = max(n_tokens)
 ) b ON b.doc_id = d.doc_id AND b.source IS NOT DISTINCT FROM d.source AND b.n_bytes = d.n_bytes
 
 -- name: length_histogram

@@ -234,23 +234,48 @@ def test_normalized_length_matches_documents_whose_ids_repeat_across_files(tmp_p
     """Per-file row numbers as ids: the same doc_id in two files. Joined on doc_id alone, each
     took an arbitrary baseline count (the baseline against itself: 1.64, not 1.0). Documents
     match on doc_id, source (a file's name by default) and text bytes; a key the baseline holds
-    twice matches nothing rather than a wrong one."""
+    twice with two token counts matches nothing rather than a wrong one."""
 
-    def docs(a: list[int], b: list[int], c: list[int]) -> list[dict]:
+    def docs(a: list[int], b: list[int], c: list[int], c2: list[int]) -> list[dict]:
         return [
             doc("0", "a.jsonl", "en", a, 26, 26, 6, 0),
             doc("0", "b.jsonl", "en", b, 71, 71, 13, 0),
             doc("7", "c.jsonl", "en", c, 5, 5, 1, 0),
-            doc("7", "c.jsonl", "en", c, 5, 5, 1, 0),  # (ambiguous: excluded)
+            doc("7", "c.jsonl", "en", c2, 5, 5, 1, 0),  # (ambiguous in the baseline: excluded)
         ]
 
-    base = write_output(tmp_path / "base", "base", 100, docs([1] * 6, [2] * 30, [3]))
-    other = write_output(tmp_path / "other", "other", 100, docs([1] * 7, [2] * 31, [3, 3]))
+    base = write_output(tmp_path / "base", "base", 100, docs([1] * 6, [2] * 30, [3], [3, 4]))
+    other = write_output(tmp_path / "other", "other", 100, docs([1] * 7, [2] * 31, [3], [3]))
     session = connect([base, other], baseline="base")
     got = rows_by_group(session.query("SELECT * FROM metrics_by_lang"), ("lang",))
     assert got[("base", "en")]["normalized_length"] == 1.0
     assert got[("other", "en")]["normalized_length"] == pytest.approx(38 / 36)
     assert got[("other", "en")]["baseline_documents"] == 2
+
+
+def test_two_outputs_of_the_baseline_holding_the_same_documents_still_match(tmp_path):
+    """Two outputs of one tokenizer (one label) over the same documents: every key of the
+    baseline was held twice, so normalized_length went NULL for every tokenizer without a word.
+    A key whose baseline documents agree on their token count matches; the report says the
+    outputs are counted together, and a baseline that matches nothing says 0, not NULL."""
+    from pipeline.analytics.report import build_report
+
+    def docs(n: int) -> list[dict]:
+        return [doc("1", "a.jsonl", "en", [1] * n, 20, 20, 4, 0)]
+
+    base1 = write_output(tmp_path / "b1", "base", 100, docs(5))
+    base2 = write_output(tmp_path / "b2", "base", 100, docs(5))
+    other = write_output(tmp_path / "o", "other", 100, docs(4))
+    stray = write_output(tmp_path / "s", "stray", 100, [doc("9", "z.jsonl", "en", [1], 3, 3, 1, 0)])
+    report = build_report([base1, base2, other, stray], baseline="base", charts=False)
+    got = rows_by_group(report.tables["by_lang"], ("lang",))
+    assert got[("other", "en")]["normalized_length"] == pytest.approx(4 / 5)
+    assert got[("base", "en")]["documents"] == 2 and got[("base", "en")]["normalized_length"] == 1
+    assert got[("stray", "en")]["baseline_documents"] == 0
+    assert any(f"{base1}, {base2}" in note and "'base'" in note for note in report.notes())
+    empty = write_output(tmp_path / "e", "empty", 100, [doc("5", "e.jsonl", "en", [], 0, 0, 0, 0)])
+    got = rows_by_group(build_report([empty], charts=False).tables["by_lang"], ("lang",))
+    assert (got[("empty", "en")]["types"], got[("empty", "en")]["vocab_share"]) == (0, 0)
 
 
 def test_names_with_quotes_are_plain_strings_never_sql(two_tokenizers):
@@ -606,3 +631,27 @@ def test_a_torn_shard_is_named_by_report_and_sql_not_a_traceback(compared, tmp_p
             result = CliRunner().invoke(cli, args)
             assert result.exit_code == 2, (args, result.output)
             assert str(torn) in result.output and "Traceback" not in result.output
+
+
+def test_table_cells_keep_decimals_drop_negative_zero_and_escape_line_breaks():
+    from pipeline.analytics.report import _cell
+
+    assert [_cell(v) for v in (2153.6, 123456789.5, 2154.0, -0.0, 0.01234, None)] == [
+        "2153.6", "123456789.5", "2154", "0", "0.01234", "-",
+    ]  # fmt: skip
+    assert _cell("a\nb\tc|d") == "a\\nb\\tc|d" and _cell(float("inf")) == "inf"
+
+
+def test_sql_says_when_several_statements_ran(two_tokenizers):
+    import subprocess
+
+    from tests.helpers import REPO
+
+    proc = subprocess.run(
+        [str(REPO / ".venv/bin/tokenmill"), "sql", *two_tokenizers, "SELECT 1 AS a; SELECT 2 AS b"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert proc.stdout.split() == ["b", "-", "2"]
+    assert "2 statements ran; this is the last one's result" in proc.stderr

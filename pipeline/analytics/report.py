@@ -83,6 +83,7 @@ class Report:
     alpha: float
     tables: dict[str, pa.Table]
     charts: dict[str, bytes] = field(default_factory=dict)
+    shared: dict[str, list[str]] = field(default_factory=dict)  # label -> outputs sharing it
 
     def notes(self) -> list[str]:
         base = (
@@ -100,6 +101,11 @@ class Report:
             "types / vocabulary size; types_per_million: observed types per 1M tokens.",
             "Length percentiles are document lengths in tokens, linear interpolation.",
             base,
+            *(
+                f"outputs {', '.join(urls)} share tokenizer {label!r}: their documents are "
+                "counted together under it"
+                for label, urls in self.shared.items()
+            ),
         ]
 
 
@@ -115,20 +121,30 @@ def build_report(
     urls = [urls] if isinstance(urls, str) else list(urls)
     with connect(urls, storage_options, alpha=alpha, baseline=baseline) as session:
         tables = report_tables(session)
-    report = Report(urls, baseline, alpha, tables)
+        shared = session.shared_labels()
+    report = Report(urls, baseline, alpha, tables, shared=shared)
     if charts:
         report.charts = render_charts(tables)
     return report
 
 
+_CONTROLS = str.maketrans({"\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
 def _cell(value: Any) -> str:
+    """A value as a table shows it: 4 significant digits under 1000, one decimal from there
+    (whole numbers in full), no negative zero, line breaks and tabs in text escaped (a source
+    name holding one would break the row)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     if isinstance(value, float):
+        value += 0.0  # (-0.0 -> 0.0)
+        if math.isinf(value):
+            return str(value)
         if value == int(value) and abs(value) >= 100:
             return str(int(value))
-        return f"{value:.4g}" if abs(value) < 1000 else f"{value:.0f}"
-    return str(value)
+        return f"{value:.4g}" if abs(value) < 1000 else f"{value:.1f}"
+    return str(value).translate(_CONTROLS)
 
 
 def _rows(table: pa.Table, columns: Sequence[str]) -> tuple[list[str], list[list[str]]]:

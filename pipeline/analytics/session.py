@@ -38,6 +38,16 @@ class AnalyticsSession:
     labels: tuple[str, ...] = ()  # the tokenizer label of each dataset, by dataset_id
     shards: Files | None = None
     unit_counts: Files | None = None
+    outputs: tuple[str, ...] = ()  # the output URL of each dataset, by dataset_id
+
+    def shared_labels(self) -> dict[str, list[str]]:
+        """Tokenizer labels that several outputs share (their documents are counted together
+        under the label), with those outputs."""
+        by_label: dict[str, list[str]] = defaultdict(list)
+        for label, url in zip(self.labels, self.outputs, strict=False):
+            if url not in by_label[label]:
+                by_label[label].append(url)
+        return {label: urls for label, urls in by_label.items() if len(urls) > 1}
 
     @property
     def has_precounted_unigrams(self) -> bool:
@@ -127,6 +137,7 @@ def connect(
         con,
         urls=tuple(urls),
         labels=tuple(labels),
+        outputs=tuple(output.url for output, _ in datasets),
         shards=relations.shards,
         unit_counts=relations.counted if relations.complete else None,
     )
