@@ -434,6 +434,22 @@ def test_dynamic_merge_forwards_the_base_eos_and_bos(style_paths):
 
 
 # -- the tiktoken kind ------------------------------------------------------------------------------
+@pytest.mark.skipif(not HAS_GIGATOKEN, reason="gigatoken is not installed")
+def test_the_tiktoken_kind_names_a_lone_surrogate_gigatoken_refuses(bpe_path, tmp_path):
+    """Dense ranks take gigatoken; a text with a lone surrogate made it raise an unnamed
+    TypeError ("expected str or bytes, got <class 'str'>") where the bpe kind names the text."""
+    ranks = load_tokenizer(f"bpe:{bpe_path}").mergeable_ranks()
+    dense = {token: i for i, (token, _) in enumerate(sorted(ranks.items(), key=lambda t: t[1]))}
+    path = tmp_path / "dense.tiktoken"
+    path.write_bytes(dump_ranks(dense))
+    specials = {"<|endoftext|>": len(dense)}
+    tok = load_tokenizer(f"tiktoken:{path}", pattern="gpt2", special_tokens=specials)
+    assert tok.encoder == "gigatoken"
+    for encode in (tok.encode_batch, tok.encode_batch_flat):
+        with pytest.raises(TokenizerError, match="text 1 has a lone surrogate at character 1"):
+            encode(["fine", "\u0378\ud800"])
+
+
 def test_tiktoken_kind_reads_ranks_built_from_a_bpe_and_gives_its_ids(
     bpe_path, sample_texts, tmp_path
 ):
@@ -633,7 +649,7 @@ def test_risky_texts_finds_unassigned_code_points_in_small_and_big_batches():
     assert risky_texts([t + sparse for t in texts]) == [5, 6, 7, 8]
 
 
-_RISKY_PIECES = ["a", " ", "\u00e9", "\u4e2d", "\u201c", "\u088f", "\u0378", "\ud800", "\x00",
+_RISKY_PIECES = ["a", " ", "\u00e9", "\u4e2d", "\u201c", "\u088f", "\u0378", "\ud800", "\udfff", "\x00",
                  "\U0001f600", "\U00011de0", "\U000e01f0", "plain ascii text " * 3]  # fmt: skip
 
 

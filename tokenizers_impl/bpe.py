@@ -30,6 +30,7 @@ from tokenizers_impl.encoders import (
 from tokenizers_impl.encoders.base import encoder_options as check_encoder_options
 from tokenizers_impl.encoders.patterns import GPT2_PATTERN, LLAMA3_PATTERN, pattern_name
 from tokenizers_impl.encoders.tiktoken_backend import mergeable_ranks
+from tokenizers_impl.errors import naming_bad_text
 from tokenizers_impl.files import probe_texts, read_file, write_file
 from tokenizers_impl.special_tokens import (
     EOS_FALLBACK,
@@ -307,10 +308,10 @@ class BPETokenizer(ByteTableTokenizer):
 
     # -- contract -------------------------------------------------------------------------------
     def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
-        return _naming_bad_text(self._encoder.encode_batch, texts)
+        return naming_bad_text(self._encoder.encode_batch, texts)
 
     def encode_batch_flat(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        return _naming_bad_text(self._encoder.encode_flat, texts)
+        return naming_bad_text(self._encoder.encode_flat, texts)
 
     def reference_encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
         """Ids from the `tokenizers` library itself, whatever the encoder."""
@@ -344,33 +345,6 @@ class BPETokenizer(ByteTableTokenizer):
             "encoder_version": self.encoder_version,
             "encoder_fallbacks": list(self.encoder_fallbacks),
         }
-
-
-def _naming_bad_text(encode: Any, texts: Sequence[str]) -> Any:
-    """encode(texts); an encoder's TypeError or UnicodeEncodeError becomes the TokenizerError
-    naming the text it could not take (a lone surrogate), or is re-raised as it was."""
-    try:
-        return encode(texts)
-    except (TypeError, UnicodeEncodeError) as exc:
-        bad = _unencodable(texts)
-        if bad is None:
-            raise  # (not a text it could name: the encoder's own error, as it was)
-        raise bad from exc
-
-
-def _unencodable(texts: Sequence[str]) -> TokenizerError | None:
-    """The error for a batch an encoder refused: a text with a lone surrogate (not UTF-8; the
-    encoders say "expected str or bytes, got str") named by its index and character."""
-    for i, text in enumerate(texts):
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as bad:
-            return TokenizerError(
-                f"text {i} has a lone surrogate at character {bad.start} (not encodable as UTF-8)"
-            )
-        except AttributeError:
-            return TokenizerError(f"text {i} is {type(text).__name__}, not str")
-    return None
 
 
 def _encoder_choice(encoder: Any, use_tiktoken: Any) -> tuple[str, tuple[str, ...]]:

@@ -28,6 +28,7 @@ from tokenizers_impl.encoders import (
 )
 from tokenizers_impl.encoders.base import encoder_options as check_encoder_options
 from tokenizers_impl.encoders.patterns import NAMED_PATTERNS, pattern_name
+from tokenizers_impl.errors import naming_bad_text
 from tokenizers_impl.files import probe_texts, read_file, write_file
 from tokenizers_impl.special_tokens import resolve_special_tokens
 
@@ -214,10 +215,10 @@ class TiktokenTokenizer(ByteTableTokenizer):
     supports_encode_bytes = True
 
     def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
-        return self._encoder.encode_batch(texts)
+        return naming_bad_text(self._encoder.encode_batch, texts)
 
     def encode_batch_flat(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        return self._encoder.encode_flat(texts)
+        return naming_bad_text(self._encoder.encode_flat, texts)
 
     def reference_encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
         """Ids from tiktoken itself, whatever the encoder."""

@@ -64,8 +64,8 @@ def scan_utf16(units, ends, marks):  # noqa: ANN001, ANN201
     ending before unit ends[k]) and `unassigned.bmp_marks`: one table lookup per unit, no branch
     on the script, so text dense in other characters (Cyrillic, CJK) scans faster this way. A
     high surrogate followed by a low one in the same text is the character above U+FFFF they
-    spell (two lone surrogates spell the same units: such a text is taken as holding that
-    character, which can only send it to the reference without need). (Hot loop.)"""
+    spell: texts with a lone surrogate (two of which spell the same units) go to `scan_utf8`.
+    (Hot loop.)"""
     n = units.shape[0]
     risky = np.zeros(ends.shape[0], dtype=np.bool_)
     astral = np.empty(n // 2 + 1, dtype=np.uint32)

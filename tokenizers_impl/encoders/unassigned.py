@@ -11,6 +11,7 @@ fast backend: exact, at the cost of a scan of the non-ASCII texts (a table looku
 
 from __future__ import annotations
 
+import re
 import threading
 import unicodedata
 from collections.abc import Sequence
@@ -111,15 +112,23 @@ def _scan_utf8(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     from tokenizers_impl.encoders.scankernel import scan_utf8, scan_utf16
 
     parts = [text.encode("utf-8", "surrogatepass") for text in texts]
-    lengths = np.fromiter(map(len, parts), np.int64, len(parts))
-    if lengths.sum() > DENSE * sum(map(len, texts)):
+    ends = np.cumsum(np.fromiter(map(len, parts), np.int64, len(parts)))
+    # (a lone surrogate: in UTF-16 a high one and a low one after it spell a character above
+    # U+FFFF, which they are not; UTF-8 keeps them apart)
+    if ends[-1] > DENSE * sum(map(len, texts)) and not any(map(_has_surrogate, parts)):
         parts = [text.encode("utf-16-le", "surrogatepass") for text in texts]
         ends = np.cumsum(np.fromiter(map(len, parts), np.int64, len(parts)) // 2)
         return scan_utf16(np.frombuffer(b"".join(parts), np.uint16), ends, bmp_marks())
-    ends = np.cumsum(lengths)
     pad = b"\x00" * (-int(ends[-1]) % 8)  # (NUL: ASCII, past every text's end)
     array = np.frombuffer(b"".join([*parts, pad]), np.uint8)
     return scan_utf8(array, array.view(np.uint64), ends, _bmp_unassigned())
+
+
+_SURROGATE = re.compile(b"\xed[\xa0-\xbf]")  # a surrogate's UTF-8 (surrogatepass) lead bytes
+
+
+def _has_surrogate(data: bytes) -> bool:
+    return data.find(b"\xed") >= 0 and _SURROGATE.search(data) is not None  # (find: memchr)
 
 
 DENSE = 1.25  # UTF-8 bytes per character from which the UTF-16 scan is the faster
