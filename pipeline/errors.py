@@ -56,7 +56,11 @@ def unit_failed(unit: object, cause: BaseException) -> UnitFailed:
         return cause
     url, start, end = (getattr(unit, k, "?") for k in ("url", "start", "end"))
     if getattr(unit, "fmt", "") == "parquet":
-        where = f"{url} row group {start}"
+        where = (
+            f"{url} row group {start}"
+            if end == start + 1
+            else f"{url} row groups {start}-{end - 1}"
+        )
     else:
         where = f"{url} bytes {start}..{end}"
     return UnitFailed(

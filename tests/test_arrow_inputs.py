@@ -370,7 +370,7 @@ def test_find_names_the_unit_of_a_parquet_document(tmp_path, bpe_path):
     rows = [{"id": f"doc-{i}", "text": f"document number {i} " * 20} for i in range(30)]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "t.parquet", row_group_size=10)
     out = tmp_path / "out"
-    run_job(job_config(tmp_path / "t.parquet", out, f"bpe:{bpe_path}", unit_bytes=3000))
+    run_job(job_config(tmp_path / "t.parquet", out, f"bpe:{bpe_path}", unit_bytes=1))
     (place,), missing = find_documents(str(out), ["doc-15"])
     assert missing == [] and place["offset"] is None
     assert (place["unit_start"], place["row"]) == (1, 5)  # row group 1, its 6th row

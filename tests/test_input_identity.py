@@ -589,6 +589,6 @@ def test_parquet_non_string_ids_are_reported_by_row(tmp_path, caplog):
     assert [d[1] for d in docs] == ["a", "b", "c"]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings == [
-        f"{real(path)} (row group 0..1): 2 records have a non-string id field 'id' "
+        f"{real(path)} (row group 0): 2 records have a non-string id field 'id' "
         "(first at row 0, a float); they get hash ids"
     ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+from dataclasses import replace
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -83,9 +84,12 @@ def test_parquet_row_groups_are_units_with_configurable_fields(tmp_path):
     table = pa.table({"body": ["alpha", "beta", "", "delta", None], "key": [1, 2, 3, 4, 5]})
     path = tmp_path / "c.parquet"
     pq.write_table(table, path, row_group_size=2)
-    opts = ReadOptions(text_field="body", id_field="key")
+    opts = ReadOptions(text_field="body", id_field="key", unit_bytes=1)
     units = plan_units([str(path)], opts)
     assert [(u.start, u.end) for u in units] == [(0, 1), (1, 2), (2, 3)]
+    packed = plan_units([str(path)], replace(opts, unit_bytes=1 << 20))
+    assert [(u.start, u.end) for u in packed] == [(0, 3)]  # small row groups: one unit
+    assert read_all(packed, opts)[:2] == read_all(units, opts)[:2]
     docs, rejects, _ = read_all(units, opts)
     assert [(d[0], d[1]) for d in docs] == [("1", "alpha"), ("2", "beta"), ("4", "delta")]
     assert [(r.row, r.reason) for r in rejects] == [
@@ -183,3 +187,36 @@ def test_symlinks_to_files_are_inputs_like_the_files(tmp_path, sample_dir, sampl
     assert [u.url for u in units] == [os.path.realpath(sample_dir / "ru.jsonl")]
     docs, rejects, _ = read_all(units, opts)
     assert rejects == [] and [d[1] for d in docs] == [r["text"] for r in sample_records["ru"]]
+
+
+def test_small_parquet_row_groups_are_packed_into_units_of_unit_bytes(tmp_path):
+    """One unit per row group made a file of 13,679 one-row groups take 500 s (each unit parsed
+    the whole footer and summed the rows before it: quadratic) and count the file's size once
+    per unit in the bytes to do (1.26 TB for 74 MB, which also chose helper processes and Ray).
+    Row groups are now packed up to unit_bytes of stored bytes; a big row group stays a unit
+    alone, with the id it always had."""
+    from pipeline.tokenize.feed import todo_bytes
+
+    rows = [{"id": f"d{i}", "text": f"document {i} " + "word " * (i % 40)} for i in range(3000)]
+    path = tmp_path / "many.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=1)
+    size = path.stat().st_size
+    packed = plan_units([str(path)], ReadOptions())
+    assert [(u.start, u.end) for u in packed] == [(0, 3000)]
+    assert todo_bytes(packed) < size  # the row groups' stored bytes (the footer left out)
+    small = ReadOptions(unit_bytes=todo_bytes(packed) // 4)
+    quarters = plan_units([str(path)], small)
+    assert 4 <= len(quarters) <= 6 and quarters[0].start == 0 and quarters[-1].end == 3000
+    assert all(a.end == b.start for a, b in zip(quarters, quarters[1:], strict=False))
+    assert sum(todo_bytes([u]) for u in quarters) == todo_bytes(packed)
+    one = plan_units([str(path)], ReadOptions(unit_bytes=1))
+    assert len(one) == 3000 and all(u.end == u.start + 1 for u in one)
+    docs = read_all(packed, ReadOptions())[0]
+    assert docs == read_all(quarters, small)[0] == read_all(one[:3000], ReadOptions())[0]
+    assert [d[0] for d in docs] == [f"d{i}" for i in range(3000)]
+    big = tmp_path / "big.parquet"  # row groups over unit_bytes: one unit each, as before
+    pq.write_table(pa.Table.from_pylist(rows), big, row_group_size=1000)
+    units = plan_units([str(big)], ReadOptions(unit_bytes=1000))
+    assert [(u.start, u.end, u.size) for u in units] == [
+        (i, i + 1, big.stat().st_size) for i in range(3)
+    ]

@@ -12,8 +12,17 @@ from pipeline.tokenize.inputs import ReadOptions, WorkUnit, is_stream, iter_rang
 
 
 def todo_bytes(units: list[WorkUnit]) -> int:
-    """Input bytes the units cover (a whole file counts its stored size)."""
-    return sum(u.end - u.start if u.end >= 0 and u.fmt != "parquet" else u.size for u in units)
+    """Input bytes the units cover (a whole file counts its stored size, a Parquet unit its row
+    groups')."""
+    return sum(_unit_bytes(u) for u in units)
+
+
+def _unit_bytes(unit: WorkUnit) -> int:
+    if unit.fmt == "parquet":
+        from pipeline.tokenize.inputs.parquet import unit_bytes
+
+        return unit_bytes(unit)
+    return unit.end - unit.start if unit.end >= 0 else unit.size
 
 
 def skipped_note(feed: WorkFeed) -> str:

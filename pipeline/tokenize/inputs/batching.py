@@ -110,8 +110,9 @@ class BatchBuilder:
         unit = self.unit
         if unit.start == 0 and unit.end == -1:
             return unit.url
-        what = "row group" if unit.fmt == "parquet" else "bytes"
-        return f"{unit.url} ({what} {unit.start}..{unit.end})"
+        if unit.fmt == "parquet":
+            return f"{unit.url} ({row_groups(unit.start, unit.end)})"
+        return f"{unit.url} (bytes {unit.start}..{unit.end})"
 
     def _usable_id(self, doc_id: Any, position: Position) -> str | None:
         """A record's id as a string (str and int ids); None (a hash id) for anything else, counted
@@ -327,3 +328,8 @@ def column_values(column: Any) -> list[Any]:
         name = f"{column.type} value out of Python's range"
         stand_in = type(name, (OutOfRange,), {"arrow_type": str(column.type)})()
         return [stand_in] * len(column)
+
+
+def row_groups(start: int, end: int) -> str:
+    """A Parquet unit's row groups [start, end) in words."""
+    return f"row group {start}" if end == start + 1 else f"row groups {start}-{end - 1}"
