@@ -119,7 +119,14 @@ def _unigram_bytes(counter: UnigramCounter) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def test_compiled_unigram_counts_equal_the_numpy_reference(monkeypatch):
+@pytest.mark.parametrize(
+    "pool",
+    [["a", None, "", "b"], [None, "", *(f"s{i}" for i in range(40))]],
+    ids=["dense", "sparse"],
+)
+def test_compiled_unigram_counts_equal_the_numpy_reference(monkeypatch, pool):
+    """Dense rows (the first 16 groups) and sparse keys (a pack's files, each its own source:
+    counted by a pass with a vocabulary-sized scratch, not a sort), byte for byte."""
     from pipeline.tokenize import unigrams
 
     outputs = []
@@ -131,7 +138,7 @@ def test_compiled_unigram_counts_equal_the_numpy_reference(monkeypatch):
             lens = rng.integers(0, 30, int(rng.integers(1, 30)))
             offsets = np.concatenate(([0], np.cumsum(lens))).astype(np.int64)
             flat = rng.integers(0, 300, int(offsets[-1])).astype(np.uint32)
-            sources = [pick.choice(["a", None, "", "b"]) for _ in lens]
+            sources = [pick.choice(pool) for _ in lens]
             langs = [pick.choice(["en", None, ""]) for _ in lens]
             counter.add(flat, offsets, sources, langs)
         outputs.append(_unigram_bytes(counter))

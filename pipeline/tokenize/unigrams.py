@@ -42,9 +42,12 @@ class UnigramCounter:
         self.vocab_size = vocab_size
         self._rows: dict[tuple[str | None, str | None], int] = {}
         self._counts = np.zeros((0, vocab_size), dtype=np.int64)
-        self._keys: list[np.ndarray] = []  # sparse: sorted unique keys of each part ...
+        self._keys: list[np.ndarray] = []  # sparse: keys of each part ...
         self._key_counts: list[np.ndarray] = []  # ... and their counts
-        self._pending = 0
+        self._merged = True  # the one part (if any) holds sorted unique keys
+        self._pending = 0  # sparse keys added since the last merge
+        self._held = 0  # keys the last merge left
+        self._work: tuple[np.ndarray, np.ndarray] | None = None  # sparse_counts' working space
 
     @property
     def groups(self) -> dict[tuple[str | None, str | None], np.ndarray]:
@@ -104,28 +107,45 @@ class UnigramCounter:
         v = self.vocab_size
         if len(flat) and int(flat.max()) >= v:
             raise ValueError(f"token id {int(flat.max())} >= vocab_size {v}")
-        token_row = np.repeat(doc_row, np.diff(np.asarray(offsets, dtype=np.int64)))
-        dense = token_row < DENSE_GROUPS
-        keys = token_row * v + flat.astype(np.int64)
-        if dense.any():
+        offsets = np.asarray(offsets, dtype=np.int64)
+        token_row = dense = None
+        if (doc_row < DENSE_GROUPS).any():
+            token_row = np.repeat(doc_row, np.diff(offsets))
+            dense = token_row < DENSE_GROUPS
+            keys = token_row[dense] * v + flat[dense].astype(np.int64)
             n = min(len(self._rows), DENSE_GROUPS)
-            self._counts[:n] += np.bincount(keys[dense], minlength=n * v).reshape(n, v)
-        keys, counts = np.unique(keys[~dense], return_counts=True)
+            self._counts[:n] += np.bincount(keys, minlength=n * v).reshape(n, v)
+        if kernels_wanted(len(flat), KERNEL_MIN_TOKENS):  # a pass with a vocab-sized scratch
+            from pipeline.tokenize.textkernels import sparse_counts
+
+            if self._work is None:
+                self._work = (np.zeros(v, dtype=np.int64), np.empty(v, dtype=np.int64))
+            sparse = np.where(doc_row >= DENSE_GROUPS, doc_row, -1)
+            keys, counts = sparse_counts(flat, offsets, sparse, v, *self._work)
+            self._merged = False
+        else:  # (a sort)
+            if token_row is None:
+                token_row = np.repeat(doc_row, np.diff(offsets))
+                dense = token_row < DENSE_GROUPS
+            keys = token_row[~dense] * v + flat[~dense].astype(np.int64)
+            keys, counts = np.unique(keys, return_counts=True)
+            self._merged = self._merged and not self._keys
         self._keys.append(keys)
         self._key_counts.append(counts.astype(np.int64))
         self._pending += len(keys)
-        if self._pending > SPARSE_MERGE:
+        if self._pending > max(SPARSE_MERGE, self._held):  # (amortized: a merge per doubling)
             self._merge()
 
     def _merge(self) -> tuple[np.ndarray, np.ndarray]:
         """The sparse parts summed into one (sorted unique keys, counts)."""
-        if len(self._keys) > 1:
+        if len(self._keys) > 1 or not self._merged:
             keys, counts = np.concatenate(self._keys), np.concatenate(self._key_counts)
             order = np.argsort(keys, kind="stable")
             keys, counts = keys[order], counts[order]
             starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
             self._keys, self._key_counts = [keys[starts]], [np.add.reduceat(counts, starts)]
-        self._pending = len(self._keys[0]) if self._keys else 0
+            self._merged = True
+        self._pending, self._held = 0, len(self._keys[0]) if self._keys else 0
         if not self._keys:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         return self._keys[0], self._key_counts[0]
