@@ -205,11 +205,13 @@ def sql_cmd(args, baseline, fmt, alpha, storage_option) -> None:
         session = connect(
             list(args[:-1]), parse_storage_options(storage_option), alpha=alpha, baseline=baseline
         )
-        statements = len(duckdb.extract_statements(args[-1]))
-        relation = session.con.sql(args[-1])
-        if statements > 1:  # (DuckDB runs them all and answers with the last one's result)
+        statements = duckdb.extract_statements(args[-1])
+        relation = None
+        for statement in statements:  # (one by one: the result shown is the last statement's)
+            relation = session.con.sql(statement.query)
+        if len(statements) > 1:
             click.echo(
-                f"note: {statements} statements ran; this is the last one's result", err=True
+                f"note: {len(statements)} statements ran; this is the last one's result", err=True
             )
         if relation is None:
             return

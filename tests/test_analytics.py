@@ -640,6 +640,7 @@ def test_table_cells_keep_decimals_drop_negative_zero_and_escape_line_breaks():
         "2153.6", "123456789.5", "2154", "0", "0.01234", "-",
     ]  # fmt: skip
     assert _cell("a\nb\tc|d") == "a\\nb\\tc|d" and _cell(float("inf")) == "inf"
+    assert _cell("x\x0by\u2028z") == "x\\x0by\\u2028z"
 
 
 def test_sql_says_when_several_statements_ran(two_tokenizers):
@@ -655,3 +656,12 @@ def test_sql_says_when_several_statements_ran(two_tokenizers):
     )
     assert proc.stdout.split() == ["b", "-", "2"]
     assert "2 statements ran; this is the last one's result" in proc.stderr
+    # DuckDB answered a string of statements with the last one that had rows: here the SELECT,
+    # under a note saying it was the SET's
+    proc = subprocess.run(
+        [str(REPO / ".venv/bin/tokenmill"), "sql", *two_tokenizers, "SELECT 1 AS a; SET threads=1"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "a" not in proc.stdout.split() and "2 statements ran" in proc.stderr

@@ -145,6 +145,22 @@ def test_compiled_unigram_counts_equal_the_numpy_reference(monkeypatch, pool):
     assert outputs[0] == outputs[1]
 
 
+def test_a_batch_of_dense_groups_after_sparse_ones_is_counted(monkeypatch):
+    """With more than 16 groups seen, a later batch of documents of two of the first 16 groups
+    (numpy path: a small job before the kernels load) crashed the unit: `operands could not be
+    broadcast together with shapes (16,32000) (20,32000)`."""
+    from pipeline.tokenize import unigrams
+
+    monkeypatch.setattr(unigrams, "kernels_wanted", lambda size, threshold: False)
+    counter = UnigramCounter(50)
+    flat = np.arange(20, dtype=np.uint32)
+    counter.add(flat, np.arange(21), [f"s{i}" for i in range(20)], [None] * 20)
+    counter.add(flat, np.arange(21), [f"s{i % 2}" for i in range(20)], [None] * 20)
+    counts = counter.groups
+    assert counts[("s0", None)].sum() == 11 and counts[("s1", None)].sum() == 11
+    assert counts[("s19", None)].sum() == 1
+
+
 def test_unigram_counts_of_many_groups_stay_bounded_and_exact():
     """A source per document (or a pack of files, each its own source): groups past the first 16
     are counted sparsely, so memory does not grow by vocab_size * 8 bytes per group, and the

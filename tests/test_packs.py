@@ -233,15 +233,21 @@ def test_only_files_that_changed_are_reported_when_packs_are_cut_otherwise():
     unchanged files, is redone but never reported as a changed input; a changed member is."""
     from types import SimpleNamespace
 
-    from pipeline.tokenize.engine import _changed_files
+    from pipeline.tokenize.engine import _changed_files, _file_identity
     from pipeline.tokenize.inputs import WorkUnit
 
     a, b = (WorkUnit(f"/c/{n}.jsonl", "jsonl", None, 0, -1, 10, version="v1") for n in "ab")
     b2 = WorkUnit("/c/b.jsonl", "jsonl", None, 0, -1, 12, version="v2")  # b edited
     new = WorkUnit("/c/0.jsonl", "jsonl", None, 0, -1, 5)
     plan = [WorkUnit(new.url, "pack", None, 0, -1, 15, members=(new, a)), b2]
-    files = {m.unit_id for u in plan for m in (u.members or (u,))}
+    files = {_file_identity(m) for u in plan for m in (u.members or (u,))}
     assert _changed_files(SimpleNamespace(unit=a), files) == []  # now packed with the new file
     old_pack = WorkUnit(a.url, "pack", None, 0, -1, 20, members=(a, b))
     assert _changed_files(SimpleNamespace(unit=old_pack), files) == ["/c/b.jsonl"]
     assert _changed_files(SimpleNamespace(unit=b), files) == ["/c/b.jsonl"]
+    # a Parquet file's row groups packed otherwise (a newer version's plan): not a changed input
+    group = WorkUnit("/c/t.parquet", "parquet", None, 3, 4, 99, version="v1")
+    packed = WorkUnit("/c/t.parquet", "parquet", None, 0, 8, 99, version="v1")
+    assert _changed_files(SimpleNamespace(unit=group), {_file_identity(packed)}) == []
+    edited = WorkUnit("/c/t.parquet", "parquet", None, 0, 8, 99, version="v2")
+    assert _changed_files(SimpleNamespace(unit=group), {_file_identity(edited)}) == [group.url]

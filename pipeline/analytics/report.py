@@ -128,7 +128,11 @@ def build_report(
     return report
 
 
-_CONTROLS = str.maketrans({"\n": "\\n", "\r": "\\r", "\t": "\\t"})
+# what would break a table's row: line breaks of every kind (str.splitlines' set) and tabs
+_CONTROLS = str.maketrans(
+    {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+    | {c: repr(c)[1:-1] for c in "\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
+)
 
 
 def _cell(value: Any) -> str:

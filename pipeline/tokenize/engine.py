@@ -182,7 +182,7 @@ def reconcile(cfg: JobConfig, job: PreparedJob, units: list[WorkUnit]) -> Reconc
         return whole_unit and any(replace(s, end=-1) == entry.unit and one(s) for s in ranges_of)
 
     stale = [e for e in entries if not current(e)]
-    files = {m.unit_id for u in units for m in (u.members or (u,))}
+    files = {_file_identity(m) for u in units for m in (u.members or (u,))}
     changed_of = {e.unit_id: _changed_files(e, files) for e in stale}
     changed = sorted({url for urls in changed_of.values() for url in urls})
     if changed and cfg.on_input_change == "refuse":
@@ -195,8 +195,9 @@ def reconcile(cfg: JobConfig, job: PreparedJob, units: list[WorkUnit]) -> Reconc
     for entry in stale:
         if changed_of[entry.unit_id]:
             log.warning("input changed: uncommitting unit %s of %s", entry.unit_id, entry.unit.url)
-        else:  # files all still there, packed otherwise (a file was added beside them)
-            log.info("pack re-cut: uncommitting unit %s of %s", entry.unit_id, entry.unit.url)
+        else:  # its files all still there, planned in other units (a pack re-cut because a
+            # file was added beside them; a Parquet file's row groups packed by a newer version)
+            log.info("units re-cut: uncommitting unit %s of %s", entry.unit_id, entry.unit.url)
         uncommit(job.output, entry, remove_files=True)
     kept = [e for e in entries if current(e)]
     done = {e.unit_id for e in kept}
@@ -224,12 +225,19 @@ def small_file_note(cfg: JobConfig, units: list[WorkUnit]) -> str | None:
     )
 
 
-def _changed_files(entry: LedgerEntry, planned_files: set[str]) -> list[str]:
+def _changed_files(entry: LedgerEntry, planned_files: set[tuple]) -> list[str]:
     """The files of a stale entry that changed or disappeared: its files (the unit's, or a
-    pack's members) planned no more. None: the files are all still there, packed otherwise (a
-    file added beside them); `planned_files`: the unit ids of every planned file (units, and
-    packs' members)."""
-    return [m.url for m in entry.unit.members or (entry.unit,) if m.unit_id not in planned_files]
+    pack's members) of which no version is planned any more. None: the files are all still
+    there, planned in other units (a pack re-cut: a file added beside them; the row groups of a
+    Parquet file packed otherwise); `planned_files`: `_file_identity` of every planned unit and
+    pack member."""
+    members = entry.unit.members or (entry.unit,)
+    return [m.url for m in members if _file_identity(m) not in planned_files]
+
+
+def _file_identity(unit: WorkUnit) -> tuple:
+    """The file version a unit reads (any unit of that version has the same)."""
+    return (unit.url, unit.fmt, unit.compression, unit.size, unit.etag, unit.version)
 
 
 def stage_seconds(entries: list[LedgerEntry]) -> dict[str, float]:

@@ -99,7 +99,7 @@ class UnigramCounter:
             self._counts[first] += np.bincount(flat, minlength=v)
             return
         token_row = np.repeat(np.asarray(doc_row, dtype=np.int64), np.diff(offsets))
-        n = len(self._rows)
+        n = min(len(self._rows), DENSE_GROUPS)  # (later groups are sparse: none in this batch)
         self._counts[:n] += np.bincount(token_row * v + flat, minlength=n * v).reshape(n, v)
 
     def _add_split(self, flat: np.ndarray, offsets: np.ndarray, doc_row: np.ndarray) -> None:
