@@ -17,7 +17,7 @@ from pipeline.tokenize.inputs import jsonl as jsonl_format
 from pipeline.tokenize.inputs import lines as lines_module
 from pipeline.tokenize.textstats import batch_stats
 from pipeline.tokenize.unigrams import UNIGRAMS_SCHEMA, UnigramCounter
-from tests.helpers import SAMPLE_DIR
+from tests.helpers import REPO, SAMPLE_DIR
 from tokenizers_impl import load_tokenizer
 
 ALPHABET = [
@@ -365,3 +365,44 @@ def test_line_runs_are_the_lines_of_the_stream(block, monkeypatch):
                 got.append((offset, line, line))
                 offset += len(line) + 1
         assert got == want, (block, trial)
+
+
+def test_a_unit_of_short_documents_takes_the_compiled_kernels(tmp_path, bpe_path):
+    """Batches of 256 short documents are each under the kernels' thresholds: a 20 MB unit of
+    them went through the numpy reference code batch after batch (statistics 5x slower). A
+    unit of KERNELS_FROM_BYTES or more loads them first; a smaller one (a job of a few
+    documents) still never imports numba."""
+    import json
+    import subprocess
+    import sys
+
+    from pipeline.tokenize.unit import KERNELS_FROM_BYTES
+
+    script = (
+        "import sys, json; sys.path.insert(0, sys.argv[3])\n"
+        "from pipeline.output.storage import Output\n"
+        "from pipeline.tokenize.inputs import ReadOptions, plan_units\n"
+        "from pipeline.tokenize.unit import UnitTask, process_unit\n"
+        "from tokenizers_impl import load_tokenizer\n"
+        "tok = load_tokenizer('bpe:' + sys.argv[2]); opts = ReadOptions()\n"
+        "task = UnitTask(opts, '0' * 16, False, True, {}, None, 0.0)\n"
+        "for u in plan_units([sys.argv[1]], opts): process_unit(u, tok, task, Output(sys.argv[4]))\n"
+        "print(json.dumps(['numba' in sys.modules, 'pipeline.tokenize.textkernels' in sys.modules]))\n"
+    )
+    line = json.dumps({"text": "a short document, about sixty bytes of plain text."}) + "\n"
+    results = []
+    for name, lines in (("small", 100), ("big", KERNELS_FROM_BYTES // len(line) + 10)):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text(line * lines)
+        args = [
+            sys.executable,
+            "-c",
+            script,
+            str(path),
+            str(bpe_path),
+            str(REPO),
+            str(tmp_path / name),
+        ]
+        out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    assert results == [[False, False], [True, True]]

@@ -186,6 +186,8 @@ def process_unit(
         read_opts = replace(read_opts, batch_docs=tokenizer.preferred_batch_docs)
     describe = tokenizer.describe()
     counts, times = UnitCounts(), StageTimes()
+    if _unit_bytes(unit, data) >= KERNELS_FROM_BYTES:  # (loaded, every batch takes them)
+        import pipeline.tokenize.textkernels  # noqa: F401
     with UnitFiles(output, _schema(unit, tokenizer, task, describe), tokenizer) as files:
         reader = iter(read_unit(unit, read_opts, task.storage_options, data))
         batches = _tokenize_batches(unit, reader, tokenizer, task, files, counts, times)
@@ -214,6 +216,20 @@ def process_unit(
         output.write_json(names.ledger, entry.to_json())  # the commit point: written last
     release_freed_memory()
     return UnitOutcome(entry)
+
+
+# a unit of at least this many input bytes loads the compiled kernels (statistics, unigram
+# counts) before its first batch: without them a unit of short documents, whose batches
+# (batch_docs of them) are each under the kernels' own thresholds, went through the numpy
+# reference code batch after batch (5x slower statistics). Smaller units decide batch by batch,
+# so that a job of a few documents never imports numba (about a second).
+KERNELS_FROM_BYTES = 1 << 20
+
+
+def _unit_bytes(unit: WorkUnit, data: bytes | None) -> int:
+    if data is not None:
+        return len(data)
+    return unit.end - unit.start if unit.end >= 0 and unit.fmt != "parquet" else unit.size
 
 
 def _malloc_trim() -> Any:
