@@ -116,9 +116,9 @@ def main() -> None:
         for bucket in args.bucket:
             server.create_bucket(bucket)
         print(
-            f"S3 server on {server.endpoint} (key {LOCAL_KEY}); storage options: "
-            f"--storage-option endpoint_url={server.endpoint} --storage-option key={LOCAL_KEY} "
-            f"--storage-option secret=...",
+            f"S3 server on {server.endpoint} (local and unauthenticated: any key and secret "
+            f"work); storage options: --storage-option endpoint_url={server.endpoint} "
+            f"--storage-option key={LOCAL_KEY} --storage-option secret={LOCAL_SECRET}",
             flush=True,
         )
         server.proc.wait()

@@ -253,20 +253,21 @@ class JobConfig(BaseModel):
         description="a bigger local job starts in the driver and starts Ray (the driver "
         "tokenizing meanwhile) only once the driver's rate projects more than this many seconds "
         "of work left; 0 = start Ray at once; default: from this machine's CPUs (when Ray's "
-        "start-up pays for itself: about 8 s on many cores, 15-25 s on 2)",
+        "start-up pays for itself: about 8 s on many cores, about 25 s on 2)",
     )
     driver_threads: int = Field(
         0,
         ge=0,
-        description="workers tokenizing in the driver of a local run (each with its own "
-        "tokenizer); 0 = one per CPU, at most 8 (a job under local_bytes: one, unless this "
-        "asks for more)",
+        description="workers tokenizing in the driver of a local run (threads sharing a "
+        "thread-safe tokenizer, else each with its own); 0 = one per CPU, at most 8 (4 with "
+        "--no-driver-processes; a job under local_bytes: one, unless this asks for more)",
     )
     driver_processes: bool | None = Field(
         None,
         description="the driver's workers after the first run in helper processes of their own "
         "(spawned, each loading the tokenizer; no Ray) instead of threads, which share its GIL; "
-        "default: helpers from 4 workers on (fewer threads rarely wait on the GIL)",
+        "default: helpers from 4 workers on (fewer threads rarely wait on the GIL), or for a "
+        "job of 1 GiB or more to do",
     )
     ray_address: str | None = Field(
         None, min_length=1, description="existing Ray cluster (default: RAY_ADDRESS or local)"
