@@ -7,8 +7,10 @@ import json
 import click
 
 from jobs.common import parse_pairs, parse_storage_options, reports_user_errors, storage_option_flag
+from pipeline.errors import RunInterrupted, TokenmillError
 from tokenizers_impl import known_kinds
 
+MAX_VOCAB = 1 << 24  # (the largest vocabularies in use are under a million tokens)
 NOT_TRAINED = {
     "tiktoken": " (it reads a .tiktoken ranks file made elsewhere, such as OpenAI's published "
     "encodings; a byte-level BPE trained with --kind bpe encodes on the same fast backends)",
@@ -20,7 +22,12 @@ NOT_TRAINED = {
 @click.command("train-tokenizer")
 @click.option("--kind", required=True, type=click.Choice(known_kinds()))
 @click.option("--input", "input_", multiple=True, required=True, metavar="GLOB")
-@click.option("--vocab-size", type=int, required=True)
+@click.option(
+    "--vocab-size",
+    type=click.IntRange(min=1, max=MAX_VOCAB),
+    required=True,
+    help="tokens in the trained vocabulary (the kind's base vocabulary is the floor)",
+)
 @click.option("--output", required=True, metavar="PATH")
 @click.option(
     "--option",
@@ -54,8 +61,13 @@ NOT_TRAINED = {
     default=None,
     help="lib: a training document is every N lines (default: one input text)",
 )
-@click.option("--max-docs", type=int, default=None, help="train on at most this many documents")
-@click.option("--text-field", default="text")
+@click.option(
+    "--max-docs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="train on at most this many documents",
+)
+@click.option("--text-field", default="text", help="the JSON field / column holding the text")
 @storage_option_flag
 @reports_user_errors
 def train_tokenizer_cmd(
@@ -73,7 +85,7 @@ def train_tokenizer_cmd(
     storage_option,
 ):
     """Train a tokenizer on a corpus (same input formats as `run`) and save it to PATH."""
-    from jobs.corpus_text import iter_texts
+    from jobs.corpus_text import Rejected, iter_texts
     from pipeline.tokenize.config import load_config
     from tokenizers_impl.base import TokenizerError, tokenizer_class
 
@@ -94,31 +106,55 @@ def train_tokenizer_cmd(
         text_field=text_field,
         storage_options=storage,
     )
-    named = {
-        "model_type": model_type if kind == "sentencepiece" else None,
-        "admit_after": lib_admit_after if kind == "lib" else None,
-        "new_on_probation": lib_new_on_probation if kind == "lib" else None,
-        "doc_sentences": lib_doc_sentences if kind == "lib" else None,
+    flags = {
+        "--model-type": (model_type, "sentencepiece", "model_type"),
+        "--lib-admit-after": (lib_admit_after, "lib", "admit_after"),
+        "--lib-new-on-probation": (lib_new_on_probation, "lib", "new_on_probation"),
+        "--lib-doc-sentences": (lib_doc_sentences, "lib", "doc_sentences"),
     }
-    extra = {k: v for k, v in named.items() if v is not None}
+    for flag, (value, owner, _) in flags.items():
+        if value is not None and kind != owner:
+            raise TokenizerError(f"{flag} is an option of --kind {owner}, not of {kind}")
+    extra = {key: value for value, _, key in flags.values() if value is not None}
     extra.update(parse_pairs(option, "--option"))
-    seen = {"documents": 0, "chars": 0}
+    _check_output(output)
+    seen, rejected = {"documents": 0, "chars": 0}, Rejected()
 
     def texts():  # noqa: ANN202
-        for text in iter_texts(cfg, max_docs=max_docs):
+        for text in iter_texts(cfg, max_docs=max_docs, rejected=rejected):
             seen["documents"] += 1
             seen["chars"] += len(text)
             yield text
 
     try:
         tokenizer = cls.train(texts(), vocab_size=vocab_size, **extra)
-    except (TypeError, ValueError, RuntimeError) as exc:  # the trainer refused an option
-        if isinstance(exc, TokenizerError):
-            raise
-        raise TokenizerError(f"training a {kind} tokenizer with options {extra}: {exc}") from None
+    except KeyboardInterrupt:
+        raise RunInterrupted("interrupted while training: nothing was saved") from None
+    except TokenmillError:
+        raise
+    except Exception as exc:  # noqa: BLE001 (the trainer refused an option or a value)
+        raise TokenizerError(
+            f"training a {kind} tokenizer (vocab size {vocab_size}, options {extra}) failed: "
+            f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        ) from None
+    if rejected.count:
+        click.echo(f"note: {rejected.describe()}: not trained on", err=True)
     if not seen["documents"]:
-        raise TokenizerError(f"no documents to train on in {', '.join(input_)}: nothing saved")
-    tokenizer.save(output, storage_options=storage)
+        reason = f" ({rejected.describe()})" if rejected.count else ""
+        raise TokenizerError(
+            f"no documents to train on in {', '.join(input_)}{reason}: nothing saved"
+        )
+    try:
+        tokenizer.save(output, storage_options=storage)
+    except Exception as exc:  # noqa: BLE001 (the store's own error types: no credentials, ...)
+        from pipeline.output.storage import access_problem
+
+        problem = access_problem(exc) or (str(exc) if isinstance(exc, OSError) else None)
+        if problem is None:
+            raise
+        raise TokenizerError(
+            f"could not write the trained tokenizer to {output}: {problem}"
+        ) from None
     described = tokenizer.describe()
     got = described.get("vocab_size")
     if got is not None and got != vocab_size:  # (the trainer's own floor or ceiling)
@@ -134,3 +170,29 @@ def train_tokenizer_cmd(
             err=True,
         )
     click.echo(json.dumps({"output": output, **described}, sort_keys=True))
+
+
+def _check_output(output: str) -> None:
+    """Refuse, before training, a local output path that cannot be written: a directory, or a
+    file in a folder that does not exist or where no file can be created (tried); an object
+    store's answer comes when the file is written."""
+    import os
+
+    from tokenizers_impl.base import TokenizerError
+
+    scheme, sep, _ = output.partition("://")
+    if sep and scheme != "file":
+        return
+    path = output.removeprefix("file://")
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise TokenizerError(f"--output {output} is a directory: give a file path")
+    if not os.path.isdir(folder):
+        raise TokenizerError(f"--output {output}: its folder {folder} does not exist")
+    probe = os.path.join(folder, f".tokenmill-write-probe-{os.getpid()}")
+    try:
+        with open(probe, "wb"):
+            pass
+        os.remove(probe)
+    except OSError as exc:
+        raise TokenizerError(f"--output {output}: cannot write in {folder}: {exc}") from None

@@ -396,6 +396,46 @@ def test_train_tokenizer_says_when_the_vocabulary_is_not_the_size_asked(tmp_path
     assert "has 257 tokens, not the 100 asked: the trainer's base vocabulary" in result.stderr
 
 
+def test_train_tokenizer_reports_rejects_and_refuses_bad_values_before_training(tmp_path):
+    """A train-tokenizer hunt: bad lines were dropped without a word (an all-rejected corpus said
+    only "no documents"); a negative or huge vocabulary, a negative option or a bad split
+    regex were tracebacks (OverflowError, an abort in the trainer); an option of another kind
+    was ignored; an output that is a directory or cannot be created failed after training."""
+    lines = '{"text": "hello world"}\nnot json\n{"body": "no text field"}\n'
+    (tmp_path / "c.jsonl").write_text(lines)
+    (tmp_path / "bad.jsonl").write_text("not json\n")
+    runner = CliRunner()
+
+    def train(*extra: str, corpus: str = "c.jsonl", out: str = "t.json"):
+        args = ["train-tokenizer", "--kind", "bpe", "--input", str(tmp_path / corpus)]
+        return runner.invoke(cli, [*args, "--output", str(tmp_path / out), *extra])
+
+    result = train("--vocab-size", "300")
+    assert result.exit_code == 0
+    assert (
+        "2 record(s) rejected (" in result.stderr
+        and "c.jsonl line 2: invalid JSON" in result.stderr
+    )
+    result = train("--vocab-size", "300", corpus="bad.jsonl", out="b.json")
+    assert result.exit_code == 2 and "bad.jsonl line 1: invalid JSON" in result.output
+    for extra, said in [
+        (("--vocab-size", "-5"), "is not in the range"),
+        (("--vocab-size", "10000000000"), "is not in the range"),
+        (("--vocab-size", "300", "--max-docs", "0"), "is not in the range"),
+        (("--vocab-size", "300", "--option", "min_frequency=-1"), "failed: OverflowError"),
+        (("--vocab-size", "300", "--option", "split_pattern=(unclosed"), "unmatched parenthesis"),
+        (("--vocab-size", "300", "--model-type", "unigram"), "--model-type is an option of"),
+    ]:
+        result = train(*extra, out="x.json")
+        assert result.exit_code == 2 and said in result.output, (extra, result.output)
+        assert "Traceback" not in result.output and not (tmp_path / "x.json").exists()
+    (tmp_path / "folder").mkdir()
+    result = train("--vocab-size", "300", out="folder")
+    assert result.exit_code == 2 and "is a directory" in result.output
+    result = train("--vocab-size", "300", out="missing/t.json")
+    assert result.exit_code == 2 and "does not exist" in result.output
+
+
 @pytest.mark.parametrize("kind", ["tiktoken", "dynamic_merge"])
 def test_train_tokenizer_refuses_a_kind_that_does_not_train(tmp_path, sample_dir, kind):
     """A kind without training (a .tiktoken file or a dynamic_merge config come from elsewhere)
