@@ -50,10 +50,16 @@ def _class_at(b, j, s, e, ascii_cls, cp_cls, quote_cp):  # noqa: ANN001, ANN202
     y = np.int64(b[j])
     if y < 0x80:
         return np.int64(ascii_cls[y])
+    return _char_class(b, _lead(b, j, s), s, e, ascii_cls, cp_cls, quote_cp)[0]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _lead(b, j, s):  # noqa: ANN001, ANN202
+    """The index of the lead byte of the character byte j belongs to (s at the earliest)."""
     i = j
-    while i > s and b[i] & 0xC0 == 0x80:  # back to the character's lead byte
+    while i > s and b[i] & 0xC0 == 0x80:
         i -= 1
-    return _char_class(b, i, s, e, ascii_cls, cp_cls, quote_cp)[0]
+    return i
 
 
 @njit(cache=True, nogil=True)
@@ -87,9 +93,7 @@ def _own_class(b, j, s, ascii_cls, cp_cls):  # noqa: ANN001, ANN202
     y = np.int64(b[j])
     if y < 0x80:
         return np.int64(ascii_cls[y])
-    i = j
-    while i > s and b[i] & 0xC0 == 0x80:  # back to the character's lead byte
-        i -= 1
+    i = _lead(b, j, s)
     x = np.int64(b[i])
     if x < 0xC0:
         return np.int64(0)

@@ -9,6 +9,17 @@ from numba import njit
 _HIGH = np.uint64(0x8080808080808080)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _answers(texts, most):  # noqa: ANN001, ANN202
+    """A scan's answer arrays: per text whether it is risky; room for `most` code points above
+    U+FFFF and the text of each."""
+    return (
+        np.zeros(texts, dtype=np.bool_),
+        np.empty(most, dtype=np.uint32),
+        np.empty(most, dtype=np.int64),
+    )
+
+
 @njit(cache=True, nogil=True)
 def scan_utf8(data, words, ends, unassigned):  # noqa: ANN001, ANN201
     """One pass over the texts' UTF-8 bytes (valid UTF-8, surrogates passed through as 3-byte
@@ -16,12 +27,10 @@ def scan_utf8(data, words, ends, unassigned):  # noqa: ANN001, ANN201
     it holds a BMP code point `unassigned` marks; the code points above U+FFFF and the text of
     each, to be looked up by the caller). `words` is `data` viewed as uint64 (its length a
     multiple of 8): plain ASCII goes 8 bytes a step from an aligned byte on, and a character's
-    text is looked up only for a hit. Same answer as the
-    numpy scan of `unassigned._scan_small`. (Hot loop.)"""
+    text is looked up only for a hit. Same answer as the numpy scan of `unassigned._scan_small`.
+    (Hot loop.)"""
     n = data.shape[0]
-    risky = np.zeros(ends.shape[0], dtype=np.bool_)
-    astral = np.empty(n // 4 + 1, dtype=np.uint32)
-    where = np.empty(n // 4 + 1, dtype=np.int64)
+    risky, astral, where = _answers(ends.shape[0], n // 4 + 1)
     found = 0
     k = 0
     i = 0
@@ -67,9 +76,7 @@ def scan_utf16(units, ends, marks):  # noqa: ANN001, ANN201
     spell: texts with a lone surrogate (two of which spell the same units) go to `scan_utf8`.
     (Hot loop.)"""
     n = units.shape[0]
-    risky = np.zeros(ends.shape[0], dtype=np.bool_)
-    astral = np.empty(n // 2 + 1, dtype=np.uint32)
-    where = np.empty(n // 2 + 1, dtype=np.int64)
+    risky, astral, where = _answers(ends.shape[0], n // 2 + 1)
     found = 0
     k = 0
     i = 0
