@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
@@ -106,17 +107,9 @@ def train_tokenizer_cmd(
         text_field=text_field,
         storage_options=storage,
     )
-    flags = {
-        "--model-type": (model_type, "sentencepiece", "model_type"),
-        "--lib-admit-after": (lib_admit_after, "lib", "admit_after"),
-        "--lib-new-on-probation": (lib_new_on_probation, "lib", "new_on_probation"),
-        "--lib-doc-sentences": (lib_doc_sentences, "lib", "doc_sentences"),
-    }
-    for flag, (value, owner, _) in flags.items():
-        if value is not None and kind != owner:
-            raise TokenizerError(f"{flag} is an option of --kind {owner}, not of {kind}")
-    extra = {key: value for value, _, key in flags.values() if value is not None}
-    extra.update(parse_pairs(option, "--option"))
+    extra = _options(
+        kind, option, model_type, lib_admit_after, lib_new_on_probation, lib_doc_sentences
+    )
     _check_output(output)
     seen, rejected = {"documents": 0, "chars": 0}, Rejected()
 
@@ -126,17 +119,7 @@ def train_tokenizer_cmd(
             seen["chars"] += len(text)
             yield text
 
-    try:
-        tokenizer = cls.train(texts(), vocab_size=vocab_size, **extra)
-    except KeyboardInterrupt:
-        raise RunInterrupted("interrupted while training: nothing was saved") from None
-    except TokenmillError:
-        raise
-    except Exception as exc:  # noqa: BLE001 (the trainer refused an option or a value)
-        raise TokenizerError(
-            f"training a {kind} tokenizer (vocab size {vocab_size}, options {extra}) failed: "
-            f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-        ) from None
+    tokenizer = _train(cls, kind, texts(), vocab_size, extra)
     if rejected.count:
         click.echo(f"note: {rejected.describe()}: not trained on", err=True)
     if not seen["documents"]:
@@ -144,17 +127,7 @@ def train_tokenizer_cmd(
         raise TokenizerError(
             f"no documents to train on in {', '.join(input_)}{reason}: nothing saved"
         )
-    try:
-        tokenizer.save(output, storage_options=storage)
-    except Exception as exc:  # noqa: BLE001 (the store's own error types: no credentials, ...)
-        from pipeline.output.storage import access_problem
-
-        problem = access_problem(exc) or (str(exc) if isinstance(exc, OSError) else None)
-        if problem is None:
-            raise
-        raise TokenizerError(
-            f"could not write the trained tokenizer to {output}: {problem}"
-        ) from None
+    _save(tokenizer, output, storage)
     described = tokenizer.describe()
     got = described.get("vocab_size")
     if got is not None and got != vocab_size:  # (the trainer's own floor or ceiling)
@@ -196,3 +169,55 @@ def _check_output(output: str) -> None:
         os.remove(probe)
     except OSError as exc:
         raise TokenizerError(f"--output {output}: cannot write in {folder}: {exc}") from None
+
+
+def _options(kind: str, option: tuple[str, ...], model_type: Any, *lib: Any) -> dict[str, Any]:
+    """The trainer's options: the named flags (refused with another kind), then --option pairs."""
+    from tokenizers_impl.base import TokenizerError
+
+    flags = {
+        "--model-type": (model_type, "sentencepiece", "model_type"),
+        "--lib-admit-after": (lib[0], "lib", "admit_after"),
+        "--lib-new-on-probation": (lib[1], "lib", "new_on_probation"),
+        "--lib-doc-sentences": (lib[2], "lib", "doc_sentences"),
+    }
+    for flag, (value, owner, _) in flags.items():
+        if value is not None and kind != owner:
+            raise TokenizerError(f"{flag} is an option of --kind {owner}, not of {kind}")
+    extra = {key: value for value, _, key in flags.values() if value is not None}
+    extra.update(parse_pairs(option, "--option"))
+    return extra
+
+
+def _train(cls: Any, kind: str, texts: Any, vocab_size: int, extra: dict[str, Any]) -> Any:
+    """cls.train; a trainer's error of any type (it refused an option or a value) is one line."""
+    from tokenizers_impl.base import TokenizerError
+
+    try:
+        return cls.train(texts, vocab_size=vocab_size, **extra)
+    except KeyboardInterrupt:
+        raise RunInterrupted("interrupted while training: nothing was saved") from None
+    except TokenmillError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        said = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise TokenizerError(
+            f"training a {kind} tokenizer (vocab size {vocab_size}, options {extra}) failed: "
+            f"{type(exc).__name__}: {said}"
+        ) from None
+
+
+def _save(tokenizer: Any, output: str, storage: dict[str, Any]) -> None:
+    """Save the trained tokenizer; a store's refusal or an OS error is one line."""
+    from pipeline.output.storage import access_problem
+    from tokenizers_impl.base import TokenizerError
+
+    try:
+        tokenizer.save(output, storage_options=storage)
+    except Exception as exc:  # noqa: BLE001 (the store's own error types: no credentials, ...)
+        problem = access_problem(exc) or (str(exc) if isinstance(exc, OSError) else None)
+        if problem is None:
+            raise
+        raise TokenizerError(
+            f"could not write the trained tokenizer to {output}: {problem}"
+        ) from None
