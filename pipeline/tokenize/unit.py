@@ -31,6 +31,7 @@ from pipeline.output.shards import (
 from pipeline.output.storage import Output
 from pipeline.tokenize.chat_encode import ChatEncoded, encode_chat
 from pipeline.tokenize.contract import check_encoded, encoding
+from pipeline.tokenize.feed import todo_bytes
 from pipeline.tokenize.inputs import DocBatch, ReadOptions, WorkUnit, read_unit
 from pipeline.tokenize.textstats import batch_stats
 from pipeline.tokenize.unigrams import UnigramCounter
@@ -186,7 +187,8 @@ def process_unit(
         read_opts = replace(read_opts, batch_docs=tokenizer.preferred_batch_docs)
     describe = tokenizer.describe()
     counts, times = UnitCounts(), StageTimes()
-    if _unit_bytes(unit, data) >= KERNELS_FROM_BYTES:  # (loaded, every batch takes them)
+    planned = len(data) if data is not None else todo_bytes([unit])
+    if planned >= KERNELS_FROM_BYTES:  # (loaded, every batch takes them)
         import pipeline.tokenize.textkernels  # noqa: F401
     with UnitFiles(output, _schema(unit, tokenizer, task, describe), tokenizer) as files:
         reader = iter(read_unit(unit, read_opts, task.storage_options, data))
@@ -224,12 +226,6 @@ def process_unit(
 # reference code batch after batch (5x slower statistics). Smaller units decide batch by batch,
 # so that a job of a few documents never imports numba (about a second).
 KERNELS_FROM_BYTES = 1 << 20
-
-
-def _unit_bytes(unit: WorkUnit, data: bytes | None) -> int:
-    if data is not None:
-        return len(data)
-    return unit.end - unit.start if unit.end >= 0 and unit.fmt != "parquet" else unit.size
 
 
 def _malloc_trim() -> Any:
