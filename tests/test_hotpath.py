@@ -112,6 +112,39 @@ def test_compiled_word_statistics_with_random_token_boundaries(seed):
                 )
 
 
+# long word runs and plain ASCII blocks: the compiled statistics go 64 bytes a step there
+BLOCKY = [*"abcdefghijklmnopqrstuvwxyz", " ", "\n", "word" * 20, " " * 70, "a'b", "é", "3.1", ","]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_compiled_word_statistics_in_64_byte_steps(seed):
+    """Documents of thousands of bytes, mostly letters and spaces (whole 64-byte blocks of one
+    word run, of none, and runs across block edges), cut by long and short tokens (a run with a
+    token end inside it from an earlier block, or none at all, when it ends in a later one)."""
+    rng = random.Random(200 + seed)
+    table = np.arange(4096, dtype=np.int32)  # token id = its byte length
+    for _ in range(40):
+        weights = [rng.random() ** 3 for _ in BLOCKY]
+        texts = [
+            "".join(rng.choices(BLOCKY, weights, k=rng.randint(0, 400)))
+            for _ in range(rng.randint(1, 8))
+        ]
+        longest = rng.choice([3, 40, 300, 3000])
+        lens = []
+        for text in texts:
+            n, doc = len(text.encode()), []
+            while sum(doc) < n:
+                doc.append(min(rng.randint(1, longest), n - sum(doc)))
+            lens.append(doc)
+        flat = np.array([n for doc in lens for n in doc], dtype=np.uint32)
+        offsets = np.concatenate(([0], np.cumsum([len(doc) for doc in lens]))).astype(np.int64)
+        ref = batch_stats(texts, flat, offsets, table, want_ends=True, kernel=False)
+        got = batch_stats(texts, flat, offsets, table, want_ends=True, kernel=True)
+        for f in dataclasses.fields(ref):
+            a, b = getattr(ref, f.name), getattr(got, f.name)
+            assert (a is None and b is None) or np.array_equal(a, b), (f.name, texts, lens)
+
+
 def _unigram_bytes(counter: UnigramCounter) -> bytes:
     sink = pa.BufferOutputStream()
     with pa.ipc.new_file(sink, UNIGRAMS_SCHEMA) as writer:

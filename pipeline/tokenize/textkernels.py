@@ -10,8 +10,9 @@ them on hostile and multilingual text and random token boundaries).
 The word statistics make one pass over each document's bytes, character by character, with the
 character classes computed on the way (ASCII from a byte table, other characters from a table
 indexed by code point; runs of ASCII bytes no rule applies to go through a tight loop of their
-own, 8 bytes a step where it can: the word bytes and token ends of an aligned 8-byte word as 8-bit
-masks, from bytewise arithmetic) and the document's token ends marked in a small array reused for
+own, 64 or 8 bytes a step where it can: the word bytes and token ends of aligned 8-byte words as
+8-bit masks, from bytewise arithmetic in one vectorized pass per batch and per document, combined
+eight at a time into 64-bit masks) and the document's token ends marked in a small array reused for
 every document: no temporary array as long as the batch (only a batch whose tokens run past the
 end of a document gets one, marking every boundary as the numpy code does).
 """
@@ -149,42 +150,104 @@ def _chunk_masks(x):  # noqa: ANN001, ANN202
     return True, word
 
 
+_M1 = np.uint64(0x5555555555555555)
+_M2 = np.uint64(0x3333333333333333)
+_M4 = np.uint64(0x0F0F0F0F0F0F0F0F)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _popcount(x):  # noqa: ANN001, ANN202
+    """Set bits of a 64-bit word (bytewise sums: LLVM makes it one instruction where it can)."""
+    x = x - ((x >> np.uint64(1)) & _M1)
+    x = (x & _M2) + ((x >> np.uint64(2)) & _M2)
+    x = (x + (x >> np.uint64(4))) & _M4
+    return np.int64((x * _ONES) >> np.uint64(56))
+
+
+_ALL_OK = np.uint64(0x0101010101010101)
+
+
 @njit(cache=True, nogil=True)
-def _doc_words(b, b64, s, e, mark, mark64, base, ascii_cls, kind, cp_cls, quote_cp, fast, pop):  # noqa: ANN001, ANN202, PLR0913
+def _chunk_table(b64):  # noqa: ANN001, ANN202
+    """`_chunk_masks` of every 8-byte chunk: (word masks, ok flags) as uint8 per chunk, padded
+    with failing chunks to a multiple of 8 (read 8 at a time as uint64: 64-byte blocks). One
+    loop without dependencies between chunks, which the compiler vectorizes. (Hot loop.)"""
+    n = b64.shape[0]
+    padded = (n + 7) & ~7
+    words = np.zeros(padded, dtype=np.uint8)
+    oks = np.zeros(padded, dtype=np.uint8)
+    for k in range(n):
+        ok, w8 = _chunk_masks(b64[k])
+        words[k] = np.uint8(w8)
+        oks[k] = np.uint8(ok)
+    return words, oks
+
+
+@njit(cache=True, nogil=True)
+def _hit_table(mark64, first, last, hits):  # noqa: ANN001, ANN202
+    """hits[k] = the token-end bytes (0 or 1) of mark64[k] as an 8-bit mask, for first <= k <=
+    last (the chunks a document's steps read). (Hot loop: vectorized.)"""
+    for k in range(first, last + 1):
+        hits[k] = np.uint8(_gather(mark64[k] << np.uint64(7)))
+
+
+@njit(cache=True, nogil=True)
+def _doc_words(
+    b, wchunks, oks, s, e, mark, hits, base, ascii_cls, kind, cp_cls, quote_cp, fast, pop
+):  # noqa: ANN001, ANN202, PLR0913
     """(words, continued words) of the document b[s:e]; mark[i - base] is 1 where a token ends
     before byte i. Characters are classified on the fly exactly as `textstats._classify` and
     `word_spans_bytes` do over the joined buffer, where the byte before a document and the one
-    after it are a 0 separator. b64 and mark64 are b and mark read 8 bytes at a time (base is a
-    multiple of 8, so that both are aligned at the same i): plain ASCII text goes 8 bytes a step,
-    its word and token-end bits as 8-bit masks (`pop`: the popcount of a byte). (Hot loop.)"""
+    after it are a 0 separator. Plain ASCII text goes 64 or 8 bytes a step: `wchunks` and `oks`
+    are the 8-byte chunks of b as `_chunk_table` gives them, and hits[k] the token ends of bytes
+    base + 8k .. + 7 as a mask (base is a multiple of 64, so that b and mark are aligned at the
+    same i); a step's word and token-end bits are masks (`pop`: a byte's popcount). (Hot loop.)"""
     words = np.int64(0)
     cont = np.int64(0)
     prev = np.int64(0)  # the byte before is in a run of word bytes
     has = np.int64(0)  # a token ends strictly inside the current run
-    chunks = b64.shape[0] > 0  # empty: a class table other than textstats' (no 8-byte steps)
+    chunks = wchunks.shape[0] > 0  # empty: a class table other than textstats' (no 8-byte steps)
+    ok64 = oks.view(np.uint64)
+    w64 = wchunks.view(np.uint64)
+    h64 = hits.view(np.uint64)
     i = s
     while i < e:
         # a run of plain ASCII bytes (word or not, no apostrophe, '.' or ','): the tight loop,
-        # 8 bytes a step where it can
+        # 64 or 8 bytes a step where it can
         while i < e:
-            if (i & 7) == 0 and i + 8 <= e and chunks:
-                ok, w8 = _chunk_masks(b64[np.uint64(i >> 3)])
-                if ok:
-                    h8 = _gather(mark64[np.uint64((i - base) >> 3)] << np.uint64(7))
-                    p8 = ((w8 << np.uint64(1)) | np.uint64(prev)) & np.uint64(0xFF)
-                    words += np.int64(pop[w8 & ~p8])
-                    cont += has & np.int64(~w8 & np.uint64(1))  # a run ended before the chunk
-                    x8 = h8 & w8 & p8  # token ends strictly inside runs
-                    if has and (w8 & np.uint64(1)):
-                        x8 |= np.uint64(1)  # the run going on had one already
-                    # adding a run's inside ends to it carries once past its last byte: that bit
-                    # marks the runs with an inside end (bit 8: the last run goes on)
-                    ends = (w8 + x8) & ~w8
-                    cont += np.int64(pop[ends & np.uint64(0xFF)])
-                    has = np.int64(ends >> np.uint64(8))
-                    prev = np.int64(w8 >> np.uint64(7))
-                    i += 8
-                    continue
+            if (i & 63) == 0 and i + 64 <= e and chunks and ok64[np.uint64(i >> 6)] == _ALL_OK:
+                # the 8-byte step below on 64 bits, where a carry past the last bit overflows
+                w = w64[np.uint64(i >> 6)]
+                h = h64[np.uint64((i - base) >> 6)]
+                p = (w << np.uint64(1)) | np.uint64(prev)
+                words += _popcount(w & ~p)
+                cont += has & np.int64(~w & np.uint64(1))
+                x = h & w & p
+                if has and (w & np.uint64(1)):
+                    x |= np.uint64(1)
+                total = w + x
+                cont += _popcount(total & ~w)
+                has = np.int64(total < w)
+                prev = np.int64(w >> np.uint64(63))
+                i += 64
+                continue
+            if (i & 7) == 0 and i + 8 <= e and chunks and oks[np.uint64(i >> 3)]:
+                w8 = np.uint64(wchunks[np.uint64(i >> 3)])
+                h8 = np.uint64(hits[np.uint64((i - base) >> 3)])
+                p8 = ((w8 << np.uint64(1)) | np.uint64(prev)) & np.uint64(0xFF)
+                words += np.int64(pop[w8 & ~p8])
+                cont += has & np.int64(~w8 & np.uint64(1))  # a run ended before the chunk
+                x8 = h8 & w8 & p8  # token ends strictly inside runs
+                if has and (w8 & np.uint64(1)):
+                    x8 |= np.uint64(1)  # the run going on had one already
+                # adding a run's inside ends to it carries once past its last byte: that bit
+                # marks the runs with an inside end (bit 8: the last run goes on)
+                ends = (w8 + x8) & ~w8
+                cont += np.int64(pop[ends & np.uint64(0xFF)])
+                has = np.int64(ends >> np.uint64(8))
+                prev = np.int64(w8 >> np.uint64(7))
+                i += 8
+                continue
             w = np.int64(fast[b[np.uint64(i)]])
             if w > 1:
                 break
@@ -256,23 +319,29 @@ def word_stats(b, b64, doc_start, flat, offsets, tok_len, n_bytes, ends, boundar
     kernel returns False (nothing complete) as soon as a document's tokens reach past its end
     (the boundaries would land in later documents) or a token length is negative. Otherwise
     `boundary` marks every boundary of the batch (n + 1 bytes, padded to a multiple of 8). b is
-    8-aligned and b64 its first len // 8 * 8 bytes as uint64 (empty: byte by byte). (Hot loop.)"""
+    8-aligned and b64 its first len // 8 * 8 bytes as uint64 (empty: byte by byte), classified
+    8 bytes at a time once per batch. (Hot loop.)"""
     ascii_cls, kind, cp_cls, quote_cp, fast, pop = tables
     classes = (ascii_cls, kind, cp_cls, quote_cp, fast)
+    wchunks, oks = _chunk_table(b64)
     n_docs = doc_start.shape[0]
     own = boundary.shape[0] == 0
     most = np.int64(0)
     for d in range(n_docs):
         most = max(most, n_bytes[d])
-    # a document's marks start at its first byte's offset within 8, so that mark and b line up
-    mark = np.zeros((most + 16) & ~7 if own else 0, dtype=np.uint8)
-    mark64 = mark.view(np.uint64) if own else boundary.view(np.uint64)
+    # a document's marks start at its first byte's offset within 64, so that mark and b line up
+    # in 64-byte blocks; hits: the marks of each 8 bytes as one byte (uint64: a block's 64)
+    mark = np.zeros((most + 128) & ~63 if own else 0, dtype=np.uint8)
+    marks = mark if own else boundary
+    hits = np.zeros(((marks.shape[0] >> 3) + 7) & ~7, dtype=np.uint8)
+    if not own:
+        _hit_table(boundary.view(np.uint64), 0, (boundary.shape[0] >> 3) - 1, hits)
     n_words = np.zeros(n_docs, dtype=np.int32)
     continued = np.zeros(n_docs, dtype=np.int32)
     keep = ends.shape[0] > 0
     for d in range(n_docs):
         s = doc_start[d]
-        lead = s & 7
+        lead = s & 63
         run = np.int64(0)
         for t in range(offsets[d], offsets[d + 1]):
             length = np.int64(tok_len[flat[np.uint64(t)]])
@@ -284,12 +353,15 @@ def word_stats(b, b64, doc_start, flat, offsets, tok_len, n_bytes, ends, boundar
                     return False, n_words, continued
                 mark[np.uint64(run + lead)] = 1
         if own:
+            _hit_table(mark.view(np.uint64), 0, (lead + n_bytes[d]) >> 3, hits)
             words, cont = _doc_words(
-                b, b64, s, s + n_bytes[d], mark, mark64, s - lead, *classes, pop
+                b, wchunks, oks, s, s + n_bytes[d], mark, hits, s - lead, *classes, pop
             )
             mark[lead : lead + n_bytes[d] + 1] = 0  # cleared for the next document
         else:
-            words, cont = _doc_words(b, b64, s, s + n_bytes[d], boundary, mark64, 0, *classes, pop)
+            words, cont = _doc_words(
+                b, wchunks, oks, s, s + n_bytes[d], boundary, hits, 0, *classes, pop
+            )
         n_words[d] = words
         continued[d] = cont if run == n_bytes[d] else -1
     return True, n_words, continued
