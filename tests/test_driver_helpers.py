@@ -236,13 +236,10 @@ def test_sigterm_ends_the_helpers_after_their_units_and_the_rerun_completes(
 def test_a_helper_that_cannot_start_leaves_the_work_to_the_others(
     on_threads, tmp_path, bpe_path, monkeypatch, caplog
 ):
-    from pipeline.tokenize import driver as driver_module
+    def broken(self, give_up=None) -> bool:
+        raise HelperDied("helper process 1 ended (exit 1) while starting")
 
-    class Broken(HelperProcess):
-        def wait_ready(self, give_up=None) -> bool:
-            raise HelperDied("helper process 1 ended (exit 1) while starting")
-
-    monkeypatch.setattr(driver_module, "HelperProcess", Broken)
+    monkeypatch.setattr(HelperProcess, "wait_ready", broken)  # (early ones and later ones)
     src, reference, _ = on_threads
     out = tmp_path / "out"
     cfg = job_config(
@@ -265,3 +262,85 @@ def test_a_small_job_takes_the_driver_threads_it_asks_for(tmp_path, bpe_path):
     two = run_job(cfg)
     assert "2 threads" in " ".join(two.notes) and "thread" not in " ".join(one.notes)
     assert shard_files(tmp_path / "a") == shard_files(tmp_path / "b")
+
+
+def helper_children() -> list[psutil.Process]:
+    return [
+        p
+        for p in psutil.Process().children(recursive=True)
+        if "pipeline.tokenize.helpers" in " ".join(p.cmdline())
+    ]
+
+
+def test_helpers_start_before_the_driver_loads_its_tokenizer(on_threads, tmp_path, bpe_path):
+    """A job that will use a helper starts it first thing (its imports and tokenizer load run
+    beside the driver's), hands it its job once the driver has loaded the tokenizer, and
+    starts no other; the output is the threads' byte for byte."""
+    from pipeline.tokenize import engine
+
+    src, reference, _ = on_threads
+    events: list[str] = []
+    real_early, real_start, real_prepare = HelperProcess.early, HelperProcess.start, engine.prepare
+    real_init = HelperProcess.__init__
+
+    def init(self, *args, **kwargs):
+        events.append("a helper process")
+        real_init(self, *args, **kwargs)
+
+    def early(cls, *args):
+        events.append("helper started")
+        return real_early.__func__(cls, *args)
+
+    def start(self, *args):
+        events.append("helper given its job")
+        return real_start(self, *args)
+
+    def prepare_(*args, **kwargs):
+        events.append("driver loads its tokenizer")
+        return real_prepare(*args, **kwargs)
+
+    mp = pytest.MonkeyPatch()
+    with mp.context() as m:
+        m.setattr(HelperProcess, "__init__", init)
+        m.setattr(HelperProcess, "early", classmethod(early))
+        m.setattr(HelperProcess, "start", start)
+        m.setattr(engine, "prepare", prepare_)
+        cfg = job_config(
+            src / "*.jsonl", tmp_path / "out", f"bpe:{bpe_path}", driver_threads=2,
+            driver_processes=True, **LOCAL,
+        )  # fmt: skip
+        summary = run_job(cfg)
+    assert events == [
+        "helper started",
+        "a helper process",
+        "driver loads its tokenizer",
+        "helper given its job",
+    ]
+    assert units_split(summary.notes[0])[1] >= 1
+    assert shard_files(tmp_path / "out") == shard_files(reference)
+    assert ledger(tmp_path / "out") == ledger(reference)
+    assert helper_children() == []
+
+
+def test_an_early_helper_the_job_does_not_need_is_stopped(on_threads, tmp_path, bpe_path):
+    """A rerun with everything committed plans the same bytes, starts a helper before it knows,
+    and stops it (killed before it touched anything): nothing runs, nothing is left behind."""
+    src, reference, _ = on_threads
+    out = tmp_path / "out"
+    flags = {"driver_threads": 2, "driver_processes": True, **LOCAL}
+    run_job(job_config(src / "*.jsonl", out, f"bpe:{bpe_path}", **flags))
+    before = ledger(out)
+    started: list[HelperProcess] = []
+    real_early = HelperProcess.early
+
+    def early(cls, *args):
+        started.append(real_early.__func__(cls, *args))
+        return started[-1]
+
+    with pytest.MonkeyPatch().context() as m:
+        m.setattr(HelperProcess, "early", classmethod(early))
+        again = run_job(job_config(src / "*.jsonl", out, f"bpe:{bpe_path}", **flags))
+    assert again.complete and again.units_run == 0 and again.units_skipped == again.units_planned
+    assert len(started) == 1 and started[0].process.poll() is not None
+    assert not started[0].started  # (never given a job)
+    assert helper_children() == [] and ledger(out) == before == ledger(reference)

@@ -29,7 +29,7 @@ from pipeline.errors import local_unit_error
 from pipeline.interrupts import deferred
 from pipeline.tokenize.config import JobConfig, tokenizer_options
 from pipeline.tokenize.feed import Work, WorkFeed, skipped_note, todo_bytes
-from pipeline.tokenize.helpers import HelperProcess
+from pipeline.tokenize.helpers import EarlyHelpers, HelperProcess
 from pipeline.tokenize.helpers import available as helpers_available
 from pipeline.tokenize.unit import UnitTask, check_fingerprint, process_unit
 from schemas.records import RunCounts
@@ -303,6 +303,20 @@ def uses_helpers(cfg: JobConfig, workers: int, todo: int = 0) -> bool:
     return workers >= HELPERS_FROM or todo >= HELPER_BYTES
 
 
+def _helpers(
+    cfg: JobConfig, task: UnitTask, early: EarlyHelpers | None
+) -> Callable[[], HelperProcess]:
+    """What starts a worker's helper: one of `early` while any is left, else a new one."""
+
+    def helper() -> HelperProcess:
+        started = early.take(cfg.output, task) if early is not None else None
+        if started is not None:
+            return started
+        return HelperProcess(cfg.tokenizer.spec, tokenizer_options(cfg), cfg.output, task)
+
+    return helper
+
+
 def run_local(
     cfg: JobConfig,
     feed: WorkFeed,
@@ -310,31 +324,27 @@ def run_local(
     task: UnitTask,
     output: Callable[[], Any],
     publish_session: Callable[[str], None],
+    early: EarlyHelpers | None = None,
 ) -> tuple[RunCounts, int, list[str]]:
     """Run the feed in the driver's threads (the first with the job's loaded tokenizer; `output`
     makes each thread's Output), starting Ray and its actors when the job turns out to need
-    them; returns (what this run added, actors used, notes for the summary)."""
+    them; returns (what this run added, actors used, notes for the summary). Helper processes
+    come from `early` (started with the job) while it has any."""
     work = SharedWork(feed)
 
     def load() -> TokenizerBase:
         spec, options = cfg.tokenizer.spec, tokenizer_options(cfg)
         return load_tokenizer(spec, storage_options=task.storage_options, **options)
 
-    def helper() -> HelperProcess:
-        return HelperProcess(cfg.tokenizer.spec, tokenizer_options(cfg), cfg.output, task)
-
     threads, total = driver_threads(cfg), todo_bytes(feed.todo)
     helpers = uses_helpers(cfg, threads, total)
-    driver = DriverPool(
-        work, tokenizer, load, task, output, threads, cfg.progress, helper if helpers else None
-    )
+    if early is not None and not helpers:
+        early.discard()  # (the committed units left too little to do)
+    make_helper = _helpers(cfg, task, early) if helpers else None
+    driver = DriverPool(work, tokenizer, load, task, output, threads, cfg.progress, make_helper)
     after_s = ray_after_seconds(cfg, threads, helpers=helpers)
     plural = "es" if threads > 2 else ""
-    how = (
-        f"{threads} threads"
-        if not helpers
-        else f"1 thread and {threads - 1} helper process{plural}"
-    )
+    how = f"1 thread and {threads - 1} helper process{plural}" if helpers else f"{threads} threads"
     started = time.perf_counter()
     driver.start()
     try:

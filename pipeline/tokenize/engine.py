@@ -27,6 +27,7 @@ from pipeline.output.repair import uncommit, uncommit_bad_units
 from pipeline.output.verify import orphan_files, spool_files
 from pipeline.tokenize.config import JobConfig, absolute_spec, tokenizer_options
 from pipeline.tokenize.feed import WorkFeed, skipped_note, todo_bytes
+from pipeline.tokenize.helpers import EarlyHelpers, HelperProcess
 from pipeline.tokenize.inputs import WorkUnit, is_stream, one_range, plan_units, same_file
 from pipeline.tokenize.inputs.chat_template import resolve_chat
 from pipeline.tokenize.inputs.packs import packable
@@ -307,12 +308,46 @@ def run_job(cfg: JobConfig) -> RunSummary:
 
 def _run_leased(cfg: JobConfig, lease: OutputLease) -> RunSummary:
     started = time.time()
+    units = plan_units(cfg.input, cfg.read_options(), cfg.storage_options, exclude=[cfg.output])
+    with early_helpers(cfg, units) as early:
+        return _run_planned(cfg, lease, units, early, started)
+
+
+def early_helpers(cfg: JobConfig, units: list[WorkUnit]) -> EarlyHelpers:
+    """The helper processes a local job will want (`driver.uses_helpers`, on the bytes of every
+    planned unit: committed ones are not known yet), started before the driver loads its own
+    tokenizer, so that their imports and tokenizer load run beside the driver's instead of
+    after them (about a second of a core each: where a helper joined a second late, a job
+    needed 1 GiB for it to pay, see docs/scale-out.md). None where it cannot start."""
+    if not is_local(cfg) or runs_in_driver(cfg, units):
+        return EarlyHelpers([])
+    from pipeline.tokenize.driver import driver_threads, uses_helpers
+
+    workers = driver_threads(cfg)
+    if not uses_helpers(cfg, workers, todo_bytes(units)):
+        return EarlyHelpers([])
+    spec, options = cfg.tokenizer.spec, tokenizer_options(cfg)
+    helpers: list[HelperProcess] = []
+    try:
+        for _ in range(workers - 1):
+            helpers.append(HelperProcess.early(spec, options, cfg.storage_options))
+    except OSError as exc:  # (no process to spare: the driver starts them later, or threads)
+        log.warning("could not start a helper process early (%s)", exc)
+    return EarlyHelpers(helpers)
+
+
+def _run_planned(
+    cfg: JobConfig,
+    lease: OutputLease,
+    units: list[WorkUnit],
+    early: EarlyHelpers,
+    started: float,
+) -> RunSummary:
     with deferred():  # loading the tokenizer imports extension modules
         job = prepare(cfg, lease.fence())
     stale_spool = spool_files(job.output)
     for rel in stale_spool:
         job.output.remove(rel)
-    units = plan_units(cfg.input, cfg.read_options(), cfg.storage_options, exclude=[cfg.output])
     # nothing in the output changes before the plan and the manifest check pass: a mistyped
     # --input with --overwrite wiped a good output, a refused --repair had uncommitted units
     if cfg.overwrite:
@@ -329,20 +364,12 @@ def _run_leased(cfg: JobConfig, lease: OutputLease) -> RunSummary:
         len(units) - len(plan.todo),
         len(plan.todo),
     )
-    this_run, n_actors, notes = RunCounts(), 0, []
-    if job.tokenizer.eos_id is None:
-        notes.append(
-            f"tokenizer {cfg.tokenizer.spec} has no end-of-text token: the trainer loader needs "
-            "one to separate documents (give one with --tokenizer-option eos_token=TOKEN)"
-        )
-        log.warning(notes[-1])
-    small = small_file_note(cfg, units)
-    if small:
-        notes.append(small)
-        log.warning(small)
+    this_run, n_actors, notes = RunCounts(), 0, _warnings(cfg, job, units)
     feed = WorkFeed(
         plan.todo, {e.unit_id for e in plan.committed}, job.task.read, cfg.storage_options
     )
+    if not (plan.todo and is_local(cfg) and not runs_in_driver(cfg, plan.todo)):
+        early.discard()
     if plan.todo and runs_in_driver(cfg, plan.todo):
         this_run = run_in_driver(cfg, job, feed)
         todo = todo_bytes(plan.todo)
@@ -357,6 +384,7 @@ def _run_leased(cfg: JobConfig, lease: OutputLease) -> RunSummary:
             job.task,
             lambda: Output(cfg.output, cfg.storage_options),
             lambda session_dir: lease.publish(ray_session_dir=session_dir),
+            early,
         )
         notes += local_notes
     elif plan.todo:
@@ -381,6 +409,22 @@ def _run_leased(cfg: JobConfig, lease: OutputLease) -> RunSummary:
     summary = _summary(cfg, job, units, plan, entries, this_run, n_actors, repaired, started)
     summary = replace(summary, notes=notes, spool_files_removed=len(stale_spool) + len(orphans))
     return replace(summary, summary_path=write_run_summary(job.output, summary))
+
+
+def _warnings(cfg: JobConfig, job: PreparedJob, units: list[WorkUnit]) -> list[str]:
+    """The run's notes known before it starts (also logged as warnings)."""
+    notes = []
+    if job.tokenizer.eos_id is None:
+        notes.append(
+            f"tokenizer {cfg.tokenizer.spec} has no end-of-text token: the trainer loader needs "
+            "one to separate documents (give one with --tokenizer-option eos_token=TOKEN)"
+        )
+    small = small_file_note(cfg, units)
+    if small:
+        notes.append(small)
+    for note in notes:
+        log.warning(note)
+    return notes
 
 
 def _with_streams(plan: Reconciled, units: list[WorkUnit], feed: WorkFeed) -> Reconciled:

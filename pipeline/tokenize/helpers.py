@@ -25,7 +25,7 @@ import sys
 import traceback
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from pipeline.tokenize.unit import WORKER_ENV, UnitTask, process_unit
 from schemas.records import LedgerEntry
@@ -47,9 +47,18 @@ def available() -> bool:
 
 class HelperProcess:
     """One helper process running units for one driver thread; `process_unit` blocks that thread
-    (not the GIL) until the unit is committed."""
+    (not the GIL) until the unit is committed. It starts loading the tokenizer at once; with
+    `task` None it waits for `start` (the job's output and task) before it says it is ready, so
+    that a driver can start it before it has loaded its own tokenizer (`early`)."""
 
-    def __init__(self, spec: str, options: dict[str, Any], output_url: str, task: UnitTask):
+    def __init__(
+        self,
+        spec: str,
+        options: dict[str, Any],
+        output_url: str | None,
+        task: UnitTask | None,
+        storage_options: dict[str, Any] | None = None,
+    ):
         ours, theirs = socket.socketpair()
         env = dict(os.environ, **WORKER_ENV)  # before the tokenizer libraries start their pools
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
@@ -61,9 +70,25 @@ class HelperProcess:
                 stdin=subprocess.DEVNULL,
             )
         self._conn = Connection(ours.detach())
+        storage = task.storage_options if task is not None else storage_options or {}
         with contextlib.suppress(OSError):  # (one that died at once is told by wait_ready)
-            self._conn.send((spec, options, output_url, task, os.getpid(), sys.path))
+            self._conn.send((spec, options, storage, os.getpid(), sys.path))
         self._ready = False
+        self.started = False
+        if task is not None:
+            self.start(output_url, task)
+
+    @classmethod
+    def early(cls, spec: str, options: dict[str, Any], storage_options: dict[str, Any]) -> Self:
+        """A helper that loads the tokenizer now and takes its job later (`start`)."""
+        return cls(spec, options, None, None, storage_options)
+
+    def start(self, output_url: str, task: UnitTask) -> None:
+        """Give the helper its job: it checks its tokenizer's fingerprint against the task's,
+        opens the output, and says it is ready."""
+        self.started = True
+        with contextlib.suppress(OSError):  # (one that died is told by wait_ready)
+            self._conn.send((output_url, task))
 
     @property
     def pid(self) -> int:
@@ -122,21 +147,69 @@ class HelperProcess:
         return HelperDied(f"helper process {self.pid} ended ({how}) while {doing}")
 
 
+class EarlyHelpers:
+    """Helper processes started before the job's own tokenizer is loaded (their imports and
+    tokenizer load then run beside the driver's instead of after it), handed to the driver's
+    workers by `take`; on leaving, those not taken are stopped."""
+
+    def __init__(self, helpers: list[HelperProcess]):
+        self._waiting = list(helpers)
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def take(self, output_url: str, task: UnitTask) -> HelperProcess | None:
+        """A waiting helper, given its job; None when none is left."""
+        if not self._waiting:
+            return None
+        helper = self._waiting.pop(0)
+        helper.start(output_url, task)
+        return helper
+
+    def __enter__(self) -> EarlyHelpers:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.discard()
+
+    def discard(self) -> None:
+        """Stop the helpers not taken (the job does not use them after all)."""
+        while self._waiting:
+            helper = self._waiting.pop()
+            helper.process.kill()  # (it has touched nothing: killed, not asked)
+            helper.process.wait()
+            helper._conn.close()
+
+
 def serve(conn: Connection) -> None:
     """A helper's life: load, then one unit per message until told to stop (None) or orphaned."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver stops it, after the unit in hand
     try:
-        spec, options, output_url, task, parent, path = conn.recv()
+        spec, options, storage_options, parent, path = conn.recv()
     except (EOFError, OSError):
         return
     _die_with_parent(parent)
     sys.path[:] = [*path, *(p for p in sys.path if p not in path)]  # as the driver imports
+    failed = tokenizer = None
     try:
         from pipeline.output.storage import Output
         from pipeline.tokenize.unit import check_fingerprint
         from tokenizers_impl import load_tokenizer
 
-        tokenizer = load_tokenizer(spec, storage_options=task.storage_options, **options)
+        tokenizer = load_tokenizer(spec, storage_options=storage_options, **options)
+        import pipeline.tokenize.textkernels  # noqa: F401 - a helper's units are big ones
+    except BaseException as exc:  # noqa: BLE001 - sent to the driver, which raises it
+        failed = exc
+    try:
+        job = conn.recv()  # (the output and task; None: not needed after all)
+    except (EOFError, OSError):
+        return
+    if job is None:
+        return
+    output_url, task = job
+    try:
+        if failed is not None:
+            raise failed
         check_fingerprint(tokenizer, task, spec, "by a helper process")
         output = Output(output_url, task.storage_options)
     except BaseException as exc:  # noqa: BLE001 - sent to the driver, which raises it
