@@ -15,7 +15,8 @@ default; bench/build_corpus.sh), with a 32k byte-level BPE trained on it. Rows (
             default on fewer). MB/s, peak RSS
             of all processes, the rate between the first and the last unit commit; steady
             state = the marginal rate between the smallest and largest scale, against the flat
-            ceiling.
+            ceiling. With `--paired-ceiling` the cold ceiling is measured again before each
+            round of runs and each round's ratios are given against it.
   datatrove datatrove's DocumentTokenizer (its `tokenizers` encoder) on the same files and
             tokenizer, at `--datatrove-scales` (needs the bench venv: make bench-env).
   startup   a one-document `tokenmill run` against a bare `ray.init(); ray.shutdown()`, same venv.
@@ -454,7 +455,13 @@ def run_rows(dirs: dict[int, Path], work: Path, tok_path: Path, args, res: dict)
         "helpers": ("H", ["--driver-processes"]),
         "threads": ("T", ["--no-driver-processes"]),
     }
+    files = sorted(str(f) for f in dirs[1].glob("*.jsonl"))
     for _ in range(args.run_repeat):
+        if args.paired_ceiling:  # (this machine's speed drifts by a third over minutes)
+            ceiling = raw_encoder("gigatoken-flat", tok_path, files, 0, args.cores, 1)["mb_s"][0]
+            res.setdefault("paired_ceilings", []).append(ceiling)
+            print(f"  ceiling (cold, {args.cores} processes) before this round: {ceiling:.1f} MB/s",
+                  flush=True)  # fmt: skip
         for k in args.scales:
             for mode in args.run_modes.split(","):
                 tag, extra = modes[mode]
@@ -508,6 +515,12 @@ def main() -> None:
     parser.add_argument("--stage-repeat", type=int, default=3)
     parser.add_argument("--stage-passes", type=int, default=2)
     parser.add_argument("--stage-cpu", action="store_true", help="stages: CPU seconds, not wall")
+    parser.add_argument(
+        "--paired-ceiling",
+        action="store_true",
+        help="run: measure the cold ceiling again before each round of runs, and give each "
+        "round's ratios against it",
+    )
     parser.add_argument("--json", type=Path)
     if sys.argv[1:2] == ["--stage-worker"]:
         tree, unit, tok, passes, cpu = sys.argv[2:7]
@@ -609,6 +622,21 @@ def report(res: dict, args) -> None:
     verdicts(res, args)
 
 
+def paired_verdict(res: dict, tag: str, lo: int, hi: int) -> None:
+    """Each round's marginal rate and first-to-last-commit rate against the ceiling measured
+    just before that round (`--paired-ceiling`): the ratio without the drift between a ceiling
+    measured minutes earlier and the runs."""
+    ceilings, small, big = res.get("paired_ceilings"), res[f"runs{tag}{lo}"], res[f"runs{tag}{hi}"]
+    if not ceilings or len(ceilings) != len(small) or len(small) != len(big):
+        return
+    steady = [marginal(a, b) / c for a, b, c in zip(small, big, ceilings, strict=True)]
+    window = [(b["window_mb_s"] or 0) / c for b, c in zip(big, ceilings, strict=True)]
+    print(f"  paired with each round's ceiling ({', '.join(f'{c:.0f}' for c in ceilings)} MB/s): "
+          f"steady state {statistics.median(steady):.2f} of cold (rounds: "
+          f"{', '.join(f'{r:.2f}' for r in steady)}), first to last commit "
+          f"{statistics.median(window):.2f} ({', '.join(f'{r:.2f}' for r in window)})")  # fmt: skip
+
+
 def verdicts(res: dict, args) -> None:
     lo, hi = min(args.scales), max(args.scales)
     print()
@@ -640,6 +668,7 @@ def verdicts(res: dict, args) -> None:
             print(f"  vs flat ceiling: {mm / cold:.2f} of cold ({min(pairs) / cold:.2f}-"
                   f"{max(pairs) / cold:.2f}), {mm / warm:.2f} of warm; first to last commit "
                   f"{(window or 0) / cold:.2f} of cold (target >= 0.8)")  # fmt: skip
+        paired_verdict(res, tag, lo, hi)
         peak = {k: [r["peak_rss_mb"] for r in res[f"runs{tag}{k}"]] for k in (lo, hi)}
         rss = max(peak[hi]) / max(peak[lo])
         print(f"  peak RSS {hi}x / {lo}x = {rss:.2f} (highest of each; {peak}) (target within 10%)")
