@@ -51,11 +51,14 @@ def reports_user_errors(func: F) -> F:
 
 
 def stop_quietly_on_sigterm() -> None:
-    """SIGTERM ends a long command like Ctrl-C: cleanly, with one line, exit 3 (held back while
-    the command imports and loads what it needs or starts Ray: pipeline/interrupts.py)."""
+    """SIGTERM ends a long command like Ctrl-C: cleanly, with one line, exit 3; both are held
+    back while the command imports and loads what it needs or starts Ray (pipeline/interrupts.py:
+    a Ctrl-C inside an extension module's import was seen to be swallowed, the run going on with
+    another encoder, or to end in a Rust panic)."""
     from pipeline.interrupts import interrupt
 
     signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
 
 
 def parse_pairs(pairs: tuple[str, ...] | list[str], flag: str) -> dict[str, Any]:

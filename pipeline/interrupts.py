@@ -1,6 +1,6 @@
-"""A stop request (SIGTERM, which the CLI turns into KeyboardInterrupt) held back over code that
-must not be cut in the middle. An exception raised from a signal handler lands wherever the main
-thread is: inside the import of an extension module it was seen to leave the module half
+"""A stop request (SIGTERM or Ctrl-C, which the CLI turns into KeyboardInterrupt) held back over
+code that must not be cut in the middle. An exception raised from a signal handler lands wherever
+the main thread is: inside the import of an extension module it was seen to leave the module half
 initialised and be swallowed by the importer (awkward, so that gigatoken's output changed type and
 the run went on with another encoder, the stop request lost), or to end in a Rust panic. Inside
 `deferred()` the request is noted and raised when the outermost block ends."""
@@ -16,8 +16,8 @@ _state = {"depth": 0, "pending": False}
 
 
 def interrupt(signum: int, frame: Any) -> None:
-    """The CLI's SIGTERM handler: KeyboardInterrupt now, or when the current `deferred()` block
-    of the main thread ends."""
+    """The CLI's SIGTERM and SIGINT handler: KeyboardInterrupt now, or when the current
+    `deferred()` block of the main thread ends."""
     if _state["depth"]:
         _state["pending"] = True
         return

@@ -344,3 +344,64 @@ def test_an_early_helper_the_job_does_not_need_is_stopped(on_threads, tmp_path, 
     assert len(started) == 1 and started[0].process.poll() is not None
     assert not started[0].started  # (never given a job)
     assert helper_children() == [] and ledger(out) == before == ledger(reference)
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.15, 0.3, 0.5, 0.8])
+def test_ctrl_c_while_helpers_start_is_one_line_and_leaves_nothing(
+    on_threads, tmp_path, bpe_path, delay
+):
+    """A Ctrl-C to the terminal's process group just after the run took its lease (its early
+    helper importing, its driver loading the tokenizer): exit 3, the one-line message, no
+    traceback from the helper or from an extension module's import, no helper left."""
+    src, _, _ = on_threads
+    out = tmp_path / "out"
+    flags = ["--driver-threads", "2", "--driver-processes", "--unit-bytes", str(UNIT)]
+    flags += ["--local-bytes", "0", "--ray-after-seconds", "3600"]
+    proc = start_run(src / "*.jsonl", out, f"bpe:{bpe_path}", *flags, start_new_session=True)
+    deadline = time.time() + 60
+    while not (out / "_lease.json").exists():
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.time() < deadline
+        time.sleep(0.01)
+    time.sleep(delay)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:  # (done before the Ctrl-C arrived: nothing to check)
+        return
+    assert proc.returncode == 3, err
+    assert "interrupted; committed units are kept" in err and "Traceback" not in err, err
+    assert "PanicException" not in err
+    _, alive = psutil.wait_procs(children, timeout=20)
+    assert not alive
+
+
+def test_a_helper_never_ready_is_killed_at_once(bpe_path):
+    """A helper the job did not wait for (a tiny job done before it loaded) is killed when it is
+    closed, not left to shut its interpreter down."""
+    helper = HelperProcess.early(f"bpe:{bpe_path}", {}, {})
+    helper.close()
+    assert helper.process.returncode == -signal.SIGKILL
+
+
+def test_a_helper_that_cannot_be_spawned_leaves_a_thread(on_threads, tmp_path, bpe_path, caplog):
+    """No process to spare (EAGAIN from fork): the early start warns, the driver tries again,
+    warns, and runs that worker as a thread; the output is the threads' byte for byte."""
+    src, reference, _ = on_threads
+
+    def no_fork(self, *args, **kwargs):
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    with pytest.MonkeyPatch().context() as m:
+        m.setattr(HelperProcess, "__init__", no_fork)
+        cfg = job_config(
+            src / "*.jsonl", tmp_path / "out", f"bpe:{bpe_path}", driver_threads=2,
+            driver_processes=True, **LOCAL,
+        )  # fmt: skip
+        summary = run_job(cfg)
+    assert summary.complete
+    assert summary.notes[0].startswith("ran in the driver process (2 threads; units ")
+    assert "could not start a helper process early" in caplog.text
+    assert "could not start a helper process (" in caplog.text and "a thread instead" in caplog.text
+    assert shard_files(tmp_path / "out") == shard_files(reference)
+    assert ledger(tmp_path / "out") == ledger(reference)

@@ -175,7 +175,10 @@ class DriverPool:
             if i == 0:
                 return tokenizer
             if helpers:
-                return helpers()
+                try:
+                    return helpers()
+                except OSError as exc:  # (no process to spare: this worker is a thread)
+                    log.warning("could not start a helper process (%s); a thread instead", exc)
             return tokenizer if tokenizer.thread_safe else load
 
         self.workers = [
@@ -303,6 +306,19 @@ def uses_helpers(cfg: JobConfig, workers: int, todo: int = 0) -> bool:
     return workers >= HELPERS_FROM or todo >= HELPER_BYTES
 
 
+def _workers_note(driver: DriverPool) -> str:
+    """What the driver's workers are, e.g. "2 threads" or "1 thread and 3 helper processes" (a
+    helper that could not be spawned left a thread in its place)."""
+    helpers = sum(isinstance(w.tokenizer, HelperProcess) for w in driver.workers)
+    threads = len(driver.workers) - helpers
+    if not helpers:
+        return f"{threads} thread{'s' if threads != 1 else ''}"
+    return (
+        f"{threads} thread{'s' if threads > 1 else ''} and {helpers} helper "
+        f"process{'es' if helpers > 1 else ''}"
+    )
+
+
 def _helpers(
     cfg: JobConfig, task: UnitTask, early: EarlyHelpers | None
 ) -> Callable[[], HelperProcess]:
@@ -343,8 +359,7 @@ def run_local(
     make_helper = _helpers(cfg, task, early) if helpers else None
     driver = DriverPool(work, tokenizer, load, task, output, threads, cfg.progress, make_helper)
     after_s = ray_after_seconds(cfg, threads, helpers=helpers)
-    plural = "es" if threads > 2 else ""
-    how = f"1 thread and {threads - 1} helper process{plural}" if helpers else f"{threads} threads"
+    how = _workers_note(driver)
     started = time.perf_counter()
     driver.start()
     try:

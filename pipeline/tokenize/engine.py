@@ -331,7 +331,7 @@ def early_helpers(cfg: JobConfig, units: list[WorkUnit]) -> EarlyHelpers:
     try:
         for _ in range(workers - 1):
             helpers.append(HelperProcess.early(spec, options, cfg.storage_options))
-    except OSError as exc:  # (no process to spare: the driver starts them later, or threads)
+    except OSError as exc:  # (no process to spare: the driver tries again, else a thread)
         log.warning("could not start a helper process early (%s)", exc)
     return EarlyHelpers(helpers)
 

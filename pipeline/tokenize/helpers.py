@@ -31,6 +31,7 @@ from pipeline.tokenize.unit import WORKER_ENV, UnitTask, process_unit
 from schemas.records import LedgerEntry
 
 READY_TIMEOUT_S = 300.0  # loading a big tokenizer on a busy machine can take a while
+READY_POLL_S = 0.05
 STOP_TIMEOUT_S = 30.0
 PR_SET_PDEATHSIG = 1
 ROOT = Path(__file__).resolve().parents[2]  # the folder holding the `pipeline` package
@@ -62,13 +63,20 @@ class HelperProcess:
         ours, theirs = socket.socketpair()
         env = dict(os.environ, **WORKER_ENV)  # before the tokenizer libraries start their pools
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
-        with theirs:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "pipeline.tokenize.helpers", str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),),
-                env=env,
-                stdin=subprocess.DEVNULL,
-            )
+        # SIGINT blocked across the spawn: the child inherits the mask, so a Ctrl-C to the
+        # terminal's process group while it imports (before `serve` ignores it) is not a
+        # KeyboardInterrupt traceback from the helper
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            with theirs:
+                self.process = subprocess.Popen(
+                    [sys.executable, "-m", "pipeline.tokenize.helpers", str(theirs.fileno())],
+                    pass_fds=(theirs.fileno(),),
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                )
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         self._conn = Connection(ours.detach())
         storage = task.storage_options if task is not None else storage_options or {}
         with contextlib.suppress(OSError):  # (one that died at once is told by wait_ready)
@@ -96,16 +104,17 @@ class HelperProcess:
 
     def wait_ready(self, give_up: Any = None) -> bool:
         """Until the helper has loaded its tokenizer (its load error is raised here); False
-        when `give_up()` turns true first (checked every second)."""
+        when `give_up()` turns true first (checked every READY_POLL_S: a job done meanwhile
+        does not wait for it)."""
         waited = 0.0
         while not self._ready:
-            if self._conn.poll(1.0):
+            if self._conn.poll(READY_POLL_S):
                 self._answer("starting")
                 self._ready = True
             elif give_up is not None and give_up():
                 return False
             else:
-                waited += 1.0
+                waited += READY_POLL_S
                 if waited >= READY_TIMEOUT_S:
                     raise HelperDied(f"helper process {self.pid} did not start in time")
         return True
@@ -120,7 +129,11 @@ class HelperProcess:
         return self._answer(f"unit {unit.unit_id}")
 
     def close(self) -> None:
-        """Tell the helper to stop (between units) and wait for it; kill it if it hangs."""
+        """Tell the helper to stop (between units) and wait for it; kill it if it hangs, and at
+        once if it never said it was ready (it has touched nothing; its interpreter's shutdown
+        took a tiny job 0.2 s)."""
+        if not self._ready:
+            self.process.kill()
         with contextlib.suppress(OSError):  # (a broken pipe: it is gone already)
             self._conn.send(None)
         try:
