@@ -264,6 +264,12 @@ def test_a_small_job_takes_the_driver_threads_it_asks_for(tmp_path, bpe_path):
     assert shard_files(tmp_path / "a") == shard_files(tmp_path / "b")
 
 
+def run_with_a_helper(src, out, bpe_path):
+    """`run_job` on the big corpus with a thread and a helper process."""
+    flags = {"driver_threads": 2, "driver_processes": True, **LOCAL}
+    return run_job(job_config(src / "*.jsonl", out, f"bpe:{bpe_path}", **flags))
+
+
 def helper_children() -> list[psutil.Process]:
     return [
         p
@@ -305,11 +311,7 @@ def test_helpers_start_before_the_driver_loads_its_tokenizer(on_threads, tmp_pat
         m.setattr(HelperProcess, "early", classmethod(early))
         m.setattr(HelperProcess, "start", start)
         m.setattr(engine, "prepare", prepare_)
-        cfg = job_config(
-            src / "*.jsonl", tmp_path / "out", f"bpe:{bpe_path}", driver_threads=2,
-            driver_processes=True, **LOCAL,
-        )  # fmt: skip
-        summary = run_job(cfg)
+        summary = run_with_a_helper(src, tmp_path / "out", bpe_path)
     assert events == [
         "helper started",
         "a helper process",
@@ -394,11 +396,7 @@ def test_a_helper_that_cannot_be_spawned_leaves_a_thread(on_threads, tmp_path, b
 
     with pytest.MonkeyPatch().context() as m:
         m.setattr(HelperProcess, "__init__", no_fork)
-        cfg = job_config(
-            src / "*.jsonl", tmp_path / "out", f"bpe:{bpe_path}", driver_threads=2,
-            driver_processes=True, **LOCAL,
-        )  # fmt: skip
-        summary = run_job(cfg)
+        summary = run_with_a_helper(src, tmp_path / "out", bpe_path)
     assert summary.complete
     assert summary.notes[0].startswith("ran in the driver process (2 threads; units ")
     assert "could not start a helper process early" in caplog.text

@@ -136,13 +136,7 @@ def test_compiled_word_statistics_in_64_byte_steps(seed):
             while sum(doc) < n:
                 doc.append(min(rng.randint(1, longest), n - sum(doc)))
             lens.append(doc)
-        flat = np.array([n for doc in lens for n in doc], dtype=np.uint32)
-        offsets = np.concatenate(([0], np.cumsum([len(doc) for doc in lens]))).astype(np.int64)
-        ref = batch_stats(texts, flat, offsets, table, want_ends=True, kernel=False)
-        got = batch_stats(texts, flat, offsets, table, want_ends=True, kernel=True)
-        for f in dataclasses.fields(ref):
-            a, b = getattr(ref, f.name), getattr(got, f.name)
-            assert (a is None and b is None) or np.array_equal(a, b), (f.name, texts, lens)
+        _kernel_matches_numpy(texts, lens, table)
 
 
 def _unigram_bytes(counter: UnigramCounter) -> bytes:
@@ -295,6 +289,18 @@ def test_jsonl_with_orjson_reads_what_json_reads(tmp_path, monkeypatch):
     assert sum(len(b["texts"]) for b in fast) > 300 and sum(len(b["rejects"]) for b in fast) > 300
 
 
+def _kernel_matches_numpy(texts: list[str], lens: list[list[int]], table: np.ndarray) -> None:
+    """The compiled statistics of texts cut into tokens of these byte lengths (token id = its
+    length in `table`) equal the numpy reference's, token ends included."""
+    flat = np.array([n for doc in lens for n in doc], dtype=np.uint32)
+    offsets = np.concatenate(([0], np.cumsum([len(doc) for doc in lens]))).astype(np.int64)
+    ref = batch_stats(texts, flat, offsets, table, want_ends=True, kernel=False)
+    got = batch_stats(texts, flat, offsets, table, want_ends=True, kernel=True)
+    for f in dataclasses.fields(ref):
+        a, b = getattr(ref, f.name), getattr(got, f.name)
+        assert (a is None and b is None) or np.array_equal(a, b), (f.name, texts, lens)
+
+
 # mostly plain ASCII, as prose and code are: the compiled statistics go 8 bytes a step there
 ASCII_HEAVY = [*"abcdefghXYZ_0123456789", *" \n\t.,;:'\"()-+=/", "’", "é", "中", "..", "''"]
 
@@ -314,13 +320,7 @@ def test_compiled_word_statistics_in_8_byte_steps(seed):
         ]
         mode = rng.choice(["exact", "exact", "short", "long"])
         lens = [_token_lengths(rng, len(t.encode()), mode) for t in texts]
-        flat = np.array([n for doc in lens for n in doc], dtype=np.uint32)
-        offsets = np.concatenate(([0], np.cumsum([len(doc) for doc in lens]))).astype(np.int64)
-        ref = batch_stats(texts, flat, offsets, table, want_ends=True, kernel=False)
-        got = batch_stats(texts, flat, offsets, table, want_ends=True, kernel=True)
-        for f in dataclasses.fields(ref):
-            a, b = getattr(ref, f.name), getattr(got, f.name)
-            assert (a is None and b is None) or np.array_equal(a, b), (f.name, texts, lens)
+        _kernel_matches_numpy(texts, lens, table)
 
 
 def test_batches_encoded_together_give_the_same_unit_bytes(tmp_path, bpe_path, monkeypatch):
