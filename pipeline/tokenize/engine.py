@@ -318,7 +318,7 @@ def early_helpers(cfg: JobConfig, units: list[WorkUnit]) -> EarlyHelpers:
     planned unit: committed ones are not known yet), started before the driver loads its own
     tokenizer, so that their imports and tokenizer load run beside the driver's instead of
     after them (about a second of a core each: where a helper joined a second late, a job
-    needed 1 GiB for it to pay, see docs/scale-out.md). None where it cannot start."""
+    needed 1 GiB for it to pay, see docs/scale-out.md). Empty where none is wanted or can start."""
     if not is_local(cfg) or runs_in_driver(cfg, units):
         return EarlyHelpers([])
     from pipeline.tokenize.driver import driver_threads, uses_helpers

@@ -168,9 +168,6 @@ class EarlyHelpers:
     def __init__(self, helpers: list[HelperProcess]):
         self._waiting = list(helpers)
 
-    def __len__(self) -> int:
-        return len(self._waiting)
-
     def take(self, output_url: str, task: UnitTask) -> HelperProcess | None:
         """A waiting helper, given its job; None when none is left."""
         if not self._waiting:
@@ -188,10 +185,7 @@ class EarlyHelpers:
     def discard(self) -> None:
         """Stop the helpers not taken (the job does not use them after all)."""
         while self._waiting:
-            helper = self._waiting.pop()
-            helper.process.kill()  # (it has touched nothing: killed, not asked)
-            helper.process.wait()
-            helper._conn.close()
+            self._waiting.pop().close()  # (never ready: killed, it has touched nothing)
 
 
 def serve(conn: Connection) -> None:
