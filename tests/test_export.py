@@ -53,10 +53,16 @@ def eos_of(output: Path) -> int:
     return json.loads((output / "job.json").read_text())["tokenizer"]["eos_id"]
 
 
+LOCK = "_export/_lease.json.lock"  # a local destination's lease flock file (empty; not on S3)
+
+
 def tree(root: Path) -> dict[str, bytes]:
-    return {
+    """The files under a local export, but the lease's lock file."""
+    files = {
         str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
     }
+    assert files.pop(LOCK, b"") == b""
+    return files
 
 
 def own_reader_documents(dest: Path) -> list[list[int]]:
@@ -390,3 +396,47 @@ def test_a_torn_shard_is_named_and_a_per_batch_vocabulary_output_is_refused(
     with pytest.raises(ExportError, match="holds ids local to each batch"):
         export_output(str(merged), str(tmp_path / "dm-export"), ExportOptions("megatron"))
     assert not (tmp_path / "dm-export").exists()
+
+
+def test_an_export_into_a_destination_another_export_writes_is_refused(sample_output, tmp_path):
+    """Two exports into one destination at once removed each other's scratch files (the loser
+    failed with a FileNotFoundError traceback). The destination's lease refuses the second,
+    naming the first; once it is released the export runs."""
+    from pipeline.export.engine import DestinationLease
+
+    dest = tmp_path / "dest"
+    options = ExportOptions("megatron", append_eod=True)
+    with DestinationLease(Output(str(dest))):  # (another export, writing now)
+        result = CliRunner().invoke(
+            cli, ["export", str(sample_output), str(dest), "--format", "megatron", "--append-eod"]
+        )
+    assert result.exit_code == 2, result.output
+    assert "is leased by another export" in result.output and "Traceback" not in result.output
+    assert export_output(str(sample_output), str(dest), options).ok
+
+
+def test_two_exports_at_once_leave_one_good_export_and_no_traceback(sample_output, tmp_path):
+    dest = tmp_path / "dest"
+    cmd = [sys.executable, "-m", "jobs.cli", "export", str(sample_output), str(dest)]
+    cmd += ["--format", "megatron", "--append-eod", "--max-tokens-per-file", "1"]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    procs = [
+        subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    results = [(p.wait(timeout=300), p.stderr.read().decode()) for p in procs]
+    assert 0 in [code for code, _ in results], results
+    for code, err in results:
+        assert code == 0 or (code == 2 and "is leased by another export" in err), err
+        assert "Traceback" not in err
+    problems, manifest = verify_export(str(dest))
+    assert problems == [] and manifest["documents"] > 0
+
+
+def test_a_refused_export_leaves_nothing_in_a_foreign_folder(sample_output, tmp_path):
+    dest = tmp_path / "photos"
+    dest.mkdir()
+    (dest / "cat.jpg").write_bytes(b"\xff\xd8")
+    with pytest.raises(ExportError, match="holds no tokenmill export"):
+        export_output(str(sample_output), str(dest), ExportOptions("megatron"))
+    assert sorted(p.name for p in dest.iterdir()) == ["cat.jpg"]

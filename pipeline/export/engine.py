@@ -36,10 +36,10 @@ from pipeline.export.plan import (
     resolve,
 )
 from pipeline.output import Output
-from pipeline.output.lease import current_holder
+from pipeline.output.lease import OutputLease, current_holder
 from pipeline.output.shards import file_checksum
 from pipeline.output.verify import latest_run, run_complete
-from schemas.layout import SPOOL_DIR
+from schemas.layout import LEASE_FILE, SPOOL_DIR
 
 log = logging.getLogger("tokenmill")
 EXPORT_DIR = "_export"
@@ -104,6 +104,20 @@ def export_output(
         same = protocol(dest_url) == protocol(url)
         dest_storage_options = storage_options if same else None
     dest = Output(dest_url, dest_storage_options)
+    with DestinationLease(dest):  # one export at a time writes into a destination
+        return _export(source, fmt, resolved, plans, key, dest, options, started)
+
+
+def _export(
+    source: Source,
+    fmt: ExportFormat,
+    resolved: Any,
+    plans: list[Any],
+    key: str,
+    dest: Output,
+    options: ExportOptions,
+    started: float,
+) -> ExportReport:
     names = {p.index: fmt.object_names(p.index, len(plans)) for p in plans}
     done = prepare_destination(dest, key, fmt, names, options.overwrite, source)
     records = []
@@ -135,6 +149,37 @@ def export_output(
         seconds=time.monotonic() - started,
         source_complete=run_complete(latest_run(source.output), current_holder(source.output)),
     )
+
+
+class DestinationLease:
+    """The export's lease on its destination (`OutputLease` on `<dest>/_export`, tokenmill's own
+    folder there): a second export into the same destination at the same time is refused, naming
+    the first, instead of the two removing each other's scratch files (the loser failed with a
+    FileNotFoundError traceback). A local destination that had no `_export` folder and was
+    refused (not empty, another export) keeps none of it."""
+
+    def __init__(self, dest: Output):
+        self.dest = dest
+        self.fresh = dest.local and not os.path.exists(dest.path(EXPORT_DIR))
+        self.lease = OutputLease(
+            Output(f"{dest.url.rstrip('/')}/{EXPORT_DIR}", dest.storage_options),
+            ttl_s=EXPORT_LEASE_S,
+            holder="export",
+        )
+
+    def __enter__(self) -> DestinationLease:
+        self.lease.acquire()
+        return self
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        self.lease.release()
+        if exc_type is not None and self.fresh and not self.dest.exists(PLAN):
+            with contextlib.suppress(OSError):  # (the lock file, and the folder if it is empty)
+                os.remove(self.lease.output.path(LEASE_FILE) + ".lock")
+                os.rmdir(self.dest.path(EXPORT_DIR))
+
+
+EXPORT_LEASE_S = 60.0
 
 
 def protocol(url: str) -> str:
@@ -215,7 +260,8 @@ def discard(dest: Output, plan: dict[str, Any]) -> None:
     names = [MANIFEST, *plan.get("objects", [])]
     for name in names:
         dest.remove(name)
-    dest.remove(EXPORT_DIR, recursive=True)
+    dest.remove(PLAN)  # (not the whole _export folder: this export's lease is in it)
+    dest.remove(PROGRESS_DIR, recursive=True)
     if dest.local:
         folders = {name.rsplit("/", k)[0] for name in names for k in range(1, name.count("/") + 1)}
         for folder in sorted(folders, key=lambda f: -f.count("/")):  # deepest first

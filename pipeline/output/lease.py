@@ -89,8 +89,15 @@ def is_stale(lease: dict[str, Any], now: float | None = None) -> bool:
 class OutputLease:
     """Acquire with `acquire()` (or as a context manager); a daemon thread keeps it fresh."""
 
-    def __init__(self, output: Output, ttl_s: float = 60.0, heartbeat_s: float | None = None):
+    def __init__(
+        self,
+        output: Output,
+        ttl_s: float = 60.0,
+        heartbeat_s: float | None = None,
+        holder: str = "run",
+    ):
         self.output = output
+        self.holder = holder  # what holds such a lease, for the refusal ("run", "export")
         self.ttl_s = ttl_s
         self.heartbeat_s = heartbeat_s or max(ttl_s / 4, 0.05)
         self.owner = uuid.uuid4().hex
@@ -124,9 +131,10 @@ class OutputLease:
     def _describe(self, lease: dict[str, Any]) -> str:
         left = float(lease.get("expires_at", 0)) - time.time()
         return (
-            f"output {self.output.url} is leased by another run (owner {lease.get('owner')}, "
-            f"host {lease.get('host')}, pid {lease.get('pid')}, lease expires in {left:.0f} s); "
-            f"wait for it to finish, or delete {self.output.url}/{LEASE_FILE} if that run is gone"
+            f"output {self.output.url} is leased by another {self.holder} (owner "
+            f"{lease.get('owner')}, host {lease.get('host')}, pid {lease.get('pid')}, lease expires "
+            f"in {left:.0f} s); wait for it to finish, or delete {self.output.url}/{LEASE_FILE} if "
+            f"that {self.holder} is gone"
         )
 
     # -- store primitives: read, create-if-absent, compare-and-swap, delete ---------------------
