@@ -71,8 +71,9 @@ def unit_failed(unit: object, cause: BaseException) -> UnitFailed:
 
 def local_unit_error(unit: object, exc: BaseException) -> BaseException:
     """What a run in this process raises for a unit that raised `exc`: an OSError that is not
-    already a tokenmill error (an input removed or made unreadable while the run read it) as
-    UnitFailed naming the unit, as a Ray actor's failure is; anything else as it is."""
+    already a tokenmill error (an input removed or made unreadable while the run read it, or the
+    helper process running the unit killed) as UnitFailed naming the unit, as a Ray actor's
+    failure is; anything else as it is."""
     if isinstance(exc, OSError) and not isinstance(exc, TokenmillError):
         return unit_failed(unit, exc)
     return exc

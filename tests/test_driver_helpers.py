@@ -403,3 +403,26 @@ def test_a_helper_that_cannot_be_spawned_leaves_a_thread(on_threads, tmp_path, b
     assert "could not start a helper process (" in caplog.text and "a thread instead" in caplog.text
     assert shard_files(tmp_path / "out") == shard_files(reference)
     assert ledger(tmp_path / "out") == ledger(reference)
+
+
+def test_a_helper_killed_mid_run_fails_the_run_in_one_line_and_the_rerun_completes(
+    on_threads, tmp_path, bpe_path
+):
+    """The out-of-memory killer takes a helper: the run stops with UnitFailed naming the unit and
+    the helper (exit 3, no traceback), and the rerun equals a fresh run."""
+    src, reference, _ = on_threads
+    out = tmp_path / "out"
+    proc, helpers = start_with_helpers(src, out, bpe_path)
+    assert helpers, "no helper process found"
+    deadline = time.time() + 60
+    while not any(str(out) in f.path for f in helpers[0].open_files()):  # (a unit in hand)
+        assert proc.poll() is None and time.time() < deadline, "the helper took no unit"
+        time.sleep(0.001)
+    helpers[0].kill()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3, err
+    assert "failed: HelperDied: helper process" in err and "killed by signal 9" in err, err
+    assert "rerun the same command to resume" in err and "Traceback" not in err
+    summary = run_job(job_config(src / "*.jsonl", out, f"bpe:{bpe_path}", **LOCAL))
+    assert summary.complete and summary.units_skipped >= 5
+    assert shard_files(out) == shard_files(reference) and ledger(out) == ledger(reference)

@@ -37,8 +37,10 @@ PR_SET_PDEATHSIG = 1
 ROOT = Path(__file__).resolve().parents[2]  # the folder holding the `pipeline` package
 
 
-class HelperDied(RuntimeError):
-    """A helper process ended without answering (killed, out of memory, crashed)."""
+class HelperDied(ChildProcessError):
+    """A helper process ended without answering (killed, out of memory, crashed). An OSError
+    (a child process's): a run fails the unit in hand with UnitFailed naming it, one line and
+    exit 3 as a unit that could not be read, and a rerun redoes it."""
 
 
 def available() -> bool:
