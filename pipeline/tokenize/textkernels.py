@@ -184,24 +184,22 @@ def _chunk_table(b64):  # noqa: ANN001, ANN202
 
 
 @njit(cache=True, nogil=True)
-def _hit_table(mark64, first, last, hits):  # noqa: ANN001, ANN202
-    """hits[k] = the token-end bytes (0 or 1) of mark64[k] as an 8-bit mask, for first <= k <=
-    last (the chunks a document's steps read). (Hot loop: vectorized.)"""
-    for k in range(first, last + 1):
+def _hit_table(mark64, last, hits):  # noqa: ANN001, ANN202
+    """hits[k] = the token-end bytes (0 or 1) of mark64[k] as an 8-bit mask, for k <= last (the
+    chunks a document's steps read). (Hot loop: vectorized.)"""
+    for k in range(last + 1):
         hits[k] = np.uint8(_gather(mark64[k] << np.uint64(7)))
 
 
 @njit(cache=True, nogil=True)
-def _doc_words(
-    b, wchunks, oks, s, e, mark, hits, base, ascii_cls, kind, cp_cls, quote_cp, fast, pop
-):  # noqa: ANN001, ANN202, PLR0913
+def _doc_words(b, wchunks, oks, s, e, mark, hits, base, ascii_cls, kind, cp_cls, quote_cp, fast):  # noqa: ANN001, ANN202, PLR0913
     """(words, continued words) of the document b[s:e]; mark[i - base] is 1 where a token ends
     before byte i. Characters are classified on the fly exactly as `textstats._classify` and
     `word_spans_bytes` do over the joined buffer, where the byte before a document and the one
     after it are a 0 separator. Plain ASCII text goes 64 or 8 bytes a step: `wchunks` and `oks`
     are the 8-byte chunks of b as `_chunk_table` gives them, and hits[k] the token ends of bytes
     base + 8k .. + 7 as a mask (base is a multiple of 64, so that b and mark are aligned at the
-    same i); a step's word and token-end bits are masks (`pop`: a byte's popcount). (Hot loop.)"""
+    same i); a step's word and token-end bits are masks. (Hot loop.)"""
     words = np.int64(0)
     cont = np.int64(0)
     prev = np.int64(0)  # the byte before is in a run of word bytes
@@ -235,7 +233,7 @@ def _doc_words(
                 w8 = np.uint64(wchunks[np.uint64(i >> 3)])
                 h8 = np.uint64(hits[np.uint64((i - base) >> 3)])
                 p8 = ((w8 << np.uint64(1)) | np.uint64(prev)) & np.uint64(0xFF)
-                words += np.int64(pop[w8 & ~p8])
+                words += _popcount(w8 & ~p8)
                 cont += has & np.int64(~w8 & np.uint64(1))  # a run ended before the chunk
                 x8 = h8 & w8 & p8  # token ends strictly inside runs
                 if has and (w8 & np.uint64(1)):
@@ -243,7 +241,7 @@ def _doc_words(
                 # adding a run's inside ends to it carries once past its last byte: that bit
                 # marks the runs with an inside end (bit 8: the last run goes on)
                 ends = (w8 + x8) & ~w8
-                cont += np.int64(pop[ends & np.uint64(0xFF)])
+                cont += _popcount(ends & np.uint64(0xFF))
                 has = np.int64(ends >> np.uint64(8))
                 prev = np.int64(w8 >> np.uint64(7))
                 i += 8
@@ -321,8 +319,6 @@ def word_stats(b, b64, doc_start, flat, offsets, tok_len, n_bytes, ends, boundar
     `boundary` marks every boundary of the batch (n + 1 bytes, padded to a multiple of 8). b is
     8-aligned and b64 its first len // 8 * 8 bytes as uint64 (empty: byte by byte), classified
     8 bytes at a time once per batch. (Hot loop.)"""
-    ascii_cls, kind, cp_cls, quote_cp, fast, pop = tables
-    classes = (ascii_cls, kind, cp_cls, quote_cp, fast)
     wchunks, oks = _chunk_table(b64)
     n_docs = doc_start.shape[0]
     own = boundary.shape[0] == 0
@@ -335,7 +331,7 @@ def word_stats(b, b64, doc_start, flat, offsets, tok_len, n_bytes, ends, boundar
     marks = mark if own else boundary
     hits = np.zeros(((marks.shape[0] >> 3) + 7) & ~7, dtype=np.uint8)
     if not own:
-        _hit_table(boundary.view(np.uint64), 0, (boundary.shape[0] >> 3) - 1, hits)
+        _hit_table(boundary.view(np.uint64), (boundary.shape[0] >> 3) - 1, hits)
     n_words = np.zeros(n_docs, dtype=np.int32)
     continued = np.zeros(n_docs, dtype=np.int32)
     keep = ends.shape[0] > 0
@@ -353,15 +349,13 @@ def word_stats(b, b64, doc_start, flat, offsets, tok_len, n_bytes, ends, boundar
                     return False, n_words, continued
                 mark[np.uint64(run + lead)] = 1
         if own:
-            _hit_table(mark.view(np.uint64), 0, (lead + n_bytes[d]) >> 3, hits)
+            _hit_table(mark.view(np.uint64), (lead + n_bytes[d]) >> 3, hits)
             words, cont = _doc_words(
-                b, wchunks, oks, s, s + n_bytes[d], mark, hits, s - lead, *classes, pop
+                b, wchunks, oks, s, s + n_bytes[d], mark, hits, s - lead, *tables
             )
             mark[lead : lead + n_bytes[d] + 1] = 0  # cleared for the next document
         else:
-            words, cont = _doc_words(
-                b, wchunks, oks, s, s + n_bytes[d], boundary, hits, 0, *classes, pop
-            )
+            words, cont = _doc_words(b, wchunks, oks, s, s + n_bytes[d], boundary, hits, 0, *tables)
         n_words[d] = words
         continued[d] = cont if run == n_bytes[d] else -1
     return True, n_words, continued
@@ -415,7 +409,7 @@ def sparse_counts(flat, offsets, doc_row, vocab, scratch, touched):  # noqa: ANN
 
 def _word_tables(classes: tuple[np.ndarray, np.ndarray, np.ndarray, int]) -> tuple:
     """(ASCII byte classes, ASCII kinds, class per code point, right single quote, the tight
-    loop's table, popcount of a byte) from textstats' class table and ranges; kinds are the
+    loop's table) from textstats' class table and ranges; kinds are the
     byte's class, or 2 for an apostrophe and 3 for '.' and ',' that are not word bytes themselves
     (the rules between word bytes and digits)."""
     ascii_cls, single, non_word, quote_cp = classes
@@ -434,8 +428,7 @@ def _word_tables(classes: tuple[np.ndarray, np.ndarray, np.ndarray, int]) -> tup
     fast = np.full(256, 2, dtype=np.uint8)  # the tight loop's table: 2 = leave it (any rule)
     fast[:0x80] = np.minimum(kind[:0x80], 2)
     ascii_cls = np.ascontiguousarray(ascii_cls, dtype=np.uint8)
-    pop = np.array([bin(v).count("1") for v in range(256)], dtype=np.uint8)
-    tables = (ascii_cls, kind, cp_cls, np.int64(quote_cp), fast, pop)
+    tables = (ascii_cls, kind, cp_cls, np.int64(quote_cp), fast)
     _tables[key] = (classes, tables)
     return tables
 
