@@ -94,17 +94,17 @@ def export_output(
     """Export (or finish exporting, or re-verify) the committed shards of `url` into `dest_url`."""
     started = time.monotonic()
     fmt = get_format(options.format)
-    source = load_source(url, storage_options)
-    resolved = resolve(options, source, fmt.default_max_tokens, fmt.carries)
-    if source.documents == 0:
-        raise ExportError(f"output {source.output.url} has no committed documents to export")
-    plans = plan_files(source, resolved)
-    key = export_key(source, resolved)
     if dest_storage_options is None:  # the source's options, where DEST is on the same store
         same = protocol(dest_url) == protocol(url)
         dest_storage_options = storage_options if same else None
     dest = Output(dest_url, dest_storage_options)
-    with DestinationLease(dest):  # one export at a time writes into a destination
+    with DestinationLease(dest):  # one export at a time (refused before reading anything)
+        source = load_source(url, storage_options)
+        resolved = resolve(options, source, fmt.default_max_tokens, fmt.carries)
+        if source.documents == 0:
+            raise ExportError(f"output {source.output.url} has no committed documents to export")
+        plans = plan_files(source, resolved)
+        key = export_key(source, resolved)
         return _export(source, fmt, resolved, plans, key, dest, options, started)
 
 
@@ -160,6 +160,7 @@ class DestinationLease:
 
     def __init__(self, dest: Output):
         self.dest = dest
+        self.new_root = dest.local and not os.path.exists(dest.path(""))
         self.fresh = dest.local and not os.path.exists(dest.path(EXPORT_DIR))
         self.lease = OutputLease(
             Output(f"{dest.url.rstrip('/')}/{EXPORT_DIR}", dest.storage_options),
@@ -174,9 +175,11 @@ class DestinationLease:
     def __exit__(self, exc_type: Any, *exc: Any) -> None:
         self.lease.release()
         if exc_type is not None and self.fresh and not self.dest.exists(PLAN):
-            with contextlib.suppress(OSError):  # (the lock file, and the folder if it is empty)
+            with contextlib.suppress(OSError):  # (the lock file, and the folders if empty)
                 os.remove(self.lease.output.path(LEASE_FILE) + ".lock")
                 os.rmdir(self.dest.path(EXPORT_DIR))
+                if self.new_root:
+                    os.rmdir(self.dest.path(""))
 
 
 EXPORT_LEASE_S = 60.0
