@@ -88,6 +88,11 @@ class TokenizerBase(ABC):
     implementation when the plugin has one (`verifiable` is then True: its fast encoder differs
     from the reference); the default is `encode_batch` itself, with `verifiable = False`.
 
+    Optional capability, texts as bytes: `takes_utf8_texts` True means `encode_batch_flat` takes
+    a `tokenizers_impl.texts.Utf8Texts` (texts held as one UTF-8 buffer, as the compiled
+    JSON-lines reader makes them) without decoding it into Python strings; otherwise callers
+    hand it a list of str.
+
     Optional capability, raw bytes: `encode_bytes(data)` encodes a byte string that need not be
     valid UTF-8 (a prefix cut inside a character). A plugin that can do this overrides
     `encode_bytes` and sets `supports_encode_bytes = True`; callers check that flag first
@@ -108,6 +113,7 @@ class TokenizerBase(ABC):
     batch_local_ids: ClassVar[bool] = False
     preferred_batch_docs: int | None = None
     supports_encode_bytes: bool = False
+    takes_utf8_texts: bool = False
     added_tokens: Mapping[str, int] = MappingProxyType({})
     chat_template: str | None = None
     eos_token: str | None = None

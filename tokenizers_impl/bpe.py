@@ -297,6 +297,10 @@ class BPETokenizer(ByteTableTokenizer):
         return self._bytes_encoder
 
     @property
+    def takes_utf8_texts(self) -> bool:  # type: ignore[override]
+        return self._encoder.takes_utf8
+
+    @property
     def supports_encode_bytes(self) -> bool:  # type: ignore[override]
         return self._byte_level_encoder() is not None
 

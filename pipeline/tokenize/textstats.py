@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tokenizers_impl.texts import utf8_of
+
 # byte classes: 0 = not a word byte, 1 = word byte, 2 = single-character word (CJK)
 _ASCII_CLASS = np.zeros(256, dtype=np.uint8)
 for _c in b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_":
@@ -178,7 +180,13 @@ def batch_stats(
     """Statistics for one batch; token ends come from the tokens' raw byte lengths. `kernel`:
     use the compiled kernels (None: when the batch has KERNEL_MIN_BYTES of text)."""
     n_docs = len(texts)
-    n_chars = np.fromiter(map(len, texts), dtype=np.int64, count=n_docs)
+    utf8 = utf8_of(texts)
+    if utf8 is not None:  # (texts as bytes: characters counted, and joined, in one compiled pass)
+        from pipeline.tokenize.inputs.jsonscan import joined_with_separators
+
+        separated, n_chars = joined_with_separators(*utf8)
+    else:
+        separated, n_chars = None, np.fromiter(map(len, texts), dtype=np.int64, count=n_docs)
     if n_bytes is None:
         n_bytes = np.fromiter((len(t.encode("utf-8")) for t in texts), dtype=np.int64, count=n_docs)
     n_bytes = np.asarray(n_bytes, dtype=np.int64)
@@ -192,7 +200,11 @@ def batch_stats(
     if kernel and words:
         from pipeline.tokenize.textkernels import batch_word_stats
 
-        joined = np.frombuffer(b"\x00".join([t.encode("utf-8") for t in texts]), dtype=np.uint8)
+        joined = (
+            np.frombuffer(b"\x00".join([t.encode("utf-8") for t in texts]), dtype=np.uint8)
+            if separated is None
+            else separated
+        )
         n_words, continued, token_ends = batch_word_stats(
             joined,
             doc_start,

@@ -39,6 +39,7 @@ from schemas.layout import UnitNames
 from schemas.records import LedgerEntry
 from schemas.shards import LOSS_MASK, SCHEMA_VERSION, TOKENMILL_VERSION, shard_schema
 from tokenizers_impl import EncodedBatch, TokenizerBase
+from tokenizers_impl.texts import as_str_list, joined
 
 GROUP_DOCS = 4096  # documents of consecutive engine batches encoded in one call, at most
 
@@ -189,6 +190,7 @@ def process_unit(
     counts, times = UnitCounts(), StageTimes()
     planned = len(data) if data is not None else todo_bytes([unit])
     if planned >= KERNELS_FROM_BYTES:  # (loaded, every batch takes them)
+        import pipeline.tokenize.inputs.jsonscan
         import pipeline.tokenize.textkernels  # noqa: F401
     with UnitFiles(output, _schema(unit, tokenizer, task, describe), tokenizer) as files:
         reader = iter(read_unit(unit, read_opts, task.storage_options, data))
@@ -304,7 +306,7 @@ def _tokenize_batches(
                 unit,
                 [batch],
                 tokenizer,
-                lambda b=batch, i=batch_index: tokenizer.encode_for_shard(b.texts, i),
+                lambda b=batch, i=batch_index: tokenizer.encode_for_shard(as_str_list(b.texts), i),
             )
             check_encoded(unit, [batch], encoded, tokenizer)
         t_verify = time.perf_counter()
@@ -363,7 +365,9 @@ def _encode_group(
 ) -> Iterator[tuple[DocBatch, EncodedBatch]]:
     """The batches with their encodings, from one encoder call over all their texts."""
     t_tok = time.perf_counter()
-    texts = [t for b in batches for t in b.texts]
+    texts = joined([b.texts for b in batches])
+    if not tokenizer.takes_utf8_texts:
+        texts = as_str_list(texts)
     flat, offsets = encoding(unit, batches, tokenizer, lambda: tokenizer.encode_batch_flat(texts))
     check_encoded(unit, batches, EncodedBatch(flat, offsets), tokenizer)
     times.tokenize_s += time.perf_counter() - t_tok

@@ -35,6 +35,7 @@ class Encoder(ABC):
 
     name: ClassVar[str] = ""
     version: str = ""
+    takes_utf8: bool = False  # encode_flat reads a Utf8Texts' buffer as it is (no str per text)
 
     @abstractmethod
     def encode_flat(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -26,6 +26,7 @@ from tokenizers_impl.encoders.base import (
     flat_from_lists,
     package_version,
 )
+from tokenizers_impl.texts import as_str_list, utf8_of
 
 DEFAULT_RESET_MB = 512
 # A batch of at most this many characters is encoded to lists: building the awkward array of the
@@ -47,6 +48,7 @@ class GigatokenEncoder(Encoder):
     ("tiktoken", ranks file text, pretokenizer scheme). Pickles as its recipe."""
 
     name: ClassVar[str] = "gigatoken"
+    takes_utf8: bool = True
     # its Unicode tables (17.0) are newer than `tokenizers`' and tiktoken's: characters added
     # since are letters, digits or marks to it, unassigned to them (registry.guarded)
     newer_unicode: ClassVar[bool] = True
@@ -75,20 +77,38 @@ class GigatokenEncoder(Encoder):
     def encode_flat(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         if not texts:
             return empty_flat(0)
-        texts = texts if isinstance(texts, list) else list(texts)
-        chars = sum(map(len, texts))
+        utf8 = utf8_of(texts)
+        if utf8 is None:
+            texts = texts if isinstance(texts, list) else list(texts)
+            chars = sum(map(len, texts))
+        else:  # (its bytes stand for characters in the reset count)
+            chars = int(utf8[1][-1])
         encoder = self._encoder(chars)
         if chars <= SMALL_BATCH_CHARS:  # (awkward's array costs ~0.15 ms a call)
-            return flat_from_lists(encoder.encode_batch_list(texts, parallel=False))
-        layout = encoder.encode_batch(texts, parallel=False).layout
+            return flat_from_lists(encoder.encode_batch_list(as_str_list(texts), parallel=False))
+        given = texts if utf8 is None else _byte_strings(*utf8)
+        layout = encoder.encode_batch(given, parallel=False).layout
         offsets, content = getattr(layout, "offsets", None), getattr(layout, "content", None)
         if offsets is None or not hasattr(content, "data"):  # not the usual list-offset layout
-            return flat_from_lists(encoder.encode_batch_list(texts, parallel=False))
+            return flat_from_lists(encoder.encode_batch_list(as_str_list(texts), parallel=False))
         offsets = np.asarray(offsets.data, dtype=np.int64)
         flat = np.asarray(content.data, dtype=np.uint32)
         if offsets[0]:
             flat, offsets = flat[offsets[0] : offsets[-1]], offsets - offsets[0]
         return flat, offsets
+
+
+def _byte_strings(data: np.ndarray, offsets: np.ndarray) -> Any:
+    """The texts data[offsets[i]:offsets[i + 1]] as an awkward array of byte strings, which the
+    library reads from its buffers as they are (no Python object per text)."""
+    import awkward as ak
+
+    content = ak.contents.NumpyArray(data, parameters={"__array__": "byte"})
+    return ak.Array(
+        ak.contents.ListOffsetArray(
+            ak.index.Index64(offsets), content, parameters={"__array__": "bytestring"}
+        )
+    )
 
 
 def build(source: EncoderSource) -> GigatokenEncoder:

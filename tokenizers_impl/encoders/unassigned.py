@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from tokenizers_impl.encoders.base import Encoder
+from tokenizers_impl.texts import Utf8Texts, as_str_list, utf8_of
 
 _BMP: np.ndarray | None = None
 _BUILT = threading.Lock()
@@ -82,7 +83,17 @@ def risky_texts(texts: Sequence[str]) -> list[int]:
     with numpy: Latin-1 texts skipped, the rest first as UTF-16 code units against a 64 KB table
     (stopping at the first mark), and only when that finds one (an unassigned character, or one
     above U+FFFF such as an emoji) as code points. Either way the distinct code points above
-    U+FFFF are then looked up one by one."""
+    U+FFFF are then looked up one by one. Texts held as UTF-8 (Utf8Texts) are scanned in place,
+    ASCII texts and all, when they are big enough for the compiled pass."""
+    utf8 = utf8_of(texts)
+    if utf8 is not None:
+        if int(utf8[1][-1]) < KERNEL_UNITS:
+            return risky_texts(list(texts))
+        from tokenizers_impl.encoders.scankernel import scan_utf8
+
+        data, offsets = utf8
+        found = scan_utf8(data, data.view(np.uint64), offsets[1:], _bmp_unassigned())
+        return _risky(list(range(len(texts))), *found)
     wide = [i for i, text in enumerate(texts) if not text.isascii()]
     if not wide:
         return []
@@ -96,6 +107,12 @@ def risky_texts(texts: Sequence[str]) -> list[int]:
         if found is None:  # the usual answer, from the cheapest pass
             return []
         risky, astral, owner = found
+    return _risky(wide, risky, astral, owner)
+
+
+def _risky(wide: list[int], risky: np.ndarray, astral: np.ndarray, owner: np.ndarray) -> list[int]:
+    """The indices (`wide[k]`) of the scanned texts with an unassigned code point: those the scan
+    marked, and those holding an astral code point that is unassigned."""
     if len(astral):
         unknown = [int(cp) for cp in np.unique(astral) if _astral_unassigned(int(cp))]
         if unknown:
@@ -159,13 +176,15 @@ class Guarded(Encoder):
     def __init__(self, fast: Encoder, reference: Encoder):
         self.fast, self.reference = fast, reference
         self.name, self.version = fast.name, fast.version
+        self.takes_utf8 = fast.takes_utf8
         self.routed = 0  # texts the reference encoded
 
     def encode_flat(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Every text through `fast` first, then the scan (its UTF-8 encodes are copies then: the
         fast backends' bindings leave each text's UTF-8 cached in it); the tokens of the texts
         the scan marks are replaced by the reference's."""
-        texts = texts if isinstance(texts, list) else list(texts)
+        if not (self.takes_utf8 and isinstance(texts, Utf8Texts)):
+            texts = as_str_list(texts)
         fast_flat, fast_offsets = self.fast.encode_flat(texts)
         risky = risky_texts(texts)
         if not risky:

@@ -14,10 +14,13 @@ import sys
 import threading
 from collections.abc import Generator, Iterable
 
+import numpy as np
+
 from pipeline.tokenize.inputs.batching import BatchBuilder
-from pipeline.tokenize.inputs.lines import LineFormat
+from pipeline.tokenize.inputs.lines import LineFormat, LineRun
 from pipeline.tokenize.inputs.registry import register_format
-from pipeline.tokenize.inputs.types import DocBatch
+from pipeline.tokenize.inputs.types import DocBatch, ReadOptions
+from tokenizers_impl.texts import Utf8Texts
 
 try:
     import orjson
@@ -32,6 +35,7 @@ _SAFE_BRACKETS = 200
 MAX_DEPTH = 512
 _STRINGS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')  # a JSON string (the unrolled loop: fast)
 _DEEP = threading.Lock()
+_SCAN = "pipeline.tokenize.inputs.jsonscan"  # loaded (by a unit big enough): runs go through it
 
 
 class JsonLinesFormat(LineFormat):
@@ -48,6 +52,10 @@ class JsonLinesFormat(LineFormat):
         `_line` as before. Same documents, ids, rejects and batch cuts."""
         if orjson is None or out.chat is not None:
             return (yield from super()._lines(out, offset, line_no, lines))
+        if type(lines) is LineRun and _SCAN in sys.modules:
+            keys = _field_keys(out.opts)
+            if keys is not None:
+                return (yield from _scanned(self, out, offset, line_no, lines, keys))
         loads, not_json, containers = orjson.loads, orjson.JSONDecodeError, _CONTAINERS
         opts = out.opts
         text_field, id_field = opts.text_field, opts.id_field
@@ -189,6 +197,125 @@ def _shallow(record: dict, raw: bytes, containers: tuple) -> bool:
         if type(value) in containers:
             return raw.count(b"[") + raw.count(b"{") < _SAFE_BRACKETS
     return True
+
+
+def _field_keys(opts: ReadOptions) -> tuple[np.ndarray, np.ndarray] | None:
+    """The compiled pass's field names (text, id, source, lang), or None when two are the same
+    field (the per-line reader gives one value to both)."""
+    names = (opts.text_field, opts.id_field, opts.source_field, opts.lang_field)
+    if len(set(names)) < len(names):
+        return None
+    keys = _KEYS.get(names)
+    if keys is None:
+        from pipeline.tokenize.inputs.jsonscan import field_keys
+
+        keys = _KEYS[names] = field_keys(*names)
+    return keys
+
+
+_KEYS: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _scanned(
+    fmt: JsonLinesFormat,
+    out: BatchBuilder,
+    offset: int,
+    line_no: int | None,
+    run: LineRun,
+    keys: tuple[np.ndarray, np.ndarray],
+) -> Generator[DocBatch, None, int | None]:
+    """`JsonLinesFormat._lines` through the compiled pass (jsonscan): the lines it takes join the
+    batch in bulk, their texts as UTF-8 bytes (Utf8Texts), cut into batches where the per-line
+    loop would cut them; every other line goes through `_line`, in its place. Same documents,
+    ids, rejects and batch cuts as the per-line reader."""
+    from pipeline.tokenize.inputs import jsonscan as js
+
+    opts = out.opts
+    buf = np.frombuffer(run.block, dtype=np.uint8)
+    rows, texts, misc = js.scan_run(
+        buf, run.at, run.last, keys[0], keys[1], opts.max_doc_bytes, js.TABLES
+    )
+    base = offset - run.at  # the input offset of block[0]
+    if offset == 0 and len(rows):  # (a BOM to strip: _line)
+        rows[0, js.STATUS] = js.SLOW
+    taken = rows[:, js.STATUS] == 0
+    sizes = np.where(taken, rows[:, js.TEXT_END] - rows[:, js.TEXT], 0)
+    ends = np.cumsum(sizes)  # text bytes of the taken lines up to each line
+    max_docs, max_bytes = opts.batch_docs, opts.batch_bytes
+    i = 0
+    for j in [*np.flatnonzero(~taken).tolist(), len(rows)]:
+        while i < j:  # lines i..j-1 are taken: as many as the batch holds at once
+            batch = out.current
+            before = int(ends[i - 1]) if i else 0
+            fills = int(np.searchsorted(ends, max_bytes - batch.nbytes + before))
+            k = min(j - i, max_docs - len(batch.texts), fills - i + 1)
+            _take(out, batch, rows[i : i + k], texts, misc, base)
+            i += k
+            if line_no is not None:
+                line_no += k
+            if out.full():
+                yield out.take()
+        if j == len(rows):
+            break
+        start, end = int(rows[j, js.START]), int(rows[j, js.END])
+        raw = run.block[start:end]
+        out.last_offset = base + start
+        fmt._line(out, base + start, line_no, raw, raw)
+        if line_no is not None:
+            line_no += 1
+        if out.full():
+            yield out.take()
+        i = j + 1
+    return line_no
+
+
+def _take(
+    out: BatchBuilder,
+    batch: DocBatch,
+    rows: np.ndarray,
+    texts: np.ndarray,
+    misc: np.ndarray,
+    base: int,
+) -> None:
+    """Add the taken lines `rows` (consecutive, their texts contiguous in `texts`) to the batch."""
+    from pipeline.tokenize.inputs import jsonscan as js
+
+    if type(batch.texts) is not Utf8Texts:
+        batch.texts = Utf8Texts.of(batch.texts)
+    first, last = int(rows[0, js.TEXT]), int(rows[-1, js.TEXT_END])
+    bounds = np.empty(len(rows) + 1, dtype=np.int64)
+    bounds[:-1] = rows[:, js.TEXT] - first
+    bounds[-1] = last - first
+    batch.texts.extend_utf8(texts[first:last], bounds)
+    sizes = (rows[:, js.TEXT_END] - rows[:, js.TEXT]).tolist()
+    batch.byte_lengths.extend(sizes)
+    batch.nbytes += sum(sizes)
+    offsets = (rows[:, js.START] + base).tolist()
+    batch.input_offsets.extend(offsets)
+    out.last_offset = offsets[-1]
+    ids = _strings(rows[:, js.ID], rows[:, js.ID_END], misc)
+    if ids is None:
+        batch.doc_ids.extend(map(out.fallback_id, offsets))
+    else:
+        batch.doc_ids.extend(d or out.fallback_id(o) for d, o in zip(ids, offsets, strict=True))
+    sources = _strings(rows[:, js.SOURCE], rows[:, js.SOURCE_END], misc)
+    default = out.default_source
+    if sources is None:
+        batch.sources.extend([default] * len(rows))
+    else:
+        batch.sources.extend(default if s is None else s for s in sources)
+    langs = _strings(rows[:, js.LANG], rows[:, js.LANG_END], misc)
+    batch.langs.extend([None] * len(rows) if langs is None else langs)
+
+
+def _strings(starts: np.ndarray, ends: np.ndarray, misc: np.ndarray) -> list[str | None] | None:
+    """The strings misc[start:end] (None where start < 0: absent), or None when all are absent."""
+    if (starts < 0).all():
+        return None
+    return [
+        None if s < 0 else misc[s:e].tobytes().decode("utf-8")
+        for s, e in zip(starts.tolist(), ends.tolist(), strict=True)
+    ]
 
 
 register_format(JsonLinesFormat())

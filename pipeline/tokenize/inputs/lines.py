@@ -159,14 +159,23 @@ def _first_bytes(parts: list[bytes], n: int) -> bytes:
     return bytes(head)
 
 
-def _lines_of(block: bytes, at: int, last: int) -> Iterator[bytes]:
-    """The lines of block[at : last + 1] (block[last] is a newline), each sliced when it is
-    taken (while the line is read, it is in the cache)."""
-    find = block.find
-    while at <= last:
-        nl = find(b"\n", at)
-        yield block[at:nl]
-        at = nl + 1
+class LineRun:
+    """The whole lines of block[at : last + 1] (block[last] is a newline), iterated one by one
+    (each sliced when it is taken: while the line is read, it is in the cache); a reader with a
+    compiled pass over the block takes `block`, `at` and `last` instead."""
+
+    __slots__ = ("at", "block", "last")
+
+    def __init__(self, block: bytes, at: int, last: int):
+        self.block, self.at, self.last = block, at, last
+
+    def __iter__(self) -> Iterator[bytes]:
+        block, at, last = self.block, self.at, self.last
+        find = block.find
+        while at <= last:
+            nl = find(b"\n", at)
+            yield block[at:nl]
+            at = nl + 1
 
 
 def iter_line_runs(
@@ -213,7 +222,7 @@ def iter_line_runs(
             pending, pending_len, oversized, head = [], 0, False, b""
         if last >= at:
             if len(block) <= max_record_bytes:  # no line of it is too long: sliced as read
-                yield line_start, _lines_of(block, at, last), b""
+                yield line_start, LineRun(block, at, last), b""
             else:
                 for piece in block[at:last].split(b"\n"):  # one by one: the too long rejected
                     if len(piece) > max_record_bytes:

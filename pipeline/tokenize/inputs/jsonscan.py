@@ -1,0 +1,387 @@
+"""A compiled pass over a run of JSON lines (numba, cached on disk once per machine): each line
+that is a flat JSON object of the usual shape is validated and its text, id, source and lang
+strings are unescaped into two byte buffers, so the reader builds no Python object per document
+text.
+
+The pass is conservative: it takes a line only where the standard library's json and orjson
+both read it as an object and give the same strings, and sends every other line back to the
+per-line reader (`SLOW`), which reads it exactly as it always has (the reject, its reason, an
+integer id, a BOM...). A line is taken when it is, in full:
+- a JSON object (whitespace around it and its tokens as JSON defines it: space, tab, CR, LF) whose
+  keys are plain strings (no escape) and whose values are strings, numbers (at most 32
+  characters: json and orjson differ on huge ones), true, false or null: no array or object;
+- every string valid UTF-8 without control characters, with only JSON's escapes, each \\u escape
+  a character (a surrogate only as a high and low pair);
+- the text field present once, a non-empty string of at most `max_text` UTF-8 bytes; the id field
+  absent, null or a string; none of the four fields twice. A source or lang that is not a string
+  reads as absent (the reader gives such a record the default source and no lang).
+
+The caller guarantees that `buf[last]` is a newline: every loop that walks a string stops at a
+byte below 0x20, and the newline is one, so no loop needs a bounds check of its own.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# columns of the result, one row per line
+START, END, STATUS, TEXT, TEXT_END, ID, ID_END, SOURCE, SOURCE_END, LANG, LANG_END = range(11)
+COLUMNS = 11
+SLOW = 1  # STATUS: the per-line reader reads it
+MAX_NUMBER = 32  # longer number tokens send the line to the per-line reader
+
+_WS = np.zeros(256, dtype=np.bool_)
+_WS[[0x20, 0x09, 0x0D]] = True  # (and LF, which a line does not hold: the walk stops at its end)
+_SPECIAL = np.zeros(256, dtype=np.uint8)  # bytes a string does not copy as they are
+_SPECIAL[:0x20] = _SPECIAL[0x22] = _SPECIAL[0x5C] = _SPECIAL[0x80:] = 1
+_ESCAPES = np.zeros(256, dtype=np.uint8)  # the byte an escape stands for (0: not an escape)
+for _key, _value in zip(b'"\\/bfnrt', b'"\\/\b\f\n\r\t', strict=True):
+    _ESCAPES[_key] = _value
+_HEX = np.full(256, -1, dtype=np.int8)
+for _i, _c in enumerate(b"0123456789abcdef"):
+    _HEX[_c] = _i
+for _i, _c in enumerate(b"ABCDEF"):
+    _HEX[_c] = 10 + _i
+
+
+def field_keys(*names: str) -> tuple[np.ndarray, np.ndarray]:
+    """The field names as one UTF-8 buffer and its offsets (the kernel's `keys`, `key_ends`)."""
+    parts = [name.encode("utf-8") for name in names]
+    ends = np.zeros(len(parts) + 1, dtype=np.int64)
+    np.cumsum([len(p) for p in parts], out=ends[1:])
+    return np.frombuffer(b"".join(parts) or b"\0", dtype=np.uint8), ends
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _skip_ws(buf, i, ws):  # noqa: ANN001, ANN202
+    while ws[buf[i]]:
+        i += 1
+    return i
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _utf8_width(buf, i):  # noqa: ANN001, ANN202
+    """The width of the valid UTF-8 character whose lead byte (>= 0x80) is buf[i], 0 if invalid
+    (overlong forms, surrogates, past U+10FFFF, a missing continuation byte: the line's newline
+    is not one, so this never reads past it)."""
+    c = buf[i]
+    if c < 0xC2:
+        return 0
+    if c < 0xE0:
+        return 2 if buf[i + 1] & 0xC0 == 0x80 else 0
+    c1 = buf[i + 1]
+    if c < 0xF0:
+        lo, hi = (0xA0 if c == 0xE0 else 0x80), (0x9F if c == 0xED else 0xBF)
+        if c1 < lo or c1 > hi or buf[i + 2] & 0xC0 != 0x80:
+            return 0
+        return 3
+    if c > 0xF4:
+        return 0
+    lo, hi = (0x90 if c == 0xF0 else 0x80), (0x8F if c == 0xF4 else 0xBF)
+    if c1 < lo or c1 > hi or buf[i + 2] & 0xC0 != 0x80 or buf[i + 3] & 0xC0 != 0x80:
+        return 0
+    return 4
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _hex4(buf, i, hexes):  # noqa: ANN001, ANN202
+    """The value of 4 hex digits at buf[i:i + 4], -1 if any is not one (the newline is not)."""
+    v = 0
+    for k in range(4):
+        h = hexes[buf[i + k]]
+        if h < 0:
+            return -1
+        v = (v << 4) | h
+    return v
+
+
+_U1, _U2, _U6 = np.uint64(1), np.uint64(2), np.uint64(6)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _string(buf, at, out, start, write, special, escapes, hexes):  # noqa: ANN001, ANN202
+    """Read the JSON string whose opening quote is at buf[at - 1]: (index after its closing quote,
+    output position after its bytes), its unescaped UTF-8 copied to out[start:] when `write`;
+    index -1 for a string to leave to the per-line reader. (Hot loop: a byte, a table lookup
+    and a store per plain byte, with unsigned indices (a signed one costs a check for negative
+    indices at every access); an escape, the usual other byte, is a newline every line.)"""
+    i, o = np.uint64(at), np.uint64(start)
+    while True:
+        c = buf[i]
+        if special[c] == 0:  # printable ASCII, not a quote or backslash
+            if write:
+                out[o] = c
+                o += _U1
+            i += _U1
+            continue
+        if c == 0x22:
+            return np.int64(i + _U1), np.int64(o)
+        if c >= 0x80:
+            w = np.uint64(_utf8_width(buf, np.int64(i)))
+            if w == 0:
+                return np.int64(-1), np.int64(o)
+            if write:
+                for k in range(w):
+                    out[o + k] = buf[i + k]
+                o += w
+            i += w
+            continue
+        if c != 0x5C:  # a control character (the line's end among them)
+            return np.int64(-1), np.int64(o)
+        e = buf[i + _U1]
+        if e != 0x75:  # not \u
+            v = escapes[e]
+            if v == 0:
+                return np.int64(-1), np.int64(o)
+            if write:
+                out[o] = v
+                o += _U1
+            i += _U2
+            continue
+        cp = _hex4(buf, np.int64(i) + 2, hexes)
+        i += _U6
+        if cp < 0 or 0xDC00 <= cp <= 0xDFFF:
+            return np.int64(-1), np.int64(o)
+        if 0xD800 <= cp <= 0xDBFF:  # a high surrogate: its low one must follow
+            if buf[i] != 0x5C or buf[i + _U1] != 0x75:
+                return np.int64(-1), np.int64(o)
+            low = _hex4(buf, np.int64(i) + 2, hexes)
+            if low < 0xDC00 or low > 0xDFFF:
+                return np.int64(-1), np.int64(o)
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00)
+            i += _U6
+        if write:
+            o = np.uint64(_put_utf8(out, np.int64(o), cp))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _put_utf8(out, o, cp):  # noqa: ANN001, ANN202
+    if cp < 0x80:
+        out[o] = cp
+        return o + 1
+    if cp < 0x800:
+        out[o] = 0xC0 | (cp >> 6)
+        out[o + 1] = 0x80 | (cp & 0x3F)
+        return o + 2
+    if cp < 0x10000:
+        out[o] = 0xE0 | (cp >> 12)
+        out[o + 1] = 0x80 | ((cp >> 6) & 0x3F)
+        out[o + 2] = 0x80 | (cp & 0x3F)
+        return o + 3
+    out[o] = 0xF0 | (cp >> 18)
+    out[o + 1] = 0x80 | ((cp >> 12) & 0x3F)
+    out[o + 2] = 0x80 | ((cp >> 6) & 0x3F)
+    out[o + 3] = 0x80 | (cp & 0x3F)
+    return o + 4
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _digits(buf, i):  # noqa: ANN001, ANN202
+    j = i
+    while 0x30 <= buf[j] <= 0x39:
+        j += 1
+    return j
+
+
+@njit(cache=True, nogil=True)
+def _number(buf, i):  # noqa: ANN001, ANN202
+    """The index after the JSON number at buf[i], -1 if it is not one (or too long)."""
+    s = i
+    if buf[i] == 0x2D:  # -
+        i += 1
+    if buf[i] == 0x30:
+        i += 1
+    elif 0x31 <= buf[i] <= 0x39:
+        i = _digits(buf, i)
+    else:
+        return -1
+    if buf[i] == 0x2E:  # .
+        j = _digits(buf, i + 1)
+        if j == i + 1:
+            return -1
+        i = j
+    if buf[i] == 0x65 or buf[i] == 0x45:  # e E
+        i += 1
+        if buf[i] == 0x2B or buf[i] == 0x2D:
+            i += 1
+        j = _digits(buf, i)
+        if j == i:
+            return -1
+        i = j
+    return i if i - s <= MAX_NUMBER else -1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _literal(buf, i, word):  # noqa: ANN001, ANN202
+    for k in range(len(word)):
+        if buf[i + k] != word[k]:
+            return -1
+    return i + len(word)
+
+
+@njit(cache=True, nogil=True)
+def _which_key(buf, s, e, keys, key_ends):  # noqa: ANN001, ANN202
+    """The index of the field named buf[s:e] among the keys, -1 for another key."""
+    for k in range(len(key_ends) - 1):
+        ks, ke = key_ends[k], key_ends[k + 1]
+        if ke - ks == e - s:
+            same = True
+            for j in range(e - s):
+                if buf[s + j] != keys[ks + j]:
+                    same = False
+                    break
+            if same:
+                return k
+    return -1
+
+
+_TRUE, _FALSE, _NULL = (
+    np.frombuffer(w, dtype=np.uint8).copy() for w in (b"true", b"false", b"null")
+)
+
+
+@njit(cache=True, nogil=True)
+def _line(buf, i, keys, key_ends, max_text, texts, t, misc, m, row, tables):  # noqa: ANN001, ANN202, PLR0911, PLR0912
+    """Parse the line from buf[i] into `row` (spans of its four fields: -1 absent); returns the
+    output positions after it (texts, misc) and the index of its newline, or (-1, -1, -1) for a
+    line to leave to the per-line reader. (Hot loop.)"""
+    ws, special, escapes, hexes, true, false, null = tables
+    i = _skip_ws(buf, i, ws)
+    if buf[i] != 0x7B:  # {
+        return -1, -1, -1
+    i = _skip_ws(buf, i + 1, ws)
+    if buf[i] == 0x7D:  # {} (no text)
+        return -1, -1, -1
+    for k in range(3, 11):
+        row[k] = -1
+    while True:
+        if buf[i] != 0x22:
+            return -1, -1, -1
+        ks = i + 1
+        i, _ = _string(buf, ks, misc, m, False, special, escapes, hexes)
+        if i < 0:
+            return -1, -1, -1
+        which = -1
+        for j in range(ks, i - 1):
+            if buf[j] == 0x5C:  # an escaped key: the per-line reader compares it
+                return -1, -1, -1
+        which = _which_key(buf, ks, i - 1, keys, key_ends)
+        if which >= 0 and row[TEXT + 2 * which] != -1:  # a field twice
+            return -1, -1, -1
+        i = _skip_ws(buf, i, ws)
+        if buf[i] != 0x3A:  # :
+            return -1, -1, -1
+        i = _skip_ws(buf, i + 1, ws)
+        c = buf[i]
+        if c == 0x22:
+            if which == 0:
+                s = t
+                i, t = _string(buf, i + 1, texts, t, True, special, escapes, hexes)
+            elif which > 0:
+                s = m
+                i, m = _string(buf, i + 1, misc, m, True, special, escapes, hexes)
+            else:
+                s = m
+                i, _ = _string(buf, i + 1, misc, m, False, special, escapes, hexes)
+            if i < 0:
+                return -1, -1, -1
+            if which >= 0:
+                row[TEXT + 2 * which] = s
+                row[TEXT + 2 * which + 1] = t if which == 0 else m
+        else:
+            if which == 0:  # a text that is not a string
+                return -1, -1, -1
+            if c == 0x74:
+                i = _literal(buf, i, true)
+            elif c == 0x66:
+                i = _literal(buf, i, false)
+            elif c == 0x6E:
+                i = _literal(buf, i, null)
+            elif c == 0x2D or 0x30 <= c <= 0x39:
+                i = _number(buf, i)
+            else:  # an array, an object, or not JSON
+                return -1, -1, -1
+            if i < 0 or (which == 1 and c != 0x6E):  # an id that is not a string or null
+                return -1, -1, -1
+            if which >= 0:  # (absent, but seen: a second one is a duplicate)
+                row[TEXT + 2 * which] = -2
+        i = _skip_ws(buf, i, ws)
+        if buf[i] == 0x2C:  # ,
+            i = _skip_ws(buf, i + 1, ws)
+            continue
+        if buf[i] != 0x7D:  # }
+            return -1, -1, -1
+        break
+    end = _skip_ws(buf, i + 1, ws)
+    if buf[end] != 0x0A:
+        return -1, -1, -1
+    n = row[TEXT_END] - row[TEXT]
+    if row[TEXT] < 0 or n == 0 or n > max_text:
+        return -1, -1, -1
+    for k in range(ID, 11, 2):
+        if row[k] == -2:
+            row[k] = -1
+    return t, m, end
+
+
+def scan_run(buf, at, last, keys, key_ends, max_text, tables):  # noqa: ANN001, ANN201
+    """`scan_into` with new output buffers (the size of the run)."""
+    size = last + 1 - at
+    texts = np.empty(size, dtype=np.uint8)
+    misc = np.empty(size, dtype=np.uint8)
+    return scan_into(buf, at, last, keys, key_ends, max_text, tables, texts, misc)
+
+
+@njit(cache=True, nogil=True)
+def scan_into(buf, at, last, keys, key_ends, max_text, tables, texts, misc):  # noqa: ANN001, ANN201
+    """The lines of buf[at:last + 1] (buf[last] a newline): (rows, texts, misc), one row per
+    line (its START and END in buf, its STATUS, and for a taken line its fields' spans in
+    `texts` (the text) and `misc` (id, source, lang)). The texts of consecutive taken lines are
+    contiguous in `texts`."""
+    n = 0
+    for j in range(at, last + 1):
+        if buf[j] == 0x0A:
+            n += 1
+    rows = np.empty((n, COLUMNS), dtype=np.int64)
+    t = m = 0
+    i = at
+    for r in range(n):
+        row = rows[r]
+        nt, nm, e = _line(buf, i, keys, key_ends, max_text, texts, t, misc, m, row, tables)
+        if nt < 0:
+            row[STATUS] = SLOW
+            e = i
+            while buf[e] != 0x0A:
+                e += 1
+        else:
+            row[STATUS] = 0
+            t, m = nt, nm
+        row[START], row[END] = i, e
+        i = e + 1
+    return rows, texts[:t], misc[:m]
+
+
+TABLES = (_WS, _SPECIAL, _ESCAPES, _HEX, _TRUE, _FALSE, _NULL)
+
+
+@njit(cache=True, nogil=True)
+def joined_with_separators(data, offsets):  # noqa: ANN001, ANN201
+    """(the texts data[offsets[i]:offsets[i + 1]] joined with a zero byte between each two, as
+    `batch_word_stats` takes them; each text's characters: its bytes that are not UTF-8
+    continuation bytes)."""
+    n = offsets.shape[0] - 1
+    out = np.empty(max(offsets[n] - offsets[0] + n - 1, 0), dtype=np.uint8)
+    chars = np.empty(n, dtype=np.int64)
+    o = 0
+    for d in range(n):
+        s, e = offsets[d], offsets[d + 1]
+        out[o : o + e - s] = data[s:e]
+        if d + 1 < n:
+            out[o + e - s] = 0
+        c = np.uint64(0)
+        for k in range(np.uint64(s), np.uint64(e)):  # (unsigned: a reduction it vectorizes)
+            c += np.uint64((data[k] & 0xC0) != 0x80)
+        chars[d] = c
+        o += e - s + 1
+    return out, chars
