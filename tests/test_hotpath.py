@@ -19,6 +19,7 @@ from pipeline.tokenize.textstats import batch_stats
 from pipeline.tokenize.unigrams import UNIGRAMS_SCHEMA, UnigramCounter
 from tests.helpers import REPO, SAMPLE_DIR
 from tokenizers_impl import load_tokenizer
+from tokenizers_impl.texts import Utf8Texts
 
 ALPHABET = [
     *"ab1 9.,'’\n\t_-",
@@ -295,10 +296,15 @@ def _kernel_matches_numpy(texts: list[str], lens: list[list[int]], table: np.nda
     flat = np.array([n for doc in lens for n in doc], dtype=np.uint32)
     offsets = np.concatenate(([0], np.cumsum([len(doc) for doc in lens]))).astype(np.int64)
     ref = batch_stats(texts, flat, offsets, table, want_ends=True, kernel=False)
-    got = batch_stats(texts, flat, offsets, table, want_ends=True, kernel=True)
-    for f in dataclasses.fields(ref):
-        a, b = getattr(ref, f.name), getattr(got, f.name)
-        assert (a is None and b is None) or np.array_equal(a, b), (f.name, texts, lens)
+    # the texts as str, as UTF-8 read in place (no separators), and as a view of a buffer that
+    # starts with another text (an unaligned start)
+    in_place = Utf8Texts.of(["ab", *texts])
+    data, all_offsets = in_place.utf8()
+    for given in (texts, Utf8Texts.of(texts), Utf8Texts.view(data, all_offsets[1:])):
+        got = batch_stats(given, flat, offsets, table, want_ends=True, kernel=True)
+        for f in dataclasses.fields(ref):
+            a, b = getattr(ref, f.name), getattr(got, f.name)
+            assert (a is None and b is None) or np.array_equal(a, b), (f.name, texts, lens)
 
 
 # mostly plain ASCII, as prose and code are: the compiled statistics go 8 bytes a step there

@@ -27,6 +27,17 @@ class Utf8Texts(Sequence[str]):
         self._joined: tuple[np.ndarray, np.ndarray] | None = None
 
     @classmethod
+    def view(cls, data: np.ndarray, offsets: np.ndarray) -> Utf8Texts:
+        """The texts data[offsets[i]:offsets[i + 1]] of a buffer `utf8()` made (8-aligned and
+        padded): some of its texts, read in place (`utf8()` gives the buffer itself, offsets[0]
+        not 0)."""
+        made = cls()
+        start = int(offsets[0])
+        made._add(data[start : int(offsets[-1])], offsets - start)
+        made._joined = (data, offsets)
+        return made
+
+    @classmethod
     def of(cls, texts: Iterable[str]) -> Utf8Texts:
         made = cls()
         made.extend(texts)
@@ -63,8 +74,9 @@ class Utf8Texts(Sequence[str]):
         return sum(int(offsets[-1]) for _, offsets in self._pieces)
 
     def utf8(self) -> tuple[np.ndarray, np.ndarray]:
-        """(uint8 buffer, int64 offsets): all the texts in one buffer, zero-padded to a multiple
-        of 8 bytes."""
+        """(uint8 buffer, int64 offsets): all the texts in one 8-aligned buffer, zero-padded to a
+        multiple of 8 bytes; text i is buffer[offsets[i]:offsets[i + 1]], and offsets[0] is 0
+        unless these texts are a `view` of a bigger buffer."""
         if self._joined is None:
             total = self.nbytes
             data = np.zeros(total + (-total % 8), dtype=np.uint8)

@@ -468,10 +468,20 @@ def batch_word_stats(
     n_bytes: np.ndarray,
     classes: tuple[np.ndarray, np.ndarray, np.ndarray, int],
     want_ends: bool = True,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    contiguous: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
     """(n_words, continued, token ends as uint32 or None) of a batch; `classes`: textstats' byte
-    class table, single and non-word code point ranges, and the right single quote."""
-    if joined.shape[0] != max(int(n_bytes.sum()) + len(n_bytes) - 1, 0):
+    class table, single and non-word code point ranges, and the right single quote.
+
+    `contiguous`: the documents lie in `joined` at doc_start with nothing between them (texts
+    held as UTF-8, read in place) instead of one separator byte apart. Each document's counts
+    come from its own bytes and tokens alone, so they are the same; but where some document's
+    tokens reach past its end (boundaries that land in later documents) the answer depends on
+    the separators, and None is returned: the caller joins the texts with them and asks again."""
+    if contiguous:
+        if len(n_bytes) and int(doc_start[-1] + n_bytes[-1]) > joined.shape[0]:
+            raise ValueError("the documents run past the buffer")  # the kernel would overrun
+    elif joined.shape[0] != max(int(n_bytes.sum()) + len(n_bytes) - 1, 0):
         raise ValueError("n_bytes do not add up to the joined texts")  # the kernel would overrun
     tables = _word_tables(classes)
     joined, b64 = _aligned(joined)
@@ -481,6 +491,8 @@ def batch_word_stats(
     ends = np.empty(flat.shape[0] if want_ends else 0, dtype=np.uint32)
     args = (joined, b64, doc_start, flat, offsets, token_byte_lengths, n_bytes, ends)
     done, n_words, continued = word_stats(*args, np.zeros(0, dtype=np.uint8), tables)
+    if not done and contiguous:
+        return None
     if not done:  # boundaries of some document land in later ones: mark them all, as numpy does
         run = np.cumsum(token_byte_lengths[flat], dtype=np.int64)
         before = np.concatenate(([0], run))[offsets[:-1]]

@@ -181,12 +181,12 @@ def batch_stats(
     use the compiled kernels (None: when the batch has KERNEL_MIN_BYTES of text)."""
     n_docs = len(texts)
     utf8 = utf8_of(texts)
-    if utf8 is not None:  # (texts as bytes: characters counted, and joined, in one compiled pass)
-        from pipeline.tokenize.inputs.jsonscan import joined_with_separators
+    if utf8 is not None:  # (texts as bytes: characters counted in one compiled pass)
+        from pipeline.tokenize.inputs.jsonscan import char_counts
 
-        separated, n_chars = joined_with_separators(*utf8)
+        n_chars = char_counts(*utf8)
     else:
-        separated, n_chars = None, np.fromiter(map(len, texts), dtype=np.int64, count=n_docs)
+        n_chars = np.fromiter(map(len, texts), dtype=np.int64, count=n_docs)
     if n_bytes is None:
         n_bytes = np.fromiter((len(t.encode("utf-8")) for t in texts), dtype=np.int64, count=n_docs)
     n_bytes = np.asarray(n_bytes, dtype=np.int64)
@@ -200,21 +200,34 @@ def batch_stats(
     if kernel and words:
         from pipeline.tokenize.textkernels import batch_word_stats
 
-        joined = (
-            np.frombuffer(b"\x00".join([t.encode("utf-8") for t in texts]), dtype=np.uint8)
-            if separated is None
-            else separated
-        )
-        n_words, continued, token_ends = batch_word_stats(
-            joined,
-            doc_start,
-            flat,
-            offsets,
-            np.asarray(token_byte_lengths),
-            n_bytes,
-            _CLASSES,
-            want_ends,
-        )
+        found = None
+        if utf8 is not None:  # read in place: the batch's bytes from an 8-aligned start
+            data, text_offsets = utf8
+            base = int(text_offsets[0]) & ~7
+            found = batch_word_stats(
+                data[base : int(text_offsets[-1])],
+                text_offsets[:-1] - base,
+                flat,
+                offsets,
+                np.asarray(token_byte_lengths),
+                n_bytes,
+                _CLASSES,
+                want_ends,
+                contiguous=True,
+            )
+        if found is None:
+            joined = np.frombuffer(b"\x00".join([t.encode("utf-8") for t in texts]), np.uint8)
+            found = batch_word_stats(
+                joined,
+                doc_start,
+                flat,
+                offsets,
+                np.asarray(token_byte_lengths),
+                n_bytes,
+                _CLASSES,
+                want_ends,
+            )
+        n_words, continued, token_ends = found
         return BatchStats(n_bytes, n_chars, n_words, continued, token_ends)
     return _numpy_stats(
         texts, flat, offsets, token_byte_lengths, words, want_ends, n_bytes, n_chars, doc_start

@@ -39,7 +39,7 @@ from schemas.layout import UnitNames
 from schemas.records import LedgerEntry
 from schemas.shards import LOSS_MASK, SCHEMA_VERSION, TOKENMILL_VERSION, shard_schema
 from tokenizers_impl import EncodedBatch, TokenizerBase
-from tokenizers_impl.texts import as_str_list, joined
+from tokenizers_impl.texts import Utf8Texts, as_str_list, joined, utf8_of
 
 GROUP_DOCS = 4096  # documents of consecutive engine batches encoded in one call, at most
 
@@ -371,9 +371,12 @@ def _encode_group(
     flat, offsets = encoding(unit, batches, tokenizer, lambda: tokenizer.encode_batch_flat(texts))
     check_encoded(unit, batches, EncodedBatch(flat, offsets), tokenizer)
     times.tokenize_s += time.perf_counter() - t_tok
+    in_place = utf8_of(texts)  # (the encoder joined them: each batch's texts read from there)
     first = 0
     for batch in batches:
         end = first + len(batch.texts)
+        if in_place is not None and isinstance(batch.texts, Utf8Texts):
+            batch.texts = Utf8Texts.view(in_place[0], in_place[1][first : end + 1])
         lo, hi = offsets[first], offsets[end]
         yield batch, EncodedBatch(flat[lo:hi], offsets[first : end + 1] - lo)
         first = end
