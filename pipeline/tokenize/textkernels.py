@@ -471,13 +471,10 @@ def batch_word_stats(
     contiguous: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
     """(n_words, continued, token ends as uint32 or None) of a batch; `classes`: textstats' byte
-    class table, single and non-word code point ranges, and the right single quote.
-
-    `contiguous`: the documents lie in `joined` at doc_start with nothing between them (texts
-    held as UTF-8, read in place) instead of one separator byte apart. Each document's counts
-    come from its own bytes and tokens alone, so they are the same; but where some document's
-    tokens reach past its end (boundaries that land in later documents) the answer depends on
-    the separators, and None is returned: the caller joins the texts with them and asks again."""
+    class table, single and non-word code point ranges, and the right single quote. `contiguous`:
+    the documents lie at doc_start with no separator between them (the same counts, each from
+    its own bytes and tokens), or None where tokens run past a document (their boundaries would
+    land in later documents, not on separators): the caller joins the texts and asks again."""
     if contiguous:
         if len(n_bytes) and int(doc_start[-1] + n_bytes[-1]) > joined.shape[0]:
             raise ValueError("the documents run past the buffer")  # the kernel would overrun
