@@ -254,3 +254,45 @@ def test_units_through_the_compiled_pass_equal_the_per_line_reader(tmp_path, bpe
         results.append([getattr(entry, f) for f in (*fields, "rejected", "chars", "words")])
     assert jsonscan.__name__ in sys.modules
     assert results[0] == results[1] and results[0][3] > 300 and results[0][4] > 20
+
+
+def test_many_short_lines_in_bounded_memory(tmp_path, monkeypatch):
+    """The compiled pass takes at most MAX_LINES lines a call: more lines than that in one read
+    block (short records, slow ones among them, and a block of blank lines) give what the per-line
+    reader gives, and a block of blank lines no longer costs 160 bytes a line (88 bytes of table
+    and a Python int per line: 160 MB for a MiB of them)."""
+    import tracemalloc
+
+    short = [b'{"text":"a%d"}' % i if i % 7 else b'{"text":"b","id":%d}' % i for i in range(18000)]
+    (tmp_path / "a.jsonl").write_bytes(b"\n".join(short) + b"\n")
+    assert len(short) > jsonscan.MAX_LINES
+    fast = _read_all(tmp_path, monkeypatch, scan=True)
+    assert fast == _read_all(tmp_path, monkeypatch, scan=False)
+    assert sum(len(b["texts"]) for b in fast) == 5 * len(short)
+    (tmp_path / "a.jsonl").write_bytes(b"\n" * (1 << 18))
+    monkeypatch.setattr(jsonl_format, "_SCAN", jsonscan.__name__)
+    monkeypatch.setattr(lines_module, "READ_BLOCK", 1 << 20)
+    (unit,) = plan_units([str(tmp_path / "a.jsonl")], ReadOptions())
+    tracemalloc.start()
+    try:
+        blank = sum(b.blank for b in read_unit(unit, ReadOptions(), {}))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert blank == 1 << 18 and peak < 8 << 20
+
+
+def test_odd_read_options_read_as_the_per_line_reader_reads(tmp_path, monkeypatch):
+    """A max_doc_bytes beyond the compiled pass's integers, and a field name that is not valid
+    Unicode (no line spells it: the per-line reader reads the unit)."""
+    (tmp_path / "a.jsonl").write_bytes(b'{"text":"a"}\n{"text":"b","\\udcff":"x"}\n')
+    monkeypatch.setattr(jsonl_format, "_SCAN", jsonscan.__name__)
+    (unit,) = plan_units([str(tmp_path / "a.jsonl")], ReadOptions())
+    for opts, texts, sources in (
+        (ReadOptions(max_doc_bytes=2**64 + 5), ["a", "b"], ["a.jsonl", "a.jsonl"]),
+        (ReadOptions(source_field="\udcff"), ["a", "b"], ["a.jsonl", "x"]),
+    ):
+        batches = list(read_unit(unit, opts, {}))
+        assert [t for b in batches for t in b.texts] == texts
+        assert [s for b in batches for s in b.sources] == sources
+        assert not any(b.rejects for b in batches)

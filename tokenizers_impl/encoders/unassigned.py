@@ -87,7 +87,7 @@ def risky_texts(texts: Sequence[str]) -> list[int]:
     ASCII texts and all, when they are big enough for the compiled pass."""
     utf8 = utf8_of(texts)
     if utf8 is not None:
-        if int(utf8[1][-1]) < KERNEL_UNITS or utf8[1][0]:  # (small, or a view: as str)
+        if utf8[1][0] or int(utf8[1][-1]) < KERNEL_UNITS:  # (a view, or small: as str)
             return risky_texts(list(texts))
         from tokenizers_impl.encoders.scankernel import scan_utf8
 

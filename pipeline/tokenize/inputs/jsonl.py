@@ -201,7 +201,7 @@ def _shallow(record: dict, raw: bytes, containers: tuple) -> bool:
 
 def _field_keys(opts: ReadOptions) -> tuple[np.ndarray, np.ndarray] | None:
     """The compiled pass's field names (text, id, source, lang), or None when two are the same
-    field (the per-line reader gives one value to both)."""
+    field (the per-line reader gives one value to both) or one is not valid Unicode."""
     names = (opts.text_field, opts.id_field, opts.source_field, opts.lang_field)
     if len(set(names)) < len(names):
         return None
@@ -209,7 +209,10 @@ def _field_keys(opts: ReadOptions) -> tuple[np.ndarray, np.ndarray] | None:
     if keys is None:
         from pipeline.tokenize.inputs.jsonscan import field_keys
 
-        keys = _KEYS[names] = field_keys(*names)
+        try:
+            keys = _KEYS[names] = field_keys(*names)
+        except UnicodeEncodeError:  # (a lone surrogate: no line's key spells it in UTF-8)
+            return None
     return keys
 
 
@@ -224,20 +227,41 @@ def _scanned(
     run: LineRun,
     keys: tuple[np.ndarray, np.ndarray],
 ) -> Generator[DocBatch, None, int | None]:
-    """`JsonLinesFormat._lines` through the compiled pass (jsonscan): the lines it takes join the
-    batch in bulk, their texts as UTF-8 bytes (Utf8Texts), cut into batches where the per-line
-    loop would cut them; every other line goes through `_line`, in its place. Same documents,
-    ids, rejects and batch cuts as the per-line reader."""
+    """`JsonLinesFormat._lines` through the compiled pass (jsonscan), at most MAX_LINES lines a
+    call (its table and the list of the lines it leaves stay small: a block of blank lines is a
+    million lines): the lines it takes join the batch in bulk, their texts as UTF-8 bytes
+    (Utf8Texts), cut into batches where the per-line loop would cut them; every other line goes
+    through `_line`, in its place. Same documents, ids, rejects and batch cuts as the per-line
+    reader."""
+    from pipeline.tokenize.inputs import jsonscan as js
+
+    buf = np.frombuffer(run.block, dtype=np.uint8)
+    base = offset - run.at  # the input offset of block[0]
+    max_text = min(out.opts.max_doc_bytes, js.MAX_TEXT)
+    at = run.at
+    while at <= run.last:
+        rows, texts, misc = js.scan_run(buf, at, run.last, *keys, max_text, js.TABLES)
+        if base + at == 0:  # (a BOM to strip: _line)
+            rows[0, js.STATUS] = js.SLOW
+        line_no = yield from _scanned_rows(fmt, out, line_no, run, rows, texts, misc, base)
+        at = int(rows[-1, js.END]) + 1
+    return line_no
+
+
+def _scanned_rows(
+    fmt: JsonLinesFormat,
+    out: BatchBuilder,
+    line_no: int | None,
+    run: LineRun,
+    rows: np.ndarray,
+    texts: np.ndarray,
+    misc: np.ndarray,
+    base: int,
+) -> Generator[DocBatch, None, int | None]:
+    """The lines of one call of the compiled pass, in order (see `_scanned`)."""
     from pipeline.tokenize.inputs import jsonscan as js
 
     opts = out.opts
-    buf = np.frombuffer(run.block, dtype=np.uint8)
-    rows, texts, misc = js.scan_run(
-        buf, run.at, run.last, keys[0], keys[1], opts.max_doc_bytes, js.TABLES
-    )
-    base = offset - run.at  # the input offset of block[0]
-    if offset == 0 and len(rows):  # (a BOM to strip: _line)
-        rows[0, js.STATUS] = js.SLOW
     taken = rows[:, js.STATUS] == 0
     sizes = np.where(taken, rows[:, js.TEXT_END] - rows[:, js.TEXT], 0)
     ends = np.cumsum(sizes)  # text bytes of the taken lines up to each line

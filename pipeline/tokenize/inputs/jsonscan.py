@@ -33,6 +33,8 @@ from numba import njit
 START, END, STATUS, TEXT, TEXT_END, ID, ID_END, SOURCE, SOURCE_END, LANG, LANG_END = range(11)
 COLUMNS = 11
 SLOW = 1  # STATUS: the per-line reader reads it
+MAX_LINES = 1 << 14  # lines a call at most (its table: 88 bytes a line)
+MAX_TEXT = 1 << 62  # (the compiled pass's integers: a bigger max_doc_bytes is this)
 MAX_NUMBER = 32  # longer number tokens send the line to the per-line reader
 
 _WS = np.zeros(256, dtype=np.bool_)
@@ -329,25 +331,22 @@ def _line(buf, i, keys, key_ends, max_text, texts, t, misc, m, row, tables):  # 
     return t, m, end
 
 
-def scan_run(buf, at, last, keys, key_ends, max_text, tables):  # noqa: ANN001, ANN201
-    """`scan_into` with new output buffers (the size of the run)."""
-    size = last + 1 - at
-    texts = np.empty(size, dtype=np.uint8)
-    misc = np.empty(size, dtype=np.uint8)
-    return scan_into(buf, at, last, keys, key_ends, max_text, tables, texts, misc)
-
-
 @njit(cache=True, nogil=True)
-def scan_into(buf, at, last, keys, key_ends, max_text, tables, texts, misc):  # noqa: ANN001, ANN201
-    """The lines of buf[at:last + 1] (buf[last] a newline): (rows, texts, misc), one row per
-    line (its START and END in buf, its STATUS, and for a taken line its fields' spans in
-    `texts` (the text) and `misc` (id, source, lang)). The texts of consecutive taken lines are
-    contiguous in `texts`."""
+def scan_run(buf, at, last, keys, key_ends, max_text, tables):  # noqa: ANN001, ANN201
+    """The first MAX_LINES lines (at most) of buf[at:last + 1] (buf[last] a newline): (rows,
+    texts, misc), one row per line (its START and END in buf, its STATUS, and for a taken line
+    its fields' spans in `texts` (the text) and `misc` (id, source, lang)); the next call starts
+    after the last row's END. The texts of consecutive taken lines are contiguous in `texts`."""
     n = 0
     for j in range(at, last + 1):
         if buf[j] == 0x0A:
             n += 1
+            if n == MAX_LINES:
+                last = j
+                break
     rows = np.empty((n, COLUMNS), dtype=np.int64)
+    texts = np.empty(last + 1 - at, dtype=np.uint8)
+    misc = np.empty(last + 1 - at, dtype=np.uint8)
     t = m = 0
     i = at
     for r in range(n):
