@@ -5,7 +5,8 @@ text into special ids and has no switch; tokenmill keeps such text plain) and wi
 post-processor; or, for a `tiktoken` kind, from the ranks and a pattern gigatoken implements.
 Encodes on the calling thread (`parallel=False`: one engine actor per core) and releases the GIL.
 Its pre-token caches grow with the vocabulary of the stream and are freed only with the encoder,
-so the encoder is rebuilt after every `encoder_reset_mb` MB (characters) of text (default 512)."""
+so the encoder is rebuilt after every `encoder_reset_mb` MB of text (default 512; characters, or
+UTF-8 bytes for texts held as bytes)."""
 
 from __future__ import annotations
 
