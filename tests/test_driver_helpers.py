@@ -73,7 +73,7 @@ def test_helper_processes_commit_byte_for_byte_what_threads_commit(on_threads, t
     assert ledger(out) == ledger(reference)
 
 
-def test_helpers_are_the_default_from_four_workers_or_512_mib_to_do(tmp_path, bpe_path):
+def test_helpers_are_the_default_from_four_workers_or_1_gib_to_do(tmp_path, bpe_path):
     cfg = job_config(SAMPLE_DIR / "*.jsonl", tmp_path / "o", f"bpe:{bpe_path}")
     assert [uses_helpers(cfg, n) for n in (1, 2, 3, 4, 8)] == [False, False, False, True, True]
     big = HELPER_BYTES  # (a job this big: the helper's start pays on 2 or 3 workers too)

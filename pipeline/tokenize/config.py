@@ -267,7 +267,7 @@ class JobConfig(BaseModel):
         description="the driver's workers after the first run in helper processes of their own "
         "(spawned, each loading the tokenizer; no Ray) instead of threads, which share its GIL; "
         "default: helpers from 4 workers on (fewer threads rarely wait on the GIL), or for a "
-        "job of 512 MiB or more to do",
+        "job of 1 GiB or more to do",
     )
     ray_address: str | None = Field(
         None, min_length=1, description="existing Ray cluster (default: RAY_ADDRESS or local)"

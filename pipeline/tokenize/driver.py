@@ -1,7 +1,7 @@
 """A local run that does not wait for Ray: the driver tokenizes units from the first second, with
 workers of its own (one per CPU up to 8: threads, sharing the job's tokenizer when it is
 `thread_safe` and each with a copy otherwise, or a thread and helper processes from 4 workers
-on or for a job of 512 MiB or more, see `uses_helpers` and pipeline/tokenize/helpers.py), and
+on or for a job of 1 GiB or more, see `uses_helpers` and pipeline/tokenize/helpers.py), and
 Ray is started (in the main thread, while the driver keeps working) only once the driver's measured rate says the rest of the job
 would take it longer than `ray_after_seconds` alone (by default: when
 Ray's start-up pays for itself on this machine's CPUs, see `ray_after_seconds()`). A job the driver
@@ -248,7 +248,7 @@ HELPER_GAIN = 1.0  # what each helper process adds: a core, as an actor does
 ACTOR_EFFICIENCY = 0.8  # an actor per CPU, against a lone process on the same CPU
 MAX_WORKERS = 8  # the driver's workers by default: past that, Ray's actors on every core
 HELPERS_FROM = 4  # workers from which the driver's workers are processes by default
-HELPER_BYTES = 512 << 20  # input bytes to do from which fewer workers are processes by default
+HELPER_BYTES = 1 << 30  # input bytes to do from which fewer workers are processes by default
 
 
 def ray_after_seconds(
@@ -295,8 +295,8 @@ def driver_threads(cfg: JobConfig) -> int:
 
 def uses_helpers(cfg: JobConfig, workers: int, todo: int = 0) -> bool:
     """Whether the driver's workers after the first are helper processes: `driver_processes`,
-    or by default from HELPERS_FROM workers on (a unit holds the GIL about 30% of its time, so
-    up to 3 threads seldom wait on it, and a helper costs a process start and a tokenizer), and
+    or by default from HELPERS_FROM workers on (a unit holds the GIL about 20-30% of its time,
+    so up to 3 threads seldom wait on it, and a helper costs a process start and a tokenizer), and
     with fewer workers for a job of HELPER_BYTES input bytes to do or more (the helper's start,
     about a second of a core, pays there: docs/scale-out.md)."""
     if workers < 2 or not helpers_available():
