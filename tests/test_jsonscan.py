@@ -191,6 +191,29 @@ def test_scan_rows_name_the_fields():
     assert [data[s:e] for s, e in rows[:, :2].tolist()] == data.split(b"\n")[:3]
 
 
+def test_word_steps_end_where_the_buffer_ends():
+    """The pass reads and copies 8 plain bytes (and a character past ASCII, 4 bytes) a step: at
+    every length of text, every alignment, and with the line at the very end of an exactly sized
+    buffer, what it copies is the string json reads, and no byte of a string is left out."""
+    keys = jsonscan.field_keys("text", "id", "source", "lang")
+    pieces = ["a", "é", "中", "😀", '"', "\\", "\n", "/"]
+    rng = random.Random(3)
+    for length in range(40):
+        for lead in range(9):
+            text = "".join(rng.choice(pieces) if rng.random() < 0.3 else "x" for _ in range(length))
+            text = text or "z"
+            for ascii_only in (True, False):
+                line = " " * lead + json.dumps({"text": text, "id": "k"}, ensure_ascii=ascii_only)
+                data = line.encode() + b"\n"
+                buf = np.frombuffer(data, np.uint8)  # (its own, exactly sized buffer)
+                rows, texts, misc = jsonscan.scan_run(
+                    buf, 0, len(data) - 1, *keys, 1 << 20, jsonscan.TABLES
+                )
+                assert rows[:, jsonscan.STATUS].tolist() == [0], line
+                assert texts.tobytes().decode() == text, line
+                assert misc.tobytes() == b"k"
+
+
 def test_utf8_texts_behave_as_a_list_of_str():
     texts = Utf8Texts.of(["a", "é中", ""])
     texts.append("😀x")
