@@ -69,6 +69,7 @@ docs AS (
            sum(n_chars)::BIGINT AS chars,
            sum(n_words)::BIGINT AS words,
            sum(n_tokens)::BIGINT AS tokens,
+           (sum(n_tokens) FILTER (WHERE n_words IS NOT NULL))::BIGINT AS tokens_words_known,
            sum(n_continued_words)::BIGINT AS continued_words,
            (sum(n_words) FILTER (WHERE n_continued_words IS NOT NULL))::BIGINT AS words_split_known,
            quantile_cont(n_tokens, [0.5, 0.9, 0.99]) AS length_quantiles,
@@ -88,7 +89,7 @@ vocab AS (
 )
 SELECT d.tokenizer{d_keys},
        d.documents, d.bytes, d.chars, d.words, d.tokens,
-       d.tokens / nullif(d.words, 0) AS fertility,
+       d.tokens_words_known / nullif(d.words, 0) AS fertility,
        d.continued_words / nullif(d.words_split_known, 0) AS continued_word_share,
        d.bytes / nullif(d.tokens, 0) AS bytes_per_token,
        d.chars / nullif(d.tokens, 0) AS chars_per_token,

@@ -665,3 +665,38 @@ def test_sql_says_when_several_statements_ran(two_tokenizers):
         check=True,
     )
     assert "a" not in proc.stdout.split() and "2 statements ran" in proc.stderr
+
+
+def test_a_job_without_word_statistics_reads_as_words_unknown(tmp_path, sample_dir, bpe_path):
+    """`--no-word-stats` writes n_words 0: the views read it as NULL (not as documents of no
+    words), and fertility counts only the tokens of documents whose words are known, so a
+    report over that output beside a counted one gives the counted one's fertility."""
+    from pipeline.tokenize.engine import run_job
+
+    from .helpers import job_config
+
+    counted, wordless = tmp_path / "counted", tmp_path / "wordless"
+    run_job(job_config(sample_dir / "de.jsonl", counted, f"bpe:{bpe_path}"))
+    run_job(job_config(sample_dir / "de.jsonl", wordless, f"bpe:{bpe_path}", word_stats=False))
+    alone = connect(str(counted)).query("SELECT * FROM metrics").to_pylist()
+    session = connect([str(counted), str(wordless)])
+    docs = session.query(
+        "SELECT output, count(*) AS n, count(n_words) AS known, sum(n_words) AS words "
+        "FROM documents GROUP BY ALL ORDER BY output"
+    ).to_pylist()
+    assert [(d["n"], d["known"]) for d in docs] == [
+        (alone[0]["documents"], alone[0]["documents"])
+    ] + [(alone[0]["documents"], 0)]
+    assert docs[0]["words"] == alone[0]["words"] > 0
+    units = session.query("SELECT output, words FROM units ORDER BY output").to_pylist()
+    assert all((u["words"] is None) == (u["output"] == str(wordless)) for u in units)
+    both = session.query("SELECT * FROM metrics").to_pylist()
+    assert len(both) == 1  # one tokenizer: the two outputs' documents counted together
+    assert both[0]["documents"] == 2 * alone[0]["documents"]
+    assert both[0]["tokens"] == 2 * alone[0]["tokens"] and both[0]["words"] == alone[0]["words"]
+    assert both[0]["fertility"] == pytest.approx(alone[0]["fertility"])
+    files = report_tables(session)["by_source"].to_pylist()  # counted from the shard files
+    assert files[0]["words"] == alone[0]["words"]
+    assert files[0]["fertility"] == pytest.approx(alone[0]["fertility"])
+    only = connect(str(wordless)).query("SELECT words, fertility FROM metrics").to_pylist()
+    assert only == [{"words": None, "fertility": None}]

@@ -7,6 +7,7 @@ per-document counts, without token lists (`documents_from_files`)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import duckdb
@@ -265,9 +266,12 @@ def unigram_stats_tables(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def documents_from_files(con: duckdb.DuckDBPyConnection, sources: Files) -> None:
+def documents_from_files(
+    con: duckdb.DuckDBPyConnection, sources: Files, wordless: AbstractSet[str] = frozenset()
+) -> None:
     """`_documents_cache` (DOC_CACHE columns) from the shards, read with pyarrow (the per-document
-    columns only; token lists are never touched). The repeating strings reach DuckDB
+    columns only; token lists are never touched; n_words NULL in the `wordless` shards, whose
+    jobs counted no words). The repeating strings reach DuckDB
     dictionary-encoded, which DuckDB ingests several times faster than plain strings, in chunks of
     about DOC_CHUNK_ROWS rows."""
     con.execute(
@@ -281,8 +285,10 @@ def documents_from_files(con: duckdb.DuckDBPyConnection, sources: Files) -> None
         for path in paths:
             schema, batches = read_columns(fs, path, wanted)
             table = pa.Table.from_batches(batches, schema)
+            if path in wordless:
+                table = table.drop_columns(["n_words"])
             for name in wanted:
-                if name not in schema.names:
+                if name not in table.schema.names:
                     table = table.append_column(name, pa.nulls(table.num_rows, pa.int64()))
             pending.append(table.append_column("tokenizer", pa.repeat(label, table.num_rows)))
             rows += table.num_rows

@@ -23,7 +23,7 @@ import pyarrow.fs as pafs
 
 from pipeline.analytics.sql import quote_ident
 from pipeline.errors import AnalyticsError
-from pipeline.output import LedgerEntry, Output
+from pipeline.output import LedgerEntry, Output, read_manifest
 from schemas.layout import RUNS_DIR
 from schemas.shards import REJECTS_SCHEMA
 
@@ -157,8 +157,9 @@ def tokenizer_labels(tokenizers: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def shard_branch(index: int, schema: pa.Schema) -> str:
-    """SELECT of one registered shard dataset, cast to the common column types."""
+def shard_branch(index: int, schema: pa.Schema, words: bool = True) -> str:
+    """SELECT of one registered shard dataset, cast to the common column types; `words` false:
+    the job counted no words (`--no-word-stats` writes 0), so n_words reads as NULL."""
     names = set(schema.names)
     cols = [
         f"{index} AS dataset_id",
@@ -168,7 +169,8 @@ def shard_branch(index: int, schema: pa.Schema) -> str:
         "CAST(lang AS VARCHAR) AS lang",
         "CAST(tokens AS UINTEGER[]) AS tokens",
     ]
-    cols += [f"CAST({c} AS BIGINT) AS {c}" for c in ("n_tokens", "n_bytes", "n_chars", "n_words")]
+    cols += [f"CAST({c} AS BIGINT) AS {c}" for c in ("n_tokens", "n_bytes", "n_chars")]
+    cols.append("CAST(n_words AS BIGINT) AS n_words" if words else "NULL::BIGINT AS n_words")
     cols.append(
         "CAST(n_continued_words AS BIGINT) AS n_continued_words"
         if "n_continued_words" in names
@@ -198,8 +200,11 @@ def merge_branch(index: int, schema: pa.Schema) -> str:
     return f"SELECT {', '.join(cols)} FROM {quote_ident(f'_sidecar_{index}')}{where}"
 
 
-def ledger_row(output: Output, index: int, label: str, entry: LedgerEntry) -> dict[str, Any]:
-    """One row of `_ledger` (the `units` view): the entry's files and counts, and its JSON."""
+def ledger_row(
+    output: Output, index: int, label: str, entry: LedgerEntry, words: bool = True
+) -> dict[str, Any]:
+    """One row of `_ledger` (the `units` view): the entry's files and counts (words NULL when the
+    job counted none), and its JSON."""
     row = {
         "output": output.url,
         "dataset_id": index,
@@ -216,7 +221,16 @@ def ledger_row(output: Output, index: int, label: str, entry: LedgerEntry) -> di
         "entry": json.dumps(entry.to_json(), sort_keys=True),
     }
     row.update({key: getattr(entry, key) for key in LEDGER_COUNTS})
+    if not words:
+        row["words"] = None
     return row
+
+
+def counts_words(output: Output) -> bool:
+    """Whether the job that wrote `output` counted words (its manifest's options; one output holds
+    one configuration): with `--no-word-stats` the shards' n_words are 0, not counts."""
+    manifest = read_manifest(output) or {}
+    return (manifest.get("options") or {}).get("word_stats", True) is not False
 
 
 def output_row(index: int, output: Output, label: str, tok: dict[str, Any]) -> dict[str, Any]:
@@ -263,6 +277,7 @@ class RawRelations:
     unit_counts: bool = True  # read the per-unit token counts when every unit has them
     shards: Files = field(default_factory=list)
     counted: Files = field(default_factory=list)
+    wordless: set[str] = field(default_factory=set)  # shard paths whose jobs counted no words
     outputs: list[dict[str, Any]] = field(default_factory=list)
     ledger: list[dict[str, Any]] = field(default_factory=list)
     branches: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
@@ -270,13 +285,17 @@ class RawRelations:
     def add(self, output: Output, label: str, entries: list[LedgerEntry]) -> None:
         """One dataset: the committed units of `output` made with one tokenizer."""
         con, index = self.con, len(self.outputs)
+        words = counts_words(output)
         self.outputs.append(output_row(index, output, label, entries[0].tokenizer))
-        self.ledger += [ledger_row(output, index, label, e) for e in entries]
+        self.ledger += [ledger_row(output, index, label, e, words) for e in entries]
         fs = arrow_filesystem(output)
         shards = ledger_dataset(output, [(e.unit_id, e.shard) for e in entries], fs)
-        self.shards.append((label, fs, [output.path(e.shard) for e in entries]))
+        paths = [output.path(e.shard) for e in entries]
+        self.shards.append((label, fs, paths))
+        if not words:
+            self.wordless.update(paths)
         con.register(f"_shards_{index}", shards)
-        self.branches["_shards"].append(shard_branch(index, shards.schema))
+        self.branches["_shards"].append(shard_branch(index, shards.schema, words))
         rejects = [(e.unit_id, e.rejects) for e in entries if e.rejects]
         if rejects:
             con.register(f"_rejects_{index}", ledger_dataset(output, rejects, fs))

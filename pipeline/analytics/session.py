@@ -38,6 +38,7 @@ class AnalyticsSession:
     labels: tuple[str, ...] = ()  # the tokenizer label of each dataset, by dataset_id
     shards: Files | None = None
     unit_counts: Files | None = None
+    wordless: frozenset[str] = frozenset()  # shard paths of jobs that counted no words
     outputs: tuple[str, ...] = ()  # the output URL of each dataset, by dataset_id
 
     def shared_labels(self) -> dict[str, list[str]]:
@@ -140,6 +141,7 @@ def connect(
         outputs=tuple(output.url for output, _ in datasets),
         shards=relations.shards,
         unit_counts=relations.counted if relations.complete else None,
+        wordless=frozenset(relations.wordless),
     )
 
 

@@ -39,7 +39,7 @@ def _count_inputs(session: AnalyticsSession) -> None:
         keyed_from_files(con, session.shards, from_shards=True)
     unigram_stats_tables(con)
     if session.shards is not None:
-        documents_from_files(con, session.shards)
+        documents_from_files(con, session.shards, session.wordless)
     else:
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE _documents_cache AS SELECT {', '.join(DOC_CACHE)} "
