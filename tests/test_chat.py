@@ -511,3 +511,32 @@ def test_templates_without_a_system_role_and_with_loop_controls_are_taken(tok_pa
         job_config(src, tmp_path / "out", f"bpe:{tok_path}", chat_template=str(template))
     )
     assert (summary.documents, summary.rejected) == (3, 3)  # those with a system message
+
+
+def test_a_lib_chat_ends_each_reply_with_its_eos_id(tmp_path):
+    """LiB names its EOS (`<|endoftext|>`, the id after its byte units): a template's
+    `eos_token` renders it and the chat encoder gives its one id, masked with the reply; the
+    same text inside a message stays plain text (LiB was named no EOS, so templates rendered
+    an empty string)."""
+    from tokenizers_impl.lib import LiBTokenizer
+
+    texts = [r["text"] for r in read_jsonl(SAMPLE_DIR / "en.jsonl")]
+    tok = LiBTokenizer.train(texts, vocab_size=800, seed=0)
+    path = tmp_path / "lib.json"
+    tok.save(str(path))
+    template = tmp_path / "t.jinja"
+    template.write_text(
+        "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}"
+        "{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}\n{% endfor %}"
+    )
+    convs = conversations()[:6]
+    convs[0]["messages"][1]["content"] += " <|endoftext|>"  # (a user's text: plain)
+    src = write_jsonl(tmp_path / "chats.jsonl", convs)
+    run_job(job_config(src, tmp_path / "out", f"lib:{path}", chat_template=str(template)))
+    rows = {r["doc_id"]: r for r in shard_rows(str(tmp_path / "out"))}
+    for conv in convs:
+        row = rows[conv["id"]]
+        replies = sum(m["role"] == "assistant" for m in conv["messages"])
+        ends = [i for i, t in enumerate(row["tokens"]) if t == tok.eos_id]
+        assert len(ends) == replies and all(row["loss_mask"][i] == 1 for i in ends)
+        assert tok.decode(row["tokens"]).count("<|endoftext|>") == replies + (conv is convs[0])

@@ -505,6 +505,8 @@ def test_ids_bytes_and_eos_follow_the_protocol(en_tokenizer):
     n = len(tok.units)
     assert tok.vocab_size == n + 257 and tok.eos_id == n + 256
     assert tok.token_bytes(tok.eos_id) == EOS.encode()
+    described = tok.describe()  # (what the manifest and run summary record for the loader)
+    assert (described["eos_token"], described["eos_id"]) == (EOS, tok.eos_id)
     assert [tok.token_bytes(n + b) for b in (0, 65, 255)] == [b"\x00", b"A", b"\xff"]
     assert tok.token_bytes(0) == tok.units[0].encode()
     assert tok.lossless and tok.kind == "lib"

@@ -203,6 +203,8 @@ class TokenizerBase(ABC):
             "eos_id": self.eos_id,
             "bos_id": self.bos_id,
             **({"batch_local_ids": True} if self.batch_local_ids else {}),
+            # (named where the plugin names them: a plugin without them records as it always has)
+            **{k: v for k in ("eos_token", "bos_token") if (v := getattr(self, k)) is not None},
         }
 
 

@@ -45,7 +45,8 @@ class LiBTokenizer(TokenizerBase):
         self.name = name
         n = len(self.units)
         self.byte_base = n
-        self.eos_id = n + N_BYTES
+        self.eos_id, self.eos_token = n + N_BYTES, EOS
+        self.added_tokens = {EOS: self.eos_id}  # (a chat template's EOS is this id)
         self.vocab_size = n + N_BYTES + 1
         self._bytes = [u.encode("utf-8", "surrogatepass") for u in self.units]
         self._bytes += [bytes([b]) for b in range(N_BYTES)] + [EOS.encode("utf-8")]
