@@ -16,6 +16,7 @@ import zstandard
 from pipeline.output import Output, committed_entries
 from pipeline.tokenize.engine import run_job
 from pipeline.tokenize.inputs import ReadOptions, is_stream, iter_ranges, plan_units, read_unit
+from pipeline.tokenize.inputs import streams as streams_module
 
 from .helpers import (
     SAMPLE_DIR,
@@ -48,8 +49,14 @@ def write_compressed(path, rows, extra_lines=()):
     return data
 
 
-@pytest.mark.parametrize("suffix", [".zst", ".gz"])
-def test_a_big_compressed_file_is_cut_into_newline_aligned_ranges(tmp_path, suffix):
+@pytest.mark.parametrize(("suffix", "block"), [(".zst", None), (".gz", None), (".zst", 333)])
+def test_a_big_compressed_file_is_cut_into_newline_aligned_ranges(
+    tmp_path, monkeypatch, suffix, block
+):
+    """(`block`: decompressed blocks smaller than a line, so that a range's end is searched for
+    across many blocks read one at a time.)"""
+    if block:
+        monkeypatch.setattr(streams_module, "READ_BLOCK", block)
     path = tmp_path / f"big.jsonl{suffix}"
     data = write_compressed(path, records())
     opts = ReadOptions(unit_bytes=UNIT)
@@ -306,3 +313,35 @@ def test_a_stream_whose_file_is_removed_while_it_is_cut_fails_the_run_naming_it(
     monkeypatch.setattr(feed_module, "iter_ranges", removed_first)
     with pytest.raises(UnitFailed, match=r"big\.jsonl\.zst .*FileNotFoundError"):
         run_job(cfg)
+
+
+def test_the_held_blocks_cut_where_one_buffer_would():
+    """The reader keeps decompressed blocks as read and searches each range's end across them,
+    skipping what an earlier search covered: every cut, for random lines, blocks and range
+    sizes, is the one a single buffer searched from the nominal end gives."""
+    import random
+
+    from pipeline.tokenize.inputs.streams import _Held
+
+    rng = random.Random(5)
+    for _ in range(300):
+        lines = [b"x" * rng.choice([0, 1, 2, 7, 40, 300]) for _ in range(rng.randrange(1, 60))]
+        data = b"".join(line + b"\n" for line in lines)
+        unit = rng.choice([1, 2, 5, 16, 100, 1000])
+        held, start, at, cuts = _Held(), 0, 0, []
+        while at < len(data):
+            size = rng.choice([1, 3, 8, 64, 500])
+            held.add(data[at : at + size])
+            at += size
+            while (cut := held.cut(start, unit)) is not None:
+                cuts.append(held.take(cut))
+                start += cut
+        want, pos = [], 0
+        while True:  # a single buffer: the newline at or after each multiple of `unit`
+            nominal = (pos // unit + 1) * unit
+            nl = data.find(b"\n", nominal - 1)
+            if nominal > len(data) or nl < 0:
+                break
+            want.append(data[pos : nl + 1])
+            pos = nl + 1
+        assert cuts == want and held.take(held.size) == data[pos:]

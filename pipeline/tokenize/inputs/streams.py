@@ -34,7 +34,7 @@ def iter_ranges(
     the error, after them (a zero-length range when there are none). `on_cut`, when given, is
     told before each range how far into the compressed file the reader is (None: unknown)."""
     unit_bytes, limit = opts.unit_bytes, opts.max_record_bytes
-    start, buffer = 0, bytearray()
+    start, held = 0, _Held()
     with open_unit(stream, storage_options) as source:
         while True:
             try:
@@ -42,28 +42,77 @@ def iter_ranges(
             except READ_ERRORS as exc:  # cut or damaged: the whole lines so far, then the error
                 if isinstance(exc, FileNotFoundError):
                     raise
-                whole = buffer.rfind(b"\n") + 1
+                data = held.take(held.size)
+                whole = data.rfind(b"\n") + 1
                 _tell(on_cut, source)
-                yield _range(stream, start, start + whole), DamagedRange(buffer[:whole], exc)
+                yield _range(stream, start, start + whole), DamagedRange(data[:whole], exc)
                 return
             if block:
-                buffer += block
-            cut = _cut(buffer, start, unit_bytes)
+                held.add(block)
+            cut = held.cut(start, unit_bytes)
             while cut is not None:
                 _tell(on_cut, source)
-                yield _range(stream, start, start + cut), bytes(buffer[:cut])
-                del buffer[:cut]
+                yield _range(stream, start, start + cut), held.take(cut)
                 start += cut
-                cut = _cut(buffer, start, unit_bytes)
+                cut = held.cut(start, unit_bytes)
             if not block:
                 break
-            if len(buffer) > unit_bytes + limit:  # a line longer than any record may be
+            if held.size > unit_bytes + limit:  # a line longer than any record may be
                 _tell(on_cut, source)
                 yield _range(stream, start, -1), None
                 return
-    if buffer:
+    if held.size:
         _tell(on_cut, source)
-        yield _range(stream, start, start + len(buffer)), bytes(buffer)
+        yield _range(stream, start, start + held.size), held.take(held.size)
+
+
+class _Held:
+    """The decompressed bytes read past the last range, as the blocks they were read in: a
+    range's bytes are joined once when it is cut (a growing bytearray, sliced and copied into
+    bytes, cost more than decompressing: 0.8 s against 0.47 s for 436 MB)."""
+
+    def __init__(self) -> None:
+        self.blocks: list[bytes] = []
+        self.size = 0
+        self._searched = 0  # bytes known to hold no newline at or after the last nominal end
+
+    def add(self, block: bytes) -> None:
+        self.blocks.append(block)
+        self.size += len(block)
+
+    def cut(self, start: int, unit_bytes: int) -> int | None:
+        """Length of the next range if the blocks hold its end (just after the newline at or
+        after the next multiple of unit_bytes), else None."""
+        nominal = (start // unit_bytes + 1) * unit_bytes - start  # in held coordinates
+        if self.size < nominal:
+            return None
+        at = 0  # the held offset of each block
+        for block in self.blocks:
+            end = at + len(block)
+            if end >= nominal and end > self._searched:
+                nl = block.find(b"\n", max(nominal - 1, self._searched, at) - at)
+                if nl >= 0:
+                    self._searched = 0
+                    return at + nl + 1
+            at = end
+        self._searched = self.size
+        return None
+
+    def take(self, n: int) -> bytes:
+        """The first n bytes held, as one bytes object; the rest stays held."""
+        taken, left = [], n
+        while left:
+            block = self.blocks[0]
+            if len(block) <= left:
+                taken.append(self.blocks.pop(0))
+                left -= len(block)
+            else:
+                taken.append(block[:left])
+                self.blocks[0] = block[left:]
+                left = 0
+        self.size -= n
+        self._searched = 0
+        return taken[0] if len(taken) == 1 else b"".join(taken)
 
 
 def one_range(stream: WorkUnit, opts: ReadOptions, storage_options: dict | None) -> bool:
@@ -83,16 +132,6 @@ def _tell(on_cut: Callable[[int | None], None] | None, source: Any) -> None:
     if on_cut is not None:
         position = getattr(source, "compressed_position", None)
         on_cut(position() if position is not None else None)
-
-
-def _cut(buffer: bytearray, start: int, unit_bytes: int) -> int | None:
-    """Length of the next range if the buffer holds its end (just after the newline at or after
-    the next multiple of unit_bytes), else None."""
-    nominal = (start // unit_bytes + 1) * unit_bytes - start  # in buffer coordinates
-    if len(buffer) < nominal:
-        return None
-    nl = buffer.find(b"\n", nominal - 1)
-    return None if nl < 0 else nl + 1
 
 
 def _range(stream: WorkUnit, start: int, end: int) -> WorkUnit:
