@@ -173,6 +173,22 @@ def test_compiled_unigram_counts_equal_the_numpy_reference(monkeypatch, pool):
     assert outputs[0] == outputs[1]
 
 
+@pytest.mark.parametrize("kernel", [False, True])
+@pytest.mark.parametrize("dtype", [np.uint32, np.int64])
+def test_an_id_outside_the_vocabulary_is_refused_not_counted_elsewhere(monkeypatch, kernel, dtype):
+    """A token id past the vocabulary (or negative) is an error on both paths: the compiled
+    count checks each id as it counts (no pass of its own for the largest), so neither a too
+    large id nor a negative one (numba wraps negative indices) lands in another cell."""
+    from pipeline.tokenize import unigrams
+
+    monkeypatch.setattr(unigrams, "kernels_wanted", lambda size, threshold, k=kernel: k)
+    for bad in (50, 70) + ((-1,) if dtype is np.int64 else ()):
+        counter = UnigramCounter(50)
+        flat = np.array([1, 2, 3, bad, 4], dtype=dtype)
+        with pytest.raises((ValueError, IndexError)):
+            counter.add(flat, np.array([0, 2, 5]), ["s", "s"], [None, None])
+
+
 def test_a_batch_of_dense_groups_after_sparse_ones_is_counted(monkeypatch):
     """With more than 16 groups seen, a later batch of documents of two of the first 16 groups
     (numpy path: a small job before the kernels load) crashed the unit: `operands could not be

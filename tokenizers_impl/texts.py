@@ -79,7 +79,8 @@ class Utf8Texts(Sequence[str]):
         unless these texts are a `view` of a bigger buffer."""
         if self._joined is None:
             total = self.nbytes
-            data = np.zeros(total + (-total % 8), dtype=np.uint8)
+            data = np.empty(total + (-total % 8), dtype=np.uint8)
+            data[total:] = 0  # (the padding; every byte before it is copied below)
             offsets = np.empty(self._n + 1, dtype=np.int64)
             offsets[0] = 0
             at = n = 0

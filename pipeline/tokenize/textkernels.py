@@ -363,11 +363,18 @@ def word_stats(b, b64, doc_start, flat, offsets, tok_len, n_bytes, ends, boundar
 
 @njit(cache=True, nogil=True)
 def group_counts(flat, offsets, doc_group, counts):  # noqa: ANN001, ANN201
-    """counts[doc_group[d], id] += 1 for every token of every document d. (Hot loop.)"""
+    """counts[doc_group[d], id] += 1 for every token of every document d; returns -1, or the
+    position in flat of the first id outside counts' columns (nothing counted from its
+    document on). (Hot loop.)"""
+    vocab = counts.shape[1]
     for d in range(doc_group.shape[0]):
         g = doc_group[d]
         for t in range(offsets[d], offsets[d + 1]):
-            counts[g, flat[t]] += 1
+            token = np.int64(flat[t])
+            if token < 0 or token >= vocab:
+                return np.int64(t)
+            counts[g, token] += 1
+    return np.int64(-1)
 
 
 @njit(cache=True, nogil=True)

@@ -85,14 +85,14 @@ class UnigramCounter:
         if kernels_wanted(len(flat), KERNEL_MIN_TOKENS):
             from pipeline.tokenize.textkernels import group_counts
 
-            if len(flat) and int(flat.max()) >= v:
-                raise ValueError(f"token id {int(flat.max())} >= vocab_size {v}")
-            group_counts(
+            bad = group_counts(  # (checks each id: no pass of its own for the largest)
                 flat,
                 np.asarray(offsets, dtype=np.int64),
                 np.asarray(doc_row, dtype=np.int64),
                 self._counts,
             )
+            if bad >= 0:
+                raise ValueError(f"token id {int(flat[bad])} outside the vocabulary of {v}")
             return
         first = doc_row[0]
         if all(row == first for row in doc_row):
