@@ -83,7 +83,7 @@ class UnigramCounter:
             self._add_split(flat, offsets, np.asarray(doc_row, dtype=np.int64))
             return
         if kernels_wanted(len(flat), KERNEL_MIN_TOKENS):
-            from pipeline.tokenize.textkernels import group_counts
+            from pipeline.tokenize.countkernels import group_counts
 
             bad = group_counts(  # (checks each id: no pass of its own for the largest)
                 flat,
@@ -116,7 +116,7 @@ class UnigramCounter:
             n = min(len(self._rows), DENSE_GROUPS)
             self._counts[:n] += np.bincount(keys, minlength=n * v).reshape(n, v)
         if kernels_wanted(len(flat), KERNEL_MIN_TOKENS):  # a pass with a vocab-sized scratch
-            from pipeline.tokenize.textkernels import sparse_counts
+            from pipeline.tokenize.countkernels import sparse_counts
 
             if self._work is None:
                 self._work = (np.zeros(v, dtype=np.int64), np.empty(v, dtype=np.int64))
