@@ -531,3 +531,37 @@ def test_a_damaged_zstd_keeps_every_whole_line_of_its_intact_data(tmp_path, toke
     assert reason in rejects[0]["reason"]
     # the reject starts where the first line not read does
     assert rejects[0]["offset"] == sum(len(line) + 1 for line in raw.split(b"\n")[: len(texts)])
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_a_failure_of_the_reader_itself_fails_the_unit_instead_of_rejecting_the_rest(
+    tmp_path, tokenizer, monkeypatch, scan
+):
+    """Only a failed read (a cut or corrupt file) makes the `unreadable input` reject that ends a
+    unit: a ValueError from the code that takes lines already in memory apart (the compiled pass
+    or the per-line reader) is a bug, and it failed nothing but silently dropped the rest of the
+    unit into that reject. Now the unit fails, naming the file and the record, and commits
+    nothing."""
+    from pipeline.tokenize.inputs import jsonl, jsonscan
+
+    monkeypatch.setattr(jsonl, "_SCAN", jsonscan.__name__ if scan else "not loaded")
+    real = jsonl._take if scan else jsonl.BatchBuilder.record
+    calls = [0]
+
+    def failing(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 3:
+            raise ValueError("a bug")
+        return real(*args, **kwargs)
+
+    if scan:
+        monkeypatch.setattr(jsonl, "_take", failing)
+    else:
+        monkeypatch.setattr(jsonl, "orjson", None)  # (every line through the per-line reader)
+        monkeypatch.setattr(jsonl.BatchBuilder, "record", failing)
+    (tmp_path / "a.jsonl").write_bytes(corpus(400))
+    with pytest.raises(RuntimeError, match=r"a\.jsonl: reading the record at offset \d+ failed"):
+        tokenize(str(tmp_path / "a.jsonl"), tokenizer, tmp_path / "out", batch_docs=50)
+    assert not (tmp_path / "out" / "ledger").exists() or not any(
+        (tmp_path / "out" / "ledger").iterdir()
+    )

@@ -245,6 +245,16 @@ def iter_line_runs(
         yield line_start, [b"".join(pending)], b""
 
 
+def _reader_failed(unit: WorkUnit, out: BatchBuilder, exc: BaseException) -> RuntimeError:
+    """A failure of the code that reads whole lines (bytes already in memory): a bug, which fails
+    the unit, naming it and the line; the handler of read errors below would have turned it into
+    an `unreadable input` reject and dropped the rest of the unit into it."""
+    return RuntimeError(
+        f"{unit.url}: reading the record at offset {out.last_offset} failed: "
+        f"{type(exc).__name__}: {exc}"
+    )
+
+
 class LineFormat(InputFormat):
     """A format with one record per line; subclasses say what a line's text becomes."""
 
@@ -276,11 +286,14 @@ class LineFormat(InputFormat):
                 for offset, lines, head in iter_line_runs(
                     stream, unit.start, unit.end, opts.max_record_bytes
                 ):
-                    if lines is not None:
-                        line_no = yield from self._lines(out, offset, line_no, lines)
-                        continue
-                    out.last_offset = offset
-                    self._line(out, offset, line_no, None, head)
+                    try:
+                        if lines is not None:
+                            line_no = yield from self._lines(out, offset, line_no, lines)
+                            continue
+                        out.last_offset = offset
+                        self._line(out, offset, line_no, None, head)
+                    except READ_ERRORS as exc:  # (the reader's own code failed, not a read:
+                        raise _reader_failed(unit, out, exc) from exc  # never "unreadable")
                     if line_no is not None:
                         line_no += 1
                     if out.full():
