@@ -16,7 +16,12 @@ default; bench/build_corpus.sh), with a 32k byte-level BPE trained on it. Rows (
             of all processes, the rate between the first and the last unit commit; steady
             state = the marginal rate between the smallest and largest scale, against the flat
             ceiling. With `--paired-ceiling` the cold ceiling is measured again before each
-            round of runs and each round's ratios are given against it.
+            round of runs and each round's ratios are given against it, and against the
+            encoder alone doing the same work (gigatoken flat streamed once over the 1x and
+            the largest scale's corpus: its caches warm up on the copies as a run's encoder
+            does), in wall clock and in MB per CPU second (not with actors: Ray's processes
+            are not the run's children); CPU seconds move far less with the machine's other
+            load than a few seconds of wall clock do.
   datatrove datatrove's DocumentTokenizer (its `tokenizers` encoder) on the same files and
             tokenizer, at `--datatrove-scales` (needs the bench venv: make bench-env).
   startup   a one-document `tokenmill run` against a bare `ray.init(); ray.shutdown()`, same venv.
@@ -49,7 +54,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.proctree import run_measured  # noqa: E402
+from bench.proctree import children_cpu, run_measured  # noqa: E402
 
 CORPUS = Path(os.environ.get("TMPDIR", "/tmp")) / "tokenmill-bench-corpus" / "corpus"
 ROWS = ("stages", "encoders", "run", "datatrove", "startup", "zst", "llama3")
@@ -173,12 +178,14 @@ def _encode_worker(args: tuple) -> dict:
     encode = _encode_function(kind, tok, threads)
     batches = [texts[i : i + 256] for i in range(0, len(texts), 256)]
     barrier.wait()
-    seconds, tokens = [], 0
+    seconds, cpu, tokens = [], [], 0
     for _ in range(passes):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         tokens = sum(encode(b) for b in batches)
         seconds.append(time.perf_counter() - t0)
-    return {"bytes": nbytes, "tokens": tokens, "seconds": seconds, "encoder": tok.encoder}
+        cpu.append(time.process_time() - c0)
+    return {"bytes": nbytes, "tokens": tokens, "seconds": seconds, "cpu": cpu,
+            "encoder": tok.encoder}  # fmt: skip
 
 
 def _encode_function(kind: str, tok, threads: int):
@@ -219,6 +226,8 @@ def raw_encoder(kind: str, tok_path: Path, files: list[str], mb: float, procs: i
         "bytes": nbytes,
         "tokens": tokens,
         "mb_s": [nbytes / 1e6 / w for w in walls],
+        # MB per CPU second (all processes' CPU): what a core gives, whatever else runs beside
+        "mb_cpu_s": [nbytes / 1e6 / sum(o["cpu"][p] for o in out) for p in range(passes)],
     }
 
 
@@ -312,7 +321,9 @@ def tokenmill_run(inputs: str, out: Path, tok_path: Path, extra: list[str] = ())
     shutil.rmtree(out, ignore_errors=True)
     cmd = [str(REPO / ".venv/bin/tokenmill"), "run", "--input", inputs, "--output", str(out),
            "--tokenizer", f"bpe:{tok_path}", "--no-progress", *extra]  # fmt: skip
+    cpu = children_cpu()
     wall, peak, stdout = run_measured(cmd, env={**os.environ, **RAY_ENV})
+    cpu = children_cpu() - cpu
     summary = json.loads(stdout.strip().splitlines()[-1])
     return {
         "window_mb_s": commit_window_rate(out),
@@ -320,6 +331,7 @@ def tokenmill_run(inputs: str, out: Path, tok_path: Path, extra: list[str] = ())
         "notes": summary.get("notes"),
         "mb_s": summary["bytes"] / 1e6 / wall,
         "seconds": wall,
+        "cpu_s": cpu,  # (the run's processes that it waited for: not Ray's, with actors)
         "peak_rss_mb": peak / 2**20,
         "bytes": summary["bytes"],
         "tokens": summary["tokens"],
@@ -455,11 +467,15 @@ def run_rows(dirs: dict[int, Path], work: Path, tok_path: Path, args, res: dict)
         "helpers": ("H", ["--driver-processes"]),
         "threads": ("T", ["--no-driver-processes"]),
     }
-    files = sorted(str(f) for f in dirs[1].glob("*.jsonl"))
+    files = _files(dirs[1])
     for _ in range(args.run_repeat):
         if args.paired_ceiling:  # (this machine's speed drifts by a third over minutes)
-            ceiling = raw_encoder("gigatoken-flat", tok_path, files, 0, args.cores, 1)["mb_s"][0]
+            measured = raw_encoder("gigatoken-flat", tok_path, files, 0, args.cores, 1)
+            ceiling = measured["mb_s"][0]
             res.setdefault("paired_ceilings", []).append(ceiling)
+            hi = max(args.scales)  # the same stream as the runs' largest scale, streamed once
+            big = raw_encoder("gigatoken-flat", tok_path, _files(dirs[hi]), 0, args.cores, 1)
+            res.setdefault("paired_same_work", []).append((measured, big))
             print(f"  ceiling (cold, {args.cores} processes) before this round: {ceiling:.1f} MB/s",
                   flush=True)  # fmt: skip
         for k in args.scales:
@@ -477,6 +493,10 @@ def run_rows(dirs: dict[int, Path], work: Path, tok_path: Path, args, res: dict)
             if f"runs{tag}{k}" in res:
                 runs = sorted(res[f"runs{tag}{k}"], key=lambda r: r["seconds"])
                 res[f"run{tag}{k}"] = runs[(len(runs) - 1) // 2]
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(str(f) for f in folder.glob("*.jsonl"))
 
 
 def datatrove_rows(dirs: dict[int, Path], work: Path, tok_path: Path, args, res: dict) -> None:
@@ -637,6 +657,40 @@ def paired_verdict(res: dict, tag: str, lo: int, hi: int) -> None:
           f"{statistics.median(window):.2f} ({', '.join(f'{r:.2f}' for r in window)})")  # fmt: skip
 
 
+def cpu_verdict(res: dict, tag: str, lo: int, hi: int) -> None:
+    """The steady state against the encoder alone doing the same work: gigatoken flat streamed
+    once over the 1x corpus and over the largest scale's (its caches warm up on the copies as a
+    run's encoder does), 2 processes, before each round; its marginal rate and its marginal MB
+    per CPU second, against the runs' (CPU: the run and the helper processes it waited for).
+    Wall-clock rates of a few seconds move with the machine's other load; CPU seconds much less."""
+    same, small, big = res.get("paired_same_work"), res[f"runs{tag}{lo}"], res[f"runs{tag}{hi}"]
+    if not same or lo != 1 or len(same) != len(small) or len(small) != len(big):
+        return
+
+    def cpu_s(r: dict) -> float:
+        return r["bytes"] / 1e6 / r["mb_cpu_s"][0]
+
+    def wall_s(r: dict) -> float:
+        return r["bytes"] / 1e6 / r["mb_s"][0]
+
+    mb = [(b["bytes"] - a["bytes"]) / 1e6 for a, b in same]
+    enc_wall = [m / (wall_s(b) - wall_s(a)) for m, (a, b) in zip(mb, same, strict=True)]
+    enc_cpu = [m / (cpu_s(b) - cpu_s(a)) for m, (a, b) in zip(mb, same, strict=True)]
+    steady = [marginal(a, b) for a, b in zip(small, big, strict=True)]
+    wall = [s / e for s, e in zip(steady, enc_wall, strict=True)]
+    line = (f"  against the encoder alone on the same {lo}x -> {hi}x streams (marginal "
+            f"{', '.join(f'{e:.0f}' for e in enc_wall)} MB/s): {statistics.median(wall):.2f} "
+            f"(rounds: {', '.join(f'{w:.2f}' for w in wall)})")  # fmt: skip
+    if tag != "A" and all(r.get("cpu_s") is not None for r in small + big):  # (actors: Ray's
+        runs = [(b["bytes"] - a["bytes"]) / 1e6 / (b["cpu_s"] - a["cpu_s"])  # processes are not
+                for a, b in zip(small, big, strict=True)]  # the run's children)  # fmt: skip
+        ratio = [r / e for r, e in zip(runs, enc_cpu, strict=True)]
+        line += (f"; per CPU second {statistics.median(runs):.0f} against "
+                 f"{statistics.median(enc_cpu):.0f} MB: {statistics.median(ratio):.2f} (rounds: "
+                 f"{', '.join(f'{r:.2f}' for r in ratio)})")  # fmt: skip
+    print(line)
+
+
 def verdicts(res: dict, args) -> None:
     lo, hi = min(args.scales), max(args.scales)
     print()
@@ -669,6 +723,7 @@ def verdicts(res: dict, args) -> None:
                   f"{max(pairs) / cold:.2f}), {mm / warm:.2f} of warm; first to last commit "
                   f"{(window or 0) / cold:.2f} of cold (target >= 0.8)")  # fmt: skip
         paired_verdict(res, tag, lo, hi)
+        cpu_verdict(res, tag, lo, hi)
         peak = {k: [r["peak_rss_mb"] for r in res[f"runs{tag}{k}"]] for k in (lo, hi)}
         rss = max(peak[hi]) / max(peak[lo])
         print(f"  peak RSS {hi}x / {lo}x = {rss:.2f} (highest of each; {peak}) (target within 10%)")

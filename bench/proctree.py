@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import resource
 import subprocess
 import threading
 import time
@@ -44,6 +45,14 @@ class PeakRSS:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def children_cpu() -> float:
+    """CPU seconds (user + system) of this process's children that have ended and been waited
+    for, their own waited-for children included (a command's helper processes; not Ray's
+    daemons, which it does not start as children)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run_measured(
