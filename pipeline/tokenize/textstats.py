@@ -16,6 +16,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -200,33 +201,23 @@ def batch_stats(
     if kernel and words:
         from pipeline.tokenize.textkernels import batch_word_stats
 
+        lengths = np.asarray(token_byte_lengths)
+
+        def count(joined: np.ndarray, starts: np.ndarray, contiguous: bool = False) -> Any:
+            return batch_word_stats(
+                joined, starts, flat, offsets, lengths, n_bytes, _CLASSES, want_ends, contiguous
+            )
+
         found = None
         if utf8 is not None:  # read in place: the batch's bytes from an 8-aligned start
             data, text_offsets = utf8
             base = int(text_offsets[0]) & ~7
-            found = batch_word_stats(
-                data[base : int(text_offsets[-1])],
-                text_offsets[:-1] - base,
-                flat,
-                offsets,
-                np.asarray(token_byte_lengths),
-                n_bytes,
-                _CLASSES,
-                want_ends,
-                contiguous=True,
+            found = count(
+                data[base : int(text_offsets[-1])], text_offsets[:-1] - base, contiguous=True
             )
         if found is None:
             joined = np.frombuffer(b"\x00".join([t.encode("utf-8") for t in texts]), np.uint8)
-            found = batch_word_stats(
-                joined,
-                doc_start,
-                flat,
-                offsets,
-                np.asarray(token_byte_lengths),
-                n_bytes,
-                _CLASSES,
-                want_ends,
-            )
+            found = count(joined, doc_start)
         n_words, continued, token_ends = found
         return BatchStats(n_bytes, n_chars, n_words, continued, token_ends)
     return _numpy_stats(
