@@ -29,6 +29,8 @@ statistics.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
@@ -139,10 +141,15 @@ _load64, _store64 = _unaligned(64, False), _unaligned(64, True)
 _load32, _store32 = _unaligned(32, False), _unaligned(32, True)
 
 
+_LITTLE = sys.byteorder == "little"  # (a word's first byte in memory is its lowest)
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _plain_word(w):  # noqa: ANN001, ANN202
     """The bytes of a little-endian word before its first byte that a string does not copy as it
-    is (8 when it has none)."""
+    is (8 when it has none); 0 on a big-endian machine (every byte through the byte loop)."""
+    if not _LITTLE:
+        return np.uint64(0)
     q, b = w ^ _QUOTES, w ^ _BACKSLASHES
     flags = (w | ((w - _SPACES) & ~w) | ((q - _LOW) & ~q) | ((b - _LOW) & ~b)) & _HIGH
     if flags == 0:
