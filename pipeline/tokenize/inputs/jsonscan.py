@@ -19,12 +19,12 @@ integer id, a BOM...). A line is taken when it is, in full:
 The caller guarantees that `buf[last]` is a newline: every loop that walks a string stops at a
 byte below 0x20, and the newline is one, so no loop needs a bounds check of its own. The pass
 releases the GIL (two threads of a driver read at once). Plain ASCII is tested and copied 8 bytes
-a step (one unaligned load and store, SWAR tests for the bytes a string treats apart), a
-character past ASCII is validated and copied in one 4-byte store; the pass runs at 1.1-2 GB/s
-on the English and code of the bench corpus and 0.4-0.6 GB/s on its Russian and Chinese (a byte
-and a table lookup a byte before: 0.3-0.6 GB/s), against orjson's 450-650 MB/s for the same
-lines with their Python objects. `char_counts` counts the characters of such texts for the
-statistics.
+a step on little-endian machines (one unaligned load and store, SWAR tests for the bytes a string
+treats apart), a character past ASCII is validated and copied in one 4-byte store; the pass
+runs at 1.1-2 GB/s on the English and code of the bench corpus and 0.4-0.6 GB/s on its Russian
+and Chinese (a byte and a table lookup a byte before: 0.3-0.6 GB/s), against orjson's 450-650
+MB/s for the same lines with their Python objects. `char_counts` counts the characters of such
+texts for the statistics.
 """
 
 from __future__ import annotations
